@@ -1,0 +1,92 @@
+"""Shared fixtures: free loopback ports, real PostgreSQL databases, the SIPp binary.
+
+With CI=true a missing SIPp or PostgreSQL fails the run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("RINGCAST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port on 127.0.0.1 that is free for both UDP and TCP right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s2:
+                s2.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return int(port)
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI=true")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def sipp_bin() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        _missing("sipp (Debian package sip-tester)")
+    assert path is not None
+    return path
+
+
+def _pg_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of the machine's PostgreSQL (fails under CI when it is down)."""
+    if not _pg_reachable():
+        _missing("PostgreSQL at 127.0.0.1:5432")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    Returned as a `postgresql://` URL (ringcast's --db form).
+    """
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = "ringcast_t_" + uuid.uuid4().hex[:12]
+    admin = pg_server
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    base = admin.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -1,0 +1,166 @@
+"""Run real SIPp processes as callees in tests.
+
+A `SippUas` starts `sipp` with one XML scenario on a free 127.0.0.1 port, keeps
+its message log, and is stopped by its own PID. Nothing here sends a packet
+anywhere but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from conftest import free_port
+
+SCENARIOS = Path(__file__).parent / "sipp"
+
+
+class SippUas:
+    """One SIPp process answering calls on 127.0.0.1:<port> with a scenario.
+
+    `keys` become SIPp `-key name value` keywords usable as `[name]` in the XML
+    (for example the RTP port a test owns, written into the answer's SDP).
+    """
+
+    def __init__(
+        self,
+        scenario: str | Path,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        transport: str = "u1",
+        keys: dict[str, str] | None = None,
+        max_calls: int | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
+        path = Path(scenario)
+        if not path.is_absolute():
+            path = SCENARIOS / path
+        self.scenario = path
+        self.workdir = workdir
+        self.port = port or free_port(
+            socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM
+        )
+        self.transport = transport
+        self.keys = keys or {}
+        self.max_calls = max_calls
+        self.extra = extra or []
+        self.message_log = workdir / f"sipp-{self.port}-messages.log"
+        self.error_log = workdir / f"sipp-{self.port}-errors.log"
+        self.stdout_log = workdir / f"sipp-{self.port}-stdout.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def uri(self, user: str = "service") -> str:
+        return f"sip:{user}@127.0.0.1:{self.port}"
+
+    def start(self) -> SippUas:
+        sipp = shutil.which("sipp")
+        if sipp is None:
+            raise RuntimeError("sipp is not installed (Debian package sip-tester)")
+        cmd = [
+            sipp,
+            "-sf", str(self.scenario),
+            "-i", "127.0.0.1",
+            "-p", str(self.port),
+            "-t", self.transport,
+            "-nostdin",
+            "-trace_msg", "-message_file", str(self.message_log),
+            "-trace_err", "-error_file", str(self.error_log),
+            "-max_recv_loops", "10000",
+        ]
+        for name, value in self.keys.items():
+            cmd += ["-key", name, value]
+        if self.max_calls is not None:
+            cmd += ["-m", str(self.max_calls)]
+        cmd += self.extra
+        self._out = open(self.stdout_log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.workdir, stdout=self._out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sipp exited early: {self.output()}")
+            kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind(("127.0.0.1", self.port))
+                except OSError:
+                    return  # sipp holds the port
+            time.sleep(0.05)
+        raise RuntimeError("sipp did not bind its port in time")
+
+    def wait(self, timeout: float) -> int:
+        """Wait for SIPp to finish its `-m` calls; return its exit code."""
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)  # SIPp: dump stats and quit
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=3)
+        if getattr(self, "_out", None) is not None:
+            self._out.close()
+            self._out = None  # type: ignore[assignment]
+
+    def __enter__(self) -> SippUas:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def output(self) -> str:
+        try:
+            return self.stdout_log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def messages(self) -> str:
+        try:
+            return self.message_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def received(self) -> list[str]:
+        """Every SIP message SIPp received, as text, in order."""
+        parts = re.split(r"^-+ [\d\-:. ]+\s*\n(?:UDP|TCP) message received \[\d+\] bytes :\s*\n",
+                         self.messages(), flags=re.M)
+        out = []
+        for part in parts[1:]:
+            out.append(part.split("\n----", 1)[0].strip("\n"))
+        return out
+
+    def invites_per_user(self) -> Counter[str]:
+        """How many initial INVITEs (no To tag) each request-URI user received."""
+        counts: Counter[str] = Counter()
+        for msg in self.received():
+            first = msg.split("\n", 1)[0]
+            m = re.match(r"INVITE sips?:([^@;> ]+)@", first)
+            if not m:
+                continue
+            to = re.search(r"^(?:To|t)\s*:.*$", msg, flags=re.M | re.I)
+            if to and ";tag=" in to.group(0):
+                continue  # re-INVITE inside a dialog
+            counts[m.group(1)] += 1
+        return counts
