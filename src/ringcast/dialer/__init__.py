@@ -1,0 +1,1 @@
+"""The dialer: claims queued calls, places them within limits, records what happened."""
