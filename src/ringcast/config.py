@@ -1,0 +1,297 @@
+"""Typed settings, read once at start-up.
+
+Precedence, highest first: CLI flags, environment variables `RINGCAST_<NAME>`,
+the TOML file named by `--config` / `RINGCAST_CONFIG`, then the defaults below.
+A bad value fails here with :class:`~ringcast.errors.ConfigError` naming the key.
+
+Besides the field names, three composite keys are accepted in every source and
+split into fields: `http` (`HOST:PORT`), `sip` (`HOST:PORT`) and `rtp_ports`
+(`LO-HI`). The TOML file may also hold `[trunks.NAME]` tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ringcast.errors import ConfigError
+
+ENV_PREFIX = "RINGCAST_"
+SIP_TRANSPORTS = ("udp", "tcp")
+TRUNK_KEYS = frozenset({"proxy", "username", "password", "transport", "codecs", "headers"})
+CODECS = ("PCMU", "PCMA")
+COMPOSITE_KEYS = ("http", "sip", "rtp_ports")
+
+
+def default_media_cache_dir() -> str:
+    """`$XDG_CACHE_HOME/ringcast/media`, else `~/.cache/ringcast/media`."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "ringcast" / "media")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything a ringcast process is configured with. Immutable once built."""
+
+    db: str = "sqlite:///./ringcast.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060
+    sip_transport: str = "udp"
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 29999
+    public_ip: str | None = None  # address written into SDP and Contact
+    max_calls: int = 100  # concurrent calls on this node
+    cps: float = 10.0  # new calls per second on this node
+    max_recipients: int = 100_000  # per request
+    max_body_bytes: int = 50 * 1024 * 1024  # bytes
+    media_cache_dir: str = field(default_factory=default_media_cache_dir)
+    allow_private_urls: bool = False
+    sip_t1: float = 0.5  # seconds, RFC 3261 T1
+    sip_t2: float = 4.0  # seconds, RFC 3261 T2
+    shutdown_grace: float = 30.0  # seconds to finish in-flight calls on SIGTERM
+    trunks: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict, repr=False, hash=False
+    )  # holds passwords: never printed
+    config_file: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_sources(
+        cls,
+        cli_overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        require: Iterable[str] = (),
+    ) -> Settings:
+        """Merge defaults < TOML file < environment < CLI and validate the result.
+
+        `cli_overrides` maps field names (or `http`, `sip`, `rtp_ports`) to values;
+        `None` values are ignored so a CLI can pass every option unconditionally.
+        `require` names keys that must come from a source rather than a default
+        (`ringcast api` requires `db`).
+        """
+        env = os.environ if env is None else env
+        cli = {k: v for k, v in (cli_overrides or {}).items() if v is not None}
+        env_values = _from_env(env)
+
+        config_file = cli.pop("config_file", None) or cli.pop("config", None)
+        if config_file is None:
+            config_file = env_values.pop("config_file", None)
+        else:
+            env_values.pop("config_file", None)
+        file_values: dict[str, Any] = {}
+        if config_file is not None:
+            file_values = _from_toml(Path(str(config_file)))
+
+        merged: dict[str, Any] = {}
+        for layer, source in ((file_values, "config file"), (env_values, "env"), (cli, "cli")):
+            merged.update(_expand(layer, source))
+        if config_file is not None:
+            merged["config_file"] = str(config_file)
+        for key in require:
+            if key not in merged:
+                raise ConfigError(
+                    f"{key} is required: pass --{key.replace('_', '-')} or set "
+                    f"{ENV_PREFIX}{key.upper()}",
+                    field=key,
+                )
+        return cls(**{k: _coerce(k, v) for k, v in merged.items()})
+
+    @property
+    def http_bind(self) -> str:
+        return f"{self.http_host}:{self.http_port}"
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+_HINTS: dict[str, Any] = typing.get_type_hints(Settings)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    names = [*_FIELDS, *COMPOSITE_KEYS, "config"]
+    for name in names:
+        if name == "trunks":
+            continue
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            out["config_file" if name == "config" else name] = value
+    return out
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}", field="config_file")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config_file: {path} is not valid TOML: {exc}", field="config_file")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name == "trunks":
+            out["trunks"] = _trunks(value)
+        elif name in _FIELDS or name in COMPOSITE_KEYS:
+            if name == "config_file":
+                raise ConfigError("config_file cannot be set inside the config file", field=key)
+            out[name] = value
+        else:
+            raise ConfigError(f"unknown config key {key!r} in {path}", field=key)
+    return out
+
+
+def _trunks(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError("trunks must be a table of [trunks.NAME] tables", field="trunks")
+    trunks: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        where = f"trunks.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table", field=where)
+        unknown = sorted(set(table) - TRUNK_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in {where}", field=f"{where}.{unknown[0]}")
+        if "proxy" not in table:
+            raise ConfigError(f"{where}.proxy is required", field=f"{where}.proxy")
+        for key in ("proxy", "username", "password"):
+            if key in table and not isinstance(table[key], str):
+                raise ConfigError(f"{where}.{key} must be a string", field=f"{where}.{key}")
+        if "transport" in table and table["transport"] not in SIP_TRANSPORTS:
+            raise ConfigError(f"{where}.transport must be udp or tcp", field=f"{where}.transport")
+        codecs = table.get("codecs")
+        if codecs is not None and (
+            not isinstance(codecs, list) or not codecs or any(c not in CODECS for c in codecs)
+        ):
+            raise ConfigError(
+                f"{where}.codecs must be a non-empty list of PCMU, PCMA", field=f"{where}.codecs"
+            )
+        headers = table.get("headers")
+        if headers is not None and (
+            not isinstance(headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise ConfigError(
+                f"{where}.headers must be a table of strings", field=f"{where}.headers"
+            )
+        trunks[name] = dict(table)
+    return trunks
+
+
+def _split_host_port(key: str, value: Any) -> tuple[str, int]:
+    text = str(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{key} must be HOST:PORT, got {text!r}", field=key)
+    return host.strip("[]"), int(port)
+
+
+def _expand(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Split the composite keys into fields; the split fields of a layer win."""
+    out: dict[str, Any] = {}
+    for key in COMPOSITE_KEYS:
+        if key not in values:
+            continue
+        value = values[key]
+        if key in ("http", "sip"):
+            host, port = _split_host_port(key, value)
+            out[f"{key}_host"], out[f"{key}_port"] = host, port
+        else:
+            lo, sep, hi = str(value).strip().partition("-")
+            if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+                raise ConfigError(f"rtp_ports must be LO-HI, got {value!r} ({source})", field=key)
+            out["rtp_port_min"], out["rtp_port_max"] = int(lo), int(hi)
+    for key, value in values.items():
+        if key in COMPOSITE_KEYS:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting {key!r} ({source})", field=key)
+        out[key] = value
+    return out
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    hint = _HINTS[key]
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0]
+    if optional and (value is None or value == ""):
+        return None
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(value)
+        if hint is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError(value)
+            return int(str(value).strip().replace("_", ""))
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                raise ValueError(value)
+            return str(value)
+    except ValueError:
+        raise ConfigError(
+            f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}", field=key
+        ) from None
+    return value
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} {message}", field=key)
+
+
+def _validate(s: Settings) -> None:
+    """Range checks that need no I/O; each names the offending key."""
+    _check(
+        s.db.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "postgres"),
+        "db",
+        f"must be sqlite:///PATH or postgresql://..., got {s.db.split('@')[-1]!r}",
+    )
+    _check(0 <= s.http_port <= 65535, "http_port", "must be 0..65535")
+    _check(0 <= s.sip_port <= 65535, "sip_port", "must be 0..65535")
+    _check(s.sip_transport in SIP_TRANSPORTS, "sip_transport", "must be udp or tcp")
+    _check(1024 <= s.rtp_port_min <= 65534, "rtp_port_min", "must be 1024..65534")
+    _check(s.rtp_port_min < s.rtp_port_max <= 65535, "rtp_port_max", "must be above rtp_port_min")
+    if s.public_ip is not None:
+        try:
+            ipaddress.ip_address(s.public_ip)
+        except ValueError:
+            raise ConfigError(
+                f"public_ip must be an IP address, got {s.public_ip!r}", field="public_ip"
+            ) from None
+    _check(s.max_calls >= 1, "max_calls", "must be at least 1")
+    _check(s.cps > 0, "cps", "must be above 0")
+    _check(s.max_recipients >= 1, "max_recipients", "must be at least 1")
+    _check(s.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
+    _check(bool(s.media_cache_dir), "media_cache_dir", "must not be empty")
+    _check(s.sip_t1 > 0, "sip_t1", "must be above 0")
+    _check(s.sip_t2 >= s.sip_t1, "sip_t2", "must be at least sip_t1")
+    _check(s.shutdown_grace >= 0, "shutdown_grace", "must not be negative")

@@ -1,0 +1,141 @@
+"""The database handle: one async engine for SQLite (aiosqlite) or PostgreSQL (asyncpg).
+
+SQLite is tuned for one machine with several writers: WAL journal, a busy
+timeout, foreign keys on, and every transaction opened with `BEGIN IMMEDIATE`
+so that read-modify-write sequences (claiming a call, cancelling a request)
+take the write lock up front instead of failing with SQLITE_BUSY on upgrade.
+Long read-only scans (report streaming) use :meth:`Store.session` with
+``readonly=True``, which opens a plain deferred transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ringcast.errors import ConfigError, StoreError
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # milliseconds a writer waits for the lock
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 0x72696E67  # pg_advisory_xact_lock key: "ring"
+_READONLY = "ringcast_readonly"
+
+Dialect = Literal["sqlite", "postgresql"]
+
+
+def to_async_url(url: str) -> str:
+    """`sqlite:///x` -> `sqlite+aiosqlite:///x`, `postgresql://` -> `postgresql+asyncpg://`."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        raise ConfigError("db is not a database URL", field="db") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ConfigError(f"db: unsupported database {backend!r}", field="db")
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    if conn.get_execution_options().get(_READONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """An open database: engine, sessions, migrations.
+
+    `session()` yields an :class:`AsyncSession` (use ``async with store.session()
+    as s, s.begin(): ...``). On SQLite a session's transaction starts with
+    BEGIN IMMEDIATE unless ``readonly=True``.
+    """
+
+    def __init__(self, url: str, engine: AsyncEngine, dialect: Dialect) -> None:
+        self.url = url
+        self.engine = engine
+        self.dialect: Dialect = dialect
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._ro_sessions = async_sessionmaker(
+            engine.execution_options(**{_READONLY: True}), expire_on_commit=False
+        )
+
+    def session(self, *, readonly: bool = False) -> AsyncSession:
+        return (self._ro_sessions if readonly else self._sessions)()
+
+    async def ping(self) -> None:
+        """SELECT 1, or StoreError."""
+        try:
+            async with self.engine.execution_options(**{_READONLY: True}).connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"database unreachable: {type(exc).__name__}") from exc
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Run Alembic `upgrade` to `revision`, serialized across processes."""
+        async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
+            await conn.run_sync(_upgrade, revision)
+        logger.info("database migrated to %s (%s)", revision, self.dialect)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Any:
+    """An Alembic Config for the packaged migrations (no alembic.ini needed)."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: sa.Connection, revision: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), revision)
+
+
+def open_store(url: str, *, echo: bool = False) -> Store:
+    """Open (lazily connect) the database at `url` (`sqlite:///…` or `postgresql://…`)."""
+    async_url = to_async_url(url)
+    backend = make_url(async_url).get_backend_name()
+    kwargs: dict[str, Any] = {"echo": echo}
+    if backend == "sqlite":
+        database = make_url(async_url).database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        engine = create_async_engine(async_url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return Store(url, engine, "sqlite")
+    engine = create_async_engine(async_url, pool_pre_ping=True, **kwargs)
+    return Store(url, engine, "postgresql")

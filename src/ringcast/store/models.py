@@ -1,0 +1,161 @@
+"""SQLAlchemy tables. The Alembic migrations in `migrations/versions` must match these.
+
+Times are stored as UTC. On SQLite (no time zone support) they round-trip as
+naive UTC and come back aware through :class:`UTCDateTime`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ringcast.domain import Result, utcnow
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A `TIMESTAMP WITH TIME ZONE` that always hands back aware UTC datetimes."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: sa.JSON()}
+
+
+class RequestRow(Base):
+    """One POST /voice/call/play: the normalized body and its report id."""
+
+    __tablename__ = "requests"
+    __table_args__ = (sa.UniqueConstraint("tenant", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(
+        sa.String(64), index=True, default="default", server_default="default"
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The normalized request: playlist, ring_timeout, max_duration, retry, sip (with
+    # the password: the dialer needs it; never echo or log it), callback_url,
+    # schedule, max_concurrent, cps, from. Recipients live in `calls`.
+    body: Mapped[dict[str, Any]]
+    total: Mapped[int] = mapped_column(sa.Integer)
+    report_id: Mapped[str] = mapped_column(sa.String(36), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(255))
+    body_hash: Mapped[str] = mapped_column(sa.String(64))
+    canceled_at: Mapped[datetime | None]
+    prompt_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class CallRow(Base):
+    """One recipient of a request: its current attempt is the call record."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        sa.UniqueConstraint("request_id", "seq"),
+        sa.Index("ix_calls_result_not_before", "result", "not_before"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    # indexed through uq_calls_request_id_seq, whose first column it is
+    request_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("requests.id", ondelete="CASCADE")
+    )
+    seq: Mapped[int] = mapped_column(sa.Integer)  # recipient order, from 0
+    to_uri: Mapped[str] = mapped_column(sa.String(512))
+    from_uri: Mapped[str] = mapped_column(sa.String(512))  # the record's "from"
+    variables: Mapped[dict[str, Any] | None]
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))
+    result: Mapped[str] = mapped_column(
+        sa.String(16), default=Result.QUEUED.value, server_default=Result.QUEUED.value
+    )
+    outcome: Mapped[str | None] = mapped_column(sa.String(16))
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    request_time: Mapped[datetime]
+    setup_time: Mapped[datetime | None]
+    connect_time: Mapped[datetime | None]
+    disconnect_time: Mapped[datetime | None]
+    disconnect_cause_code: Mapped[str | None] = mapped_column(sa.String(8))
+    disconnect_cause_text: Mapped[str | None] = mapped_column(sa.String(255))
+    duration: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    answered: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    codec: Mapped[str | None] = mapped_column(sa.String(16))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    dtmf: Mapped[str | None] = mapped_column(sa.String(64))
+    not_before: Mapped[datetime]  # earliest time it may be dialed
+    node_id: Mapped[str | None] = mapped_column(sa.String(64))
+    claim_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CallAttemptRow(Base):
+    """The record of one finished attempt of a call (kept when the call is retried)."""
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (sa.UniqueConstraint("call_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    record: Mapped[dict[str, Any]]
+
+
+class DncRow(Base):
+    """The do-not-call list, per tenant."""
+
+    __tablename__ = "dnc"
+    __table_args__ = (sa.UniqueConstraint("tenant", "entry"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(sa.String(64), default="default", server_default="default")
+    entry: Mapped[str] = mapped_column(sa.String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeRow(Base):
+    """A dialer process, alive while its heartbeat is fresh."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+
+
+requests_table = cast(sa.Table, RequestRow.__table__)
+calls_table = cast(sa.Table, CallRow.__table__)
+call_attempts_table = cast(sa.Table, CallAttemptRow.__table__)
+dnc_table = cast(sa.Table, DncRow.__table__)
+nodes_table = cast(sa.Table, NodeRow.__table__)
