@@ -71,6 +71,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
     Returned as a `postgresql://` URL (ringcast's --db form).
     """
     import asyncio
+    import concurrent.futures
 
     import asyncpg  # type: ignore[import-untyped]
 
@@ -84,9 +85,14 @@ def pg_url(pg_server: str) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    def admin_sql(sql: str) -> None:
+        # In a thread of its own: this fixture may be set up inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run(sql)).result()
+
+    admin_sql(f'CREATE DATABASE "{name}"')
     base = admin.rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,407 @@
+"""The dialer's side of the store: claim queued calls, record progress, finish.
+
+Claiming is one statement (STYLE habit 6): an UPDATE of the oldest due
+`queued` rows that sets `result = 'dialing'` and the claiming node, with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL so dialers never wait for each other;
+on SQLite the transaction is `BEGIN IMMEDIATE` (see store/db.py), one writer.
+
+Every write after the claim is fenced by `(node_id, claim_epoch)`: a node
+that lost its claim (declared dead, calls rescued) updates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
+from ringcast.errors import StoreError
+from ringcast.store.db import Store
+from ringcast.store.models import (
+    call_attempts_table,
+    calls_table,
+    dnc_table,
+    nodes_table,
+    requests_table,
+)
+from ringcast.store.records import record_dict
+
+log = logging.getLogger(__name__)
+
+calls = calls_table
+requests = requests_table
+
+_CLEARED_ON_RETRY: dict[str, Any] = {
+    "setup_time": None,
+    "connect_time": None,
+    "disconnect_time": None,
+    "disconnect_cause_code": None,
+    "disconnect_cause_text": None,
+    "duration": 0,
+    "answered": False,
+    "codec": None,
+    "error": None,
+    "dtmf": None,
+    "outcome": None,
+    "node_id": None,
+}
+
+
+@dataclass(frozen=True)
+class ClaimedCall:
+    """A call this node now owns, with what is needed to dial it."""
+
+    id: str
+    request_id: str
+    seq: int
+    to_uri: str
+    from_uri: str
+    variables: Mapping[str, Any] | None
+    timezone: str | None
+    attempt: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    id: str
+    tenant: str
+    body: Mapping[str, Any]
+    canceled: bool
+    prompt_error: str | None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who may write a claimed call: the node and the epoch it claimed under."""
+
+    node_id: str
+    epoch: int
+
+    def where(self) -> sa.ColumnElement[bool]:
+        return sa.and_(calls.c.node_id == self.node_id, calls.c.claim_epoch == self.epoch)
+
+
+def _wrap(exc: SQLAlchemyError) -> StoreError:
+    return StoreError(f"database error: {type(exc).__name__}")
+
+
+async def claim_calls(
+    store: Store,
+    node: Fence,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    exclude_requests: Sequence[str] = (),
+) -> list[ClaimedCall]:
+    """Claim up to `limit` due queued calls for `node`, oldest first."""
+    if limit <= 0:
+        return []
+    now = now or utcnow()
+    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now)
+    if exclude_requests:
+        due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
+    pick = sa.select(calls.c.id).where(due).order_by(calls.c.not_before, calls.c.seq).limit(limit)
+    if store.dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(calls)
+        .where(calls.c.id.in_(pick.scalar_subquery()))
+        .values(
+            result=Result.DIALING.value,
+            node_id=node.node_id,
+            claim_epoch=node.epoch,
+            updated_at=now,
+        )
+        .returning(
+            calls.c.id,
+            calls.c.request_id,
+            calls.c.seq,
+            calls.c.to_uri,
+            calls.c.from_uri,
+            calls.c.variables,
+            calls.c.timezone,
+            calls.c.attempt,
+        )
+    )
+    try:
+        async with store.session() as s, s.begin():
+            rows = (await s.execute(stmt)).all()
+    except SQLAlchemyError as exc:
+        raise _wrap(exc) from exc
+    out = [
+        ClaimedCall(
+            id=r.id,
+            request_id=r.request_id,
+            seq=r.seq,
+            to_uri=r.to_uri,
+            from_uri=r.from_uri,
+            variables=r.variables,
+            timezone=r.timezone,
+            attempt=r.attempt,
+            epoch=node.epoch,
+        )
+        for r in rows
+    ]
+    out.sort(key=lambda c: (c.request_id, c.seq))
+    return out
+
+
+async def load_requests(store: Store, ids: Iterable[str]) -> dict[str, RequestInfo]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    stmt = sa.select(
+        requests.c.id,
+        requests.c.tenant,
+        requests.c.body,
+        requests.c.canceled_at,
+        requests.c.prompt_error,
+    ).where(requests.c.id.in_(ids))
+    async with store.session(readonly=True) as s, s.begin():
+        rows = (await s.execute(stmt)).all()
+    return {
+        r.id: RequestInfo(r.id, r.tenant, r.body, r.canceled_at is not None, r.prompt_error)
+        for r in rows
+    }
+
+
+async def canceled_among(store: Store, request_ids: Iterable[str]) -> set[str]:
+    """Which of these requests were canceled through the API."""
+    ids = list(set(request_ids))
+    if not ids:
+        return set()
+    stmt = sa.select(requests.c.id).where(
+        requests.c.id.in_(ids), requests.c.canceled_at.is_not(None)
+    )
+    async with store.session(readonly=True) as s, s.begin():
+        return set((await s.execute(stmt)).scalars())
+
+
+# --- writes inside a group-commit transaction (dialer/writer.py) ---------------
+
+
+async def update_call(
+    s: AsyncSession, call_id: str, fence: Fence, values: Mapping[str, Any]
+) -> bool:
+    """Set columns of a live call this node owns; False if the claim was lost."""
+    stmt = (
+        sa.update(calls)
+        .where(calls.c.id == call_id, fence.where(), calls.c.result.in_(_live_values()))
+        .values(**values, updated_at=utcnow())
+    )
+    res = await s.execute(stmt)
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def _live_values() -> list[str]:
+    return [r.value for r in LIVE_RESULTS]
+
+
+async def finish_call(
+    s: AsyncSession,
+    call_id: str,
+    fence: Fence,
+    values: Mapping[str, Any],
+    *,
+    retry_at: datetime | None = None,
+) -> bool:
+    """Write the final fields of an attempt. With `retry_at`, keep the finished
+    attempt in `call_attempts` and queue the next attempt for that time."""
+    if not await update_call(s, call_id, fence, values):
+        return False
+    if retry_at is not None:
+        await _queue_next_attempt(s, call_id, retry_at)
+    return True
+
+
+async def _queue_next_attempt(s: AsyncSession, call_id: str, retry_at: datetime) -> None:
+    """Keep the finished attempt's record in `call_attempts`, then queue the
+    next attempt of the call for `retry_at` with its outcome fields cleared."""
+    row = (await s.execute(sa.select(calls).where(calls.c.id == call_id))).one()
+    await s.execute(
+        sa.insert(call_attempts_table).values(
+            call_id=call_id, attempt=row.attempt, record=record_dict(row)
+        )
+    )
+    await s.execute(
+        sa.update(calls)
+        .where(calls.c.id == call_id)
+        .values(
+            **_CLEARED_ON_RETRY,
+            result=Result.QUEUED.value,
+            attempt=row.attempt + 1,
+            not_before=retry_at,
+            updated_at=utcnow(),
+        )
+    )
+
+
+async def requeue_later(s: AsyncSession, call_id: str, fence: Fence, not_before: datetime) -> bool:
+    """Give back a claimed, not yet dialed call (outside its window, say)."""
+    stmt = (
+        sa.update(calls)
+        .where(calls.c.id == call_id, fence.where(), calls.c.result == Result.DIALING.value)
+        .values(
+            result=Result.QUEUED.value, node_id=None, not_before=not_before, updated_at=utcnow()
+        )
+    )
+    return bool((await s.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+
+
+async def fail_request(store: Store, request_id: str, error: str) -> int:
+    """The request's prompt could not be prepared: no one is called. Every call
+    not yet final ends `failed` with `error`. Returns how many calls it ended."""
+    now = utcnow()
+    not_final = calls.c.result.not_in([r.value for r in FINAL_RESULTS])
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.update(requests).where(requests.c.id == request_id).values(prompt_error=error)
+        )
+        res = await s.execute(
+            sa.update(calls)
+            .where(calls.c.request_id == request_id, not_final)
+            .values(
+                result=Result.FAILED.value,
+                outcome=Outcome.FAILED.value,
+                error=error,
+                disconnect_time=now,
+                node_id=None,
+                updated_at=now,
+            )
+        )
+    return int(res.rowcount)  # type: ignore[attr-defined]
+
+
+# --- do-not-call ---------------------------------------------------------------
+
+
+def dnc_keys(to_uri: str) -> list[str]:
+    """The DNC entries that match a recipient: the full URI and its user part."""
+    keys = [to_uri]
+    rest = to_uri.split(":", 1)[1] if ":" in to_uri else to_uri
+    user = rest.split("@", 1)[0] if "@" in rest else ""
+    if user:
+        keys.append(user)
+    return keys
+
+
+async def dnc_matches(store: Store, tenant: str, to_uri: str) -> bool:
+    stmt = sa.select(sa.func.count()).where(
+        dnc_table.c.tenant == tenant, dnc_table.c.entry.in_(dnc_keys(to_uri))
+    )
+    async with store.session(readonly=True) as s, s.begin():
+        return bool((await s.execute(stmt)).scalar_one())
+
+
+async def dnc_add(s: AsyncSession, tenant: str, entry: str) -> None:
+    exists = await s.execute(
+        sa.select(dnc_table.c.id).where(dnc_table.c.tenant == tenant, dnc_table.c.entry == entry)
+    )
+    if exists.first() is None:
+        await s.execute(
+            sa.insert(dnc_table).values(tenant=tenant, entry=entry, created_at=utcnow())
+        )
+
+
+# --- nodes and recovery --------------------------------------------------------
+
+
+async def register_node(store: Store, node_id: str) -> int:
+    """Insert this node's row; its epoch fences every write it makes."""
+    now = utcnow()
+    async with store.session() as s, s.begin():
+        epoch = (await s.execute(sa.select(sa.func.max(nodes_table.c.epoch)))).scalar() or 0
+        await s.execute(
+            sa.insert(nodes_table).values(
+                id=node_id, started_at=now, heartbeat_at=now, epoch=epoch + 1
+            )
+        )
+    return int(epoch + 1)
+
+
+async def heartbeat(store: Store, node_id: str) -> bool:
+    """Refresh the node's heartbeat; False if the node was declared dead."""
+    async with store.session() as s, s.begin():
+        res = await s.execute(
+            sa.update(nodes_table).where(nodes_table.c.id == node_id).values(heartbeat_at=utcnow())
+        )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+async def unregister_node(store: Store, node_id: str) -> None:
+    async with store.session() as s, s.begin():
+        await s.execute(sa.delete(nodes_table).where(nodes_table.c.id == node_id))
+
+
+async def rescue_calls(
+    store: Store,
+    *,
+    me: str,
+    stale_after: float | None,
+    error: str,
+    retry_delay: Callable[[Mapping[str, Any], int], float | None] | None = None,
+) -> tuple[int, int]:
+    """Take back calls owned by dead nodes.
+
+    A node is dead when its heartbeat is older than `stale_after` seconds, or
+    (with `stale_after=None`, single-node SQLite) whenever it is not `me`.
+    Calls it claimed but had not dialed (no `setup_time`) go back to the queue;
+    calls it had dialed end `failed` with `error` — they are never dialed again
+    unless their request retries on `failed`: `retry_delay(request body,
+    attempt)` gives the delay before the next attempt, or None. Returns
+    (requeued, failed).
+    """
+    now = utcnow()
+    async with store.session() as s, s.begin():
+        alive = sa.select(nodes_table.c.id)
+        if stale_after is None:
+            alive = alive.where(nodes_table.c.id == me)
+        else:
+            alive = alive.where(nodes_table.c.heartbeat_at >= now - timedelta(seconds=stale_after))
+        orphan = sa.and_(
+            calls.c.result.in_(_live_values()),
+            sa.or_(calls.c.node_id.is_(None), calls.c.node_id.not_in(alive.scalar_subquery())),
+        )
+        requeued = await s.execute(
+            sa.update(calls)
+            .where(orphan, calls.c.setup_time.is_(None))
+            .values(result=Result.QUEUED.value, node_id=None, updated_at=now)
+        )
+        lost = (await s.execute(sa.select(calls).where(orphan))).all()
+        for row in lost:
+            await s.execute(
+                sa.update(calls)
+                .where(calls.c.id == row.id)
+                .values(
+                    result=Result.FAILED.value,
+                    outcome=Outcome.FAILED.value,
+                    error=error,
+                    disconnect_time=now,
+                    node_id=None,
+                    updated_at=now,
+                )
+            )
+            if retry_delay is None:
+                continue
+            body = (
+                await s.execute(sa.select(requests.c.body).where(requests.c.id == row.request_id))
+            ).scalar_one()
+            delay = retry_delay(body, row.attempt)
+            if delay is not None:
+                await _queue_next_attempt(s, row.id, now + timedelta(seconds=delay))
+        if stale_after is None:
+            await s.execute(sa.delete(nodes_table).where(nodes_table.c.id != me))
+    n_requeued = int(requeued.rowcount)  # type: ignore[attr-defined]
+    if n_requeued or lost:
+        log.warning(
+            "rescued calls of dead nodes: %d requeued, %d failed (%s)", n_requeued, len(lost), error
+        )
+    return n_requeued, len(lost)

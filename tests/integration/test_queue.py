@@ -1,0 +1,159 @@
+"""The dialer's store operations on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ringcast.domain import Result, utcnow
+from ringcast.store import queue
+from ringcast.store.db import Store, open_store
+from ringcast.store.models import call_attempts_table, calls_table, requests_table
+from ringcast.store.queue import Fence
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'q.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    st = open_store(url)
+    await st.migrate()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+async def add_request(store: Store, n: int, body: dict | None = None) -> tuple[str, list[str]]:
+    rid = str(uuid.uuid4())
+    now = utcnow()
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.insert(requests_table).values(
+                id=rid, tenant="default", created_at=now,
+                body=body or {"playlist": [{"pause": 1}]}, total=n,
+                report_id=str(uuid.uuid4()), body_hash="x",
+            )
+        )
+        await s.execute(
+            sa.insert(calls_table),
+            [
+                {"id": cid, "request_id": rid, "seq": i, "to_uri": f"sip:u{i}@127.0.0.1",
+                 "from_uri": "me", "request_time": now, "not_before": now, "updated_at": now}
+                for i, cid in enumerate(ids)
+            ],
+        )
+    return rid, ids
+
+
+async def row(store: Store, cid: str) -> sa.Row:
+    async with store.session(readonly=True) as s, s.begin():
+        return (await s.execute(sa.select(calls_table).where(calls_table.c.id == cid))).one()
+
+
+async def test_claim_is_exclusive_between_nodes(store: Store) -> None:
+    _, ids = await add_request(store, 40)
+    a = Fence("node-a", await queue.register_node(store, "node-a"))
+    b = Fence("node-b", await queue.register_node(store, "node-b"))
+    got_a, got_b = await asyncio.gather(
+        queue.claim_calls(store, a, 25), queue.claim_calls(store, b, 25)
+    )
+    claimed = [c.id for c in got_a] + [c.id for c in got_b]
+    assert len(claimed) == 40
+    assert len(set(claimed)) == 40
+    assert await queue.claim_calls(store, a, 10) == []
+    r = await row(store, got_a[0].id)
+    assert r.result == "dialing" and r.node_id == "node-a" and r.claim_epoch == a.epoch
+
+
+async def test_claim_respects_not_before_and_excluded_requests(store: Store) -> None:
+    rid, ids = await add_request(store, 3)
+    other, _ = await add_request(store, 2)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.update(calls_table).where(calls_table.c.id == ids[0])
+            .values(not_before=utcnow() + timedelta(hours=1))
+        )
+    node = Fence("n", await queue.register_node(store, "n"))
+    got = await queue.claim_calls(store, node, 10, exclude_requests=[other])
+    assert sorted(c.id for c in got) == sorted(ids[1:])
+
+
+async def test_fenced_writes_and_retry_keeps_attempts(store: Store) -> None:
+    _, ids = await add_request(store, 1)
+    node = Fence("n", await queue.register_node(store, "n"))
+    [call] = await queue.claim_calls(store, node, 1)
+    stale = Fence("n", node.epoch - 1)
+    async with store.session() as s, s.begin():
+        assert not await queue.update_call(s, call.id, stale, {"result": "ringing"})
+        assert await queue.update_call(s, call.id, node, {"result": "ringing"})
+    final = {"result": "completed", "outcome": "busy", "disconnect_cause_code": "486",
+             "disconnect_cause_text": "Busy Here", "disconnect_time": utcnow()}
+    retry_at = utcnow() + timedelta(seconds=60)
+    async with store.session() as s, s.begin():
+        assert await queue.finish_call(s, call.id, node, final, retry_at=retry_at)
+    r = await row(store, call.id)
+    assert (r.result, r.attempt, r.outcome, r.disconnect_cause_code) == ("queued", 2, None, None)
+    assert r.not_before >= retry_at - timedelta(seconds=1)
+    async with store.session(readonly=True) as s, s.begin():
+        kept = (await s.execute(sa.select(call_attempts_table))).all()
+    assert len(kept) == 1 and kept[0].attempt == 1
+    assert kept[0].record["disconnect_cause_code"] == "486"
+    assert kept[0].record["outcome"] == "busy"
+
+
+async def test_rescue_after_crash_requeues_undialed_and_fails_dialed(store: Store) -> None:
+    _, ids = await add_request(store, 3, {"playlist": [{"pause": 1}],
+                                          "retry": {"attempts": 1, "on": ["failed"], "delay": 0}})
+    _, ids2 = await add_request(store, 1)
+    dead = Fence("dead", await queue.register_node(store, "dead"))
+    claimed = await queue.claim_calls(store, dead, 10)
+    assert len(claimed) == 4
+    by_id = {c.id: c for c in claimed}
+    async with store.session() as s, s.begin():
+        # two calls were dialed (setup_time written before the INVITE), one of each request
+        for cid in (ids[0], ids2[0]):
+            await queue.update_call(s, by_id[cid].id, dead, {"setup_time": utcnow()})
+    me = "alive"
+    await queue.register_node(store, me)
+
+    def retry_delay(body: dict, attempt: int) -> float | None:
+        r = body.get("retry") or {}
+        return 0.0 if "failed" in r.get("on", []) and attempt <= r.get("attempts", 0) else None
+
+    requeued, failed = await queue.rescue_calls(
+        store, me=me, stale_after=None, error="interrupted", retry_delay=retry_delay
+    )
+    assert (requeued, failed) == (2, 2)
+    assert (await row(store, ids[1])).result == Result.QUEUED.value
+    lost = await row(store, ids2[0])
+    assert (lost.result, lost.error, lost.outcome) == ("failed", "interrupted", "failed")
+    retried = await row(store, ids[0])  # its request retries on failed
+    assert (retried.result, retried.attempt) == ("queued", 2)
+
+
+async def test_prompt_failure_fails_every_call_of_the_request(store: Store) -> None:
+    rid, ids = await add_request(store, 5)
+    n = await queue.fail_request(store, rid, "prompt could not be prepared: HTTP 404")
+    assert n == 5
+    for cid in ids:
+        r = await row(store, cid)
+        assert r.result == "failed" and r.error.endswith("HTTP 404")
+
+
+async def test_dnc_matches_user_part_and_uri(store: Store) -> None:
+    async with store.session() as s, s.begin():
+        await queue.dnc_add(s, "default", "alice")
+        await queue.dnc_add(s, "default", "alice")  # idempotent
+    assert await queue.dnc_matches(store, "default", "sip:alice@127.0.0.1:5060")
+    assert not await queue.dnc_matches(store, "other", "sip:alice@127.0.0.1:5060")
+    assert not await queue.dnc_matches(store, "default", "sip:bob@127.0.0.1:5060")
