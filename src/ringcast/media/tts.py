@@ -1,0 +1,240 @@
+"""Text-to-speech engines behind one small interface, with a registry.
+
+The default is eSpeak NG, loaded through ctypes from the `espeakng-loader`
+wheel (library and voice data ship inside it: no apt step, nothing downloaded).
+eSpeak NG keeps global state and is not thread-safe, so every call holds one
+process-wide lock; synthesis runs in a worker thread (`synthesize_async`).
+
+An optional neural engine, piper, is registered when the `piper` extra is
+installed and a model is configured (a local `.onnx` path given to
+`PiperEngine`, or `$RINGCAST_PIPER_MODEL`). Nothing here downloads a model.
+
+Voice strings: a plain language/voice name ("en-us", "de", "fr") goes to eSpeak
+NG; "piper" or "piper:<model path>" goes to piper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ringcast.errors import MediaError
+from ringcast.media.codecs import Samples
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VOICE = "en-us"
+DEFAULT_RATE = 160  # words per minute (eSpeak NG's default is 175)
+MIN_RATE, MAX_RATE = 80, 450  # words per minute eSpeak NG accepts
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """Synthesized mono float32 samples and their rate in Hz."""
+
+    samples: Samples
+    sample_rate: int
+
+
+class TtsEngine(Protocol):
+    """One TTS engine. `synthesize` blocks; it is called from a worker thread."""
+
+    name: str
+
+    def synthesize(self, text: str, *, voice: str, rate: int) -> Speech: ...
+
+
+# --- eSpeak NG ----------------------------------------------------------------------------
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAM_RATE = 1
+_EE_OK = 0
+
+_SynthCallback = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class EspeakEngine:
+    """eSpeak NG via ctypes on the library and data from `espeakng_loader`."""
+
+    name = "espeak"
+    _lock = threading.Lock()  # eSpeak NG is one global, non-reentrant synthesizer
+
+    def __init__(self) -> None:
+        self._lib: Any = None
+        self._rate = 22050  # Hz, replaced by espeak_Initialize's answer
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SynthCallback(self._on_audio)  # keep a reference: C holds it
+
+    def _load(self) -> Any:
+        if self._lib is not None:
+            return self._lib
+        try:
+            import espeakng_loader
+        except ImportError as exc:  # a dependency; kept explicit for a clear message
+            raise MediaError(
+                "text-to-speech unavailable: espeakng-loader is not installed"
+            ) from exc
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_SetSynthCallback.restype = None
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+            ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+        ]  # fmt: skip
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.argtypes = []
+        lib.espeak_Synchronize.restype = ctypes.c_int
+        data = Path(espeakng_loader.get_data_path())
+        rate = -1
+        for path in (data, data.parent):  # versions differ on which directory they want
+            rate = lib.espeak_Initialize(
+                _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(path).encode(), _INITIALIZE_DONT_EXIT
+            )
+            if rate > 0:
+                break
+        if rate <= 0:
+            raise MediaError(f"text-to-speech unavailable: eSpeak NG did not start from {data}")
+        lib.espeak_SetSynthCallback(self._callback)
+        self._rate = rate
+        self._lib = lib
+        log.info("eSpeak NG loaded from %s at %s Hz", data, rate)
+        return lib
+
+    def _on_audio(self, wav: Any, numsamples: int, events: Any) -> int:
+        if numsamples > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+        return 0  # continue synthesis
+
+    def synthesize(
+        self, text: str, *, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE
+    ) -> Speech:
+        if not text.strip():
+            return Speech(np.zeros(0, dtype=np.float32), 8000)
+        with self._lock:
+            lib = self._load()
+            if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+                raise MediaError(f"text-to-speech voice {voice!r} is not known to eSpeak NG")
+            lib.espeak_SetParameter(_PARAM_RATE, max(MIN_RATE, min(MAX_RATE, int(rate))), 0)
+            raw = text.encode("utf-8") + b"\0"
+            buf = ctypes.create_string_buffer(raw, len(raw))
+            self._chunks = []
+            err = lib.espeak_Synth(buf, len(raw), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            lib.espeak_Synchronize()
+            chunks, self._chunks = self._chunks, []
+        if err != _EE_OK:
+            raise MediaError(f"text-to-speech failed: eSpeak NG error {err}")
+        if not chunks:
+            return Speech(np.zeros(0, dtype=np.float32), self._rate)
+        pcm = np.concatenate(chunks)
+        return Speech((pcm.astype(np.float32) / 32768.0).astype(np.float32), self._rate)
+
+
+# --- piper (optional extra) ---------------------------------------------------------------
+
+
+class PiperEngine:
+    """piper-tts with a locally installed model; never downloads one.
+
+    `model` is a path to a `.onnx` voice (its `.onnx.json` beside it); without it,
+    `$RINGCAST_PIPER_MODEL`. A voice string "piper:<path>" picks another model.
+    """
+
+    name = "piper"
+
+    def __init__(self, model: str | Path | None = None) -> None:
+        self.default_model = model or os.environ.get("RINGCAST_PIPER_MODEL")
+        self._voices: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def available() -> bool:
+        try:
+            import piper  # noqa: F401
+        except ImportError:
+            return False
+        return True
+
+    def _voice(self, model: str) -> Any:
+        if model not in self._voices:
+            try:
+                from piper import PiperVoice
+            except ImportError as exc:
+                raise MediaError(
+                    "piper voice requested but the piper extra is not installed"
+                ) from exc
+            if not Path(model).is_file():
+                raise MediaError(f"piper model {model} is not a local file (never downloaded)")
+            self._voices[model] = PiperVoice.load(model)
+        return self._voices[model]
+
+    def synthesize(self, text: str, *, voice: str = "piper", rate: int = DEFAULT_RATE) -> Speech:
+        model = voice.split(":", 1)[1] if ":" in voice else self.default_model
+        if not model:
+            raise MediaError("piper voice requested; no model set (RINGCAST_PIPER_MODEL)")
+        with self._lock:
+            pv = self._voice(str(model))
+            chunks = [
+                np.frombuffer(c.audio_int16_bytes, dtype=np.int16) for c in pv.synthesize(text)
+            ]
+            sr = int(pv.config.sample_rate)
+        pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        return Speech((pcm.astype(np.float32) / 32768.0).astype(np.float32), sr)
+
+
+# --- registry -----------------------------------------------------------------------------
+
+_ENGINES: dict[str, TtsEngine] = {}
+
+
+def register_engine(engine: TtsEngine) -> None:
+    _ENGINES[engine.name] = engine
+
+
+def get_engine(name: str) -> TtsEngine:
+    try:
+        return _ENGINES[name]
+    except KeyError:
+        raise MediaError(f"text-to-speech engine {name!r} is not available") from None
+
+
+def engine_for_voice(voice: str) -> TtsEngine:
+    """piper for "piper" / "piper:<model>", eSpeak NG for everything else."""
+    if voice == "piper" or voice.startswith("piper:"):
+        return get_engine("piper")
+    return get_engine("espeak")
+
+
+def synthesize(text: str, *, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE) -> Speech:
+    """Blocking synthesis with the engine the voice names."""
+    return engine_for_voice(voice).synthesize(text, voice=voice, rate=rate)
+
+
+async def synthesize_async(
+    text: str, *, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE
+) -> Speech:
+    """`synthesize` in a worker thread (engines serialize themselves)."""
+    return await asyncio.to_thread(synthesize, text, voice=voice, rate=rate)
+
+
+register_engine(EspeakEngine())
+if PiperEngine.available():
+    register_engine(PiperEngine())
