@@ -135,9 +135,13 @@ def _from_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}", field="config_file")
+        raise ConfigError(
+            f"config_file: cannot read {path}: {exc.strerror}", field="config_file"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config_file: {path} is not valid TOML: {exc}", field="config_file")
+        raise ConfigError(
+            f"config_file: {path} is not valid TOML: {exc}", field="config_file"
+        ) from None
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = key.replace("-", "_")
@@ -162,7 +166,8 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{where} must be a table", field=where)
         unknown = sorted(set(table) - TRUNK_KEYS)
         if unknown:
-            raise ConfigError(f"unknown key {unknown[0]!r} in {where}", field=f"{where}.{unknown[0]}")
+            bad = f"{where}.{unknown[0]}"
+            raise ConfigError(f"unknown key {unknown[0]!r} in {where}", field=bad)
         if "proxy" not in table:
             raise ConfigError(f"{where}.proxy is required", field=f"{where}.proxy")
         for key in ("proxy", "username", "password"):

@@ -1,0 +1,379 @@
+"""HTTP routes: the article's API plus cancel and health."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError as PydanticValidationError
+
+from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
+from ringcast.api.schemas import PlayRequest, check_sip_uri, no_control, private_host
+from ringcast.config import Settings
+from ringcast.errors import NotFound, StoreError, ValidationFailed
+from ringcast.store import requests as q
+from ringcast.store.db import Store
+from ringcast.store.records import RECORD_FIELDS, record_dict
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+DEFAULT_FROM = "anonymous"
+MAX_PAGE = 10_000  # records per page with ?limit=
+_ID_MAX = 64
+
+
+def _store(request: Request) -> Store:
+    store: Store | None = request.app.state.store
+    if store is None:
+        raise StoreError("the database is not open")
+    return store
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def tenant_of(request: Request) -> str:
+    """The caller's tenant; authentication middleware sets `request.state.tenant`."""
+    return str(getattr(request.state, "tenant", "default"))
+
+
+def _json(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+# --- POST /voice/call/play -------------------------------------------------------------
+
+
+def _resolve_sip(payload: PlayRequest, settings: Settings) -> dict[str, Any] | None:
+    if payload.sip is None:
+        return None
+    given = payload.sip.model_dump(exclude_none=True)
+    name = given.get("trunk")
+    if name is None:
+        return given
+    trunk = settings.trunks.get(name)
+    if trunk is None:
+        raise ValidationFailed(f"unknown trunk {name!r}", field="sip.trunk")
+    resolved: dict[str, Any] = {k: v for k, v in trunk.items() if k != "headers"}
+    try:
+        check_sip_uri(str(resolved.get("proxy", "")))
+    except ValueError as exc:
+        raise ValidationFailed(f"trunk {name!r}: proxy {exc}", field="sip.trunk") from None
+    headers = {**dict(trunk.get("headers") or {}), **given.pop("headers", {})}
+    resolved.update(given)
+    if headers:
+        resolved["headers"] = headers
+    return resolved
+
+
+def _check_urls(payload: PlayRequest, settings: Settings) -> None:
+    if settings.allow_private_urls:
+        return
+    for i, item in enumerate(payload.playlist):
+        url = getattr(item, "play", None)
+        if isinstance(url, str) and private_host(url):
+            raise ValidationFailed(
+                "media URLs on private, loopback or link-local addresses are refused "
+                "(server option --allow-private-urls)",
+                field=f"playlist[{i}].play",
+            )
+    if payload.callback_url is not None and private_host(payload.callback_url):
+        raise ValidationFailed(
+            "callback URLs on private, loopback or link-local addresses are refused "
+            "(server option --allow-private-urls)",
+            field="callback_url",
+        )
+
+
+def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
+    """The stored body (everything but the recipients) and one NewCall per recipient."""
+    if (payload.to is None) == (payload.recipients is None):
+        raise ValidationFailed("give exactly one of to or recipients", field="to")
+    if payload.recipients is not None:
+        if not payload.recipients:
+            raise ValidationFailed("recipients must not be empty", field="recipients")
+        if len(payload.recipients) > settings.max_recipients:
+            raise ValidationFailed(
+                f"at most {settings.max_recipients} recipients per request", field="recipients"
+            )
+    _check_urls(payload, settings)
+    sender = payload.from_ or DEFAULT_FROM
+    body: dict[str, Any] = {
+        "from": sender,
+        "playlist": [item.model_dump(exclude_none=True) for item in payload.playlist],
+        "ring_timeout": payload.ring_timeout,
+        "max_duration": payload.max_duration,
+        "retry": payload.retry.model_dump(),
+        "max_concurrent": payload.max_concurrent,
+        "cps": payload.cps,
+        "schedule": payload.schedule.model_dump(exclude_none=True) if payload.schedule else None,
+        "sip": _resolve_sip(payload, settings),
+        "callback_url": payload.callback_url,
+    }
+    if payload.to is not None:
+        calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
+    else:
+        calls = [
+            q.NewCall(
+                to_uri=r.to,
+                from_uri=r.from_ or sender,
+                variables=r.variables,
+                timezone=r.timezone,
+            )
+            for r in payload.recipients or ()
+        ]
+    return body, calls
+
+
+def body_hash(payload: PlayRequest) -> str:
+    canonical = json.dumps(
+        payload.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+PLAY_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayRequest"}}},
+    }
+}
+
+
+async def parse_play(request: Request) -> PlayRequest:
+    """The body as JSON whatever its Content-Type (curl -d sends a form type), then
+    validated; errors go through the same mapping as FastAPI's own."""
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("the request body must be a JSON object", field=None)
+    try:
+        return PlayRequest.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/voice/call/play", summary="Queue calls that play a playlist", openapi_extra=PLAY_BODY_DOC
+)
+async def play(
+    request: Request,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=255, min_length=1)
+    ] = None,
+) -> JSONResponse:
+    """Accept a request once it and all its calls are committed to the database."""
+    payload = await parse_play(request)
+    settings = _settings(request)
+    if idempotency_key is not None:
+        try:
+            no_control(idempotency_key)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="Idempotency-Key") from None
+    body, calls = normalize(payload, settings)
+    schedule = payload.schedule
+    accepted = await q.create_request(
+        _store(request),
+        body=body,
+        calls=calls,
+        body_hash=body_hash(payload),
+        tenant=tenant_of(request),
+        idempotency_key=idempotency_key,
+        not_before=schedule.not_before_utc() if schedule else None,
+    )
+    return _json(envelope(200, "accepted", accepted.request_id))
+
+
+# --- GET /voice/call/status/{id} ---------------------------------------------------------
+
+
+def _report_ref(info: q.ReportInfo) -> dict[str, Any]:
+    return {
+        "id": info.report_id,
+        "location": f"/report/{info.report_id}",
+        "status": info.status,
+        "total": info.total,
+        "done": info.done,
+    }
+
+
+@router.get("/voice/call/status/{id}", summary="Status of a request or of one call")
+async def status(
+    request: Request,
+    id: str,
+    attempts: Annotated[Literal["all"] | None, Query()] = None,
+) -> JSONResponse:
+    """A call id, or a request with one recipient, gives `record`; a request with
+    several recipients gives a `report` reference."""
+    store = _store(request)
+    if len(id) > _ID_MAX:
+        raise NotFound(f"no request or call {id[:_ID_MAX]!r}", field="id")
+    call = await q.get_call(store, id)
+    if call is None:
+        info = await q.report_info(store, request_id=id)
+        if info is None:
+            raise NotFound(f"no request or call {id!r}", field="id")
+        if info.total != 1:
+            return _json(envelope(200, "accepted", id, report=_report_ref(info)))
+        call = await q.first_call(store, id)
+        if call is None:
+            raise NotFound(f"request {id!r} has no calls", field="id")
+    extra: dict[str, Any] = {"record": record_dict(call)}
+    if attempts == "all":
+        earlier = await q.call_attempts(store, call.id)
+        extra["attempts"] = [*earlier, record_dict(call)]
+    return _json(envelope(200, "accepted", id, **extra))
+
+
+# --- GET /report/{report_id} -------------------------------------------------------------
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _csv_line(values: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\r\n").writerow(values)
+    return buf.getvalue()
+
+
+async def _next_cursor(store: Store, request_id: str, after: int, limit: int) -> str | None:
+    rows = await q.report_page(store, request_id, after_seq=after, limit=limit + 1)
+    if len(rows) > limit:
+        return str(rows[limit - 1].seq)
+    return None
+
+
+def _parse_cursor(cursor: str | None) -> int:
+    if cursor is None or cursor == "":
+        return -1
+    if not cursor.isdigit() or len(cursor) > 12:
+        raise ValidationFailed(
+            "cursor must be a next_cursor value from an earlier page", field="cursor"
+        )
+    return int(cursor)
+
+
+@router.get("/report/{report_id}", summary="The call records of a request")
+async def report(
+    request: Request,
+    report_id: str,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
+    cursor: Annotated[str | None, Query(max_length=12)] = None,
+    format: Annotated[Literal["json", "ndjson", "csv"], Query()] = "json",
+) -> Any:
+    """Records in recipient order. `report_status` is `pending` or `ready` (the
+    envelope's `status` is the HTTP status). Page with `limit` and `cursor`
+    (`next_cursor`; for ndjson/csv the `X-Next-Cursor` header); without `limit`
+    every record is streamed."""
+    store = _store(request)
+    after = _parse_cursor(cursor)
+    info = await q.report_info(store, report_id=report_id) if len(report_id) <= _ID_MAX else None
+    if info is None:
+        raise NotFound(f"no report {report_id[:_ID_MAX]!r}", field="report_id")
+    headers = {"X-Report-Status": info.status, "X-Report-Total": str(info.total)}
+    next_cursor = None
+    if limit is not None:
+        next_cursor = await _next_cursor(store, info.request_id, after, limit)
+        if next_cursor is not None:
+            headers["X-Next-Cursor"] = next_cursor
+    rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
+
+    if format == "ndjson":
+
+        async def ndjson() -> AsyncIterator[str]:
+            lines: list[str] = []
+            async for row in rows:
+                lines.append(json.dumps(record_dict(row)) + "\n")
+                if len(lines) >= q.REPORT_BATCH:
+                    yield "".join(lines)
+                    lines.clear()
+            if lines:
+                yield "".join(lines)
+
+        return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers=headers)
+
+    if format == "csv":
+
+        async def csv_rows() -> AsyncIterator[str]:
+            chunk = [_csv_line(list(RECORD_FIELDS))]
+            async for row in rows:
+                record = record_dict(row)
+                chunk.append(_csv_line([_csv_value(record.get(f)) for f in RECORD_FIELDS]))
+                if len(chunk) >= q.REPORT_BATCH:
+                    yield "".join(chunk)
+                    chunk.clear()
+            if chunk:
+                yield "".join(chunk)
+
+        headers["Content-Disposition"] = f'attachment; filename="report-{report_id}.csv"'
+        return StreamingResponse(csv_rows(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    head = envelope(200, "accepted", report_id, report_status=info.status, total=info.total)
+
+    async def document() -> AsyncIterator[str]:
+        yield json.dumps(head)[:-1] + ', "records": ['
+        parts: list[str] = []
+        first = True
+        async for row in rows:
+            parts.append(("" if first else ",") + json.dumps(record_dict(row)))
+            first = False
+            if len(parts) >= q.REPORT_BATCH:
+                yield "".join(parts)
+                parts.clear()
+        parts.append('], "next_cursor": ' + json.dumps(next_cursor) + "}")
+        yield "".join(parts)
+
+    return StreamingResponse(document(), media_type="application/json", headers=headers)
+
+
+# --- DELETE /voice/call/{request_id} -----------------------------------------------------
+
+
+@router.delete("/voice/call/{request_id}", summary="Cancel the calls of a request")
+async def cancel(request: Request, request_id: str) -> JSONResponse:
+    """Queued calls become `canceled` now; live calls are hung up by the dialer."""
+    counts = None
+    if len(request_id) <= _ID_MAX:
+        counts = await q.cancel_request(_store(request), request_id)
+    if counts is None:
+        raise NotFound(f"no request {request_id[:_ID_MAX]!r}", field="request_id")
+    canceled, in_progress = counts
+    return _json(envelope(200, "canceled", request_id, canceled=canceled, in_progress=in_progress))
+
+
+# --- GET /health -------------------------------------------------------------------------
+
+
+@router.get("/health", summary="Liveness and database check")
+async def health(request: Request) -> JSONResponse:
+    rid = request_id_of(request)
+    try:
+        await _store(request).ping()
+    except StoreError as exc:
+        body = error_body(exc.code, 503, exc.message, None, rid, db="error")
+        return _json(body, 503)
+    return _json(envelope(200, "ok", rid, db="ok"))

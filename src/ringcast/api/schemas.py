@@ -1,0 +1,309 @@
+"""Request models for the HTTP API (pydantic v2, strict: no silent coercion).
+
+Cross-field rules that need the settings (`to` xor `recipients`, the
+recipient limit, named trunks) are checked in :mod:`ringcast.api.routes`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = _LABEL + r"(?:\." + _LABEL + r")*\.?"
+_SIP_URI = re.compile(
+    r"^(?P<scheme>sips?):"
+    r"(?:(?P<user>[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)(?::[^@\s]*)?@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|" + _HOSTNAME + r")"
+    r"(?::(?P<port>\d{1,5}))?"
+    r"(?P<params>(?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]*)?)*)"
+    r"(?:\?(?P<headers>[^\s<>\"]*))?$",
+    re.IGNORECASE,
+)
+_USER_PART = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]{1,128}$")
+_NAME_ADDR = re.compile(r'^(?:"(?P<quoted>[^"\\]*)"|(?P<token>[^<"]*?))\s*<(?P<uri>[^<>]+)>$')
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]{1,64}$")
+_DTMF = re.compile(r"^[0-9*#A-Da-d]{1,32}$")
+_HHMM = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# Headers ringcast writes itself; a request may not replace them.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Max-Forwards",
+        "Content-Length",
+        "Content-Type",
+        "Authorization",
+        "Proxy-Authorization",
+        "Route",
+        "Record-Route",
+        "Allow",
+        "Supported",
+        "Require",
+        "Expires",
+    )
+)
+
+
+def no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (CR, LF, ...)")
+    return value
+
+
+def check_sip_uri(value: str) -> str:
+    """A `sip:`/`sips:` URI with a host (and a valid port when given)."""
+    no_control(value)
+    m = _SIP_URI.match(value.strip())
+    if m is None or value != value.strip():
+        raise ValueError("must be a SIP URI like sip:user@host[:port]")
+    port = m.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValueError("port must be 1..65535")
+    return value
+
+
+def check_from(value: str) -> str:
+    """A user part (`me`), a SIP URI, or `"Name" <sip:uri>`."""
+    no_control(value)
+    if not value or len(value) > 512:
+        raise ValueError("must be 1..512 characters")
+    m = _NAME_ADDR.match(value)
+    if m is not None:
+        check_sip_uri(m.group("uri"))
+        return value
+    if value.lower().startswith(("sip:", "sips:")):
+        return check_sip_uri(value)
+    if not _USER_PART.match(value):
+        raise ValueError('must be a SIP user part ("me"), a SIP URI, or "Name" <sip:uri>')
+    return value
+
+
+def check_http_url(value: str) -> str:
+    no_control(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError("must be an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return value
+
+
+def private_host(url: str) -> bool:
+    """True when the URL's host is a literal private/loopback/link-local address."""
+    host = urlsplit(url).hostname or ""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not ip.is_global
+
+
+def check_timezone(value: str) -> str:
+    no_control(value)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone name like Europe/Riga") from None
+    return value
+
+
+SipUri = Annotated[str, Field(max_length=512), AfterValidator(check_sip_uri)]
+FromStr = Annotated[str, Field(max_length=512), AfterValidator(check_from)]
+HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(check_http_url)]
+TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
+SafeStr = Annotated[str, AfterValidator(no_control)]
+Loop = Annotated[int, Field(ge=1, le=1000)]
+VarName = Annotated[str, Field(min_length=1, max_length=64)]
+VarValue = Annotated[str, Field(max_length=1024)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class PlayItem(Model):
+    play: HttpUrl
+    loop: Loop = 1
+
+
+class SayItem(Model):
+    say: Annotated[str, Field(min_length=1, max_length=10_000)]
+    voice: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
+    rate: Annotated[int, Field(ge=80, le=450)] | None = None  # words per minute
+    loop: Loop = 1
+
+
+class PauseItem(Model):
+    pause: Annotated[float, Field(gt=0, le=300)]  # seconds
+    loop: Loop = 1
+
+
+class DtmfItem(Model):
+    dtmf: Annotated[str, Field(pattern=_DTMF.pattern)]
+    loop: Loop = 1
+
+
+class GatherSpec(Model):
+    digits: Annotated[int, Field(ge=1, le=32)] = 1
+    timeout: Annotated[float, Field(gt=0, le=120)] = 5.0  # seconds
+    optout: Annotated[str, Field(pattern=r"^[0-9*#]$")] | None = None
+
+
+class GatherItem(Model):
+    gather: GatherSpec
+
+
+PLAYLIST_KINDS = ("play", "say", "pause", "dtmf", "gather")
+
+
+def _playlist_kind(item: Any) -> str | None:
+    if isinstance(item, dict):
+        kinds = [k for k in PLAYLIST_KINDS if k in item]
+        return kinds[0] if len(kinds) == 1 else None
+    if isinstance(item, BaseModel):
+        return next((k for k in PLAYLIST_KINDS if hasattr(item, k)), None)
+    return None
+
+
+PlaylistItem = Annotated[
+    Annotated[PlayItem, Tag("play")]
+    | Annotated[SayItem, Tag("say")]
+    | Annotated[PauseItem, Tag("pause")]
+    | Annotated[DtmfItem, Tag("dtmf")]
+    | Annotated[GatherItem, Tag("gather")],
+    Discriminator(
+        _playlist_kind,
+        custom_error_type="playlist_item",
+        custom_error_message="a playlist item is an object with exactly one of "
+        "play, say, pause, dtmf, gather",
+    ),
+]
+
+
+class Recipient(Model):
+    to: SipUri
+    from_: FromStr | None = Field(default=None, alias="from")
+    variables: dict[VarName, VarValue] | None = Field(default=None, max_length=100)
+    timezone: TimeZone | None = None
+
+
+class Retry(Model):
+    attempts: Annotated[int, Field(ge=0, le=10)] = 0  # extra attempts
+    delay: Annotated[float, Field(ge=0, le=86400)] = 60.0  # seconds
+    on: list[Literal["busy", "no-answer", "failed"]] = Field(
+        default_factory=lambda: ["busy", "no-answer"], max_length=3
+    )
+
+
+class Window(Model):
+    start: Annotated[str, Field(pattern=_HHMM.pattern)]
+    end: Annotated[str, Field(pattern=_HHMM.pattern)]
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(DAYS), min_length=1, max_length=7
+    )
+
+    @field_validator("days")
+    @classmethod
+    def _unique_days(cls, days: list[str]) -> list[str]:
+        if len(set(days)) != len(days):
+            raise ValueError("days must not repeat")
+        return days
+
+
+class Schedule(Model):
+    not_before: Annotated[str, Field(max_length=64)] | None = None  # ISO 8601
+    window: Window | None = None
+    timezone: TimeZone | None = None
+
+    @field_validator("not_before")
+    @classmethod
+    def _iso(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO 8601 date-time") from None
+        return value
+
+    def not_before_utc(self) -> datetime | None:
+        """`not_before` in UTC; a time without offset is read in `timezone` (else UTC)."""
+        if self.not_before is None:
+            return None
+        moment = datetime.fromisoformat(self.not_before)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=ZoneInfo(self.timezone) if self.timezone else UTC)
+        return moment.astimezone(UTC)
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"header name {name[:64]!r} is not a valid token")
+        if name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name} is set by ringcast and cannot be overridden")
+        no_control(value)
+        if len(value) > 1024:
+            raise ValueError(f"header {name} is longer than 1024 characters")
+    return headers
+
+
+class Sip(Model):
+    proxy: SipUri | None = None
+    username: Annotated[SafeStr, Field(min_length=1, max_length=256)] | None = None
+    password: Annotated[SafeStr, Field(max_length=256)] | None = None
+    transport: Literal["udp", "tcp"] | None = None
+    codecs: list[Literal["PCMU", "PCMA"]] | None = Field(default=None, min_length=1, max_length=2)
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] | None = Field(
+        default=None, max_length=32
+    )
+    trunk: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
+
+    @field_validator("codecs")
+    @classmethod
+    def _unique_codecs(cls, codecs: list[str] | None) -> list[str] | None:
+        if codecs is not None and len(set(codecs)) != len(codecs):
+            raise ValueError("codecs must not repeat")
+        return codecs
+
+
+class PlayRequest(Model):
+    """POST /voice/call/play."""
+
+    to: SipUri | None = None
+    recipients: list[Recipient] | None = None
+    from_: FromStr | None = Field(default=None, alias="from")
+    playlist: list[PlaylistItem] = Field(min_length=1, max_length=100)
+    ring_timeout: Annotated[int, Field(ge=1, le=300)] = 30  # seconds
+    max_duration: Annotated[int, Field(ge=1, le=86400)] = 3600  # seconds
+    retry: Retry = Field(default_factory=Retry)
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+    cps: Annotated[float, Field(gt=0)] | None = None  # calls per second
+    schedule: Schedule | None = None
+    sip: Sip | None = None
+    callback_url: HttpUrl | None = None
