@@ -15,11 +15,22 @@ import socket
 import subprocess
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 from conftest import free_port
 
 SCENARIOS = Path(__file__).parent / "sipp"
+_RECEIVED = re.compile(
+    r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"
+    r"(?:UDP|TCP) message received \[\d+\] bytes :\s*\n(.*?)(?=^-{10,} \d{4}-|\Z)",
+    re.M | re.S,
+)
+
+
+def _header(msg: str, name: str) -> str:
+    m = re.search(rf"^{name}\s*:.*$", msg, flags=re.M | re.I)
+    return m.group(0) if m else ""
 
 
 class SippUas:
@@ -144,12 +155,38 @@ class SippUas:
 
     def received(self) -> list[str]:
         """Every SIP message SIPp received, as text, in order."""
-        parts = re.split(r"^-+ [\d\-:. ]+\s*\n(?:UDP|TCP) message received \[\d+\] bytes :\s*\n",
-                         self.messages(), flags=re.M)
+        return [msg for _, msg in self.timeline()]
+
+    def timeline(self) -> list[tuple[datetime, str]]:
+        """(time received, message text) for every SIP message SIPp received."""
         out = []
-        for part in parts[1:]:
-            out.append(part.split("\n----", 1)[0].strip("\n"))
+        for m in _RECEIVED.finditer(self.messages()):
+            when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f")
+            out.append((when, m.group(2).strip("\n")))
         return out
+
+    def max_concurrent_calls(self) -> int:
+        """The high-water mark of calls between their INVITE and their BYE or
+        non-2xx ACK, as SIPp saw them (by Call-ID)."""
+        live: set[str] = set()
+        peak = 0
+        for _, msg in self.timeline():
+            first = msg.split("\n", 1)[0]
+            cid = re.search(r"^(?:Call-ID|i)\s*:\s*(\S+)", msg, flags=re.M | re.I)
+            if cid is None:
+                continue
+            if first.startswith("INVITE ") and ";tag=" not in _header(msg, "To"):
+                live.add(cid.group(1))
+                peak = max(peak, len(live))
+            elif first.startswith(("BYE ", "CANCEL ")):
+                live.discard(cid.group(1))
+        return peak
+
+    def invite_times(self) -> list[datetime]:
+        return [
+            t for t, msg in self.timeline()
+            if msg.startswith("INVITE ") and ";tag=" not in _header(msg, "To")
+        ]
 
     def invites_per_user(self) -> Counter[str]:
         """How many initial INVITEs (no To tag) each request-URI user received."""
@@ -159,8 +196,7 @@ class SippUas:
             m = re.match(r"INVITE sips?:([^@;> ]+)@", first)
             if not m:
                 continue
-            to = re.search(r"^(?:To|t)\s*:.*$", msg, flags=re.M | re.I)
-            if to and ";tag=" in to.group(0):
+            if ";tag=" in _header(msg, "(?:To|t)"):
                 continue  # re-INVITE inside a dialog
             counts[m.group(1)] += 1
         return counts

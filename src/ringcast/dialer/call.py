@@ -1,0 +1,296 @@
+"""One call's life: media port, INVITE, ringing, answer, playlist, hang-up, record.
+
+`place_call` ties the SIP engine and the media plane together for one
+recipient and returns what the call record should say. It never raises for
+anything the network or the callee does: every way a call can end becomes a
+`CallReport`. Progress (ringing, answered) is reported through `on_progress`
+so the store can show it while the call lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ringcast.domain import Outcome, Result, utcnow
+from ringcast.media.prompt import Prompt
+from ringcast.rtp import MediaSession, PortAllocator, RtpClock
+from ringcast.sip.call import CallSpec, CallState, OutboundCall
+from ringcast.sip.causes import reason_phrase
+from ringcast.sip.endpoint import SipEndpoint
+from ringcast.sip.sdp import MediaOffer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CODECS = ("PCMU", "PCMA")
+
+
+@dataclass(frozen=True)
+class CallJob:
+    """Everything needed to place one attempt of one call."""
+
+    call_id: str
+    request_id: str
+    to: str
+    from_: str
+    attempt: int
+    ring_timeout: float
+    max_duration: float
+    sip: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def codecs(self) -> tuple[str, ...]:
+        return tuple(self.sip.get("codecs") or DEFAULT_CODECS)
+
+
+@dataclass
+class CallReport:
+    """What the call record says once the attempt has ended."""
+
+    result: Result
+    outcome: Outcome
+    setup_time: datetime | None = None
+    connect_time: datetime | None = None
+    disconnect_time: datetime | None = None
+    disconnect_cause_code: str | None = None
+    disconnect_cause_text: str | None = None
+    duration: int = 0
+    answered: bool = False
+    codec: str | None = None
+    error: str | None = None
+    dtmf: str | None = None
+    optout: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        """Column values for the store (everything but `optout`)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "optout"}
+        out["result"] = str(self.result)
+        out["outcome"] = str(self.outcome)
+        return out
+
+
+ProgressFn = Callable[[Result, dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass
+class CallContext:
+    """Process-wide things a call uses: the SIP endpoint and the media plane."""
+
+    sip: SipEndpoint
+    clock: RtpClock
+    ports: PortAllocator
+    rtp_bind_host: str = "0.0.0.0"
+    public_ip: str | None = None
+
+
+def sdp_address(ctx: CallContext, target_host: str) -> str:
+    """The address written into our SDP: `--public-ip`, else the local address
+    the kernel would use to reach the target (no packet is sent)."""
+    if ctx.public_ip:
+        return ctx.public_ip
+    if ctx.rtp_bind_host not in ("0.0.0.0", "", "::"):
+        return ctx.rtp_bind_host
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((target_host, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def _target_host(job: CallJob) -> str:
+    from aiosipua import parse_uri
+
+    uri = parse_uri(str(job.sip.get("proxy") or job.to))
+    return str(uri.host)
+
+
+async def _notify(fn: ProgressFn | None, result: Result, fields: dict[str, Any]) -> None:
+    if fn is None:
+        return
+    res = fn(result, fields)
+    if res is not None:
+        await res
+
+
+def failed_report(error: str, *, code: str | None = None, text: str | None = None) -> CallReport:
+    """A call ringcast could not place (no INVITE answered, prompt error, ...)."""
+    now = utcnow()
+    return CallReport(
+        result=Result.FAILED,
+        outcome=Outcome.FAILED,
+        disconnect_time=now,
+        disconnect_cause_code=code,
+        disconnect_cause_text=text,
+        error=error,
+    )
+
+
+async def place_call(
+    job: CallJob,
+    prompt: Prompt,
+    ctx: CallContext,
+    *,
+    on_progress: ProgressFn | None = None,
+    cancel: asyncio.Event | None = None,
+) -> CallReport:
+    """Place one call and play `prompt` to the callee; return its record fields."""
+    cancel = cancel or asyncio.Event()
+    try:
+        media = await MediaSession.open(ctx.clock, ctx.ports, bind_host=ctx.rtp_bind_host)
+    except Exception as exc:  # noqa: BLE001 - any failure to get a port fails the call
+        log.warning("call %s: no RTP port: %s", job.call_id, exc)
+        return failed_report(f"no RTP port available: {exc}")
+    try:
+        return await _run(job, prompt, ctx, media, on_progress, cancel)
+    finally:
+        with contextlib.suppress(Exception):
+            await media.close()
+
+
+async def _run(
+    job: CallJob,
+    prompt: Prompt,
+    ctx: CallContext,
+    media: MediaSession,
+    on_progress: ProgressFn | None,
+    cancel: asyncio.Event,
+) -> CallReport:
+    sip = job.sip
+    offer = MediaOffer(
+        host=sdp_address(ctx, _target_host(job)),
+        port=media.local_port,
+        codecs=list(job.codecs),
+        telephone_event=True,
+    )
+    spec = CallSpec(
+        to=job.to,
+        from_=job.from_,
+        media=offer,
+        proxy=sip.get("proxy"),
+        transport=str(sip.get("transport") or "udp"),
+        username=sip.get("username"),
+        password=sip.get("password"),
+        headers=dict(sip.get("headers") or {}),
+        ring_timeout=job.ring_timeout,
+    )
+    events: asyncio.Queue[CallState] = asyncio.Queue()
+    call = ctx.sip.create_call(spec, on_state=events.put_nowait)
+    watcher = asyncio.create_task(
+        _forward_progress(call, events, on_progress), name=f"call-progress-{job.call_id}"
+    )
+    try:
+        answered = await _setup_or_cancel(call, cancel)
+        report = CallReport(result=Result.COMPLETED, outcome=call.outcome)
+        report.setup_time = call.invite_sent_at
+        if answered and call.answer is not None and not cancel.is_set():
+            await _play(job, prompt, call, media, cancel, report)
+        elif answered:
+            await call.hangup()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return _finish(call, report, cancel)
+
+
+async def _setup_or_cancel(call: OutboundCall, cancel: asyncio.Event) -> bool:
+    setup = asyncio.create_task(call.setup(), name="call-setup")
+    stop = asyncio.create_task(cancel.wait(), name="call-cancel-wait")
+    try:
+        done, _ = await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if setup not in done:
+            await call.hangup(reason="canceled")
+        return bool(await setup)
+    finally:
+        stop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stop
+
+
+async def _forward_progress(
+    call: OutboundCall, events: asyncio.Queue[CallState], on_progress: ProgressFn | None
+) -> None:
+    while True:
+        state = await events.get()
+        try:
+            if state is CallState.RINGING:
+                await _notify(on_progress, Result.RINGING, {})
+            elif state is CallState.ANSWERED:
+                await _notify(on_progress, Result.IN_PROGRESS, {"connect_time": call.answered_at})
+        except Exception:
+            log.exception("progress update failed")
+
+
+async def _play(
+    job: CallJob,
+    prompt: Prompt,
+    call: OutboundCall,
+    media: MediaSession,
+    cancel: asyncio.Event,
+    report: CallReport,
+) -> None:
+    answer = call.answer
+    assert answer is not None  # checked by the caller
+    report.codec = answer.codec
+    media.start(
+        answer.host, answer.port, answer.payload_type, answer.codec, answer.dtmf_payload_type
+    )
+    play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
+    ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
+    stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
+    try:
+        done, _ = await asyncio.wait(
+            {play, ended, stop}, timeout=job.max_duration, return_when=asyncio.FIRST_COMPLETED
+        )
+        if play in done and play.exception() is None:
+            result = play.result()
+            report.dtmf = result.dtmf or None
+            report.optout = result.optout
+        elif play in done:
+            log.error("call %s: playback failed: %s", job.call_id, play.exception())
+            report.error = f"playback failed: {play.exception()}"
+        else:
+            received = getattr(media, "dtmf_received", "")
+            report.dtmf = received or None
+            if not done:
+                log.info("call %s: max_duration %.0fs reached", job.call_id, job.max_duration)
+    finally:
+        for task in (play, ended, stop):
+            task.cancel()
+        for task in (play, ended, stop):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if not call.ended.is_set():
+        await call.hangup()
+
+
+def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> CallReport:
+    report.setup_time = call.invite_sent_at or report.setup_time
+    report.disconnect_time = call.ended_at or utcnow()
+    report.disconnect_cause_code = str(call.status_code)
+    report.disconnect_cause_text = call.reason or reason_phrase(call.status_code)
+    if call.answered_at is not None:
+        report.result = Result.COMPLETED
+        report.outcome = Outcome.ANSWERED
+        report.answered = True
+        report.connect_time = call.answered_at
+        seconds = (report.disconnect_time - call.answered_at).total_seconds()
+        report.duration = max(0, int(seconds))
+    elif cancel.is_set():
+        report.result = Result.CANCELED
+        report.outcome = Outcome.CANCELED
+    elif call.error or call.outcome is Outcome.FAILED:
+        report.result = Result.FAILED
+        report.outcome = Outcome.FAILED
+        report.error = call.error or f"{call.status_code} {report.disconnect_cause_text}"
+    else:
+        report.result = Result.COMPLETED
+        report.outcome = call.outcome
+    return report

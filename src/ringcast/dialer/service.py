@@ -1,0 +1,433 @@
+"""The dialer service: claim due calls within limits, place them, record them.
+
+One `Dialer` per process. Its tasks (each named, owned and stopped here):
+
+- the claim loop: claims as many due calls as free channels and the CPS pacer
+  allow, checks window / do-not-call / cancellation, prepares the request's
+  prompt once, then starts one call task per call, spaced by the pacer;
+- the watcher: every half second, hangs up live calls of requests canceled
+  through the API, and refreshes the node's heartbeat (rescuing the calls of
+  dead nodes on PostgreSQL);
+- the group writer, which commits call-state changes in batches.
+
+Shutdown (SIGTERM): stop claiming, give live calls `shutdown_grace` seconds to
+finish, then hang them up and record them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ringcast.config import Settings
+from ringcast.dialer.call import CallContext, CallJob, CallReport, place_call
+from ringcast.dialer.limits import Limits
+from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
+from ringcast.dialer.writer import GroupWriter
+from ringcast.domain import Outcome, Result, utcnow
+from ringcast.errors import MediaError, RingcastError
+from ringcast.media.prompt import Prompt, prepare_prompt
+from ringcast.rtp import PortAllocator, RtpClock
+from ringcast.sip.endpoint import SipEndpoint
+from ringcast.store import queue
+from ringcast.store.db import Store
+from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
+WATCH_INTERVAL = 0.5  # seconds between cancellation checks
+HEARTBEAT_INTERVAL = 5.0  # seconds between node heartbeats
+NODE_STALE_AFTER = 15.0  # seconds without heartbeat before a node is declared dead
+_VAR = re.compile(r"\{(\w+)\}")
+
+
+@dataclass
+class LiveCall:
+    claimed: ClaimedCall
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class Dialer:
+    """Claims and places the calls of every request in the database."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        node_id: str | None = None,
+        sip: SipEndpoint | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.node_id = node_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.single_node = store.dialect == "sqlite"
+        self.limits = Limits(max_calls=settings.max_calls, cps=settings.cps)
+        self.writer = GroupWriter(store)
+        self.sip = sip or SipEndpoint(
+            host=settings.sip_host,
+            port=settings.sip_port,
+            transport=settings.sip_transport,
+            public_ip=settings.public_ip,
+            t1=settings.sip_t1,
+            t2=settings.sip_t2,
+        )
+        self._own_sip = sip is None
+        self.clock = RtpClock()
+        self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
+        self.ctx = CallContext(
+            sip=self.sip,
+            clock=self.clock,
+            ports=self.ports,
+            public_ip=settings.public_ip,
+        )
+        self.live: dict[str, LiveCall] = {}
+        self.fence = Fence(self.node_id, 0)
+        self._requests: dict[str, RequestInfo] = {}
+        self._prompts: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Task[Prompt]] = {}
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.calls_placed = 0
+
+    # --- life cycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._own_sip:
+            await self.sip.start()
+        self.clock.start()
+        self.writer.start()
+        epoch = await queue.register_node(self.store, self.node_id)
+        self.fence = Fence(self.node_id, epoch)
+        await self._rescue(initial=True)
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name=f"dialer-claim-{self.node_id}"),
+            asyncio.create_task(self._watch_loop(), name=f"dialer-watch-{self.node_id}"),
+        ]
+        log.info(
+            "dialer %s started (max_calls=%d cps=%s sip=%s:%s)",
+            self.node_id,
+            self.settings.max_calls,
+            self.settings.cps,
+            self.settings.sip_host,
+            self.sip.local_port,
+        )
+
+    def wake(self) -> None:
+        """New work arrived: claim now instead of at the next poll."""
+        self._wake.set()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; let live calls finish within `grace`, then hang up."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self._stop.set()
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        pending = [c.task for c in self.live.values() if c.task is not None]
+        if pending:
+            log.info("dialer stopping: %d calls in progress, grace %.0fs", len(pending), grace)
+            _, still = await asyncio.wait(pending, timeout=grace)
+            if still:
+                for c in self.live.values():
+                    c.cancel.set()
+                await asyncio.wait(still, timeout=10)
+        await self.writer.stop()
+        with contextlib.suppress(Exception):
+            await queue.unregister_node(self.store, self.node_id)
+        await self.clock.stop()
+        if self._own_sip:
+            await self.sip.close()
+        log.info("dialer %s stopped", self.node_id)
+
+    # --- claim loop --------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = await self._claim_batch()
+            except RingcastError as exc:
+                log.error("claim failed: %s", exc)
+                claimed = []
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+                continue
+            for call in claimed:
+                if self._stop.is_set():
+                    await self._give_back(call)
+                    continue
+                await self._dispatch(call)
+
+    async def _claim_batch(self) -> list[ClaimedCall]:
+        free = self.limits.free_channels()
+        wait = self.limits.node_ready_in()
+        if free <= 0 or wait > 0:
+            await asyncio.sleep(min(max(wait, 0.005), POLL_INTERVAL))
+            return []
+        # Claim what can start within about one poll interval, no more: claimed
+        # calls wait in memory, and a crash would give them back anyway.
+        batch = max(1, min(free, int(self.settings.cps * POLL_INTERVAL) + 1))
+        return await queue.claim_calls(
+            self.store, self.fence, batch, exclude_requests=self.limits.blocked_requests()
+        )
+
+    async def _request(self, request_id: str) -> RequestInfo:
+        info = self._requests.get(request_id)
+        if info is None:
+            info = (await queue.load_requests(self.store, [request_id]))[request_id]
+            self._requests[request_id] = info
+        return info
+
+    async def _dispatch(self, call: ClaimedCall) -> None:
+        info = await self._request(call.request_id)
+        if info.canceled:
+            await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
+            return
+        if info.prompt_error:
+            await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=info.prompt_error)
+            return
+        now = utcnow()
+        due = earliest_dial_time(now, info.body.get("schedule"), call.timezone)
+        if due > now:
+            await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, due))
+            return
+        if await queue.dnc_matches(self.store, info.tenant, call.to_uri):
+            await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
+            return
+        prompt = await self._prompt(info, call)
+        if prompt is None:
+            return
+        self.limits.request(call.request_id, dict(info.body))
+        while not self.limits.may_start(call.request_id):
+            if self._stop.is_set():
+                await self._give_back(call)
+                return
+            await asyncio.sleep(max(0.002, self.limits.node_ready_in()))
+        self.limits.started(call.request_id)
+        live = LiveCall(call)
+        self.live[call.id] = live
+        live.task = asyncio.create_task(self._run_call(live, info, prompt), name=f"call-{call.id}")
+
+    async def _give_back(self, call: ClaimedCall) -> None:
+        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, utcnow()))
+
+    async def _finish_now(
+        self, call: ClaimedCall, result: Result, outcome: Outcome, *, error: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {
+            "result": str(result),
+            "outcome": str(outcome),
+            "disconnect_time": utcnow(),
+        }
+        if error:
+            values["error"] = error
+        await self.writer.submit(lambda s: queue.finish_call(s, call.id, self.fence, values))
+
+    # --- prompts -----------------------------------------------------------------
+
+    def _variant(self, info: RequestInfo, call: ClaimedCall) -> tuple[tuple[str, str], ...]:
+        """The recipient variables that change the prompt (those `say` items use)."""
+        used: set[str] = set()
+        for item in info.body.get("playlist", []):
+            if isinstance(item, Mapping) and isinstance(item.get("say"), str):
+                used.update(_VAR.findall(item["say"]))
+        variables = call.variables or {}
+        return tuple(sorted((k, str(variables.get(k, ""))) for k in used))
+
+    async def _prompt(self, info: RequestInfo, call: ClaimedCall) -> Prompt | None:
+        variant = self._variant(info, call)
+        key = (info.id, variant)
+        task = self._prompts.get(key)
+        if task is None:
+            body = info.body
+            codecs = tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
+            task = asyncio.create_task(
+                prepare_prompt(
+                    list(body["playlist"]),
+                    variables=dict(variant),
+                    codecs=codecs,
+                    max_duration=float(body.get("max_duration", 3600)),
+                ),
+                name=f"prompt-{info.id}",
+            )
+            self._prompts[key] = task
+        try:
+            return await asyncio.shield(task)
+        except MediaError as exc:
+            error = f"prompt could not be prepared: {exc.message}"
+            if not variant:
+                n = await queue.fail_request(self.store, info.id, error)
+                self._requests[info.id] = RequestInfo(
+                    info.id, info.tenant, info.body, info.canceled, error
+                )
+                log.warning("request %s: %s (%d calls failed)", info.id, error, n)
+            else:
+                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
+            return None
+
+    # --- one call ------------------------------------------------------------------
+
+    async def _run_call(self, live: LiveCall, info: RequestInfo, prompt: Prompt) -> None:
+        call = live.claimed
+        body = info.body
+        try:
+            setup = {"setup_time": utcnow(), "result": Result.DIALING.value}
+            if not await self.writer.submit(
+                lambda s: queue.update_call(s, call.id, self.fence, setup)
+            ):
+                log.warning("call %s: claim lost before dialing; not dialed", call.id)
+                return
+            job = CallJob(
+                call_id=call.id,
+                request_id=call.request_id,
+                to=call.to_uri,
+                from_=call.from_uri,
+                attempt=call.attempt,
+                ring_timeout=float(body.get("ring_timeout", 30)),
+                max_duration=float(body.get("max_duration", 3600)),
+                sip=self._sip_options(body),
+            )
+            self.calls_placed += 1
+            report = await place_call(
+                job, prompt, self.ctx, on_progress=self._progress(call), cancel=live.cancel
+            )
+            await self._record(call, info, report)
+        except Exception:
+            log.exception("call %s crashed", call.id)
+            with contextlib.suppress(Exception):
+                await self._finish_now(
+                    call, Result.FAILED, Outcome.FAILED, error="internal error while calling"
+                )
+        finally:
+            self.live.pop(call.id, None)
+            self.limits.finished(call.request_id)
+            self._wake.set()
+
+    def _sip_options(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        sip = dict(body.get("sip") or {})
+        trunk = sip.pop("trunk", None)
+        if trunk:
+            sip = {**self.settings.trunks.get(trunk, {}), **sip}
+        return sip
+
+    def _progress(self, call: ClaimedCall) -> Callable[[Result, dict[str, Any]], Any]:
+        async def on_progress(result: Result, fields: dict[str, Any]) -> None:
+            values = {"result": result.value, **fields}
+            await self.writer.submit(lambda s: queue.update_call(s, call.id, self.fence, values))
+
+        return on_progress
+
+    async def _record(self, call: ClaimedCall, info: RequestInfo, report: CallReport) -> None:
+        retry_at = None
+        if report.result is not Result.CANCELED:
+            policy = RetryPolicy.from_body(info.body.get("retry"))
+            decision = policy.decide(report.outcome, call.attempt)
+            if decision is not None:
+                retry_at = utcnow() + timedelta(seconds=decision.delay)
+        values = report.fields()
+        tenant = info.tenant
+        optout_entry = call.to_uri if report.optout else None
+
+        async def write(s: Any) -> bool:
+            ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
+            if ok and optout_entry:
+                await queue.dnc_add(s, tenant, optout_entry)
+            return ok
+
+        if not await self.writer.submit(write):
+            log.warning("call %s: claim lost; result not recorded by this node", call.id)
+        log.info(
+            "call %s to %s: %s/%s %s %s",
+            call.id,
+            call.to_uri,
+            report.result,
+            report.outcome,
+            report.disconnect_cause_code,
+            report.error or "",
+        )
+
+    # --- watcher -------------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        beat = 0.0
+        while not self._stop.is_set():
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                await self._check_cancellations()
+                beat += WATCH_INTERVAL
+                if beat >= HEARTBEAT_INTERVAL:
+                    beat = 0.0
+                    if not await queue.heartbeat(self.store, self.node_id):
+                        log.error("node %s was declared dead: hanging up its calls", self.node_id)
+                        for c in self.live.values():
+                            c.cancel.set()
+                    if not self.single_node:
+                        await self._rescue(initial=False)
+            except RingcastError as exc:
+                log.warning("dialer watcher: %s", exc)
+            except Exception:
+                log.exception("dialer watcher failed")
+
+    async def _check_cancellations(self) -> None:
+        ids = {c.claimed.request_id for c in self.live.values()}
+        for rid in await queue.canceled_among(self.store, ids):
+            info = self._requests.get(rid)
+            if info is not None:
+                self._requests[rid] = RequestInfo(
+                    info.id, info.tenant, info.body, True, info.prompt_error
+                )
+            for c in self.live.values():
+                if c.claimed.request_id == rid:
+                    c.cancel.set()
+
+    async def _rescue(self, *, initial: bool) -> None:
+        error = "interrupted" if self.single_node else "node lost"
+        await queue.rescue_calls(
+            self.store,
+            me=self.node_id,
+            stale_after=None if self.single_node else NODE_STALE_AFTER,
+            error=error,
+            retry_delay=_retry_failed_delay,
+        )
+
+
+def _retry_failed_delay(body: Mapping[str, Any], attempt: int) -> float | None:
+    decision = RetryPolicy.from_body(body.get("retry")).decide(Outcome.FAILED, attempt)
+    return None if decision is None else decision.delay
+
+
+def dialer_lifespan(
+    settings: Settings,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """A hook for the API's lifespan: run a Dialer beside the HTTP server."""
+
+    @asynccontextmanager
+    async def hook(state: Any) -> AsyncIterator[None]:
+        store: Store = state.store if hasattr(state, "store") else state["store"]
+        dialer = Dialer(settings, store)
+        await dialer.start()
+        try:
+            if hasattr(state, "__setattr__"):
+                with contextlib.suppress(Exception):
+                    state.dialer = dialer
+            yield
+        finally:
+            await dialer.stop()
+
+    return hook

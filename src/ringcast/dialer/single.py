@@ -1,0 +1,123 @@
+"""`ringcast call`: one call from the terminal, in this process, no server.
+
+The same call path as the dialer (prompt preparation, `place_call`), with the
+record printed instead of stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ringcast.config import Settings
+from ringcast.dialer.call import CallContext, CallJob, CallReport, failed_report, place_call
+from ringcast.domain import utcnow
+from ringcast.errors import MediaError
+from ringcast.media.prompt import prepare_prompt
+from ringcast.rtp import PortAllocator, RtpClock
+from ringcast.sip.endpoint import SipEndpoint
+from ringcast.store.records import record_dict
+
+
+@dataclass
+class _Record:
+    """A call row's fields, filled from a CallReport (what record_dict reads)."""
+
+    id: str
+    result: str
+    request_time: datetime
+    to_uri: str
+    from_uri: str
+    setup_time: datetime | None
+    connect_time: datetime | None
+    disconnect_time: datetime | None
+    disconnect_cause_code: str | None
+    disconnect_cause_text: str | None
+    duration: int
+    answered: bool
+    outcome: str | None
+    attempt: int
+    codec: str | None
+    error: str | None
+    dtmf: str | None
+
+
+def report_record(
+    call_id: str, to: str, from_: str, request_time: datetime, report: CallReport
+) -> dict[str, Any]:
+    f = report.fields()
+    return record_dict(
+        _Record(
+            id=call_id,
+            request_time=request_time,
+            to_uri=to,
+            from_uri=from_,
+            attempt=1,
+            **{k: f[k] for k in f if k not in ("optout",)},
+        )
+    )
+
+
+async def run_single_call(
+    settings: Settings,
+    to: str,
+    *,
+    play: str | None = None,
+    say: str | None = None,
+    from_: str = "ringcast",
+    ring_timeout: float = 30.0,
+    max_duration: float = 3600.0,
+    sip_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Place one call to `to` playing `play` (URL) and/or `say` (text); return its record."""
+    playlist: list[dict[str, Any]] = []
+    if play:
+        playlist.append({"play": play})
+    if say:
+        playlist.append({"say": say})
+    if not playlist:
+        raise ValueError("give --play URL or --say TEXT")
+    call_id = str(uuid.uuid4())
+    request_time = utcnow()
+    sip_options = dict(sip_options or {})
+    codecs = tuple(sip_options.get("codecs") or ("PCMU", "PCMA"))
+    try:
+        prompt = await prepare_prompt(playlist, codecs=codecs, max_duration=max_duration)
+    except MediaError as exc:
+        report = failed_report(f"prompt could not be prepared: {exc.message}")
+        return report_record(call_id, to, from_, request_time, report)
+    sip = SipEndpoint(
+        host=settings.sip_host,
+        port=settings.sip_port,
+        transport=settings.sip_transport,
+        public_ip=settings.public_ip,
+        t1=settings.sip_t1,
+        t2=settings.sip_t2,
+    )
+    clock = RtpClock()
+    await sip.start()
+    clock.start()
+    try:
+        ctx = CallContext(
+            sip=sip,
+            clock=clock,
+            ports=PortAllocator(settings.rtp_port_min, settings.rtp_port_max),
+            public_ip=settings.public_ip,
+        )
+        job = CallJob(
+            call_id=call_id,
+            request_id=call_id,
+            to=to,
+            from_=from_,
+            attempt=1,
+            ring_timeout=ring_timeout,
+            max_duration=max_duration,
+            sip=sip_options,
+        )
+        report = await place_call(job, prompt, ctx)
+    finally:
+        await clock.stop()
+        await sip.close()
+    return report_record(call_id, to, from_, request_time, report)

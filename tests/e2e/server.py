@@ -1,0 +1,161 @@
+"""Run `ringcast serve` as a real subprocess, and serve media files over HTTP, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import soundfile as sf
+from conftest import free_port
+
+
+class MediaServer:
+    """A static file server on 127.0.0.1 that counts requests per path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hits: Counter[str] = Counter()
+        hits = self.hits
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                super().__init__(*a, directory=str(root), **kw)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                hits[self.path] += 1
+                super().do_GET()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def __enter__(self) -> MediaServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def write_tone_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> np.ndarray:
+    """A chirp (not a pure tone, so correlation can tell offsets apart)."""
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.4 * np.sin(2 * np.pi * (300 + 400 * t / seconds) * t)
+    sf.write(path, audio, rate, subtype="PCM_16")
+    return audio
+
+
+class RingcastServer:
+    """`ringcast serve` in a subprocess; stopped (or killed) by its own PID."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        db: str | None = None,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.http_port = free_port(__import__("socket").SOCK_STREAM)
+        self.sip_port = free_port()
+        rtp_lo = 20000 + (self.sip_port % 200) * 40
+        self.db = db or f"sqlite:///{workdir / 'ringcast.db'}"
+        self.args = [
+            "--db",
+            self.db,
+            "--http",
+            f"127.0.0.1:{self.http_port}",
+            "--sip",
+            f"127.0.0.1:{self.sip_port}",
+            "--rtp-ports",
+            f"{rtp_lo}-{rtp_lo + 39}",
+            *(args or []),
+        ]
+        self.env = {**os.environ, "RINGCAST_ALLOW_PRIVATE_URLS": "1", **(env or {})}
+        self.log = workdir / f"ringcast-{self.http_port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 20.0) -> RingcastServer:
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ringcast"), "serve", *self.args],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ringcast serve exited: {self.output()}")
+            try:
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"ringcast serve did not become healthy: {self.output()}")
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 40.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout=5)
+
+    def __enter__(self) -> RingcastServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_ready(self, request_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll GET /voice/call/status until the report (or record) is final."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            body = httpx.get(f"{self.base}/voice/call/status/{request_id}", timeout=5).json()
+            if "report" in body and body["report"]["status"] == "ready":
+                return body
+            if "record" in body and body["record"]["result"] in ("completed", "failed", "canceled"):
+                return body
+            time.sleep(0.2)
+        raise AssertionError(f"not ready in {timeout}s: {body}\n{self.output()}")

@@ -1,0 +1,237 @@
+"""The broadcast engine against real SIPp callees: limits, retries, windows,
+cancel, prompt failure and crash recovery, through `ringcast serve`."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sipp import SippUas
+
+from e2e.server import MediaServer, RingcastServer, write_tone_wav
+
+
+@pytest.fixture
+def rtp_sink() -> Iterator[str]:
+    """A UDP socket that receives (and ignores) the RTP ringcast sends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])
+
+
+def post(rc: RingcastServer, body: dict[str, Any]) -> str:
+    r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+def report(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:
+    status = httpx.get(f"{rc.base}/voice/call/status/{request_id}", timeout=10).json()
+    if "record" in status:
+        return [status["record"]]
+    rep = httpx.get(f"{rc.base}/report/{status['report']['id']}", timeout=30).json()
+    return list(rep["records"])
+
+
+def test_limits_hold_channels_and_cps(tmp_path: Path, sipp_bin: str, rtp_sink: str) -> None:
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as uas,
+        RingcastServer(tmp_path, args=["--max-calls", "3", "--cps", "5"]) as rc,
+    ):
+        rid = post(
+            rc,
+            {
+                "recipients": [{"to": uas.uri(f"u{i}")} for i in range(12)],
+                "from": "me",
+                "playlist": [{"pause": 1.0}],
+            },
+        )
+        rc.wait_ready(rid, timeout=60)
+        records = report(rc, rid)
+    assert all(r["answered"] for r in records), records
+    assert uas.invites_per_user() == {f"u{i}": 1 for i in range(12)}
+    peak = uas.max_concurrent_calls()
+    assert 1 <= peak <= 3, peak
+    times = uas.invite_times()
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.2 * 0.8, gaps  # --cps 5: one INVITE per 200 ms
+
+
+def test_retry_busy_until_the_cap_with_delay(tmp_path: Path, sipp_bin: str) -> None:
+    with (
+        SippUas("e2e_busy.xml", tmp_path) as uas,
+        RingcastServer(tmp_path) as rc,
+    ):
+        rid = post(
+            rc,
+            {
+                "to": uas.uri("carol"),
+                "from": "me",
+                "playlist": [{"pause": 0.5}],
+                "retry": {"attempts": 2, "delay": 1, "on": ["busy"]},
+            },
+        )
+        final = rc.wait_ready(rid, timeout=40)["record"]
+        assert (final["result"], final["outcome"], final["attempt"]) == ("completed", "busy", 3)
+        every = httpx.get(
+            f"{rc.base}/voice/call/status/{final['id']}", params={"attempts": "all"}, timeout=10
+        ).json()
+        attempts = every["attempts"]
+        assert [a["attempt"] for a in attempts] == [1, 2, 3]
+        assert all(a["disconnect_cause_code"] == "486" for a in attempts)
+    times = uas.invite_times()
+    assert len(times) == 3
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.9, gaps
+
+
+def test_closed_window_and_future_not_before_hold_calls(tmp_path: Path, sipp_bin: str) -> None:
+    now = datetime.now(UTC)
+    closed = {
+        "window": {
+            "start": (now + timedelta(hours=2)).strftime("%H:%M"),
+            "end": (now + timedelta(hours=3)).strftime("%H:%M"),
+        },
+        "timezone": "UTC",
+    }
+    later = {"not_before": (now + timedelta(hours=1)).isoformat()}
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys={"media_port": "9"}) as uas,
+        RingcastServer(tmp_path) as rc,
+    ):
+        held = [
+            post(
+                rc,
+                {
+                    "to": uas.uri("w1"),
+                    "from": "me",
+                    "playlist": [{"pause": 0.2}],
+                    "schedule": closed,
+                },
+            ),
+            post(
+                rc,
+                {
+                    "to": uas.uri("w2"),
+                    "from": "me",
+                    "playlist": [{"pause": 0.2}],
+                    "schedule": later,
+                },
+            ),
+        ]
+        time.sleep(2.0)
+        for rid in held:
+            assert report(rc, rid)[0]["result"] == "queued"
+    assert uas.invites_per_user() == {}
+
+
+def test_prompt_failure_fails_every_call_and_dials_no_one(tmp_path: Path, sipp_bin: str) -> None:
+    with (
+        MediaServer(tmp_path) as media,
+        SippUas("uas_answer.xml", tmp_path, keys={"media_port": "9"}) as uas,
+        RingcastServer(tmp_path) as rc,
+    ):
+        rid = post(
+            rc,
+            {
+                "recipients": [{"to": uas.uri(f"p{i}")} for i in range(3)],
+                "from": "me",
+                "playlist": [{"play": media.url("missing.wav")}],
+            },
+        )
+        rc.wait_ready(rid, timeout=30)
+        records = report(rc, rid)
+        assert httpx.get(f"{rc.base}/health", timeout=5).status_code == 200
+    assert [r["result"] for r in records] == ["failed"] * 3
+    assert all("404" in r["error"] for r in records), records
+    assert uas.invites_per_user() == {}
+
+
+def test_cancel_queued_ringing_and_connected_calls(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    far = {"not_before": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    with (
+        SippUas("e2e_ring.xml", tmp_path) as ring,
+        SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as answer,
+        RingcastServer(tmp_path) as rc,
+    ):
+        queued = post(
+            rc, {"to": answer.uri("q"), "from": "me", "playlist": [{"pause": 1}], "schedule": far}
+        )
+        ringing = post(
+            rc, {"to": ring.uri("r"), "from": "me", "playlist": [{"pause": 1}], "ring_timeout": 60}
+        )
+        connected = post(rc, {"to": answer.uri("c"), "from": "me", "playlist": [{"pause": 60}]})
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = {report(rc, ringing)[0]["result"], report(rc, connected)[0]["result"]}
+            if states == {"ringing", "in-progress"}:
+                break
+            time.sleep(0.2)
+        assert report(rc, ringing)[0]["result"] == "ringing"
+        assert report(rc, connected)[0]["result"] == "in-progress"
+        for rid in (queued, ringing, connected):
+            r = httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=10)
+            assert r.status_code == 200, r.text
+        finals = {
+            rid: rc.wait_ready(rid, timeout=20)["record"] for rid in (queued, ringing, connected)
+        }
+    assert finals[queued]["result"] == "canceled"
+    assert finals[ringing]["result"] == "canceled"
+    assert finals[ringing]["disconnect_cause_code"] == "487"
+    assert finals[connected]["answered"] is True  # it was answered, then hung up by us
+    assert finals[connected]["result"] in ("completed", "canceled")
+    assert any(m.startswith("CANCEL ") for m in ring.received())
+    assert any(m.startswith("BYE ") for m in answer.received())
+    assert answer.invites_per_user() == {"c": 1}
+
+
+def test_kill9_mid_broadcast_loses_nothing_and_dials_no_one_twice(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    write_tone_wav(tmp_path / "hello.wav", seconds=1.0)
+    users = [f"k{i:02d}" for i in range(20)]
+    db = f"sqlite:///{tmp_path / 'crash.db'}"
+    args = ["--max-calls", "4", "--cps", "8"]
+    with SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as uas:
+        first = RingcastServer(tmp_path, db=db, args=args).start()
+        try:
+            rid = post(
+                first,
+                {
+                    "recipients": [{"to": uas.uri(u)} for u in users],
+                    "from": "me",
+                    "playlist": [{"pause": 1.5}],
+                },
+            )
+            deadline = time.monotonic() + 30
+            while len(uas.invite_times()) < 6 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            first.kill9()
+        invited_before = sum(uas.invites_per_user().values())
+        assert 6 <= invited_before < len(users)
+        with RingcastServer(tmp_path, db=db, args=args) as second:
+            second.wait_ready(rid, timeout=60)
+            records = report(second, rid)
+    per_user = uas.invites_per_user()
+    assert max(per_user.values()) == 1, per_user  # nobody dialed twice
+    assert len(records) == len(users)
+    by_user = {r["to"].split(":")[1].split("@")[0]: r for r in records}
+    for u in users:
+        rec = by_user[u]
+        assert rec["result"] in ("completed", "failed"), rec
+        if rec["result"] == "failed":
+            assert rec["error"] == "interrupted", rec
+        else:
+            assert rec["answered"] is True and per_user[u] == 1
+    interrupted = [u for u in users if by_user[u]["result"] == "failed"]
+    assert interrupted, "some calls were in flight at the kill"
+    assert len(per_user) >= len(users) - len(interrupted)
