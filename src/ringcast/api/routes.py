@@ -16,7 +16,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError as PydanticValidationError
 
 from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
-from ringcast.api.schemas import PlayRequest, check_sip_uri, no_control, private_host
+from ringcast.api.schemas import (
+    PLAYLIST_KINDS,
+    PlayRequest,
+    check_sip_uri,
+    no_control,
+    private_host,
+)
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
 from ringcast.store import requests as q
@@ -150,6 +156,14 @@ PLAY_BODY_DOC = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PlayRequest"}}},
     }
 }
+
+
+def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the union tag pydantic puts in a playlist item's error location:
+    ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate")."""
+    if len(loc) > 3 and loc[0] == "playlist" and loc[2] in PLAYLIST_KINDS:
+        return (*loc[:2], *loc[3:])
+    return loc
 
 
 async def parse_play(request: Request) -> PlayRequest:

@@ -1,0 +1,372 @@
+"""The `ringcast` command line.
+
+Server commands (`serve`, `api`, `dialer`, `call`) share the flags below; each
+flag is also read from `RINGCAST_<NAME>`, and a `--config` TOML file sits
+under both. Client commands (`status`, `report`) talk to a running server at
+`--url` (`RINGCAST_URL`).
+
+Hook points: `serve` and `dialer` run `ringcast.dialer.service.dialer_lifespan
+(settings)` (a factory `hook(app_state) -> AsyncContextManager`); `call` runs
+`ringcast.dialer.single.run_single_call(settings, to, play=, say=, from_=,
+ring_timeout=, max_duration=)`. Either module missing gives a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any
+
+import typer
+
+import ringcast
+from ringcast.config import Settings
+from ringcast.errors import ConfigError, RingcastError
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    name="ringcast",
+    help="Self-hosted voice broadcast: SIP calls that play audio, with call records.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+Db = Annotated[
+    str | None,
+    typer.Option("--db", envvar="RINGCAST_DB", help="sqlite:///PATH or postgresql://..."),
+]
+Http = Annotated[
+    str | None, typer.Option("--http", envvar="RINGCAST_HTTP", help="HTTP bind HOST:PORT")
+]
+Sip = Annotated[str | None, typer.Option("--sip", envvar="RINGCAST_SIP", help="SIP bind HOST:PORT")]
+SipTransport = Annotated[
+    str | None,
+    typer.Option("--sip-transport", envvar="RINGCAST_SIP_TRANSPORT", help="udp or tcp"),
+]
+RtpPorts = Annotated[
+    str | None,
+    typer.Option("--rtp-ports", envvar="RINGCAST_RTP_PORTS", help="RTP port range LO-HI"),
+]
+PublicIp = Annotated[
+    str | None,
+    typer.Option("--public-ip", envvar="RINGCAST_PUBLIC_IP", help="address for SDP and Contact"),
+]
+MaxCalls = Annotated[
+    int | None,
+    typer.Option("--max-calls", envvar="RINGCAST_MAX_CALLS", help="concurrent calls per node"),
+]
+Cps = Annotated[
+    float | None,
+    typer.Option("--cps", envvar="RINGCAST_CPS", help="new calls per second per node"),
+]
+ConfigFile = Annotated[
+    str | None, typer.Option("--config", envvar="RINGCAST_CONFIG", help="TOML config file")
+]
+AllowPrivate = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-private-urls/--no-allow-private-urls",
+        envvar="RINGCAST_ALLOW_PRIVATE_URLS",
+        help="allow media and callback URLs on private addresses",
+    ),
+]
+Url = Annotated[str, typer.Option("--url", envvar="RINGCAST_URL", help="ringcast server URL")]
+
+LifespanHook = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"ringcast: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(require: Sequence[str] = (), **options: Any) -> Settings:
+    overrides = {
+        "db": options.get("db"),
+        "http": options.get("http"),
+        "sip": options.get("sip"),
+        "sip_transport": options.get("sip_transport"),
+        "rtp_ports": options.get("rtp_ports"),
+        "public_ip": options.get("public_ip"),
+        "max_calls": options.get("max_calls"),
+        "cps": options.get("cps"),
+        "allow_private_urls": options.get("allow_private_urls"),
+        "config_file": options.get("config"),
+    }
+    try:
+        return Settings.from_sources(overrides, require=require)
+    except ConfigError as exc:
+        raise _fail(f"configuration: {exc.message}") from None
+
+
+def _dialer_hook(settings: Settings, *, required: bool) -> LifespanHook | None:
+    try:
+        from ringcast.dialer.service import dialer_lifespan
+    except ImportError as exc:
+        if required:
+            raise _fail(f"the dialer is not available in this build ({exc})") from None
+        logger.warning("dialer not available (%s): serving the API only, calls stay queued", exc)
+        return None
+    hook: LifespanHook = dialer_lifespan(settings)
+    return hook
+
+
+async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
+    import uvicorn
+
+    from ringcast.api.app import create_app
+    from ringcast.store.db import open_store
+
+    store = open_store(settings.db)
+    try:
+        await store.migrate()
+        app_ = create_app(settings, store, lifespan_hooks=hooks)
+        config = uvicorn.Config(
+            app_,
+            host=settings.http_host,
+            port=settings.http_port,
+            lifespan="on",
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        await server.serve()  # SIGINT/SIGTERM: stop accepting, drain, run lifespan exit
+        if not server.started:
+            raise RingcastError(f"could not serve HTTP on {settings.http_bind}")
+    finally:
+        await store.close()
+
+
+def _run(coro: Any) -> None:
+    try:
+        asyncio.run(coro)
+    except RingcastError as exc:
+        raise _fail(exc.message, 1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[
+        str, typer.Option("--log-level", envvar="RINGCAST_LOG_LEVEL", help="debug, info, warning")
+    ] = "info",
+) -> None:
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise _fail(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def serve(
+    db: Db = None,
+    http: Http = None,
+    sip: Sip = None,
+    sip_transport: SipTransport = None,
+    rtp_ports: RtpPorts = None,
+    public_ip: PublicIp = None,
+    max_calls: MaxCalls = None,
+    cps: Cps = None,
+    config: ConfigFile = None,
+    allow_private_urls: AllowPrivate = None,
+) -> None:
+    """HTTP API and dialer in one process (default: SQLite ./ringcast.db)."""
+    settings = _settings(**locals())
+    hook = _dialer_hook(settings, required=False)
+    _run(_serve(settings, [hook] if hook else []))
+
+
+@app.command()
+def api(
+    db: Db = None,
+    http: Http = None,
+    sip: Sip = None,
+    sip_transport: SipTransport = None,
+    rtp_ports: RtpPorts = None,
+    public_ip: PublicIp = None,
+    max_calls: MaxCalls = None,
+    cps: Cps = None,
+    config: ConfigFile = None,
+    allow_private_urls: AllowPrivate = None,
+) -> None:
+    """HTTP API only (needs --db); calls wait for a `ringcast dialer`."""
+    settings = _settings(require=("db",), **locals())
+    _run(_serve(settings, []))
+
+
+async def _dial(settings: Settings, hook: LifespanHook) -> None:
+    from starlette.datastructures import State
+
+    from ringcast.store.db import open_store
+
+    store = open_store(settings.db)
+    try:
+        await store.migrate()
+        state = State()
+        state.store = store
+        state.settings = settings
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with hook(state):
+                logger.info("dialer running; SIGTERM stops it")
+                await stop.wait()
+                logger.info("dialer stopping")
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    finally:
+        await store.close()
+
+
+@app.command()
+def dialer(
+    db: Db = None,
+    http: Http = None,
+    sip: Sip = None,
+    sip_transport: SipTransport = None,
+    rtp_ports: RtpPorts = None,
+    public_ip: PublicIp = None,
+    max_calls: MaxCalls = None,
+    cps: Cps = None,
+    config: ConfigFile = None,
+    allow_private_urls: AllowPrivate = None,
+) -> None:
+    """Dialer only (needs --db): claims queued calls from the database and places them."""
+    settings = _settings(require=("db",), **locals())
+    hook = _dialer_hook(settings, required=True)
+    if hook is not None:
+        _run(_dial(settings, hook))
+
+
+@app.command()
+def call(
+    uri: Annotated[str, typer.Argument(help="SIP URI to call, e.g. sip:alice@192.0.2.1:5060")],
+    play: Annotated[str | None, typer.Option("--play", help="URL of audio to play")] = None,
+    say: Annotated[str | None, typer.Option("--say", help="text to speak")] = None,
+    from_: Annotated[str, typer.Option("--from", help="From user or SIP URI")] = "ringcast",
+    ring_timeout: Annotated[float, typer.Option("--ring-timeout", help="seconds")] = 30.0,
+    max_duration: Annotated[float, typer.Option("--max-duration", help="seconds")] = 3600.0,
+    sip: Sip = None,
+    sip_transport: SipTransport = None,
+    rtp_ports: RtpPorts = None,
+    public_ip: PublicIp = None,
+    config: ConfigFile = None,
+) -> None:
+    """Place one call from the terminal and print its record (no server, no database)."""
+    if play is None and say is None:
+        raise _fail("give --play URL and/or --say TEXT")
+    settings = _settings(
+        sip=sip,
+        sip_transport=sip_transport,
+        rtp_ports=rtp_ports,
+        public_ip=public_ip,
+        config=config,
+    )
+    try:
+        from ringcast.dialer.single import run_single_call
+    except ImportError as exc:
+        raise _fail(f"single calls are not available in this build ({exc})") from None
+    record: dict[str, Any] = {}
+
+    async def one() -> None:
+        record.update(
+            await run_single_call(
+                settings,
+                uri,
+                play=play,
+                say=say,
+                from_=from_,
+                ring_timeout=ring_timeout,
+                max_duration=max_duration,
+            )
+        )
+
+    _run(one())
+    typer.echo(json.dumps(record, indent=2))
+    if record.get("result") == "failed":
+        raise typer.Exit(1)
+
+
+def _client_get(url: str, path: str, params: dict[str, str] | None = None) -> Any:
+    import httpx
+
+    try:
+        return httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from None
+
+
+def _check(response: Any) -> None:
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise _fail(f"HTTP {response.status_code}: {message}", 1)
+
+
+@app.command()
+def status(
+    id: Annotated[str, typer.Argument(help="request id or call id")],
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Print the status of a request or a call (GET /voice/call/status/ID)."""
+    response = _client_get(url, f"/voice/call/status/{id}")
+    _check(response)
+    typer.echo(json.dumps(response.json(), indent=2))
+
+
+@app.command()
+def report(
+    id: Annotated[str, typer.Argument(help="report id (from status)")],
+    format: Annotated[str, typer.Option("--format", help="json, csv or ndjson")] = "json",
+    url: Url = DEFAULT_URL,
+) -> None:
+    """Print a report (GET /report/ID), streamed."""
+    import httpx
+
+    if format not in ("json", "csv", "ndjson"):
+        raise _fail("--format must be json, csv or ndjson")
+    target = url.rstrip("/") + f"/report/{id}"
+    try:
+        with httpx.stream("GET", target, params={"format": format}, timeout=60.0) as response:
+            if response.status_code != 200:
+                response.read()
+                _check(response)
+            out = sys.stdout
+            for chunk in response.iter_text():
+                out.write(chunk)
+            if format == "json":
+                out.write("\n")
+            out.flush()
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {url}: {exc}", 1) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(ringcast.__version__)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    with contextlib.suppress(BrokenPipeError):
+        app()
