@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from ringcast.domain import Result, utcnow
-from ringcast.store import queue
+from ringcast.store import dnc, queue
 from ringcast.store.db import Store, open_store
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
 from ringcast.store.queue import Fence
@@ -39,16 +39,28 @@ async def add_request(store: Store, n: int, body: dict | None = None) -> tuple[s
     async with store.session() as s, s.begin():
         await s.execute(
             sa.insert(requests_table).values(
-                id=rid, tenant="default", created_at=now,
-                body=body or {"playlist": [{"pause": 1}]}, total=n,
-                report_id=str(uuid.uuid4()), body_hash="x",
+                id=rid,
+                tenant="default",
+                created_at=now,
+                body=body or {"playlist": [{"pause": 1}]},
+                total=n,
+                report_id=str(uuid.uuid4()),
+                body_hash="x",
             )
         )
         await s.execute(
             sa.insert(calls_table),
             [
-                {"id": cid, "request_id": rid, "seq": i, "to_uri": f"sip:u{i}@127.0.0.1",
-                 "from_uri": "me", "request_time": now, "not_before": now, "updated_at": now}
+                {
+                    "id": cid,
+                    "request_id": rid,
+                    "seq": i,
+                    "to_uri": f"sip:u{i}@127.0.0.1",
+                    "from_uri": "me",
+                    "request_time": now,
+                    "not_before": now,
+                    "updated_at": now,
+                }
                 for i, cid in enumerate(ids)
             ],
         )
@@ -80,7 +92,8 @@ async def test_claim_respects_not_before_and_excluded_requests(store: Store) -> 
     other, _ = await add_request(store, 2)
     async with store.session() as s, s.begin():
         await s.execute(
-            sa.update(calls_table).where(calls_table.c.id == ids[0])
+            sa.update(calls_table)
+            .where(calls_table.c.id == ids[0])
             .values(not_before=utcnow() + timedelta(hours=1))
         )
     node = Fence("n", await queue.register_node(store, "n"))
@@ -96,8 +109,13 @@ async def test_fenced_writes_and_retry_keeps_attempts(store: Store) -> None:
     async with store.session() as s, s.begin():
         assert not await queue.update_call(s, call.id, stale, {"result": "ringing"})
         assert await queue.update_call(s, call.id, node, {"result": "ringing"})
-    final = {"result": "completed", "outcome": "busy", "disconnect_cause_code": "486",
-             "disconnect_cause_text": "Busy Here", "disconnect_time": utcnow()}
+    final = {
+        "result": "completed",
+        "outcome": "busy",
+        "disconnect_cause_code": "486",
+        "disconnect_cause_text": "Busy Here",
+        "disconnect_time": utcnow(),
+    }
     retry_at = utcnow() + timedelta(seconds=60)
     async with store.session() as s, s.begin():
         assert await queue.finish_call(s, call.id, node, final, retry_at=retry_at)
@@ -112,8 +130,11 @@ async def test_fenced_writes_and_retry_keeps_attempts(store: Store) -> None:
 
 
 async def test_rescue_after_crash_requeues_undialed_and_fails_dialed(store: Store) -> None:
-    _, ids = await add_request(store, 3, {"playlist": [{"pause": 1}],
-                                          "retry": {"attempts": 1, "on": ["failed"], "delay": 0}})
+    _, ids = await add_request(
+        store,
+        3,
+        {"playlist": [{"pause": 1}], "retry": {"attempts": 1, "on": ["failed"], "delay": 0}},
+    )
     _, ids2 = await add_request(store, 1)
     dead = Fence("dead", await queue.register_node(store, "dead"))
     claimed = await queue.claim_calls(store, dead, 10)
@@ -151,9 +172,15 @@ async def test_prompt_failure_fails_every_call_of_the_request(store: Store) -> N
 
 
 async def test_dnc_matches_user_part_and_uri(store: Store) -> None:
-    async with store.session() as s, s.begin():
-        await queue.dnc_add(s, "default", "alice")
-        await queue.dnc_add(s, "default", "alice")  # idempotent
-    assert await queue.dnc_matches(store, "default", "sip:alice@127.0.0.1:5060")
-    assert not await queue.dnc_matches(store, "other", "sip:alice@127.0.0.1:5060")
-    assert not await queue.dnc_matches(store, "default", "sip:bob@127.0.0.1:5060")
+    assert await dnc.add_entries(store, "default", ["alice", "alice"]) == 1
+    assert await dnc.add_entries(store, "default", ["alice", "sip:bob@x"]) == 1  # idempotent
+    assert await dnc.matches(store, "default", "sip:alice@127.0.0.1:5060")
+    assert not await dnc.matches(store, "other", "sip:alice@127.0.0.1:5060")
+    assert not await dnc.matches(store, "default", "sip:bob@127.0.0.1:5060")
+    assert await dnc.matches(store, "default", "sip:bob@x")
+    assert [e for e, _ in await dnc.list_entries(store, "default", after=None, limit=10)] == [
+        "alice",
+        "sip:bob@x",
+    ]
+    assert await dnc.remove_entry(store, "default", "alice")
+    assert not await dnc.remove_entry(store, "default", "alice")

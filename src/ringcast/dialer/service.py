@@ -38,7 +38,7 @@ from ringcast.errors import MediaError, RingcastError
 from ringcast.media.prompt import Prompt, prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
-from ringcast.store import queue
+from ringcast.store import dnc, queue
 from ringcast.store.db import Store
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 
@@ -207,7 +207,7 @@ class Dialer:
         if due > now:
             await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, due))
             return
-        if await queue.dnc_matches(self.store, info.tenant, call.to_uri):
+        if await dnc.matches(self.store, info.tenant, call.to_uri):
             await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
             return
         prompt = await self._prompt(info, call)
@@ -347,7 +347,7 @@ class Dialer:
         async def write(s: Any) -> bool:
             ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
             if ok and optout_entry:
-                await queue.dnc_add(s, tenant, optout_entry)
+                await dnc.add(s, tenant, [optout_entry])
             return ok
 
         if not await self.writer.submit(write):

@@ -27,7 +27,6 @@ from ringcast.store.db import Store
 from ringcast.store.models import (
     call_attempts_table,
     calls_table,
-    dnc_table,
     nodes_table,
     requests_table,
 )
@@ -278,37 +277,6 @@ async def fail_request(store: Store, request_id: str, error: str) -> int:
             )
         )
     return int(res.rowcount)  # type: ignore[attr-defined]
-
-
-# --- do-not-call ---------------------------------------------------------------
-
-
-def dnc_keys(to_uri: str) -> list[str]:
-    """The DNC entries that match a recipient: the full URI and its user part."""
-    keys = [to_uri]
-    rest = to_uri.split(":", 1)[1] if ":" in to_uri else to_uri
-    user = rest.split("@", 1)[0] if "@" in rest else ""
-    if user:
-        keys.append(user)
-    return keys
-
-
-async def dnc_matches(store: Store, tenant: str, to_uri: str) -> bool:
-    stmt = sa.select(sa.func.count()).where(
-        dnc_table.c.tenant == tenant, dnc_table.c.entry.in_(dnc_keys(to_uri))
-    )
-    async with store.session(readonly=True) as s, s.begin():
-        return bool((await s.execute(stmt)).scalar_one())
-
-
-async def dnc_add(s: AsyncSession, tenant: str, entry: str) -> None:
-    exists = await s.execute(
-        sa.select(dnc_table.c.id).where(dnc_table.c.tenant == tenant, dnc_table.c.entry == entry)
-    )
-    if exists.first() is None:
-        await s.execute(
-            sa.insert(dnc_table).values(tenant=tenant, entry=entry, created_at=utcnow())
-        )
 
 
 # --- nodes and recovery --------------------------------------------------------
