@@ -1,0 +1,156 @@
+"""One pacing clock for every RTP stream of the process.
+
+The clock task wakes every `ptime` against an absolute deadline
+(start + n * ptime, never `sleep(ptime)`, so it does not drift) and sends the
+due packet of every live stream. Per-call timers and per-call tasks are the
+slow path (DESIGN.md, "Media plane"): here the cost per packet is one generator
+step and one `send` on a connected non-blocking per-call socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from ringcast.media.codecs import PTIME
+
+log = logging.getLogger(__name__)
+
+LATE_TOLERANCE = 0.005  # seconds after its deadline that a tick counts as late
+MAX_CATCH_UP = 0.200  # seconds behind after which missed ticks are skipped, not burst
+
+
+class ClockStream(Protocol):
+    """What the clock needs from a stream (MediaSession implements it).
+
+    `_next()` returns the next packet (or None to skip this tick) and raises
+    StopIteration when the stream has nothing more to send.
+    """
+
+    _next: Callable[[], bytes | None]
+    _sock: socket.socket
+    _remote: tuple[str, int] | None
+    _connected: bool
+    late_packets: int
+    send_errors: int
+
+    def _clock_done(self, completed: bool, error: BaseException | None) -> None: ...
+
+
+class RtpClock:
+    """The process's single 20 ms pacing clock. Create one, `start()` it, share it."""
+
+    def __init__(self, ptime: float = PTIME) -> None:
+        if ptime <= 0:
+            raise ValueError(f"ptime must be > 0 seconds, not {ptime}")
+        self.ptime = ptime
+        self._streams: dict[ClockStream, None] = {}
+        self._snapshot: tuple[ClockStream, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.late_ticks = 0  # ticks that ran more than LATE_TOLERANCE after their deadline
+        self.skipped_ticks = 0  # ticks dropped after falling more than MAX_CATCH_UP behind
+        self.packets_sent = 0
+        self.max_lateness = 0.0  # seconds
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def start(self) -> None:
+        """Start the clock task on the running loop (idempotent)."""
+        if self.running:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="rtp-clock")
+        self._task.add_done_callback(self._on_task_done)
+
+    async def stop(self) -> None:
+        """Stop the clock; streams still playing end with completed=False."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for stream in list(self._streams):
+            self.remove(stream)
+            stream._clock_done(False, None)
+
+    def add(self, stream: ClockStream) -> None:
+        """Send `stream`'s packets from the next tick on (starts the clock if needed)."""
+        self._streams[stream] = None
+        self._snapshot = tuple(self._streams)
+        self.start()
+
+    def remove(self, stream: ClockStream) -> None:
+        if self._streams.pop(stream, 0) is None:
+            self._snapshot = tuple(self._streams)
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("rtp clock stopped: %r", task.exception())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        ptime = self.ptime
+        start = loop.time()
+        n = 0
+        log.info("rtp clock started, ptime %.3f s", ptime)
+        while True:
+            n += 1
+            deadline = start + n * ptime
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)  # let the loop breathe even when behind
+            lateness = loop.time() - deadline
+            late = lateness > LATE_TOLERANCE
+            if late:
+                self.late_ticks += 1
+                if lateness > self.max_lateness:
+                    self.max_lateness = lateness
+                if lateness > MAX_CATCH_UP:
+                    missed = int(lateness / ptime)
+                    n += missed
+                    self.skipped_ticks += missed
+                    log.warning(
+                        "rtp clock %.0f ms behind: skipped %s ticks", lateness * 1e3, missed
+                    )
+            self.ticks += 1
+            self._tick(late)
+
+    def _tick(self, late: bool) -> None:
+        sent = 0
+        for s in self._snapshot:
+            try:
+                pkt = s._next()
+            except StopIteration:
+                self.remove(s)
+                s._clock_done(True, None)
+                continue
+            except Exception as exc:  # one broken stream must not stop the others
+                log.exception("rtp stream failed")
+                self.remove(s)
+                s._clock_done(False, exc)
+                continue
+            if pkt is None:
+                continue
+            try:
+                if s._connected:
+                    s._sock.send(pkt)
+                else:
+                    s._sock.sendto(pkt, s._remote)  # type: ignore[arg-type]
+            except OSError:  # full buffer, or ICMP refused on a connected socket
+                s.send_errors += 1
+            sent += 1
+            if late:
+                s.late_packets += 1
+        self.packets_sent += sent

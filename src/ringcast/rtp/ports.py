@@ -1,0 +1,44 @@
+"""Even RTP ports from a configured range; RTCP uses port + 1 (RFC 3550 §11)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class PortAllocator:
+    """Hands out even ports in [lo, hi] round-robin, so a freed port is reused last.
+
+    The allocator only books ports; the caller binds them and gives back (with
+    `release`) a port it could not bind, after `mark_busy` if another process
+    holds it.
+    """
+
+    def __init__(self, lo: int = 20000, hi: int = 29999) -> None:
+        first = lo + (lo % 2)
+        last = hi - 1 if hi % 2 else hi - 2  # the last even port whose port+1 fits
+        if not (0 < first <= last and hi <= 65535):
+            raise ValueError(f"RTP port range {lo}-{hi} holds no even port with port+1")
+        self.lo = first
+        self.hi = last
+        self._next = self.lo
+        self._used: set[int] = set()
+        self.capacity = (self.hi - self.lo) // 2 + 1
+
+    @property
+    def in_use(self) -> int:
+        return len(self._used)
+
+    def allocate(self) -> int:
+        """The next free even port; RuntimeError when the range is exhausted."""
+        for _ in range(self.capacity):
+            port = self._next
+            self._next = port + 2 if port + 2 <= self.hi else self.lo
+            if port not in self._used:
+                self._used.add(port)
+                return port
+        raise RuntimeError(f"no free RTP port in {self.lo}-{self.hi + 1}")
+
+    def release(self, port: int) -> None:
+        self._used.discard(port)

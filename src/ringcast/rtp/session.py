@@ -1,0 +1,437 @@
+"""One call's media: an RTP/RTCP port pair, the outgoing stream, received DTMF.
+
+`MediaSession.open()` binds the port pair before the INVITE (the SDP offer
+names it); `start()` takes the SDP answer's address, payload type, codec and
+telephone-event type; `play(prompt)` streams a prepared `Prompt` through the
+shared `RtpClock` and returns the digits the callee pressed.
+
+RTP per RFC 3550: random SSRC, sequence number and initial timestamp, +160 per
+20 ms packet at 8 kHz, marker on the first packet of a talkspurt and of each
+RFC 4733 event, RTCP sender reports about every 5 s and a BYE on close.
+Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
+and the first RTP packet from the callee sets where we send; then the socket is
+connected, which puts sends on the fast path and filters strangers out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import logging
+import random
+import secrets
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ringcast.errors import MediaError
+from ringcast.media.codecs import FRAME_SAMPLES, get_codec
+from ringcast.media.prompt import AudioSegment, DtmfSegment, GatherSegment, Prompt
+from ringcast.rtp.clock import RtpClock
+from ringcast.rtp.packet import (
+    DTMF_EVENTS,
+    RTP_HEADER_SIZE,
+    build_bye,
+    build_event,
+    build_sdes_cname,
+    build_sender_report,
+    event_code,
+    ntp_timestamp,
+)
+from ringcast.rtp.ports import PortAllocator
+
+log = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 5.0  # seconds between sender reports, randomized 0.5x-1.5x (RFC 3550 §6.3)
+LATCH_TIMEOUT = 2.0  # seconds to wait for the callee's first RTP before connecting
+END_RETRANSMITS = 2  # extra copies of an RFC 4733 end packet (§2.5.1.4 recommends 3 in all)
+RECV_BATCH = 64  # datagrams read per readiness callback
+BIND_ATTEMPTS = 32  # ports tried before open() gives up
+SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
+
+_SEQ_TS = struct.Struct("!HI")
+_U32 = 0xFFFFFFFF
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"  # ports bound, no remote yet
+    STARTED = "started"  # remote known, may play
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayResult:
+    """What a `play()` gave: digits received, opt-out pressed, reached the end."""
+
+    dtmf: str
+    optout: bool
+    completed: bool
+
+
+class MediaSession:
+    """One call's RTP stream on the shared clock (see the module docstring)."""
+
+    def __init__(
+        self,
+        clock: RtpClock,
+        allocator: PortAllocator | None,
+        rtp_sock: socket.socket,
+        rtcp_sock: socket.socket,
+        local_port: int,
+    ) -> None:
+        self._clock = clock
+        self._allocator = allocator
+        self._sock = rtp_sock
+        self._rtcp_sock = rtcp_sock
+        self.local_port = local_port
+        self.state = SessionState.OPEN
+        self.ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._ts = secrets.randbits(32)
+        self._remote: tuple[str, int] | None = None
+        self._rtcp_remote: tuple[str, int] | None = None
+        self._connected = False
+        self._latched = False
+        self._latch_handle: asyncio.TimerHandle | None = None
+        self.payload_type = 0
+        self.codec = "PCMU"
+        self.dtmf_payload_type: int | None = None
+        self._next = self._idle
+        self._play_future: asyncio.Future[bool] | None = None
+        self._play_error: BaseException | None = None
+        self._gather_digits = ""
+        self._gather_active: GatherSegment | None = None
+        self._optout = False
+        self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
+        self.dtmf_received = ""
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.late_packets = 0
+        self.send_errors = 0
+        self.packets_received = 0
+        self.rtcp_sent = 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+
+    # -- life ------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, clock: RtpClock, allocator: PortAllocator, bind_host: str = "0.0.0.0"
+    ) -> MediaSession:
+        """Bind an even RTP port and port+1 for RTCP from `allocator`."""
+        for _ in range(BIND_ATTEMPTS):
+            port = allocator.allocate()
+            rtp = _udp_socket()
+            rtcp = _udp_socket()
+            try:
+                rtp.bind((bind_host, port))
+                rtcp.bind((bind_host, port + 1))
+            except OSError as exc:
+                rtp.close()
+                rtcp.close()
+                allocator.release(port)
+                if exc.errno != errno.EADDRINUSE:
+                    raise MediaError(f"cannot bind RTP port {port} on {bind_host}: {exc}") from exc
+                log.debug("rtp port %s busy, trying the next one", port)
+                continue
+            return cls(clock, allocator, rtp, rtcp, port)
+        raise MediaError(f"no bindable RTP port pair after {BIND_ATTEMPTS} attempts")
+
+    def _set_state(self, new: SessionState) -> None:
+        log.debug("media session %s: %s -> %s", self.local_port, self.state.value, new.value)
+        self.state = new
+
+    def start(
+        self,
+        remote_host: str,
+        remote_port: int,
+        payload_type: int,
+        codec: str,
+        dtmf_payload_type: int | None,
+    ) -> None:
+        """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec."""
+        if self.state is SessionState.CLOSED:
+            raise MediaError("media session is closed")
+        try:
+            c = get_codec(codec)
+        except ValueError as exc:
+            raise MediaError(str(exc)) from exc
+        self.codec = c.name
+        self.payload_type = payload_type & 0x7F
+        self.dtmf_payload_type = dtmf_payload_type
+        self._remote = (remote_host, remote_port)
+        self._rtcp_remote = (remote_host, remote_port + 1)
+        if self._latch_handle is not None:
+            self._latch_handle.cancel()
+        self._latch_handle = self._loop.call_later(LATCH_TIMEOUT, self._latch, None)
+        self._set_state(SessionState.STARTED)
+        log.info(
+            "media session %s -> %s:%s %s/%s dtmf %s",
+            self.local_port,
+            remote_host,
+            remote_port,
+            self.codec,
+            self.payload_type,
+            dtmf_payload_type,
+        )
+
+    async def play(self, prompt: Prompt) -> PlayResult:
+        """Stream `prompt` on the shared clock; return when it ends or `stop()` is called.
+
+        Cancelling the task stops the stream too; the digits received so far stay
+        in `.dtmf_received`.
+        """
+        if self.state is not SessionState.STARTED:
+            raise MediaError(f"media session is {self.state.value}: start() it before play()")
+        if self.codec not in prompt.codecs:
+            raise MediaError(f"the prompt has no {self.codec} audio (it has {prompt.codecs})")
+        if self._play_future is not None and not self._play_future.done():
+            raise MediaError("media session is already playing")
+        fut: asyncio.Future[bool] = self._loop.create_future()
+        self._play_future = fut
+        self._play_error = None
+        self._optout = False
+        gen = self._packets(prompt)
+        self._next = gen.__next__
+        self._clock.add(self)
+        try:
+            completed = await fut
+        finally:
+            self._clock.remove(self)
+            self._next = self._idle
+            gen.close()
+        if self._play_error is not None:
+            raise MediaError(f"media stream failed: {self._play_error!r}")
+        return PlayResult(self.dtmf_received, self._optout, completed)
+
+    def stop(self) -> None:
+        """Stop the current play (it returns with completed=False)."""
+        self._clock.remove(self)
+        self._clock_done(False, None)
+
+    async def close(self) -> None:
+        """Send RTCP BYE, stop streaming, close the sockets and give the ports back."""
+        if self.state is SessionState.CLOSED:
+            return
+        self.stop()
+        if self.state is SessionState.STARTED:
+            self._send_rtcp(bye=True)
+        if self._latch_handle is not None:
+            self._latch_handle.cancel()
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._rtcp_sock.close()
+        if self._allocator is not None:
+            self._allocator.release(self.local_port)
+        self._set_state(SessionState.CLOSED)
+        log.info(
+            "media session %s closed: %s packets sent, %s late, %s received, dtmf %r",
+            self.local_port,
+            self.packets_sent,
+            self.late_packets,
+            self.packets_received,
+            self.dtmf_received,
+        )
+
+    async def __aenter__(self) -> MediaSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- sending (runs inside the clock's tick) ---------------------------------------------
+
+    @staticmethod
+    def _idle() -> bytes | None:
+        return None
+
+    def _clock_done(self, completed: bool, error: BaseException | None) -> None:
+        fut = self._play_future
+        if fut is not None and not fut.done():
+            self._play_error = error
+            fut.set_result(completed)
+
+    def _packets(self, prompt: Prompt) -> Iterator[bytes | None]:
+        """Every packet of the prompt, one per clock tick (a generator: cheap to step)."""
+        codec = self.codec
+        pt = self.payload_type
+        dtmf_pt = self.dtmf_payload_type
+        silence = get_codec(codec).silence_frame()
+        hdr = bytearray(struct.pack("!BBHII", 0x80, pt | 0x80, 0, 0, self.ssrc))  # marker on
+        pack_into = _SEQ_TS.pack_into
+        rtcp_every = _rtcp_packets()
+        next_rtcp = rtcp_every
+        marker = True
+        for seg in prompt.segments:
+            if isinstance(seg, AudioSegment):
+                frames = seg.payloads[codec]
+            elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
+                frames = seg.inband[codec]
+            elif isinstance(seg, DtmfSegment):
+                frames = ()
+                for digit in seg.digits:
+                    yield from self._event_packets(hdr, event_code(digit), seg, dtmf_pt)
+                    hdr[1] = pt
+                    marker = False
+                    for _ in range(seg.gap_frames - END_RETRANSMITS):
+                        yield self._audio_packet(hdr, silence, pack_into)
+            else:
+                yield from self._gather(seg, hdr, silence, pack_into, pt)
+                marker = False
+                continue
+            for payload in frames:
+                seq = self._seq
+                ts = self._ts
+                pack_into(hdr, 2, seq, ts)
+                self._seq = (seq + 1) & 0xFFFF
+                self._ts = (ts + FRAME_SAMPLES) & _U32
+                self.packets_sent += 1
+                if self.packets_sent >= next_rtcp:
+                    self._send_rtcp()
+                    next_rtcp = self.packets_sent + _rtcp_packets()
+                yield hdr + payload
+                if marker:
+                    hdr[1] = pt
+                    marker = False
+
+    def _audio_packet(
+        self, hdr: bytearray, payload: bytes, pack_into: Callable[..., None]
+    ) -> bytearray:
+        pack_into(hdr, 2, self._seq, self._ts)
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._ts = (self._ts + FRAME_SAMPLES) & _U32
+        self.packets_sent += 1
+        return hdr + payload
+
+    def _event_packets(
+        self, hdr: bytearray, event: int, seg: DtmfSegment, dtmf_pt: int
+    ) -> Iterator[bytes]:
+        """RFC 4733 §2.5: one event, its timestamp fixed at the start, duration growing,
+        marker on the first packet, the end packet sent 1 + END_RETRANSMITS times."""
+        start_ts = self._ts
+        ev = bytearray(hdr)
+        ev[1] = 0x80 | (dtmf_pt & 0x7F)
+        for i in range(seg.tone_frames + END_RETRANSMITS):
+            n = min(i + 1, seg.tone_frames)
+            end = i + 1 >= seg.tone_frames
+            _SEQ_TS.pack_into(ev, 2, self._seq, start_ts)
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._ts = (self._ts + FRAME_SAMPLES) & _U32
+            self.packets_sent += 1
+            yield ev + build_event(event, end=end, duration=n * FRAME_SAMPLES)
+            ev[1] = dtmf_pt & 0x7F
+
+    def _gather(
+        self,
+        seg: GatherSegment,
+        hdr: bytearray,
+        silence: bytes,
+        pack_into: Callable[..., None],
+        pt: int,
+    ) -> Iterator[bytes]:
+        """Silence until `seg.digits` new digits, the opt-out digit, or the timeout."""
+        self._gather_active = seg
+        self._gather_digits = ""
+        try:
+            for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
+                if len(self._gather_digits) >= seg.digits or self._optout:
+                    return
+                yield self._audio_packet(hdr, silence, pack_into)
+                hdr[1] = pt
+        finally:
+            self._gather_active = None
+
+    def _send_rtcp(self, *, bye: bool = False) -> None:
+        """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
+        if self._rtcp_remote is None:
+            return
+        pkt = build_sender_report(
+            ssrc=self.ssrc,
+            ntp=ntp_timestamp(),
+            rtp_timestamp=self._ts,
+            packets=self.packets_sent,
+            octets=self.packets_sent * FRAME_SAMPLES,
+        ) + build_sdes_cname(self.ssrc, f"ringcast@{self.local_port}")
+        if bye:
+            pkt += build_bye(self.ssrc)
+        try:
+            self._rtcp_sock.sendto(pkt, self._rtcp_remote)
+            self.rtcp_sent += 1
+        except OSError as exc:
+            log.debug("rtcp to %s not sent: %s", self._rtcp_remote, exc)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def _latch(self, addr: tuple[str, int] | None) -> None:
+        """Fix where RTP goes (the callee's source, else the SDP address) and connect."""
+        if self._latched or self.state is not SessionState.STARTED or self._remote is None:
+            return
+        if addr is not None and addr != self._remote:
+            log.info(
+                "media session %s: symmetric RTP %s -> %s", self.local_port, self._remote, addr
+            )
+            self._remote = addr
+            self._rtcp_remote = (addr[0], addr[1] + 1)
+        self._latched = True
+        try:
+            self._sock.connect(self._remote)
+            self._connected = True
+        except OSError as exc:
+            log.warning(
+                "media session %s: connect %s failed: %s", self.local_port, self._remote, exc
+            )
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        for _ in range(RECV_BATCH):
+            try:
+                data, addr = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. an ICMP error queued on the socket
+                continue
+            if len(data) < RTP_HEADER_SIZE or data[0] >> 6 != 2:
+                continue
+            self.packets_received += 1
+            if not self._latched and self._remote is not None:
+                self._latch(addr)
+            dtmf_pt = self.dtmf_payload_type
+            if dtmf_pt is not None and data[1] & 0x7F == dtmf_pt:
+                self._on_event(data)
+
+    def _on_event(self, data: bytes) -> None:
+        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
+        if data[0] & 0x10 and len(data) >= pos + 4:
+            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if len(data) < pos + 4:
+            return
+        event = data[pos]
+        key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[4:8], "big"))
+        if event >= len(DTMF_EVENTS) or key == self._last_event:
+            return  # not a digit, or a repeat of the digit already counted
+        self._last_event = key
+        digit = DTMF_EVENTS[event]
+        self.dtmf_received += digit
+        gather = self._gather_active
+        if gather is not None:
+            self._gather_digits += digit
+            if gather.optout is not None and digit in gather.optout:
+                self._optout = True
+        log.debug("media session %s: dtmf %s", self.local_port, digit)
+
+
+def _rtcp_packets() -> int:
+    """Packets until the next SR: RTCP_INTERVAL randomized by 0.5-1.5 (RFC 3550 §6.3.1)."""
+    return max(1, round(RTCP_INTERVAL * random.uniform(0.5, 1.5) / 0.020))
+
+
+def _udp_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    return s
