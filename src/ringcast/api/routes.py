@@ -181,7 +181,9 @@ async def parse_play(request: Request) -> PlayRequest:
     try:
         return PlayRequest.model_validate(data)
     except PydanticValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        errors = [
+            {**e, "loc": ("body", *_untag(e["loc"]))} for e in exc.errors(include_input=False)
+        ]
         raise RequestValidationError(errors) from None
 
 
