@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -863,3 +864,22 @@ async def test_openapi_documents_the_play_body(client: httpx.AsyncClient) -> Non
     }
     assert "Recipient" in spec["components"]["schemas"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_100k_recipients_through_the_api(store: Store) -> None:
+    app = create_app(make_settings(store, max_recipients=100_000), store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://ringcast.test", timeout=120
+    ) as c:
+        started = time.perf_counter()
+        resp = await c.post("/voice/call/play", json=many(100_000))
+        elapsed = time.perf_counter() - started
+        assert resp.status_code == 200, resp.text
+        assert elapsed < 60, elapsed
+        rid = resp.json()["request_id"]
+        report = (await c.get(f"/voice/call/status/{rid}")).json()["report"]
+        assert report["total"] == 100_000
+        resp = await c.get(f"/report/{report['id']}", params={"format": "ndjson"})
+        assert resp.text.count("\n") == 100_000
+    assert await counts(store) == (1, 100_000)
