@@ -23,7 +23,8 @@ Pcm16 = npt.NDArray[np.int16]
 def float_to_pcm16(samples: Samples) -> Pcm16:
     """Float samples in [-1, 1] to 16-bit PCM, clipping what is outside."""
     scaled = np.clip(np.asarray(samples, dtype=np.float32) * 32768.0, -32768.0, 32767.0)
-    return np.rint(scaled).astype(np.int16)
+    pcm: Pcm16 = np.rint(scaled).astype(np.int16)
+    return pcm
 
 
 def pcm16_to_float(pcm: Pcm16) -> Samples:

@@ -31,7 +31,7 @@ class ClockStream(Protocol):
     StopIteration when the stream has nothing more to send.
     """
 
-    _next: Callable[[], bytes | None]
+    _next: Callable[[], bytes | bytearray | None]
     _sock: socket.socket
     _remote: tuple[str, int] | None
     _connected: bool

@@ -24,7 +24,7 @@ import random
 import secrets
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from ringcast.errors import MediaError
@@ -53,6 +53,7 @@ BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
 
 _SEQ_TS = struct.Struct("!HI")
+Packet = bytes | bytearray  # header + payload, as handed to socket.send
 _U32 = 0xFFFFFFFF
 
 
@@ -99,7 +100,7 @@ class MediaSession:
         self.payload_type = 0
         self.codec = "PCMU"
         self.dtmf_payload_type: int | None = None
-        self._next = self._idle
+        self._next: Callable[[], Packet | None] = self._idle
         self._play_future: asyncio.Future[bool] | None = None
         self._play_error: BaseException | None = None
         self._gather_digits = ""
@@ -246,7 +247,7 @@ class MediaSession:
     # -- sending (runs inside the clock's tick) ---------------------------------------------
 
     @staticmethod
-    def _idle() -> bytes | None:
+    def _idle() -> Packet | None:
         return None
 
     def _clock_done(self, completed: bool, error: BaseException | None) -> None:
@@ -255,7 +256,7 @@ class MediaSession:
             self._play_error = error
             fut.set_result(completed)
 
-    def _packets(self, prompt: Prompt) -> Iterator[bytes | None]:
+    def _packets(self, prompt: Prompt) -> Generator[Packet | None, None, None]:
         """Every packet of the prompt, one per clock tick (a generator: cheap to step)."""
         codec = self.codec
         pt = self.payload_type
@@ -269,9 +270,7 @@ class MediaSession:
         for seg in prompt.segments:
             if isinstance(seg, AudioSegment):
                 frames = seg.payloads[codec]
-            elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
-                frames = seg.inband[codec]
-            elif isinstance(seg, DtmfSegment):
+            elif isinstance(seg, DtmfSegment) and dtmf_pt is not None:
                 frames = ()
                 for digit in seg.digits:
                     yield from self._event_packets(hdr, event_code(digit), seg, dtmf_pt)
@@ -279,6 +278,8 @@ class MediaSession:
                     marker = False
                     for _ in range(seg.gap_frames - END_RETRANSMITS):
                         yield self._audio_packet(hdr, silence, pack_into)
+            elif isinstance(seg, DtmfSegment):
+                frames = seg.inband[codec]  # no telephone-event: in-band Q.23 tones
             else:
                 yield from self._gather(seg, hdr, silence, pack_into, pt)
                 marker = False
@@ -309,7 +310,7 @@ class MediaSession:
 
     def _event_packets(
         self, hdr: bytearray, event: int, seg: DtmfSegment, dtmf_pt: int
-    ) -> Iterator[bytes]:
+    ) -> Iterator[Packet]:
         """RFC 4733 §2.5: one event, its timestamp fixed at the start, duration growing,
         marker on the first packet, the end packet sent 1 + END_RETRANSMITS times."""
         start_ts = self._ts
@@ -332,7 +333,7 @@ class MediaSession:
         silence: bytes,
         pack_into: Callable[..., None],
         pt: int,
-    ) -> Iterator[bytes]:
+    ) -> Iterator[Packet]:
         """Silence until `seg.digits` new digits, the opt-out digit, or the timeout."""
         self._gather_active = seg
         self._gather_digits = ""

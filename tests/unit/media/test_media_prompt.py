@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -100,7 +101,7 @@ async def test_inband_dtmf_is_the_q23_tone() -> None:
 
 async def test_variants_are_built_once_per_referenced_variable() -> None:
     cache = PromptCache()
-    playlist = [{"say": "Hello {name}"}, {"pause": 0.2}, {"say": "Goodbye"}]
+    playlist: list[dict[str, Any]] = [{"say": "Hello {name}"}, {"pause": 0.2}, {"say": "Goodbye"}]
     a1 = await cache.get(playlist, variables={"name": "Alice", "id": "1"})
     a2 = await cache.get(playlist, variables={"name": "Alice", "id": "2"})  # id unused
     b = await cache.get(playlist, variables={"name": "Bob"})
@@ -139,9 +140,9 @@ def test_variable_helpers() -> None:
         ([{"say": "hi", "voice": "xx-nope"}], "voice 'xx-nope' is not known to eSpeak NG"),
     ],
 )
-async def test_bad_items_are_media_errors(playlist: list[dict[str, object]], message: str) -> None:
+async def test_bad_items_are_media_errors(playlist: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(MediaError, match=message):
-        await prepare_prompt(playlist)  # type: ignore[arg-type]
+        await prepare_prompt(playlist)
 
 
 async def test_unknown_codec() -> None:
