@@ -1,0 +1,1041 @@
+"""One outbound call, UAC side: INVITE -> 1xx -> final -> ACK -> BYE / CANCEL.
+
+Built on the client transactions (:mod:`ringcast.sip.transaction`) and the
+dialog (:mod:`ringcast.sip.dialog`). The decision for every INVITE response is
+taken by the pure :func:`next_invite_step`; :class:`OutboundCall` applies it
+(STYLE habit 4). Call state changes go through one ``_set_state``.
+
+RFC 3261 §13.2 (UAC INVITE), §9.1 (CANCEL), §15.1.1 (BYE), §22.2 (digest),
+§8.1.3.4 (3xx redirect); RFC 4028 session timers; RFC 6086 INFO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from aiosipua.auth import SipDigestAuth, answer_challenge
+from aiosipua.headers import (
+    CaseInsensitiveDict,
+    parse_address,
+    parse_params,
+    stringify_address,
+    stringify_uri,
+)
+from aiosipua.message import SipRequest, SipResponse
+from aiosipua.sdp import serialize_sdp
+
+from ringcast.domain import Outcome
+from ringcast.sip.causes import outcome_for, reason_phrase
+from ringcast.sip.dialog import Dialog, DialogState, contact_uri
+from ringcast.sip.endpoint import ALLOW, Destination, build_response, new_branch, new_tag
+from ringcast.sip.sdp import (
+    MediaAnswer,
+    MediaOffer,
+    build_offer,
+    build_offer_message,
+    new_session_id,
+    parse_answer,
+)
+from ringcast.sip.transaction import ClientTransaction, SyntheticResponse
+
+if TYPE_CHECKING:
+    from ringcast.sip.endpoint import SipEndpoint
+
+logger = logging.getLogger(__name__)
+
+MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
+RESERVED_HEADERS = frozenset(
+    {
+        "via",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "contact",
+        "content-length",
+        "content-type",
+        "max-forwards",
+        "route",
+        "record-route",
+        "authorization",
+        "proxy-authorization",
+    }
+)
+
+
+def _empty_headers() -> dict[str, str]:
+    return {}
+
+
+@dataclass
+class CallSpec:
+    """What to dial (DESIGN "Calls"; the request's ``to``, ``from`` and ``sip`` block).
+
+    ``from_`` is a user part (``"me"``), a SIP URI, or a name-addr with a
+    display name (``'"Shop" <sip:shop@example.com>'``). ``proxy`` is an
+    outbound proxy URI: every request is sent there with a pre-loaded Route
+    (§8.1.2). ``username``/``password`` answer 401/407 digest challenges.
+    ``max_duration`` (seconds after answer) sends BYE when it runs out.
+    """
+
+    to: str
+    from_: str
+    media: MediaOffer
+    proxy: str | None = None
+    transport: str = "udp"
+    username: str | None = None
+    password: str | None = None
+    headers: dict[str, str] = field(default_factory=_empty_headers)
+    ring_timeout: float = 30.0
+    max_duration: float | None = None
+
+    def __repr__(self) -> str:  # never show the password
+        return (
+            f"CallSpec(to={self.to!r}, from_={self.from_!r}, proxy={self.proxy!r}, "
+            f"transport={self.transport!r}, username={self.username!r}, "
+            f"password={'***' if self.password else None}, ring_timeout={self.ring_timeout})"
+        )
+
+
+class CallState(enum.Enum):
+    """Where one outbound call is; ``on_state`` hears every change."""
+
+    CALLING = "calling"  # INVITE sent, nothing but 100 yet
+    RINGING = "ringing"  # first 18x seen
+    ANSWERED = "answered"  # 2xx ACKed, dialog confirmed
+    ENDING = "ending"  # our BYE or CANCEL is out
+    ENDED = "ended"
+
+
+class InviteStep(enum.Enum):
+    """What to do with a response to our INVITE (decided by :func:`next_invite_step`)."""
+
+    PROVISIONAL = "provisional"
+    ANSWER = "answer"
+    ANSWER_THEN_BYE = "answer-then-bye"  # a 2xx crossed our CANCEL / hangup
+    AUTHENTICATE = "authenticate"
+    REDIRECT = "redirect"
+    FINAL = "final"
+    IGNORE = "ignore"
+
+
+def next_invite_step(
+    status: int,
+    *,
+    synthetic: bool,
+    state: CallState,
+    canceling: bool,
+    has_credentials: bool,
+    auth_tried: bool,
+    redirected: bool,
+    has_contact: bool,
+) -> InviteStep:
+    """Decide what a response to our INVITE means (pure: no I/O, no mutation).
+
+    - 1xx: provisional (§13.2.2.1); 2xx: answer, or ACK+BYE when we already
+      canceled (§9.1: a 200 may cross the CANCEL);
+    - 401/407 once, with credentials: retry with digest (§22.2); a second
+      challenge is a final failure;
+    - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
+    - everything else >= 300: final.
+    """
+    if state is CallState.ENDED:
+        return InviteStep.IGNORE
+    if status < 200:
+        return InviteStep.IGNORE if synthetic else InviteStep.PROVISIONAL
+    if status < 300:
+        return InviteStep.ANSWER_THEN_BYE if canceling else InviteStep.ANSWER
+    if synthetic or canceling:
+        return InviteStep.FINAL
+    if status in (401, 407) and has_credentials and not auth_tried:
+        return InviteStep.AUTHENTICATE
+    if 300 <= status < 400 and has_contact and not redirected:
+        return InviteStep.REDIRECT
+    return InviteStep.FINAL
+
+
+def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
+    """The digit in an INFO body (``application/dtmf-relay`` "Signal=5", ``application/dtmf``)."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    text = body.decode("utf-8", errors="replace").strip()
+    if ctype == "application/dtmf-relay":
+        for line in text.splitlines():
+            name, _, value = line.partition("=")
+            if name.strip().lower() == "signal" and value.strip():
+                return _digit(value.strip())
+        return None
+    if ctype == "application/dtmf" and text:
+        return _digit(text.split()[0])
+    return None
+
+
+def _digit(value: str) -> str | None:
+    events = "0123456789*#ABCD"
+    if value.isdigit() and int(value) < 16 and len(value) <= 2:
+        return events[int(value)] if len(value) == 2 else value
+    if len(value) == 1 and value.upper() in events:
+        return value.upper()
+    return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboundCall:
+    """One outbound call. Create with :meth:`SipEndpoint.create_call`.
+
+    ``await setup()`` returns True once answered (ACK sent) and False when the
+    call ended unanswered; it never raises for SIP outcomes. ``status_code``/
+    ``reason`` hold the final response to the INVITE (200 for answered calls,
+    also after BYE; synthetic 408 for Timer B; 503 when the transport failed;
+    487 after our CANCEL). ``ended`` is set when the call is over for any
+    reason.
+    """
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        spec: CallSpec,
+        *,
+        on_state: Callable[[CallState], None] | None = None,
+        on_dtmf: Callable[[str], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.spec = spec
+        self.on_state = on_state
+        self.on_dtmf = on_dtmf
+        self.call_id = endpoint.new_call_id()
+        self.local_tag = new_tag()
+        self.state = CallState.CALLING
+        self.answer: MediaAnswer | None = None
+        self.early_answer: MediaAnswer | None = None
+        self.dialog: Dialog | None = None
+        self.ended = asyncio.Event()
+        self.invite_sent_at: datetime | None = None
+        self.answered_at: datetime | None = None
+        self.ended_at: datetime | None = None
+        self.status_code = 0
+        self.reason = ""
+        self.canceled_by_us = False
+        self.ended_by: str | None = None
+        self.error: str | None = None
+        self.hangup_reason: str | None = None
+        self.local_failure = False  # the final status was made up locally (Timer B, transport)
+        self.dtmf_info: list[str] = []
+        self.session_expires: int | None = None
+        self.session_refresher: str | None = None
+
+        self._media = dataclasses.replace(spec.media, codecs=list(spec.media.codecs))
+        self._to = parse_address(spec.to)
+        self._to.params.pop("tag", None)
+        self._request_uri = stringify_uri(self._to.uri)
+        self._to_value = stringify_address(self._to)
+        self._cseq = 0
+        self._invite: SipRequest | None = None
+        self._invite_txn: ClientTransaction | None = None
+        self._dest: Destination | None = None
+        self._provisional_seen = False
+        self._cancel_pending = False
+        self._cancel_sent = False
+        self._auth_tried = False
+        self._redirected = False
+        self._auth_header: tuple[str, str] | None = None
+        self._ack: tuple[bytes, Destination] | None = None
+        self._ring_timer: asyncio.TimerHandle | None = None
+        self._cancel_guard: asyncio.TimerHandle | None = None
+        self._duration_timer: asyncio.TimerHandle | None = None
+        self._refresh_timer: asyncio.TimerHandle | None = None
+        self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
+        self._bye_done: asyncio.Future[None] | None = None
+        self._started = False
+        self._session_id = new_session_id()
+        self._sdp_version = 1
+        self._peer_allows_update = False
+        self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
+        self._reinvite_timer: asyncio.TimerHandle | None = None
+        self._from_value = ""
+        self._contact = ""
+        self._validate_headers()
+
+    def __repr__(self) -> str:
+        return f"<OutboundCall {self.call_id} {self.state.value} {self.status_code}>"
+
+    # --- public surface ---------------------------------------------------------
+
+    @property
+    def outcome(self) -> Outcome:
+        """The operator's outcome, through the cause table (:mod:`ringcast.sip.causes`)."""
+        if self.status_code == 0 or self.local_failure:
+            return Outcome.FAILED  # no answer from the network at all: unreachable
+        if 200 <= self.status_code < 300 and self.answered_at is None and not self.canceled_by_us:
+            return Outcome.FAILED  # 2xx with an unusable SDP answer: ACKed and BYEd
+        return outcome_for(self.status_code, canceled_by_us=self.canceled_by_us)
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    async def setup(self) -> bool:
+        """Send the INVITE and wait for the outcome (§13.2).
+
+        True when answered; False when the call ended without an answer
+        (rejected, busy, timed out, canceled, unreachable). Cancelling the
+        awaiting task cancels the call (CANCEL or BYE in the background).
+        """
+        if not self._started:
+            self._started = True
+            if self.state is CallState.ENDED:
+                return False
+            self.invite_sent_at = _now()
+            self.endpoint.spawn(self._send_first_invite(), name=f"sip-invite-{self.call_id}")
+        try:
+            return await asyncio.shield(self._setup_done)
+        except asyncio.CancelledError:
+            if not self.ended.is_set():
+                self.endpoint.spawn(
+                    self.hangup("setup cancelled"), name=f"sip-abort-{self.call_id}"
+                )
+            raise
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """End the call: BYE when answered, CANCEL while ringing (§9.1, §15.1.1).
+
+        Idempotent; returns when the BYE/CANCEL transaction is over (bounded by
+        Timer F, and by 64*T1 for the INVITE's final after a CANCEL).
+        """
+        if self.hangup_reason is None:
+            self.hangup_reason = reason
+        if self.state is CallState.ENDED:
+            return
+        if not self._started:
+            self._started = True
+            self.canceled_by_us = True
+            self._finish_unanswered(487, "Request Terminated", ended_by="local")
+            return
+        if self.state in (CallState.CALLING, CallState.RINGING):
+            self._begin_cancel()
+            await self._wait_ended()
+            return
+        if self.state is CallState.ENDING:
+            await self._wait_ended()
+            return
+        await self._send_bye()
+
+    async def cancel(self) -> None:
+        """Alias of :meth:`hangup` while the call is not answered."""
+        await self.hangup("canceled")
+
+    # --- state ------------------------------------------------------------------
+
+    def _set_state(self, new: CallState) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        logger.info(
+            "call %s: %s -> %s to=%s status=%s",
+            self.call_id,
+            old.value,
+            new.value,
+            self._request_uri,
+            self.status_code or "-",
+        )
+        if self.on_state is not None:
+            try:
+                self.on_state(new)
+            except Exception:  # a listener bug must not break signalling
+                logger.exception("on_state callback failed for call %s", self.call_id)
+
+    async def _wait_ended(self) -> None:
+        bound = self.endpoint.timers.b * 2 + 1.0
+        try:
+            await asyncio.wait_for(self.ended.wait(), bound)
+        except TimeoutError:
+            logger.warning("call %s did not end within %.1f s", self.call_id, bound)
+            self._end("local")
+
+    # --- INVITE -----------------------------------------------------------------
+
+    def _validate_headers(self) -> None:
+        for name, value in self.spec.headers.items():
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is managed by ringcast")
+            if not name or any(c in name for c in " :\r\n\t") or "\r" in value or "\n" in value:
+                raise ValueError(f"invalid header {name!r}")
+
+    def _from_address(self, local_host: str) -> str:
+        raw = self.spec.from_.strip()
+        if "<" in raw or raw.lower().startswith(("sip:", "sips:")):
+            addr = parse_address(raw)
+        else:
+            addr = parse_address(f"sip:{raw}@{local_host}")
+        addr.params.pop("tag", None)
+        return stringify_address(addr)
+
+    async def _send_first_invite(self) -> None:
+        target = self.spec.proxy or self._request_uri
+        try:
+            self._dest = await self.endpoint.resolve(target, self.spec.transport)
+        except (OSError, ValueError) as exc:
+            self.error = f"cannot resolve {target}: {exc}"
+            self.local_failure = True
+            self._finish_unanswered(503, "Service Unavailable", ended_by=None)
+            return
+        if self.state is CallState.ENDED:
+            return
+        local_host = self.endpoint.local_host_for(self._dest)
+        self._from_value = f"{self._from_address(local_host)};tag={self.local_tag}"
+        user = parse_address(self._from_value).uri.user
+        self._contact = self.endpoint.contact_for(self._dest, user)
+        if self._media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
+            self._media = dataclasses.replace(self._media, host=local_host)
+        self._send_invite()
+        self._ring_timer = self.endpoint.loop.call_later(
+            self.spec.ring_timeout, self._on_ring_timeout
+        )
+
+    def _build_invite(self) -> SipRequest:
+        self._cseq += 1
+        h = CaseInsensitiveDict()
+        h.append("Max-Forwards", "70")
+        h.append("From", self._from_value)
+        h.append("To", self._to_value)
+        h.append("Call-ID", self.call_id)
+        h.append("CSeq", f"{self._cseq} INVITE")
+        h.append("Contact", self._contact)
+        if self.spec.proxy:
+            h.append("Route", _loose_route(self.spec.proxy))
+        h.append("User-Agent", self.endpoint.user_agent)
+        h.append("Allow", ALLOW)
+        h.append("Supported", "timer")
+        for name, value in self.spec.headers.items():
+            h.append(name, value)
+        if self._auth_header is not None:
+            h.append(self._auth_header[0], self._auth_header[1])
+        h.append("Content-Type", "application/sdp")
+        body = build_offer(
+            self._media, session_version=self._sdp_version, session_id=self._session_id
+        )
+        return SipRequest(headers=h, body=body, method="INVITE", uri=self._request_uri)
+
+    def _send_invite(self) -> None:
+        assert self._dest is not None  # set by _send_first_invite before any INVITE
+        self._invite = self._build_invite()
+        self._invite_txn = self.endpoint.send_request(
+            self._invite, self._dest, self._on_invite_response
+        )
+
+    def _on_invite_response(self, response: SipResponse) -> None:
+        """TU callback for every response to the current INVITE transaction."""
+        if self._invite is None:
+            return
+        step = next_invite_step(
+            response.status_code,
+            synthetic=isinstance(response, SyntheticResponse),
+            state=self.state,
+            canceling=self.canceled_by_us,
+            has_credentials=bool(self.spec.username and self.spec.password is not None),
+            auth_tried=self._auth_tried,
+            redirected=self._redirected,
+            has_contact=contact_uri(response) is not None,
+        )
+        if step is InviteStep.PROVISIONAL:
+            self._on_provisional(response)
+        elif step is InviteStep.ANSWER:
+            self._on_2xx(response, keep=True)
+        elif step is InviteStep.ANSWER_THEN_BYE:
+            self._on_2xx(response, keep=False)
+        elif step is InviteStep.AUTHENTICATE:
+            self._authenticate(response)
+        elif step is InviteStep.REDIRECT:
+            self._redirect(response)
+        elif step is InviteStep.FINAL:
+            self._on_final(response)
+
+    def _on_provisional(self, response: SipResponse) -> None:
+        self._provisional_seen = True
+        status = response.status_code
+        to = response.to_addr
+        if status > 100 and to is not None and to.tag and self._invite is not None:
+            if self.dialog is None:
+                self.dialog = Dialog.from_response(self._invite, response)
+            elif self.dialog.remote_tag == to.tag:
+                self.dialog.update_early(response)
+        if response.body and "sdp" in (response.content_type or "").lower():
+            try:
+                self.early_answer = parse_answer(response.body, self._media.codecs)
+            except ValueError as exc:
+                logger.info("call %s: ignoring early SDP: %s", self.call_id, exc)
+        if status >= 180 and self.state is CallState.CALLING:
+            self._set_state(CallState.RINGING)
+        if self._cancel_pending and not self._cancel_sent:
+            self._send_cancel()
+
+    def _on_2xx(self, response: SipResponse, *, keep: bool) -> None:
+        invite = self._invite
+        assert invite is not None
+        to = response.to_addr
+        tag = to.tag if to is not None else None
+        if self.dialog is not None and self.dialog.state is DialogState.CONFIRMED:
+            if tag == self.dialog.remote_tag:
+                self._resend_ack()
+            else:  # a second fork answered: ACK it and hang it up (§13.2.2.4)
+                self._ack_and_bye_fork(response)
+            return
+        if not tag:
+            logger.warning("call %s: 2xx without To tag; treating as tagless dialog", self.call_id)
+            response.headers.set_single(
+                "To", f"{response.headers.get_first('to') or self._to_value};tag=missing"
+            )
+        if self.dialog is None or self.dialog.remote_tag != (tag or "missing"):
+            self.dialog = Dialog.from_response(invite, response)
+        else:
+            self.dialog.confirm(response)
+        self.status_code = response.status_code
+        self.reason = response.reason_phrase or reason_phrase(response.status_code)
+        self._send_ack(response)
+        self._stop_ring_timer()
+        self._parse_session_timer(response)
+        if keep:
+            try:
+                if response.body:
+                    self.answer = parse_answer(response.body, self._media.codecs)
+                elif self.early_answer is not None:
+                    self.answer = self.early_answer
+                else:
+                    raise ValueError("2xx carries no SDP answer and no early SDP was seen")
+            except ValueError as exc:
+                self.error = str(exc)
+                keep = False
+        if not keep:
+            self._set_state(CallState.ENDING)
+            self._resolve_setup(False)
+            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-crossed-{self.call_id}")
+            return
+        self.answered_at = _now()
+        self._set_state(CallState.ANSWERED)
+        self._resolve_setup(True)
+        if self.spec.max_duration is not None:
+            self._duration_timer = self.endpoint.loop.call_later(
+                self.spec.max_duration, self._on_max_duration
+            )
+        self._arm_session_refresh()
+
+    def _send_ack(self, response: SipResponse) -> None:
+        """The ACK for a 2xx is its own request, not part of the transaction (§13.2.2.4)."""
+        dialog = self.dialog
+        invite = self._invite
+        assert dialog is not None and invite is not None and self._dest is not None
+        seq = invite.cseq.seq if invite.cseq else self._cseq
+        ack = dialog.create_request("ACK", cseq=seq)
+        for name in ("authorization", "proxy-authorization"):
+            value = invite.headers.get_first(name)
+            if value:
+                ack.headers.append(name, value)
+        dest = self._in_dialog_destination()
+        self.endpoint.stamp_via(ack, dest, new_branch())
+        self._ack = (bytes(ack), dest)
+        self.endpoint.send_raw(self._ack[0], dest)
+
+    def _resend_ack(self) -> None:
+        if self._ack is not None:
+            self.endpoint.send_raw(*self._ack)
+
+    def on_stray_2xx(self, response: SipResponse) -> None:
+        """A retransmitted 2xx after the INVITE transaction ended: ACK again."""
+        to = response.to_addr
+        if self.dialog is not None and to is not None and to.tag == self.dialog.remote_tag:
+            self._resend_ack()
+        elif self.dialog is not None:
+            self._ack_and_bye_fork(response)
+
+    def _ack_and_bye_fork(self, response: SipResponse) -> None:
+        if self._invite is None:
+            return
+        try:
+            fork = Dialog.from_response(self._invite, response)
+        except ValueError:
+            return
+        dest = self._dest_for_dialog(fork)
+        ack = fork.create_request("ACK", cseq=fork.local_seq)
+        self.endpoint.stamp_via(ack, dest, new_branch())
+        self.endpoint.send_raw(bytes(ack), dest)
+        bye = fork.create_request("BYE")
+        self.endpoint.send_request(bye, dest, None)
+        logger.info("call %s: answered by a second fork; ACKed and sent BYE", self.call_id)
+
+    def _authenticate(self, response: SipResponse) -> None:
+        """Answer a 401/407 once with digest credentials (§22.2; RFC 7616, RFC 8760)."""
+        status = response.status_code
+        self._auth_tried = True
+        auth = SipDigestAuth(self.spec.username or "", self.spec.password or "")
+        try:
+            answer = answer_challenge(auth, response, status, "INVITE", self._request_uri)
+        except (ValueError, KeyError) as exc:
+            logger.info("call %s: bad digest challenge: %s", self.call_id, exc)
+            answer = None
+        if answer is None:
+            self.error = "cannot answer the digest challenge (unsupported scheme or algorithm)"
+            self._on_final(response)
+            return
+        logger.info(
+            "call %s: answering %s digest challenge as %s", self.call_id, status, self.spec.username
+        )
+        self._auth_header = answer
+        self._send_invite()
+
+    def _redirect(self, response: SipResponse) -> None:
+        """Follow the first Contact of a 3xx once (§8.1.3.4)."""
+        target = contact_uri(response)
+        assert target is not None
+        self._redirected = True
+        logger.info("call %s: %s redirect to %s", self.call_id, response.status_code, target)
+        self._request_uri = target
+        self.dialog = None
+        self._auth_header = None
+        self._auth_tried = False
+        self.endpoint.spawn(
+            self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
+        )
+
+    async def _send_redirected_invite(self, target: str) -> None:
+        if self.state is CallState.ENDED or self.canceled_by_us:
+            return
+        if not self.spec.proxy:
+            try:
+                self._dest = await self.endpoint.resolve(target, self.spec.transport)
+            except (OSError, ValueError) as exc:
+                self.error = f"cannot resolve redirect target {target}: {exc}"
+                self.local_failure = True
+                self._finish_unanswered(503, "Service Unavailable", ended_by=None)
+                return
+        self._provisional_seen = False
+        self._send_invite()
+
+    def _on_final(self, response: SipResponse) -> None:
+        status = response.status_code
+        ended_by: str | None = "remote"
+        if isinstance(response, SyntheticResponse):
+            ended_by = None
+            self.local_failure = not self.canceled_by_us
+            if self.error is None:
+                if status == 408 and response.detail == "Timer B":
+                    self.error = f"no response from {self._dest} (Timer B)"
+                elif status == 408:
+                    self.error = f"no final response from {self._dest} after CANCEL"
+                else:
+                    self.error = response.detail or f"cannot reach {self._dest}"
+        elif self.canceled_by_us and status == 487:
+            ended_by = "local"
+        elif status in (401, 407) and self.error is None:
+            if self._auth_tried:
+                self.error = "authentication failed: challenged again after sending credentials"
+            else:
+                self.error = "authentication required but no credentials configured"
+        self._finish_unanswered(status, response.reason_phrase, ended_by=ended_by)
+
+    def _finish_unanswered(self, status: int, reason: str, *, ended_by: str | None) -> None:
+        self.status_code = status
+        self.reason = reason or reason_phrase(status)
+        self._stop_ring_timer()
+        if self._cancel_guard is not None:
+            self._cancel_guard.cancel()
+        self._resolve_setup(False)
+        self._end(ended_by)
+
+    def _resolve_setup(self, value: bool) -> None:
+        if not self._setup_done.done():
+            self._setup_done.set_result(value)
+
+    def _end(self, ended_by: str | None) -> None:
+        if self.state is CallState.ENDED:
+            return
+        self.ended_by = ended_by
+        self.ended_at = _now()
+        for handle in (
+            self._ring_timer,
+            self._duration_timer,
+            self._refresh_timer,
+            self._reinvite_timer,
+            self._cancel_guard,
+        ):
+            if handle is not None:
+                handle.cancel()
+        if self.dialog is not None:
+            self.dialog.terminate()
+        self._resolve_setup(False)
+        self._set_state(CallState.ENDED)
+        self.ended.set()
+        self.endpoint.forget_call(self)
+
+    # --- ring timeout, CANCEL ---------------------------------------------------
+
+    def _stop_ring_timer(self) -> None:
+        if self._ring_timer is not None:
+            self._ring_timer.cancel()
+            self._ring_timer = None
+
+    def _on_ring_timeout(self) -> None:
+        self._ring_timer = None
+        if self.state in (CallState.CALLING, CallState.RINGING):
+            logger.info("call %s: ring timeout after %s s", self.call_id, self.spec.ring_timeout)
+            if self.hangup_reason is None:
+                self.hangup_reason = "ring-timeout"
+            self._begin_cancel()
+
+    def _begin_cancel(self) -> None:
+        """CANCEL now if a provisional was seen, else as soon as one is (§9.1)."""
+        self.canceled_by_us = True
+        self._stop_ring_timer()
+        if self._invite is None:  # still resolving: nothing was sent
+            self._finish_unanswered(487, "Request Terminated", ended_by="local")
+            return
+        if self._provisional_seen:
+            self._send_cancel()
+        else:
+            self._cancel_pending = True
+
+    def _send_cancel(self) -> None:
+        invite = self._invite
+        if invite is None or self._cancel_sent or self._dest is None:
+            return
+        self._cancel_sent = True
+        h = CaseInsensitiveDict()
+        h.append("Via", (invite.headers.get("via") or [""])[0])  # same branch (§9.1)
+        h.append("Max-Forwards", "70")
+        h.append("From", invite.headers.get_first("from") or "")
+        h.append("To", invite.headers.get_first("to") or "")
+        h.append("Call-ID", self.call_id)
+        h.append("CSeq", f"{invite.cseq.seq if invite.cseq else self._cseq} CANCEL")
+        for route in invite.headers.get("route"):
+            h.append("Route", route)
+        h.append("User-Agent", self.endpoint.user_agent)
+        cancel = SipRequest(headers=h, method="CANCEL", uri=invite.uri)
+        branch = _branch(invite)
+        self.endpoint.start_transaction(cancel, self._dest, None, branch=branch)
+        self._set_state(CallState.ENDING)
+        # §9.1: no final within 64*T1 of the CANCEL -> give up on the INVITE.
+        self._cancel_guard = self.endpoint.loop.call_later(
+            self.endpoint.timers.b, self._on_cancel_guard
+        )
+
+    def _on_cancel_guard(self) -> None:
+        self._cancel_guard = None
+        if self._invite_txn is not None and self.state is not CallState.ENDED:
+            self.endpoint.transaction_give_up(self._invite_txn)
+
+    # --- BYE --------------------------------------------------------------------
+
+    def _in_dialog_destination(self) -> Destination:
+        assert self._dest is not None
+        if self.spec.proxy or self.dialog is None:
+            return self._dest
+        return self._dest_for_dialog(self.dialog)
+
+    def _dest_for_dialog(self, dialog: Dialog) -> Destination:
+        assert self._dest is not None
+        if self.spec.proxy:
+            return self._dest
+        return self.endpoint.resolve_now(dialog.next_hop_uri(), self._dest.transport, self._dest)
+
+    def _in_dialog_request(
+        self, method: str, *, body: bytes = b"", extra: dict[str, str] | None = None
+    ) -> SipRequest:
+        assert self.dialog is not None
+        request = self.dialog.create_request(
+            method, body=body, content_type="application/sdp" if body else None, extra=extra
+        )
+        if self.spec.proxy:
+            routes = request.headers.get("route")
+            request.headers.remove("route")
+            request.headers.append("Route", _loose_route(self.spec.proxy))
+            for route in routes:
+                request.headers.append("Route", route)
+        request.headers.append("User-Agent", self.endpoint.user_agent)
+        return request
+
+    async def _send_bye(self) -> None:
+        if self.dialog is None or self.state is CallState.ENDED:
+            self._end("local")
+            return
+        if self._bye_done is not None:
+            await self._wait_ended()
+            return
+        self._set_state(CallState.ENDING)
+        self._bye_done = self.endpoint.loop.create_future()
+        bye = self._in_dialog_request("BYE")
+        self.endpoint.send_request(bye, self._in_dialog_destination(), self._on_bye_response)
+        await asyncio.shield(self._bye_done)
+
+    def _on_bye_response(self, response: SipResponse) -> None:
+        if response.status_code < 200:
+            return
+        if response.status_code >= 300:
+            logger.info(
+                "call %s: BYE got %s %s", self.call_id, response.status_code, response.reason_phrase
+            )
+        if self.ended_by is None:
+            self._end("local")
+        if self._bye_done is not None and not self._bye_done.done():
+            self._bye_done.set_result(None)
+
+    def _on_max_duration(self) -> None:
+        self._duration_timer = None
+        if self.state is CallState.ANSWERED:
+            logger.info("call %s: max duration %s s reached", self.call_id, self.spec.max_duration)
+            self.hangup_reason = self.hangup_reason or "max-duration"
+            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-max-{self.call_id}")
+
+    # --- requests from the callee -----------------------------------------------
+
+    def on_request(self, request: SipRequest, source: Destination) -> SipResponse:
+        """Answer an in-dialog request from the callee (§12.2.2): the handler decides.
+
+        The endpoint sends what is returned. BYE ends the call; re-INVITE and
+        UPDATE get our (unchanged) media with SDP version + 1; OPTIONS and
+        INFO get 200 (INFO DTMF is recorded).
+        """
+        method = request.method.upper()
+        dialog = self.dialog
+        if dialog is None or dialog.state is DialogState.TERMINATED:
+            if method == "BYE" and self.state is not CallState.ENDED:
+                pass  # BYE in an early dialog (§15): accept and end
+            else:
+                return build_response(request, 481)
+        if dialog is not None and not dialog.check_remote_cseq(request):
+            return build_response(request, 500, headers={"Retry-After": "1"})
+        if method == "BYE":
+            return self._on_remote_bye(request)
+        if method == "INVITE":
+            return self._on_reinvite(request, source)
+        if method == "UPDATE":
+            if dialog is not None:
+                dialog.refresh_target(request)
+            return self._session_response(request, with_sdp=bool(request.body))
+        if method == "OPTIONS":
+            return build_response(
+                request, 200, headers={"Allow": ALLOW, "Accept": "application/sdp"}
+            )
+        if method == "INFO":
+            digit = parse_dtmf_info(request.content_type or "", request.body)
+            if digit is not None:
+                self.dtmf_info.append(digit)
+                logger.info("call %s: DTMF %s via INFO", self.call_id, digit)
+                if self.on_dtmf is not None:
+                    try:
+                        self.on_dtmf(digit)
+                    except Exception:
+                        logger.exception("on_dtmf callback failed for call %s", self.call_id)
+            return build_response(request, 200)
+        if method == "CANCEL":
+            return build_response(request, 200)
+        return build_response(request, 405, headers={"Allow": ALLOW})
+
+    def _on_remote_bye(self, request: SipRequest) -> SipResponse:
+        logger.info("call %s: callee sent BYE", self.call_id)
+        if self.state in (CallState.CALLING, CallState.RINGING):
+            self._finish_unanswered(487, "Request Terminated", ended_by="remote")
+        elif self._bye_done is None:
+            self._end("remote")
+        return build_response(request, 200)
+
+    def _local_sdp(self) -> bytes:
+        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec."""
+        self._sdp_version += 1
+        answer = self.answer
+        offer = self._media
+        codecs = [answer.codec] if answer is not None else offer.codecs
+        dtmf = answer.dtmf_payload_type if answer is not None else 101
+        message = build_offer_message(
+            offer,
+            session_version=self._sdp_version,
+            session_id=self._session_id,
+            codecs=codecs,
+            dtmf_payload_type=dtmf,
+        )
+        return serialize_sdp(message).encode("ascii")
+
+    def _accept_remote_sdp(self, body: bytes) -> None:
+        if not body:
+            return
+        offered = [self.answer.codec] if self.answer is not None else self._media.codecs
+        try:
+            answer = parse_answer(body, offered + [c for c in self._media.codecs])
+        except ValueError as exc:
+            logger.info("call %s: ignoring SDP in re-INVITE/UPDATE: %s", self.call_id, exc)
+            return
+        if self.answer is not None and (answer.host, answer.port) != (
+            self.answer.host,
+            self.answer.port,
+        ):
+            logger.info(
+                "call %s: callee moved media to %s:%s", self.call_id, answer.host, answer.port
+            )
+        self.answer = answer
+
+    def _session_response(self, request: SipRequest, *, with_sdp: bool) -> SipResponse:
+        extra: dict[str, str] = {"Contact": self._contact, "Allow": ALLOW}
+        raw_se = request.headers.get_first("session-expires") or request.headers.get_first("x")
+        if raw_se:
+            interval, refresher = _parse_session_expires(raw_se)
+            refresher = refresher or "uac"  # the request's sender refreshes by default
+            extra["Session-Expires"] = f"{interval};refresher={refresher}"
+            extra["Require"] = "timer"
+            self.session_expires = interval
+            self.session_refresher = "uas" if refresher == "uac" else "uac"
+        body = b""
+        if with_sdp:
+            self._accept_remote_sdp(request.body)
+            body = self._local_sdp()
+        return build_response(
+            request, 200, headers=extra, body=body, content_type="application/sdp"
+        )
+
+    def _on_reinvite(self, request: SipRequest, source: Destination) -> SipResponse:
+        assert self.dialog is not None
+        self.dialog.refresh_target(request)
+        response = self._session_response(request, with_sdp=True)
+        # §13.3.1.4: the UAS core retransmits its 2xx until the ACK arrives.
+        if source.transport == "udp":
+            cseq = request.cseq.seq if request.cseq else 0
+            self._reinvite_2xx = (bytes(response), source, cseq)
+            self._schedule_2xx_retransmit(self.endpoint.timers.t1, 0.0)
+        return response
+
+    def _schedule_2xx_retransmit(self, interval: float, elapsed: float) -> None:
+        if self._reinvite_timer is not None:
+            self._reinvite_timer.cancel()
+        self._reinvite_timer = self.endpoint.loop.call_later(
+            interval, self._retransmit_2xx, interval, elapsed + interval
+        )
+
+    def _retransmit_2xx(self, interval: float, elapsed: float) -> None:
+        self._reinvite_timer = None
+        pending = self._reinvite_2xx
+        if pending is None or self.state is CallState.ENDED:
+            return
+        if elapsed >= self.endpoint.timers.b:
+            logger.warning("call %s: no ACK for our 2xx to the re-INVITE", self.call_id)
+            self._reinvite_2xx = None
+            return
+        self.endpoint.send_raw(pending[0], pending[1])
+        self._schedule_2xx_retransmit(min(interval * 2, self.endpoint.timers.t2), elapsed)
+
+    def on_ack(self, request: SipRequest) -> None:
+        """The ACK for our 2xx to the callee's re-INVITE stops its retransmission."""
+        pending = self._reinvite_2xx
+        cseq = request.cseq
+        if pending is not None and cseq is not None and cseq.seq == pending[2]:
+            self._reinvite_2xx = None
+            if self._reinvite_timer is not None:
+                self._reinvite_timer.cancel()
+                self._reinvite_timer = None
+
+    # --- session timers (RFC 4028) ----------------------------------------------
+
+    def _parse_session_timer(self, response: SipResponse) -> None:
+        raw = response.headers.get_first("session-expires") or response.headers.get_first("x")
+        allow = ",".join(response.headers.get("allow")).upper()
+        self._peer_allows_update = "UPDATE" in allow
+        if not raw:
+            return
+        interval, refresher = _parse_session_expires(raw)
+        self.session_expires = interval
+        self.session_refresher = refresher or "uac"
+
+    def _arm_session_refresh(self) -> None:
+        """RFC 4028 §7.4: the refresher (us, when refresher=uac) refreshes at half the interval."""
+        if self._refresh_timer is not None:
+            self._refresh_timer.cancel()
+            self._refresh_timer = None
+        if self.session_expires is None or self.session_refresher != "uac":
+            return
+        delay = max(MIN_SESSION_REFRESH, self.session_expires / 2)
+        self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
+
+    def _send_refresh(self) -> None:
+        self._refresh_timer = None
+        if self.state is not CallState.ANSWERED or self.dialog is None:
+            return
+        extra = {
+            "Contact": self._contact,
+            "Supported": "timer",
+            "Session-Expires": f"{self.session_expires};refresher=uac",
+        }
+        if self._peer_allows_update:
+            request = self._in_dialog_request("UPDATE", extra=extra)
+        else:
+            request = self._in_dialog_request("INVITE", body=self._local_sdp(), extra=extra)
+        logger.info("call %s: session refresh with %s", self.call_id, request.method)
+        dest = self._in_dialog_destination()
+        self.endpoint.send_request(
+            request, dest, lambda r: self._on_refresh_response(request, dest, r)
+        )
+
+    def _on_refresh_response(
+        self, request: SipRequest, dest: Destination, response: SipResponse
+    ) -> None:
+        status = response.status_code
+        if status < 200:
+            return
+        if request.method == "INVITE" and 200 <= status < 300 and self.dialog is not None:
+            seq = request.cseq.seq if request.cseq else self.dialog.local_seq
+            ack = self.dialog.create_request("ACK", cseq=seq)
+            self.endpoint.stamp_via(ack, dest, new_branch())
+            self.endpoint.send_raw(bytes(ack), dest)
+        if 200 <= status < 300:
+            self._parse_session_timer_refresh(response)
+            self._arm_session_refresh()
+        elif status in (408, 481):  # RFC 4028 §10: the session is gone
+            logger.info("call %s: session refresh got %s, ending call", self.call_id, status)
+            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-refresh-{self.call_id}")
+        else:
+            if request.method == "UPDATE":
+                self._peer_allows_update = False  # fall back to re-INVITE next time
+            self._arm_session_refresh()
+
+    def _parse_session_timer_refresh(self, response: SipResponse) -> None:
+        raw = response.headers.get_first("session-expires") or response.headers.get_first("x")
+        if raw:
+            interval, refresher = _parse_session_expires(raw)
+            self.session_expires = interval
+            self.session_refresher = refresher or "uac"
+
+
+def _parse_session_expires(raw: str) -> tuple[int, str | None]:
+    """``"90;refresher=uac"`` -> (90, "uac") (RFC 4028 §4)."""
+    value, _, params = raw.partition(";")
+    try:
+        interval = int(value.strip())
+    except ValueError:
+        interval = 1800
+    refresher = parse_params(params).get("refresher")
+    return max(interval, 1), (refresher.lower() if refresher else None)
+
+
+def _loose_route(proxy: str) -> str:
+    uri = proxy.strip()
+    if uri.startswith("<"):
+        uri = uri[1:].split(">", 1)[0]
+    if not uri.lower().startswith(("sip:", "sips:")):
+        uri = f"sip:{uri}"
+    if ";lr" not in uri.lower():
+        uri += ";lr"
+    return f"<{uri}>"
+
+
+def _branch(request: SipRequest) -> str:
+    via = request.headers.get_first("via") or ""
+    idx = via.find("branch=")
+    if idx == -1:
+        return ""
+    rest = via[idx + 7 :]
+    return rest.split(";", 1)[0].split(",", 1)[0].strip()

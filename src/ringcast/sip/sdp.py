@@ -1,0 +1,173 @@
+"""SDP offer and answer for one audio stream (RFC 4566, RFC 3264 offer/answer).
+
+ringcast always offers: G.711 (PCMU, PCMA) plus RFC 4733 telephone-event, one
+``m=audio`` line, ``a=sendrecv``, 20 ms packets. The callee answers with the
+codec it picked; :func:`parse_answer` turns that answer into the few numbers
+the media plane needs. Parsing and serialization are aiosipua's
+(:func:`aiosipua.sdp.parse_sdp`, :func:`aiosipua.sdp.serialize_sdp`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from aiosipua.sdp import (
+    ConnectionData,
+    MediaDescription,
+    Origin,
+    SdpMessage,
+    TimingField,
+    parse_sdp,
+    serialize_sdp,
+)
+
+PTIME = 20  # milliseconds of audio per RTP packet
+G711_CLOCK_RATE = 8000  # Hz
+TELEPHONE_EVENT_PT = 101  # dynamic payload type we offer for RFC 4733 events
+STATIC_PAYLOAD_TYPES: dict[str, int] = {"PCMU": 0, "PCMA": 8}  # RFC 3551 §6
+
+
+def _default_codecs() -> list[str]:
+    return ["PCMU", "PCMA"]
+
+
+@dataclass
+class MediaOffer:
+    """What we offer: where we receive RTP and which codecs, in preference order."""
+
+    host: str
+    port: int
+    codecs: list[str] = field(default_factory=_default_codecs)
+    telephone_event: bool = True
+
+
+@dataclass
+class MediaAnswer:
+    """What the callee chose (RFC 3264 §6): where to send RTP and with which codec."""
+
+    host: str
+    port: int
+    payload_type: int
+    codec: str  # "PCMU" | "PCMA"
+    clock_rate: int
+    dtmf_payload_type: int | None
+
+
+def new_session_id() -> str:
+    """A random numeric SDP session id (RFC 4566 §5.2 ``<sess-id>``)."""
+    return str(int.from_bytes(os.urandom(6), "big"))
+
+
+def build_offer_message(
+    offer: MediaOffer,
+    *,
+    session_version: int,
+    session_id: str = "0",
+    codecs: list[str] | None = None,
+    dtmf_payload_type: int | None = TELEPHONE_EVENT_PT,
+) -> SdpMessage:
+    """The offer as an aiosipua :class:`SdpMessage` (see :func:`build_offer`).
+
+    ``codecs``/``dtmf_payload_type`` narrow the description, e.g. to the one
+    codec already negotiated when answering a re-INVITE (RFC 3264 §8).
+    """
+    names = [c.upper() for c in (codecs if codecs is not None else offer.codecs)]
+    unknown = [c for c in names if c not in STATIC_PAYLOAD_TYPES]
+    if unknown:
+        raise ValueError(f"unsupported codec {unknown[0]!r}: ringcast offers PCMU and PCMA")
+    if not names:
+        raise ValueError("no codec to offer")
+    formats = [str(STATIC_PAYLOAD_TYPES[c]) for c in names]
+    rtpmap = [f"{STATIC_PAYLOAD_TYPES[c]} {c}/{G711_CLOCK_RATE}" for c in names]
+    attributes: dict[str, list[str]] = {"rtpmap": rtpmap}
+    if offer.telephone_event and dtmf_payload_type is not None:
+        formats.append(str(dtmf_payload_type))
+        rtpmap.append(f"{dtmf_payload_type} telephone-event/{G711_CLOCK_RATE}")
+        attributes["fmtp"] = [f"{dtmf_payload_type} 0-16"]
+    attributes["ptime"] = [str(PTIME)]
+    attributes["sendrecv"] = []
+    media = MediaDescription(
+        media="audio", port=offer.port, proto="RTP/AVP", formats=formats, attributes=attributes
+    )
+    return SdpMessage(
+        version=0,
+        origin=Origin(
+            username="ringcast",
+            session_id=session_id,
+            session_version=str(session_version),
+            address=offer.host,
+        ),
+        session_name="ringcast",
+        connection=ConnectionData(address=offer.host),
+        timing=TimingField(0, 0),
+        media=[media],
+    )
+
+
+def build_offer(offer: MediaOffer, *, session_version: int, session_id: str = "0") -> bytes:
+    """Serialize our SDP offer (RFC 3264 §5): the INVITE body.
+
+    ``session_version`` is the ``o=`` version; it goes up by one each time the
+    description is sent again in a modified or refreshed form (RFC 3264 §8).
+    """
+    sdp = build_offer_message(offer, session_version=session_version, session_id=session_id)
+    return serialize_sdp(sdp).encode("ascii")
+
+
+def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
+    """Read the callee's SDP answer (RFC 3264 §6.1) for our one audio stream.
+
+    Picks the first payload in the answer's ``m=audio`` format list that is one
+    of ``offered_codecs``. Raises ``ValueError`` with an exact message:
+    ``"SDP answer has no audio stream"``, ``"SDP answer rejected the audio
+    stream"`` (port 0), ``"SDP answer has no connection address"`` or
+    ``"SDP answer has no common codec (offered PCMU,PCMA; answered ...)"``.
+    """
+    try:
+        text = sdp_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError("SDP answer is not UTF-8 text") from exc
+    try:
+        sdp = parse_sdp(text)
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"SDP answer is malformed: {exc}") from exc
+    audio = sdp.audio
+    if audio is None:
+        raise ValueError("SDP answer has no audio stream")
+    if audio.port == 0:
+        raise ValueError("SDP answer rejected the audio stream")
+    conn = audio.connection or sdp.connection
+    if conn is None:
+        raise ValueError("SDP answer has no connection address")
+    wanted = [c.upper() for c in offered_codecs]
+    dtmf_pt: int | None = None
+    for codec in audio.codecs:
+        if codec.encoding_name.lower() == "telephone-event" and codec.clock_rate in (0, 8000):
+            dtmf_pt = codec.payload_type
+            break
+    for codec in audio.codecs:
+        name = codec.encoding_name.upper()
+        if name in wanted:
+            return MediaAnswer(
+                host=conn.address,
+                port=audio.port,
+                payload_type=codec.payload_type,
+                codec=name,
+                clock_rate=codec.clock_rate or G711_CLOCK_RATE,
+                dtmf_payload_type=dtmf_pt,
+            )
+    answered = ",".join(c.encoding_name or str(c.payload_type) for c in audio.codecs) or "none"
+    raise ValueError(
+        f"SDP answer has no common codec (offered {','.join(wanted)}; answered {answered})"
+    )
+
+
+def sdp_session_version(sdp_bytes: bytes) -> int | None:
+    """The ``o=`` session version of an SDP body, or ``None`` if unreadable."""
+    for line in sdp_bytes.decode("utf-8", errors="replace").splitlines():
+        if line.startswith("o="):
+            parts = line[2:].split()
+            if len(parts) >= 3 and parts[2].isdigit():
+                return int(parts[2])
+    return None

@@ -1,0 +1,243 @@
+"""asyncio UDP and TCP transports for SIP (RFC 3261 §18): they move bytes only.
+
+A transport knows nothing about SIP beyond TCP stream framing (§18.3: the
+header block, then ``Content-Length`` bytes of body). Everything it receives
+goes to :meth:`TransportUser.on_packet`; everything that could not be sent is
+reported to :meth:`TransportUser.on_transport_error` with the destination, so
+the owner can turn it into a synthetic 503 for the transactions bound there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+
+MAX_TCP_MESSAGE = 65535  # bytes: larger framed messages close the connection
+TCP_CONNECT_TIMEOUT = 5.0  # seconds
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
+
+
+class TransportUser(Protocol):
+    """Who receives what a transport reads (the endpoint)."""
+
+    def on_packet(self, data: bytes, addr: Addr, transport: str) -> None: ...
+
+    def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None: ...
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: UdpTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int] | object) -> None:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            self._owner.user.on_packet(data, (str(addr[0]), int(addr[1])), "udp")
+
+    def error_received(self, exc: Exception) -> None:
+        # Linux reports no ICMP errors on unconnected sockets; log whatever comes.
+        logger.debug("UDP socket error: %s", exc)
+
+
+class UdpTransport:
+    """One UDP socket shared by every call (§18.1.1, §18.2.1)."""
+
+    name = "udp"
+    reliable = False
+
+    def __init__(self, user: TransportUser) -> None:
+        self.user = user
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self.local_addr: Addr = ("0.0.0.0", 0)
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, port)
+        )
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        self._sock = sock if isinstance(sock, socket.socket) else None
+        name = transport.get_extra_info("sockname")
+        self.local_addr = (str(name[0]), int(name[1]))
+        if self._sock is not None:
+            for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+                try:
+                    self._sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+                except OSError:
+                    pass
+        logger.info("SIP UDP listening on %s:%s", *self.local_addr)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        """Send one datagram; errors are reported, never raised."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self.user.on_transport_error(addr, ConnectionError("UDP transport closed"), "udp")
+            return
+        sock = self._sock
+        if sock is not None and transport.get_write_buffer_size() == 0:  # type: ignore[attr-defined]
+            try:
+                sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self.user.on_transport_error(addr, exc, "udp")
+                return
+        transport.sendto(data, addr)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+
+class _TcpConnection:
+    __slots__ = ("addr", "writer", "pending", "task", "connect_task")
+
+    def __init__(self, addr: Addr) -> None:
+        self.addr = addr
+        self.writer: asyncio.StreamWriter | None = None
+        self.pending: list[bytes] = []
+        self.task: asyncio.Task[None] | None = None
+        self.connect_task: asyncio.Task[None] | None = None
+
+
+async def read_framed_message(reader: asyncio.StreamReader) -> bytes | None:
+    """Read one SIP message from a stream (§18.3), or None at EOF.
+
+    Leading CRLF keep-alives (RFC 5626 §3.5.1) are skipped.
+    """
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError("SIP header block too large") from exc
+        stripped = head.lstrip(b"\r\n")
+        if stripped:
+            break
+    match = _CONTENT_LENGTH.search(stripped)
+    length = int(match.group(1)) if match else 0
+    if length > MAX_TCP_MESSAGE:
+        raise ValueError(f"Content-Length {length} too large")
+    body = await reader.readexactly(length) if length else b""
+    return stripped + body
+
+
+class TcpTransport:
+    """SIP over TCP (§18.1.1, §18.2.2): one connection per peer, reused both ways."""
+
+    name = "tcp"
+    reliable = True
+
+    def __init__(self, user: TransportUser) -> None:
+        self.user = user
+        self._server: asyncio.Server | None = None
+        self._conns: dict[Addr, _TcpConnection] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.local_addr: Addr = ("0.0.0.0", 0)
+        self._closing = False
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (for requests the callee opens towards our Contact)."""
+        self._server = await asyncio.start_server(
+            self._accepted, host=host, port=port, limit=MAX_TCP_MESSAGE, reuse_address=True
+        )
+        name = self._server.sockets[0].getsockname()
+        self.local_addr = (str(name[0]), int(name[1]))
+        logger.info("SIP TCP listening on %s:%s", *self.local_addr)
+
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr: Addr = (str(peer[0]), int(peer[1]))
+        conn = _TcpConnection(addr)
+        conn.writer = writer
+        self._conns[addr] = conn
+        await self._read_loop(conn, reader)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        """Write to the peer's connection, opening one if needed; errors are reported."""
+        if self._closing:
+            self.user.on_transport_error(addr, ConnectionError("TCP transport closed"), "tcp")
+            return
+        conn = self._conns.get(addr)
+        if conn is None:
+            conn = _TcpConnection(addr)
+            self._conns[addr] = conn
+            conn.pending.append(data)
+            conn.connect_task = self._spawn(
+                self._connect(conn), name=f"sip-tcp-connect-{addr[0]}:{addr[1]}"
+            )
+            return
+        if conn.writer is None:
+            conn.pending.append(data)
+            return
+        if conn.writer.is_closing():
+            self._drop(conn)
+            self.send(data, addr)
+            return
+        conn.writer.write(data)
+
+    async def _connect(self, conn: _TcpConnection) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(conn.addr[0], conn.addr[1], limit=MAX_TCP_MESSAGE),
+                TCP_CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            self._drop(conn)
+            logger.info("SIP TCP connect to %s:%s failed: %s", conn.addr[0], conn.addr[1], exc)
+            self.user.on_transport_error(conn.addr, exc, "tcp")
+            return
+        conn.writer = writer
+        for data in conn.pending:
+            writer.write(data)
+        conn.pending.clear()
+        await self._read_loop(conn, reader)
+
+    async def _read_loop(self, conn: _TcpConnection, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                data = await read_framed_message(reader)
+                if data is None:
+                    break
+                self.user.on_packet(data, conn.addr, "tcp")
+        except (ValueError, OSError, asyncio.IncompleteReadError) as exc:
+            logger.info("SIP TCP connection %s:%s closed: %s", conn.addr[0], conn.addr[1], exc)
+        finally:
+            self._drop(conn)
+
+    def _drop(self, conn: _TcpConnection) -> None:
+        if self._conns.get(conn.addr) is conn:
+            del self._conns[conn.addr]
+        if conn.writer is not None and not conn.writer.is_closing():
+            conn.writer.close()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            self._drop(conn)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

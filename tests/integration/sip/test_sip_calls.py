@@ -1,0 +1,386 @@
+"""Calls from ringcast's SIP engine to real SIPp callees on 127.0.0.1.
+
+One SIPp scenario per behaviour (tests/sipp/uas_*.xml). Small T1 keeps the
+retransmission tests fast. Nothing leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from sipp import SippUas
+
+from ringcast.domain import Outcome
+from ringcast.sip import CallSpec, CallState, MediaOffer, SipEndpoint
+
+pytestmark = pytest.mark.sipp
+
+T1 = 0.05  # seconds: fast retransmissions on loopback
+T2 = 0.4
+
+
+@pytest.fixture
+async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=T2)
+    await ep.start()
+    try:
+        yield ep
+    finally:
+        await ep.close()
+
+
+def start_uas(tmp_path: Path, scenario: str, **kwargs: object) -> SippUas:
+    keys = {"media_port": "6000"}
+    keys.update(kwargs.pop("keys", {}) or {})  # type: ignore[arg-type]
+    uas = SippUas(scenario, tmp_path, keys=keys, max_calls=1, **kwargs)  # type: ignore[arg-type]
+    try:
+        return uas.start()
+    except BaseException:
+        uas.stop()  # closes its log file
+        raise
+
+
+def make_spec(uas: SippUas, **kwargs: object) -> CallSpec:
+    fields: dict[str, object] = {"to": uas.uri("alice"), "from_": "me"}
+    fields.update(kwargs)
+    return CallSpec(media=MediaOffer(host="127.0.0.1", port=40000), **fields)  # type: ignore[arg-type]
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def sipp_done(uas: SippUas, within: float = 5.0) -> int:
+    return await asyncio.to_thread(uas.wait, within)
+
+
+def methods_received(uas: SippUas) -> list[str]:
+    return [m.split(" ", 1)[0] for m in uas.received()]
+
+
+async def test_answer_then_local_bye(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_answer.xml")
+    try:
+        states: list[CallState] = []
+        spec = make_spec(
+            uas,
+            from_='"Shop" <sip:shop@shop.example>',
+            headers={"X-Campaign": "spring"},
+        )
+        call = endpoint.create_call(spec, on_state=states.append)
+        assert await call.setup() is True
+        assert (call.status_code, call.reason) == (200, "OK")
+        assert call.answer is not None and call.answer.codec == "PCMU"
+        assert call.answer.host == "127.0.0.1" and call.answer.dtmf_payload_type == 101
+        assert call.invite_sent_at is not None and call.answered_at is not None
+        await call.hangup()
+        await call.hangup()  # idempotent
+        assert call.ended.is_set()
+        assert states == [CallState.RINGING, CallState.ANSWERED, CallState.ENDING, CallState.ENDED]
+        assert call.ended_by == "local"
+        assert call.outcome is Outcome.ANSWERED and call.status_code == 200
+        assert await sipp_done(uas) == 0
+        invite = uas.received()[0]
+        assert 'From: "Shop" <sip:shop@shop.example>;tag=' in invite
+        assert "X-Campaign: spring" in invite
+        assert methods_received(uas) == ["INVITE", "ACK", "BYE"]
+    finally:
+        uas.stop()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "outcome"),
+    [("uas_busy.xml", 486, Outcome.BUSY), ("uas_decline.xml", 603, Outcome.DECLINED)],
+)
+async def test_rejected(
+    endpoint: SipEndpoint, tmp_path: Path, scenario: str, status: int, outcome: Outcome
+) -> None:
+    uas = start_uas(tmp_path, scenario)
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is False
+        assert call.status_code == status
+        assert call.outcome is outcome
+        assert call.ended.is_set() and call.ended_by == "remote"
+        assert call.answered_at is None and call.error is None
+        assert await sipp_done(uas) == 0  # SIPp got our ACK for the non-2xx final
+        assert methods_received(uas) == ["INVITE", "ACK"]
+    finally:
+        uas.stop()
+
+
+async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_noanswer.xml")
+    try:
+        states: list[CallState] = []
+        call = endpoint.create_call(make_spec(uas, ring_timeout=0.4), on_state=states.append)
+        started = time.monotonic()
+        assert await call.setup() is False
+        assert 0.3 < time.monotonic() - started < 3.0
+        assert (call.status_code, call.reason) == (487, "Request Terminated")
+        assert call.canceled_by_us and call.ended_by == "local"
+        assert call.outcome is Outcome.NO_ANSWER
+        assert states == [CallState.RINGING, CallState.ENDING, CallState.ENDED]
+        assert await sipp_done(uas) == 0
+        assert methods_received(uas) == ["INVITE", "CANCEL", "ACK"]
+    finally:
+        uas.stop()
+
+
+async def test_hangup_while_ringing_sends_cancel(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_noanswer.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        setup = asyncio.create_task(call.setup(), name="test-setup")
+        await wait_for(lambda: call.state is CallState.RINGING)
+        await call.cancel()
+        assert await setup is False
+        assert call.status_code == 487 and call.canceled_by_us
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()
+
+
+async def test_200_crossing_cancel_is_acked_then_byed(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    uas = start_uas(tmp_path, "uas_cancel_crossed.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas, ring_timeout=0.3))
+        assert await call.setup() is False
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.status_code == 200 and call.canceled_by_us
+        assert call.outcome is Outcome.NO_ANSWER
+        assert await sipp_done(uas) == 0
+        assert methods_received(uas) == ["INVITE", "CANCEL", "ACK", "BYE"]
+    finally:
+        uas.stop()
+
+
+@pytest.mark.parametrize(("password", "answered"), [("s3cret", True), ("wrong", False)])
+async def test_digest_challenge_verified_by_sipp(
+    endpoint: SipEndpoint, tmp_path: Path, password: str, answered: bool
+) -> None:
+    uas = start_uas(
+        tmp_path, "uas_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
+    )
+    try:
+        call = endpoint.create_call(make_spec(uas, username="alice", password=password))
+        assert await call.setup() is answered
+        if answered:
+            assert call.status_code == 200
+            await call.hangup()
+        else:
+            assert call.status_code == 403 and call.outcome is Outcome.REJECTED
+        assert await sipp_done(uas) == 0
+        invites = [m for m in uas.received() if m.startswith("INVITE")]
+        assert len(invites) == 2
+        assert "Authorization: Digest " in invites[1] and "qop=auth" in invites[1]
+        assert password not in "".join(uas.received())  # only the digest goes out
+    finally:
+        uas.stop()
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+async def test_second_challenge_fails_cleanly(
+    endpoint: SipEndpoint, tmp_path: Path, algorithm: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    uas = start_uas(tmp_path, "uas_auth_twice.xml", keys={"auth_algorithm": algorithm})
+    try:
+        call = endpoint.create_call(make_spec(uas, username="alice", password="pw-secret"))
+        with caplog.at_level("DEBUG"):
+            assert await call.setup() is False
+        assert call.status_code == 407 and call.outcome is Outcome.REJECTED
+        assert call.error is not None and "challenged again" in call.error
+        assert await sipp_done(uas) == 0
+        invites = [m for m in uas.received() if m.startswith("INVITE")]
+        assert len(invites) == 2  # answered once, not twice
+        assert f"algorithm={algorithm}" in invites[1]
+        assert "pw-secret" not in caplog.text
+    finally:
+        uas.stop()
+
+
+async def test_callee_hangs_up(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_callee_bye.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.ended_by == "remote"
+        assert call.status_code == 200 and call.outcome is Outcome.ANSWERED
+        assert call.ended_at is not None and call.answered_at is not None
+        await call.hangup()  # no-op after the callee's BYE
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()
+
+
+async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_early_media.xml")
+    try:
+        states: list[CallState] = []
+        call = endpoint.create_call(make_spec(uas), on_state=states.append)
+        assert await call.setup() is True
+        assert call.answer is not None and call.answer.codec == "PCMA"
+        assert call.answer.payload_type == 8
+        assert states[:2] == [CallState.RINGING, CallState.ANSWERED]
+        await call.hangup()
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()
+
+
+async def test_callee_reinvite_gets_same_media(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_reinvite.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await wait_for(lambda: call.answer is not None and call.answer.port == 6002)
+        await wait_for(lambda: len(uas.received()) >= 3)  # INVITE, ACK, ACK of re-INVITE
+        await call.hangup()
+        assert await sipp_done(uas) == 0
+        log = uas.messages()
+        assert "o=ringcast" in log and " 2 IN IP4 127.0.0.1" in log  # SDP version + 1
+        assert "m=audio 40000 RTP/AVP 0 101" in log  # same media, negotiated codec
+    finally:
+        uas.stop()
+
+
+async def test_302_redirect_followed_once(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    target = start_uas(tmp_path, "uas_answer.xml")
+    redirector = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(target.port)})
+    try:
+        call = endpoint.create_call(make_spec(redirector))
+        assert await call.setup() is True
+        assert call.status_code == 200
+        await call.hangup()
+        assert await sipp_done(redirector) == 0
+        assert await sipp_done(target) == 0
+        assert target.invites_per_user() == {"moved": 1}
+    finally:
+        redirector.stop()
+        target.stop()
+
+
+async def test_redirect_loop_is_recorded(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    second = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": "9"})
+    first = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(second.port)})
+    try:
+        call = endpoint.create_call(make_spec(first))
+        assert await call.setup() is False
+        assert call.status_code == 302 and call.outcome is Outcome.REJECTED
+        assert await sipp_done(first) == 0 and await sipp_done(second) == 0
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_info_dtmf_and_options(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_info_dtmf.xml")
+    try:
+        digits: list[str] = []
+        call = endpoint.create_call(make_spec(uas), on_dtmf=digits.append)
+        assert await call.setup() is True
+        await wait_for(lambda: call.dtmf_info == ["5"])
+        assert digits == ["5"]
+        await call.hangup()
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()
+
+
+async def test_session_timer_refreshed_by_us(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_session_timer.xml", keys={"session_expires": "2"})
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        assert call.session_expires == 2 and call.session_refresher == "uac"
+        await wait_for(lambda: "UPDATE" in methods_received(uas), within=4)
+        await call.hangup()
+        assert await sipp_done(uas) == 0
+        update = next(m for m in uas.received() if m.startswith("UPDATE"))
+        assert "Session-Expires: 2;refresher=uac" in update
+    finally:
+        uas.stop()
+
+
+async def test_max_duration_sends_bye(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    uas = start_uas(tmp_path, "uas_answer.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas, max_duration=0.3))
+        assert await call.setup() is True
+        await asyncio.wait_for(call.ended.wait(), 5)
+        assert call.ended_by == "local" and call.hangup_reason == "max-duration"
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()
+
+
+async def test_tcp_call(sipp_bin: str, tmp_path: Path) -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, transport="tcp", t1=T1)
+    await ep.start()
+    uas = start_uas(tmp_path, "uas_answer.xml", transport="t1")
+    try:
+        call = ep.create_call(make_spec(uas, transport="tcp"))
+        assert await call.setup() is True
+        await call.hangup()
+        assert call.ended_by == "local"
+        assert await sipp_done(uas) == 0
+        assert "SIP/2.0/TCP" in uas.received()[0]
+    finally:
+        uas.stop()
+        await ep.close()
+
+
+async def test_unreachable_udp_is_timer_b_408(sipp_bin: str) -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.02)
+    await ep.start()
+    try:
+        port = free_port()
+        call = ep.create_call(
+            CallSpec(
+                to=f"sip:nobody@127.0.0.1:{port}",
+                from_="me",
+                media=MediaOffer("127.0.0.1", 40000),
+            )
+        )
+        started = time.monotonic()
+        assert await call.setup() is False
+        assert 1.2 <= time.monotonic() - started < 3.0  # Timer B = 64*T1
+        assert (call.status_code, call.reason) == (408, "Request Timeout")
+        assert call.error == f"no response from 127.0.0.1:{port} (Timer B)"
+        assert call.outcome is Outcome.FAILED
+    finally:
+        await ep.close()
+
+
+async def test_unreachable_tcp_is_503(sipp_bin: str) -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1)
+    await ep.start()
+    try:
+        port = free_port(socket.SOCK_STREAM)
+        call = ep.create_call(
+            CallSpec(
+                to=f"sip:nobody@127.0.0.1:{port}",
+                from_="me",
+                media=MediaOffer("127.0.0.1", 40000),
+                transport="tcp",
+            )
+        )
+        assert await asyncio.wait_for(call.setup(), 5) is False
+        assert (call.status_code, call.reason) == (503, "Service Unavailable")
+        assert call.error is not None and "refused" in call.error.lower()
+        assert call.outcome is Outcome.FAILED
+    finally:
+        await ep.close()
