@@ -19,6 +19,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
@@ -121,6 +122,13 @@ def _dialer_hook(settings: Settings, *, required: bool) -> LifespanHook | None:
     return hook
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _after_shutdown(signum: int, _frame: Any) -> None:
+    logger.info("stopped by signal %s", signal.Signals(signum).name)
+
+
 async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
     import uvicorn
 
@@ -141,7 +149,17 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
             server_header=False,
         )
         server = uvicorn.Server(config)
-        await server.serve()  # SIGINT/SIGTERM: stop accepting, drain, run lifespan exit
+        # uvicorn handles SIGINT/SIGTERM (stop accepting, drain, run the lifespan exit:
+        # the dialer finishes its calls), then re-raises the signal to the handler
+        # found at start; a no-op one lets us close the store and exit 0.
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, _after_shutdown) for sig in _STOP_SIGNALS}
+        try:
+            await server.serve()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if not server.started:
             raise RingcastError(f"could not serve HTTP on {settings.http_bind}")
     finally:

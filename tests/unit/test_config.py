@@ -1,0 +1,160 @@
+"""Settings: precedence CLI > env > TOML > defaults, and early, named failures."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringcast.config import Settings
+from ringcast.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "ringcast.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults() -> None:
+    s = Settings.from_sources({}, env={})
+    assert s.db == "sqlite:///./ringcast.db"
+    assert (s.http_host, s.http_port) == ("127.0.0.1", 8080)
+    assert (s.sip_host, s.sip_port, s.sip_transport) == ("0.0.0.0", 5060, "udp")
+    assert (s.rtp_port_min, s.rtp_port_max) == (20000, 29999)
+    assert s.public_ip is None
+    assert (s.max_calls, s.cps, s.max_recipients) == (100, 10.0, 100_000)
+    assert s.max_body_bytes == 50 * 1024 * 1024
+    assert s.media_cache_dir.endswith("ringcast/media")
+    assert s.allow_private_urls is False
+    assert (s.sip_t1, s.sip_t2, s.shutdown_grace) == (0.5, 4.0, 30.0)
+    assert s.trunks == {} and s.config_file is None
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.db = "x"  # type: ignore[misc]
+
+
+def test_composite_flags_split_into_fields() -> None:
+    s = Settings.from_sources(
+        {"http": "0.0.0.0:9000", "sip": "127.0.0.1:5070", "rtp_ports": "30000-30999"}, env={}
+    )
+    assert (s.http_host, s.http_port) == ("0.0.0.0", 9000)
+    assert (s.sip_host, s.sip_port) == ("127.0.0.1", 5070)
+    assert (s.rtp_port_min, s.rtp_port_max) == (30000, 30999)
+    v6 = Settings.from_sources({"http": "[::1]:8081"}, env={})
+    assert (v6.http_host, v6.http_port) == ("::1", 8081)
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        'db = "sqlite:///file.db"\nmax_calls = 7\ncps = 3\nhttp = "0.0.0.0:1111"\nsip_t1 = 0.25\n',
+    )
+    env = {"RINGCAST_CONFIG": config, "RINGCAST_MAX_CALLS": "8", "RINGCAST_HTTP_PORT": "2222"}
+    s = Settings.from_sources({"max_calls": 9, "cps": None}, env=env)
+    assert s.max_calls == 9  # CLI
+    assert s.http_port == 2222  # env over file
+    assert s.http_host == "0.0.0.0"  # file
+    assert s.cps == 3.0 and s.sip_t1 == 0.25  # file over default
+    assert s.db == "sqlite:///file.db"
+    assert s.config_file == config
+    s = Settings.from_sources({}, env=env)
+    assert s.max_calls == 8
+
+
+def test_env_values_are_typed() -> None:
+    env = {
+        "RINGCAST_DB": "postgresql://u@db/rc",
+        "RINGCAST_CPS": "2.5",
+        "RINGCAST_ALLOW_PRIVATE_URLS": "yes",
+        "RINGCAST_PUBLIC_IP": "203.0.113.5",
+        "RINGCAST_RTP_PORTS": "40000-40100",
+        "RINGCAST_SIP_TRANSPORT": "tcp",
+        "RINGCAST_UNRELATED": "ignored",
+    }
+    s = Settings.from_sources({}, env=env)
+    assert s.db == "postgresql://u@db/rc"
+    assert s.cps == 2.5 and s.allow_private_urls is True
+    assert s.public_ip == "203.0.113.5" and s.sip_transport == "tcp"
+    assert (s.rtp_port_min, s.rtp_port_max) == (40000, 40100)
+
+
+def test_trunks_from_toml(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        """
+[trunks.carrier]
+proxy = "sip:gw.carrier.example:5060"
+username = "acct"
+password = "s3cret"
+transport = "tcp"
+codecs = ["PCMA"]
+headers = { X-Account = "42" }
+""",
+    )
+    s = Settings.from_sources({"config": config}, env={})
+    assert s.trunks["carrier"]["username"] == "acct"
+    assert s.trunks["carrier"]["headers"] == {"X-Account": "42"}
+    assert "s3cret" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "key"),
+    [
+        ({"http_port": "eighty"}, {}, "http_port"),
+        ({"http": "localhost"}, {}, "http"),
+        ({"sip": "host:"}, {}, "sip"),
+        ({"rtp_ports": "20000"}, {}, "rtp_ports"),
+        ({"rtp_ports": "30000-20000"}, {}, "rtp_port_max"),
+        ({"sip_transport": "sctp"}, {}, "sip_transport"),
+        ({"max_calls": 0}, {}, "max_calls"),
+        ({"cps": 0}, {}, "cps"),
+        ({}, {"RINGCAST_CPS": "fast"}, "cps"),
+        ({}, {"RINGCAST_ALLOW_PRIVATE_URLS": "maybe"}, "allow_private_urls"),
+        ({}, {"RINGCAST_PUBLIC_IP": "my.host"}, "public_ip"),
+        ({"db": "mysql://x"}, {}, "db"),
+        ({"sip_t2": 0.1}, {}, "sip_t2"),
+        ({"nonsense": 1}, {}, "nonsense"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: dict[str, Any], env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_sources(overrides, env=env)
+    assert err.value.field == key
+    assert key in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("colour = 'red'\n", "colour"),
+        ("max_calls = 'many'\n", "max_calls"),
+        ("[trunks.a]\nusername = 'u'\n", "trunks.a.proxy"),
+        ("[trunks.a]\nproxy = 'sip:gw'\nport = 1\n", "trunks.a.port"),
+        ("[trunks.a]\nproxy = 'sip:gw'\ntransport = 'sctp'\n", "trunks.a.transport"),
+        ("[trunks.a]\nproxy = 'sip:gw'\ncodecs = ['G729']\n", "trunks.a.codecs"),
+        ("max_calls = \n", "config_file"),
+    ],
+)
+def test_bad_config_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_sources({"config_file": write(tmp_path, text)}, env={})
+    assert err.value.field == key
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_sources({"config": str(tmp_path / "none.toml")}, env={})
+    assert err.value.field == "config_file"
+
+
+def test_require_db() -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_sources({}, env={}, require=("db",))
+    assert err.value.field == "db" and "--db" in err.value.message
+    assert Settings.from_sources({}, env={"RINGCAST_DB": "sqlite:///x.db"}, require=("db",))
