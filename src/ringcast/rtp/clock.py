@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -28,13 +27,12 @@ class ClockStream(Protocol):
     """What the clock needs from a stream (MediaSession implements it).
 
     `_next()` returns the next packet (or None to skip this tick) and raises
-    StopIteration when the stream has nothing more to send.
+    StopIteration when the stream has nothing more to send; `_send(packet)` puts
+    it on the wire (a connected socket's `send` once the peer is known).
     """
 
     _next: Callable[[], bytes | bytearray | None]
-    _sock: socket.socket
-    _remote: tuple[str, int] | None
-    _connected: bool
+    _send: Callable[[bytes | bytearray], object]
     late_packets: int
     send_errors: int
 
@@ -144,10 +142,7 @@ class RtpClock:
             if pkt is None:
                 continue
             try:
-                if s._connected:
-                    s._sock.send(pkt)
-                else:
-                    s._sock.sendto(pkt, s._remote)  # type: ignore[arg-type]
+                s._send(pkt)
             except OSError:  # full buffer, or ICMP refused on a connected socket
                 s.send_errors += 1
             sent += 1

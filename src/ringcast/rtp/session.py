@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 RTCP_INTERVAL = 5.0  # seconds between sender reports, randomized 0.5x-1.5x (RFC 3550 §6.3)
 LATCH_TIMEOUT = 2.0  # seconds to wait for the callee's first RTP before connecting
 END_RETRANSMITS = 2  # extra copies of an RFC 4733 end packet (§2.5.1.4 recommends 3 in all)
+SYNC_EVERY = 50  # packets between write-backs of the fast path's counters (1 s)
 RECV_BATCH = 64  # datagrams read per readiness callback
 BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
@@ -95,6 +96,7 @@ class MediaSession:
         self._remote: tuple[str, int] | None = None
         self._rtcp_remote: tuple[str, int] | None = None
         self._connected = False
+        self._send: Callable[[Packet], object] = self._send_unconnected
         self._latched = False
         self._latch_handle: asyncio.TimerHandle | None = None
         self.payload_type = 0
@@ -109,7 +111,7 @@ class MediaSession:
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self.dtmf_received = ""
         self.packets_sent = 0
-        self.octets_sent = 0
+        self.event_packets_sent = 0
         self.late_packets = 0
         self.send_errors = 0
         self.packets_received = 0
@@ -238,6 +240,12 @@ class MediaSession:
             self.dtmf_received,
         )
 
+    @property
+    def octets_sent(self) -> int:
+        """RTP payload octets sent (RFC 3550 §6.4.1 sender's octet count)."""
+        audio = self.packets_sent - self.event_packets_sent
+        return audio * get_codec(self.codec).bytes_per_frame + 4 * self.event_packets_sent
+
     async def __aenter__(self) -> MediaSession:
         return self
 
@@ -245,6 +253,9 @@ class MediaSession:
         await self.close()
 
     # -- sending (runs inside the clock's tick) ---------------------------------------------
+
+    def _send_unconnected(self, pkt: Packet) -> object:
+        return self._sock.sendto(pkt, self._remote)  # type: ignore[arg-type]
 
     @staticmethod
     def _idle() -> Packet | None:
@@ -257,47 +268,62 @@ class MediaSession:
             fut.set_result(completed)
 
     def _packets(self, prompt: Prompt) -> Generator[Packet | None, None, None]:
-        """Every packet of the prompt, one per clock tick (a generator: cheap to step)."""
+        """Every packet of the prompt, one per clock tick (a generator: cheap to step).
+
+        The audio fast path keeps seq/timestamp/count in locals and writes them back
+        to the session every SYNC_EVERY packets (and around DTMF and gather, which
+        use the session's fields).
+        """
         codec = self.codec
         pt = self.payload_type
         dtmf_pt = self.dtmf_payload_type
         silence = get_codec(codec).silence_frame()
         hdr = bytearray(struct.pack("!BBHII", 0x80, pt | 0x80, 0, 0, self.ssrc))  # marker on
         pack_into = _SEQ_TS.pack_into
-        rtcp_every = _rtcp_packets()
-        next_rtcp = rtcp_every
+        seq, ts, sent = self._seq, self._ts, self.packets_sent
+        checkpoint = sent + SYNC_EVERY
+        next_rtcp = sent + _rtcp_packets()
         marker = True
-        for seg in prompt.segments:
-            if isinstance(seg, AudioSegment):
-                frames = seg.payloads[codec]
-            elif isinstance(seg, DtmfSegment) and dtmf_pt is not None:
-                frames = ()
-                for digit in seg.digits:
-                    yield from self._event_packets(hdr, event_code(digit), seg, dtmf_pt)
-                    hdr[1] = pt
+        in_locals = True  # False while a helper generator owns the session's counters
+        try:
+            for seg in prompt.segments:
+                if isinstance(seg, AudioSegment):
+                    frames = seg.payloads[codec]
+                elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
+                    frames = seg.inband[codec]  # no telephone-event: in-band Q.23 tones
+                else:
+                    self._seq, self._ts, self.packets_sent = seq, ts, sent
+                    in_locals = False
+                    if isinstance(seg, DtmfSegment) and dtmf_pt is not None:
+                        for digit in seg.digits:
+                            yield from self._event_packets(hdr, event_code(digit), seg, dtmf_pt)
+                            hdr[1] = pt
+                            for _ in range(seg.gap_frames - END_RETRANSMITS):
+                                yield self._audio_packet(hdr, silence, pack_into)
+                    elif isinstance(seg, GatherSegment):
+                        yield from self._gather(seg, hdr, silence, pack_into, pt)
+                    seq, ts, sent = self._seq, self._ts, self.packets_sent
+                    in_locals = True
                     marker = False
-                    for _ in range(seg.gap_frames - END_RETRANSMITS):
-                        yield self._audio_packet(hdr, silence, pack_into)
-            elif isinstance(seg, DtmfSegment):
-                frames = seg.inband[codec]  # no telephone-event: in-band Q.23 tones
-            else:
-                yield from self._gather(seg, hdr, silence, pack_into, pt)
-                marker = False
-                continue
-            for payload in frames:
-                seq = self._seq
-                ts = self._ts
-                pack_into(hdr, 2, seq, ts)
-                self._seq = (seq + 1) & 0xFFFF
-                self._ts = (ts + FRAME_SAMPLES) & _U32
-                self.packets_sent += 1
-                if self.packets_sent >= next_rtcp:
-                    self._send_rtcp()
-                    next_rtcp = self.packets_sent + _rtcp_packets()
-                yield hdr + payload
-                if marker:
-                    hdr[1] = pt
-                    marker = False
+                    continue
+                for payload in frames:
+                    pack_into(hdr, 2, seq, ts)
+                    seq = (seq + 1) & 0xFFFF
+                    ts = (ts + FRAME_SAMPLES) & _U32
+                    sent += 1
+                    if sent >= checkpoint:
+                        self._seq, self._ts, self.packets_sent = seq, ts, sent
+                        checkpoint = sent + SYNC_EVERY
+                        if sent >= next_rtcp:
+                            self._send_rtcp()
+                            next_rtcp = sent + _rtcp_packets()
+                    yield hdr + payload
+                    if marker:
+                        hdr[1] = pt
+                        marker = False
+        finally:
+            if in_locals:
+                self._seq, self._ts, self.packets_sent = seq, ts, sent
 
     def _audio_packet(
         self, hdr: bytearray, payload: bytes, pack_into: Callable[..., None]
@@ -323,6 +349,7 @@ class MediaSession:
             self._seq = (self._seq + 1) & 0xFFFF
             self._ts = (self._ts + FRAME_SAMPLES) & _U32
             self.packets_sent += 1
+            self.event_packets_sent += 1
             yield ev + build_event(event, end=end, duration=n * FRAME_SAMPLES)
             ev[1] = dtmf_pt & 0x7F
 
@@ -355,7 +382,7 @@ class MediaSession:
             ntp=ntp_timestamp(),
             rtp_timestamp=self._ts,
             packets=self.packets_sent,
-            octets=self.packets_sent * FRAME_SAMPLES,
+            octets=self.octets_sent,
         ) + build_sdes_cname(self.ssrc, f"ringcast@{self.local_port}")
         if bye:
             pkt += build_bye(self.ssrc)
@@ -381,6 +408,7 @@ class MediaSession:
         try:
             self._sock.connect(self._remote)
             self._connected = True
+            self._send = self._sock.send  # the fast path: no address per packet
         except OSError as exc:
             log.warning(
                 "media session %s: connect %s failed: %s", self.local_port, self._remote, exc

@@ -1,0 +1,192 @@
+"""Media-plane benchmark: N concurrent RTP streams from one process.
+
+For each N, the same MediaSessions (real per-call sockets, real prepared G.711
+prompt) are driven two ways in the same run:
+
+* clock: the shared RtpClock (one task, absolute 20 ms deadlines);
+* task:  a task per call, each sleeping to its own absolute deadlines (the
+  per-call baseline DESIGN.md measured for aiortp).
+
+Printed per N and mode: CPU % of one core for the whole sender process and per
+stream (process_time over a steady-state window, after the symmetric-RTP latch
+has connected the sockets), and the p50/p99 inter-packet gap seen by a
+receiver in a separate process for a sample of streams. All traffic stays on
+127.0.0.1; every run is bounded in streams and seconds.
+
+    .venv/bin/python bench/media.py                 # N = 500, 1000, 2000, 3000
+    .venv/bin/python bench/media.py --n 1000 --seconds 3 --mode clock
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import multiprocessing as mp
+import socket
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ringcast.media import Prompt, prepare_prompt
+from ringcast.rtp import MediaSession, PortAllocator, RtpClock
+from ringcast.rtp.session import LATCH_TIMEOUT
+
+PTIME = 0.020  # seconds per packet
+SAMPLED = 100  # streams whose packets the receiver process timestamps
+MAX_STREAMS = 5000  # hard bound on N
+
+
+def receiver(conn: Connection, ready: Connection) -> None:
+    """Separate process: timestamp arrivals of the sampled streams, report gap stats."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+    ready.send(sock.getsockname()[1])
+    arrivals: dict[bytes, list[float]] = {}
+    while True:
+        try:
+            data = sock.recv(2048)
+            now = time.monotonic()
+            arrivals.setdefault(data[8:12], []).append(now)
+        except TimeoutError:
+            pass
+        if conn.poll():
+            t0, t1 = conn.recv()
+            break
+    gaps: list[float] = []
+    for times in arrivals.values():
+        window = [t for t in times if t0 <= t <= t1]
+        gaps += [b - a for a, b in zip(window, window[1:], strict=False)]
+    gaps.sort()
+    if gaps:
+        stats = (gaps[len(gaps) // 2], gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))], len(gaps))
+    else:
+        stats = (float("nan"), float("nan"), 0)
+    conn.send(stats)
+    sock.close()
+
+
+async def per_call_task(session: MediaSession, prompt: Prompt) -> None:
+    """The baseline: one task per call, its own absolute-deadline sleeps."""
+    loop = asyncio.get_running_loop()
+    nxt = session._packets(prompt).__next__
+    start = loop.time()
+    n = 0
+    while True:
+        n += 1
+        delay = start + n * PTIME - loop.time()
+        await asyncio.sleep(delay if delay > 0 else 0)
+        try:
+            pkt = nxt()
+        except StopIteration:
+            return
+        if pkt is None:
+            continue
+        try:
+            session._send(pkt)
+        except OSError:
+            session.send_errors += 1
+
+
+async def run_one(n: int, mode: str, seconds: float, prompt: Prompt) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    ready_r, ready_w = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=receiver, args=(child, ready_w), name="bench-receiver")
+    proc.start()
+    measured_port = ready_r.recv()
+    drop = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never read: the kernel drops
+    drop.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    drop.bind(("127.0.0.1", 0))
+    drop_port = drop.getsockname()[1]
+
+    clock = RtpClock()
+    allocator = PortAllocator(30000, 39999)
+    sessions = [await MediaSession.open(clock, allocator, "127.0.0.1") for _ in range(n)]
+    every = max(1, n // SAMPLED)
+    for i, s in enumerate(sessions):
+        s.start("127.0.0.1", measured_port if i % every == 0 else drop_port, 0, "PCMU", 101)
+    tasks: list[asyncio.Task[Any]] = []
+    if mode == "clock":
+        clock.start()
+        tasks = [
+            asyncio.create_task(s.play(prompt), name=f"bench-play-{i}")
+            for i, s in enumerate(sessions)
+        ]
+    else:
+        tasks = [
+            asyncio.create_task(per_call_task(s, prompt), name=f"bench-call-{i}")
+            for i, s in enumerate(sessions)
+        ]
+    await asyncio.sleep(LATCH_TIMEOUT + 0.5)  # sockets connect after the latch window
+    late0 = clock.late_ticks
+    cpu0, t0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu1, t1 = time.process_time(), time.monotonic()
+    late = clock.late_ticks - late0
+    ticks = clock.ticks
+    parent.send((t0, t1))
+    p50, p99, ngaps = parent.recv()
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    for s in sessions:
+        await s.close()
+    await clock.stop()
+    drop.close()
+    proc.join(timeout=10)
+    cpu = (cpu1 - cpu0) / (t1 - t0) * 100
+    return {
+        "n": n,
+        "mode": mode,
+        "cpu": cpu,
+        "per_stream": cpu / n,
+        "streams_per_core": 100 / (cpu / n) if cpu > 0 else float("inf"),
+        "p50": p50 * 1e3,
+        "p99": p99 * 1e3,
+        "gaps": ngaps,
+        "late": late if mode == "clock" else None,
+        "ticks": ticks,
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", default="500,1000,2000,3000", help="stream counts, comma-separated")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
+    ap.add_argument("--mode", choices=["both", "clock", "task"], default="both")
+    args = ap.parse_args()
+    counts = [min(int(x), MAX_STREAMS) for x in args.n.split(",")]
+    seconds = min(args.seconds, 30.0)
+    total = LATCH_TIMEOUT + 0.5 + seconds + 2
+    prompt = await prepare_prompt(
+        [{"say": "This is a broadcast benchmark of the ringcast media plane.", "loop": 20}],
+        codecs=["PCMU"],
+    )
+    if prompt.duration < total:
+        raise SystemExit(f"prompt is {prompt.duration:.1f} s, need {total:.1f} s")
+    modes = ["clock", "task"] if args.mode == "both" else [args.mode]
+    print(
+        f"{'N':>5} {'mode':>5} {'CPU %':>7} {'%/stream':>9} {'streams/core':>12} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'late ticks':>10}"
+    )
+    for n in counts:
+        for mode in modes:
+            r = await run_one(n, mode, seconds, prompt)
+            late = "-" if r["late"] is None else f"{r['late']}/{int(seconds / PTIME)}"
+            print(
+                f"{r['n']:>5} {r['mode']:>5} {r['cpu']:>7.1f} {r['per_stream']:>9.4f} "
+                f"{r['streams_per_core']:>12.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} {late:>10}",
+                flush=True,
+            )
+            await asyncio.sleep(0.5)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(main())
