@@ -184,7 +184,7 @@ async def counts(store: Store) -> tuple[int, int]:
 
 def is_uuid(value: Any) -> bool:
     try:
-        return str(uuid.UUID(str(value))) == value
+        return bool(str(uuid.UUID(str(value))) == value)
     except ValueError:
         return False
 
@@ -419,7 +419,7 @@ GOOD: dict[str, Any] = {"to": "sip:alice@example.com", "from": "me", "playlist":
 
 
 def with_(**changes: Any) -> dict[str, Any]:
-    body = json.loads(json.dumps(GOOD))
+    body: dict[str, Any] = json.loads(json.dumps(GOOD))
     for key, value in changes.items():
         if value is ...:
             body.pop(key, None)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import free_port
 
-ARTICLE = {
+ARTICLE: dict[str, Any] = {
     "recipients": [
         {"to": "sip:123456@192.168.1.1:5060"},
         {"to": "sip:alice@192.168.1.1:5060"},

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from ringcast.errors import ConfigError
+from ringcast.errors import ConfigError, StoreError
 from ringcast.store import Store, open_store, record_dict, to_async_url
 from ringcast.store import requests as q
 from ringcast.store.models import calls_table, requests_table
@@ -139,14 +139,14 @@ async def test_ping(store: Store) -> None:
 async def test_create_request_is_one_transaction(store: Store) -> None:
     bad = [*calls(3), q.NewCall(to_uri="x" * 600, from_uri="me")]  # longer than String(512)
     if store.dialect == "postgresql":
-        with pytest.raises(q.StoreError):
+        with pytest.raises(StoreError):
             await q.create_request(store, body={}, calls=bad, body_hash="h")
         async with store.engine.connect() as conn:
             n_req = await conn.scalar(sa.select(sa.func.count()).select_from(requests_table))
             n_calls = await conn.scalar(sa.select(sa.func.count()).select_from(calls_table))
         assert (n_req, n_calls) == (0, 0)
     # a duplicate (request_id, seq) fails on every backend: nothing is kept
-    with pytest.raises(q.StoreError):
+    with pytest.raises(StoreError):
         async with store.session() as s, s.begin():
             now = datetime.now(UTC)
             await s.execute(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -84,7 +85,7 @@ def error_response(
     )
 
 
-def field_path(loc: tuple[int | str, ...] | list[int | str]) -> str | None:
+def field_path(loc: Sequence[int | str]) -> str | None:
     """("body", "recipients", 3, "to") -> "recipients[3].to"."""
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):

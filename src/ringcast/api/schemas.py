@@ -40,7 +40,9 @@ _NAME_ADDR = re.compile(r'^(?:"(?P<quoted>[^"\\]*)"|(?P<token>[^<"]*?))\s*<(?P<u
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]{1,64}$")
 _DTMF = re.compile(r"^[0-9*#A-Da-d]{1,32}$")
 _HHMM = re.compile(r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+RetryOn = Literal["busy", "no-answer", "failed"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Headers ringcast writes itself; a request may not replace them.
 RESERVED_HEADERS = frozenset(
     h.lower()
@@ -213,20 +215,20 @@ class Recipient(Model):
     timezone: TimeZone | None = None
 
 
+def _default_retry_on() -> list[RetryOn]:
+    return ["busy", "no-answer"]
+
+
 class Retry(Model):
     attempts: Annotated[int, Field(ge=0, le=10)] = 0  # extra attempts
     delay: Annotated[float, Field(ge=0, le=86400)] = 60.0  # seconds
-    on: list[Literal["busy", "no-answer", "failed"]] = Field(
-        default_factory=lambda: ["busy", "no-answer"], max_length=3
-    )
+    on: list[RetryOn] = Field(default_factory=_default_retry_on, max_length=3)
 
 
 class Window(Model):
     start: Annotated[str, Field(pattern=_HHMM.pattern)]
     end: Annotated[str, Field(pattern=_HHMM.pattern)]
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(DAYS), min_length=1, max_length=7
-    )
+    days: list[Day] = Field(default_factory=lambda: list(DAYS), min_length=1, max_length=7)
 
     @field_validator("days")
     @classmethod
