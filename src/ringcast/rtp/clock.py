@@ -48,6 +48,7 @@ class RtpClock:
         self.ptime = ptime
         self._streams: dict[ClockStream, None] = {}
         self._snapshot: tuple[ClockStream, ...] = ()
+        self._dirty = False  # streams changed since the snapshot: rebuilt once per tick
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0  # ticks that ran more than LATE_TOLERANCE after their deadline
@@ -84,12 +85,12 @@ class RtpClock:
     def add(self, stream: ClockStream) -> None:
         """Send `stream`'s packets from the next tick on (starts the clock if needed)."""
         self._streams[stream] = None
-        self._snapshot = tuple(self._streams)
+        self._dirty = True
         self.start()
 
     def remove(self, stream: ClockStream) -> None:
         if self._streams.pop(stream, 0) is None:
-            self._snapshot = tuple(self._streams)
+            self._dirty = True
 
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -126,6 +127,9 @@ class RtpClock:
             self._tick(late)
 
     def _tick(self, late: bool) -> None:
+        if self._dirty:
+            self._snapshot = tuple(self._streams)
+            self._dirty = False
         sent = 0
         for s in self._snapshot:
             try:
