@@ -883,3 +883,13 @@ async def test_100k_recipients_through_the_api(store: Store) -> None:
         resp = await c.get(f"/report/{report['id']}", params={"format": "ndjson"})
         assert resp.text.count("\n") == 100_000
     assert await counts(store) == (1, 100_000)
+
+
+async def test_dnc_routes_are_mounted(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/dnc", json={"entries": ["sip:alice@example.com", "123456"]})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["code"] == 0
+    listed = (await client.get("/dnc")).json()
+    assert {e["entry"] for e in listed["entries"]} >= {"sip:alice@example.com", "123456"}
+    assert (await client.delete("/dnc/123456")).status_code == 200
+    assert_error(await client.delete("/dnc/123456"), 404, "entry")

@@ -26,7 +26,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
-from ringcast.api import errors, routes
+from ringcast.api import dnc, errors, routes
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
 from ringcast.store.db import Store, open_store
@@ -163,5 +163,6 @@ def create_app(
     app.state.store = store
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(dnc.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
