@@ -635,6 +635,10 @@ async def test_idempotency_key_replays_first_answer(
     assert "different" in error["error"]["message"]
     assert await counts(store) == (1, 2)
 
+    too_long = await client.post(
+        "/voice/call/play", json=body, headers={"Idempotency-Key": "k" * 256}
+    )
+    assert_error(too_long, 422, "Idempotency-Key")
     other = await client.post("/voice/call/play", json=body, headers={"Idempotency-Key": "k-2"})
     assert other.json()["request_id"] != first.json()["request_id"]
     plain = await client.post("/voice/call/play", json=body)
@@ -893,3 +897,16 @@ async def test_dnc_routes_are_mounted(client: httpx.AsyncClient) -> None:
     assert {e["entry"] for e in listed["entries"]} >= {"sip:alice@example.com", "123456"}
     assert (await client.delete("/dnc/123456")).status_code == 200
     assert_error(await client.delete("/dnc/123456"), 404, "entry")
+
+
+async def test_errors_never_echo_secrets(client: httpx.AsyncClient, store: Store) -> None:
+    secret = "hunter2-" + "s" * 300  # too long: refused
+    resp = await client.post("/voice/call/play", json=with_(sip={"password": secret}))
+    assert_error(resp, 422, "sip.password")
+    assert "hunter2" not in resp.text
+    resp = await client.post(
+        "/voice/call/play", json=with_(sip={"password": "hunter2", "transport": "sctp"})
+    )
+    assert_error(resp, 422, "sip.transport")
+    assert "hunter2" not in resp.text
+    assert await counts(store) == (0, 0)

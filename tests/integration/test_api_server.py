@@ -192,3 +192,41 @@ def test_bad_flag_value_fails_early_naming_it(tmp_path: Path) -> None:
     assert out.returncode == 2 and "sip_transport" in out.stderr
     out = cli("serve", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert out.returncode == 2 and "config_file" in out.stderr
+
+
+def test_dialer_process_stops_on_sigterm(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/ringcast.db"
+    log = tmp_path / "dialer.log"
+    sip_port = free_port()
+    rtp = free_port()
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [
+                *RINGCAST,
+                "dialer",
+                "--db",
+                db,
+                "--sip",
+                f"127.0.0.1:{sip_port}",
+                "--rtp-ports",
+                f"{rtp}-{rtp + 20}",
+                "--public-ip",
+                "127.0.0.1",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while "dialer running" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    assert "dialer stopping" in log.read_text()
