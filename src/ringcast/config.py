@@ -173,6 +173,8 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
         for key in ("proxy", "username", "password"):
             if key in table and not isinstance(table[key], str):
                 raise ConfigError(f"{where}.{key} must be a string", field=f"{where}.{key}")
+        if not str(table["proxy"]).lower().startswith(("sip:", "sips:")):
+            raise ConfigError(f"{where}.proxy must be a sip: URI", field=f"{where}.proxy")
         if "transport" in table and table["transport"] not in SIP_TRANSPORTS:
             raise ConfigError(f"{where}.transport must be udp or tcp", field=f"{where}.transport")
         codecs = table.get("codecs")

@@ -910,3 +910,31 @@ async def test_errors_never_echo_secrets(client: httpx.AsyncClient, store: Store
     assert_error(resp, 422, "sip.transport")
     assert "hunter2" not in resp.text
     assert await counts(store) == (0, 0)
+
+
+async def test_lifespan_opens_store_and_runs_hooks_in_order(db_url: str) -> None:
+    """create_app(settings) without a store opens and migrates settings.db; hooks are
+    entered after it is open, with app.state, and exited in reverse order."""
+    from contextlib import asynccontextmanager
+
+    events: list[str] = []
+
+    def hook(name: str) -> Any:
+        @asynccontextmanager
+        async def run(state: Any) -> AsyncIterator[None]:
+            assert isinstance(state.store, Store)
+            assert state.settings.db == db_url
+            await state.store.ping()
+            events.append(f"enter {name}")
+            yield
+            events.append(f"exit {name}")
+
+        return run
+
+    app = create_app(Settings(db=db_url), lifespan_hooks=[hook("a"), hook("b")])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.post("/voice/call/play", json=GOOD)).status_code == 200
+        assert events == ["enter a", "enter b"]
+    assert events == ["enter a", "enter b", "exit b", "exit a"]

@@ -38,11 +38,15 @@ MAX_PAGE = 10_000  # records per page with ?limit=
 _ID_MAX = 64
 
 
-def _store(request: Request) -> Store:
+def store_of(request: Request) -> Store:
+    """The app's open Store (StoreError, mapped to 503, before the lifespan opened it)."""
     store: Store | None = request.app.state.store
     if store is None:
         raise StoreError("the database is not open")
     return store
+
+
+_store = store_of  # the name ringcast.api.dnc imports
 
 
 def _settings(request: Request) -> Settings:
