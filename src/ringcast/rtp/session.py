@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import errno
 import logging
@@ -24,6 +25,7 @@ import random
 import secrets
 import socket
 import struct
+import sys
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
@@ -118,6 +120,8 @@ class MediaSession:
         self.rtcp_sent = 0
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._loop.add_reader(self._rtcp_sock.fileno(), self._on_rtcp)
+        self.rtcp_received = 0
 
     # -- life ------------------------------------------------------------------------------
 
@@ -127,7 +131,10 @@ class MediaSession:
     ) -> MediaSession:
         """Bind an even RTP port and port+1 for RTCP from `allocator`."""
         for _ in range(BIND_ATTEMPTS):
-            port = allocator.allocate()
+            try:
+                port = allocator.allocate()
+            except RuntimeError as exc:
+                raise MediaError(str(exc)) from exc
             rtp = _udp_socket()
             rtcp = _udp_socket()
             try:
@@ -156,7 +163,11 @@ class MediaSession:
         codec: str,
         dtmf_payload_type: int | None,
     ) -> None:
-        """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec."""
+        """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec.
+
+        Called again (a re-INVITE), it re-aims at once; a new codec or payload type
+        applies from the next `play()`.
+        """
         if self.state is SessionState.CLOSED:
             raise MediaError("media session is closed")
         try:
@@ -170,8 +181,12 @@ class MediaSession:
         self._rtcp_remote = (remote_host, remote_port + 1)
         if self._latch_handle is not None:
             self._latch_handle.cancel()
-        self._latch_handle = self._loop.call_later(LATCH_TIMEOUT, self._latch, None)
         self._set_state(SessionState.STARTED)
+        if self._connected:  # re-aimed mid-call (a re-INVITE): reconnect at once
+            self._latched = False
+            self._latch(None)
+        else:
+            self._latch_handle = self._loop.call_later(LATCH_TIMEOUT, self._latch, None)
         log.info(
             "media session %s -> %s:%s %s/%s dtmf %s",
             self.local_port,
@@ -226,6 +241,7 @@ class MediaSession:
         if self._latch_handle is not None:
             self._latch_handle.cancel()
         self._loop.remove_reader(self._sock.fileno())
+        self._loop.remove_reader(self._rtcp_sock.fileno())
         self._sock.close()
         self._rtcp_sock.close()
         if self._allocator is not None:
@@ -413,6 +429,23 @@ class MediaSession:
             log.warning(
                 "media session %s: connect %s failed: %s", self.local_port, self._remote, exc
             )
+            return
+        self._filter_incoming()
+
+    def _filter_incoming(self) -> None:
+        """Let the kernel drop the callee's audio: only telephone-events reach Python.
+
+        A classic BPF socket filter (Linux SO_ATTACH_FILTER) on the RTP socket
+        accepts a datagram only when its RTP payload type is the negotiated
+        telephone-event type (none at all without one). The callee's 50 packets
+        per second of audio then cost no Python time. Elsewhere, Python filters.
+        """
+        if not sys.platform.startswith("linux"):
+            return
+        try:
+            attach_payload_type_filter(self._sock, self.dtmf_payload_type)
+        except OSError as exc:
+            log.debug("media session %s: no socket filter: %s", self.local_port, exc)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -431,6 +464,17 @@ class MediaSession:
             dtmf_pt = self.dtmf_payload_type
             if dtmf_pt is not None and data[1] & 0x7F == dtmf_pt:
                 self._on_event(data)
+
+    def _on_rtcp(self) -> None:
+        """Drain the callee's RTCP (receiver reports, BYE): counted, not used."""
+        for _ in range(RECV_BATCH):
+            try:
+                self._rtcp_sock.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            self.rtcp_received += 1
 
     def _on_event(self, data: bytes) -> None:
         pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
@@ -451,6 +495,28 @@ class MediaSession:
             if gather.optout is not None and digit in gather.optout:
                 self._optout = True
         log.debug("media session %s: dtmf %s", self.local_port, digit)
+
+
+SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>
+_BPF_LD_B_ABS, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_RET_K = 0x30, 0x54, 0x15, 0x06
+_UDP_HEADER = 8  # bytes: a UDP socket filter sees the datagram from its UDP header on
+
+
+def attach_payload_type_filter(sock: socket.socket, payload_type: int | None) -> None:
+    """Attach a BPF filter passing only RTP packets of `payload_type` (None: drop all)."""
+    if payload_type is None:
+        prog = [(_BPF_RET_K, 0, 0, 0)]
+    else:
+        prog = [
+            (_BPF_LD_B_ABS, 0, 0, _UDP_HEADER + 1),  # RTP byte 1: marker | payload type
+            (_BPF_ALU_AND_K, 0, 0, 0x7F),
+            (_BPF_JEQ_K, 0, 1, payload_type & 0x7F),
+            (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # accept the whole datagram
+            (_BPF_RET_K, 0, 0, 0),  # drop
+        ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def _rtcp_packets() -> int:

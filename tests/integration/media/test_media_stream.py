@@ -277,3 +277,47 @@ async def test_many_calls_one_clock_one_prompt(
     for s in sessions:
         await s.close()
     assert allocator.in_use == 0
+
+
+async def test_callee_audio_is_dropped_in_the_kernel_after_latching(
+    clock: RtpClock, allocator: PortAllocator, sink: RtpSink
+) -> None:
+    from ringcast.rtp.packet import build_rtp
+
+    session = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    session.start("127.0.0.1", sink.port, 0, "PCMU", 101)
+    play = asyncio.create_task(session.play(await prepare_prompt([{"pause": 1}])), name="p")
+    audio = build_rtp(b"\xff" * 160, payload_type=0, seq=1, timestamp=0, ssrc=0x5EED)
+    sink.rtp.sendto(audio, ("127.0.0.1", session.local_port))  # first packet: latches
+    await asyncio.sleep(0.1)
+    assert session._connected and session.packets_received == 1
+    for _ in range(20):
+        sink.rtp.sendto(audio, ("127.0.0.1", session.local_port))
+    sink.send_event(session.local_port, 5, ts=500, seq=2)
+    await asyncio.sleep(0.1)
+    assert session.packets_received == 1 + 6  # the 20 audio packets never reached Python
+    assert session.dtmf_received == "5"
+    assert (await play).completed
+    await session.close()
+
+
+async def test_start_again_reaims_the_stream(
+    clock: RtpClock, allocator: PortAllocator, sink: RtpSink
+) -> None:
+    other = RtpSink.open()
+    try:
+        session = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+        session.start("127.0.0.1", sink.port, 0, "PCMU", None)
+        session._latch(None)  # as after the latch window
+        prompt = await prepare_prompt([{"pause": 0.2}])
+        await session.play(prompt)
+        session.start("127.0.0.1", other.port, 8, "PCMA", None)  # a re-INVITE moved it
+        await session.play(prompt)
+        await asyncio.sleep(0.05)
+        await session.close()
+        assert len(sink.packets) == 10 and len(other.packets) == 10
+        assert {parse_rtp(p.data).payload_type for p in other.packets} == {8}
+        seqs = [parse_rtp(p.data).seq for p in sink.packets + other.packets]
+        assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    finally:
+        other.close()
