@@ -154,15 +154,19 @@ class MediaFetcher:
         """The body at `url`, from the cache when fresh; MediaError with a clear reason."""
         if not re.match(r"^https?://", url, flags=re.I):
             raise MediaError(f"media URL must be http or https: {url}")
-        lock = self._locks.setdefault(url, asyncio.Lock())
-        async with lock:
-            try:
-                async with asyncio.timeout(self.total_timeout):
-                    return await self._fetch(url)
-            except TimeoutError as exc:
-                raise MediaError(
-                    f"fetching {url} timed out (more than {self.total_timeout:g} s in total)"
-                ) from exc
+        lock = self._locks.setdefault(url, asyncio.Lock())  # one download per URL at a time
+        try:
+            async with lock:
+                try:
+                    async with asyncio.timeout(self.total_timeout):
+                        return await self._fetch(url)
+                except TimeoutError as exc:
+                    raise MediaError(
+                        f"fetching {url} timed out (more than {self.total_timeout:g} s in total)"
+                    ) from exc
+        finally:
+            if not lock.locked() and self._locks.get(url) is lock:
+                del self._locks[url]
 
     async def _fetch(self, url: str) -> FetchedMedia:
         meta = await asyncio.to_thread(self._read_meta, url)
