@@ -22,7 +22,7 @@ from ringcast.domain import Outcome, Result, utcnow
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
-from ringcast.sip.causes import reason_phrase
+from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.sdp import MediaOffer
 
@@ -275,7 +275,7 @@ def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> Ca
     report.setup_time = call.invite_sent_at or report.setup_time
     report.disconnect_time = call.ended_at or utcnow()
     report.disconnect_cause_code = str(call.status_code)
-    report.disconnect_cause_text = call.reason or reason_phrase(call.status_code)
+    report.disconnect_cause_text = record_text(call.status_code)
     if call.answered_at is not None:
         report.result = Result.COMPLETED
         report.outcome = Outcome.ANSWERED

@@ -163,3 +163,14 @@ def outcome_for(status: int, *, canceled_by_us: bool) -> Outcome:
     if 600 <= status < 700:
         return Outcome.REJECTED
     return Outcome.FAILED
+
+
+# The call record's `disconnect_cause_text` uses the article's wording where it
+# differs from RFC 3261's phrase ("486" / "User Busy"); a peer's own reason
+# phrase (often localized or odd) never reaches the record.
+RECORD_TEXTS: dict[int, str] = {486: "User Busy"}
+
+
+def record_text(status: int) -> str:
+    """The `disconnect_cause_text` of a call record for a final status."""
+    return RECORD_TEXTS.get(status) or reason_phrase(status)
