@@ -1,0 +1,268 @@
+"""The SIP endpoint under loss, garbage and unsolicited requests (127.0.0.1 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sipp import SippUas
+
+from ringcast.domain import Outcome
+from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
+
+T1 = 0.05  # seconds
+Addr = tuple[str, int]
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[SipEndpoint]:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=0.4)
+    await ep.start()
+    try:
+        yield ep
+    finally:
+        await ep.close()
+
+
+class _Side(asyncio.DatagramProtocol):
+    def __init__(self, relay: LossyRelay, front: bool) -> None:
+        self.relay = relay
+        self.front = front
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:  # type: ignore[override]
+        self.relay.forward(data, addr, self.front)
+
+
+class LossyRelay:
+    """A UDP relay between ringcast and SIPp that drops every ``nth`` datagram each way."""
+
+    def __init__(self, target: Addr, nth: int = 5) -> None:
+        self.target = target
+        self.nth = nth
+        self.counts = {"up": 0, "down": 0}
+        self.dropped = {"up": 0, "down": 0}
+        self.client: Addr | None = None
+        self.front: asyncio.DatagramTransport | None = None
+        self.back: asyncio.DatagramTransport | None = None
+        self.port = 0
+
+    async def start(self) -> LossyRelay:
+        loop = asyncio.get_running_loop()
+        self.front, _ = await loop.create_datagram_endpoint(
+            lambda: _Side(self, True), local_addr=("127.0.0.1", 0)
+        )
+        self.back, _ = await loop.create_datagram_endpoint(
+            lambda: _Side(self, False), local_addr=("127.0.0.1", 0)
+        )
+        self.port = self.front.get_extra_info("sockname")[1]
+        return self
+
+    def forward(self, data: bytes, addr: Addr, from_front: bool) -> None:
+        direction = "up" if from_front else "down"
+        self.counts[direction] += 1
+        if self.counts[direction] % self.nth == 0:
+            self.dropped[direction] += 1
+            return
+        if from_front:
+            self.client = addr
+            assert self.back is not None
+            self.back.sendto(data, self.target)
+        elif self.client is not None:
+            assert self.front is not None
+            self.front.sendto(data, self.client)
+
+    def close(self) -> None:
+        for t in (self.front, self.back):
+            if t is not None:
+                t.close()
+
+
+@pytest.mark.sipp
+async def test_calls_complete_through_lossy_path(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    calls = 5
+    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=calls)
+    uas.start()
+    relay = await LossyRelay(("127.0.0.1", uas.port)).start()
+    try:
+        specs = [
+            CallSpec(
+                to=uas.uri(f"user{i}"),
+                from_="me",
+                media=MediaOffer("127.0.0.1", 40000 + 2 * i),
+                proxy=f"sip:127.0.0.1:{relay.port}",
+            )
+            for i in range(calls)
+        ]
+        live = [endpoint.create_call(s) for s in specs]
+        results = await asyncio.wait_for(asyncio.gather(*(c.setup() for c in live)), 20)
+        assert results == [True] * calls
+        await asyncio.wait_for(asyncio.gather(*(c.hangup() for c in live)), 20)
+        assert all(c.ended_by == "local" and c.outcome is Outcome.ANSWERED for c in live)
+        assert relay.dropped["up"] >= 2 and relay.dropped["down"] >= 1
+        assert await asyncio.to_thread(uas.wait, 10) == 0
+        assert sum(uas.invites_per_user().values()) >= calls
+    finally:
+        relay.close()
+        uas.stop()
+
+
+class _Probe(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:  # type: ignore[override]
+        self.queue.put_nowait(data)
+
+
+async def _probe(port: int) -> tuple[asyncio.DatagramTransport, _Probe]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        _Probe, local_addr=("127.0.0.1", 0), remote_addr=("127.0.0.1", port)
+    )
+    return transport, proto
+
+
+def _request(method: str, port: int, *, to_tag: str | None = None) -> bytes:
+    to = "<sip:ringcast@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    return (
+        f"{method} sip:ringcast@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(4).hex()}\r\n"
+        "From: <sip:probe@127.0.0.1>;tag=probe1\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {os.urandom(6).hex()}@probe\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("method", "to_tag", "status"),
+    [
+        ("OPTIONS", None, 200),
+        ("INVITE", None, 403),
+        ("REGISTER", None, 405),
+        ("BYE", "nosuchdialog", 481),
+        ("INFO", "nosuchdialog", 481),
+    ],
+)
+async def test_out_of_dialog_requests(
+    endpoint: SipEndpoint, method: str, to_tag: str | None, status: int
+) -> None:
+    transport, probe = await _probe(endpoint.local_port)
+    try:
+        transport.sendto(_request(method, endpoint.local_port, to_tag=to_tag))
+        reply = await asyncio.wait_for(probe.queue.get(), 2)
+        assert reply.startswith(f"SIP/2.0 {status} ".encode())
+        assert endpoint.live_calls == 0
+    finally:
+        transport.close()
+
+
+GARBAGE: list[bytes] = [
+    b"\x00" * 64,
+    b"\r\n\r\n",
+    b"hello world",
+    b"SIP/2.0",
+    b"SIP/2.0 abc OK\r\n\r\n",
+    b"INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;bra",
+    b"INVITE\r\n\r\n",
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1\r\nCSeq: x INVITE\r\nCall-ID: a\r\n\r\n",
+    b"BYE sip:x SIP/2.0\r\nCSeq: 1 BYE\r\nContent-Length: 99999\r\n\r\nabc",
+    "OPTIONS sip:\u00e9@127.0.0.1 SIP/2.0\r\nVia: \xff\r\n\r\n".encode("latin-1"),
+]
+
+
+@pytest.mark.sipp
+async def test_garbage_is_ignored_and_calls_still_work(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport, probe = await _probe(endpoint.local_port)
+    try:
+        rng = random.Random(3261)
+        for size in (1, 7, 100, 1400, 9000):
+            transport.sendto(rng.randbytes(size))
+        for blob in GARBAGE:
+            transport.sendto(blob)
+        invite = _request("INVITE", endpoint.local_port)
+        for cut in range(10, len(invite), 23):
+            transport.sendto(invite[:cut])
+        await asyncio.sleep(0.3)
+        assert endpoint.garbage_count >= 10
+        assert "dropped malformed SIP message" in caplog.text
+    finally:
+        transport.close()
+
+    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=1)
+    uas.start()
+    try:
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("after"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        await call.hangup()
+        assert await asyncio.to_thread(uas.wait, 5) == 0
+    finally:
+        uas.stop()
+
+
+async def test_public_ip_in_contact_and_sdp() -> None:
+    """A raw-socket callee on 127.0.0.1 checks the INVITE and answers 486 to its source."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, public_ip="198.51.100.7")
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    try:
+        call = ep.create_call(
+            CallSpec(
+                to=f"sip:bob@127.0.0.1:{port}",
+                from_="me",
+                media=MediaOffer("0.0.0.0", 41000),
+                headers={"X-Campaign": "spring"},
+            )
+        )
+        setup = asyncio.create_task(call.setup(), name="test-public-ip-setup")
+        raw = await asyncio.wait_for(probe.queue.get(), 2)
+        text = raw.decode()
+        assert "Contact: <sip:me@198.51.100.7:" in text
+        assert "c=IN IP4 198.51.100.7" in text
+        assert "From: <sip:me@198.51.100.7>;tag=" in text
+        assert ";rport;branch=z9hG4bK" in text
+        head = text.split("\r\n\r\n", 1)[0].split("\r\n")
+        keep = [h for h in head if h.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+        busy = "\r\n".join(["SIP/2.0 486 Busy Here"] + keep) + "\r\nContent-Length: 0\r\n\r\n"
+        busy = busy.replace(
+            f"To: <sip:bob@127.0.0.1:{port}>", f"To: <sip:bob@127.0.0.1:{port}>;tag=b1"
+        )
+        callee.sendto(busy.encode(), ("127.0.0.1", ep.local_port))
+        assert await asyncio.wait_for(setup, 2) is False
+        assert call.outcome is Outcome.BUSY
+        for _ in range(20):  # INVITE retransmissions may come first
+            ack = await asyncio.wait_for(probe.queue.get(), 2)
+            if ack.startswith(b"ACK "):
+                break
+        assert ack.startswith(b"ACK sip:bob@127.0.0.1:")
+    finally:
+        callee.close()
+        await ep.close()
+
+
+async def test_garbage_straight_into_on_packet(endpoint: SipEndpoint) -> None:
+    """No byte sequence raises out of on_packet (the transport's only entry point)."""
+    rng = random.Random(17)
+    for _ in range(300):
+        endpoint.on_packet(rng.randbytes(rng.randrange(0, 600)), ("127.0.0.1", 9), "udp")
+    base = _request("OPTIONS", 9)
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        endpoint.on_packet(bytes(data[: rng.randrange(1, len(data) + 1)]), ("127.0.0.1", 9), "udp")
+    assert endpoint.garbage_count > 0
