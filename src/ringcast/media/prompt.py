@@ -186,7 +186,9 @@ def dtmf_samples(digits: str) -> Samples:
 
 
 def _loop_count(item: Mapping[str, Any]) -> int:
-    loop = item.get("loop", 1)
+    loop = item.get("loop")
+    if loop is None:
+        return 1
     if isinstance(loop, bool) or not isinstance(loop, int) or not 1 <= loop <= MAX_LOOP:
         raise MediaError(f"playlist item loop must be an integer from 1 to {MAX_LOOP}: {loop!r}")
     return loop
@@ -324,7 +326,7 @@ class PromptCache:
         codecs: Sequence[str],
         max_duration: float,
     ) -> _Part:
-        if "play" in item:
+        if item.get("play") is not None:
             url = item["play"]
             if not isinstance(url, str):
                 raise MediaError(f"play must be a URL string: {url!r}")
@@ -334,7 +336,7 @@ class PromptCache:
                 return _Part("audio", cached)
             samples = await self._play_samples(url, max_duration)
             return _Part("audio", await self._encode_item(key, samples, codecs))
-        if "say" in item:
+        if item.get("say") is not None:
             text = substitute(str(item["say"]), variables)
             voice = str(item.get("voice") or tts.DEFAULT_VOICE)
             rate = int(item.get("rate") or tts.DEFAULT_RATE)
@@ -344,7 +346,7 @@ class PromptCache:
                 return _Part("audio", cached)
             samples = await self._say_samples(text, voice, rate)
             return _Part("audio", await self._encode_item(key, samples, codecs))
-        if "pause" in item:
+        if item.get("pause") is not None:
             seconds = item["pause"]
             if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
                 raise MediaError(f"pause must be a number of seconds >= 0: {seconds!r}")
@@ -356,13 +358,13 @@ class PromptCache:
             silence = {c: (get_codec(c).silence_frame(),) * frames for c in codecs}
             self._remember(key, silence)
             return _Part("audio", silence)
-        if "dtmf" in item:
+        if item.get("dtmf") is not None:
             digits = str(item["dtmf"]).upper()
             bad = [d for d in digits if d not in DTMF_DIGITS]
             if bad or not digits:
                 raise MediaError(f"dtmf must be digits from {DTMF_DIGITS}: {item['dtmf']!r}")
             return _Part("dtmf", digits=digits)
-        if "gather" in item:
+        if item.get("gather") is not None:
             g = item["gather"]
             if not isinstance(g, Mapping):
                 raise MediaError(f"gather must be an object: {g!r}")

@@ -158,3 +158,16 @@ async def test_failure_is_remembered_briefly(tmp_path: Path) -> None:
         with pytest.raises(MediaError, match="HTTP 404"):
             await cache.get(playlist)
     assert len(hits) == 1  # 100k calls of a failing request do not refetch 100k times
+
+
+async def test_items_with_null_fields_as_a_validated_model_dumps_them() -> None:
+    nulls = {"play": None, "say": None, "pause": None, "dtmf": None, "gather": None}
+    playlist: list[dict[str, Any]] = [
+        {**nulls, "say": "Hi", "voice": None, "rate": None, "loop": None},
+        {**nulls, "pause": 0.2, "loop": 2},
+        {**nulls, "dtmf": "1"},
+    ]
+    prompt = await prepare_prompt(playlist)
+    audio, dtmf = prompt.segments
+    assert isinstance(audio, AudioSegment) and isinstance(dtmf, DtmfSegment)
+    assert dtmf.digits == "1"
