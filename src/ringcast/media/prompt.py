@@ -66,13 +66,23 @@ _VARIABLE = re.compile(r"\{(\w+)\}")
 
 @dataclass(frozen=True, slots=True)
 class AudioSegment:
-    """Audio (played files, speech, pauses) as 20 ms payloads per codec name."""
+    """Audio (played files, speech, pauses) as 20 ms payloads per codec name.
 
-    payloads: Mapping[str, Frames]
+    Stored as `chunks`: per codec, a tuple of per-item payload tuples (a loop
+    repeats a reference), so prompts that share items (variants of one
+    request, loops) share their payloads instead of copying references.
+    `payloads` flattens them (for inspection; streaming walks the chunks).
+    """
+
+    chunks: Mapping[str, tuple[Frames, ...]]
+
+    @property
+    def payloads(self) -> Mapping[str, Frames]:
+        return {c: tuple(f for chunk in ch for f in chunk) for c, ch in self.chunks.items()}
 
     @property
     def frames(self) -> int:
-        return len(next(iter(self.payloads.values()), ()))
+        return sum(len(chunk) for chunk in next(iter(self.chunks.values()), ()))
 
     @property
     def duration(self) -> float:
@@ -455,8 +465,8 @@ class PromptCache:
 
         def flush() -> None:
             if any(pending[c] for c in codecs):
-                payloads = {c: tuple(f for chunk in pending[c] for f in chunk) for c in codecs}
-                segments.append(AudioSegment(MappingProxyType(payloads)))
+                chunks = {c: tuple(ch for ch in pending[c] if ch) for c in codecs}
+                segments.append(AudioSegment(MappingProxyType(chunks)))
             for c in codecs:
                 pending[c] = []
 

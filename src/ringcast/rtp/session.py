@@ -304,9 +304,9 @@ class MediaSession:
         try:
             for seg in prompt.segments:
                 if isinstance(seg, AudioSegment):
-                    frames = seg.payloads[codec]
+                    chunks = seg.chunks[codec]
                 elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
-                    frames = seg.inband[codec]  # no telephone-event: in-band Q.23 tones
+                    chunks = (seg.inband[codec],)  # no telephone-event: in-band Q.23 tones
                 else:
                     self._seq, self._ts, self.packets_sent = seq, ts, sent
                     in_locals = False
@@ -322,21 +322,22 @@ class MediaSession:
                     in_locals = True
                     marker = False
                     continue
-                for payload in frames:
-                    pack_into(hdr, 2, seq, ts)
-                    seq = (seq + 1) & 0xFFFF
-                    ts = (ts + FRAME_SAMPLES) & _U32
-                    sent += 1
-                    if sent >= checkpoint:
-                        self._seq, self._ts, self.packets_sent = seq, ts, sent
-                        checkpoint = sent + SYNC_EVERY
-                        if sent >= next_rtcp:
-                            self._send_rtcp()
-                            next_rtcp = sent + _rtcp_packets()
-                    yield hdr + payload
-                    if marker:
-                        hdr[1] = pt
-                        marker = False
+                for frames in chunks:
+                    for payload in frames:
+                        pack_into(hdr, 2, seq, ts)
+                        seq = (seq + 1) & 0xFFFF
+                        ts = (ts + FRAME_SAMPLES) & _U32
+                        sent += 1
+                        if sent >= checkpoint:
+                            self._seq, self._ts, self.packets_sent = seq, ts, sent
+                            checkpoint = sent + SYNC_EVERY
+                            if sent >= next_rtcp:
+                                self._send_rtcp()
+                                next_rtcp = sent + _rtcp_packets()
+                        yield hdr + payload
+                        if marker:
+                            hdr[1] = pt
+                            marker = False
         finally:
             if in_locals:
                 self._seq, self._ts, self.packets_sent = seq, ts, sent

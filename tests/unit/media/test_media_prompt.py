@@ -112,6 +112,10 @@ async def test_variants_are_built_once_per_referenced_variable() -> None:
     tail_a = a1.segments[0].payloads["PCMU"][-5:]  # type: ignore[union-attr]
     tail_b = b.segments[0].payloads["PCMU"][-5:]  # type: ignore[union-attr]
     assert all(x is y for x, y in zip(tail_a, tail_b, strict=True))
+    # and a variant costs one reference per item, not one per 20 ms frame
+    chunks_a = a1.segments[0].chunks["PCMU"]  # type: ignore[union-attr]
+    chunks_b = b.segments[0].chunks["PCMU"]  # type: ignore[union-attr]
+    assert len(chunks_a) == 3 and chunks_a[1] is chunks_b[1] and chunks_a[2] is chunks_b[2]
 
 
 async def test_concurrent_requests_share_one_build() -> None:
