@@ -46,6 +46,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def now_precise() -> datetime:
+    """Now, in UTC, to the microsecond: for scheduling (retry delays, windows,
+    heartbeats), where rounding down to the second would fire early."""
+    return datetime.now(UTC)
+
+
 def format_time(value: datetime | None) -> str | None:
     """A record time as the article writes it: UTC `YYYY-MM-DD HH:MM:SS`."""
     if value is None:

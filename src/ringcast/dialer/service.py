@@ -33,7 +33,7 @@ from ringcast.dialer.call import CallContext, CallJob, CallReport, place_call
 from ringcast.dialer.limits import Limits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
-from ringcast.domain import Outcome, Result, utcnow
+from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
 from ringcast.media.prompt import Prompt, prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
@@ -202,7 +202,7 @@ class Dialer:
         if info.prompt_error:
             await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=info.prompt_error)
             return
-        now = utcnow()
+        now = now_precise()
         due = earliest_dial_time(now, info.body.get("schedule"), call.timezone)
         if due > now:
             await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, due))
@@ -225,7 +225,9 @@ class Dialer:
         live.task = asyncio.create_task(self._run_call(live, info, prompt), name=f"call-{call.id}")
 
     async def _give_back(self, call: ClaimedCall) -> None:
-        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, utcnow()))
+        await self.writer.submit(
+            lambda s: queue.requeue_later(s, call.id, self.fence, now_precise())
+        )
 
     async def _finish_now(
         self, call: ClaimedCall, result: Result, outcome: Outcome, *, error: str | None = None
@@ -339,7 +341,7 @@ class Dialer:
             policy = RetryPolicy.from_body(info.body.get("retry"))
             decision = policy.decide(report.outcome, call.attempt)
             if decision is not None:
-                retry_at = utcnow() + timedelta(seconds=decision.delay)
+                retry_at = now_precise() + timedelta(seconds=decision.delay)
         values = report.fields()
         tenant = info.tenant
         optout_entry = call.to_uri if report.optout else None

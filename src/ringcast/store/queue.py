@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
+from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, now_precise, utcnow
 from ringcast.errors import StoreError
 from ringcast.store.db import Store
 from ringcast.store.models import (
@@ -103,7 +103,7 @@ async def claim_calls(
     """Claim up to `limit` due queued calls for `node`, oldest first."""
     if limit <= 0:
         return []
-    now = now or utcnow()
+    now = now or now_precise()
     due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now)
     if exclude_requests:
         due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
@@ -299,7 +299,9 @@ async def heartbeat(store: Store, node_id: str) -> bool:
     """Refresh the node's heartbeat; False if the node was declared dead."""
     async with store.session() as s, s.begin():
         res = await s.execute(
-            sa.update(nodes_table).where(nodes_table.c.id == node_id).values(heartbeat_at=utcnow())
+            sa.update(nodes_table)
+            .where(nodes_table.c.id == node_id)
+            .values(heartbeat_at=now_precise())
         )
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -327,7 +329,7 @@ async def rescue_calls(
     attempt)` gives the delay before the next attempt, or None. Returns
     (requeued, failed).
     """
-    now = utcnow()
+    now = now_precise()
     async with store.session() as s, s.begin():
         alive = sa.select(nodes_table.c.id)
         if stale_after is None:
