@@ -35,10 +35,11 @@ async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
         await ep.close()
 
 
-def start_uas(tmp_path: Path, scenario: str, **kwargs: object) -> SippUas:
-    keys = {"media_port": "6000"}
-    keys.update(kwargs.pop("keys", {}) or {})  # type: ignore[arg-type]
-    uas = SippUas(scenario, tmp_path, keys=keys, max_calls=1, **kwargs)  # type: ignore[arg-type]
+def start_uas(
+    tmp_path: Path, scenario: str, *, keys: dict[str, str] | None = None, transport: str = "u1"
+) -> SippUas:
+    all_keys = {"media_port": "6000", **(keys or {})}
+    uas = SippUas(scenario, tmp_path, keys=all_keys, max_calls=1, transport=transport)
     try:
         return uas.start()
     except BaseException:

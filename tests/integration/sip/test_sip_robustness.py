@@ -33,7 +33,7 @@ class _Side(asyncio.DatagramProtocol):
         self.relay = relay
         self.front = front
 
-    def datagram_received(self, data: bytes, addr: Addr) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
         self.relay.forward(data, addr, self.front)
 
 
@@ -116,7 +116,7 @@ class _Probe(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
 
-    def datagram_received(self, data: bytes, addr: Addr) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
         self.queue.put_nowait(data)
 
 

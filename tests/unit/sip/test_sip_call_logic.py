@@ -1,0 +1,115 @@
+"""The pure parts of an outbound call: INVITE response decisions, INFO DTMF, digest."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from aiosipua.auth import SipDigestAuth, answer_challenge
+from aiosipua.headers import parse_auth
+from aiosipua.message import SipMessage, SipResponse
+
+from ringcast.sip.call import CallSpec, CallState, InviteStep, next_invite_step, parse_dtmf_info
+from ringcast.sip.sdp import MediaOffer
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
+
+
+def step(status: int, **overrides: object) -> InviteStep:
+    args: dict[str, object] = {
+        "synthetic": False,
+        "state": CallState.CALLING,
+        "canceling": False,
+        "has_credentials": False,
+        "auth_tried": False,
+        "redirected": False,
+        "has_contact": False,
+    }
+    args.update(overrides)
+    return next_invite_step(status, **args)  # type: ignore[arg-type]
+
+
+def test_provisional_and_answer() -> None:
+    assert step(100) is InviteStep.PROVISIONAL
+    assert step(183, state=CallState.RINGING) is InviteStep.PROVISIONAL
+    assert step(200) is InviteStep.ANSWER
+    assert step(200, canceling=True) is InviteStep.ANSWER_THEN_BYE
+    assert step(200, state=CallState.ENDED) is InviteStep.IGNORE
+
+
+def test_digest_once_then_final() -> None:
+    assert step(401, has_credentials=True) is InviteStep.AUTHENTICATE
+    assert step(407, has_credentials=True) is InviteStep.AUTHENTICATE
+    assert step(401) is InviteStep.FINAL  # no credentials
+    assert step(407, has_credentials=True, auth_tried=True) is InviteStep.FINAL
+
+
+def test_redirect_once_then_final() -> None:
+    assert step(302, has_contact=True) is InviteStep.REDIRECT
+    assert step(302) is InviteStep.FINAL
+    assert step(301, has_contact=True, redirected=True) is InviteStep.FINAL
+
+
+def test_timeouts_and_cancel_are_final() -> None:
+    assert step(408, synthetic=True) is InviteStep.FINAL
+    assert step(503, synthetic=True) is InviteStep.FINAL
+    assert step(487, canceling=True) is InviteStep.FINAL
+    assert step(486) is InviteStep.FINAL
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "digit"),
+    [
+        ("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n", "5"),
+        ("application/dtmf-relay", b"signal= #\nDuration=100", "#"),
+        ("application/dtmf-relay", b"Signal=11\r\n", "#"),
+        ("application/dtmf-relay", b"Signal=10\r\n", "*"),
+        ("Application/DTMF-Relay; charset=x", b"Signal=*", "*"),
+        ("application/dtmf", b"7", "7"),
+        ("application/dtmf-relay", b"Duration=160", None),
+        ("application/dtmf-relay", b"Signal=Z", None),
+        ("text/plain", b"Signal=5", None),
+    ],
+)
+def test_info_dtmf(ctype: str, body: bytes, digit: str | None) -> None:
+    assert parse_dtmf_info(ctype, body) == digit
+
+
+def test_sha256_digest_in_captured_invite_is_right() -> None:
+    """RFC 7616 §3.4.1 with SHA-256, recomputed by hand from the captured bytes."""
+    invite = SipMessage.parse((DATA / "ringcast_invite_sha256_auth.sip").read_bytes())
+    creds = parse_auth(invite.headers.get_first("proxy-authorization") or "", credentials=True)
+    p = creds.params
+    assert p["algorithm"] == "SHA-256" and p["qop"] == "auth"
+
+    def h(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    ha1 = h(f"alice:{p['realm']}:pw")
+    ha2 = h(f"INVITE:{p['uri']}")
+    expected = h(f"{ha1}:{p['nonce']}:{p['nc']}:{p['cnonce']}:auth:{ha2}")
+    assert p["response"] == expected
+
+
+def test_sha256_challenge_from_captured_407() -> None:
+    challenge = SipMessage.parse((DATA / "sipp_407_sha256.sip").read_bytes())
+    assert isinstance(challenge, SipResponse)
+    answer = answer_challenge(
+        SipDigestAuth("alice", "pw"), challenge, 407, "INVITE", "sip:alice@127.0.0.1"
+    )
+    assert answer is not None
+    name, value = answer
+    assert name == "Proxy-Authorization"
+    assert "algorithm=SHA-256" in value and "qop=auth" in value and "pw" not in value.split(",")
+
+
+def test_spec_repr_hides_password() -> None:
+    spec = CallSpec(
+        to="sip:bob@127.0.0.1",
+        from_="me",
+        media=MediaOffer("127.0.0.1", 4000),
+        username="u",
+        password="hunter2",
+    )
+    assert "hunter2" not in repr(spec) and "***" in repr(spec)
