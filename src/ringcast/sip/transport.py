@@ -10,15 +10,19 @@ the owner can turn it into a synthetic 503 for the transactions bound there.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import re
 import socket
+import struct
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 
+SOCKET_BUFFER = 4 * 1024 * 1024  # bytes asked for SO_SNDBUF/SO_RCVBUF (kernel may cap)
 MAX_TCP_MESSAGE = 65535  # bytes: larger framed messages close the connection
 TCP_CONNECT_TIMEOUT = 5.0  # seconds
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
@@ -32,6 +36,10 @@ class TransportUser(Protocol):
     def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None: ...
 
 
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors per destination
+ERRQUEUE_DRAIN = 64  # error-queue entries read per wake-up
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: UdpTransport) -> None:
         self._owner = owner
@@ -41,8 +49,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self._owner.user.on_packet(data, (str(addr[0]), int(addr[1])), "udp")
 
     def error_received(self, exc: Exception) -> None:
-        # Linux reports no ICMP errors on unconnected sockets; log whatever comes.
-        logger.debug("UDP socket error: %s", exc)
+        self._owner.drain_errors(exc)
 
 
 class UdpTransport:
@@ -58,22 +65,54 @@ class UdpTransport:
         self.local_addr: Addr = ("0.0.0.0", 0)
 
     async def start(self, host: str, port: int) -> None:
+        """Bind the socket; ICMP errors are queued per destination (IP_RECVERR, §18.4)."""
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port)
-        )
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        self._sock = sock if isinstance(sock, socket.socket) else None
-        name = transport.get_extra_info("sockname")
-        self.local_addr = (str(name[0]), int(name[1]))
-        if self._sock is not None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
             for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
                 try:
-                    self._sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+                    sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
                 except OSError:
                     pass
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+            except OSError:
+                logger.debug("IP_RECVERR not available: ICMP errors fall back to Timer B")
+            sock.bind((host, port))
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self._transport = transport
+        self._sock = sock
+        name = sock.getsockname()
+        self.local_addr = (str(name[0]), int(name[1]))
         logger.info("SIP UDP listening on %s:%s", *self.local_addr)
+
+    def drain_errors(self, exc: Exception) -> None:
+        """Turn queued ICMP errors into transport errors for their destinations (§18.4)."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(ERRQUEUE_DRAIN):
+            try:
+                _, ancdata, _, addr = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                logger.debug("UDP error queue: %s (after %s)", err, exc)
+                return
+            code = errno.ECONNREFUSED
+            for level, kind, payload in ancdata:
+                if level == socket.IPPROTO_IP and kind == IP_RECVERR and len(payload) >= 4:
+                    code = struct.unpack_from("=I", payload)[0] or code
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                dest = (str(addr[0]), int(addr[1]))
+                logger.debug("ICMP error for %s:%s: %s", dest[0], dest[1], os.strerror(code))
+                self.user.on_transport_error(dest, OSError(code, os.strerror(code)), "udp")
 
     def send(self, data: bytes, addr: Addr) -> None:
         """Send one datagram; errors are reported, never raised."""

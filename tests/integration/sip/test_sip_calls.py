@@ -344,8 +344,32 @@ async def test_tcp_call(sipp_bin: str, tmp_path: Path) -> None:
         await ep.close()
 
 
-async def test_unreachable_udp_is_timer_b_408(sipp_bin: str) -> None:
+async def test_silent_udp_peer_is_timer_b_408(sipp_bin: str) -> None:
     ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.02)
+    await ep.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
+        black_hole.bind(("127.0.0.1", 0))  # bound, never read: no answer, no ICMP
+        port = black_hole.getsockname()[1]
+        try:
+            call = ep.create_call(
+                CallSpec(
+                    to=f"sip:nobody@127.0.0.1:{port}",
+                    from_="me",
+                    media=MediaOffer("127.0.0.1", 40000),
+                )
+            )
+            started = time.monotonic()
+            assert await call.setup() is False
+            assert 1.2 <= time.monotonic() - started < 3.0  # Timer B = 64*T1
+            assert (call.status_code, call.reason) == (408, "Request Timeout")
+            assert call.error == f"no response from 127.0.0.1:{port} (Timer B)"
+            assert call.outcome is Outcome.FAILED
+        finally:
+            await ep.close()
+
+
+async def test_closed_udp_port_is_503_from_icmp(sipp_bin: str) -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
     await ep.start()
     try:
         port = free_port()
@@ -357,10 +381,10 @@ async def test_unreachable_udp_is_timer_b_408(sipp_bin: str) -> None:
             )
         )
         started = time.monotonic()
-        assert await call.setup() is False
-        assert 1.2 <= time.monotonic() - started < 3.0  # Timer B = 64*T1
-        assert (call.status_code, call.reason) == (408, "Request Timeout")
-        assert call.error == f"no response from 127.0.0.1:{port} (Timer B)"
+        assert await asyncio.wait_for(call.setup(), 5) is False
+        assert time.monotonic() - started < 1.0  # well before Timer A or B
+        assert (call.status_code, call.reason) == (503, "Service Unavailable")
+        assert call.error == f"cannot reach 127.0.0.1:{port} over udp: Connection refused"
         assert call.outcome is Outcome.FAILED
     finally:
         await ep.close()
