@@ -256,6 +256,7 @@ class OutboundCall:
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None
         self._started = False
+        self._resolving = False
         self._session_id = new_session_id()
         self._sdp_version = 1
         self._peer_allows_update = False
@@ -295,8 +296,10 @@ class OutboundCall:
             if self.state is CallState.ENDED:
                 return False
             self.invite_sent_at = _now()
-            self.endpoint.spawn(self._send_first_invite(), name=f"sip-invite-{self.call_id}")
         try:
+            if self._dest is None and self._invite is None and not self._resolving:
+                self._resolving = True
+                await self._send_first_invite()
             return await asyncio.shield(self._setup_done)
         except asyncio.CancelledError:
             if not self.ended.is_set():
@@ -405,6 +408,7 @@ class OutboundCall:
     def _build_invite(self) -> SipRequest:
         self._cseq += 1
         h = CaseInsensitiveDict()
+        h.append("Via", "")  # placeholder: stamp_via fills it, first in order
         h.append("Max-Forwards", "70")
         h.append("From", self._from_value)
         h.append("To", self._to_value)
@@ -445,7 +449,7 @@ class OutboundCall:
             has_credentials=bool(self.spec.username and self.spec.password is not None),
             auth_tried=self._auth_tried,
             redirected=self._redirected,
-            has_contact=contact_uri(response) is not None,
+            has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
         )
         if step is InviteStep.PROVISIONAL:
             self._on_provisional(response)

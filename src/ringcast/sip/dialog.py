@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 
 from aiosipua.headers import CaseInsensitiveDict, parse_address, parse_uri, stringify_address
 from aiosipua.message import SipRequest, SipResponse
@@ -169,6 +170,7 @@ class Dialog:
         """An in-dialog request without Via (the owner adds Via with a new branch)."""
         uri, routes = self.routing()
         headers = CaseInsensitiveDict()
+        headers.append("Via", "")  # placeholder: the owner stamps it (stays first)
         headers.append("Max-Forwards", "70")
         headers.append("From", f"{self.local_uri};tag={self.local_tag}")
         headers.append("To", f"{self.remote_uri};tag={self.remote_tag}")
@@ -205,7 +207,14 @@ class Dialog:
             self.remote_target = target
 
 
+_TAG_PARAM = re.compile(r";\s*tag\s*=\s*[^;>\s]*", re.I)
+
+
 def _without_tag(value: str) -> str:
+    """A From/To value without its tag (the tag is a header parameter, after ``>``)."""
+    gt = value.rfind(">")
+    if gt != -1:
+        return value[: gt + 1] + _TAG_PARAM.sub("", value[gt + 1 :])
     addr = parse_address(value)
     addr.params.pop("tag", None)
     return stringify_address(addr)

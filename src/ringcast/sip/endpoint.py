@@ -14,6 +14,7 @@ and dropped; nothing a peer sends can raise out of :meth:`on_packet`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -92,6 +93,7 @@ def new_tag() -> str:
     return os.urandom(6).hex()
 
 
+@functools.lru_cache(maxsize=4096)
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -368,8 +370,13 @@ class SipEndpoint:
 
     def stamp_via(self, request: SipRequest, dest: Destination, branch: str) -> None:
         """Put our Via (and only ours) at the top of ``request`` (§8.1.1.7)."""
+        via = self.via_for(dest, branch)
+        current = request.headers.get("via")
+        if len(current) == 1 and current[0] == "":
+            request.headers.set_single("Via", via)  # the builder's placeholder: order kept
+            return
         headers = CaseInsensitiveDict()
-        headers.append("Via", self.via_for(dest, branch))
+        headers.append("Via", via)
         for name, values in request.headers.items():
             if name.lower() == "via":
                 continue
