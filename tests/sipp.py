@@ -37,7 +37,8 @@ class SippUas:
     """One SIPp process answering calls on 127.0.0.1:<port> with a scenario.
 
     `keys` become SIPp `-key name value` keywords usable as `[name]` in the XML
-    (for example the RTP port a test owns, written into the answer's SDP).
+    (for example `rtp_port`, the RTP port a test owns, written into the answer's
+    SDP; a key cannot override a SIPp built-in such as `[media_port]`).
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class SippUas:
             socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM
         )
         self.transport = transport
-        self.keys = keys or {}
+        self.keys = {"rtp_port": "6000", **(keys or {})}
         self.max_calls = max_calls
         self.extra = extra or []
         self.message_log = workdir / f"sipp-{self.port}-messages.log"

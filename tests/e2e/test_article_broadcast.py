@@ -32,7 +32,7 @@ def test_article_broadcast_rings_sipp_and_reports(tmp_path: Path, sipp_bin: str)
 
 def broadcast(tmp_path: Path, media: MediaServer, sink_port: str) -> tuple[SippUas, SippUas]:
     with (
-        SippUas("uas_answer.xml", tmp_path, keys={"media_port": sink_port}) as answer,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": sink_port}) as answer,
         SippUas("e2e_busy.xml", tmp_path) as busy,
         RingcastServer(tmp_path) as rc,
     ):

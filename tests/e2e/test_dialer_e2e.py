@@ -4,6 +4,8 @@ cancel, prompt failure and crash recovery, through `ringcast serve`."""
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -41,7 +43,7 @@ def report(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:
 
 def test_limits_hold_channels_and_cps(tmp_path: Path, sipp_bin: str, rtp_sink: str) -> None:
     with (
-        SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as uas,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas,
         RingcastServer(tmp_path, args=["--max-calls", "3", "--cps", "5"]) as rc,
     ):
         rid = post(
@@ -102,7 +104,7 @@ def test_closed_window_and_future_not_before_hold_calls(tmp_path: Path, sipp_bin
     }
     later = {"not_before": (now + timedelta(hours=1)).isoformat()}
     with (
-        SippUas("uas_answer.xml", tmp_path, keys={"media_port": "9"}) as uas,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": "9"}) as uas,
         RingcastServer(tmp_path) as rc,
     ):
         held = [
@@ -134,7 +136,7 @@ def test_closed_window_and_future_not_before_hold_calls(tmp_path: Path, sipp_bin
 def test_prompt_failure_fails_every_call_and_dials_no_one(tmp_path: Path, sipp_bin: str) -> None:
     with (
         MediaServer(tmp_path) as media,
-        SippUas("uas_answer.xml", tmp_path, keys={"media_port": "9"}) as uas,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": "9"}) as uas,
         RingcastServer(tmp_path) as rc,
     ):
         rid = post(
@@ -159,7 +161,7 @@ def test_cancel_queued_ringing_and_connected_calls(
     far = {"not_before": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
     with (
         SippUas("e2e_ring.xml", tmp_path) as ring,
-        SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as answer,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as answer,
         RingcastServer(tmp_path) as rc,
     ):
         queued = post(
@@ -200,7 +202,7 @@ def test_kill9_mid_broadcast_loses_nothing_and_dials_no_one_twice(
     users = [f"k{i:02d}" for i in range(20)]
     db = f"sqlite:///{tmp_path / 'crash.db'}"
     args = ["--max-calls", "4", "--cps", "8"]
-    with SippUas("uas_answer.xml", tmp_path, keys={"media_port": rtp_sink}) as uas:
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
         first = RingcastServer(tmp_path, db=db, args=args).start()
         try:
             rid = post(
@@ -235,3 +237,114 @@ def test_kill9_mid_broadcast_loses_nothing_and_dials_no_one_twice(
     interrupted = [u for u in users if by_user[u]["result"] == "failed"]
     assert interrupted, "some calls were in flight at the kill"
     assert len(per_user) >= len(users) - len(interrupted)
+
+
+class DtmfCallee:
+    """The callee's RTP side: receives ringcast's audio and, `after` seconds
+    after it starts flowing, presses `digits` as RFC 4733 telephone-events
+    (payload type 101) sent back to where the audio came from."""
+
+    def __init__(self, digits: str, after: float = 0.8) -> None:
+        self.digits = digits
+        self.after = after
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = str(self.sock.getsockname()[1])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DtmfCallee:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+    def _run(self) -> None:
+        seq, ts, ssrc = 1000, 8000, 0x1234ABCD
+        deadline = time.monotonic() + 30
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            if len(data) < 12 or data[1] & 0x7F not in (0, 8):
+                continue
+            time.sleep(self.after)  # the callee listens to the prompt first
+            for digit in self.digits:
+                event = "0123456789*#".index(digit)
+                for i in range(6):  # 3 updates then 3 end packets, 20 ms apart
+                    end = i >= 3
+                    duration = 160 * min(i + 1, 4)
+                    payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, duration)
+                    marker = 0x80 if i == 0 else 0
+                    header = struct.pack("!BBHII", 0x80, marker | 101, seq, ts, ssrc)
+                    self.sock.sendto(header + payload, addr)
+                    seq += 1
+                    time.sleep(0.02)
+                ts += 1600
+            return
+
+
+def test_dnc_suppresses_and_gather_optout_adds_to_dnc(tmp_path: Path, sipp_bin: str) -> None:
+    with (
+        DtmfCallee("9") as callee,
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": callee.port}) as uas,
+        RingcastServer(tmp_path) as rc,
+    ):
+        r = httpx.post(f"{rc.base}/dnc", json={"entries": ["blocked"]}, timeout=10)
+        assert r.status_code == 200, r.text
+        rid = post(
+            rc,
+            {
+                "recipients": [{"to": uas.uri("blocked")}, {"to": uas.uri("optme")}],
+                "from": "me",
+                "playlist": [
+                    {"pause": 0.3},
+                    {"gather": {"digits": 1, "timeout": 5, "optout": "9"}},
+                ],
+            },
+        )
+        rc.wait_ready(rid, timeout=40)
+        blocked, opted = report(rc, rid)
+        assert (blocked["result"], blocked["outcome"]) == ("completed", "suppressed")
+        assert blocked["answered"] is False
+        assert opted["answered"] is True
+        assert opted["dtmf"] == "9"
+        entries = httpx.get(f"{rc.base}/dnc", timeout=10).json()["entries"]
+        assert {e["entry"] for e in entries} == {"blocked", uas.uri("optme")}
+        again = post(rc, {"to": uas.uri("optme"), "from": "me", "playlist": [{"pause": 0.2}]})
+        assert rc.wait_ready(again, timeout=20)["record"]["outcome"] == "suppressed"
+    assert uas.invites_per_user() == {"optme": 1}
+
+
+def test_sigterm_lets_calls_finish_within_grace(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
+        rc = RingcastServer(tmp_path, db=db, args=["--max-calls", "2"]).start()
+        rid = post(
+            rc,
+            {
+                "recipients": [{"to": uas.uri(f"t{i}")} for i in range(6)],
+                "from": "me",
+                "playlist": [{"pause": 2.0}],
+            },
+        )
+        deadline = time.monotonic() + 20
+        while len(uas.invite_times()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rc.stop(timeout=40) == 0
+        with RingcastServer(tmp_path, db=db, args=["--max-calls", "2"]) as again:
+            before = [r["result"] for r in report(again, rid)]
+            again.wait_ready(rid, timeout=60)
+            after = report(again, rid)
+    # the two calls in progress at SIGTERM finished normally (answered, not cut)
+    assert before.count("completed") >= 2, before
+    assert "failed" not in before, before
+    assert all(r["answered"] for r in after), after
+    assert max(uas.invites_per_user().values()) == 1
