@@ -13,7 +13,16 @@ from alembic.migration import MigrationContext
 from ringcast.store import open_store
 from ringcast.store.models import Base
 
-TABLES = {"requests", "calls", "call_attempts", "dnc", "nodes", "alembic_version"}
+TABLES = {
+    "requests",
+    "calls",
+    "call_attempts",
+    "dnc",
+    "nodes",
+    "api_keys",
+    "webhook_outbox",
+    "alembic_version",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

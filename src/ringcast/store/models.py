@@ -74,6 +74,8 @@ class RequestRow(Base):
     body_hash: Mapped[str] = mapped_column(sa.String(64))
     canceled_at: Mapped[datetime | None]
     prompt_error: Mapped[str | None] = mapped_column(sa.Text)
+    # The API key that submitted it (webhooks are signed with that key's secret).
+    api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
 
 
 class CallRow(Base):
@@ -154,8 +156,48 @@ class NodeRow(Base):
     epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
+class ApiKeyRow(Base):
+    """An API key: only its SHA-256 hash is kept. Its webhook signing secret
+    must be kept in the clear (HMAC needs it) and is never returned by the API."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+    tenant: Mapped[str] = mapped_column(sa.String(64), index=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(sa.String(16))  # shown by `keys list`
+    webhook_secret: Mapped[str] = mapped_column(sa.String(128))  # "whsec_" + base64
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    rate_limit: Mapped[float | None] = mapped_column(sa.Float)  # POSTs per minute
+    allow: Mapped[dict[str, Any] | None]  # destination allowlist: hosts, domains, prefixes
+
+
+class WebhookOutboxRow(Base):
+    """A webhook delivery waiting, retried, delivered or given up (durable outbox)."""
+
+    __tablename__ = "webhook_outbox"
+    __table_args__ = (sa.Index("ix_webhook_outbox_due", "delivered_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(sa.String(64), unique=True)  # same on every retry
+    api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
+    url: Mapped[str] = mapped_column(sa.Text)
+    event_type: Mapped[str] = mapped_column(sa.String(64))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    delivered_at: Mapped[datetime | None]
+    gave_up_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
 requests_table = cast(sa.Table, RequestRow.__table__)
 calls_table = cast(sa.Table, CallRow.__table__)
 call_attempts_table = cast(sa.Table, CallAttemptRow.__table__)
 dnc_table = cast(sa.Table, DncRow.__table__)
 nodes_table = cast(sa.Table, NodeRow.__table__)
+api_keys_table = cast(sa.Table, ApiKeyRow.__table__)
+webhook_outbox_table = cast(sa.Table, WebhookOutboxRow.__table__)

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("body_hash", sa.String(64), nullable=False),
         sa.Column("canceled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("prompt_error", sa.Text(), nullable=True),
+        sa.Column("api_key_id", sa.String(36), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_requests"),
         sa.UniqueConstraint("report_id", name="uq_requests_report_id"),
         sa.UniqueConstraint("tenant", "idempotency_key", name="uq_requests_tenant_idempotency_key"),
@@ -106,8 +107,48 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_nodes"),
     )
 
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.String(36), nullable=False),
+        sa.Column("name", sa.String(128), nullable=False),
+        sa.Column("tenant", sa.String(64), nullable=False),
+        sa.Column("key_hash", sa.String(64), nullable=False),
+        sa.Column("key_prefix", sa.String(16), nullable=False),
+        sa.Column("webhook_secret", sa.String(128), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("rate_limit", sa.Float(), nullable=True),
+        sa.Column("allow", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
+        sa.UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
+    )
+    op.create_index("ix_api_keys_tenant", "api_keys", ["tenant"])
+
+    op.create_table(
+        "webhook_outbox",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("webhook_id", sa.String(64), nullable=False),
+        sa.Column("api_key_id", sa.String(36), nullable=True),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("event_type", sa.String(64), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("gave_up_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_outbox"),
+        sa.UniqueConstraint("webhook_id", name="uq_webhook_outbox_webhook_id"),
+    )
+    op.create_index("ix_webhook_outbox_due", "webhook_outbox", ["delivered_at", "next_attempt_at"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_webhook_outbox_due", table_name="webhook_outbox")
+    op.drop_table("webhook_outbox")
+    op.drop_index("ix_api_keys_tenant", table_name="api_keys")
+    op.drop_table("api_keys")
     op.drop_table("nodes")
     op.drop_table("dnc")
     op.drop_index("ix_call_attempts_call_id", table_name="call_attempts")
