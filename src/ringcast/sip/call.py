@@ -894,7 +894,9 @@ class OutboundCall:
             extra["Session-Expires"] = f"{interval};refresher={refresher}"
             extra["Require"] = "timer"
             self.session_expires = interval
+            # "uac" in the callee's request is the callee itself: the remote side refreshes.
             self.session_refresher = "uas" if refresher == "uac" else "uac"
+            self._arm_session_refresh()
         body = b""
         if with_sdp:
             self._accept_remote_sdp(request.body)
@@ -956,14 +958,29 @@ class OutboundCall:
         self.session_refresher = refresher or "uac"
 
     def _arm_session_refresh(self) -> None:
-        """RFC 4028 §7.4: the refresher (us, when refresher=uac) refreshes at half the interval."""
+        """RFC 4028 §7.4 / §10: refresh at half the interval when we are the refresher
+        (refresher=uac); when the callee is, BYE if no refresh arrives before
+        the interval minus min(32 s, interval/3).
+        """
         if self._refresh_timer is not None:
             self._refresh_timer.cancel()
             self._refresh_timer = None
-        if self.session_expires is None or self.session_refresher != "uac":
+        if self.session_expires is None or self.state is not CallState.ANSWERED:
             return
-        delay = max(MIN_SESSION_REFRESH, self.session_expires / 2)
-        self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
+        interval = self.session_expires
+        if self.session_refresher == "uac":
+            delay = max(MIN_SESSION_REFRESH, interval / 2)
+            self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
+        else:
+            delay = max(MIN_SESSION_REFRESH, interval - min(32.0, interval / 3))
+            self._refresh_timer = self.endpoint.loop.call_later(delay, self._on_session_expired)
+
+    def _on_session_expired(self) -> None:
+        self._refresh_timer = None
+        if self.state is CallState.ANSWERED:
+            logger.info("call %s: session expired without a refresh (RFC 4028)", self.call_id)
+            self.hangup_reason = self.hangup_reason or "session-expired"
+            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-expired-{self.call_id}")
 
     def _send_refresh(self) -> None:
         self._refresh_timer = None

@@ -409,3 +409,21 @@ async def test_unreachable_tcp_is_503(sipp_bin: str) -> None:
         assert call.outcome is Outcome.FAILED
     finally:
         await ep.close()
+
+
+async def test_session_refreshed_by_callee_then_expires(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    uas = start_uas(tmp_path, "uas_session_refresh_by_callee.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        assert call.session_expires == 3 and call.session_refresher == "uas"
+        started = time.monotonic()
+        await asyncio.wait_for(call.ended.wait(), 6)
+        # refreshed at ~1 s, then BYE at 3 - min(32, 3/3) = 2 s after the refresh
+        assert 2.5 < time.monotonic() - started < 4.5
+        assert call.ended_by == "local" and call.hangup_reason == "session-expired"
+        assert await sipp_done(uas) == 0
+    finally:
+        uas.stop()

@@ -266,3 +266,44 @@ async def test_garbage_straight_into_on_packet(endpoint: SipEndpoint) -> None:
             data[rng.randrange(len(data))] = rng.randrange(256)
         endpoint.on_packet(bytes(data[: rng.randrange(1, len(data) + 1)]), ("127.0.0.1", 9), "udp")
     assert endpoint.garbage_count > 0
+
+
+@pytest.mark.sipp
+async def test_hundreds_of_concurrent_calls_share_one_socket(sipp_bin: str, tmp_path: Path) -> None:
+    calls = 300
+    ep = SipEndpoint(host="127.0.0.1", port=0)  # RFC default T1 under load
+    await ep.start()
+    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=calls)
+    uas.start()
+    try:
+        live = [
+            ep.create_call(
+                CallSpec(
+                    to=uas.uri(f"u{i}"),
+                    from_="me",
+                    media=MediaOffer("127.0.0.1", 20000 + 2 * i),
+                )
+            )
+            for i in range(calls)
+        ]
+        results = await asyncio.wait_for(asyncio.gather(*(c.setup() for c in live)), 30)
+        assert results == [True] * calls
+        assert ep.live_calls == calls
+        assert len({c.call_id for c in live}) == calls
+        await asyncio.wait_for(asyncio.gather(*(c.hangup() for c in live)), 30)
+        assert ep.live_calls == 0
+        assert await asyncio.to_thread(uas.wait, 10) == 0
+    finally:
+        uas.stop()
+        await ep.close()
+
+
+async def test_garbage_logging_is_rate_limited(
+    endpoint: SipEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="ringcast.sip.endpoint"):
+        for _ in range(100):
+            endpoint.on_packet(b"not sip at all", ("127.0.0.1", 9), "udp")
+    lines = [r for r in caplog.records if "dropped malformed SIP message" in r.getMessage()]
+    assert endpoint.garbage_count == 100
+    assert 1 <= len(lines) <= 10
