@@ -287,7 +287,11 @@ class PromptCache:
         fut: asyncio.Future[Prompt] = asyncio.get_running_loop().create_future()
         self._building[key] = fut
         try:
-            prompt = await self._build(playlist, variables, codecs, max_duration)
+            try:
+                prompt = await self._build(playlist, variables, codecs, max_duration)
+            except (ValueError, TypeError, KeyError, RuntimeError, OSError, MemoryError) as exc:
+                log.exception("prompt preparation failed unexpectedly")
+                raise MediaError(f"the prompt could not be prepared: {exc!r}") from exc
         except MediaError as exc:
             self._errors[key] = (time.monotonic(), exc)
             fut.set_exception(exc)

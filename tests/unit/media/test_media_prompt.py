@@ -175,3 +175,14 @@ async def test_items_with_null_fields_as_a_validated_model_dumps_them() -> None:
     audio, dtmf = prompt.segments
     assert isinstance(audio, AudioSegment) and isinstance(dtmf, DtmfSegment)
     assert dtmf.digits == "1"
+
+
+async def test_unexpected_failures_become_media_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringcast.media import tts
+
+    async def broken(text: str, **kw: Any) -> tts.Speech:
+        raise RuntimeError("synthesizer exploded")
+
+    monkeypatch.setattr(tts, "synthesize_async", broken)
+    with pytest.raises(MediaError, match="synthesizer exploded"):
+        await prepare_prompt([{"say": "x"}])
