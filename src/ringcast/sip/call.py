@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -235,6 +236,10 @@ class OutboundCall:
 
         self._media = dataclasses.replace(spec.media, codecs=list(spec.media.codecs))
         self._to = parse_address(spec.to)
+        if not _SIP_URI.search(spec.to):
+            raise ValueError(f"to must be a sip: URI, not {spec.to!r}")
+        if not self._to.uri.host:
+            raise ValueError(f"to has no host: {spec.to!r}")
         self._to.params.pop("tag", None)
         self._request_uri = stringify_uri(self._to.uri)
         self._to_value = stringify_address(self._to)
@@ -257,6 +262,7 @@ class OutboundCall:
         self._bye_done: asyncio.Future[None] | None = None
         self._started = False
         self._resolving = False
+        self._bye_auth_tried = False
         self._session_id = new_session_id()
         self._sdp_version = 1
         self._peer_allows_update = False
@@ -782,6 +788,8 @@ class OutboundCall:
     def _on_bye_response(self, response: SipResponse) -> None:
         if response.status_code < 200:
             return
+        if self._retry_bye_with_digest(response):
+            return
         if response.status_code >= 300:
             logger.info(
                 "call %s: BYE got %s %s", self.call_id, response.status_code, response.reason_phrase
@@ -790,6 +798,30 @@ class OutboundCall:
             self._end("local")
         if self._bye_done is not None and not self._bye_done.done():
             self._bye_done.set_result(None)
+
+    def _retry_bye_with_digest(self, response: SipResponse) -> bool:
+        """Some proxies challenge BYE too (§22.2): answer once, like the INVITE."""
+        status = response.status_code
+        if (
+            status not in (401, 407)
+            or self._bye_auth_tried
+            or isinstance(response, SyntheticResponse)
+            or not (self.spec.username and self.spec.password is not None)
+            or self.dialog is None
+        ):
+            return False
+        self._bye_auth_tried = True
+        uri, _ = self.dialog.routing()
+        auth = SipDigestAuth(self.spec.username, self.spec.password)
+        try:
+            answer = answer_challenge(auth, response, status, "BYE", uri)
+        except (ValueError, KeyError):
+            answer = None
+        if answer is None:
+            return False
+        bye = self._in_dialog_request("BYE", extra={answer[0]: answer[1]})
+        self.endpoint.send_request(bye, self._in_dialog_destination(), self._on_bye_response)
+        return True
 
     def _on_max_duration(self) -> None:
         self._duration_timer = None
@@ -1029,6 +1061,9 @@ class OutboundCall:
             interval, refresher = _parse_session_expires(raw)
             self.session_expires = interval
             self.session_refresher = refresher or "uac"
+
+
+_SIP_URI = re.compile(r"^\s*(?:\"[^\"]*\"\s*|[^<\"]*)?<?\s*sip:[^\s]", re.I)
 
 
 def _parse_session_expires(raw: str) -> tuple[int, str | None]:

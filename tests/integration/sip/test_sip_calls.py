@@ -427,3 +427,36 @@ async def test_session_refreshed_by_callee_then_expires(
         assert await sipp_done(uas) == 0
     finally:
         uas.stop()
+
+
+async def test_challenged_bye_is_answered_with_digest(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    uas = start_uas(
+        tmp_path, "uas_bye_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
+    )
+    try:
+        call = endpoint.create_call(make_spec(uas, username="alice", password="s3cret"))
+        assert await call.setup() is True
+        await call.hangup()
+        assert call.ended_by == "local"
+        assert await sipp_done(uas) == 0
+        byes = [m for m in uas.received() if m.startswith("BYE")]
+        assert len(byes) == 2 and "\nAuthorization: Digest " in byes[1]
+        assert not any(m.startswith("SIP/2.0 403") for m in uas.messages().split("\n"))
+    finally:
+        uas.stop()
+
+
+async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
+    media = MediaOffer("127.0.0.1", 40000)
+    with pytest.raises(ValueError, match="to must be a sip: URI"):
+        endpoint.create_call(CallSpec(to="tel:+15551234", from_="me", media=media))
+    with pytest.raises(ValueError, match="header 'Via' is managed by ringcast"):
+        endpoint.create_call(
+            CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"Via": "x"})
+        )
+    with pytest.raises(ValueError, match="invalid header"):
+        endpoint.create_call(
+            CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"})
+        )
