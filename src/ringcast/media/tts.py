@@ -62,6 +62,18 @@ _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 _EE_OK = 0
 
+_LANGUAGE_ALIASES = {"zh": "cmn", "zh-cn": "cmn", "zh-tw": "cmn", "no": "nb"}
+
+
+def voice_names(voice: str) -> list[str]:
+    """eSpeak NG names to try for a voice/language tag: as given, normalized
+    ("en_US" -> "en-us"), then the primary language ("de-DE" -> "de"), then aliases."""
+    norm = voice.strip().lower().replace("_", "-")
+    names = [voice, norm]
+    names.append(_LANGUAGE_ALIASES.get(norm, norm.split("-", 1)[0]))
+    return list(dict.fromkeys(n for n in names if n))
+
+
 _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
@@ -132,7 +144,7 @@ class EspeakEngine:
             return Speech(np.zeros(0, dtype=np.float32), 8000)
         with self._lock:
             lib = self._load()
-            if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
+            if not any(lib.espeak_SetVoiceByName(v.encode()) == _EE_OK for v in voice_names(voice)):
                 raise MediaError(f"text-to-speech voice {voice!r} is not known to eSpeak NG")
             lib.espeak_SetParameter(_PARAM_RATE, max(MIN_RATE, min(MAX_RATE, int(rate))), 0)
             raw = text.encode("utf-8") + b"\0"

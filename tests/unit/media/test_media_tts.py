@@ -63,3 +63,17 @@ def test_piper_with_an_installed_voice_package() -> None:
     assert fast.samples.size < 0.75 * normal.samples.size
     with pytest.raises(MediaError, match="piper model /nowhere.onnx is not a local file"):
         tts.synthesize("hi", voice="piper:/nowhere.onnx")
+
+
+@pytest.mark.parametrize(
+    ("voice", "names"),
+    [
+        ("en-us", ["en-us", "en"]),
+        ("en_US", ["en_US", "en-us", "en"]),
+        ("de-DE", ["de-DE", "de-de", "de"]),
+        ("zh", ["zh", "cmn"]),
+    ],
+)
+def test_voice_names_fall_back_to_the_language(voice: str, names: list[str]) -> None:
+    assert tts.voice_names(voice) == names
+    assert tts.synthesize("123", voice=voice).samples.size > 0
