@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from ringcast import __version__
 from ringcast.errors import MediaError
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ DEFAULT_READ_TIMEOUT = 15.0  # seconds between two reads
 DEFAULT_TOTAL_TIMEOUT = 120.0  # seconds for the whole download
 DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_FRESH_FOR = 300.0  # seconds a cached URL is used without revalidation
-USER_AGENT = "ringcast-media-fetch"
+USER_AGENT = f"ringcast/{__version__} (media fetch)"
 
 
 def default_cache_dir() -> Path:
