@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -35,7 +34,8 @@ from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
-from ringcast.media.prompt import Prompt, prepare_prompt
+from ringcast.media.fetch import MediaFetcher
+from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, queue
@@ -48,7 +48,6 @@ POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
 WATCH_INTERVAL = 0.5  # seconds between cancellation checks
 HEARTBEAT_INTERVAL = 5.0  # seconds between node heartbeats
 NODE_STALE_AFTER = 15.0  # seconds without heartbeat before a node is declared dead
-_VAR = re.compile(r"\{(\w+)\}")
 
 
 @dataclass
@@ -95,7 +94,11 @@ class Dialer:
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
         self._requests: dict[str, RequestInfo] = {}
-        self._prompts: dict[tuple[str, tuple[tuple[str, str], ...]], asyncio.Task[Prompt]] = {}
+        self.prompts = PromptCache(
+            http=MediaFetcher(
+                cache_dir=settings.media_cache_dir, allow_private=settings.allow_private_urls
+            )
+        )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -243,37 +246,23 @@ class Dialer:
 
     # --- prompts -----------------------------------------------------------------
 
-    def _variant(self, info: RequestInfo, call: ClaimedCall) -> tuple[tuple[str, str], ...]:
-        """The recipient variables that change the prompt (those `say` items use)."""
-        used: set[str] = set()
-        for item in info.body.get("playlist", []):
-            if isinstance(item, Mapping) and isinstance(item.get("say"), str):
-                used.update(_VAR.findall(item["say"]))
-        variables = call.variables or {}
-        return tuple(sorted((k, str(variables.get(k, ""))) for k in used))
-
     async def _prompt(self, info: RequestInfo, call: ClaimedCall) -> Prompt | None:
-        variant = self._variant(info, call)
-        key = (info.id, variant)
-        task = self._prompts.get(key)
-        if task is None:
-            body = info.body
-            codecs = tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
-            task = asyncio.create_task(
-                prepare_prompt(
-                    list(body["playlist"]),
-                    variables=dict(variant),
-                    codecs=codecs,
-                    max_duration=float(body.get("max_duration", 3600)),
-                ),
-                name=f"prompt-{info.id}",
-            )
-            self._prompts[key] = task
+        """The call's prompt, built once per request (and per `say` variant)
+        by the process-wide PromptCache, before any INVITE."""
+        body = info.body
+        playlist = list(body["playlist"])
+        codecs = tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
         try:
-            return await asyncio.shield(task)
+            return await self.prompts.get(
+                playlist,
+                variables={k: str(v) for k, v in (call.variables or {}).items()},
+                codecs=codecs,
+                max_duration=float(body.get("max_duration", 3600)),
+            )
         except MediaError as exc:
             error = f"prompt could not be prepared: {exc.message}"
-            if not variant:
+            if not referenced_variables(playlist):
+                # The same prompt for everyone: no one of this request is called.
                 n = await queue.fail_request(self.store, info.id, error)
                 self._requests[info.id] = RequestInfo(
                     info.id, info.tenant, info.body, info.canceled, error

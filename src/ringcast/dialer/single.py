@@ -15,6 +15,7 @@ from ringcast.config import Settings
 from ringcast.dialer.call import CallContext, CallJob, CallReport, failed_report, place_call
 from ringcast.domain import utcnow
 from ringcast.errors import MediaError
+from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
@@ -84,7 +85,12 @@ async def run_single_call(
     sip_options = dict(sip_options or {})
     codecs = tuple(sip_options.get("codecs") or ("PCMU", "PCMA"))
     try:
-        prompt = await prepare_prompt(playlist, codecs=codecs, max_duration=max_duration)
+        fetcher = MediaFetcher(
+            cache_dir=settings.media_cache_dir, allow_private=settings.allow_private_urls
+        )
+        prompt = await prepare_prompt(
+            playlist, codecs=codecs, max_duration=max_duration, http=fetcher
+        )
     except MediaError as exc:
         report = failed_report(f"prompt could not be prepared: {exc.message}")
         return report_record(call_id, to, from_, request_time, report)
