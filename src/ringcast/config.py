@@ -59,6 +59,7 @@ class Settings:
     sip_t1: float = 0.5  # seconds, RFC 3261 T1
     sip_t2: float = 4.0  # seconds, RFC 3261 T2
     shutdown_grace: float = 30.0  # seconds to finish in-flight calls on SIGTERM
+    node_timeout: float = 15.0  # seconds without heartbeat before a dialer is declared dead
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed
@@ -302,3 +303,4 @@ def _validate(s: Settings) -> None:
     _check(s.sip_t1 > 0, "sip_t1", "must be above 0")
     _check(s.sip_t2 >= s.sip_t1, "sip_t2", "must be at least sip_t1")
     _check(s.shutdown_grace >= 0, "shutdown_grace", "must not be negative")
+    _check(s.node_timeout >= 1, "node_timeout", "must be at least 1 second")
