@@ -56,6 +56,10 @@ class Settings:
     max_body_bytes: int = 50 * 1024 * 1024  # bytes
     media_cache_dir: str = field(default_factory=default_media_cache_dir)
     allow_private_urls: bool = False
+    # CIDRs whose addresses media and callback URLs may use despite the SSRF guard
+    # (TOML list, or comma-separated in RINGCAST_PRIVATE_URL_ALLOWLIST)
+    private_url_allowlist: tuple[str, ...] = ()
+    insecure_no_auth: bool = False  # serve beyond loopback with no API key
     sip_t1: float = 0.5  # seconds, RFC 3261 T1
     sip_t2: float = 4.0  # seconds, RFC 3261 T2
     shutdown_grace: float = 30.0  # seconds to finish in-flight calls on SIGTERM
@@ -264,6 +268,11 @@ def _coerce(key: str, value: Any) -> Any:
             if not isinstance(value, str | int | float) or isinstance(value, bool):
                 raise ValueError(value)
             return str(value)
+        if typing.get_origin(hint) is tuple:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ValueError(value)
+            return tuple(i.strip() for i in items if i.strip())
     except ValueError:
         raise ConfigError(
             f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}", field=key
@@ -303,4 +312,12 @@ def _validate(s: Settings) -> None:
     _check(s.sip_t1 > 0, "sip_t1", "must be above 0")
     _check(s.sip_t2 >= s.sip_t1, "sip_t2", "must be at least sip_t1")
     _check(s.shutdown_grace >= 0, "shutdown_grace", "must not be negative")
+    for cidr in s.private_url_allowlist:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"private_url_allowlist: {cidr!r} is not a CIDR like 10.0.0.0/8",
+                field="private_url_allowlist",
+            ) from None
     _check(s.node_timeout >= 1, "node_timeout", "must be at least 1 second")
