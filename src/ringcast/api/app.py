@@ -26,7 +26,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
-from ringcast.api import dnc, errors, routes
+from ringcast.api import dashboard, dnc, errors, routes
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
 from ringcast.store.db import Store, open_store
@@ -164,5 +164,6 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(dnc.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
