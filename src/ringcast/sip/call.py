@@ -338,6 +338,16 @@ class OutboundCall:
             return
         await self._send_bye()
 
+    def abort(self, why: str) -> None:
+        """End the call locally without signalling (the endpoint is going away)."""
+        if self.state is CallState.ENDED:
+            return
+        if self.error is None:
+            self.error = why
+        if self.answered_at is None:
+            self.local_failure = True
+        self._end("local")
+
     async def cancel(self) -> None:
         """Alias of :meth:`hangup` while the call is not answered."""
         await self.hangup("canceled")

@@ -190,16 +190,20 @@ class SipEndpoint:
         self._started = True
 
     async def close(self, *, grace: float = 2.0) -> None:
-        """Hang up live calls (bounded by ``grace`` seconds), then close sockets."""
+        """Hang up live calls (bounded by ``grace`` seconds), then close sockets.
+
+        Calls still alive after the grace period are ended locally (their
+        ``ended`` event is set, ``error`` says why) so nobody waits forever.
+        """
         live = [c for c in self._calls.values() if not c.ended.is_set()]
         if live:
-            await asyncio.wait(
-                [
-                    asyncio.create_task(c.hangup("shutdown"), name=f"sip-close-{c.call_id}")
-                    for c in live
-                ],
-                timeout=grace,
-            )
+            hangups = [
+                self.spawn(c.hangup("shutdown"), name=f"sip-close-{c.call_id}") for c in live
+            ]
+            await asyncio.wait(hangups, timeout=grace)
+            for call in live:
+                if not call.ended.is_set():
+                    call.abort("SIP endpoint closed before the call ended")
         for entry in list(self._txns.values()):
             self._forget(entry)
         for task in list(self._tasks):

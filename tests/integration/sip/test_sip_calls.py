@@ -212,10 +212,13 @@ async def test_second_challenge_fails_cleanly(
         uas.stop()
 
 
-async def test_callee_hangs_up(endpoint: SipEndpoint, tmp_path: Path) -> None:
-    uas = start_uas(tmp_path, "uas_callee_bye.xml")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_callee_hangs_up(sipp_bin: str, tmp_path: Path, transport: str) -> None:
+    endpoint = SipEndpoint(host="127.0.0.1", port=0, transport=transport, t1=T1, t2=T2)
+    await endpoint.start()
+    uas = start_uas(tmp_path, "uas_callee_bye.xml", transport="t1" if transport == "tcp" else "u1")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = endpoint.create_call(make_spec(uas, transport=transport))
         assert await call.setup() is True
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.ended_by == "remote"
@@ -225,6 +228,7 @@ async def test_callee_hangs_up(endpoint: SipEndpoint, tmp_path: Path) -> None:
         assert await sipp_done(uas) == 0
     finally:
         uas.stop()
+        await endpoint.close()
 
 
 async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_path: Path) -> None:
@@ -301,17 +305,26 @@ async def test_info_dtmf_and_options(endpoint: SipEndpoint, tmp_path: Path) -> N
         uas.stop()
 
 
-async def test_session_timer_refreshed_by_us(endpoint: SipEndpoint, tmp_path: Path) -> None:
-    uas = start_uas(tmp_path, "uas_session_timer.xml", keys={"session_expires": "2"})
+@pytest.mark.parametrize(
+    ("scenario", "method"),
+    [("uas_session_timer.xml", "UPDATE"), ("uas_session_timer_reinvite.xml", "INVITE")],
+)
+async def test_session_timer_refreshed_by_us(
+    endpoint: SipEndpoint, tmp_path: Path, scenario: str, method: str
+) -> None:
+    uas = start_uas(tmp_path, scenario, keys={"session_expires": "2"})
     try:
         call = endpoint.create_call(make_spec(uas))
         assert await call.setup() is True
         assert call.session_expires == 2 and call.session_refresher == "uac"
-        await wait_for(lambda: "UPDATE" in methods_received(uas), within=4)
+        await wait_for(lambda: methods_received(uas).count(method) >= 1 + (method == "INVITE"))
+        if method == "INVITE":
+            await wait_for(lambda: methods_received(uas).count("ACK") >= 2)
         await call.hangup()
         assert await sipp_done(uas) == 0
-        update = next(m for m in uas.received() if m.startswith("UPDATE"))
-        assert "Session-Expires: 2;refresher=uac" in update
+        refresh = [m for m in uas.received() if m.startswith(method)][-1]
+        assert "Session-Expires: 2;refresher=uac" in refresh
+        assert call.state is CallState.ENDED and call.ended_by == "local"
     finally:
         uas.stop()
 

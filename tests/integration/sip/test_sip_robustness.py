@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -307,3 +308,80 @@ async def test_garbage_logging_is_rate_limited(
     lines = [r for r in caplog.records if "dropped malformed SIP message" in r.getMessage()]
     assert endpoint.garbage_count == 100
     assert 1 <= len(lines) <= 10
+
+
+async def test_close_ends_calls_that_never_get_an_answer() -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        call = ep.create_call(
+            CallSpec(
+                to=f"sip:x@127.0.0.1:{hole.getsockname()[1]}",
+                from_="me",
+                media=MediaOffer("127.0.0.1", 40000),
+            )
+        )
+        setup = asyncio.create_task(call.setup(), name="test-close-setup")
+        await asyncio.sleep(0.1)
+        await ep.close(grace=0.3)
+        assert await asyncio.wait_for(setup, 1) is False
+        assert call.ended.is_set() and call.outcome is Outcome.FAILED
+        assert call.error == "SIP endpoint closed before the call ended"
+
+
+def _reply(
+    request: bytes, status: str, *, tag: str | None = None, sdp: bool = False, port: int = 9
+) -> bytes:
+    """A response to a captured request, built by hand (a raw-socket callee)."""
+    head = request.decode().split("\r\n\r\n", 1)[0].split("\r\n")
+    keep = [h for h in head[1:] if h.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
+    if tag is not None:
+        keep = [h + f";tag={tag}" if h.startswith("To:") else h for h in keep]
+    body = ""
+    if sdp:
+        body = (
+            "v=0\r\no=fork 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio 7000 RTP/AVP 0\r\n"
+        )
+        keep += [f"Contact: <sip:fork@127.0.0.1:{port}>", "Content-Type: application/sdp"]
+    lines = [f"SIP/2.0 {status}", *keep, f"Content-Length: {len(body)}", "", body]
+    return "\r\n".join(lines).encode()
+
+
+async def test_second_fork_2xx_is_acked_and_byed() -> None:
+    """§13.2.2.4: a 2xx from another fork is ACKed and ended with BYE; the call keeps the first."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    ours = ("127.0.0.1", ep.local_port)
+    try:
+        call = ep.create_call(
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        )
+        setup = asyncio.create_task(call.setup(), name="test-fork-setup")
+        invite = await asyncio.wait_for(probe.queue.get(), 2)
+        callee.sendto(_reply(invite, "200 OK", tag="forkA", sdp=True, port=port), ours)
+        callee.sendto(_reply(invite, "200 OK", tag="forkB", sdp=True, port=port), ours)
+        assert await asyncio.wait_for(setup, 2) is True
+        seen: list[bytes] = []
+        while len(seen) < 3:
+            seen.append(await asyncio.wait_for(probe.queue.get(), 2))
+        firsts = sorted(m.split(b"\r\n", 1)[0].split(b" ", 1)[0] for m in seen)
+        assert firsts == [b"ACK", b"ACK", b"BYE"]
+        bye = next(m for m in seen if m.startswith(b"BYE"))
+        assert b"tag=forkB" in bye
+        callee.sendto(_reply(bye, "200 OK"), ours)
+        assert call.dialog is not None and call.dialog.remote_tag == "forkA"
+        assert not call.ended.is_set()
+        hangup = asyncio.create_task(call.hangup(), name="test-fork-hangup")
+        final_bye = await asyncio.wait_for(probe.queue.get(), 2)
+        assert final_bye.startswith(b"BYE") and b"tag=forkA" in final_bye
+        callee.sendto(_reply(final_bye, "200 OK"), ours)
+        await asyncio.wait_for(hangup, 2)
+        assert call.ended_by == "local"
+    finally:
+        callee.close()
+        await ep.close()
