@@ -505,17 +505,14 @@ class OutboundCall:
         to = response.to_addr
         tag = to.tag if to is not None else None
         if self.dialog is not None and self.dialog.state is DialogState.CONFIRMED:
-            if tag == self.dialog.remote_tag:
+            if (tag or "") == self.dialog.remote_tag:
                 self._resend_ack()
             else:  # a second fork answered: ACK it and hang it up (§13.2.2.4)
                 self._ack_and_bye_fork(response)
             return
         if not tag:
-            logger.warning("call %s: 2xx without To tag; treating as tagless dialog", self.call_id)
-            response.headers.set_single(
-                "To", f"{response.headers.get_first('to') or self._to_value};tag=missing"
-            )
-        if self.dialog is None or self.dialog.remote_tag != (tag or "missing"):
+            logger.warning("call %s: 2xx without To tag (RFC 2543 peer)", self.call_id)
+        if self.dialog is None or self.dialog.remote_tag != (tag or ""):
             self.dialog = Dialog.from_response(invite, response)
         else:
             self.dialog.confirm(response)
@@ -572,7 +569,7 @@ class OutboundCall:
     def on_stray_2xx(self, response: SipResponse) -> None:
         """A retransmitted 2xx after the INVITE transaction ended: ACK again."""
         to = response.to_addr
-        if self.dialog is not None and to is not None and to.tag == self.dialog.remote_tag:
+        if self.dialog is not None and to is not None and (to.tag or "") == self.dialog.remote_tag:
             self._resend_ack()
         elif self.dialog is not None:
             self._ack_and_bye_fork(response)

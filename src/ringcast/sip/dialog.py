@@ -87,14 +87,16 @@ class Dialog:
         """Create the dialog a 101-199 (with To tag) or 2xx to our INVITE makes (§12.1.2)."""
         to = response.to_addr
         frm = invite.from_addr
-        if to is None or not to.tag or frm is None or not frm.tag:
+        is_2xx = 200 <= response.status_code < 300
+        if to is None or frm is None or not frm.tag or not (to.tag or is_2xx):
             raise ValueError("response does not create a dialog (no To tag)")
+        # §12.1.2: a 2xx without To tag (RFC 2543 peer) makes a dialog with a null tag.
         cseq = invite.cseq
         state = DialogState.CONFIRMED if 200 <= response.status_code < 300 else DialogState.EARLY
         dialog = cls(
             call_id=invite.call_id or "",
             local_tag=frm.tag,
-            remote_tag=to.tag,
+            remote_tag=to.tag or "",
             local_uri=_without_tag(invite.headers.get_first("from") or ""),
             remote_uri=_without_tag(invite.headers.get_first("to") or ""),
             remote_target=contact_uri(response) or invite.uri,
@@ -173,7 +175,8 @@ class Dialog:
         headers.append("Via", "")  # placeholder: the owner stamps it (stays first)
         headers.append("Max-Forwards", "70")
         headers.append("From", f"{self.local_uri};tag={self.local_tag}")
-        headers.append("To", f"{self.remote_uri};tag={self.remote_tag}")
+        to_tag = f";tag={self.remote_tag}" if self.remote_tag else ""
+        headers.append("To", f"{self.remote_uri}{to_tag}")
         headers.append("Call-ID", self.call_id)
         seq = cseq if cseq is not None else self.next_cseq()
         headers.append("CSeq", f"{seq} {method}")

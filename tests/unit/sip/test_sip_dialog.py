@@ -91,3 +91,20 @@ def test_target_refresh() -> None:
     reinvite.headers.set_single("Contact", "<sip:moved@127.0.0.1:5999>")
     dialog.refresh_target(reinvite)
     assert dialog.remote_target == "sip:moved@127.0.0.1:5999"
+
+
+def test_tagless_2xx_makes_a_null_tag_dialog() -> None:
+    invite, ringing, ok = pair()
+    to = ok.headers.get_first("to") or ""
+    ok.headers.set_single("To", to.split(";tag=", 1)[0])
+    dialog = Dialog.from_response(invite, ok)
+    assert dialog.remote_tag == ""
+    bye = dialog.create_request("BYE")
+    assert ";tag=" not in (bye.headers.get_first("to") or "")
+    ringing.headers.set_single("To", to.split(";tag=", 1)[0])
+    try:
+        Dialog.from_response(invite, ringing)
+    except ValueError as exc:
+        assert str(exc) == "response does not create a dialog (no To tag)"
+    else:
+        raise AssertionError("a tagless 1xx must not create a dialog")
