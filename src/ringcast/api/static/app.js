@@ -246,7 +246,7 @@ function renderChart(timeline) {
   }
   const totals = buckets.map((b) => Object.values(b.counts).reduce((a, n) => a + n, 0));
   const top = Math.max(...totals, 1);
-  for (const frac of [0, 0.5, 1]) {
+  for (const frac of top % 2 === 0 ? [0, 0.5, 1] : [0, 1]) {
     const y = pad.top + plotH * (1 - frac);
     nodes.push(svgEl("line", { x1: pad.left, x2: width - pad.right, y1: y, y2: y, stroke: "#e3e6eb" }));
     nodes.push(Object.assign(svgEl("text", { x: pad.left - 6, y: y + 4, "text-anchor": "end",

@@ -1,0 +1,180 @@
+"""The dashboard in real headless Chromium (Debian's `chromium`, driven by
+Playwright through `executable_path`: no browser download) against a real
+`ringcast serve` dialing real SIPp callees on 127.0.0.1.
+
+A screenshot of the page is saved to `artifacts/dashboard.png` (and the
+test's tmp_path). With CI=true a missing Chromium or Playwright fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import IN_CI
+from sipp import SippUas
+
+from e2e.server import RingcastServer
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+UI_TIMEOUT_MS = 30_000
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required when CI=true (scripts/test installs it)")
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = os.environ.get("RINGCAST_TEST_CHROMIUM") or shutil.which("chromium")
+    if path is None:
+        _missing("Chromium (Debian package chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("playwright (pip, the test extra)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def rtp_sink() -> Iterator[str]:
+    """A UDP socket that receives (and ignores) the RTP ringcast sends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])
+
+
+def post(rc: RingcastServer, body: dict[str, Any]) -> str:
+    r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])
+
+
+def api_records(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:
+    """The records as the public API reports them (status -> report)."""
+    status = httpx.get(f"{rc.base}/voice/call/status/{request_id}", timeout=10).json()
+    report = httpx.get(f"{rc.base}{status['report']['location']}", timeout=10).json()
+    assert report["report_status"] == "ready", report
+    return list(report["records"])
+
+
+def test_dashboard_live_counts_cancel_and_filter(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str, chromium_path: str
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as answer,
+        SippUas("e2e_busy.xml", tmp_path) as busy,
+        SippUas("e2e_ring.xml", tmp_path) as ring,
+        RingcastServer(tmp_path) as rc,
+        sync_playwright() as pw,
+    ):
+        finished = post(
+            rc,
+            {
+                "recipients": [
+                    *({"to": answer.uri(f"a{i}")} for i in range(4)),
+                    *({"to": busy.uri(f"b{i}")} for i in range(2)),
+                    *({"to": ring.uri(f"n{i}")} for i in range(2)),
+                ],
+                "from": "dashboard",
+                "playlist": [{"pause": 1.0}],
+                "ring_timeout": 2,
+            },
+        )
+        running = post(
+            rc,
+            {
+                "recipients": [{"to": ring.uri(f"r{i}")} for i in range(3)],
+                "from": "dashboard",
+                "playlist": [{"pause": 1.0}],
+                "ring_timeout": 120,
+            },
+        )
+        browser = pw.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=CHROMIUM_ARGS,  # Playwright gives it a fresh, empty --user-data-dir
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(rc.base + "/", wait_until="domcontentloaded")
+
+            # The running broadcast shows live: its three calls ring (in progress).
+            run_row = page.locator(f'#requests tr[data-request-id="{running}"]')
+            expect(run_row.locator('[data-count="in-progress"]')).to_have_text(
+                "3", timeout=UI_TIMEOUT_MS
+            )
+            expect(run_row).to_have_attribute("data-status", "running")
+
+            # The finished broadcast reaches the final counts the API reports.
+            rc.wait_ready(finished, timeout=40)
+            outcomes = Counter(r["outcome"] for r in api_records(rc, finished))
+            assert outcomes == {"answered": 4, "busy": 2, "no-answer": 2}, outcomes
+            done_row = page.locator(f'#requests tr[data-request-id="{finished}"]')
+            expect(done_row).to_have_attribute("data-status", "done", timeout=UI_TIMEOUT_MS)
+            for state in ("answered", "busy", "no-answer", "failed", "in-progress", "queued"):
+                expect(done_row.locator(f'[data-count="{state}"]')).to_have_text(
+                    str(outcomes.get(state, 0))
+                )
+            expect(done_row.locator('[data-field="done"]')).to_have_text("8 / 8")
+
+            # Cancel the running one from the page; the API then reports it canceled.
+            run_row.locator("button.cancel").click()
+            expect(run_row).to_have_attribute("data-status", "canceled", timeout=UI_TIMEOUT_MS)
+            expect(run_row.locator('[data-count="canceled"]')).to_have_text("3")
+            final = rc.wait_ready(running, timeout=20)["report"]
+            assert (final["status"], final["done"]) == ("ready", 3)
+            assert {r["result"] for r in api_records(rc, running)} == {"canceled"}
+            assert sum(m.startswith("CANCEL ") for m in ring.received()) >= 3 + 2
+
+            # One request's calls, filtered by outcome, and its chart.
+            done_row.click()
+            expect(page.locator("#detail-status")).to_have_text("done", timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#calls tbody tr")).to_have_count(8, timeout=UI_TIMEOUT_MS)
+            page.locator('#filters button[data-state="busy"]').click()
+            expect(page.locator("#calls tbody tr")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+            expect(page.locator('#calls tbody tr[data-state="busy"]')).to_have_count(2)
+            expect(page.locator("#calls tbody")).to_contain_text("486")
+            expect(page.locator("#chart rect")).not_to_have_count(0)
+            page.locator('#filters button[data-state="answered"]').click()
+            expect(page.locator('#calls tbody tr[data-state="answered"]')).to_have_count(
+                4, timeout=UI_TIMEOUT_MS
+            )
+            time.sleep(0.3)  # let the chart and table settle before the picture
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copyfile(shot, ARTIFACTS / "dashboard.png")
+            assert errors == [], errors
+        finally:
+            browser.close()
+    assert answer.invites_per_user() == {f"a{i}": 1 for i in range(4)}
+    assert busy.invites_per_user() == {f"b{i}": 1 for i in range(2)}
