@@ -9,9 +9,13 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from ringcast.store import open_store
+from ringcast.store.db import alembic_config
 from ringcast.store.models import Base
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 TABLES = {
     "requests",
@@ -20,6 +24,8 @@ TABLES = {
     "dnc",
     "nodes",
     "api_keys",
+    "limiters",
+    "leases",
     "webhook_outbox",
     "alembic_version",
 }
@@ -52,7 +58,7 @@ async def test_head_matches_models(db_url: str) -> None:
         await store.close()
     assert diff == []
     assert tables == TABLES
-    assert version == "0001"
+    assert version == HEAD
 
 
 async def test_migrate_is_idempotent_and_concurrent_safe(db_url: str) -> None:
@@ -67,7 +73,7 @@ async def test_migrate_is_idempotent_and_concurrent_safe(db_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
-    assert [v[0] for v in versions] == ["0001"]
+    assert [v[0] for v in versions] == [HEAD]
 
 
 async def test_server_defaults_let_plain_sql_insert_calls(db_url: str) -> None:

@@ -1,9 +1,10 @@
-"""Rate and concurrency limits for one dialer node.
+"""This node's own limits: concurrent calls (`--max-calls`) and new calls per
+second (`--cps`).
 
-`Pacer` spaces new calls at a steady rate against an absolute clock (the n-th
-call of a pacer is due at start + n / rate), so bursts never exceed the
-carrier's calls-per-second and delays never accumulate. `Limits` combines the
-node's limits with each request's own `max_concurrent` and `cps`.
+`Pacer` spaces new calls at a steady rate against an absolute clock, so bursts
+never exceed the carrier's calls-per-second and delays never accumulate.
+Limits shared by the whole fleet (a request's `max_concurrent` / `cps`, a
+trunk's) live in the database: see `ringcast.store.limiter`.
 """
 
 from __future__ import annotations
@@ -37,77 +38,47 @@ class Pacer:
 
 
 @dataclass
-class RequestLimit:
-    max_concurrent: int | None
-    pacer: Pacer | None
-    active: int = 0
-
-
-@dataclass
-class Limits:
-    """Node limits (`max_calls`, `cps`) and per-request limits, in memory."""
+class NodeLimits:
+    """`max_calls` concurrent calls and `cps` new calls per second on this node."""
 
     max_calls: int
     cps: float
     clock: Callable[[], float] = time.monotonic
     active: int = 0
-    _node_pacer: Pacer = field(init=False)
-    _requests: dict[str, RequestLimit] = field(default_factory=dict)
+    _pacer: Pacer = field(init=False)
 
     def __post_init__(self) -> None:
-        self._node_pacer = Pacer(self.cps, self.clock)
+        self._pacer = Pacer(self.cps, self.clock)
 
     def free_channels(self) -> int:
         return max(0, self.max_calls - self.active)
 
-    def node_ready_in(self) -> float:
-        return self._node_pacer.ready_in()
+    def ready_in(self) -> float:
+        """Seconds until a call may start here (inf while every channel is busy)."""
+        if self.active >= self.max_calls:
+            return float("inf")
+        return self._pacer.ready_in()
 
-    def request(self, request_id: str, body: dict[str, object]) -> RequestLimit:
-        lim = self._requests.get(request_id)
-        if lim is None:
-            mc = body.get("max_concurrent")
-            cps = body.get("cps")
-            lim = RequestLimit(
-                max_concurrent=int(mc) if isinstance(mc, int | float) else None,
-                pacer=Pacer(float(cps), self.clock) if isinstance(cps, int | float) else None,
-            )
-            self._requests[request_id] = lim
-        return lim
-
-    def blocked_requests(self) -> list[str]:
-        """Requests that may not start a call right now (at their own limits)."""
-        out = []
-        for rid, lim in self._requests.items():
-            full = lim.max_concurrent is not None and lim.active >= lim.max_concurrent
-            paced = lim.pacer is not None and lim.pacer.ready_in() > 0
-            if full or paced:
-                out.append(rid)
-        return out
-
-    def may_start(self, request_id: str) -> bool:
-        lim = self._requests.get(request_id)
-        if self.active >= self.max_calls or self._node_pacer.ready_in() > 0:
-            return False
-        if lim is None:
-            return True
-        if lim.max_concurrent is not None and lim.active >= lim.max_concurrent:
-            return False
-        return lim.pacer is None or lim.pacer.ready_in() <= 0
-
-    def started(self, request_id: str) -> None:
+    def started(self) -> None:
         self.active += 1
-        self._node_pacer.take()
-        lim = self._requests.get(request_id)
-        if lim is not None:
-            lim.active += 1
-            if lim.pacer is not None:
-                lim.pacer.take()
+        self._pacer.take()
 
-    def finished(self, request_id: str) -> None:
+    def finished(self) -> None:
         self.active -= 1
-        lim = self._requests.get(request_id)
-        if lim is not None:
-            lim.active -= 1
-            if lim.active <= 0 and (lim.pacer is None or lim.pacer.ready_in() <= 0):
-                del self._requests[request_id]
+
+
+@dataclass
+class Backoff:
+    """Scopes (requests) refused by a fleet limit, and until when (monotonic)."""
+
+    clock: Callable[[], float] = time.monotonic
+    _until: dict[str, float] = field(default_factory=dict)
+
+    def hold(self, key: str, seconds: float) -> None:
+        self._until[key] = self.clock() + seconds
+
+    def held(self) -> list[str]:
+        now = self.clock()
+        for key in [k for k, t in self._until.items() if t <= now]:
+            del self._until[key]
+        return list(self._until)

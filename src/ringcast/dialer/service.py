@@ -29,7 +29,7 @@ from typing import Any
 
 from ringcast.config import Settings
 from ringcast.dialer.call import CallContext, CallJob, CallReport, place_call
-from ringcast.dialer.limits import Limits
+from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
@@ -38,16 +38,15 @@ from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
-from ringcast.store import dnc, queue
+from ringcast.store import dnc, limiter, queue
 from ringcast.store.db import Store
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
+from ringcast.store.requests import WORK_CHANNEL
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
 WATCH_INTERVAL = 0.5  # seconds between cancellation checks
-HEARTBEAT_INTERVAL = 5.0  # seconds between node heartbeats
-NODE_STALE_AFTER = 15.0  # seconds without heartbeat before a node is declared dead
 
 
 @dataclass
@@ -72,7 +71,8 @@ class Dialer:
         self.store = store
         self.node_id = node_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.single_node = store.dialect == "sqlite"
-        self.limits = Limits(max_calls=settings.max_calls, cps=settings.cps)
+        self.limits = NodeLimits(max_calls=settings.max_calls, cps=settings.cps)
+        self.backoff = Backoff()  # requests refused by a fleet limit, for a moment
         self.writer = GroupWriter(store)
         self.sip = sip or SipEndpoint(
             host=settings.sip_host,
@@ -118,6 +118,10 @@ class Dialer:
             asyncio.create_task(self._claim_loop(), name=f"dialer-claim-{self.node_id}"),
             asyncio.create_task(self._watch_loop(), name=f"dialer-watch-{self.node_id}"),
         ]
+        if self.store.dialect == "postgresql":
+            self._tasks.append(
+                asyncio.create_task(self._listen_loop(), name=f"dialer-listen-{self.node_id}")
+            )
         log.info(
             "dialer %s started (max_calls=%d cps=%s sip=%s:%s)",
             self.node_id,
@@ -178,16 +182,16 @@ class Dialer:
                 await self._dispatch(call)
 
     async def _claim_batch(self) -> list[ClaimedCall]:
-        free = self.limits.free_channels()
-        wait = self.limits.node_ready_in()
-        if free <= 0 or wait > 0:
-            await asyncio.sleep(min(max(wait, 0.005), POLL_INTERVAL))
+        wait = self.limits.ready_in()
+        if wait > 0:
+            await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
             return []
         # Claim what can start within about one poll interval, no more: claimed
         # calls wait in memory, and a crash would give them back anyway.
+        free = self.limits.free_channels()
         batch = max(1, min(free, int(self.settings.cps * POLL_INTERVAL) + 1))
         return await queue.claim_calls(
-            self.store, self.fence, batch, exclude_requests=self.limits.blocked_requests()
+            self.store, self.fence, batch, exclude_requests=self.backoff.held()
         )
 
     async def _request(self, request_id: str) -> RequestInfo:
@@ -216,21 +220,48 @@ class Dialer:
         prompt = await self._prompt(info, call)
         if prompt is None:
             return
-        self.limits.request(call.request_id, dict(info.body))
-        while not self.limits.may_start(call.request_id):
+        while (wait := self.limits.ready_in()) > 0:
             if self._stop.is_set():
                 await self._give_back(call)
                 return
-            await asyncio.sleep(max(0.002, self.limits.node_ready_in()))
-        self.limits.started(call.request_id)
+            await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
+        refusal = await limiter.acquire(self.store, call.id, self.node_id, self._fleet_limits(info))
+        if refusal is not None:
+            # A request's or trunk's fleet-wide limit is reached: back to the queue.
+            self.backoff.hold(call.request_id, refusal.retry_in)
+            await self._give_back(call, after=refusal.retry_in)
+            return
+        self.limits.started()
         live = LiveCall(call)
         self.live[call.id] = live
         live.task = asyncio.create_task(self._run_call(live, info, prompt), name=f"call-{call.id}")
 
-    async def _give_back(self, call: ClaimedCall) -> None:
-        await self.writer.submit(
-            lambda s: queue.requeue_later(s, call.id, self.fence, now_precise())
-        )
+    async def _give_back(self, call: ClaimedCall, after: float = 0.0) -> None:
+        at = now_precise() + timedelta(seconds=after)
+        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, at))
+
+    def _fleet_limits(self, info: RequestInfo) -> list[limiter.Limit]:
+        """The limits this call shares with the whole fleet: its request's own
+        `max_concurrent` / `cps`, and its trunk's `max_calls` / `cps`."""
+        out = []
+        body = info.body
+        if body.get("max_concurrent") or body.get("cps"):
+            out.append(
+                limiter.Limit(
+                    f"request:{info.id}",
+                    capacity=body.get("max_concurrent"),
+                    rate=body.get("cps"),
+                )
+            )
+        trunk_name = (body.get("sip") or {}).get("trunk")
+        trunk = self.settings.trunks.get(trunk_name, {}) if trunk_name else {}
+        if trunk.get("max_calls") or trunk.get("cps"):
+            out.append(
+                limiter.Limit(
+                    f"trunk:{trunk_name}", capacity=trunk.get("max_calls"), rate=trunk.get("cps")
+                )
+            )
+        return out
 
     async def _finish_now(
         self, call: ClaimedCall, result: Result, outcome: Outcome, *, error: str | None = None
@@ -242,7 +273,12 @@ class Dialer:
         }
         if error:
             values["error"] = error
-        await self.writer.submit(lambda s: queue.finish_call(s, call.id, self.fence, values))
+
+        async def write(s: Any) -> bool:
+            await limiter.release(s, call.id)
+            return await queue.finish_call(s, call.id, self.fence, values)
+
+        await self.writer.submit(write)
 
     # --- prompts -----------------------------------------------------------------
 
@@ -307,7 +343,7 @@ class Dialer:
                 )
         finally:
             self.live.pop(call.id, None)
-            self.limits.finished(call.request_id)
+            self.limits.finished()
             self._wake.set()
 
     def _sip_options(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -336,6 +372,7 @@ class Dialer:
         optout_entry = call.to_uri if report.optout else None
 
         async def write(s: Any) -> bool:
+            await limiter.release(s, call.id)
             ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
             if ok and optout_entry:
                 await dnc.add(s, tenant, [optout_entry])
@@ -357,23 +394,46 @@ class Dialer:
 
     async def _watch_loop(self) -> None:
         beat = 0.0
+        interval = self.settings.node_timeout / 3  # seconds between heartbeats
         while not self._stop.is_set():
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 await self._check_cancellations()
                 beat += WATCH_INTERVAL
-                if beat >= HEARTBEAT_INTERVAL:
+                if beat >= interval:
                     beat = 0.0
                     if not await queue.heartbeat(self.store, self.node_id):
-                        log.error("node %s was declared dead: hanging up its calls", self.node_id)
-                        for c in self.live.values():
-                            c.cancel.set()
+                        await self._declared_dead()
                     if not self.single_node:
                         await self._rescue(initial=False)
             except RingcastError as exc:
                 log.warning("dialer watcher: %s", exc)
             except Exception:
                 log.exception("dialer watcher failed")
+
+    async def _listen_loop(self) -> None:
+        """LISTEN for new work on PostgreSQL so idle dialers claim at once; the
+        claim loop's polling covers any gap while this connection is down."""
+        import asyncpg  # type: ignore[import-untyped]
+        from sqlalchemy.engine import make_url
+
+        dsn = make_url(self.store.url).set(drivername="postgresql")
+        dsn_text = dsn.render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = await asyncpg.connect(dsn_text)
+                await conn.add_listener(WORK_CHANNEL, lambda *_: self._wake.set())
+                while not self._stop.is_set():
+                    await asyncio.sleep(5.0)
+                    await conn.execute("SELECT 1")  # notice a lost connection
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN %s lost (%s); polling meanwhile", WORK_CHANNEL, exc)
+                await asyncio.sleep(2.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
 
     async def _check_cancellations(self) -> None:
         ids = {c.claimed.request_id for c in self.live.values()}
@@ -387,12 +447,26 @@ class Dialer:
                 if c.claimed.request_id == rid:
                     c.cancel.set()
 
+    async def _declared_dead(self) -> None:
+        """Another node declared this one dead (heartbeat lost for node_timeout)
+        and took its calls back. Hang up what is still live here (its writes are
+        fenced out already), then rejoin under a new epoch."""
+        log.error(
+            "node %s was declared dead: hanging up %d calls, rejoining",
+            self.node_id,
+            len(self.live),
+        )
+        for c in self.live.values():
+            c.cancel.set()
+        epoch = await queue.register_node(self.store, self.node_id)
+        self.fence = Fence(self.node_id, epoch)
+
     async def _rescue(self, *, initial: bool) -> None:
         error = "interrupted" if self.single_node else "node lost"
         await queue.rescue_calls(
             self.store,
             me=self.node_id,
-            stale_after=None if self.single_node else NODE_STALE_AFTER,
+            stale_after=None if self.single_node else self.settings.node_timeout,
             error=error,
             retry_delay=_retry_failed_delay,
         )

@@ -194,6 +194,33 @@ class WebhookOutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(sa.Text)
 
 
+class LimiterRow(Base):
+    """A fleet-wide limit: at most `capacity` calls at once and `rate` new calls
+    per second for one scope ("request:<id>", "trunk:<name>"), shared by every
+    dialer through the database. `tokens`/`refilled_at` are its token bucket."""
+
+    __tablename__ = "limiters"
+
+    key: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    capacity: Mapped[int | None] = mapped_column(sa.Integer)
+    rate: Mapped[float | None] = mapped_column(sa.Float)  # new calls per second
+    tokens: Mapped[float] = mapped_column(sa.Float, default=1.0, server_default="1")
+    refilled_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeaseRow(Base):
+    """One call holding one unit of a limiter's capacity, owned by a node.
+    Leases of dead nodes are deleted by the rescue, so capacity never leaks."""
+
+    __tablename__ = "leases"
+    __table_args__ = (sa.Index("ix_leases_key", "key"), sa.Index("ix_leases_node_id", "node_id"))
+
+    call_id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    node_id: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 requests_table = cast(sa.Table, RequestRow.__table__)
 calls_table = cast(sa.Table, CallRow.__table__)
 call_attempts_table = cast(sa.Table, CallAttemptRow.__table__)
@@ -201,3 +228,5 @@ dnc_table = cast(sa.Table, DncRow.__table__)
 nodes_table = cast(sa.Table, NodeRow.__table__)
 api_keys_table = cast(sa.Table, ApiKeyRow.__table__)
 webhook_outbox_table = cast(sa.Table, WebhookOutboxRow.__table__)
+limiters_table = cast(sa.Table, LimiterRow.__table__)
+leases_table = cast(sa.Table, LeaseRow.__table__)

@@ -27,6 +27,7 @@ from ringcast.store.db import Store
 from ringcast.store.models import (
     call_attempts_table,
     calls_table,
+    leases_table,
     nodes_table,
     requests_table,
 )
@@ -367,8 +368,17 @@ async def rescue_calls(
             delay = retry_delay(body, row.attempt)
             if delay is not None:
                 await _queue_next_attempt(s, row.id, now + timedelta(seconds=delay))
-        if stale_after is None:
-            await s.execute(sa.delete(nodes_table).where(nodes_table.c.id != me))
+        # Dead nodes go, and so do their capacity leases (store/limiter.py).
+        dead = sa.select(nodes_table.c.id).where(nodes_table.c.id.not_in(alive.scalar_subquery()))
+        await s.execute(
+            sa.delete(leases_table).where(
+                sa.or_(
+                    leases_table.c.node_id.in_(dead.scalar_subquery()),
+                    leases_table.c.node_id.not_in(sa.select(nodes_table.c.id).scalar_subquery()),
+                )
+            )
+        )
+        await s.execute(sa.delete(nodes_table).where(nodes_table.c.id.in_(dead.scalar_subquery())))
     n_requeued = int(requeued.rowcount)  # type: ignore[attr-defined]
     if n_requeued or lost:
         log.warning(

@@ -23,6 +23,8 @@ from ringcast.store.models import call_attempts_table, calls_table, requests_tab
 
 logger = logging.getLogger(__name__)
 
+WORK_CHANNEL = "ringcast_work"  # PostgreSQL LISTEN/NOTIFY channel: new calls are queued
+
 INSERT_BATCH = 5000  # call rows per executemany
 REPORT_BATCH = 1000  # rows per keyset page when streaming a report
 _FINAL = [r.value for r in FINAL_RESULTS]
@@ -87,6 +89,7 @@ async def create_request(
     tenant: str = "default",
     idempotency_key: str | None = None,
     not_before: datetime | None = None,
+    api_key_id: str | None = None,
 ) -> Accepted:
     """Store a request and all its calls in one transaction.
 
@@ -113,6 +116,7 @@ async def create_request(
                     report_id=report_id,
                     idempotency_key=idempotency_key,
                     body_hash=body_hash,
+                    api_key_id=api_key_id,
                 )
             )
             insert = sa.insert(calls_table)
@@ -138,6 +142,9 @@ async def create_request(
                     for i, c in enumerate(calls[start : start + INSERT_BATCH])
                 ]
                 await session.execute(insert, rows)
+            if store.dialect == "postgresql":
+                # Delivered at commit: wakes idle dialers (they also poll).
+                await session.execute(sa.text(f"NOTIFY {WORK_CHANNEL}"))
     except StoreError as exc:
         cause = exc.__cause__
         if idempotency_key is not None and isinstance(cause, IntegrityError):
@@ -169,20 +176,29 @@ async def _find_idempotent(store: Store, tenant: str, key: str, body_hash: str) 
     return Accepted(row.id, row.report_id, False)
 
 
-async def get_call(store: Store, call_id: str) -> sa.Row[Any] | None:
+async def get_call(store: Store, call_id: str, *, tenant: str | None = None) -> sa.Row[Any] | None:
+    """A call by id; with `tenant`, only when its request belongs to that tenant."""
+    stmt = sa.select(calls_table).where(calls_table.c.id == call_id)
+    if tenant is not None:
+        stmt = stmt.where(
+            calls_table.c.request_id.in_(
+                sa.select(requests_table.c.id).where(requests_table.c.tenant == tenant)
+            )
+        )
     async with wrap_errors(), store.session(readonly=True) as session:
-        return (
-            await session.execute(sa.select(calls_table).where(calls_table.c.id == call_id))
-        ).first()
+        return (await session.execute(stmt)).first()
 
 
-async def get_request(store: Store, request_id: str) -> sa.Row[Any] | None:
-    """The request row (without its body) by request id."""
+async def get_request(
+    store: Store, request_id: str, *, tenant: str | None = None
+) -> sa.Row[Any] | None:
+    """The request row (without its body) by request id (and tenant, when given)."""
     cols = [c for c in requests_table.c if c.name != "body"]
+    stmt = sa.select(*cols).where(requests_table.c.id == request_id)
+    if tenant is not None:
+        stmt = stmt.where(requests_table.c.tenant == tenant)
     async with wrap_errors(), store.session(readonly=True) as session:
-        return (
-            await session.execute(sa.select(*cols).where(requests_table.c.id == request_id))
-        ).first()
+        return (await session.execute(stmt)).first()
 
 
 async def first_call(store: Store, request_id: str) -> sa.Row[Any] | None:
@@ -209,14 +225,21 @@ async def call_attempts(store: Store, call_id: str) -> list[dict[str, Any]]:
 
 
 async def report_info(
-    store: Store, *, request_id: str | None = None, report_id: str | None = None
+    store: Store,
+    *,
+    request_id: str | None = None,
+    report_id: str | None = None,
+    tenant: str | None = None,
 ) -> ReportInfo | None:
-    """Total and finished call counts for a request, found by request or report id."""
+    """Total and finished call counts for a request, found by request or report id
+    (None when it does not exist or belongs to another tenant than `tenant`)."""
     where = (
         requests_table.c.id == request_id
         if request_id is not None
         else requests_table.c.report_id == report_id
     )
+    if tenant is not None:
+        where = sa.and_(where, requests_table.c.tenant == tenant)
     async with wrap_errors(), store.session(readonly=True) as session:
         req = (
             await session.execute(
@@ -274,16 +297,19 @@ async def iter_report(
         after_seq = rows[-1].seq
 
 
-async def cancel_request(store: Store, request_id: str) -> tuple[int, int] | None:
+async def cancel_request(
+    store: Store, request_id: str, *, tenant: str | None = None
+) -> tuple[int, int] | None:
     """Cancel a request: queued calls become canceled now, live ones are left to
     the dialer (it watches `requests.canceled_at`). Returns (canceled, in_progress),
     or None for an unknown request.
     """
     now = utcnow()
     async with wrap_errors(), store.session() as session, session.begin():
-        found = await session.scalar(
-            sa.select(requests_table.c.id).where(requests_table.c.id == request_id)
-        )
+        lookup = sa.select(requests_table.c.id).where(requests_table.c.id == request_id)
+        if tenant is not None:
+            lookup = lookup.where(requests_table.c.tenant == tenant)
+        found = await session.scalar(lookup)
         if found is None:
             return None
         await session.execute(

@@ -1,4 +1,4 @@
-from ringcast.dialer.limits import Limits, Pacer
+from ringcast.dialer.limits import Backoff, NodeLimits, Pacer
 
 
 class FakeClock:
@@ -22,25 +22,25 @@ def test_pacer_spaces_calls_and_banks_no_idle_time() -> None:
     assert p.ready_in() == 0.25
 
 
-def test_limits_hold_node_and_request_caps() -> None:
+def test_node_limits_hold_channels_and_rate() -> None:
     clock = FakeClock()
-    lim = Limits(max_calls=3, cps=1000.0, clock=clock)
-    lim.request("r1", {"max_concurrent": 1})
-    lim.request("r2", {"cps": 1})
-    assert lim.may_start("r1")
-    lim.started("r1")
-    clock.now += 1
-    assert not lim.may_start("r1")  # its own max_concurrent
-    assert lim.blocked_requests() == ["r1"]
-    assert lim.may_start("r2")
-    lim.started("r2")
-    clock.now += 0.01
-    assert not lim.may_start("r2")  # its own cps
-    clock.now += 1
-    assert lim.may_start("r2")
-    lim.started("r2")
-    clock.now += 1
+    lim = NodeLimits(max_calls=2, cps=10.0, clock=clock)
+    assert lim.ready_in() == 0
+    lim.started()
+    assert abs(lim.ready_in() - 0.1) < 1e-9  # cps
+    clock.now += 0.1
+    lim.started()
     assert lim.free_channels() == 0
-    assert not lim.may_start("r3")  # node full
-    lim.finished("r1")
-    assert lim.may_start("r1")
+    assert lim.ready_in() == float("inf")  # every channel busy
+    lim.finished()
+    clock.now += 1
+    assert lim.ready_in() == 0
+
+
+def test_backoff_holds_scopes_until_their_time() -> None:
+    clock = FakeClock()
+    b = Backoff(clock)
+    b.hold("r1", 0.5)
+    assert b.held() == ["r1"]
+    clock.now += 0.6
+    assert b.held() == []
