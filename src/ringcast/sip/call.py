@@ -263,6 +263,7 @@ class OutboundCall:
         self._started = False
         self._resolving = False
         self._bye_auth_tried = False
+        self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
         self._session_id = new_session_id()
         self._sdp_version = 1
         self._peer_allows_update = False
@@ -567,15 +568,23 @@ class OutboundCall:
             self.endpoint.send_raw(*self._ack)
 
     def on_stray_2xx(self, response: SipResponse) -> None:
-        """A retransmitted 2xx after the INVITE transaction ended: ACK again."""
+        """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork)."""
         to = response.to_addr
-        if self.dialog is not None and to is not None and (to.tag or "") == self.dialog.remote_tag:
+        tag = (to.tag if to is not None else None) or ""
+        if self.dialog is not None and tag == self.dialog.remote_tag:
             self._resend_ack()
-        elif self.dialog is not None:
+        else:
             self._ack_and_bye_fork(response)
 
     def _ack_and_bye_fork(self, response: SipResponse) -> None:
+        """§13.2.2.4: every other 2xx gets an ACK, then a BYE; retransmits only the ACK."""
         if self._invite is None:
+            return
+        to = response.to_addr
+        tag = (to.tag if to is not None else None) or ""
+        known = self._forks.get(tag)
+        if known is not None:
+            self.endpoint.send_raw(*known)
             return
         try:
             fork = Dialog.from_response(self._invite, response)
@@ -584,10 +593,11 @@ class OutboundCall:
         dest = self._dest_for_dialog(fork)
         ack = fork.create_request("ACK", cseq=fork.local_seq)
         self.endpoint.stamp_via(ack, dest, new_branch())
-        self.endpoint.send_raw(bytes(ack), dest)
+        self._forks[tag] = (bytes(ack), dest)
+        self.endpoint.send_raw(self._forks[tag][0], dest)
         bye = fork.create_request("BYE")
         self.endpoint.send_request(bye, dest, None)
-        logger.info("call %s: answered by a second fork; ACKed and sent BYE", self.call_id)
+        logger.info("call %s: 2xx from fork %s: ACKed, BYE sent", self.call_id, tag)
 
     def _authenticate(self, response: SipResponse) -> None:
         """Answer a 401/407 once with digest credentials (§22.2; RFC 7616, RFC 8760)."""

@@ -374,6 +374,10 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
         bye = next(m for m in seen if m.startswith(b"BYE"))
         assert b"tag=forkB" in bye
         callee.sendto(_reply(bye, "200 OK"), ours)
+        # A retransmitted 2xx of fork B gets the same ACK again, not a second BYE.
+        callee.sendto(_reply(invite, "200 OK", tag="forkB", sdp=True, port=port), ours)
+        again = await asyncio.wait_for(probe.queue.get(), 2)
+        assert again.startswith(b"ACK ") and b"tag=forkB" in again
         assert call.dialog is not None and call.dialog.remote_tag == "forkA"
         assert not call.ended.is_set()
         hangup = asyncio.create_task(call.hangup(), name="test-fork-hangup")
