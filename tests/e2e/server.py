@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,7 +64,8 @@ def write_tone_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> np.nd
 
 
 class RingcastServer:
-    """`ringcast serve` in a subprocess; stopped (or killed) by its own PID."""
+    """`ringcast serve` (or `api`, `dialer`) in a subprocess; stopped (or
+    killed) by its own PID."""
 
     def __init__(
         self,
@@ -72,23 +74,26 @@ class RingcastServer:
         db: str | None = None,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        command: str = "serve",
     ) -> None:
         self.workdir = workdir
-        self.http_port = free_port(__import__("socket").SOCK_STREAM)
+        self.command = command
+        self.http_port = free_port(socket.SOCK_STREAM)
         self.sip_port = free_port()
-        rtp_lo = 20000 + (self.sip_port % 200) * 40
+        rtp_lo = 20000 + (self.sip_port % 45) * 200  # 100 RTP/RTCP pairs
         self.db = db or f"sqlite:///{workdir / 'ringcast.db'}"
-        self.args = [
-            "--db",
-            self.db,
-            "--http",
-            f"127.0.0.1:{self.http_port}",
-            "--sip",
-            f"127.0.0.1:{self.sip_port}",
-            "--rtp-ports",
-            f"{rtp_lo}-{rtp_lo + 39}",
-            *(args or []),
-        ]
+        http = [] if command == "dialer" else ["--http", f"127.0.0.1:{self.http_port}"]
+        sip = (
+            []
+            if command == "api"
+            else [
+                "--sip",
+                f"127.0.0.1:{self.sip_port}",
+                "--rtp-ports",
+                f"{rtp_lo}-{rtp_lo + 199}",
+            ]
+        )
+        self.args = ["--db", self.db, *http, *sip, *(args or [])]
         self.env = {**os.environ, "RINGCAST_ALLOW_PRIVATE_URLS": "1", **(env or {})}
         self.log = workdir / f"ringcast-{self.http_port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -100,7 +105,7 @@ class RingcastServer:
     def start(self, timeout: float = 20.0) -> RingcastServer:
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "ringcast"), "serve", *self.args],
+            [str(Path(sys.executable).parent / "ringcast"), self.command, *self.args],
             cwd=self.workdir,
             env=self.env,
             stdout=out,
@@ -111,14 +116,19 @@ class RingcastServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ringcast serve exited: {self.output()}")
+                raise RuntimeError(f"ringcast {self.command} exited: {self.output()}")
+            if self.command == "dialer":
+                if " started (max_calls=" in self.output():
+                    return self
+                time.sleep(0.1)
+                continue
             try:
                 if httpx.get(self.base + "/health", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"ringcast serve did not become healthy: {self.output()}")
+        raise RuntimeError(f"ringcast {self.command} did not become ready: {self.output()}")
 
     def output(self) -> str:
         try:

@@ -1,0 +1,109 @@
+"""Scale-out on the machine's real PostgreSQL: one `ringcast api`, two
+`ringcast dialer` processes, 300 recipients answered by SIPp, one dialer
+killed with -9 mid-run."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sipp import SippUas
+
+from e2e.server import RingcastServer
+
+RECIPIENTS = 300
+MAX_CONCURRENT = 12  # the request's own limit, enforced across the fleet
+
+
+@pytest.fixture
+def rtp_sink() -> Iterator[str]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])
+
+
+def completed_calls_peak(uas: SippUas) -> int:
+    """SIPp's concurrent-call high-water mark over the calls that ended with a
+    BYE. The killed dialer's calls never get one (they hang at the callee until
+    its own timers end them); after the rescue they no longer count against the
+    fleet's limit, so they are left out of the mark."""
+    ended = set()
+    for _, msg in uas.timeline():
+        if msg.startswith("BYE "):
+            for line in msg.splitlines():
+                if line.lower().startswith(("call-id:", "i:")):
+                    ended.add(line.split(":", 1)[1].strip())
+    live: set[str] = set()
+    peak = 0
+    for _, msg in uas.timeline():
+        cid = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in msg.splitlines()
+                if ln.lower().startswith(("call-id:", "i:"))
+            ),
+            None,
+        )
+        if cid is None or cid not in ended:
+            continue
+        if msg.startswith("INVITE ") and cid not in live:
+            live.add(cid)
+            peak = max(peak, len(live))
+        elif msg.startswith("BYE "):
+            live.discard(cid)
+    return peak
+
+
+def test_two_dialers_one_killed_every_recipient_final_once(
+    tmp_path: Path, sipp_bin: str, pg_url: str, rtp_sink: str
+) -> None:
+    env = {"RINGCAST_NODE_TIMEOUT": "3"}
+    args = ["--max-calls", "10", "--cps", "40"]
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
+        api = RingcastServer(tmp_path, db=pg_url, command="api").start()
+        dialers = [
+            RingcastServer(tmp_path, db=pg_url, command="dialer", args=args, env=env).start()
+            for _ in range(2)
+        ]
+        try:
+            r = httpx.post(
+                f"{api.base}/voice/call/play",
+                json={
+                    "recipients": [{"to": uas.uri(f"f{i:03d}")} for i in range(RECIPIENTS)],
+                    "from": "me",
+                    "playlist": [{"pause": 0.6}],
+                    "max_concurrent": MAX_CONCURRENT,
+                },
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+            deadline = time.monotonic() + 60
+            while len(uas.invite_times()) < 80 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            dialers[0].kill9()
+            status = api.wait_ready(rid, timeout=120)
+            report_id = status["report"]["id"]
+            records = httpx.get(f"{api.base}/report/{report_id}", timeout=30).json()["records"]
+        finally:
+            for d in dialers:
+                d.stop()
+            api.stop()
+    assert len(records) == RECIPIENTS
+    per_user = uas.invites_per_user()
+    assert max(per_user.values()) == 1, "a recipient was dialed twice"
+    results = [r["result"] for r in records]
+    assert set(results) <= {"completed", "failed"}, set(results)
+    lost = [r for r in records if r["result"] == "failed"]
+    assert all(r["error"] == "node lost" for r in lost), lost[:3]
+    assert len(lost) <= 10  # at most what the killed dialer had in flight
+    answered = [r for r in records if r["result"] == "completed"]
+    assert all(r["answered"] for r in answered)
+    assert len(answered) + len(lost) == RECIPIENTS
+    assert len(per_user) >= len(answered)
+    peak = completed_calls_peak(uas)
+    assert 2 <= peak <= MAX_CONCURRENT, peak
