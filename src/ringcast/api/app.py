@@ -26,7 +26,9 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
+from ringcast import metrics
 from ringcast.api import dashboard, dnc, errors, routes
+from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
 from ringcast.store.db import Store, open_store
@@ -165,5 +167,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(dnc.router)
     app.include_router(dashboard.router)
+    app.include_router(metrics.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, settings=settings)  # outermost: before any body is read
     return app

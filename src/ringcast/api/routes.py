@@ -15,16 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError as PydanticValidationError
 
+from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
     PLAYLIST_KINDS,
     PlayRequest,
     check_sip_uri,
     no_control,
-    private_host,
 )
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
+from ringcast.netguard import NetPolicy
 from ringcast.store import requests as q
 from ringcast.store.db import Store
 from ringcast.store.records import RECORD_FIELDS, record_dict
@@ -88,23 +89,17 @@ def _resolve_sip(payload: PlayRequest, settings: Settings) -> dict[str, Any] | N
     return resolved
 
 
-def _check_urls(payload: PlayRequest, settings: Settings) -> None:
-    if settings.allow_private_urls:
+async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
+    """SSRF guard: media and callback URLs must not resolve to non-public addresses."""
+    policy = NetPolicy.from_settings(settings)
+    if policy.allow_private:
         return
     for i, item in enumerate(payload.playlist):
         url = getattr(item, "play", None)
-        if isinstance(url, str) and private_host(url):
-            raise ValidationFailed(
-                "media URLs on private, loopback or link-local addresses are refused "
-                "(server option --allow-private-urls)",
-                field=f"playlist[{i}].play",
-            )
-    if payload.callback_url is not None and private_host(payload.callback_url):
-        raise ValidationFailed(
-            "callback URLs on private, loopback or link-local addresses are refused "
-            "(server option --allow-private-urls)",
-            field="callback_url",
-        )
+        if isinstance(url, str):
+            await policy.check_url(url, field=f"playlist[{i}].play")
+    if payload.callback_url is not None:
+        await policy.check_url(payload.callback_url, field="callback_url")
 
 
 def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
@@ -118,7 +113,6 @@ def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any],
             raise ValidationFailed(
                 f"at most {settings.max_recipients} recipients per request", field="recipients"
             )
-    _check_urls(payload, settings)
     sender = payload.from_ or DEFAULT_FROM
     body: dict[str, Any] = {
         "from": sender,
@@ -209,6 +203,16 @@ async def play(
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
     body, calls = normalize(payload, settings)
+    key = api_key_of(request.state)
+    check_destinations(
+        key,
+        (
+            (f"recipients[{i}].to" if payload.to is None else "to", c.to_uri)
+            for i, c in enumerate(calls)
+        ),
+        payload.sip.proxy if payload.sip is not None else None,
+    )
+    await _check_urls(payload, settings)
     schedule = payload.schedule
     accepted = await q.create_request(
         _store(request),
@@ -218,6 +222,7 @@ async def play(
         tenant=tenant_of(request),
         idempotency_key=idempotency_key,
         not_before=schedule.not_before_utc() if schedule else None,
+        api_key_id=key.id if key is not None else None,
     )
     return _json(envelope(200, "accepted", accepted.request_id))
 
@@ -244,11 +249,12 @@ async def status(
     """A call id, or a request with one recipient, gives `record`; a request with
     several recipients gives a `report` reference."""
     store = _store(request)
+    tenant = tenant_of(request)
     if len(id) > _ID_MAX:
         raise NotFound(f"no request or call {id[:_ID_MAX]!r}", field="id")
-    call = await q.get_call(store, id)
+    call = await q.get_call(store, id, tenant=tenant)
     if call is None:
-        info = await q.report_info(store, request_id=id)
+        info = await q.report_info(store, request_id=id, tenant=tenant)
         if info is None:
             raise NotFound(f"no request or call {id!r}", field="id")
         if info.total != 1:
@@ -311,7 +317,9 @@ async def report(
     every record is streamed."""
     store = _store(request)
     after = _parse_cursor(cursor)
-    info = await q.report_info(store, report_id=report_id) if len(report_id) <= _ID_MAX else None
+    info = None
+    if len(report_id) <= _ID_MAX:
+        info = await q.report_info(store, report_id=report_id, tenant=tenant_of(request))
     if info is None:
         raise NotFound(f"no report {report_id[:_ID_MAX]!r}", field="report_id")
     headers = {"X-Report-Status": info.status, "X-Report-Total": str(info.total)}
@@ -378,7 +386,7 @@ async def cancel(request: Request, request_id: str) -> JSONResponse:
     """Queued calls become `canceled` now; live calls are hung up by the dialer."""
     counts = None
     if len(request_id) <= _ID_MAX:
-        counts = await q.cancel_request(_store(request), request_id)
+        counts = await q.cancel_request(_store(request), request_id, tenant=tenant_of(request))
     if counts is None:
         raise NotFound(f"no request {request_id[:_ID_MAX]!r}", field="request_id")
     canceled, in_progress = counts

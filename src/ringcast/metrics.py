@@ -1,0 +1,230 @@
+"""Prometheus metrics at ``GET /metrics``, read at scrape time from live objects.
+
+Nothing on the call path updates a metric: the dialer, its SIP endpoint, its
+RTP clock and its prompt cache keep plain integer counters, and
+:class:`RingcastCollector` reads them when Prometheus scrapes. Database-wide
+numbers (queue depth, calls by result and outcome, webhook deliveries) come
+from one cheap aggregate query per table per scrape, so every API process of a
+cluster reports the same totals; the ``dialer`` counters are this process's own.
+
+Setups per second is ``rate(ringcast_calls_placed_total[1m])``.
+Counters a component does not have (yet) are simply left out of the output;
+the attribute names read are listed in :data:`DIALER_COUNTERS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from ringcast.domain import Result, utcnow
+from ringcast.errors import StoreError
+from ringcast.store.db import Store
+from ringcast.store.models import calls_table, webhook_outbox_table
+from ringcast.store.requests import wrap_errors
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+# (metric name, help, path of attributes from the dialer) for counters read live.
+DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("ringcast_calls_placed", "Calls set up (INVITE sent) by this node", "calls_placed"),
+    ("ringcast_sip_retransmissions", "SIP request retransmissions", "sip.retransmissions"),
+    ("ringcast_sip_garbage_packets", "Unparseable SIP datagrams received", "sip.garbage_count"),
+    ("ringcast_rtp_packets_sent", "RTP packets sent by the shared clock", "clock.packets_sent"),
+    ("ringcast_rtp_packets_late", "RTP packets sent late", "clock.late_packets"),
+    ("ringcast_rtp_late_ticks", "20 ms clock ticks that ran late", "clock.late_ticks"),
+    ("ringcast_rtp_skipped_ticks", "Clock ticks dropped when far behind", "clock.skipped_ticks"),
+    ("ringcast_prompt_cache_hits", "Prompts served from the prompt cache", "prompts.hits"),
+    ("ringcast_prompt_builds", "Prompts built (cache misses)", "prompts.builds"),
+    (
+        "ringcast_media_fetches",
+        "Media URL fetches that used the network",
+        "prompts.http.network_fetches",
+    ),
+)
+
+
+def _attr(obj: Any, path: str) -> float | None:
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    if isinstance(obj, bool) or not isinstance(obj, int | float):
+        return None
+    return float(obj)
+
+
+@dataclass
+class DbSnapshot:
+    """Numbers read from the database for one scrape."""
+
+    ok: bool = False
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)  # (result, outcome) -> n
+    queue_due: int = 0
+    webhooks: dict[str, int] = field(default_factory=dict)  # state -> n
+    webhook_attempts: int = 0
+    seconds: float = 0.0
+
+
+async def read_db(store: Store) -> DbSnapshot:
+    """Aggregate counts for one scrape (StoreError when the database fails)."""
+    started = time.perf_counter()
+    snap = DbSnapshot()
+    c = calls_table.c
+    w = webhook_outbox_table.c
+    async with wrap_errors(), store.session(readonly=True) as s:
+        rows = await s.execute(
+            sa.select(c.result, c.outcome, sa.func.count()).group_by(c.result, c.outcome)
+        )
+        snap.calls = {(r[0], r[1] or ""): int(r[2]) for r in rows}
+        snap.queue_due = int(
+            await s.scalar(
+                sa.select(sa.func.count())
+                .select_from(calls_table)
+                .where(c.result == Result.QUEUED.value, c.not_before <= utcnow())
+            )
+            or 0
+        )
+        state = sa.case(
+            (w.delivered_at.is_not(None), "delivered"),
+            (w.gave_up_at.is_not(None), "failed"),
+            else_="pending",
+        )
+        rows = await s.execute(
+            sa.select(
+                state, sa.func.count(), sa.func.coalesce(sa.func.sum(w.attempts), 0)
+            ).group_by(state)
+        )
+        for name, count, attempts in rows:
+            snap.webhooks[str(name)] = int(count)
+            snap.webhook_attempts += int(attempts)
+    snap.ok = True
+    snap.seconds = time.perf_counter() - started
+    return snap
+
+
+class RingcastCollector(Collector):
+    """Reads the app's dialer (``state.dialer``) and the last DB snapshot at scrape time."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.snapshot = DbSnapshot()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._db()
+        dialer = getattr(self.state, "dialer", None)
+        if dialer is None:
+            return
+        limits = getattr(dialer, "limits", None)
+        active = _attr(limits, "active") if limits is not None else None
+        if active is not None:
+            yield GaugeMetricFamily(
+                "ringcast_calls_active", "Calls in progress on this node", active
+            )
+        live = getattr(dialer, "live", None)
+        if isinstance(live, dict):
+            yield GaugeMetricFamily(
+                "ringcast_calls_live", "Calls owned by this node's dialer", float(len(live))
+            )
+        streams = _attr(dialer, "clock.stream_count")
+        if streams is not None:
+            yield GaugeMetricFamily("ringcast_rtp_streams", "RTP streams on the clock", streams)
+        for name, doc, path in DIALER_COUNTERS:
+            value = _attr(dialer, path)
+            if value is not None:
+                yield CounterMetricFamily(name, doc, value=value)
+
+    def _db(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        yield GaugeMetricFamily(
+            "ringcast_db_up", "1 when the last metrics query succeeded", 1.0 if snap.ok else 0.0
+        )
+        if not snap.ok:
+            return
+        queued = sum(n for (result, _), n in snap.calls.items() if result == Result.QUEUED.value)
+        yield GaugeMetricFamily("ringcast_queue_depth", "Calls waiting to be dialed", float(queued))
+        yield GaugeMetricFamily(
+            "ringcast_queue_due", "Queued calls already due to be dialed", float(snap.queue_due)
+        )
+        by_result = GaugeMetricFamily("ringcast_calls", "Calls by result", labels=["result"])
+        totals: dict[str, int] = {}
+        for (result, _), n in snap.calls.items():
+            totals[result] = totals.get(result, 0) + n
+        for result, n in sorted(totals.items()):
+            by_result.add_metric([result], float(n))
+        yield by_result
+        by_outcome = GaugeMetricFamily(
+            "ringcast_calls_by_outcome", "Finished calls by outcome", labels=["outcome"]
+        )
+        outcomes: dict[str, int] = {}
+        for (_, outcome), n in snap.calls.items():
+            if outcome:
+                outcomes[outcome] = outcomes.get(outcome, 0) + n
+        for outcome, n in sorted(outcomes.items()):
+            by_outcome.add_metric([outcome], float(n))
+        yield by_outcome
+        hooks = GaugeMetricFamily(
+            "ringcast_webhook_deliveries",
+            "Webhook deliveries by state (failed = given up)",
+            labels=["state"],
+        )
+        for name in ("delivered", "failed", "pending"):
+            hooks.add_metric([name], float(snap.webhooks.get(name, 0)))
+        yield hooks
+        failures = snap.webhook_attempts - snap.webhooks.get("delivered", 0)
+        yield GaugeMetricFamily(
+            "ringcast_webhook_failed_attempts",
+            "Webhook delivery attempts that failed (retried or given up)",
+            float(max(0, failures)),
+        )
+        yield GaugeMetricFamily(
+            "ringcast_metrics_query_seconds", "Time the metrics queries took", snap.seconds
+        )
+
+
+class Metrics:
+    """One app's registry: process metrics and the ringcast collector."""
+
+    def __init__(self, state: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.collector = RingcastCollector(state)
+        self.registry.register(self.collector)
+        self.registry.register(ProcessCollector(registry=None))
+
+    async def render(self, store: Store | None) -> bytes:
+        snap = DbSnapshot()
+        if store is not None:
+            try:
+                snap = await read_db(store)
+            except StoreError as exc:
+                logger.warning("metrics: database query failed: %s", exc.message)
+        self.collector.snapshot = snap
+        return generate_latest(self.registry)
+
+
+def metrics_of(state: Any) -> Metrics:
+    metrics = getattr(state, "metrics", None)
+    if not isinstance(metrics, Metrics):
+        metrics = Metrics(state)
+        state.metrics = metrics
+    return metrics
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics_route(request: Request) -> Response:
+    state = request.app.state
+    body = await metrics_of(state).render(getattr(state, "store", None))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
