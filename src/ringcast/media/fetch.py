@@ -21,6 +21,7 @@ import os
 import re
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class MediaFetcher:
 
     `allow_private` is reserved for the SSRF guard (refusing private, loopback
     and link-local addresses); for now every http(s) host is accepted.
+    Bodies used recently stay in memory (up to `memory_bytes`), so a fresh URL
+    asked for by many prompts costs a dict lookup, not a disk read.
     `transport` lets tests plug an httpx transport in.
     """
 
@@ -94,6 +97,7 @@ class MediaFetcher:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         fresh_for: float = DEFAULT_FRESH_FOR,
         allow_private: bool = False,
+        memory_bytes: int = 64 * 1024 * 1024,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -106,6 +110,10 @@ class MediaFetcher:
         self.allow_private = allow_private
         self._transport = transport
         self._locks: dict[str, asyncio.Lock] = {}
+        self.memory_bytes = memory_bytes
+        self._memory: OrderedDict[str, bytes] = OrderedDict()  # recent bodies by sha256
+        self._memory_size = 0
+        self._fresh: dict[str, tuple[float, str, str | None]] = {}  # url: (until, sha, type)
         self.network_fetches = 0  # requests that went to the network (200 or 304)
 
     # -- cache files ----------------------------------------------------------------------
@@ -169,7 +177,33 @@ class MediaFetcher:
             if not lock.locked() and self._locks.get(url) is lock:
                 del self._locks[url]
 
+    def _remember(self, url: str, data: bytes, sha: str, ctype: str | None, fresh: float) -> None:
+        if fresh > 0:
+            self._fresh[url] = (time.monotonic() + fresh, sha, ctype)
+        if len(data) > self.memory_bytes or sha in self._memory:
+            return
+        self._memory[sha] = data
+        self._memory_size += len(data)
+        while self._memory_size > self.memory_bytes:
+            _, old = self._memory.popitem(last=False)
+            self._memory_size -= len(old)
+
+    def _from_memory(self, url: str) -> FetchedMedia | None:
+        entry = self._fresh.get(url)
+        if entry is None:
+            return None
+        until, sha, ctype = entry
+        data = self._memory.get(sha)
+        if time.monotonic() >= until or data is None:
+            del self._fresh[url]
+            return None
+        self._memory.move_to_end(sha)
+        return FetchedMedia(url, data, sha, ctype, True)
+
     async def _fetch(self, url: str) -> FetchedMedia:
+        hit = self._from_memory(url)
+        if hit is not None:
+            return hit
         meta = await asyncio.to_thread(self._read_meta, url)
         now = time.time()
         headers = {"User-Agent": USER_AGENT}
@@ -178,6 +212,8 @@ class MediaFetcher:
             if now - float(meta.get("stored_at", 0)) < fresh:
                 data = await asyncio.to_thread(self._blob_path(meta["sha256"]).read_bytes)
                 log.debug("media cache hit for %s", url)
+                left = fresh - (now - float(meta.get("stored_at", 0)))
+                self._remember(url, data, meta["sha256"], meta.get("content_type"), left)
                 return FetchedMedia(url, data, meta["sha256"], meta.get("content_type"), True)
             if meta.get("etag"):
                 headers["If-None-Match"] = meta["etag"]
@@ -266,6 +302,7 @@ class MediaFetcher:
             except OSError as exc:
                 log.warning("media cache not written for %s: %s", url, exc)
         log.info("fetched %s: %s bytes, sha256 %s", url, len(data), sha[:12])
+        self._remember(url, data, sha, ctype, 0.0 if no_store else fresh)
         return FetchedMedia(url, data, sha, ctype, False)
 
     async def _revalidated(
@@ -279,4 +316,5 @@ class MediaFetcher:
             log.warning("media cache record not updated for %s: %s", url, exc)
         data = await asyncio.to_thread(self._blob_path(meta["sha256"]).read_bytes)
         log.debug("media %s not modified (304)", url)
+        self._remember(url, data, meta["sha256"], meta.get("content_type"), fresh)
         return FetchedMedia(url, data, meta["sha256"], meta.get("content_type"), True)

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -233,16 +234,16 @@ class PromptCache:
         *,
         http: MediaFetcher | None = None,
         max_prompts: int = 1024,
-        max_items: int = 4096,
+        max_item_frames: int = 500_000,
         error_ttl: float = 30.0,
     ) -> None:
         self.http = http or MediaFetcher()
-        self.max_prompts = max_prompts
-        self.max_items = max_items
+        self.max_prompts = max_prompts  # 0: build every time (items are still shared)
+        self.max_item_frames = max_item_frames  # ~193 bytes each: 500k ~ 97 MB, 2.8 h
         self.error_ttl = error_ttl
         self._prompts: OrderedDict[str, Prompt] = OrderedDict()
         self._items: OrderedDict[tuple[str, str], Frames] = OrderedDict()
-        self._decoded: OrderedDict[str, Samples] = OrderedDict()  # by content sha256
+        self._item_frames = 0
         self._errors: dict[str, tuple[float, MediaError]] = {}
         self._building: dict[str, asyncio.Future[Prompt]] = {}
         self.builds = 0  # prompts actually built (not served from memory)
@@ -278,7 +279,7 @@ class PromptCache:
             return prompt
         failed = self._errors.get(key)
         if failed is not None:
-            if time.monotonic() - failed[0] < self.error_ttl:
+            if time.monotonic() - failed[0] < self.error_ttl:  # 0: never
                 raise MediaError(failed[1].message)
             del self._errors[key]
         pending = self._building.get(key)
@@ -293,7 +294,8 @@ class PromptCache:
                 log.exception("prompt preparation failed unexpectedly")
                 raise MediaError(f"the prompt could not be prepared: {exc!r}") from exc
         except MediaError as exc:
-            self._errors[key] = (time.monotonic(), exc)
+            if self.error_ttl > 0:
+                self._errors[key] = (time.monotonic(), exc)
             fut.set_exception(exc)
             fut.exception()  # retrieved: waiters re-raise it, no "never retrieved" warning
             raise
@@ -303,26 +305,15 @@ class PromptCache:
             raise
         else:
             fut.set_result(prompt)
-            self._prompts[key] = prompt
-            while len(self._prompts) > self.max_prompts:
-                self._prompts.popitem(last=False)
+            if self.max_prompts > 0:
+                self._prompts[key] = prompt
+                while len(self._prompts) > self.max_prompts:
+                    self._prompts.popitem(last=False)
             return prompt
         finally:
             self._building.pop(key, None)
 
     # -- items --------------------------------------------------------------------------
-
-    async def _play_samples(self, url: str, max_duration: float) -> Samples:
-        fetched = await self.http.fetch(url)
-        samples = self._decoded.get(fetched.sha256)
-        if samples is None:
-            samples = await decode_audio_async(
-                fetched.data, max_duration=max_duration, source=f"media at {url}"
-            )
-            self._decoded[fetched.sha256] = samples
-            while len(self._decoded) > 64:
-                self._decoded.popitem(last=False)
-        return samples
 
     async def _say_samples(self, text: str, voice: str, rate: int) -> Samples:
         try:
@@ -344,11 +335,14 @@ class PromptCache:
             url = item["play"]
             if not isinstance(url, str):
                 raise MediaError(f"play must be a URL string: {url!r}")
-            key = json.dumps(["play", url])
+            fetched = await self.http.fetch(url)  # fresh: from memory or disk, no network
+            key = json.dumps(["play", fetched.sha256])  # by content: a changed file re-decodes
             cached = self._cached_item(key, codecs)
             if cached is not None:
                 return _Part("audio", cached)
-            samples = await self._play_samples(url, max_duration)
+            samples = await decode_audio_async(
+                fetched.data, max_duration=max_duration, source=f"media at {url}"
+            )
             return _Part("audio", await self._encode_item(key, samples, codecs))
         if item.get("say") is not None:
             text = substitute(str(item["say"]), variables)
@@ -404,10 +398,19 @@ class PromptCache:
         return out
 
     def _remember(self, key: str, frames: Mapping[str, Frames]) -> None:
+        """Keep an item's encoded frames, least recently used out past max_item_frames."""
+        size = sum(len(f) for f in frames.values())
+        if size > self.max_item_frames:
+            return  # too big to keep: the prompt still holds it while it lives
         for c, f in frames.items():
+            old = self._items.pop((key, c), None)
+            if old is not None:
+                self._item_frames -= len(old)
             self._items[(key, c)] = f
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+            self._item_frames += len(f)
+        while self._item_frames > self.max_item_frames:
+            _, evicted = self._items.popitem(last=False)
+            self._item_frames -= len(evicted)
 
     async def _encode_item(
         self, key: str, samples: Samples, codecs: Sequence[str]
@@ -492,6 +495,28 @@ class PromptCache:
 
 PromptBuilder = PromptCache  # the name the design notes also use
 
+_default_fetcher: MediaFetcher | None = None
+_shared: weakref.WeakKeyDictionary[MediaFetcher, PromptCache] = weakref.WeakKeyDictionary()
+
+
+def shared_cache(http: MediaFetcher | None = None) -> PromptCache:
+    """The process-wide item cache for a fetcher (a default fetcher when None).
+
+    It shares decoded/encoded items (by content hash) and synthesized speech
+    across every prompt, but memoizes no whole prompt and no failure, so each
+    `prepare_prompt` still revalidates its URLs through the fetcher's cache.
+    """
+    global _default_fetcher
+    if http is None:
+        if _default_fetcher is None:
+            _default_fetcher = MediaFetcher()
+        http = _default_fetcher
+    cache = _shared.get(http)
+    if cache is None:
+        cache = PromptCache(http=http, max_prompts=0, error_ttl=0.0)
+        _shared[http] = cache
+    return cache
+
 
 async def prepare_prompt(
     playlist: list[dict[str, Any]],
@@ -505,10 +530,12 @@ async def prepare_prompt(
     """Prepare a playlist once into a shared, immutable `Prompt`.
 
     With `cache`, the prompt is memoized there (and `http` is ignored in favour
-    of the cache's fetcher). Raises `MediaError` with a clear reason: HTTP
+    of the cache's fetcher). Without it, a process-wide `shared_cache(http)`
+    still shares items: variants of a prompt decode each file and synthesize
+    each distinct text once. Raises `MediaError` with a clear reason: HTTP
     errors (404...), timeouts, not audio, too big, longer than `max_duration`,
     text-to-speech failure.
     """
     if cache is None:
-        cache = PromptCache(http=http)
+        cache = shared_cache(http)
     return await cache.get(playlist, variables=variables, codecs=codecs, max_duration=max_duration)

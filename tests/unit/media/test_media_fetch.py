@@ -137,3 +137,48 @@ async def test_formats_decode_to_8k(
     frames = prompt.segments[0].payloads["PCMU"]  # type: ignore[union-attr]
     assert all(len(f) == 160 for f in frames)
     assert np.frombuffer(b"".join(frames), dtype=np.uint8).std() > 10  # not silence
+
+
+async def test_variants_share_one_decode_through_the_shared_cache(
+    server: MediaServer, fetcher: MediaFetcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ringcast.media.decode import decode_audio_async as real
+
+    decodes: list[int] = []
+
+    async def counting(data: bytes, **kw: object) -> np.ndarray:
+        decodes.append(len(data))
+        return await real(data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("ringcast.media.prompt.decode_audio_async", counting)
+    playlist = [{"play": server.url("/hello.wav")}, {"say": "Hi {name}"}]
+    a = await prepare_prompt(playlist, variables={"name": "Ann"}, http=fetcher)
+    b = await prepare_prompt(playlist, variables={"name": "Bob"}, http=fetcher)
+    assert decodes == [len(WAV)] and server.hits["/hello.wav"] == 1
+    chunk_a = a.segments[0].chunks["PCMU"][0]  # type: ignore[union-attr]
+    chunk_b = b.segments[0].chunks["PCMU"][0]  # type: ignore[union-attr]
+    assert chunk_a is chunk_b  # the played file's payloads are shared, not copied
+
+
+async def test_a_changed_file_is_used_once_the_cache_entry_is_stale(
+    server: MediaServer, tmp_path: Path
+) -> None:
+    fetcher = MediaFetcher(cache_dir=tmp_path / "c", fresh_for=0.0)
+    playlist = [{"play": server.url("/hello.wav")}]
+    first = await prepare_prompt(playlist, http=fetcher)
+    server.routes["/hello.wav"] = Route(
+        encode_audio(make_signal(0.5, 8000), 8000, "WAV"), etag='"v2"'
+    )
+    second = await prepare_prompt(playlist, http=fetcher)
+    assert first.duration == pytest.approx(1.0) and second.duration == pytest.approx(0.5)
+
+
+async def test_fresh_bodies_are_served_from_memory(
+    server: MediaServer, fetcher: MediaFetcher
+) -> None:
+    url = server.url("/hello.wav")
+    await fetcher.fetch(url)
+    for blob in (fetcher.cache_dir / "blobs").iterdir():
+        blob.unlink()  # a second fetch must not need the disk
+    again = await fetcher.fetch(url)
+    assert again.from_cache and again.data == WAV and server.hits["/hello.wav"] == 1

@@ -186,3 +186,22 @@ async def test_unexpected_failures_become_media_errors(monkeypatch: pytest.Monke
     monkeypatch.setattr(tts, "synthesize_async", broken)
     with pytest.raises(MediaError, match="synthesizer exploded"):
         await prepare_prompt([{"say": "x"}])
+
+
+async def test_item_cache_stays_within_its_frame_budget() -> None:
+    cache = PromptCache(max_item_frames=120)
+    for seconds in (1.0, 1.2, 1.4):  # 50, 60, 70 frames per codec
+        await cache.get([{"pause": seconds}], codecs=["PCMU"])
+    assert cache._item_frames <= 120
+    assert len(cache._items) == 1  # only the newest item fits with the others evicted
+
+
+async def test_without_a_cache_prompts_are_built_each_time_but_items_are_shared() -> None:
+    from ringcast.media.prompt import shared_cache
+
+    cache = shared_cache()
+    before = cache.builds
+    a = await prepare_prompt([{"say": "Shared item"}])
+    b = await prepare_prompt([{"say": "Shared item"}])
+    assert cache.builds == before + 2 and a is not b
+    assert a.segments[0].chunks["PCMU"][0] is b.segments[0].chunks["PCMU"][0]  # type: ignore[union-attr]
