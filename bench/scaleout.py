@@ -1,0 +1,109 @@
+"""Bench: completed calls per minute with 1 and with 2 `ringcast dialer`
+processes sharing one PostgreSQL, in the same run (the ratio is the figure).
+
+Each run: a fresh database, one `ringcast api`, N dialers, SIPp answering on
+127.0.0.1, a broadcast of --calls recipients with a short playlist; the rate
+is measured over the calls completed between the first and the last INVITE.
+
+Usage: .venv/bin/python bench/scaleout.py [--calls 600] [--pause 0.5] [--max-calls 200] [--cps 200]
+Only 127.0.0.1 is used; every process is started and stopped by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from e2e.server import RingcastServer  # noqa: E402
+from sipp import SippUas  # noqa: E402
+
+PG_ADMIN = os.environ.get("RINGCAST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def pg_admin(sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def run(n_dialers: int, args: argparse.Namespace) -> float:
+    name = "ringcast_bench_" + uuid.uuid4().hex[:8]
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
+    db = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    work = Path(tempfile.mkdtemp(prefix="ringcast-scaleout-"))
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    env = {"RINGCAST_LOG_LEVEL": "warning"}
+    dargs = ["--max-calls", str(args.max_calls), "--cps", str(args.cps)]
+    procs: list[RingcastServer] = []
+    try:
+        with SippUas(
+            "uas_answer.xml",
+            work,
+            keys={"rtp_port": str(sink.getsockname()[1])},
+            extra=["-trace_msg"],
+        ) as uas:
+            api = RingcastServer(work, db=db, command="api", env=env).start()
+            procs.append(api)
+            for _ in range(n_dialers):
+                procs.append(RingcastServer(work, db=db, command="dialer", args=dargs).start())
+            r = httpx.post(
+                f"{api.base}/voice/call/play",
+                timeout=60,
+                json={
+                    "recipients": [{"to": uas.uri(f"s{i}")} for i in range(args.calls)],
+                    "from": "bench",
+                    "playlist": [{"pause": args.pause}],
+                },
+            )
+            rid = r.json()["request_id"]
+            api.wait_ready(rid, timeout=600)
+            times = uas.invite_times()
+            span = (times[-1] - times[0]).total_seconds() + args.pause
+            done = len(times)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        sink.close()
+        shutil.rmtree(work, ignore_errors=True)
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    per_min = done / span * 60
+    print(f"  {n_dialers} dialer(s): {done} calls in {span:.1f} s = {per_min:,.0f} calls/min")
+    return per_min
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=600)
+    ap.add_argument("--pause", type=float, default=0.5)
+    ap.add_argument("--max-calls", type=int, default=200)
+    ap.add_argument("--cps", type=float, default=200)
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; PostgreSQL at 127.0.0.1:5432; SIPp callee"
+    )
+    one = run(1, args)
+    two = run(2, args)
+    print(f"scale-out ratio 2 dialers / 1 dialer: {two / one:.2f}x (target >= 1.7x)")
+
+
+if __name__ == "__main__":
+    main()
