@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -324,60 +325,180 @@ def call(
         raise typer.Exit(1)
 
 
-def _client_get(url: str, path: str, params: dict[str, str] | None = None) -> Any:
-    import httpx
-
-    try:
-        return httpx.get(url.rstrip("/") + path, params=params, timeout=30.0)
-    except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach {url}: {exc}", 1) from None
+ApiKey = Annotated[
+    str | None,
+    typer.Option("--key", envvar="RINGCAST_KEY", help="API key (sent as Authorization: Bearer)"),
+]
 
 
-def _check(response: Any) -> None:
-    if response.status_code != 200:
+def _client(url: str, key: str | None) -> Any:
+    from ringcast.client import Client
+
+    return Client(url, key)
+
+
+def _client_errors() -> Any:
+    """Turn a ClientError into one `ringcast: error: ...` line and exit code 1."""
+    from ringcast.client import ClientError
+
+    @contextlib.contextmanager
+    def wrap() -> Any:
         try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        raise _fail(f"HTTP {response.status_code}: {message}", 1)
+            yield
+        except ClientError as exc:
+            raise _fail(exc.message, 1) from None
+
+    return wrap()
+
+
+@app.command()
+def broadcast(
+    csv_file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with a header row: to (SIP URI), optional from and timezone; "
+            "other columns become say variables ({name})",
+            metavar="RECIPIENTS.csv",
+        ),
+    ],
+    play: Annotated[str | None, typer.Option("--play", help="URL of audio to play")] = None,
+    say: Annotated[
+        str | None, typer.Option("--say", help='text to speak, e.g. "Hello {name}"')
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="From user or SIP URI")] = None,
+    ring_timeout: Annotated[
+        int | None, typer.Option("--ring-timeout", help="seconds of ringing before no-answer")
+    ] = None,
+    interval: Annotated[float, typer.Option("--interval", help="seconds between polls")] = 1.0,
+    url: Url = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Submit a broadcast from a CSV, show live progress until its report is ready,
+    then a summary table of outcomes."""
+    import uuid
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from ringcast import client as rc
+
+    if (play is None) == (say is None):
+        raise _fail("give exactly one of --play URL or --say TEXT")
+    if interval <= 0:
+        raise _fail("--interval must be above 0")
+    with _client_errors(), _client(url, key) as api:
+        recipients = rc.read_recipients(csv_file)
+        body = rc.build_request(
+            recipients, play=play, say=say, from_=from_, ring_timeout=ring_timeout
+        )
+        request_id = api.submit(body, idempotency_key=str(uuid.uuid4()))
+        err = Console(stderr=True)
+        err.print(f"request [bold]{request_id}[/] accepted: {len(recipients)} calls")
+        progress = Progress(
+            TextColumn("[bold]calls"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        try:
+            with progress:
+                task = progress.add_task("calls", total=len(recipients), counts="queued")
+
+                def show(p: dict[str, Any]) -> None:
+                    progress.update(
+                        task,
+                        total=p["total"],
+                        completed=p["done"],
+                        counts=rc.counts_text(p["counts"]),
+                    )
+
+                final = rc.wait_until_done(api, request_id, show, interval=interval)
+        except KeyboardInterrupt:
+            err.print(f"still running: ringcast status {request_id}")
+            raise typer.Exit(130) from None
+        summary = rc.summarize(api.iter_records(final["report_id"]))
+        table = Table(title=f"request {request_id}", title_justify="left")
+        table.add_column("outcome")
+        table.add_column("calls", justify="right")
+        table.add_column("share", justify="right")
+        for outcome, n in summary.rows():
+            table.add_row(outcome, str(n), f"{100 * n / max(summary.total, 1):.0f}%")
+        table.add_section()
+        table.add_row("total", str(summary.total), "100%")
+        out = Console(width=max(Console().width, 60))
+        out.print(table)
+        out.print(f"connected seconds: {summary.connected_seconds}")
+        out.print(f"report: ringcast report {final['report_id']} --format csv > report.csv")
 
 
 @app.command()
 def status(
     id: Annotated[str, typer.Argument(help="request id or call id")],
+    json_: Annotated[
+        bool | None,
+        typer.Option("--json/--text", help="raw JSON (default when stdout is not a terminal)"),
+    ] = None,
     url: Url = DEFAULT_URL,
+    key: ApiKey = None,
 ) -> None:
     """Print the status of a request or a call (GET /voice/call/status/ID)."""
-    response = _client_get(url, f"/voice/call/status/{id}")
-    _check(response)
-    typer.echo(json.dumps(response.json(), indent=2))
+    from ringcast import client as rc
+
+    with _client_errors(), _client(url, key) as api:
+        body = api.status(id)
+        as_json = json_ if json_ is not None else not sys.stdout.isatty()
+        if as_json:
+            typer.echo(json.dumps(body, indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_header=False, box=None)
+        if "report" in body:
+            ref = body["report"]
+            p = api.progress(id)
+            table.add_row("request", id)
+            table.add_row("status", f"{p['status']} (report {ref['status']})")
+            table.add_row("done", f"{ref['done']} / {ref['total']}")
+            table.add_row("calls", rc.counts_text(p["counts"]))
+            table.add_row("calls/min", f"{p['calls_per_minute']:.1f}")
+            table.add_row("report", f"{ref['id']} ({ref['location']})")
+        else:
+            for name, value in body.get("record", {}).items():
+                table.add_row(name, str(value))
+        Console().print(table)
 
 
 @app.command()
 def report(
-    id: Annotated[str, typer.Argument(help="report id (from status)")],
+    id: Annotated[str, typer.Argument(help="report id (from status), or a request id")],
     format: Annotated[str, typer.Option("--format", help="json, csv or ndjson")] = "json",
     url: Url = DEFAULT_URL,
+    key: ApiKey = None,
 ) -> None:
-    """Print a report (GET /report/ID), streamed."""
-    import httpx
-
+    """Print a report (GET /report/ID), streamed: `--format csv > out.csv`."""
     if format not in ("json", "csv", "ndjson"):
         raise _fail("--format must be json, csv or ndjson")
-    target = url.rstrip("/") + f"/report/{id}"
-    try:
-        with httpx.stream("GET", target, params={"format": format}, timeout=60.0) as response:
-            if response.status_code != 200:
-                response.read()
-                _check(response)
-            out = sys.stdout
-            for chunk in response.iter_text():
-                out.write(chunk)
-            if format == "json":
-                out.write("\n")
-            out.flush()
-    except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach {url}: {exc}", 1) from None
+    with _client_errors(), _client(url, key) as api:
+        out = sys.stdout
+        for chunk in api.stream_report(api.report_id_for(id), format):
+            out.write(chunk)
+        if format == "json":
+            out.write("\n")
+        out.flush()
 
 
 @app.command()
