@@ -175,11 +175,12 @@ class Dialer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
                 continue
+            suppressed = await self._on_dnc(claimed)
             for call in claimed:
                 if self._stop.is_set():
                     await self._give_back(call)
                     continue
-                await self._dispatch(call)
+                await self._dispatch(call, on_dnc=call.id in suppressed)
 
     async def _claim_batch(self) -> list[ClaimedCall]:
         wait = self.limits.ready_in()
@@ -201,7 +202,20 @@ class Dialer:
             self._requests[request_id] = info
         return info
 
-    async def _dispatch(self, call: ClaimedCall) -> None:
+    async def _on_dnc(self, calls: list[ClaimedCall]) -> set[str]:
+        """Ids of the claimed calls whose recipient is on the do-not-call list
+        (one query per tenant for the whole batch)."""
+        by_tenant: dict[str, list[ClaimedCall]] = {}
+        for call in calls:
+            tenant = (await self._request(call.request_id)).tenant
+            by_tenant.setdefault(tenant, []).append(call)
+        out: set[str] = set()
+        for tenant, group in by_tenant.items():
+            listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group])
+            out.update(c.id for c in group if c.to_uri in listed)
+        return out
+
+    async def _dispatch(self, call: ClaimedCall, *, on_dnc: bool = False) -> None:
         info = await self._request(call.request_id)
         if info.canceled:
             await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
@@ -214,7 +228,7 @@ class Dialer:
         if due > now:
             await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, due))
             return
-        if await dnc.matches(self.store, info.tenant, call.to_uri):
+        if on_dnc:
             await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
             return
         prompt = await self._prompt(info, call)

@@ -50,11 +50,19 @@ async def add_entries(store: Store, tenant: str, entries: Sequence[str]) -> int:
 
 async def matches(store: Store, tenant: str, to_uri: str) -> bool:
     """Is this recipient on the tenant's do-not-call list?"""
-    stmt = sa.select(sa.func.count()).where(
-        dnc.c.tenant == tenant, dnc.c.entry.in_(keys_for(to_uri))
-    )
+    return bool(await listed(store, tenant, [to_uri]))
+
+
+async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
+    """Which of these recipients are on the tenant's do-not-call list (one query)."""
+    keys = {uri: keys_for(uri) for uri in to_uris}
+    wanted = {k for ks in keys.values() for k in ks}
+    if not wanted:
+        return set()
+    stmt = sa.select(dnc.c.entry).where(dnc.c.tenant == tenant, dnc.c.entry.in_(wanted))
     async with store.session(readonly=True) as s, s.begin():
-        return bool((await s.execute(stmt)).scalar_one())
+        hits = set((await s.execute(stmt)).scalars())
+    return {uri for uri, ks in keys.items() if hits.intersection(ks)}
 
 
 async def list_entries(
