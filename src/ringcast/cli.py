@@ -83,6 +83,14 @@ AllowPrivate = Annotated[
     ),
 ]
 Url = Annotated[str, typer.Option("--url", envvar="RINGCAST_URL", help="ringcast server URL")]
+InsecureNoAuth = Annotated[
+    bool | None,
+    typer.Option(
+        "--insecure-no-auth/--no-insecure-no-auth",
+        envvar="RINGCAST_INSECURE_NO_AUTH",
+        help="serve beyond loopback with no API key (anyone who can connect may call)",
+    ),
+]
 
 LifespanHook = Callable[[Any], AbstractAsyncContextManager[Any]]
 
@@ -103,6 +111,7 @@ def _settings(require: Sequence[str] = (), **options: Any) -> Settings:
         "max_calls": options.get("max_calls"),
         "cps": options.get("cps"),
         "allow_private_urls": options.get("allow_private_urls"),
+        "insecure_no_auth": options.get("insecure_no_auth"),
         "config_file": options.get("config"),
     }
     try:
@@ -139,6 +148,9 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
     store = open_store(settings.db)
     try:
         await store.migrate()
+        from ringcast.api.auth import check_bind_policy
+
+        await check_bind_policy(settings, store)  # no key beyond loopback: refuse
         app_ = create_app(settings, store, lifespan_hooks=hooks)
         config = uvicorn.Config(
             app_,
@@ -181,6 +193,10 @@ def _main(
     log_level: Annotated[
         str, typer.Option("--log-level", envvar="RINGCAST_LOG_LEVEL", help="debug, info, warning")
     ] = "info",
+    log_json: Annotated[
+        bool,
+        typer.Option("--log-json", envvar="RINGCAST_JSON_LOGS", help="one JSON object per line"),
+    ] = False,
 ) -> None:
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
@@ -188,6 +204,11 @@ def _main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if log_json:
+        from ringcast.logfmt import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     if level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -204,6 +225,7 @@ def serve(
     cps: Cps = None,
     config: ConfigFile = None,
     allow_private_urls: AllowPrivate = None,
+    insecure_no_auth: InsecureNoAuth = None,
 ) -> None:
     """HTTP API and dialer in one process (default: SQLite ./ringcast.db)."""
     settings = _settings(**locals())
@@ -223,6 +245,7 @@ def api(
     cps: Cps = None,
     config: ConfigFile = None,
     allow_private_urls: AllowPrivate = None,
+    insecure_no_auth: InsecureNoAuth = None,
 ) -> None:
     """HTTP API only (needs --db); calls wait for a `ringcast dialer`."""
     settings = _settings(require=("db",), **locals())
@@ -274,6 +297,143 @@ def dialer(
     hook = _dialer_hook(settings, required=True)
     if hook is not None:
         _run(_dial(settings, hook))
+
+
+# --- ringcast keys -------------------------------------------------------------------------
+
+keys_app = typer.Typer(
+    help="API keys (stored in --db): create, list, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _keys_db(db: str | None) -> str:
+    return _settings(require=("db",), db=db).db
+
+
+async def _with_store(db: str, action: Callable[[Any], Any]) -> Any:
+    from ringcast.store.db import open_store
+
+    store = open_store(db)
+    try:
+        await store.migrate()
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _key_json(info: Any) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "tenant": info.tenant,
+        "key_prefix": info.key_prefix,
+        "created_at": info.created_at.isoformat(),
+        "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+        "rate_limit": info.rate_limit,
+        "allow": {k: list(v) for k, v in info.allow.items()},
+    }
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="a label for the key")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="tenant (default: the key is its own tenant)")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="POST requests per minute (default: no limit)")
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None, typer.Option("--allow-host", help="recipient host it may call")
+    ] = None,
+    allow_domain: Annotated[
+        list[str] | None, typer.Option("--allow-domain", help="recipient domain (and subdomains)")
+    ] = None,
+    allow_prefix: Annotated[
+        list[str] | None, typer.Option("--allow-prefix", help="recipient user-part prefix")
+    ] = None,
+    db: Db = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a key; prints the key and its webhook signing secret once (only hashes are kept)."""
+    from ringcast.store.keys import create_key
+
+    allow = {
+        "hosts": allow_host or [],
+        "domains": allow_domain or [],
+        "prefixes": allow_prefix or [],
+    }
+
+    async def create(store: Any) -> Any:
+        return await create_key(store, name, tenant=tenant, rate_limit=rate, allow=allow)
+
+    url = _keys_db(db)
+    created: list[Any] = []
+
+    async def run() -> None:
+        created.append(await _with_store(url, create))
+
+    _run(run())
+    made = created[0]
+    if as_json:
+        out = {"key": made.key, "webhook_secret": made.webhook_secret, **_key_json(made.info)}
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo("API key created. The key and its webhook secret are shown only now:")
+    typer.echo(f"key:            {made.key}")
+    typer.echo(f"webhook_secret: {made.webhook_secret}")
+    typer.echo(f"id:             {made.info.id}")
+    typer.echo(f"tenant:         {made.info.tenant}")
+
+
+@keys_app.command("list")
+def keys_list(db: Db = None, as_json: AsJson = False) -> None:
+    """List keys (prefix, tenant, limits; never the key or its secret)."""
+    from ringcast.store.keys import list_keys
+
+    url = _keys_db(db)
+    found: list[Any] = []
+
+    async def run() -> None:
+        found.extend(await _with_store(url, list_keys))
+
+    _run(run())
+    if as_json:
+        typer.echo(json.dumps([_key_json(k) for k in found], indent=2))
+        return
+    for k in found:
+        state = "revoked" if k.revoked_at else "active"
+        rate_text = f"{k.rate_limit:g}/min" if k.rate_limit else "-"
+        allow = ";".join(f"{kind}={','.join(v)}" for kind, v in k.allow.items()) or "-"
+        typer.echo(
+            f"{k.id}  {k.key_prefix}...  {state:7}  tenant={k.tenant}  name={k.name}  "
+            f"rate={rate_text}  allow={allow}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ident: Annotated[str, typer.Argument(help="key id (or a unique id prefix, or its name)")],
+    db: Db = None,
+) -> None:
+    """Revoke a key: running servers refuse it within a few seconds."""
+    from ringcast.store.keys import revoke_key
+
+    url = _keys_db(db)
+    done: list[Any] = []
+
+    async def revoke(store: Any) -> Any:
+        return await revoke_key(store, ident)
+
+    async def run() -> None:
+        done.append(await _with_store(url, revoke))
+
+    _run(run())
+    if done[0] is None:
+        raise _fail(f"no API key {ident!r}", 1)
+    typer.echo(f"revoked {done[0].id} ({done[0].name})")
 
 
 @app.command()
