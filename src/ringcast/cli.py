@@ -590,7 +590,7 @@ def broadcast(
             err.print(f"still running: ringcast status {request_id}")
             raise typer.Exit(130) from None
         summary = rc.summarize(api.iter_records(final["report_id"]))
-        table = Table(title=f"request {request_id}", title_justify="left")
+        table = Table()
         table.add_column("outcome")
         table.add_column("calls", justify="right")
         table.add_column("share", justify="right")
@@ -599,8 +599,12 @@ def broadcast(
         table.add_section()
         table.add_row("total", str(summary.total), "100%")
         out = Console(width=max(Console().width, 60))
+        out.print(f"request {request_id}: {summary.total} calls, report ready")
         out.print(table)
-        out.print(f"connected seconds: {summary.connected_seconds}")
+        out.print(
+            f"connected seconds: {summary.connected_seconds}"
+            f" · pace: {final['calls_per_minute']:.1f} calls/min"
+        )
         out.print(f"report: ringcast report {final['report_id']} --format csv > report.csv")
 
 
