@@ -1,0 +1,577 @@
+"""The webhook outbox and deliverer on real SQLite and PostgreSQL, POSTing to a
+real HTTP receiver on 127.0.0.1 that verifies every signature."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ringcast.domain import Result, now_precise, utcnow
+from ringcast.store.db import Store, open_store
+from ringcast.store.models import (
+    api_keys_table,
+    call_attempts_table,
+    calls_table,
+    requests_table,
+    webhook_outbox_table,
+)
+from ringcast.webhooks import outbox
+from ringcast.webhooks.deliver import Backoff, WebhookDeliverer
+from ringcast.webhooks.sign import SignatureError, generate_secret, verify
+
+SECRET = generate_secret()
+FAST = Backoff(delays=(0.3,), cap=0.3, jitter=0.0)  # retry after 0.3 s
+
+
+# --- a real receiver ----------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float  # time.monotonic() when the request arrived
+    verified: str | None  # the webhook-id when the signature verified, else the reason
+
+
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1 that records and verifies POSTs.
+
+    `script[path]` is a list of status codes answered in turn (then 200);
+    `delay[path]` seconds are slept before answering.
+    """
+
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
+        self.secrets = secrets or {"": SECRET}  # path prefix -> secret
+        self.hits: list[Hit] = []
+        self.script: dict[str, list[int]] = {}
+        self.delay: dict[str, float] = {}
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                arrived = time.monotonic()
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                secret = max(
+                    ((p, s) for p, s in outer.secrets.items() if self.path.startswith(p)),
+                    key=lambda ps: len(ps[0]),
+                )[1]
+                try:
+                    verified: str | None = verify(secret, headers, body)
+                except SignatureError as exc:
+                    verified = f"invalid: {exc}"
+                with outer.lock:
+                    outer.hits.append(Hit(self.path, headers, body, arrived, verified))
+                    todo = outer.script.get(self.path)
+                    status = todo.pop(0) if todo else 200
+                time.sleep(outer.delay.get(self.path, 0.0))
+                try:
+                    self.send_response(status)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender gave up waiting
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.block_on_close = False
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def of(self, path: str) -> list[Hit]:
+        with self.lock:
+            return [h for h in self.hits if h.path == path]
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as r:
+        yield r
+
+
+# --- database helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'wh.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+@pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    st = open_store(db_url)
+    await st.migrate()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+async def add_request(
+    store: Store, n: int, *, callback_url: str | None, api_key_id: str | None = None
+) -> tuple[str, list[str]]:
+    rid = str(uuid.uuid4())
+    now = utcnow()
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    body = {
+        "playlist": [{"pause": 1}],
+        "sip": {"proxy": "sip:gw.example.com", "username": "u", "password": "hunter2"},
+        "callback_url": callback_url,
+    }
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.insert(requests_table).values(
+                id=rid,
+                tenant="default",
+                created_at=now,
+                body=body,
+                total=n,
+                report_id=str(uuid.uuid4()),
+                body_hash="x",
+                api_key_id=api_key_id,
+            )
+        )
+        await s.execute(
+            sa.insert(calls_table),
+            [
+                {
+                    "id": cid,
+                    "request_id": rid,
+                    "seq": i,
+                    "to_uri": f"sip:u{i}@127.0.0.1",
+                    "from_uri": "me",
+                    "request_time": now,
+                    "not_before": now,
+                    "updated_at": now,
+                }
+                for i, cid in enumerate(ids)
+            ],
+        )
+    return rid, ids
+
+
+async def add_events(store: Store, url: str, n: int, *, api_key_id: str | None = None) -> list[str]:
+    async with store.session() as s, s.begin():
+        return [
+            await outbox.enqueue(
+                s,
+                url=url,
+                api_key_id=api_key_id,
+                event_type="call.ringing",
+                payload=outbox.build_payload("call.ringing", {"id": f"c{i}"}),
+            )
+            for i in range(n)
+        ]
+
+
+async def rows(store: Store) -> dict[str, sa.Row[Any]]:
+    async with store.session(readonly=True) as s, s.begin():
+        result = await s.execute(sa.select(webhook_outbox_table))
+        return {r.webhook_id: r for r in result}
+
+
+async def until(cond: Callable[[], Any], within: float = 10.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await cond() if asyncio.iscoroutinefunction(cond) else cond():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"condition not met in {within}s")
+
+
+def deliverer(store: Store, **kw: Any) -> WebhookDeliverer:
+    opts: dict[str, Any] = {
+        "allow_private": True,
+        "secret": SECRET,
+        "poll_interval": 0.05,
+        "backoff": FAST,
+        "timeout": 5.0,
+    }
+    opts.update(kw)
+    return WebhookDeliverer(store, **opts)
+
+
+# --- enqueue ---------------------------------------------------------------------------------
+
+
+async def test_enqueue_is_idempotent_and_commits_with_the_caller(store: Store) -> None:
+    payload = outbox.build_payload("request.completed", {"id": "r1"})
+    kw: dict[str, Any] = {
+        "url": "https://example.com/h",
+        "api_key_id": None,
+        "event_type": "request.completed",
+        "payload": payload,
+    }
+    async with store.session() as s, s.begin():
+        a = await outbox.enqueue(s, **kw, webhook_id="msg_fixed")
+        b = await outbox.enqueue(s, **kw, webhook_id="msg_fixed")  # same transaction
+    async with store.session() as s, s.begin():
+        c = await outbox.enqueue(s, **kw, webhook_id="msg_fixed")  # a later one
+    assert a == b == c == "msg_fixed"
+    # Rolled back with the caller's transaction: no row.
+    with pytest.raises(RuntimeError, match="call-state write failed"):
+        async with store.session() as s, s.begin():
+            await outbox.enqueue(s, **kw, webhook_id="msg_rolled_back")
+            raise RuntimeError("call-state write failed")
+    async with store.session() as s, s.begin():
+        fresh = await outbox.enqueue(s, **kw)
+    got = await rows(store)
+    assert sorted(got) == sorted(["msg_fixed", fresh])
+    row = got["msg_fixed"]
+    assert row.payload == payload and row.attempts == 0 and row.delivered_at is None
+    assert row.next_attempt_at <= now_precise()
+    with pytest.raises(ValueError, match="unknown webhook event type"):
+        async with store.session() as s, s.begin():
+            await outbox.enqueue(s, **{**kw, "event_type": "call.nope"})
+
+
+async def _set(store: Store, cid: str, **values: Any) -> str | None:
+    async with store.session() as s, s.begin():
+        await s.execute(sa.update(calls_table).where(calls_table.c.id == cid).values(**values))
+        return await outbox.notify_call(s, cid)
+
+
+async def test_notify_call_events_and_one_request_completed(store: Store) -> None:
+    rid, (c1, c2) = await add_request(store, 2, callback_url="https://example.com/h")
+    assert await _set(store, c1, result="dialing") is None  # no event for dialing
+    r1 = await _set(store, c1, result="ringing")
+    assert r1 == outbox.call_event_id(c1, 1, "call.ringing")
+    assert await _set(store, c1, result="ringing") == r1  # reported twice: one row
+    await _set(store, c1, result="in-progress", answered=True, connect_time=utcnow())
+    async with store.session() as s, s.begin():
+        assert not await outbox.request_finished(s, rid)
+    await _set(store, c1, result="completed", outcome="answered", duration=3)
+    await _set(store, c2, result="failed", outcome="failed", error="unreachable")
+    async with store.session() as s, s.begin():
+        assert await outbox.request_finished(s, rid)
+        # Called again (the dialer and the deliverer's safety net): still one row.
+        assert await outbox.notify_request_completed(s, rid) == outbox.request_completed_id(rid)
+    got = await rows(store)
+    kinds = sorted(r.event_type for r in got.values())
+    assert kinds == [
+        "call.answered",
+        "call.completed",
+        "call.failed",
+        "call.ringing",
+        "request.completed",
+    ]
+    done = got[outbox.request_completed_id(rid)].payload
+    assert done["type"] == "request.completed"
+    data = done["data"]
+    assert data["id"] == rid and data["total"] == 2 and data["done"] == 2
+    assert data["results"] == {"completed": 1, "failed": 1}
+    assert data["outcomes"] == {"answered": 1, "failed": 1}
+    assert "hunter2" not in json.dumps(got[outbox.request_completed_id(rid)].payload)
+    completed = got[outbox.call_event_id(c1, 1, "call.completed")].payload["data"]
+    assert completed["id"] == c1 and completed["request_id"] == rid
+    assert completed["result"] == "completed" and completed["duration"] == 3
+
+
+async def test_a_retried_attempt_reports_its_own_record(store: Store) -> None:
+    rid, (cid,) = await add_request(store, 1, callback_url="https://example.com/h")
+    busy = {"type": "voice", "id": cid, "result": "completed", "outcome": "busy", "attempt": 1}
+    async with store.session() as s, s.begin():
+        # What queue.finish_call(retry_at=...) leaves: attempt 1 kept, attempt 2 queued.
+        await s.execute(sa.insert(call_attempts_table).values(call_id=cid, attempt=1, record=busy))
+        await s.execute(
+            sa.update(calls_table).where(calls_table.c.id == cid).values(attempt=2, result="queued")
+        )
+        wid = await outbox.notify_call(s, cid, "call.completed")
+    assert wid == outbox.call_event_id(cid, 1, "call.completed")
+    got = await rows(store)
+    assert got[wid].payload["data"] == {**busy, "request_id": rid, "retrying": True}
+    assert outbox.request_completed_id(rid) not in got  # the call is not final yet
+
+
+async def test_no_callback_url_no_event(store: Store) -> None:
+    rid, (cid,) = await add_request(store, 1, callback_url=None)
+    assert await _set(store, cid, result="completed", outcome="answered") is None
+    async with store.session() as s, s.begin():
+        assert await outbox.notify_request_completed(s, rid) is None
+    assert await rows(store) == {}
+
+
+# --- claiming ----------------------------------------------------------------------------------
+
+
+async def test_claim_is_exclusive_and_leased(db_url: str, store: Store) -> None:
+    ids = await add_events(store, "http://127.0.0.1:9/h", 40)
+    other = open_store(db_url)  # a second process's engine
+    try:
+        now = now_precise()
+        lease = timedelta(seconds=60)
+        got = await asyncio.gather(
+            *(outbox.claim_due(st, 15, now=now, lease=lease) for st in (store, other, store, other))
+        )
+        claimed = [d.webhook_id for batch in got for d in batch]
+        assert len(claimed) == len(set(claimed)) == 40
+        assert sorted(claimed) == sorted(ids)
+        assert await outbox.claim_due(other, 50, now=now, lease=lease) == []
+        # A crashed claimer's rows come back once the lease has run out.
+        later = now + lease + timedelta(seconds=1)
+        back = await outbox.claim_due(other, 50, now=later, lease=lease)
+        assert sorted(d.webhook_id for d in back) == sorted(ids)
+    finally:
+        await other.close()
+
+
+async def test_two_deliverers_send_each_event_once(
+    db_url: str, store: Store, receiver: Receiver
+) -> None:
+    ids = await add_events(store, receiver.url(), 60)
+    other = open_store(db_url)
+    a, b = deliverer(store, max_concurrency=5), deliverer(other, max_concurrency=5)
+    a.start()
+    b.start()
+    try:
+        await until(lambda: len(receiver.hits) >= 60, within=20)
+
+        async def all_delivered() -> bool:
+            return all(r.delivered_at is not None for r in (await rows(store)).values())
+
+        await until(all_delivered, within=10)
+    finally:
+        await a.stop()
+        await b.stop()
+        await other.close()
+    got = [str(h.verified) for h in receiver.hits]
+    assert sorted(got) == sorted(ids)  # each once, each signature valid
+    assert a.delivered + b.delivered == 60 and a.failed_attempts == b.failed_attempts == 0
+    assert a.delivered > 0 and b.delivered > 0, (a.delivered, b.delivered)
+
+
+# --- delivering --------------------------------------------------------------------------------
+
+
+async def test_retry_after_500_keeps_the_webhook_id(store: Store, receiver: Receiver) -> None:
+    (wid,) = await add_events(store, receiver.url("/flaky"), 1)
+    receiver.script["/flaky"] = [500, 503]
+    d = deliverer(store)
+    d.start()
+    try:
+
+        async def delivered() -> bool:
+            return (await rows(store))[wid].delivered_at is not None
+
+        await until(delivered, within=10)
+    finally:
+        await d.stop()
+    hits = receiver.of("/flaky")
+    assert [h.verified for h in hits] == [wid, wid, wid]  # same id, valid signature each time
+    assert len({h.body for h in hits}) == 1  # the same event body
+    gaps = [b.at - a.at for a, b in zip(hits, hits[1:], strict=False)]
+    assert all(g >= 0.25 for g in gaps), gaps  # FAST backoff: 0.3 s
+    row = (await rows(store))[wid]
+    assert row.attempts == 3 and row.last_error is None and row.gave_up_at is None
+    assert (d.delivered, d.failed_attempts, d.gave_up) == (1, 2, 0)
+    assert hits[0].headers["content-type"] == "application/json"
+    assert json.loads(hits[0].body)["type"] == "call.ringing"
+
+
+async def test_gives_up_after_the_24h_window(store: Store, receiver: Receiver) -> None:
+    (old,) = await add_events(store, receiver.url("/down"), 1)
+    receiver.script["/down"] = [500] * 10
+    # A clock 25 h ahead: the event is older than the retry window.
+    d = deliverer(store, clock=lambda: now_precise() + timedelta(hours=25))
+    d.start()
+    try:
+
+        async def gave_up() -> bool:
+            return (await rows(store))[old].gave_up_at is not None
+
+        await until(gave_up, within=10)
+    finally:
+        await d.stop()
+    row = (await rows(store))[old]
+    assert row.last_error == "HTTP 500" and row.delivered_at is None and row.attempts == 1
+    assert [h.verified for h in receiver.of("/down")] == [old]
+    assert (d.delivered, d.failed_attempts, d.gave_up) == (0, 1, 1)
+
+
+async def test_within_the_window_a_failure_is_rescheduled(store: Store, receiver: Receiver) -> None:
+    (wid,) = await add_events(store, receiver.url("/down"), 1)
+    receiver.script["/down"] = [500] * 10
+    d = deliverer(store, backoff=Backoff())  # the real schedule: next try in 5 s ± 20 %
+    d.start()
+    try:
+
+        async def failed_once() -> bool:
+            return bool((await rows(store))[wid].attempts == 1)
+
+        await until(failed_once, within=10)
+    finally:
+        await d.stop()
+    row = (await rows(store))[wid]
+    wait = (row.next_attempt_at - now_precise()).total_seconds()
+    assert 2.0 < wait <= 6.0, wait
+    assert row.gave_up_at is None and row.last_error == "HTTP 500"
+
+
+async def test_410_gone_gives_up_at_once(store: Store, receiver: Receiver) -> None:
+    (wid,) = await add_events(store, receiver.url("/gone"), 1)
+    receiver.script["/gone"] = [410]
+    d = deliverer(store)
+    d.start()
+    try:
+
+        async def gave_up() -> bool:
+            return (await rows(store))[wid].gave_up_at is not None
+
+        await until(gave_up, within=10)
+    finally:
+        await d.stop()
+    assert (await rows(store))[wid].last_error == "HTTP 410"
+    assert d.gave_up == 1
+
+
+async def test_a_slow_receiver_does_not_hold_up_others(store: Store, receiver: Receiver) -> None:
+    receiver.delay["/slow"] = 4.0
+    slow = await add_events(store, receiver.url("/slow"), 3)
+    fast = await add_events(store, receiver.url("/fast"), 10)
+    d = deliverer(store, timeout=1.0, max_concurrency=6)
+    started = time.monotonic()
+    d.start()
+    try:
+        await until(lambda: len(receiver.of("/fast")) == 10, within=10)
+        fast_done = time.monotonic() - started
+        await until(lambda: d.failed_attempts >= 3, within=10)
+        slow_done = time.monotonic() - started
+    finally:
+        await d.stop()
+    # The fast ones went out while the slow ones were hanging, within the timeout.
+    assert fast_done < 1.0, fast_done
+    assert slow_done < 1.0 + 1.5, slow_done  # cut off at the 1 s timeout
+    got = await rows(store)
+    assert all(got[w].last_error == "timed out after 1s" for w in slow)
+    assert all(got[w].delivered_at is not None for w in fast)
+
+
+async def test_stop_is_bounded_by_the_timeout(store: Store, receiver: Receiver) -> None:
+    receiver.delay["/slow"] = 5.0
+    await add_events(store, receiver.url("/slow"), 2)
+    d = deliverer(store, timeout=1.0)
+    d.start()
+    await until(lambda: len(receiver.of("/slow")) == 2, within=5)
+    started = time.monotonic()
+    await d.stop()
+    assert time.monotonic() - started < 1.0 + 1.0
+    got = await rows(store)
+    assert all(r.attempts == 1 and r.last_error == "timed out after 1s" for r in got.values())
+
+
+async def test_private_targets_are_refused_unless_allowed(store: Store, receiver: Receiver) -> None:
+    (wid,) = await add_events(store, receiver.url("/private"), 1)
+    d = deliverer(store, allow_private=False)
+    d.start()
+    try:
+
+        async def failed() -> bool:
+            return bool((await rows(store))[wid].attempts == 1)
+
+        await until(failed, within=10)
+    finally:
+        await d.stop()
+    error = (await rows(store))[wid].last_error
+    assert error is not None and "refused" in error and "/private" not in error
+    assert receiver.of("/private") == []
+
+
+async def test_signed_with_the_api_keys_secret(store: Store) -> None:
+    key_secret = generate_secret()
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.insert(api_keys_table).values(
+                id="key-1",
+                name="k",
+                tenant="default",
+                key_hash="0" * 64,
+                key_prefix="rc_abc",
+                webhook_secret=key_secret,
+            )
+        )
+    with Receiver({"/k": key_secret, "/open": SECRET}) as rx:
+        (keyed,) = await add_events(store, rx.url("/k"), 1, api_key_id="key-1")
+        (gone,) = await add_events(store, rx.url("/k"), 1, api_key_id="key-deleted")
+        (open_,) = await add_events(store, rx.url("/open"), 1)
+        d = deliverer(store)
+        d.start()
+        try:
+
+            async def settled() -> bool:
+                got = await rows(store)
+                return got[keyed].delivered_at is not None and got[gone].gave_up_at is not None
+
+            await until(settled, within=10)
+            await until(lambda: len(rx.of("/open")) == 1, within=10)
+        finally:
+            await d.stop()
+        assert [h.verified for h in rx.of("/k")] == [keyed]  # nothing sent for the gone key
+        assert [h.verified for h in rx.of("/open")] == [open_]
+    got = await rows(store)
+    assert got[gone].last_error == "the API key of this webhook no longer exists"
+
+
+async def test_final_event_settled_enqueues_request_completed(
+    store: Store, receiver: Receiver
+) -> None:
+    """The safety net: both calls final, but no request.completed enqueued (as when
+    two nodes finish the last calls at once); delivering the final events adds it."""
+    rid, (c1, c2) = await add_request(store, 2, callback_url=receiver.url("/r"))
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.update(calls_table)
+            .where(calls_table.c.request_id == rid)
+            .values(result=Result.COMPLETED.value, outcome="answered")
+        )
+        for cid in (c1, c2):
+            await outbox.enqueue(
+                s,
+                url=receiver.url("/r"),
+                api_key_id=None,
+                event_type="call.completed",
+                payload=outbox.build_payload("call.completed", {"id": cid, "request_id": rid}),
+                webhook_id=outbox.call_event_id(cid, 1, "call.completed"),
+            )
+    d = deliverer(store)
+    d.start()
+    try:
+        await until(lambda: len(receiver.of("/r")) == 3, within=10)
+        await asyncio.sleep(0.3)  # nothing more arrives
+    finally:
+        await d.stop()
+    types = [json.loads(h.body)["type"] for h in receiver.of("/r")]
+    assert sorted(types) == ["call.completed", "call.completed", "request.completed"]
+    assert types[-1] == "request.completed"
+    assert all(h.verified and not h.verified.startswith("invalid") for h in receiver.of("/r"))

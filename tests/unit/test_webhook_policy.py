@@ -1,0 +1,135 @@
+"""Webhook retry schedule, event ids and payloads, the install secret file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ringcast.errors import ConfigError
+from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
+from ringcast.webhooks.outbox import (
+    WEBHOOK_ID_MAX,
+    build_payload,
+    call_event_id,
+    iso_timestamp,
+    request_completed_id,
+)
+from ringcast.webhooks.sign import decode_secret, generate_secret
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def test_schedule_without_jitter() -> None:
+    b = Backoff()
+    waits = [b.delay(n, rand=0.5) for n in range(1, 10)]
+    assert waits == [5, 30, 120, 600, 1800, 3600, 7200, 7200, 7200]
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.999999])
+def test_jitter_stays_within_twenty_percent(rand: float) -> None:
+    b = Backoff()
+    for n in range(1, 12):
+        base = b.delay(n, rand=0.5)
+        assert base * 0.8 - 1e-9 <= b.delay(n, rand=rand) <= base * 1.2 + 1e-9
+
+
+def test_attempts_stop_24h_after_creation() -> None:
+    b = Backoff()
+    now, failures, times = T0, 0, []
+    for _ in range(100):
+        failures += 1
+        nxt = b.next_attempt(created_at=T0, now=now, failures=failures, rand=0.5)
+        if nxt is None:
+            break
+        times.append(nxt)
+        now = nxt
+    else:
+        pytest.fail("never gave up")
+    assert times == sorted(times)
+    assert times[-1] == T0 + timedelta(hours=24)  # the last attempt is at the deadline
+    assert now == T0 + timedelta(hours=24)
+    assert 15 <= len(times) <= 20, len(times)
+    assert [(t - T0).total_seconds() for t in times[:3]] == [5, 35, 155]
+
+
+def test_give_up_at_or_after_the_window() -> None:
+    b = Backoff()
+    end = T0 + timedelta(hours=24)
+    assert b.next_attempt(created_at=T0, now=end, failures=3) is None
+    assert b.next_attempt(created_at=T0, now=end + timedelta(hours=1), failures=1) is None
+    late = b.next_attempt(created_at=T0, now=end - timedelta(seconds=1), failures=1)
+    assert late == end  # clamped: one last attempt at the deadline
+
+
+def test_retry_after_is_honoured_up_to_the_cap() -> None:
+    b = Backoff()
+    assert b.next_attempt(created_at=T0, now=T0, failures=1, retry_after=90) == T0 + timedelta(
+        seconds=90
+    )
+    assert b.next_attempt(created_at=T0, now=T0, failures=1, retry_after=1) == T0 + timedelta(
+        seconds=5
+    )
+    capped = b.next_attempt(created_at=T0, now=T0, failures=1, retry_after=10**6)
+    assert capped == T0 + timedelta(seconds=b.cap)
+
+
+def test_event_ids_are_stable_bounded_and_dot_free() -> None:
+    call_id = "0b8f7c2e-3a1d-4f55-9a8e-0c1d2e3f4a5b"
+    a = call_event_id(call_id, 1, "call.completed")
+    assert a == call_event_id(call_id, 1, "call.completed")
+    assert a != call_event_id(call_id, 2, "call.completed")
+    assert a != call_event_id(call_id, 1, "call.failed")
+    assert "." not in a and len(a) <= WEBHOOK_ID_MAX
+    long = call_event_id(call_id, 123456789, "call.completed")
+    assert long.startswith("msg_") and len(long) <= WEBHOOK_ID_MAX and "." not in long
+    rid = request_completed_id(call_id)
+    assert rid == request_completed_id(call_id) and len(rid) <= WEBHOOK_ID_MAX
+
+
+def test_payload_shape_and_body_bytes() -> None:
+    p = build_payload("call.ringing", {"id": "c1", "to": "sip:\u00e9@x"}, at=T0)
+    assert p == {
+        "type": "call.ringing",
+        "timestamp": "2026-11-26T12:00:00.000000Z",
+        "data": {"id": "c1", "to": "sip:\u00e9@x"},
+    }
+    assert (
+        encode_body(p)
+        == (
+            '{"type":"call.ringing","timestamp":"2026-11-26T12:00:00.000000Z",'
+            '"data":{"id":"c1","to":"sip:\u00e9@x"}}'
+        ).encode()
+    )
+    assert iso_timestamp(T0 + timedelta(microseconds=5)).endswith(".000005Z")
+    with pytest.raises(ValueError, match="unknown webhook event type 'call.exploded'"):
+        build_payload("call.exploded", {})
+
+
+def test_install_secret_from_env_wins() -> None:
+    secret = generate_secret()
+    env = {"RINGCAST_WEBHOOK_SECRET": secret}
+    assert install_secret("postgresql://u@db/rc", env) == secret
+    with pytest.raises(ConfigError, match="RINGCAST_WEBHOOK_SECRET: webhook secret is not"):
+        install_secret("sqlite:///x.db", {"RINGCAST_WEBHOOK_SECRET": "whsec_%%%"})
+
+
+def test_install_secret_file_beside_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "ringcast.db"
+    url = f"sqlite:///{db}"
+    first = install_secret(url, {})
+    assert first is not None and len(decode_secret(first)) == 32
+    path = Path(str(db) + ".webhook-secret")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert install_secret(url, {}) == first  # every later process reads the same
+    path.write_text("garbage\n")
+    with pytest.raises(ConfigError, match="webhook secret file .*webhook-secret"):
+        install_secret(url, {})
+
+
+def test_no_install_secret_for_postgresql_or_memory() -> None:
+    assert install_secret("postgresql://u@db/rc", {}) is None
+    assert install_secret("sqlite:///:memory:", {}) is None
