@@ -42,6 +42,8 @@ from ringcast.store import dnc, limiter, queue
 from ringcast.store.db import Store
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 from ringcast.store.requests import WORK_CHANNEL
+from ringcast.webhooks import outbox as webhooks
+from ringcast.webhooks.deliver import deliverer_lifespan
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +290,14 @@ class Dialer:
         if error:
             values["error"] = error
 
+        hooked = bool((await self._request(call.request_id)).body.get("callback_url"))
+
         async def write(s: Any) -> bool:
             await limiter.release(s, call.id)
-            return await queue.finish_call(s, call.id, self.fence, values)
+            ok = await queue.finish_call(s, call.id, self.fence, values)
+            if ok and hooked:
+                await webhooks.notify_call(s, call.id)
+            return ok
 
         await self.writer.submit(write)
 
@@ -314,6 +321,9 @@ class Dialer:
             if not referenced_variables(playlist):
                 # The same prompt for everyone: no one of this request is called.
                 n = await queue.fail_request(self.store, info.id, error)
+                if body.get("callback_url"):
+                    async with self.store.session() as s, s.begin():
+                        await webhooks.notify_request_completed(s, info.id)
                 self._requests[info.id] = RequestInfo(
                     info.id, info.tenant, info.body, info.canceled, error
                 )
@@ -346,7 +356,11 @@ class Dialer:
             )
             self.calls_placed += 1
             report = await place_call(
-                job, prompt, self.ctx, on_progress=self._progress(call), cancel=live.cancel
+                job,
+                prompt,
+                self.ctx,
+                on_progress=self._progress(call, info),
+                cancel=live.cancel,
             )
             await self._record(call, info, report)
         except Exception:
@@ -367,10 +381,19 @@ class Dialer:
             sip = {**self.settings.trunks.get(trunk, {}), **sip}
         return sip
 
-    def _progress(self, call: ClaimedCall) -> Callable[[Result, dict[str, Any]], Any]:
+    def _progress(
+        self, call: ClaimedCall, info: RequestInfo
+    ) -> Callable[[Result, dict[str, Any]], Any]:
+        hooked = bool(info.body.get("callback_url"))
+
         async def on_progress(result: Result, fields: dict[str, Any]) -> None:
             values = {"result": result.value, **fields}
-            await self.writer.submit(lambda s: queue.update_call(s, call.id, self.fence, values))
+
+            async def write(s: Any) -> None:
+                if await queue.update_call(s, call.id, self.fence, values) and hooked:
+                    await webhooks.notify_call(s, call.id)  # call.ringing / call.answered
+
+            await self.writer.submit(write)
 
         return on_progress
 
@@ -385,9 +408,13 @@ class Dialer:
         tenant = info.tenant
         optout_entry = call.to_uri if report.optout else None
 
+        hooked = bool(info.body.get("callback_url"))
+
         async def write(s: Any) -> bool:
             await limiter.release(s, call.id)
             ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
+            if ok and hooked:
+                await webhooks.notify_call(s, call.id)  # final event, then request.completed
             if ok and optout_entry:
                 await dnc.add(s, tenant, [optout_entry])
             return ok
@@ -501,11 +528,12 @@ def dialer_lifespan(
         store: Store = state.store if hasattr(state, "store") else state["store"]
         dialer = Dialer(settings, store)
         await dialer.start()
+        with contextlib.suppress(Exception):
+            state.dialer = dialer
         try:
-            if hasattr(state, "__setattr__"):
-                with contextlib.suppress(Exception):
-                    state.dialer = dialer
-            yield
+            # Webhooks leave through the outbox; every dialer process delivers them.
+            async with deliverer_lifespan(settings)(state):
+                yield
         finally:
             await dialer.stop()
 
