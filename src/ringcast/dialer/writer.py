@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.store.db import Store
@@ -26,6 +27,7 @@ T = TypeVar("T")
 Op = Callable[[AsyncSession], Awaitable[Any]]
 
 MAX_BATCH = 500  # writes per transaction
+OUTAGE_PATIENCE = 120.0  # seconds to keep retrying while the database is unreachable
 
 
 class GroupWriter:
@@ -61,7 +63,7 @@ class GroupWriter:
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await self._commit(batch)
+                await self._commit_retrying(batch)
             except Exception:  # noqa: BLE001 - retried one by one below
                 log.warning("group commit of %d writes failed; retrying singly", len(batch))
                 for item in batch:
@@ -72,6 +74,25 @@ class GroupWriter:
                             item[1].set_exception(exc)
             for _ in batch:
                 self._queue.task_done()
+
+    async def _commit_retrying(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+        """Commit a batch; while the database is unreachable, keep trying (with
+        backoff, up to OUTAGE_PATIENCE seconds) so calls in progress keep their
+        records through a database restart or failover."""
+        delay = 0.2
+        waited = 0.0
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except (OperationalError, InterfaceError, OSError) as exc:
+                if waited >= OUTAGE_PATIENCE:
+                    raise
+                if waited == 0.0:
+                    log.warning("database unreachable (%s); holding %d writes", exc, len(batch))
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 5.0)
 
     async def _commit(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
         results = []
