@@ -119,6 +119,13 @@ def build_payload(
 # --- writers (inside the caller's transaction) ---------------------------------------
 
 
+def _event_of(result: Any) -> str | None:
+    try:
+        return EVENT_OF_RESULT.get(Result(result))
+    except ValueError:
+        return None
+
+
 def _insert_ignoring_duplicates(dialect: str, values: dict[str, Any]) -> Any:
     if dialect == "postgresql":
         return (
@@ -170,17 +177,24 @@ async def enqueue(
 
 async def request_finished(s: AsyncSession, request_id: str) -> bool:
     """True when the request has calls and none of them is non-final (as this
-    transaction sees them)."""
-    row = (
-        await s.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.count(sa.case((calls_table.c.result.not_in(_FINAL), 1))),
-            ).where(calls_table.c.request_id == request_id)
-        )
-    ).one()
-    total, live = int(row[0] or 0), int(row[1] or 0)
-    return total > 0 and live == 0
+    transaction sees them).
+
+    Cheap on big requests: it looks for one non-final call from the highest
+    `seq` down (the index on (request_id, seq)); calls are dialed in `seq`
+    order, so while the request runs one is found at once.
+    """
+    live = await s.execute(
+        sa.select(calls_table.c.seq)
+        .where(calls_table.c.request_id == request_id, calls_table.c.result.not_in(_FINAL))
+        .order_by(calls_table.c.seq.desc())
+        .limit(1)
+    )
+    if live.first() is not None:
+        return False
+    any_call = await s.execute(
+        sa.select(calls_table.c.seq).where(calls_table.c.request_id == request_id).limit(1)
+    )
+    return any_call.first() is not None
 
 
 async def request_summary(s: AsyncSession, request_id: str) -> dict[str, Any]:
@@ -231,29 +245,38 @@ async def request_summary(s: AsyncSession, request_id: str) -> dict[str, Any]:
 
 
 async def _request_target(s: AsyncSession, request_id: str) -> tuple[str, str | None] | None:
-    """(callback_url, api_key_id) of a request, or None without a callback URL."""
+    """(callback_url, api_key_id) of a request, or None without a callback URL.
+    Reads only the URL out of the stored body (the playlist may be large)."""
     row = (
         await s.execute(
-            sa.select(requests_table.c.body, requests_table.c.api_key_id).where(
-                requests_table.c.id == request_id
-            )
+            sa.select(
+                requests_table.c.body["callback_url"].as_string().label("url"),
+                requests_table.c.api_key_id,
+            ).where(requests_table.c.id == request_id)
         )
     ).one_or_none()
-    if row is None:
+    if row is None or not row.url:
         return None
-    url = (row.body or {}).get("callback_url")
-    if not isinstance(url, str) or not url:
-        return None
-    return url, row.api_key_id
+    return str(row.url), row.api_key_id
 
 
 async def notify_request_completed(
     s: AsyncSession, request_id: str, *, now: datetime | None = None
 ) -> str | None:
     """Enqueue ``request.completed`` (once: its id is fixed) if every call of the
-    request is final and it has a callback URL. Returns the webhook id or None."""
+    request is final and it has a callback URL. Returns the webhook id or None.
+
+    Once the event is in the outbox this costs one indexed lookup, so calling
+    it after every final call event stays cheap on big requests.
+    """
     target = await _request_target(s, request_id)
-    if target is None or not await request_finished(s, request_id):
+    if target is None:
+        return None
+    webhook_id = request_completed_id(request_id)
+    exists = await s.execute(sa.select(outbox.c.id).where(outbox.c.webhook_id == webhook_id))
+    if exists.first() is not None:
+        return webhook_id
+    if not await request_finished(s, request_id):
         return None
     url, api_key_id = target
     summary = await request_summary(s, request_id)
@@ -263,7 +286,7 @@ async def notify_request_completed(
         api_key_id=api_key_id,
         event_type=REQUEST_COMPLETED,
         payload=build_payload(REQUEST_COMPLETED, summary, at=now),
-        webhook_id=request_completed_id(request_id),
+        webhook_id=webhook_id,
         now=now,
     )
 
@@ -280,10 +303,11 @@ async def notify_call(
     Call it in the same transaction, right after the write that changed the
     call (``queue.update_call`` / ``queue.finish_call``). `event_type` defaults
     to the event of the call's current result (see :data:`EVENT_OF_RESULT`).
-    A final event for a call that `finish_call` already re-queued for a retry
-    reports the finished attempt's record (from ``call_attempts``) with
-    ``"retrying": true``. After a final event, ``request.completed`` is enqueued
-    when no call of the request is left non-final.
+    For a call that `finish_call(retry_at=...)` just re-queued, the event is
+    the finished attempt's final one, with that attempt's record (from
+    ``call_attempts``) and ``"retrying": true``. After a final event,
+    ``request.completed`` is enqueued when no call of the request is left
+    non-final.
 
     Returns the webhook id, or None when the request has no callback URL or the
     call's state has no event. Idempotent per (call, attempt, event).
@@ -297,19 +321,13 @@ async def notify_call(
     if target is None:
         return None
     url, api_key_id = target
-    if event_type is None:
-        try:
-            event_type = EVENT_OF_RESULT.get(Result(call.result))
-        except ValueError:
-            event_type = None
-        if event_type is None:
-            return None
-    if event_type not in EVENT_TYPES or event_type == REQUEST_COMPLETED:
-        raise ValueError(f"not a call event type: {event_type!r}")
     attempt = int(call.attempt)
     record = record_dict(call)
     data: dict[str, Any] = {"request_id": call.request_id}
-    if event_type in FINAL_CALL_EVENTS and call.result == Result.QUEUED.value and attempt > 1:
+    retried = call.result == Result.QUEUED.value and attempt > 1
+    if retried and (event_type is None or event_type in FINAL_CALL_EVENTS):
+        # queue.finish_call(retry_at=...) kept the finished attempt in call_attempts
+        # and queued the next one: report the finished attempt.
         previous = (
             await s.execute(
                 sa.select(call_attempts_table.c.record).where(
@@ -322,6 +340,12 @@ async def notify_call(
             attempt -= 1
             record = dict(previous)
             data["retrying"] = True
+    if event_type is None:
+        event_type = _event_of(record.get("result"))
+        if event_type is None:
+            return None
+    if event_type not in EVENT_TYPES or event_type == REQUEST_COMPLETED:
+        raise ValueError(f"not a call event type: {event_type!r}")
     data.update(record)
     webhook_id = await enqueue(
         s,
