@@ -57,8 +57,7 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
         with SippUas(
             "uas_answer.xml",
             work,
-            keys={"rtp_port": str(sink.getsockname()[1])},
-            extra=["-trace_msg"],
+            keys={"rtp_port": str(sink.getsockname()[1])}
         ) as uas:
             api = RingcastServer(work, db=db, command="api", env=env).start()
             procs.append(api)

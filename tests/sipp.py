@@ -51,6 +51,7 @@ class SippUas:
         keys: dict[str, str] | None = None,
         max_calls: int | None = None,
         extra: list[str] | None = None,
+        trace: bool = True,
     ) -> None:
         path = Path(scenario)
         if not path.is_absolute():
@@ -64,6 +65,7 @@ class SippUas:
         self.keys = {"rtp_port": "6000", **(keys or {})}
         self.max_calls = max_calls
         self.extra = extra or []
+        self.trace = trace  # keep SIPp's message log (benchmarks at high rates turn it off)
         self.message_log = workdir / f"sipp-{self.port}-messages.log"
         self.error_log = workdir / f"sipp-{self.port}-errors.log"
         self.stdout_log = workdir / f"sipp-{self.port}-stdout.log"
@@ -87,10 +89,11 @@ class SippUas:
             "-p", str(self.port),
             "-t", self.transport,
             "-nostdin",
-            "-trace_msg", "-message_file", str(self.message_log),
             "-trace_err", "-error_file", str(self.error_log),
             "-max_recv_loops", "10000",
         ]
+        if self.trace:
+            cmd += ["-trace_msg", "-message_file", str(self.message_log)]
         for name, value in self.keys.items():
             cmd += ["-key", name, value]
         if self.max_calls is not None:
