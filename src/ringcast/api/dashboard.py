@@ -156,8 +156,9 @@ async def request_calls(
 async def request_timeline(request: Request, request_id: str) -> JSONResponse:
     """Finished calls per `width`-second bucket (by disconnect time) and state;
     `t` is the bucket's start in Unix seconds (UTC)."""
-    await _progress(request, request_id)
-    tl = await dash.timeline(store_of(request), request_id)
+    progress = await _progress(request, request_id)
+    final = progress.total > 0 and progress.done >= progress.total
+    tl = await dash.timeline(store_of(request), request_id, final=final)
     return JSONResponse(
         envelope(200, "ok", request_id, width=tl.width, start=tl.start, buckets=tl.buckets)
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,33 @@ RATE_WINDOW = 60.0  # seconds of finished calls that "calls per minute" looks ba
 MAX_BUCKETS = 60  # bars in a timeline at most
 _NICE_WIDTHS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 _LIVE = [r.value for r in LIVE_RESULTS]
+_SQLITE_UNIXEPOCH = sqlite3.sqlite_version_info >= (3, 38, 0)
+FINAL_CACHE_SIZE = 2048  # finished requests whose aggregates are kept in memory
+
+
+class _FinalCache:
+    """Aggregates of finished requests: every call is final, so they never change
+    (a retry re-queues a call in the transaction that finishes it). Per process,
+    least recently used out first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+
+    def get(self, store: Store, kind: str, request_id: str) -> Any:
+        key = (store.url, kind, request_id)
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, store: Store, kind: str, request_id: str, value: Any) -> None:
+        self._items[(store.url, kind, request_id)] = value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+_final = _FinalCache(FINAL_CACHE_SIZE)
 
 QUEUED = "queued"
 IN_PROGRESS = "in-progress"
@@ -93,7 +122,8 @@ class Progress:
     @property
     def status(self) -> str:
         if self.done >= self.total:
-            return "canceled" if self.canceled_at is not None else "done"
+            canceled = self.canceled_at is not None and self.counts.get("canceled", 0) > 0
+            return "canceled" if canceled else "done"
         if self.canceled_at is not None:
             return "canceling"
         if self.counts.get(IN_PROGRESS) or self.done:
@@ -157,43 +187,70 @@ _REQ_COLS = (
 )
 
 
-async def _progress_of(session: Any, rows: Sequence[Any], now: datetime) -> list[Progress]:
-    """Fill counts for the requests in `rows` with one grouped query."""
+@dataclass(frozen=True, slots=True)
+class _Aggregates:
+    counts: dict[str, int]
+    first_setup: datetime | None
+    last_disconnect: datetime | None
+    recent: int
+
+
+async def _progress_of(
+    store: Store, session: Any, rows: Sequence[Any], now: datetime
+) -> list[Progress]:
+    """Fill counts for the requests in `rows` with one grouped query (finished
+    requests come from the cache)."""
     out = {
         r.id: Progress(
             r.id, r.report_id, r.created_at, r.canceled_at, int(r.total), sender=r.sender
         )
         for r in rows
     }
-    if not out:
-        return []
-    c = calls_table.c
-    since = now - timedelta(seconds=RATE_WINDOW)
-    grouped = await session.execute(
-        sa.select(
-            c.request_id,
-            c.result,
-            c.outcome,
-            sa.func.count().label("n"),
-            sa.func.min(c.setup_time).label("first_setup"),
-            sa.func.max(c.disconnect_time).label("last_disconnect"),
-            sa.func.sum(sa.case((c.disconnect_time >= since, 1), else_=0)).label("recent"),
+    todo = []
+    for rid, p in out.items():
+        cached: _Aggregates | None = _final.get(store, "progress", rid)
+        if cached is None:
+            todo.append(rid)
+            continue
+        p.counts = dict(cached.counts)
+        p.first_setup, p.last_disconnect, p.recent = (
+            cached.first_setup,
+            cached.last_disconnect,
+            cached.recent,
         )
-        .where(c.request_id.in_(list(out)))
-        .group_by(c.request_id, c.result, c.outcome)
-    )
-    for g in grouped:
-        p = out[g.request_id]
-        state = state_of(g.result, g.outcome)
-        p.counts[state] = p.counts.get(state, 0) + int(g.n)
-        if state not in (QUEUED, IN_PROGRESS):
-            p.recent += int(g.recent or 0)
-            last = _aware(g.last_disconnect)
-            if last is not None and (p.last_disconnect is None or last > p.last_disconnect):
-                p.last_disconnect = last
-        first = _aware(g.first_setup)
-        if first is not None and (p.first_setup is None or first < p.first_setup):
-            p.first_setup = first
+    if todo:
+        c = calls_table.c
+        since = now - timedelta(seconds=RATE_WINDOW)
+        grouped = await session.execute(
+            sa.select(
+                c.request_id,
+                c.result,
+                c.outcome,
+                sa.func.count().label("n"),
+                sa.func.min(c.setup_time).label("first_setup"),
+                sa.func.max(c.disconnect_time).label("last_disconnect"),
+                sa.func.sum(sa.case((c.disconnect_time >= since, 1), else_=0)).label("recent"),
+            )
+            .where(c.request_id.in_(todo))
+            .group_by(c.request_id, c.result, c.outcome)
+        )
+        for g in grouped:
+            p = out[g.request_id]
+            state = state_of(g.result, g.outcome)
+            p.counts[state] = p.counts.get(state, 0) + int(g.n)
+            if state not in (QUEUED, IN_PROGRESS):
+                p.recent += int(g.recent or 0)
+                last = _aware(g.last_disconnect)
+                if last is not None and (p.last_disconnect is None or last > p.last_disconnect):
+                    p.last_disconnect = last
+            first = _aware(g.first_setup)
+            if first is not None and (p.first_setup is None or first < p.first_setup):
+                p.first_setup = first
+        for rid in todo:
+            p = out[rid]
+            if p.total and p.done >= p.total:
+                agg = _Aggregates(dict(p.counts), p.first_setup, p.last_disconnect, 0)
+                _final.put(store, "progress", rid, agg)
     return [out[r.id] for r in rows]
 
 
@@ -224,7 +281,7 @@ async def list_requests(
         rows = list(await session.execute(query))
         more = len(rows) > limit
         rows = rows[:limit]
-        page = await _progress_of(session, rows, now)
+        page = await _progress_of(store, session, rows, now)
     cursor = (rows[-1].created_at, rows[-1].id) if more and rows else None
     return page, cursor
 
@@ -241,7 +298,7 @@ async def request_progress(store: Store, tenant: str, request_id: str) -> Progre
         ).first()
         if row is None:
             return None
-        return (await _progress_of(session, [row], now))[0]
+        return (await _progress_of(store, session, [row], now))[0]
 
 
 async def calls_page(
@@ -266,6 +323,8 @@ async def calls_page(
 def _epoch(store: Store, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """Whole seconds since 1970 of a UTC timestamp column, in SQL."""
     if store.dialect == "sqlite":
+        if _SQLITE_UNIXEPOCH:
+            return sa.func.unixepoch(column, type_=sa.Integer)
         return sa.cast(sa.func.strftime("%s", column), sa.Integer)
     return sa.cast(sa.func.floor(sa.extract("epoch", column)), sa.BigInteger)
 
@@ -286,21 +345,32 @@ class Timeline:
     buckets: list[dict[str, Any]]  # {"t": epoch, "counts": {outcome: n}}
 
 
-async def timeline(store: Store, request_id: str) -> Timeline:
-    """Finished calls of a request per time bucket (by disconnect time) and outcome."""
+async def timeline(store: Store, request_id: str, *, final: bool = False) -> Timeline:
+    """Finished calls of a request per time bucket (by disconnect time) and outcome.
+    `final`: every call of the request is final, so the answer may be cached."""
+    if final:
+        cached: Timeline | None = _final.get(store, "timeline", request_id)
+        if cached is not None:
+            return cached
     c = calls_table.c
     finished = sa.and_(c.request_id == request_id, c.disconnect_time.is_not(None))
-    secs = _epoch(store, c.disconnect_time)
     async with wrap_errors(), store.session(readonly=True) as session:
         bounds = (
-            await session.execute(sa.select(sa.func.min(secs), sa.func.max(secs)).where(finished))
+            await session.execute(
+                sa.select(sa.func.min(c.disconnect_time), sa.func.max(c.disconnect_time)).where(
+                    finished
+                )
+            )
         ).first()
-        if bounds is None or bounds[0] is None:
+        first, last_time = (_aware(bounds[0]), _aware(bounds[1])) if bounds else (None, None)
+        if first is None or last_time is None:
             return Timeline(1, None, [])
-        lo, hi = int(bounds[0]), int(bounds[1])
+        lo, hi = int(first.timestamp()), int(last_time.timestamp())
         width = bucket_width(hi - lo + 1)
         start = lo - lo % width
-        slot = sa.cast((secs - start) / width, sa.Integer).label("slot")
+        slot = sa.cast((_epoch(store, c.disconnect_time) - start) // width, sa.Integer).label(
+            "slot"
+        )
         rows = await session.execute(
             sa.select(slot, c.result, c.outcome, sa.func.count().label("n"))
             .where(finished)
@@ -313,4 +383,7 @@ async def timeline(store: Store, request_id: str) -> Timeline:
             counts[state] = counts.get(state, 0) + int(row.n)
     last = max(per) if per else 0
     buckets = [{"t": start + i * width, "counts": per.get(i, {})} for i in range(last + 1)]
-    return Timeline(width, start, buckets)
+    result = Timeline(width, start, buckets)
+    if final:
+        _final.put(store, "timeline", request_id, result)
+    return result

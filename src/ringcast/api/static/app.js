@@ -282,18 +282,31 @@ function renderChart(timeline) {
     el("span", null, el("i", { style: `background:${color(s)}` }), LABELS[s])));
 }
 
+// The chart and the calls table are fetched again only when the request's counts
+// or the view changed, or every FULL_REFRESH_MS (durations and causes fill in).
+const FULL_REFRESH_MS = 10000;
+let shown = { key: null, at: 0 };
+
 async function refreshDetail() {
   const id = view.selected;
   if (!id) return;
   const enc = encodeURIComponent(id);
   const state = view.filter ? `&state=${encodeURIComponent(view.filter)}` : "";
-  const [detail, timeline, calls] = await Promise.all([
-    api(`/requests/${enc}`),
-    api(`/requests/${enc}/timeline`),
-    api(`/requests/${enc}/calls?limit=${view.callsLimit}${state}`),
-  ]);
+  const detail = await api(`/requests/${enc}`);
   if (id !== view.selected) return;
   const req = detail.request;
+  const key = JSON.stringify([id, view.filter, view.callsLimit, req.counts, req.status]);
+  const stale = key !== shown.key || Date.now() - shown.at > FULL_REFRESH_MS;
+  let timeline = null;
+  let calls = null;
+  if (stale) {
+    [timeline, calls] = await Promise.all([
+      api(`/requests/${enc}/timeline`),
+      api(`/requests/${enc}/calls?limit=${view.callsLimit}${state}`),
+    ]);
+    if (id !== view.selected) return;
+    shown = { key, at: Date.now() };
+  }
   $("#detail-id").textContent = req.request_id;
   $("#detail-id").title = `report ${req.report_id}`;
   const status = $("#detail-status");
@@ -306,9 +319,11 @@ async function refreshDetail() {
   cancel.dataset.requestId = req.request_id;
   cancel.disabled = FINAL_STATUS.has(req.status) || req.status === "canceling";
   renderFilters(req);
-  renderChart(timeline);
-  renderCalls(calls.records);
-  $("#calls-more").hidden = !calls.next_cursor || view.callsLimit >= 1000;
+  if (timeline) renderChart(timeline);
+  if (calls) {
+    renderCalls(calls.records);
+    $("#calls-more").hidden = !calls.next_cursor || view.callsLimit >= 1000;
+  }
 }
 
 async function cancelRequest(requestId) {
