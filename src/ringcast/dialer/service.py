@@ -98,7 +98,9 @@ class Dialer:
         self._requests: dict[str, RequestInfo] = {}
         self.prompts = PromptCache(
             http=MediaFetcher(
-                cache_dir=settings.media_cache_dir, allow_private=settings.allow_private_urls
+                cache_dir=settings.media_cache_dir,
+                allow_private=settings.allow_private_urls,
+                allow_networks=settings.private_url_allowlist,  # SSRF guard CIDR allowlist
             )
         )
         self._stop = asyncio.Event()

@@ -86,7 +86,9 @@ async def run_single_call(
     codecs = tuple(sip_options.get("codecs") or ("PCMU", "PCMA"))
     try:
         fetcher = MediaFetcher(
-            cache_dir=settings.media_cache_dir, allow_private=settings.allow_private_urls
+            cache_dir=settings.media_cache_dir,
+            allow_private=settings.allow_private_urls,
+            allow_networks=settings.private_url_allowlist,  # SSRF guard CIDR allowlist
         )
         prompt = await prepare_prompt(
             playlist, codecs=codecs, max_duration=max_duration, http=fetcher

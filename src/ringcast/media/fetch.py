@@ -22,6 +22,7 @@ import re
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import httpx
 
 from ringcast import __version__
 from ringcast.errors import MediaError
+from ringcast.netguard import AddressRefused, NetPolicy, guarded_transport
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,10 @@ def _fmt_bytes(n: int) -> str:
 class MediaFetcher:
     """Fetches media URLs with caps and an on-disk cache shared across requests.
 
-    `allow_private` is reserved for the SSRF guard (refusing private, loopback
-    and link-local addresses); for now every http(s) host is accepted.
+    SSRF guard (:mod:`ringcast.netguard`): unless `allow_private`, the URL and
+    every redirect hop must resolve to public addresses (or to `allow_networks`
+    CIDRs); the connection goes to the checked address, so a DNS answer that
+    changes after the API's check still fails the fetch.
     Bodies used recently stay in memory (up to `memory_bytes`), so a fresh URL
     asked for by many prompts costs a dict lookup, not a disk read.
     `transport` lets tests plug an httpx transport in.
@@ -97,6 +101,7 @@ class MediaFetcher:
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         fresh_for: float = DEFAULT_FRESH_FOR,
         allow_private: bool = False,
+        allow_networks: Sequence[str] = (),
         memory_bytes: int = 64 * 1024 * 1024,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -108,6 +113,8 @@ class MediaFetcher:
         self.max_redirects = max_redirects
         self.fresh_for = fresh_for
         self.allow_private = allow_private
+        # --- SSRF guard (ringcast.netguard) ---
+        self.policy = NetPolicy.build(allow_private=allow_private, allow_networks=allow_networks)
         self._transport = transport
         self._locks: dict[str, asyncio.Lock] = {}
         self.memory_bytes = memory_bytes
@@ -229,7 +236,9 @@ class MediaFetcher:
                 timeout=timeout,
                 follow_redirects=True,
                 max_redirects=self.max_redirects,
-                transport=self._transport,
+                # --- SSRF guard: check each hop's URL, connect only to checked addresses ---
+                transport=self._transport or guarded_transport(self.policy, trust_env=False),
+                event_hooks={"request": [self._check_hop]},
                 trust_env=False,
             ) as client:
                 async with client.stream("GET", url, headers=headers) as resp:
@@ -246,6 +255,8 @@ class MediaFetcher:
                         )
                     data = await self._read_capped(url, resp)
                     return await self._stored(url, data, resp)
+        except AddressRefused as exc:  # SSRF guard
+            raise MediaError(f"fetching {url} refused: {exc.message}") from exc
         except httpx.TimeoutException as exc:
             kind = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "reading"
             limit = self.connect_timeout if kind == "connecting" else self.read_timeout
@@ -256,6 +267,10 @@ class MediaFetcher:
             ) from exc
         except httpx.HTTPError as exc:
             raise MediaError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _check_hop(self, request: httpx.Request) -> None:
+        """SSRF guard, run for the first request and for every redirect hop."""
+        await self.policy.check_url(str(request.url))
 
     async def _read_capped(self, url: str, resp: httpx.Response) -> bytes:
         length = resp.headers.get("Content-Length")

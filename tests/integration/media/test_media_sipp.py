@@ -75,7 +75,7 @@ async def test_sip_call_streams_the_prompt(
 ) -> None:
     prompt = await prepare_prompt(
         [{"play": server.url("/hello.wav")}, {"dtmf": "1#"}],
-        http=MediaFetcher(cache_dir=tmp_path / "cache"),
+        http=MediaFetcher(allow_private=True, cache_dir=tmp_path / "cache"),
     )
     clock = RtpClock()
     base = random.randrange(40000, 59000, 2)

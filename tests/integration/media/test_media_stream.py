@@ -48,7 +48,7 @@ def server() -> Iterator[MediaServer]:
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> MediaFetcher:
-    return MediaFetcher(cache_dir=tmp_path / "media-cache")
+    return MediaFetcher(allow_private=True, cache_dir=tmp_path / "media-cache")
 
 
 @pytest.fixture

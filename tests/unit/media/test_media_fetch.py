@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def server() -> Iterator[MediaServer]:
 
 @pytest.fixture
 def fetcher(tmp_path: Path) -> MediaFetcher:
-    return MediaFetcher(cache_dir=tmp_path / "cache", connect_timeout=2, read_timeout=0.5)
+    return MediaFetcher(
+        allow_private=True, cache_dir=tmp_path / "cache", connect_timeout=2, read_timeout=0.5
+    )
 
 
 async def test_second_prepare_fetches_nothing(server: MediaServer, fetcher: MediaFetcher) -> None:
@@ -37,14 +40,14 @@ async def test_second_prepare_fetches_nothing(server: MediaServer, fetcher: Medi
     assert server.hits["/hello.wav"] == 1
     assert first.segments[0] == second.segments[0]
     # a fresh fetcher on the same cache directory (a restarted process) also fetches nothing
-    again = MediaFetcher(cache_dir=fetcher.cache_dir)
+    again = MediaFetcher(allow_private=True, cache_dir=fetcher.cache_dir)
     got = await again.fetch(server.url("/hello.wav"))
     assert got.from_cache and got.data == WAV
     assert server.hits["/hello.wav"] == 1
 
 
 async def test_stale_entry_revalidates_with_etag(server: MediaServer, tmp_path: Path) -> None:
-    fetcher = MediaFetcher(cache_dir=tmp_path / "c", fresh_for=0.0)
+    fetcher = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", fresh_for=0.0)
     url = server.url("/hello.wav")
     one = await fetcher.fetch(url)
     two = await fetcher.fetch(url)
@@ -83,7 +86,7 @@ async def test_not_audio(server: MediaServer, fetcher: MediaFetcher) -> None:
 
 
 async def test_too_big_by_content_length(server: MediaServer, tmp_path: Path) -> None:
-    small = MediaFetcher(cache_dir=tmp_path / "c", max_bytes=1000)
+    small = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", max_bytes=1000)
     with pytest.raises(MediaError, match=r"/hello.wav is too big: \d+ bytes, the limit is 1000"):
         await prepare_prompt([{"play": server.url("/hello.wav")}], http=small)
 
@@ -107,7 +110,7 @@ async def test_read_timeout(server: MediaServer, fetcher: MediaFetcher) -> None:
 async def test_redirect_cap(server: MediaServer, tmp_path: Path) -> None:
     server.routes["/loop"] = Route(status=302, location="/loop")
     server.routes["/moved.wav"] = Route(status=301, location="/hello.wav")
-    f = MediaFetcher(cache_dir=tmp_path / "c", max_redirects=3)
+    f = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", max_redirects=3)
     got = await f.fetch(server.url("/moved.wav"))
     assert got.data == WAV
     with pytest.raises(MediaError, match=r"/loop failed: more than 3 redirects"):
@@ -163,7 +166,7 @@ async def test_variants_share_one_decode_through_the_shared_cache(
 async def test_a_changed_file_is_used_once_the_cache_entry_is_stale(
     server: MediaServer, tmp_path: Path
 ) -> None:
-    fetcher = MediaFetcher(cache_dir=tmp_path / "c", fresh_for=0.0)
+    fetcher = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", fresh_for=0.0)
     playlist = [{"play": server.url("/hello.wav")}]
     first = await prepare_prompt(playlist, http=fetcher)
     server.routes["/hello.wav"] = Route(
@@ -182,3 +185,32 @@ async def test_fresh_bodies_are_served_from_memory(
         blob.unlink()  # a second fetch must not need the disk
     again = await fetcher.fetch(url)
     assert again.from_cache and again.data == WAV and server.hits["/hello.wav"] == 1
+
+
+async def test_failed_urls_are_remembered_briefly(server: MediaServer, tmp_path: Path) -> None:
+    fetcher = MediaFetcher(cache_dir=tmp_path / "c", negative_ttl=60)
+    url = server.url("/missing.wav")
+    for name in ("Ann", "Bob", "Cid"):  # three variants: three prompt keys, one request
+        with pytest.raises(MediaError, match="HTTP 404"):
+            await prepare_prompt([{"play": url}, {"say": name}], http=fetcher)
+    assert server.hits["/missing.wav"] == 1
+    fetcher.negative_ttl = 0
+    fetcher._failed.clear()
+    server.routes["/missing.wav"] = Route(WAV)
+    assert (await fetcher.fetch(url)).data == WAV
+
+
+async def test_memoized_prompts_that_play_urls_expire(server: MediaServer, tmp_path: Path) -> None:
+    fetcher = MediaFetcher(cache_dir=tmp_path / "c", fresh_for=0.0)
+    cache = PromptCache(http=fetcher, prompt_ttl=0.2)
+    playlist = [{"play": server.url("/hello.wav")}]
+    first = await cache.get(playlist)
+    assert await cache.get(playlist) is first  # memoized
+    server.routes["/hello.wav"] = Route(encode_audio(make_signal(0.5, 8000), 8000, "WAV"))
+    await asyncio.sleep(0.25)
+    second = await cache.get(playlist)
+    assert second.duration == pytest.approx(0.5) and cache.builds == 2
+    # a prompt with no URL never needs revalidation
+    speech = await cache.get([{"say": "constant"}])
+    await asyncio.sleep(0.25)
+    assert await cache.get([{"say": "constant"}]) is speech
