@@ -169,7 +169,7 @@ async def test_counts_timeline_and_filters(store: Store, client: httpx.AsyncClie
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "cursor"
 
     # finish it: done, ETA 0, pace over its whole run
-    await set_calls(store, rid, [*PLAN[:7], *[("completed", "answered", 193)] * 3])
+    await set_calls(store, rid, [*PLAN[:6], *[("completed", "answered", 193)] * 4])
     done = (await client.get(f"/requests/{rid}")).json()["request"]
     assert (done["status"], done["done"], done["eta_seconds"]) == ("done", 10, 0)
     assert done["calls_per_minute"] == round(10 * 60 / 193, 1)
