@@ -7,7 +7,7 @@ serve``, each ``ringcast dialer``). It owns one named task, the pump, which
 2. claims as many due rows as it has free delivery slots (one statement; the
    rows are leased so other processes skip them),
 3. starts one named delivery task per row: POST with a total time limit, no
-   redirects, through the SSRF-guarded transport,
+   redirects, through the SSRF-guarded transport (netguard),
 
 then sleeps until a delivery finishes or the poll interval passes. Deliveries
 never run on the dialer's tasks, so a slow or dead receiver costs the calls
@@ -252,7 +252,7 @@ class WebhookDeliverer:
         self._secret = secret
         self._secret_given = secret is not None
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncBaseTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._done: list[outbox.Settlement] = []
@@ -288,17 +288,16 @@ class WebhookDeliverer:
                 "cannot be signed until %s is set (the same on every node)",
                 ENV_SECRET,
             )
-        transport = self._transport or guarded_transport(self.policy, retries=0)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(self.timeout),
-            follow_redirects=False,
+        # The transport itself, not an httpx.AsyncClient: the client logs every
+        # request's full URL at INFO, and callback URLs may carry tokens.
+        self._http = self._transport or guarded_transport(
+            self.policy,
+            retries=0,
             trust_env=False,
             limits=httpx.Limits(
                 max_connections=self.max_concurrency,
                 max_keepalive_connections=self.max_concurrency,
             ),
-            headers={"user-agent": USER_AGENT},
         )
         self._stop.clear()
         self._task = asyncio.create_task(self._pump(), name="webhook-deliverer")
@@ -335,9 +334,9 @@ class WebhookDeliverer:
         self._inflight.clear()
         with contextlib.suppress(RingcastError):
             await self._flush()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         log.info("webhook deliverer stopped")
 
     @property
@@ -416,7 +415,7 @@ class WebhookDeliverer:
         return self._secret
 
     async def _attempt(self, row: outbox.Due) -> _Attempt:
-        if self._client is None:
+        if self._http is None:
             raise RuntimeError("WebhookDeliverer.start() was not called")
         if row.key_missing:
             return _Attempt(None, "the API key of this webhook no longer exists")
@@ -428,15 +427,23 @@ class WebhookDeliverer:
         headers = {
             **signed_headers(secret, row.webhook_id, stamp, body),
             "content-type": "application/json",
+            "user-agent": USER_AGENT,
         }
         try:
+            request = httpx.Request(
+                "POST",
+                row.url,
+                content=body,
+                headers=headers,
+                extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
+            )
             async with asyncio.timeout(self.timeout):
-                async with self._client.stream(
-                    "POST", row.url, content=body, headers=headers
-                ) as resp:
-                    return _Attempt(
-                        resp.status_code, None, _retry_after(resp.headers.get("retry-after"))
-                    )
+                resp = await self._http.handle_async_request(request)
+                try:
+                    retry_after = _retry_after(resp.headers.get("retry-after"))
+                    return _Attempt(resp.status_code, None, retry_after)
+                finally:
+                    await resp.aclose()  # the body is not read: any size, any speed
         except TimeoutError:
             return _Attempt(None, f"timed out after {self.timeout:g}s")
         except AddressRefused as exc:
