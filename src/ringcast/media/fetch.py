@@ -103,6 +103,7 @@ class MediaFetcher:
         allow_private: bool = False,
         allow_networks: Sequence[str] = (),
         memory_bytes: int = 64 * 1024 * 1024,
+        negative_ttl: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -121,6 +122,8 @@ class MediaFetcher:
         self._memory: OrderedDict[str, bytes] = OrderedDict()  # recent bodies by sha256
         self._memory_size = 0
         self._fresh: dict[str, tuple[float, str, str | None]] = {}  # url: (until, sha, type)
+        self.negative_ttl = negative_ttl  # seconds a failed URL answers its error again
+        self._failed: dict[str, tuple[float, str]] = {}  # url: (until, message)
         self.network_fetches = 0  # requests that went to the network (200 or 304)
 
     # -- cache files ----------------------------------------------------------------------
@@ -170,6 +173,11 @@ class MediaFetcher:
         """The body at `url`, from the cache when fresh; MediaError with a clear reason."""
         if not re.match(r"^https?://", url, flags=re.I):
             raise MediaError(f"media URL must be http or https: {url}")
+        failed = self._failed.get(url)
+        if failed is not None:
+            if time.monotonic() < failed[0]:
+                raise MediaError(failed[1])
+            del self._failed[url]
         lock = self._locks.setdefault(url, asyncio.Lock())  # one download per URL at a time
         try:
             async with lock:
@@ -180,6 +188,12 @@ class MediaFetcher:
                     raise MediaError(
                         f"fetching {url} timed out (more than {self.total_timeout:g} s in total)"
                     ) from exc
+        except MediaError as exc:
+            if self.negative_ttl > 0:
+                self._failed[url] = (time.monotonic() + self.negative_ttl, exc.message)
+                while len(self._failed) > 10_000:
+                    del self._failed[next(iter(self._failed))]
+            raise
         finally:
             if not lock.locked() and self._locks.get(url) is lock:
                 del self._locks[url]

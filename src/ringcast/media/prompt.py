@@ -225,8 +225,12 @@ class PromptCache:
 
     `get()` is `prepare_prompt` with memory: the key is the playlist, the codecs,
     max_duration and only the variables referenced by `say` items. Concurrent
-    callers for the same key share one build. A failure is remembered for
-    `error_ttl` seconds so a failing request does not refetch for every call.
+    callers for the same key share one build. A prompt that plays URLs is
+    reused for `prompt_ttl` seconds (default: the fetcher's `fresh_for`), then
+    rebuilt, so a file changed behind its URL is picked up; items are cached by
+    content hash, so a rebuild of unchanged media decodes nothing. A failure is
+    remembered for `error_ttl` seconds (and the fetcher remembers failing URLs),
+    so a failing request does not refetch for every call.
     """
 
     def __init__(
@@ -235,13 +239,16 @@ class PromptCache:
         http: MediaFetcher | None = None,
         max_prompts: int = 1024,
         max_item_frames: int = 500_000,
-        error_ttl: float = 30.0,
+        error_ttl: float = 10.0,
+        prompt_ttl: float | None = None,
     ) -> None:
         self.http = http or MediaFetcher()
         self.max_prompts = max_prompts  # 0: build every time (items are still shared)
+        # a prompt that plays URLs is reused this long, then rebuilt (its URLs revalidated)
+        self.prompt_ttl = self.http.fresh_for if prompt_ttl is None else prompt_ttl
         self.max_item_frames = max_item_frames  # ~193 bytes each: 500k ~ 97 MB, 2.8 h
         self.error_ttl = error_ttl
-        self._prompts: OrderedDict[str, Prompt] = OrderedDict()
+        self._prompts: OrderedDict[str, tuple[Prompt, float]] = OrderedDict()  # (prompt, until)
         self._items: OrderedDict[tuple[str, str], Frames] = OrderedDict()
         self._item_frames = 0
         self._errors: dict[str, tuple[float, MediaError]] = {}
@@ -273,10 +280,12 @@ class PromptCache:
         max_duration: float = 3600.0,
     ) -> Prompt:
         key = self.key(playlist, variables, codecs, max_duration)
-        prompt = self._prompts.get(key)
-        if prompt is not None:
-            self._prompts.move_to_end(key)
-            return prompt
+        memo = self._prompts.get(key)
+        if memo is not None:
+            if time.monotonic() < memo[1]:
+                self._prompts.move_to_end(key)
+                return memo[0]
+            del self._prompts[key]
         failed = self._errors.get(key)
         if failed is not None:
             if time.monotonic() - failed[0] < self.error_ttl:  # 0: never
@@ -306,7 +315,9 @@ class PromptCache:
         else:
             fut.set_result(prompt)
             if self.max_prompts > 0:
-                self._prompts[key] = prompt
+                plays = any(isinstance(i, Mapping) and i.get("play") for i in playlist)
+                until = time.monotonic() + self.prompt_ttl if plays else float("inf")
+                self._prompts[key] = (prompt, until)
                 while len(self._prompts) > self.max_prompts:
                     self._prompts.popitem(last=False)
             return prompt

@@ -274,7 +274,6 @@ async def test_many_calls_one_clock_one_prompt(
         for seqs in per_ssrc.values():
             assert len(seqs) == n
             assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
-        assert clock.late_ticks <= max(2, clock.ticks // 10)  # the machine is shared
     finally:
         for s in sessions:
             await s.close()

@@ -188,7 +188,7 @@ async def test_fresh_bodies_are_served_from_memory(
 
 
 async def test_failed_urls_are_remembered_briefly(server: MediaServer, tmp_path: Path) -> None:
-    fetcher = MediaFetcher(cache_dir=tmp_path / "c", negative_ttl=60)
+    fetcher = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", negative_ttl=60)
     url = server.url("/missing.wav")
     for name in ("Ann", "Bob", "Cid"):  # three variants: three prompt keys, one request
         with pytest.raises(MediaError, match="HTTP 404"):
@@ -201,7 +201,7 @@ async def test_failed_urls_are_remembered_briefly(server: MediaServer, tmp_path:
 
 
 async def test_memoized_prompts_that_play_urls_expire(server: MediaServer, tmp_path: Path) -> None:
-    fetcher = MediaFetcher(cache_dir=tmp_path / "c", fresh_for=0.0)
+    fetcher = MediaFetcher(allow_private=True, cache_dir=tmp_path / "c", fresh_for=0.0)
     cache = PromptCache(http=fetcher, prompt_ttl=0.2)
     playlist = [{"play": server.url("/hello.wav")}]
     first = await cache.get(playlist)
