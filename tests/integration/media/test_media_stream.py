@@ -322,3 +322,25 @@ async def test_start_again_reaims_the_stream(
         assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
     finally:
         other.close()
+
+
+async def test_rtcp_sender_reports_while_sending(
+    clock: RtpClock, allocator: PortAllocator, sink: RtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import struct
+
+    from ringcast.rtp import session as session_module
+
+    monkeypatch.setattr(session_module, "RTCP_INTERVAL", 0.2)  # due at every 1 s checkpoint
+    await play_to_sink(clock, allocator, sink, await prepare_prompt([{"pause": 2.1}]))
+    reports = []
+    for data in sink.rtcp_packets:
+        first = parse_rtcp(data)[0]
+        assert first.packet_type == RTCP_SR
+        ssrc, ntp_hi, ntp_lo, rtp_ts, packets, octets = struct.unpack("!IIIIII", first.body[:24])
+        reports.append((ntp_hi + ntp_lo / 2**32, rtp_ts, packets, octets))
+    assert [r[2] for r in reports] == [50, 100, 105]  # two periodic SRs, then SR+BYE at close
+    assert all(r[3] == 160 * r[2] for r in reports)
+    (t1, ts1, _, _), (t2, ts2, _, _) = reports[:2]
+    assert (ts2 - ts1) & 0xFFFFFFFF == 50 * 160  # RTP clock advanced 1 s of 8 kHz
+    assert t2 - t1 == pytest.approx(1.0, abs=0.1)  # ...in 1 s of wall clock (NTP)
