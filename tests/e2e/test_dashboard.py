@@ -8,6 +8,7 @@ test's tmp_path). With CI=true a missing Chromium or Playwright fails.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -178,3 +179,86 @@ def test_dashboard_live_counts_cancel_and_filter(
             browser.close()
     assert answer.invites_per_user() == {f"a{i}": 1 for i in range(4)}
     assert busy.invites_per_user() == {f"b{i}": 1 for i in range(2)}
+
+
+async def make_keys(db: str, tenants: tuple[str, ...]) -> dict[str, str]:
+    """One API key per tenant (as `ringcast keys create` makes them)."""
+    from ringcast.store.db import open_store
+    from ringcast.store.keys import create_key
+
+    store = open_store(db)
+    try:
+        await store.migrate()
+        return {t: (await create_key(store, t, tenant=t)).key for t in tenants}
+    finally:
+        await store.close()
+
+
+def test_dashboard_uses_the_saved_api_key_and_its_tenant(
+    tmp_path: Path, chromium_path: str
+) -> None:
+    """With keys configured the page asks for one, sends it as a Bearer token,
+    and shows only that key's tenant's requests; the CLI's --key does the same."""
+    import json
+    import subprocess
+    import sys
+    from datetime import UTC, datetime, timedelta
+
+    from playwright.sync_api import expect, sync_playwright
+
+    ringcast = str(Path(sys.executable).parent / "ringcast")
+    db = f"sqlite:///{tmp_path / 'keys.db'}"
+    keys = asyncio.run(make_keys(db, ("north", "south")))
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with RingcastServer(tmp_path, db=db) as rc, sync_playwright() as pw:
+        r = httpx.post(
+            f"{rc.base}/voice/call/play",
+            json={
+                "recipients": [{"to": "sip:x@127.0.0.1:9"}, {"to": "sip:y@127.0.0.1:9"}],
+                "playlist": [{"pause": 1}],
+                "schedule": {"not_before": later},
+            },
+            headers={"Authorization": f"Bearer {keys['north']}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        rid = r.json()["request_id"]
+
+        browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda dialog: dialog.accept())
+            page.goto(rc.base + "/", wait_until="domcontentloaded")
+            expect(page.locator("#banner")).to_contain_text("API key", timeout=UI_TIMEOUT_MS)
+
+            page.fill("#api-key", keys["south"])
+            page.click("#key-form button[type=submit]")
+            expect(page.locator("#banner")).to_be_hidden(timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#requests-empty")).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+            page.fill("#api-key", keys["north"])
+            page.click("#key-form button[type=submit]")
+            row = page.locator(f'#requests tr[data-request-id="{rid}"]')
+            expect(row.locator('[data-count="queued"]')).to_have_text("2", timeout=UI_TIMEOUT_MS)
+            page.reload(wait_until="domcontentloaded")  # the key is kept in localStorage
+            expect(page.locator("#api-key")).to_have_value(keys["north"])
+            row.locator("button.cancel").click()
+            expect(row).to_have_attribute("data-status", "canceled", timeout=UI_TIMEOUT_MS)
+        finally:
+            browser.close()
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RINGCAST_")}
+        cmd = [ringcast, "status", rid, "--url", rc.base]
+        refused = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[0].startswith("ringcast: error: HTTP 401: ")
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        ok = subprocess.run(
+            [*cmd, "--key", keys["north"]], capture_output=True, text=True, timeout=30, env=env
+        )
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["report"] == {
+            **json.loads(ok.stdout)["report"],
+            "status": "ready",
+            "done": 2,
+        }
