@@ -211,6 +211,9 @@ def _main(
             handler.setFormatter(JsonFormatter())
     if level > logging.DEBUG:
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # aiosqlite's debug lines are every SQL statement with its parameters: request
+    # bodies (SIP passwords) and webhook secrets. Never at any --log-level.
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
 
 
 @app.command()
