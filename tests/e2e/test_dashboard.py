@@ -2,8 +2,9 @@
 Playwright through `executable_path`: no browser download) against a real
 `ringcast serve` dialing real SIPp callees on 127.0.0.1.
 
-A screenshot of the page is saved to `artifacts/dashboard.png` (and the
-test's tmp_path). With CI=true a missing Chromium or Playwright fails.
+Screenshots of the page are saved to `artifacts/dashboard-running.png` (while
+a broadcast runs) and `artifacts/dashboard.png` (at the end; also in tmp_path).
+With CI=true a missing Chromium or Playwright fails.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ def test_dashboard_live_counts_cancel_and_filter(
                 "3", timeout=UI_TIMEOUT_MS
             )
             expect(run_row).to_have_attribute("data-status", "running")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-running.png"))
 
             # The finished broadcast reaches the final counts the API reports.
             rc.wait_ready(finished, timeout=40)
@@ -170,7 +173,6 @@ def test_dashboard_live_counts_cancel_and_filter(
             )
             time.sleep(0.3)  # let the chart and table settle before the picture
 
-            ARTIFACTS.mkdir(exist_ok=True)
             shot = tmp_path / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             shutil.copyfile(shot, ARTIFACTS / "dashboard.png")

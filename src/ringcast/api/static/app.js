@@ -171,6 +171,7 @@ function renderList(requests) {
   el("td", null, cancelButton(req))));
   tbody.replaceChildren(...rows);
   $("#requests-empty").hidden = requests.length > 0;
+  $("#requests-hint").hidden = requests.length === 0 || view.selected !== null;
 }
 
 async function refreshList() {
@@ -194,6 +195,7 @@ function select(requestId) {
     tr.classList.toggle("selected", tr.dataset.requestId === requestId);
   }
   $("#detail").hidden = false;
+  $("#requests-hint").hidden = true;
   refreshDetail().catch((err) => showBanner(errorText(err)));
 }
 
