@@ -460,7 +460,8 @@ async def test_410_gone_gives_up_at_once(store: Store, receiver: Receiver) -> No
 async def test_a_slow_receiver_does_not_hold_up_others(store: Store, receiver: Receiver) -> None:
     receiver.delay["/slow"] = 4.0
     slow = await add_events(store, receiver.url("/slow"), 3)
-    fast = await add_events(store, receiver.url("/fast"), 10)
+    # Another receiver (origin): the same server named localhost.
+    fast = await add_events(store, f"http://localhost:{receiver.port}/fast", 10)
     d = deliverer(store, timeout=1.0, max_concurrency=6)
     started = time.monotonic()
     d.start()
@@ -576,3 +577,61 @@ async def test_final_event_settled_enqueues_request_completed(
     assert sorted(types) == ["call.completed", "call.completed", "request.completed"]
     assert types[-1] == "request.completed"
     assert all(h.verified and not h.verified.startswith("invalid") for h in receiver.of("/r"))
+
+
+async def test_claim_skips_excluded_receivers(store: Store) -> None:
+    a = await add_events(store, "http://127.0.0.1:80/h", 2)
+    b = await add_events(store, "http://127.0.0.1:8080?x=1", 2)
+    c = await add_events(store, "http://127.0.0.1:80", 1)
+    now = now_precise()
+    lease = timedelta(seconds=60)
+    got = await outbox.claim_due(
+        store, 10, now=now, lease=lease, exclude_origins=["http://127.0.0.1:80"]
+    )
+    assert sorted(d.webhook_id for d in got) == sorted(b)  # :8080 is another receiver
+    rest = await outbox.claim_due(store, 10, now=now, lease=lease)
+    assert sorted(d.webhook_id for d in rest) == sorted(a + c)
+
+
+async def test_a_dead_receiver_does_not_starve_others(store: Store, receiver: Receiver) -> None:
+    receiver.delay["/dead"] = 6.0  # accepts, never answers in time
+    dead = await add_events(store, receiver.url("/dead"), 12)
+    # Another receiver: the same server under another name (localhost) is another origin.
+    live_url = f"http://localhost:{receiver.port}/live"
+    live = await add_events(store, live_url, 6)
+    d = deliverer(store, timeout=1.0, max_concurrency=4, receiver_down_for=30.0)
+    started = time.monotonic()
+    d.start()
+    try:
+        await until(lambda: len(receiver.of("/live")) == 6, within=10)
+        live_done = time.monotonic() - started
+        await until(lambda: d.failed_attempts >= 2, within=5)
+        await asyncio.sleep(0.5)
+    finally:
+        await d.stop()
+    assert live_done < 1.0, live_done  # never waited behind the dead receiver's rows
+    assert len(receiver.of("/dead")) == 2  # its share (4 // 2), then left alone
+    got = await rows(store)
+    assert all(got[w].delivered_at is not None for w in live)
+    tried = [w for w in dead if got[w].attempts > 0]
+    assert len(tried) == 2 and all(got[w].last_error == "timed out after 1s" for w in tried)
+    untried = [got[w] for w in dead if got[w].attempts == 0]
+    assert len(untried) == 10 and all(r.next_attempt_at <= now_precise() for r in untried)
+
+
+async def test_rows_past_the_window_are_given_up_untried(store: Store, receiver: Receiver) -> None:
+    old = await add_events(store, receiver.url("/late"), 3)
+    d = deliverer(store, clock=lambda: now_precise() + timedelta(hours=25), sweep_interval=0.0)
+    d.start()
+    try:
+
+        async def all_given_up() -> bool:
+            return all(r.gave_up_at is not None for r in (await rows(store)).values())
+
+        await until(all_given_up, within=10)
+    finally:
+        await d.stop()
+    got = await rows(store)
+    assert all(got[w].last_error == "not delivered within the retry window" for w in old)
+    assert all(got[w].attempts == 0 for w in old)
+    assert receiver.of("/late") == [] and d.gave_up == 3

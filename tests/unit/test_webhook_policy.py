@@ -16,6 +16,7 @@ from ringcast.webhooks.outbox import (
     build_payload,
     call_event_id,
     iso_timestamp,
+    origin_of,
     request_completed_id,
 )
 from ringcast.webhooks.sign import decode_secret, generate_secret
@@ -133,3 +134,17 @@ def test_install_secret_file_beside_sqlite(tmp_path: Path) -> None:
 def test_no_install_secret_for_postgresql_or_memory() -> None:
     assert install_secret("postgresql://u@db/rc", {}) is None
     assert install_secret("sqlite:///:memory:", {}) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://app.example.com/hooks/ringcast?t=1", "https://app.example.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://127.0.0.1:80?x=/y", "http://127.0.0.1:80"),
+        ("http://[::1]:9000#frag", "http://[::1]:9000"),
+        ("http://u:p@h:1/p", "http://u:p@h:1"),
+    ],
+)
+def test_origin_of(url: str, origin: str) -> None:
+    assert origin_of(url) == origin

@@ -12,14 +12,18 @@ serve``, each ``ringcast dialer``). It owns one named task, the pump, which
 then sleeps until a delivery finishes or the poll interval passes. Deliveries
 never run on the dialer's tasks, so a slow or dead receiver costs the calls
 nothing; at most `max_concurrency` deliveries are in flight, each cut off after
-`timeout` seconds.
+`timeout` seconds. Nor does one receiver starve the others: a receiver
+(``scheme://host:port``) holds at most `max_per_receiver` slots (half of them by
+default), and one that timed out or refused the connection is not claimed for
+`receiver_down_for` seconds (its rows wait in the database, unattempted).
 
 Retry (:class:`Backoff`): a failed attempt (non-2xx, timeout, connection error)
 is retried with the same webhook-id after 5 s, 30 s, 2 min, 10 min, 30 min, 1 h,
 then every 2 h (±20 % jitter; a longer ``Retry-After`` is honoured up to the
 cap) until 24 h after the event was created; then the row is given up
-(`gave_up_at`, `last_error`). ``410 Gone`` gives up at once (the spec: the
-receiver asks to stop).
+(`gave_up_at`, `last_error`); a sweep every minute gives up rows past the
+window that were never tried (their receiver stayed down). ``410 Gone`` gives
+up at once (the spec: the receiver asks to stop).
 
 Signing secret: the ``webhook_secret`` of the API key that submitted the
 request. Requests without a key (an open server on loopback) are signed with
@@ -35,6 +39,7 @@ import logging
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -60,6 +65,8 @@ ENV_SECRET = "RINGCAST_WEBHOOK_SECRET"
 SECRET_FILE_SUFFIX = ".webhook-secret"  # next to the SQLite file: ringcast.db.webhook-secret
 POLL_INTERVAL = 0.5  # seconds between claims when nothing finished
 PRUNE_INTERVAL = 3600.0  # seconds between deletions of old settled rows
+SWEEP_INTERVAL = 60.0  # seconds between give-ups of rows past the retry window
+HOST_DOWN_FOR = 30.0  # seconds a receiver that timed out or refused is left alone
 RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
@@ -210,6 +217,7 @@ class _Attempt:
     status: int | None
     error: str | None
     retry_after: float | None = None
+    unreachable: bool = False  # timed out or could not connect: the receiver looks down
 
 
 class WebhookDeliverer:
@@ -235,6 +243,9 @@ class WebhookDeliverer:
         rand: Callable[[], float] = random.random,
         poll_interval: float = POLL_INTERVAL,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_per_receiver: int | None = None,
+        receiver_down_for: float = HOST_DOWN_FOR,
+        sweep_interval: float = SWEEP_INTERVAL,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -255,6 +266,15 @@ class WebhookDeliverer:
         self._http: httpx.AsyncBaseTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        # Receivers (scheme://host:port) with deliveries in flight, and those left
+        # alone until a monotonic time after timing out: one slow or dead
+        # receiver holds at most `max_per_receiver` of the slots.
+        self.max_per_receiver = max_per_receiver or max(1, max_concurrency // 2)
+        self.receiver_down_for = receiver_down_for
+        self.sweep_interval = sweep_interval
+        self._busy: Counter[str] = Counter()
+        self._down: dict[str, float] = {}
+        self._last_sweep = 0.0
         self._done: list[outbox.Settlement] = []
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -300,6 +320,7 @@ class WebhookDeliverer:
             ),
         )
         self._stop.clear()
+        self._last_prune = self._last_sweep = time.monotonic()
         self._task = asyncio.create_task(self._pump(), name="webhook-deliverer")
         log.info(
             "webhook deliverer started (concurrency %d, timeout %.1fs)",
@@ -350,8 +371,8 @@ class WebhookDeliverer:
             self._wake.clear()
             try:
                 await self._flush()
+                await self._housekeeping()
                 await self._claim_and_start()
-                await self._maybe_prune()
             except RingcastError as exc:
                 log.warning("webhook deliverer: %s", exc)
             except Exception:
@@ -363,13 +384,33 @@ class WebhookDeliverer:
             await asyncio.wait(list(self._inflight.values()), timeout=self.timeout + 1.0)
         await self._flush()
 
+    def _unavailable(self) -> list[str]:
+        """Receivers not to claim for now: down, or at their share of slots."""
+        now = time.monotonic()
+        for origin in [o for o, until in self._down.items() if until <= now]:
+            del self._down[origin]
+        full = [o for o, n in self._busy.items() if n >= self.max_per_receiver]
+        return sorted(set(full) | set(self._down))
+
     async def _claim_and_start(self) -> None:
         free = self.max_concurrency - len(self._inflight)
         if free <= 0:
             return
-        rows = await outbox.claim_due(self.store, free, now=self.clock(), lease=self.lease)
+        now = self.clock()
+        skip = self._unavailable()
+        rows = await outbox.claim_due(
+            self.store, free, now=now, lease=self.lease, exclude_origins=skip
+        )
         for row in rows:
-            task = asyncio.create_task(self._deliver(row), name=f"webhook-{row.webhook_id}")
+            origin = outbox.origin_of(row.url)
+            if origin in self._down or self._busy[origin] >= self.max_per_receiver:
+                # Claimed before this receiver filled up or went down: give it back.
+                self._done.append(
+                    outbox.Settlement(row.id, now, deferred=True, next_attempt_at=now)
+                )
+                continue
+            self._busy[origin] += 1
+            task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
             self._inflight[row.id] = task
         if len(rows) == free:
             self._wake.set()  # maybe more are due: claim again when a slot frees
@@ -384,26 +425,44 @@ class WebhookDeliverer:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
 
-    async def _maybe_prune(self) -> None:
-        now = time.monotonic()
-        if now - self._last_prune < PRUNE_INTERVAL:
-            return
-        self._last_prune = now
-        n = await outbox.prune(self.store, before=self.clock() - RETENTION)
-        if n:
-            log.info("webhook outbox: %d settled rows older than %s deleted", n, RETENTION)
+    async def _housekeeping(self) -> None:
+        """Give up rows past the retry window (every `sweep_interval`); delete
+        settled rows older than RETENTION (hourly)."""
+        mono = time.monotonic()
+        if mono - self._last_sweep >= self.sweep_interval:
+            self._last_sweep = mono
+            now = self.clock()
+            window = timedelta(seconds=self.backoff.window)
+            n = await outbox.give_up_expired(self.store, created_before=now - window, now=now)
+            if n:
+                self.gave_up += n
+                log.warning(
+                    "webhook outbox: %d events not delivered within %s: given up", n, window
+                )
+        if mono - self._last_prune >= PRUNE_INTERVAL:
+            self._last_prune = mono
+            n = await outbox.prune(self.store, before=self.clock() - RETENTION)
+            if n:
+                log.info("webhook outbox: %d settled rows older than %s deleted", n, RETENTION)
 
     # --- one delivery -------------------------------------------------------------------
 
-    async def _deliver(self, row: outbox.Due) -> None:
+    async def _deliver(self, row: outbox.Due, origin: str) -> None:
         try:
             attempt = await self._attempt(row)
+            if attempt.unreachable:
+                self._down[origin] = time.monotonic() + self.receiver_down_for
+            elif attempt.status is not None:
+                self._down.pop(origin, None)
             self._settle(row, attempt)
         except Exception:
             log.exception("webhook %s: delivery crashed", row.webhook_id)
             self._settle(row, _Attempt(None, "internal error"))
         finally:
             self._inflight.pop(row.id, None)
+            self._busy[origin] -= 1
+            if self._busy[origin] <= 0:
+                del self._busy[origin]
             self._wake.set()
 
     def _signing_secret(self, row: outbox.Due) -> str | None:
@@ -444,8 +503,12 @@ class WebhookDeliverer:
                     return _Attempt(resp.status_code, None, retry_after)
                 finally:
                     await resp.aclose()  # the body is not read: any size, any speed
-        except TimeoutError:
-            return _Attempt(None, f"timed out after {self.timeout:g}s")
+        except (TimeoutError, httpx.TimeoutException):
+            return _Attempt(None, f"timed out after {self.timeout:g}s", unreachable=True)
+        except httpx.ConnectError as exc:
+            return _Attempt(
+                None, f"ConnectError: {_clean(str(exc), row.url)}"[:MAX_ERROR], unreachable=True
+            )
         except AddressRefused as exc:
             return _Attempt(None, exc.message.split(":", 1)[0] + ": refused (private address)")
         except httpx.InvalidURL:

@@ -380,17 +380,60 @@ class Due:
     key_missing: bool = False  # api_key_id names a key that no longer exists
 
 
-async def claim_due(store: Store, limit: int, *, now: datetime, lease: timedelta) -> list[Due]:
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` as written at the start of `url` (a receiver)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=-1)
+    return f"{scheme}://{rest if end < 0 else rest[:end]}"
+
+
+def _not_at(origin: str) -> sa.ColumnElement[bool]:
+    url = outbox.c.url
+    return sa.not_(
+        sa.or_(
+            url == origin,
+            url.startswith(origin + "/", autoescape=True),
+            url.startswith(origin + "?", autoescape=True),
+            url.startswith(origin + "#", autoescape=True),
+        )
+    )
+
+
+MAX_EXCLUDED = 50  # receivers a claim may skip by name
+
+
+async def claim_due(
+    store: Store,
+    limit: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    exclude_origins: Sequence[str] = (),
+) -> list[Due]:
     """Claim up to `limit` due rows in one statement and lease them until
     `now + lease` (another process skips them meanwhile; a crashed one's rows
-    come back when the lease runs out). Oldest due first."""
+    come back when the lease runs out). Oldest due first. Rows for the
+    receivers in `exclude_origins` (see :func:`origin_of`) are left alone: the
+    deliverer's receivers that are down or already at their share of slots."""
     if limit <= 0:
         return []
     due = sa.and_(
         outbox.c.delivered_at.is_(None),
         outbox.c.gave_up_at.is_(None),
         outbox.c.next_attempt_at <= now,
+        *(_not_at(o) for o in list(exclude_origins)[:MAX_EXCLUDED]),
     )
+    if store.dialect == "sqlite":
+        # A plain read first: most polls find nothing, and a claim takes
+        # SQLite's write lock (BEGIN IMMEDIATE) that the dialer's writes need.
+        try:
+            async with store.session(readonly=True) as s, s.begin():
+                if (await s.execute(sa.select(outbox.c.id).where(due).limit(1))).first() is None:
+                    return []
+        except SQLAlchemyError as exc:
+            raise _wrap(exc) from exc
     pick = sa.select(outbox.c.id).where(due).order_by(outbox.c.next_attempt_at, outbox.c.id)
     pick = pick.limit(limit)
     if store.dialect == "postgresql":
@@ -445,12 +488,15 @@ async def claim_due(store: Store, limit: int, *, now: datetime, lease: timedelta
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    """What one attempt ended in: delivered, given up, or retried at `next_attempt_at`."""
+    """What one attempt ended in: delivered, given up, or retried at
+    `next_attempt_at`; or, `deferred`, a claimed row released unsent (its
+    receiver is busy or down) to be claimed again at `next_attempt_at`."""
 
     row_id: int
     at: datetime
     delivered: bool = False
     gave_up: bool = False
+    deferred: bool = False
     next_attempt_at: datetime | None = None
     error: str | None = None
     # For the request.completed safety net: a final call event that is settled.
@@ -493,6 +539,21 @@ async def settle(store: Store, settlements: Sequence[Settlement]) -> None:
             "b_error": None if st.delivered else st.error,
         }
         for st in settlements
+        if not st.deferred
+    ]
+    release = (
+        sa.update(outbox)
+        .where(
+            outbox.c.id == sa.bindparam("b_id"),
+            outbox.c.delivered_at.is_(None),
+            outbox.c.gave_up_at.is_(None),
+        )
+        .values(next_attempt_at=sa.bindparam("b_next", type_=UTCDateTime()))
+    )
+    released = [
+        {"b_id": st.row_id, "b_next": st.next_attempt_at or st.at}
+        for st in settlements
+        if st.deferred
     ]
     finished = sorted(
         {
@@ -503,11 +564,41 @@ async def settle(store: Store, settlements: Sequence[Settlement]) -> None:
     )
     try:
         async with store.session() as s, s.begin():
-            await s.execute(stmt, params)
+            if params:
+                await s.execute(stmt, params)
+            if released:
+                await s.execute(release, released)
             for request_id in finished:
                 await notify_request_completed(s, request_id)
     except SQLAlchemyError as exc:
         raise _wrap(exc) from exc
+
+
+async def give_up_expired(store: Store, *, created_before: datetime, now: datetime) -> int:
+    """Give up rows still undelivered that were created before `created_before`
+    (the retry window has passed, attempted or not: a receiver that stayed down
+    may have kept its rows from being tried at all). Returns how many."""
+    stmt = (
+        sa.update(outbox)
+        .where(
+            outbox.c.delivered_at.is_(None),
+            outbox.c.gave_up_at.is_(None),
+            outbox.c.created_at < created_before,
+            outbox.c.next_attempt_at <= now,  # not leased: nobody is sending it
+        )
+        .values(
+            gave_up_at=now,
+            last_error=sa.func.coalesce(
+                outbox.c.last_error, "not delivered within the retry window"
+            ),
+        )
+    )
+    try:
+        async with store.session() as s, s.begin():
+            res = await s.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise _wrap(exc) from exc
+    return int(getattr(res, "rowcount", 0) or 0)
 
 
 async def prune(store: Store, *, before: datetime) -> int:
