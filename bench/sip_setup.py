@@ -59,9 +59,6 @@ def start_sipp(port: int, calls: int, workdir: Path) -> subprocess.Popen[bytes]:
         "100000",
         "-max_sched_loops",
         "100000",
-        "-key",
-        "media_port",
-        "6000",
         "-buff_size",
         str(4 * 1024 * 1024),
     ]

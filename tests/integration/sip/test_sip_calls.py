@@ -38,7 +38,7 @@ async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
 def start_uas(
     tmp_path: Path, scenario: str, *, keys: dict[str, str] | None = None, transport: str = "u1"
 ) -> SippUas:
-    all_keys = {"media_port": "6000", **(keys or {})}
+    all_keys = dict(keys or {})
     uas = SippUas(scenario, tmp_path, keys=all_keys, max_calls=1, transport=transport)
     try:
         return uas.start()

@@ -87,7 +87,7 @@ async def test_calls_complete_through_lossy_path(
     sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
 ) -> None:
     calls = 5
-    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=calls)
+    uas = SippUas("uas_answer.xml", tmp_path, max_calls=calls)
     uas.start()
     relay = await LossyRelay(("127.0.0.1", uas.port)).start()
     try:
@@ -200,7 +200,7 @@ async def test_garbage_is_ignored_and_calls_still_work(
     finally:
         transport.close()
 
-    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=1)
+    uas = SippUas("uas_answer.xml", tmp_path, max_calls=1)
     uas.start()
     try:
         call = endpoint.create_call(
@@ -274,7 +274,7 @@ async def test_hundreds_of_concurrent_calls_share_one_socket(sipp_bin: str, tmp_
     calls = 300
     ep = SipEndpoint(host="127.0.0.1", port=0)  # RFC default T1 under load
     await ep.start()
-    uas = SippUas("uas_answer.xml", tmp_path, keys={"media_port": "6000"}, max_calls=calls)
+    uas = SippUas("uas_answer.xml", tmp_path, max_calls=calls)
     uas.start()
     try:
         live = [
@@ -389,3 +389,30 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
     finally:
         callee.close()
         await ep.close()
+
+
+@pytest.mark.sipp
+async def test_in_dialog_requests_follow_record_route(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """§12.1.2 / §12.2.1.1: ACK and BYE go to the Record-Route proxy, with a Route header."""
+    uas = SippUas("uas_record_route.xml", tmp_path, max_calls=1)
+    proxy = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await proxy.start()
+    uas.keys["proxy_port"] = str(proxy.port)
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("rr"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        assert call.dialog is not None
+        assert call.dialog.route_set == [f"<sip:127.0.0.1:{proxy.port};lr>"]
+        await call.hangup()
+        assert await asyncio.to_thread(uas.wait, 5) == 0
+        assert proxy.counts["up"] == 2  # the ACK and the BYE, not the INVITE
+        bye = next(m for m in uas.received() if m.startswith("BYE"))
+        assert f"Route: <sip:127.0.0.1:{proxy.port};lr>" in bye
+    finally:
+        proxy.close()
+        uas.stop()
