@@ -635,3 +635,35 @@ async def test_rows_past_the_window_are_given_up_untried(store: Store, receiver:
     assert all(got[w].last_error == "not delivered within the retry window" for w in old)
     assert all(got[w].attempts == 0 for w in old)
     assert receiver.of("/late") == [] and d.gave_up == 3
+
+
+async def test_two_nodes_finishing_the_last_calls_at_once_still_complete_the_request(
+    pg_url: str, receiver: Receiver
+) -> None:
+    """PostgreSQL, READ COMMITTED: two transactions each finish one of the last
+    two calls; neither sees the other's write, so neither enqueues
+    request.completed. Settling their final events does, exactly once."""
+    store = open_store(pg_url)
+    await store.migrate()
+    try:
+        rid, (c1, c2) = await add_request(store, 2, callback_url=receiver.url("/race"))
+        async with store.session() as a, a.begin(), store.session() as b, b.begin():
+            for s, cid in ((a, c1), (b, c2)):
+                await s.execute(
+                    sa.update(calls_table)
+                    .where(calls_table.c.id == cid)
+                    .values(result="completed", outcome="answered")
+                )
+                await outbox.notify_call(s, cid)
+        assert outbox.request_completed_id(rid) not in await rows(store)  # the race
+        d = deliverer(store)
+        d.start()
+        try:
+            await until(lambda: len(receiver.of("/race")) == 3, within=10)
+            await asyncio.sleep(0.3)
+        finally:
+            await d.stop()
+        types = sorted(json.loads(h.body)["type"] for h in receiver.of("/race"))
+        assert types == ["call.completed", "call.completed", "request.completed"]
+    finally:
+        await store.close()
