@@ -339,6 +339,15 @@ class OutboundCall:
             return
         await self._send_bye()
 
+    def uses_tcp_peer(self, addr: tuple[str, int]) -> bool:
+        """Whether this call's requests go to ``addr`` over TCP."""
+        dest = self._dest
+        if dest is None or dest.transport != "tcp":
+            return False
+        if dest.addr == addr:
+            return True
+        return self.dialog is not None and self._in_dialog_destination().addr == addr
+
     def abort(self, why: str) -> None:
         """End the call locally without signalling (the endpoint is going away)."""
         if self.state is CallState.ENDED:

@@ -153,6 +153,7 @@ class SipEndpoint:
         t2: float = 4.0,
         t4: float = 5.0,
         user_agent: str = "ringcast/0.1",
+        tcp_idle_timeout: float = 120.0,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be udp or tcp, not {transport!r}")
@@ -163,7 +164,7 @@ class SipEndpoint:
         self.timers = Timers(t1=t1, t2=t2, t4=t4)
         self.user_agent = user_agent
         self._udp = UdpTransport(self)
-        self._tcp = TcpTransport(self)
+        self._tcp = TcpTransport(self, idle_timeout=tcp_idle_timeout)
         self._txns: dict[str, _Entry] = {}
         self._calls: dict[str, OutboundCall] = {}
         self._responses: dict[str, tuple[bytes, Addr, str]] = {}  # server-side retransmits
@@ -438,6 +439,17 @@ class SipEndpoint:
             del self._txns[entry.txn.key]
 
     # --- TransportUser ----------------------------------------------------------
+
+    def connection_in_use(self, addr: Addr) -> bool:
+        """A live call still sends to ``addr`` over TCP (keep its connection open)."""
+        for call in self._calls.values():
+            if not call.ended.is_set() and call.uses_tcp_peer(addr):
+                return True
+        return False
+
+    @property
+    def tcp_connections(self) -> int:
+        return self._tcp.connections
 
     def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None:
         """Every live transaction bound to ``addr`` gets a synthetic 503 (§8.1.3.1)."""

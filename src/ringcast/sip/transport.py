@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import struct
+import time
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ Addr = tuple[str, int]
 SOCKET_BUFFER = 4 * 1024 * 1024  # bytes asked for SO_SNDBUF/SO_RCVBUF (kernel may cap)
 MAX_TCP_MESSAGE = 65535  # bytes: larger framed messages close the connection
 TCP_CONNECT_TIMEOUT = 5.0  # seconds
+TCP_IDLE_TIMEOUT = 120.0  # seconds without traffic before an unused connection is closed
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
 
 
@@ -34,6 +36,10 @@ class TransportUser(Protocol):
     def on_packet(self, data: bytes, addr: Addr, transport: str) -> None: ...
 
     def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None: ...
+
+    def connection_in_use(self, addr: Addr) -> bool:
+        """Whether a live call still needs the TCP connection to ``addr``."""
+        ...
 
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors per destination
@@ -139,14 +145,15 @@ class UdpTransport:
 
 
 class _TcpConnection:
-    __slots__ = ("addr", "writer", "pending", "task", "connect_task")
+    __slots__ = ("addr", "writer", "pending", "connect_task", "last_used", "idle_timer")
 
     def __init__(self, addr: Addr) -> None:
         self.addr = addr
         self.writer: asyncio.StreamWriter | None = None
         self.pending: list[bytes] = []
-        self.task: asyncio.Task[None] | None = None
         self.connect_task: asyncio.Task[None] | None = None
+        self.last_used = time.monotonic()
+        self.idle_timer: asyncio.TimerHandle | None = None
 
 
 async def read_framed_message(reader: asyncio.StreamReader) -> bytes | None:
@@ -178,8 +185,9 @@ class TcpTransport:
     name = "tcp"
     reliable = True
 
-    def __init__(self, user: TransportUser) -> None:
+    def __init__(self, user: TransportUser, *, idle_timeout: float = TCP_IDLE_TIMEOUT) -> None:
         self.user = user
+        self.idle_timeout = idle_timeout
         self._server: asyncio.Server | None = None
         self._conns: dict[Addr, _TcpConnection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -207,6 +215,7 @@ class TcpTransport:
         conn = _TcpConnection(addr)
         conn.writer = writer
         self._conns[addr] = conn
+        self._arm_idle(conn)
         await self._read_loop(conn, reader)
 
     def send(self, data: bytes, addr: Addr) -> None:
@@ -218,6 +227,7 @@ class TcpTransport:
         if conn is None:
             conn = _TcpConnection(addr)
             self._conns[addr] = conn
+            self._arm_idle(conn)
             conn.pending.append(data)
             conn.connect_task = self._spawn(
                 self._connect(conn), name=f"sip-tcp-connect-{addr[0]}:{addr[1]}"
@@ -230,6 +240,7 @@ class TcpTransport:
             self._drop(conn)
             self.send(data, addr)
             return
+        conn.last_used = time.monotonic()
         conn.writer.write(data)
 
     async def _connect(self, conn: _TcpConnection) -> None:
@@ -255,13 +266,39 @@ class TcpTransport:
                 data = await read_framed_message(reader)
                 if data is None:
                     break
+                conn.last_used = time.monotonic()
                 self.user.on_packet(data, conn.addr, "tcp")
         except (ValueError, OSError, asyncio.IncompleteReadError) as exc:
             logger.info("SIP TCP connection %s:%s closed: %s", conn.addr[0], conn.addr[1], exc)
         finally:
             self._drop(conn)
 
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def _arm_idle(self, conn: _TcpConnection) -> None:
+        loop = asyncio.get_running_loop()
+        conn.idle_timer = loop.call_later(self.idle_timeout, self._check_idle, conn)
+
+    def _check_idle(self, conn: _TcpConnection) -> None:
+        """Close a connection idle for ``idle_timeout`` that no live call needs."""
+        conn.idle_timer = None
+        if self._conns.get(conn.addr) is not conn:
+            return
+        idle = time.monotonic() - conn.last_used
+        if idle >= self.idle_timeout and not self.user.connection_in_use(conn.addr):
+            logger.debug("closing idle SIP TCP connection to %s:%s", *conn.addr)
+            self._drop(conn)
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(self.idle_timeout - idle, self.idle_timeout / 4)
+        conn.idle_timer = loop.call_later(delay, self._check_idle, conn)
+
     def _drop(self, conn: _TcpConnection) -> None:
+        if conn.idle_timer is not None:
+            conn.idle_timer.cancel()
+            conn.idle_timer = None
         if self._conns.get(conn.addr) is conn:
             del self._conns[conn.addr]
         if conn.writer is not None and not conn.writer.is_closing():

@@ -342,16 +342,20 @@ async def test_max_duration_sends_bye(endpoint: SipEndpoint, tmp_path: Path) -> 
 
 
 async def test_tcp_call(sipp_bin: str, tmp_path: Path) -> None:
-    ep = SipEndpoint(host="127.0.0.1", port=0, transport="tcp", t1=T1)
+    ep = SipEndpoint(host="127.0.0.1", port=0, transport="tcp", t1=T1, tcp_idle_timeout=0.3)
     await ep.start()
     uas = start_uas(tmp_path, "uas_answer.xml", transport="t1")
     try:
         call = ep.create_call(make_spec(uas, transport="tcp"))
         assert await call.setup() is True
+        assert ep.tcp_connections == 1
+        await asyncio.sleep(0.5)  # idle, but the call still needs it
+        assert ep.tcp_connections == 1
         await call.hangup()
         assert call.ended_by == "local"
         assert await sipp_done(uas) == 0
         assert "SIP/2.0/TCP" in uas.received()[0]
+        await wait_for(lambda: ep.tcp_connections == 0)  # idle and unused: closed
     finally:
         uas.stop()
         await ep.close()

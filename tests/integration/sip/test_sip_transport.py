@@ -1,0 +1,84 @@
+"""SIP transports on 127.0.0.1: TCP framing, idle connection reaping."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ringcast.sip.transport import Addr, TcpTransport, read_framed_message
+
+
+class _User:
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+        self.errors: list[tuple[Addr, str]] = []
+        self.busy = False
+
+    def on_packet(self, data: bytes, addr: Addr, transport: str) -> None:
+        self.packets.append(data)
+
+    def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None:
+        self.errors.append((addr, str(exc)))
+
+    def connection_in_use(self, addr: Addr) -> bool:
+        return self.busy
+
+
+async def test_framing_splits_a_stream_by_content_length() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(
+        b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcBYE sip:b SIP/2.0\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    reader.feed_eof()
+    assert await read_framed_message(reader) == b"OPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabc"
+    assert await read_framed_message(reader) == b"BYE sip:b SIP/2.0\r\nContent-Length: 0\r\n\r\n"
+    assert await read_framed_message(reader) is None
+
+
+async def test_idle_tcp_connection_is_closed_only_when_unused() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # keep it open until the client closes
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    user = _User()
+    user.busy = True
+    tcp = TcpTransport(user, idle_timeout=0.2)
+    try:
+        tcp.send(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n", ("127.0.0.1", port))
+        await asyncio.sleep(0.5)
+        assert tcp.connections == 1  # idle, but a call still uses it
+        user.busy = False
+        for _ in range(50):
+            if tcp.connections == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert tcp.connections == 0
+        assert user.errors == []
+    finally:
+        await tcp.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_tcp_connect_refused_is_reported() -> None:
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    user = _User()
+    tcp = TcpTransport(user)
+    try:
+        tcp.send(b"x", ("127.0.0.1", port))
+        for _ in range(50):
+            if user.errors:
+                break
+            await asyncio.sleep(0.02)
+        assert user.errors and user.errors[0][0] == ("127.0.0.1", port)
+    finally:
+        await tcp.close()
