@@ -416,3 +416,35 @@ async def test_in_dialog_requests_follow_record_route(
     finally:
         proxy.close()
         uas.stop()
+
+
+async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
+    """§13.2.2.4: the 2xx ACK is its own request, re-sent for each 2xx retransmission."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    ours = ("127.0.0.1", ep.local_port)
+    try:
+        call = ep.create_call(
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        )
+        setup = asyncio.create_task(call.setup(), name="test-reack-setup")
+        invite = await asyncio.wait_for(probe.queue.get(), 2)
+        ok = _reply(invite, "200 OK", tag="t1", sdp=True, port=port)
+        acks = []
+        for _ in range(3):
+            callee.sendto(ok, ours)
+            acks.append(await asyncio.wait_for(probe.queue.get(), 2))
+        assert await asyncio.wait_for(setup, 2) is True
+        assert all(a.startswith(b"ACK sip:fork@127.0.0.1:") for a in acks)
+        assert acks[0] == acks[1] == acks[2]  # the same ACK, same branch
+        assert probe.queue.empty()  # and nothing else (no BYE)
+        hangup = asyncio.create_task(call.hangup(), name="test-reack-hangup")
+        bye = await asyncio.wait_for(probe.queue.get(), 2)
+        callee.sendto(_reply(bye, "200 OK"), ours)
+        await asyncio.wait_for(hangup, 2)
+    finally:
+        callee.close()
+        await ep.close()
