@@ -77,6 +77,15 @@ def start_sipp(port: int, calls: int, workdir: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("sipp did not bind its port")
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of another process (Linux /proc), for context."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_sipp(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGUSR1)
@@ -87,7 +96,7 @@ def stop_sipp(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=3)
 
 
-async def run(calls: int, concurrency: int, max_seconds: float, port: int) -> None:
+async def run(calls: int, concurrency: int, max_seconds: float, port: int, sipp_pid: int) -> None:
     endpoint = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
     await endpoint.start()
     sem = asyncio.Semaphore(concurrency)
@@ -114,6 +123,7 @@ async def run(calls: int, concurrency: int, max_seconds: float, port: int) -> No
                 failed[call.status_code] = failed.get(call.status_code, 0) + 1
 
     cpu0 = time.process_time()
+    sipp_cpu0 = process_cpu_seconds(sipp_pid)
     wall0 = time.perf_counter()
     tasks = [asyncio.create_task(one(i), name=f"bench-call-{i}") for i in range(calls)]
     try:
@@ -122,6 +132,7 @@ async def run(calls: int, concurrency: int, max_seconds: float, port: int) -> No
         print("bench: time bound reached before every call finished")
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    sipp_cpu1 = process_cpu_seconds(sipp_pid)
     await endpoint.close()
     done = answered
     print(f"calls requested      {calls}")
@@ -133,6 +144,8 @@ async def run(calls: int, concurrency: int, max_seconds: float, port: int) -> No
     print(f"setups/s             {done / wall:.0f}" if wall > 0 else "setups/s n/a")
     if done:
         print(f"CPU s per 1000 calls {cpu / done * 1000:.3f} (this process only)")
+        if sipp_cpu0 is not None and sipp_cpu1 is not None:
+            print(f"SIPp CPU s per 1000  {(sipp_cpu1 - sipp_cpu0) / done * 1000:.3f} (the callee)")
 
 
 def main() -> None:
@@ -150,7 +163,7 @@ def main() -> None:
             print("SIPp log in", tmp)
         proc = start_sipp(port, calls, Path(tmp))
         try:
-            asyncio.run(run(calls, args.concurrency, args.max_seconds, port))
+            asyncio.run(run(calls, args.concurrency, args.max_seconds, port, proc.pid))
         finally:
             stop_sipp(proc)
 
