@@ -159,6 +159,7 @@ def create_app(
         version=ringcast.__version__,
         description="Voice broadcast over SIP: queue calls, play prompts, read call records.",
         lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
     )
     _document_play_body(app)
     app.state.settings = settings

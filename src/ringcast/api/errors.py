@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ringcast.errors import RingcastError
 
@@ -45,6 +46,49 @@ class MethodNotAllowed(RingcastError):
 
 
 HTTP_CODES = {400: BadRequest.code, 404: 1004, 405: MethodNotAllowed.code, 413: BodyTooLarge.code}
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "status", "data", "request_id", "error"],
+    "properties": {
+        "code": {"type": "integer", "minimum": 1},
+        "status": {"type": "integer"},
+        "data": {"type": "string", "enum": ["error"]},
+        "request_id": {"type": "string"},
+        "error": {
+            "type": "object",
+            "required": ["message", "field"],
+            "properties": {
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "message": {"type": "string"},
+                            "field": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_ERROR_STATUSES = {
+    400: "The body is not valid JSON, or is empty",
+    401: "A valid API key is required (Authorization: Bearer KEY)",
+    404: "No such request, call, report or entry (or another tenant's)",
+    413: "The body is too large",
+    422: "The request is not valid",
+    429: "Too many POST requests for this API key (see Retry-After)",
+    503: "The database is unavailable",
+}
+# Every operation may answer these with the error envelope (documented in OpenAPI).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, text in _ERROR_STATUSES.items()
+}
 _PATH_IDS = ("id", "request_id", "report_id")
 
 
@@ -147,11 +191,25 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     code = HTTP_CODES.get(status, 2000 + status)  # 2xxx: plain HTTP errors
     message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+    headers = getattr(exc, "headers", None)
+    if status == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
     return JSONResponse(
         error_body(code, status, message, None, request_id_of(request)),
         status_code=status,
-        headers=getattr(exc, "headers", None),
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the
+    first matching route's, e.g. POST for /dnc though GET /dnc exists too)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
