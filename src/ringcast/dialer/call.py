@@ -181,7 +181,10 @@ async def _run(
         ring_timeout=job.ring_timeout,
     )
     events: asyncio.Queue[CallState] = asyncio.Queue()
-    call = ctx.sip.create_call(spec, on_state=events.put_nowait)
+    try:
+        call = ctx.sip.create_call(spec, on_state=events.put_nowait)
+    except ValueError as exc:  # a recipient or header the SIP layer refuses
+        return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(
         _forward_progress(call, events, on_progress), name=f"call-progress-{job.call_id}"
     )
