@@ -72,11 +72,16 @@ def test_passwords_and_secrets_never_leak(tmp_path: Path, sipp_bin: str) -> None
                 seen.append(json.dumps(dict(resp.headers)))
                 return resp
 
-            inline = {
+            sip: dict[str, str] = {
+                "proxy": f"sip:{uas.uri_host}",
+                "username": "alice",
+                "password": password,
+            }
+            inline: dict[str, Any] = {
                 "recipients": [{"to": f"sip:{u}@{uas.uri_host}"} for u in ("bob", "dave")],
                 "from": "me",
                 "playlist": [{"pause": 0.3}],
-                "sip": {"proxy": f"sip:{uas.uri_host}", "username": "alice", "password": password},
+                "sip": sip,
                 "callback_url": "http://127.0.0.1:9/hook",
             }
             trunk = {
@@ -92,7 +97,7 @@ def test_passwords_and_secrets_never_leak(tmp_path: Path, sipp_bin: str) -> None
             # errors never echo the input, even with the password beside a bad field
             bad = {**inline, "ring_timeout": "soon"}
             assert call("POST", "/voice/call/play", json=bad, headers=headers).status_code == 422
-            bad_sip = {**inline, "sip": {**inline["sip"], "transport": password}}
+            bad_sip = {**inline, "sip": {**sip, "transport": password}}
             assert (
                 call("POST", "/voice/call/play", json=bad_sip, headers=headers).status_code == 422
             )
@@ -146,7 +151,7 @@ def _stored_rows(db_file: Path) -> str:
     engine = sa.create_engine(f"sqlite:///{db_file}")
     try:
         with engine.connect() as conn:
-            out = []
+            out: list[str] = []
             for table in (calls_table, call_attempts_table, webhook_outbox_table):
                 out.extend(repr(tuple(row)) for row in conn.execute(sa.select(table)))
     finally:
