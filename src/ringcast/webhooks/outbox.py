@@ -175,26 +175,37 @@ async def enqueue(
     return webhook_id
 
 
-async def request_finished(s: AsyncSession, request_id: str) -> bool:
-    """True when the request has calls and none of them is non-final (as this
-    transaction sees them).
-
-    Cheap on big requests: it looks for one non-final call from the highest
-    `seq` down (the index on (request_id, seq)); calls are dialed in `seq`
-    order, so while the request runs one is found at once.
-    """
-    live = await s.execute(
+def _live_call(request_id: str) -> sa.ScalarSelect[Any]:
+    """One non-final call of the request, looked for from the highest `seq` down
+    (the index on (request_id, seq)): calls are dialed in `seq` order, so while
+    the request runs one is found at once, however big the request."""
+    return (
         sa.select(calls_table.c.seq)
         .where(calls_table.c.request_id == request_id, calls_table.c.result.not_in(_FINAL))
         .order_by(calls_table.c.seq.desc())
         .limit(1)
+        .scalar_subquery()
     )
-    if live.first() is not None:
-        return False
-    any_call = await s.execute(
-        sa.select(calls_table.c.seq).where(calls_table.c.request_id == request_id).limit(1)
+
+
+def _any_call(request_id: str) -> sa.ScalarSelect[Any]:
+    return (
+        sa.select(calls_table.c.seq)
+        .where(calls_table.c.request_id == request_id)
+        .limit(1)
+        .scalar_subquery()
     )
-    return any_call.first() is not None
+
+
+async def request_finished(s: AsyncSession, request_id: str) -> bool:
+    """True when the request has calls and none of them is non-final (as this
+    transaction sees them). One cheap statement, even on big requests."""
+    row = (
+        await s.execute(
+            sa.select(_live_call(request_id).label("live"), _any_call(request_id).label("any"))
+        )
+    ).one()
+    return row.live is None and row.any is not None
 
 
 async def request_summary(s: AsyncSession, request_id: str) -> dict[str, Any]:
@@ -244,15 +255,17 @@ async def request_summary(s: AsyncSession, request_id: str) -> dict[str, Any]:
     return summary
 
 
+_CALLBACK_URL = requests_table.c.body["callback_url"].as_string()  # not the whole body
+
+
 async def _request_target(s: AsyncSession, request_id: str) -> tuple[str, str | None] | None:
     """(callback_url, api_key_id) of a request, or None without a callback URL.
     Reads only the URL out of the stored body (the playlist may be large)."""
     row = (
         await s.execute(
-            sa.select(
-                requests_table.c.body["callback_url"].as_string().label("url"),
-                requests_table.c.api_key_id,
-            ).where(requests_table.c.id == request_id)
+            sa.select(_CALLBACK_URL.label("url"), requests_table.c.api_key_id).where(
+                requests_table.c.id == request_id
+            )
         )
     ).one_or_none()
     if row is None or not row.url:
@@ -264,21 +277,40 @@ async def notify_request_completed(
     s: AsyncSession, request_id: str, *, now: datetime | None = None
 ) -> str | None:
     """Enqueue ``request.completed`` (once: its id is fixed) if every call of the
-    request is final and it has a callback URL. Returns the webhook id or None.
-
-    Once the event is in the outbox this costs one indexed lookup, so calling
-    it after every final call event stays cheap on big requests.
-    """
+    request is final and it has a callback URL. Returns the webhook id or None."""
     target = await _request_target(s, request_id)
     if target is None:
         return None
+    return await _complete_if_finished(s, request_id, *target, now=now)
+
+
+async def _complete_if_finished(
+    s: AsyncSession,
+    request_id: str,
+    url: str,
+    api_key_id: str | None,
+    *,
+    now: datetime | None,
+) -> str | None:
+    # One statement answers "already enqueued?" and "finished?"; the summary
+    # (a GROUP BY over the request's calls) is built once, for the insert.
     webhook_id = request_completed_id(request_id)
-    exists = await s.execute(sa.select(outbox.c.id).where(outbox.c.webhook_id == webhook_id))
-    if exists.first() is not None:
+    enqueued = (
+        sa.select(outbox.c.id).where(outbox.c.webhook_id == webhook_id).limit(1).scalar_subquery()
+    )
+    row = (
+        await s.execute(
+            sa.select(
+                enqueued.label("enqueued"),
+                _live_call(request_id).label("live"),
+                _any_call(request_id).label("any"),
+            )
+        )
+    ).one()
+    if row.enqueued is not None:
         return webhook_id
-    if not await request_finished(s, request_id):
+    if row.live is not None or row.any is None:
         return None
-    url, api_key_id = target
     summary = await request_summary(s, request_id)
     return await enqueue(
         s,
@@ -310,17 +342,23 @@ async def notify_call(
     non-final.
 
     Returns the webhook id, or None when the request has no callback URL or the
-    call's state has no event. Idempotent per (call, attempt, event).
+    call's state has no event. Idempotent per (call, attempt, event). Costs two
+    statements (three after a final event).
     """
     call = (
-        await s.execute(sa.select(calls_table).where(calls_table.c.id == call_id))
+        await s.execute(
+            sa.select(
+                calls_table,
+                _CALLBACK_URL.label("callback_url_"),
+                requests_table.c.api_key_id.label("api_key_id_"),
+            )
+            .join(requests_table, requests_table.c.id == calls_table.c.request_id)
+            .where(calls_table.c.id == call_id)
+        )
     ).one_or_none()
-    if call is None:
+    if call is None or not call.callback_url_:
         return None
-    target = await _request_target(s, call.request_id)
-    if target is None:
-        return None
-    url, api_key_id = target
+    url, api_key_id = str(call.callback_url_), call.api_key_id_
     attempt = int(call.attempt)
     record = record_dict(call)
     data: dict[str, Any] = {"request_id": call.request_id}
@@ -357,7 +395,7 @@ async def notify_call(
         now=now,
     )
     if event_type in FINAL_CALL_EVENTS and not data.get("retrying"):
-        await notify_request_completed(s, call.request_id, now=now)
+        await _complete_if_finished(s, call.request_id, url, api_key_id, now=now)
     return webhook_id
 
 
