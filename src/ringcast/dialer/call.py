@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
+from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
@@ -87,6 +89,27 @@ class CallContext:
     ports: PortAllocator
     rtp_bind_host: str = "0.0.0.0"
     public_ip: str | None = None
+
+
+def sip_endpoint(settings: Settings) -> SipEndpoint:
+    """The process's SIP endpoint, as the settings say (`--sip`, `--public-ip`, T1/T2)."""
+    return SipEndpoint(
+        host=settings.sip_host,
+        port=settings.sip_port,
+        transport=settings.sip_transport,
+        public_ip=settings.public_ip,
+        t1=settings.sip_t1,
+        t2=settings.sip_t2,
+    )
+
+
+def media_fetcher(settings: Settings) -> MediaFetcher:
+    """The media fetcher with the settings' cache and SSRF policy."""
+    return MediaFetcher(
+        cache_dir=settings.media_cache_dir,
+        allow_private=settings.allow_private_urls,
+        allow_networks=settings.private_url_allowlist,  # SSRF guard CIDR allowlist
+    )
 
 
 def sdp_address(ctx: CallContext, target_host: str) -> str:

@@ -28,13 +28,19 @@ from datetime import timedelta
 from typing import Any
 
 from ringcast.config import Settings
-from ringcast.dialer.call import CallContext, CallJob, CallReport, place_call
+from ringcast.dialer.call import (
+    CallContext,
+    CallJob,
+    CallReport,
+    media_fetcher,
+    place_call,
+    sip_endpoint,
+)
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
-from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
@@ -76,14 +82,7 @@ class Dialer:
         self.limits = NodeLimits(max_calls=settings.max_calls, cps=settings.cps)
         self.backoff = Backoff()  # requests refused by a fleet limit, for a moment
         self.writer = GroupWriter(store)
-        self.sip = sip or SipEndpoint(
-            host=settings.sip_host,
-            port=settings.sip_port,
-            transport=settings.sip_transport,
-            public_ip=settings.public_ip,
-            t1=settings.sip_t1,
-            t2=settings.sip_t2,
-        )
+        self.sip = sip or sip_endpoint(settings)
         self._own_sip = sip is None
         self.clock = RtpClock()
         self.ports = PortAllocator(settings.rtp_port_min, settings.rtp_port_max)
@@ -96,13 +95,7 @@ class Dialer:
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
         self._requests: dict[str, RequestInfo] = {}
-        self.prompts = PromptCache(
-            http=MediaFetcher(
-                cache_dir=settings.media_cache_dir,
-                allow_private=settings.allow_private_urls,
-                allow_networks=settings.private_url_allowlist,  # SSRF guard CIDR allowlist
-            )
-        )
+        self.prompts = PromptCache(http=media_fetcher(settings))
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -12,13 +12,19 @@ from datetime import datetime
 from typing import Any
 
 from ringcast.config import Settings
-from ringcast.dialer.call import CallContext, CallJob, CallReport, failed_report, place_call
+from ringcast.dialer.call import (
+    CallContext,
+    CallJob,
+    CallReport,
+    failed_report,
+    media_fetcher,
+    place_call,
+    sip_endpoint,
+)
 from ringcast.domain import utcnow
 from ringcast.errors import MediaError
-from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
-from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store.records import record_dict
 
 
@@ -85,25 +91,14 @@ async def run_single_call(
     sip_options = dict(sip_options or {})
     codecs = tuple(sip_options.get("codecs") or ("PCMU", "PCMA"))
     try:
-        fetcher = MediaFetcher(
-            cache_dir=settings.media_cache_dir,
-            allow_private=settings.allow_private_urls,
-            allow_networks=settings.private_url_allowlist,  # SSRF guard CIDR allowlist
-        )
+        fetcher = media_fetcher(settings)
         prompt = await prepare_prompt(
             playlist, codecs=codecs, max_duration=max_duration, http=fetcher
         )
     except MediaError as exc:
         report = failed_report(f"prompt could not be prepared: {exc.message}")
         return report_record(call_id, to, from_, request_time, report)
-    sip = SipEndpoint(
-        host=settings.sip_host,
-        port=settings.sip_port,
-        transport=settings.sip_transport,
-        public_ip=settings.public_ip,
-        t1=settings.sip_t1,
-        t2=settings.sip_t2,
-    )
+    sip = sip_endpoint(settings)
     clock = RtpClock()
     await sip.start()
     clock.start()

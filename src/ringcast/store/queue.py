@@ -89,6 +89,18 @@ class Fence:
         return sa.and_(calls.c.node_id == self.node_id, calls.c.claim_epoch == self.epoch)
 
 
+def _failed(error: str, now: datetime) -> dict[str, Any]:
+    """Column values that end a call `failed` with `error`, owned by no node."""
+    return {
+        "result": Result.FAILED.value,
+        "outcome": Outcome.FAILED.value,
+        "error": error,
+        "disconnect_time": now,
+        "node_id": None,
+        "updated_at": now,
+    }
+
+
 def _wrap(exc: SQLAlchemyError) -> StoreError:
     return StoreError(f"database error: {type(exc).__name__}")
 
@@ -268,14 +280,7 @@ async def fail_request(store: Store, request_id: str, error: str) -> int:
         res = await s.execute(
             sa.update(calls)
             .where(calls.c.request_id == request_id, not_final)
-            .values(
-                result=Result.FAILED.value,
-                outcome=Outcome.FAILED.value,
-                error=error,
-                disconnect_time=now,
-                node_id=None,
-                updated_at=now,
-            )
+            .values(**_failed(error, now))
         )
     return int(res.rowcount)  # type: ignore[attr-defined]
 
@@ -346,20 +351,15 @@ async def rescue_calls(
             .where(orphan, calls.c.setup_time.is_(None))
             .values(result=Result.QUEUED.value, node_id=None, updated_at=now)
         )
-        lost = (await s.execute(sa.select(calls).where(orphan))).all()
-        for row in lost:
+        lost = (
             await s.execute(
                 sa.update(calls)
-                .where(calls.c.id == row.id)
-                .values(
-                    result=Result.FAILED.value,
-                    outcome=Outcome.FAILED.value,
-                    error=error,
-                    disconnect_time=now,
-                    node_id=None,
-                    updated_at=now,
-                )
+                .where(orphan)
+                .values(**_failed(error, now))
+                .returning(calls.c.id, calls.c.request_id, calls.c.attempt)
             )
+        ).all()
+        for row in lost:
             if retry_delay is None:
                 continue
             body = (
