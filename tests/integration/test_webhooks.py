@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import threading
 import time
 import uuid
@@ -667,3 +668,43 @@ async def test_two_nodes_finishing_the_last_calls_at_once_still_complete_the_req
         assert types == ["call.completed", "call.completed", "request.completed"]
     finally:
         await store.close()
+
+
+async def test_logs_hold_no_secret_nor_url_path(
+    store: Store, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.INFO, logger="aiosqlite")  # as the CLI does: it echoes SQL
+    receiver.script["/p/tok3n?sig=qu3ry"] = [500, 410]
+    (wid,) = await add_events(store, receiver.url("/p/tok3n") + "?sig=qu3ry", 1)
+    d = deliverer(store)
+    d.start()
+    try:
+
+        async def gave_up() -> bool:
+            return (await rows(store))[wid].gave_up_at is not None
+
+        await until(gave_up, within=10)
+    finally:
+        await d.stop()
+    text = caplog.text
+    assert wid in text and f"127.0.0.1:{receiver.port}" in text  # what happened, where
+    for secret in ("tok3n", "qu3ry", SECRET, SECRET.removeprefix("whsec_")):
+        assert secret not in text
+    assert "qu3ry" not in str((await rows(store))[wid].last_error)
+
+
+async def test_lifespan_hook_runs_a_deliverer(store: Store, receiver: Receiver) -> None:
+    from types import SimpleNamespace
+
+    from ringcast.webhooks.deliver import deliverer_lifespan
+
+    settings = SimpleNamespace(allow_private_urls=True, private_url_allowlist=())
+    state = SimpleNamespace(store=store)
+    (wid,) = await add_events(store, receiver.url("/life"), 1)
+    async with deliverer_lifespan(settings, secret=SECRET, poll_interval=0.05)(state):
+        assert isinstance(state.webhooks, WebhookDeliverer)
+        await until(lambda: len(receiver.of("/life")) == 1, within=10)
+        await until(lambda: state.webhooks.delivered == 1, within=5)
+    assert state.webhooks.in_flight == 0
+    assert [h.verified for h in receiver.of("/life")] == [wid]
