@@ -39,6 +39,16 @@ def _missing(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
+def require_module(name: str, what: str) -> None:
+    """Import `name` or skip (fail under CI=true, where scripts/test installs it)."""
+    import importlib
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        _missing(what)
+
+
 @pytest.fixture(scope="session")
 def sipp_bin() -> str:
     path = shutil.which("sipp")

