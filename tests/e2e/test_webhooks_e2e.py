@@ -148,6 +148,7 @@ def test_broadcast_webhooks_signed_with_the_install_secret(
     ids = Counter(e["id"] for e in events)
     assert all(n == 1 for n in ids.values()), ids  # no duplicates
     assert len(done) == 1
+    assert events[-1]["payload"]["type"] == "request.completed"  # sent 1 s after the last call's
     summary = done[0]["payload"]["data"]
     assert summary["id"] == rid and summary["total"] == 4 and summary["done"] == 4
     assert summary["results"] == {"completed": 4}

@@ -69,6 +69,10 @@ EVENT_OF_RESULT: Mapping[Result, str] = {
 }
 
 WEBHOOK_ID_MAX = 64  # webhook_outbox.webhook_id is String(64)
+# Seconds request.completed waits after it is enqueued, so that it normally
+# arrives after the call events committed with it (delivery order is not
+# guaranteed: retries reorder events; receivers use the payload timestamps).
+REQUEST_COMPLETED_DELAY = 1.0
 _FINAL = [r.value for r in FINAL_RESULTS]
 
 
@@ -147,13 +151,14 @@ async def enqueue(
     payload: dict[str, Any],
     webhook_id: str | None = None,
     now: datetime | None = None,
+    delay: float = 0.0,
 ) -> str:
     """Insert one outbox row in the caller's transaction; return its webhook id.
 
     The row commits (or rolls back) with the state change it reports. With a
     `webhook_id` that is already in the outbox nothing is inserted (idempotent).
     `payload` is sent as is (build it with :func:`build_payload`); it must hold
-    no secrets.
+    no secrets. The first attempt is made `delay` seconds after `now`.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
@@ -168,7 +173,7 @@ async def enqueue(
         "event_type": event_type,
         "payload": payload,
         "created_at": now,
-        "next_attempt_at": now,
+        "next_attempt_at": now + timedelta(seconds=delay),
         "attempts": 0,
     }
     await s.execute(_insert_ignoring_duplicates(s.get_bind().dialect.name, values))
@@ -320,6 +325,7 @@ async def _complete_if_finished(
         payload=build_payload(REQUEST_COMPLETED, summary, at=now),
         webhook_id=webhook_id,
         now=now,
+        delay=REQUEST_COMPLETED_DELAY,
     )
 
 
