@@ -26,6 +26,7 @@ TABLES = {
     "api_keys",
     "limiters",
     "leases",
+    "counters",
     "webhook_outbox",
     "alembic_version",
 }

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ringcast.domain import Result, utcnow
 from ringcast.store import dnc, queue
 from ringcast.store.db import Store, open_store
-from ringcast.store.models import call_attempts_table, calls_table, requests_table
+from ringcast.store.models import call_attempts_table, calls_table, nodes_table, requests_table
 from ringcast.store.queue import Fence
 
 
@@ -184,3 +184,16 @@ async def test_dnc_matches_user_part_and_uri(store: Store) -> None:
     ]
     assert await dnc.remove_entry(store, "default", "alice")
     assert not await dnc.remove_entry(store, "default", "alice")
+
+
+async def test_a_node_declared_dead_claims_nothing_until_it_rejoins(store: Store) -> None:
+    await add_request(store, 3)
+    old = Fence("n", await queue.register_node(store, "n"))
+    await queue.register_node(store, "rescuer")
+    async with store.session() as s, s.begin():  # n missed its heartbeats: declared dead
+        await s.execute(sa.delete(nodes_table).where(nodes_table.c.id == "n"))
+    assert await queue.claim_calls(store, old, 10) == []
+    assert not await queue.heartbeat(store, "n")
+    new = Fence("n", await queue.register_node(store, "n"))
+    assert new.epoch > old.epoch
+    assert len(await queue.claim_calls(store, new, 10)) == 3

@@ -208,6 +208,16 @@ class LimiterRow(Base):
     refilled_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class CounterRow(Base):
+    """A named counter that only grows (node epochs: never reused, so a node
+    that rejoins can never be mistaken for its earlier life)."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+
+
 class LeaseRow(Base):
     """One call holding one unit of a limiter's capacity, owned by a node.
     Leases of dead nodes are deleted by the rescue, so capacity never leaks."""
@@ -230,3 +240,4 @@ api_keys_table = cast(sa.Table, ApiKeyRow.__table__)
 webhook_outbox_table = cast(sa.Table, WebhookOutboxRow.__table__)
 limiters_table = cast(sa.Table, LimiterRow.__table__)
 leases_table = cast(sa.Table, LeaseRow.__table__)
+counters_table = cast(sa.Table, CounterRow.__table__)

@@ -27,6 +27,7 @@ from ringcast.store.db import Store
 from ringcast.store.models import (
     call_attempts_table,
     calls_table,
+    counters_table,
     leases_table,
     nodes_table,
     requests_table,
@@ -113,11 +114,17 @@ async def claim_calls(
     now: datetime | None = None,
     exclude_requests: Sequence[str] = (),
 ) -> list[ClaimedCall]:
-    """Claim up to `limit` due queued calls for `node`, oldest first."""
+    """Claim up to `limit` due queued calls for `node`, oldest first.
+
+    Only a live node claims: its row must exist with the epoch it holds, so a
+    node declared dead (its row deleted by a rescue) claims nothing until it
+    has rejoined under a new epoch.
+    """
     if limit <= 0:
         return []
     now = now or now_precise()
-    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now)
+    alive = sa.exists().where(nodes_table.c.id == node.node_id, nodes_table.c.epoch == node.epoch)
+    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now, alive)
     if exclude_requests:
         due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
     pick = sa.select(calls.c.id).where(due).order_by(calls.c.not_before, calls.c.seq).limit(limit)
@@ -289,16 +296,26 @@ async def fail_request(store: Store, request_id: str, error: str) -> int:
 
 
 async def register_node(store: Store, node_id: str) -> int:
-    """Insert this node's row; its epoch fences every write it makes."""
+    """Insert this node's row under a new epoch, which fences every write it
+    makes. Epochs come from a counter that only grows, so a node that rejoins
+    after being declared dead never gets back an epoch it held before."""
     now = utcnow()
     async with store.session() as s, s.begin():
-        epoch = (await s.execute(sa.select(sa.func.max(nodes_table.c.epoch)))).scalar() or 0
-        await s.execute(
-            sa.insert(nodes_table).values(
-                id=node_id, started_at=now, heartbeat_at=now, epoch=epoch + 1
-            )
+        bumped = await s.execute(
+            sa.update(counters_table)
+            .where(counters_table.c.name == "node_epoch")
+            .values(value=counters_table.c.value + 1)
+            .returning(counters_table.c.value)
         )
-    return int(epoch + 1)
+        epoch = bumped.scalar()
+        if epoch is None:
+            epoch = 1
+            await s.execute(sa.insert(counters_table).values(name="node_epoch", value=epoch))
+        await s.execute(sa.delete(nodes_table).where(nodes_table.c.id == node_id))
+        await s.execute(
+            sa.insert(nodes_table).values(id=node_id, started_at=now, heartbeat_at=now, epoch=epoch)
+        )
+    return int(epoch)
 
 
 async def heartbeat(store: Store, node_id: str) -> bool:

@@ -7,14 +7,18 @@ layer sees only ringcast errors.
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
 from ringcast.errors import RingcastError, StoreError, ValidationFailed
@@ -25,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 WORK_CHANNEL = "ringcast_work"  # PostgreSQL LISTEN/NOTIFY channel: new calls are queued
 
-INSERT_BATCH = 5000  # call rows per executemany
 REPORT_BATCH = 1000  # rows per keyset page when streaming a report
 _FINAL = [r.value for r in FINAL_RESULTS]
 _LIVE = [r.value for r in LIVE_RESULTS]
@@ -37,9 +40,8 @@ class IdempotencyConflict(ValidationFailed):
     code = 1006
 
 
-@dataclass(frozen=True, slots=True)
-class NewCall:
-    """One recipient of a new request, ready to insert."""
+class NewCall(NamedTuple):
+    """One recipient of a new request, ready to insert (a tuple: 100k of them are cheap)."""
 
     to_uri: str
     from_uri: str
@@ -119,29 +121,7 @@ async def create_request(
                     api_key_id=api_key_id,
                 )
             )
-            insert = sa.insert(calls_table)
-            for start in range(0, len(calls), INSERT_BATCH):
-                rows = [
-                    {
-                        "id": str(uuid.uuid4()),
-                        "request_id": request_id,
-                        "seq": start + i,
-                        "to_uri": c.to_uri,
-                        "from_uri": c.from_uri,
-                        "variables": c.variables,
-                        "timezone": c.timezone,
-                        "result": Result.QUEUED.value,
-                        "attempt": 1,
-                        "request_time": now,
-                        "duration": 0,
-                        "answered": False,
-                        "not_before": due,
-                        "claim_epoch": 0,
-                        "updated_at": now,
-                    }
-                    for i, c in enumerate(calls[start : start + INSERT_BATCH])
-                ]
-                await session.execute(insert, rows)
+            await _insert_calls(session, store, request_id, calls, now, due)
             if store.dialect == "postgresql":
                 # Delivered at commit: wakes idle dialers (they also poll).
                 await session.execute(sa.text(f"NOTIFY {WORK_CHANNEL}"))
@@ -155,6 +135,110 @@ async def create_request(
         raise
     logger.info("request %s accepted: %s calls", request_id, len(calls))
     return Accepted(request_id, report_id, True)
+
+
+# The columns a new call sets; the others start NULL.
+_NEW_CALL_COLUMNS = (
+    "id",
+    "request_id",
+    "seq",
+    "to_uri",
+    "from_uri",
+    "variables",
+    "timezone",
+    "result",
+    "attempt",
+    "request_time",
+    "duration",
+    "answered",
+    "not_before",
+    "claim_epoch",
+    "updated_at",
+)
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 9562 variant nibble
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` random (version 4) UUID strings, as `str(uuid.uuid4())` writes them, made
+    from one `os.urandom` call: ~6x cheaper than `uuid4()` per id."""
+    h = os.urandom(16 * n).hex()
+    v = _VARIANT
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-"
+        f"{v[h[i + 16]]}{h[i + 17 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
+def _bind(store: Store, column: str, value: Any) -> Any:
+    """`value` as SQLAlchemy itself would hand it to the driver for `calls.<column>`."""
+    dialect = store.engine.dialect
+    process = calls_table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process is not None else value
+
+
+async def _insert_calls(
+    session: AsyncSession,
+    store: Store,
+    request_id: str,
+    calls: Sequence[NewCall],
+    now: datetime,
+    due: datetime,
+) -> None:
+    """Insert the call rows inside the session's open transaction through the raw
+    driver: `COPY` on PostgreSQL, `executemany` of prepared tuples on SQLite.
+
+    Values are converted once by the columns' own SQLAlchemy bind processors (the
+    constants once per request, `variables` per row that has them), so the rows
+    are stored exactly as an ORM/Core insert would store them; SQLAlchemy's
+    per-row, per-column processing (most of a 100k-call request's time) is skipped.
+    """
+    ids = new_ids(len(calls))
+    stamp = _bind(store, "request_time", now)
+    due_at = _bind(store, "not_before", due)
+    no_variables = _bind(store, "variables", None)
+    to_json = calls_table.c.variables.type.dialect_impl(store.engine.dialect).bind_processor(
+        store.engine.dialect
+    )
+    queued = Result.QUEUED.value
+    unanswered = _bind(store, "answered", False)
+    rows: Iterator[tuple[Any, ...]] = (
+        (
+            ids[seq],
+            request_id,
+            seq,
+            to_uri,
+            from_uri,
+            no_variables if variables is None else to_json(variables),
+            timezone,
+            queued,
+            1,
+            stamp,
+            0,
+            unanswered,
+            due_at,
+            0,
+            stamp,
+        )
+        for seq, (to_uri, from_uri, variables, timezone) in enumerate(calls)
+    )
+    connection = await session.connection()
+    driver = (await connection.get_raw_connection()).driver_connection
+    try:
+        if store.dialect == "postgresql":
+            await driver.copy_records_to_table(
+                calls_table.name, records=rows, columns=_NEW_CALL_COLUMNS
+            )
+        else:
+            placeholders = ", ".join("?" * len(_NEW_CALL_COLUMNS))
+            sql = (
+                f"INSERT INTO {calls_table.name} ({', '.join(_NEW_CALL_COLUMNS)}) "
+                f"VALUES ({placeholders})"
+            )
+            cursor = await driver.executemany(sql, rows)
+            await cursor.close()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
+        raise StoreError(f"database error: {type(exc).__name__}") from exc
 
 
 async def _find_idempotent(store: Store, tenant: str, key: str, body_hash: str) -> Accepted | None:

@@ -1,4 +1,5 @@
-"""Fleet-wide limits: limiters (capacity and rate per scope) and call leases.
+"""Fleet-wide limits: limiters (capacity and rate per scope) and call leases;
+counters (node epochs that are never reused).
 
 Revision ID: 0002
 Revises: 0001
@@ -36,9 +37,16 @@ def upgrade() -> None:
     )
     op.create_index("ix_leases_key", "leases", ["key"])
     op.create_index("ix_leases_node_id", "leases", ["node_id"])
+    op.create_table(
+        "counters",
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("value", sa.Integer(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_counters"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("counters")
     op.drop_index("ix_leases_node_id", table_name="leases")
     op.drop_index("ix_leases_key", table_name="leases")
     op.drop_table("leases")
