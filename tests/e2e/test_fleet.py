@@ -4,6 +4,7 @@ killed with -9 mid-run."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -107,3 +108,58 @@ def test_two_dialers_one_killed_every_recipient_final_once(
     assert len(per_user) >= len(answered)
     peak = completed_calls_peak(uas)
     assert 2 <= peak <= MAX_CONCURRENT, peak
+
+
+def test_a_dialer_frozen_past_its_timeout_acts_on_nothing_it_lost(
+    tmp_path: Path, sipp_bin: str, pg_url: str, rtp_sink: str
+) -> None:
+    """SIGSTOP one dialer for longer than node_timeout, then SIGCONT it: the
+    other rescues its calls; the frozen one, back, must not dial or record
+    anything it no longer owns (fencing), and rejoins."""
+    n = 120
+    env = {"RINGCAST_NODE_TIMEOUT": "2"}
+    args = ["--max-calls", "8", "--cps", "30"]
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
+        api = RingcastServer(tmp_path, db=pg_url, command="api").start()
+        dialers = [
+            RingcastServer(tmp_path, db=pg_url, command="dialer", args=args, env=env).start()
+            for _ in range(2)
+        ]
+        try:
+            r = httpx.post(
+                f"{api.base}/voice/call/play",
+                json={
+                    "recipients": [{"to": uas.uri(f"z{i:03d}")} for i in range(n)],
+                    "from": "me",
+                    "playlist": [{"pause": 0.8}],
+                },
+                timeout=30,
+            )
+            rid = r.json()["request_id"]
+            deadline = time.monotonic() + 60
+            while len(uas.invite_times()) < 30 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            frozen = dialers[0]
+            assert frozen.proc is not None
+            frozen.proc.send_signal(signal.SIGSTOP)
+            time.sleep(5.0)  # > node_timeout: declared dead, its calls rescued
+            frozen.proc.send_signal(signal.SIGCONT)
+            status = api.wait_ready(rid, timeout=120)
+            records = httpx.get(f"{api.base}/report/{status['report']['id']}", timeout=30).json()[
+                "records"
+            ]
+            time.sleep(1.0)  # let the thawed dialer finish reacting
+            log = frozen.log.read_text(errors="replace")
+        finally:
+            for d in dialers:
+                d.stop()
+            api.stop()
+    per_user = uas.invites_per_user()
+    assert max(per_user.values()) == 1, "a recipient was dialed twice"
+    assert len(records) == n
+    assert {r["result"] for r in records} <= {"completed", "failed"}
+    lost = [r for r in records if r["result"] == "failed"]
+    assert lost and all(r["error"] == "node lost" for r in lost)
+    assert "was declared dead" in log
+    # every answered record is the dialer's that really placed the call
+    assert all(r["answered"] for r in records if r["result"] == "completed")
