@@ -197,3 +197,20 @@ async def test_a_node_declared_dead_claims_nothing_until_it_rejoins(store: Store
     new = Fence("n", await queue.register_node(store, "n"))
     assert new.epoch > old.epoch
     assert len(await queue.claim_calls(store, new, 10)) == 3
+
+
+async def test_start_dialing_refuses_canceled_requests_and_lost_claims(store: Store) -> None:
+    rid, _ = await add_request(store, 2)
+    node = Fence("n", await queue.register_node(store, "n"))
+    first, second = await queue.claim_calls(store, node, 2)
+    async with store.session() as s, s.begin():
+        assert await queue.start_dialing(s, first.id, node, utcnow()) is queue.Start.DIAL
+        await s.execute(
+            sa.update(requests_table).where(requests_table.c.id == rid).values(canceled_at=utcnow())
+        )
+    async with store.session() as s, s.begin():
+        assert await queue.start_dialing(s, second.id, node, utcnow()) is queue.Start.CANCELED
+        other = Fence("other", node.epoch + 7)
+        assert await queue.start_dialing(s, second.id, other, utcnow()) is queue.Start.LOST
+    assert (await row(store, first.id)).setup_time is not None
+    assert (await row(store, second.id)).setup_time is None

@@ -333,10 +333,13 @@ class Dialer:
         call = live.claimed
         body = info.body
         try:
-            setup = {"setup_time": utcnow(), "result": Result.DIALING.value}
-            if not await self.writer.submit(
-                lambda s: queue.update_call(s, call.id, self.fence, setup)
-            ):
+            started = await self.writer.submit(
+                lambda s: queue.start_dialing(s, call.id, self.fence, utcnow())
+            )
+            if started is queue.Start.CANCELED:
+                await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
+                return
+            if started is queue.Start.LOST:
                 log.warning("call %s: claim lost before dialing; not dialed", call.id)
                 return
             job = CallJob(

@@ -11,6 +11,7 @@ that lost its claim (declared dead, calls rescued) updates nothing.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,6 +219,37 @@ async def update_call(
     )
     res = await s.execute(stmt)
     return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+class Start(enum.Enum):
+    """What `start_dialing` found."""
+
+    DIAL = "dial"
+    CANCELED = "canceled"  # the request was canceled since the claim: do not dial
+    LOST = "lost"  # the claim went to another node: do not dial
+
+
+async def start_dialing(s: AsyncSession, call_id: str, fence: Fence, setup_time: datetime) -> Start:
+    """Record `setup_time` just before the INVITE leaves, durably, so that a
+    crash from here on can never dial the call again. Refused when the claim
+    was lost or the request was canceled meanwhile."""
+    canceled = sa.exists().where(
+        requests.c.id == calls.c.request_id, requests.c.canceled_at.is_not(None)
+    )
+    res = await s.execute(
+        sa.update(calls)
+        .where(
+            calls.c.id == call_id,
+            fence.where(),
+            calls.c.result == Result.DIALING.value,
+            ~canceled,
+        )
+        .values(setup_time=setup_time, updated_at=utcnow())
+    )
+    if res.rowcount:  # type: ignore[attr-defined]
+        return Start.DIAL
+    owned = await s.execute(sa.select(calls.c.id).where(calls.c.id == call_id, fence.where()))
+    return Start.CANCELED if owned.first() is not None else Start.LOST
 
 
 def _live_values() -> list[str]:
