@@ -21,6 +21,7 @@ import contextlib
 import logging
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
 WATCH_INTERVAL = 0.5  # seconds between cancellation checks
+REQUEST_CACHE_SIZE = 4096  # requests whose bodies the dialer keeps in memory
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Dialer:
         )
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
-        self._requests: dict[str, RequestInfo] = {}
+        self._requests: OrderedDict[str, RequestInfo] = OrderedDict()
         self.prompts = PromptCache(http=media_fetcher(settings))
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -193,10 +195,16 @@ class Dialer:
         )
 
     async def _request(self, request_id: str) -> RequestInfo:
+        """The request's body and state, cached (a bounded LRU: bodies are immutable;
+        cancellation is refreshed by the watcher and re-checked before each INVITE)."""
         info = self._requests.get(request_id)
         if info is None:
             info = (await queue.load_requests(self.store, [request_id]))[request_id]
             self._requests[request_id] = info
+            while len(self._requests) > REQUEST_CACHE_SIZE:
+                self._requests.popitem(last=False)
+        else:
+            self._requests.move_to_end(request_id)
         return info
 
     async def _on_dnc(self, calls: list[ClaimedCall]) -> set[str]:
