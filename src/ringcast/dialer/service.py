@@ -532,15 +532,17 @@ def dialer_lifespan(
     @asynccontextmanager
     async def hook(state: Any) -> AsyncIterator[None]:
         store: Store = state.store if hasattr(state, "store") else state["store"]
-        dialer = Dialer(settings, store)
-        await dialer.start()
-        with contextlib.suppress(Exception):
-            state.dialer = dialer
-        try:
-            # Webhooks leave through the outbox; every dialer process delivers them.
-            async with deliverer_lifespan(settings)(state):
+        # Webhooks leave through the outbox; every dialer process delivers them.
+        # The deliverer starts first and stops last, so the events of calls that
+        # end during the shutdown grace period still go out.
+        async with deliverer_lifespan(settings)(state):
+            dialer = Dialer(settings, store)
+            await dialer.start()
+            with contextlib.suppress(Exception):
+                state.dialer = dialer
+            try:
                 yield
-        finally:
-            await dialer.stop()
+            finally:
+                await dialer.stop()
 
     return hook

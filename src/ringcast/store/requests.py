@@ -420,5 +420,10 @@ async def cancel_request(
             .select_from(calls_table)
             .where(calls_table.c.request_id == request_id, calls_table.c.result.in_(_LIVE))
         )
+        if not live:
+            # Nothing left for the dialer to end: the request is complete now.
+            from ringcast.webhooks.outbox import notify_request_completed
+
+            await notify_request_completed(session, request_id)
     logger.info("request %s canceled: %s queued calls, %s live", request_id, canceled, live)
     return canceled, int(live or 0)
