@@ -21,11 +21,9 @@ from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
     PLAYLIST_KINDS,
-    PlayInput,
     PlayRequest,
     check_sip_uri,
     no_control,
-    validate_play,
 )
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
@@ -116,15 +114,14 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
             raise result
 
 
-def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
+def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
     """The stored body (everything but the recipients) and one NewCall per recipient."""
-    payload, recipients = parsed.payload, parsed.recipients
-    if (payload.to is None) == (recipients is None):
+    if (payload.to is None) == (payload.recipients is None):
         raise ValidationFailed("give exactly one of to or recipients", field="to")
-    if recipients is not None:
-        if not recipients:
+    if payload.recipients is not None:
+        if not payload.recipients:
             raise ValidationFailed("recipients must not be empty", field="recipients")
-        if len(recipients) > settings.max_recipients:
+        if len(payload.recipients) > settings.max_recipients:
             raise ValidationFailed(
                 f"at most {settings.max_recipients} recipients per request", field="recipients"
             )
@@ -144,24 +141,22 @@ def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], li
     if payload.to is not None:
         calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
     else:
-        new_call = q.NewCall
         calls = [
-            new_call(to, from_ or sender, variables, timezone)
-            for to, from_, variables, timezone in recipients or ()
+            q.NewCall(
+                to_uri=r.to,
+                from_uri=r.from_ or sender,
+                variables=r.variables,
+                timezone=r.timezone,
+            )
+            for r in payload.recipients or ()
         ]
     return body, calls
 
 
-def body_hash(parsed: PlayInput) -> str:
-    """SHA-256 of the validated body as canonical JSON (what Idempotency-Key compares)."""
-    dump = parsed.payload.model_dump(mode="json", by_alias=True)
-    if parsed.recipients is not None:
-        # what model_dump gives for Recipient models, without building 100k of them
-        dump["recipients"] = [
-            {"to": to, "from": from_, "variables": variables, "timezone": timezone}
-            for to, from_, variables, timezone in parsed.recipients
-        ]
-    canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+def body_hash(payload: PlayRequest) -> str:
+    canonical = json.dumps(
+        payload.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -181,7 +176,7 @@ def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return loc
 
 
-async def parse_play(request: Request) -> PlayInput:
+async def parse_play(request: Request) -> PlayRequest:
     """The body as JSON whatever its Content-Type (curl -d sends a form type), then
     validated; errors go through the same mapping as FastAPI's own."""
     raw = await request.body()
@@ -194,7 +189,7 @@ async def parse_play(request: Request) -> PlayInput:
     if not isinstance(data, dict):
         raise ValidationFailed("the request body must be a JSON object", field=None)
     try:
-        return validate_play(data)
+        return PlayRequest.model_validate(data)
     except PydanticValidationError as exc:
         errors = [
             {**e, "loc": ("body", *_untag(e["loc"]))} for e in exc.errors(include_input=False)
@@ -212,15 +207,14 @@ async def play(
     ] = None,
 ) -> JSONResponse:
     """Accept a request once it and all its calls are committed to the database."""
-    parsed = await parse_play(request)
-    payload = parsed.payload
+    payload = await parse_play(request)
     settings = _settings(request)
     if idempotency_key is not None:
         try:
             no_control(idempotency_key)
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
-    body, calls = normalize(parsed, settings)
+    body, calls = normalize(payload, settings)
     key = api_key_of(request.state)
     check_destinations(
         key,
@@ -236,7 +230,7 @@ async def play(
         _store(request),
         body=body,
         calls=calls,
-        body_hash=body_hash(parsed),
+        body_hash=body_hash(payload),
         tenant=tenant_of(request),
         idempotency_key=idempotency_key,
         not_before=schedule.not_before_utc() if schedule else None,
@@ -346,19 +340,23 @@ async def report(
         next_cursor = await _next_cursor(store, info.request_id, after, limit)
         if next_cursor is not None:
             headers["X-Next-Cursor"] = next_cursor
+    rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
+
     if format == "ndjson":
 
         async def ndjson() -> AsyncIterator[str]:
-            # the database writes each record's JSON (store.records.record_json_sql)
-            async for chunk in q.iter_report_json(
-                store, info.request_id, sep="\n", after_seq=after, limit=limit
-            ):
-                yield chunk + "\n"
+            lines: list[str] = []
+            async for row in rows:
+                lines.append(json.dumps(record_dict(row)) + "\n")
+                if len(lines) >= q.REPORT_BATCH:
+                    yield "".join(lines)
+                    lines.clear()
+            if lines:
+                yield "".join(lines)
 
         return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers=headers)
 
     if format == "csv":
-        rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
 
         async def csv_rows() -> AsyncIterator[str]:
             chunk = [_csv_line(list(RECORD_FIELDS))]
@@ -378,13 +376,16 @@ async def report(
 
     async def document() -> AsyncIterator[str]:
         yield json.dumps(head)[:-1] + ', "records": ['
+        parts: list[str] = []
         first = True
-        async for chunk in q.iter_report_json(
-            store, info.request_id, sep=",", after_seq=after, limit=limit
-        ):
-            yield chunk if first else "," + chunk
+        async for row in rows:
+            parts.append(("" if first else ",") + json.dumps(record_dict(row)))
             first = False
-        yield '], "next_cursor": ' + json.dumps(next_cursor) + "}"
+            if len(parts) >= q.REPORT_BATCH:
+                yield "".join(parts)
+                parts.clear()
+        parts.append('], "next_cursor": ' + json.dumps(next_cursor) + "}")
+        yield "".join(parts)
 
     return StreamingResponse(document(), media_type="application/json", headers=headers)
 
