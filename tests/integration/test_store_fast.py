@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from ringcast.domain import Result, utcnow
-from ringcast.store import Store, open_store
+from ringcast.store import Store, open_store, record_dict
 from ringcast.store import requests as q
 from ringcast.store.models import calls_table, requests_table
+from ringcast.store.records import RECORD_FIELDS, record_json_sql
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -135,3 +138,108 @@ def test_new_ids_are_uuid4_strings() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     assert q.new_ids(0) == []
+
+
+_OPTIONAL = (
+    "setup_time",
+    "connect_time",
+    "disconnect_time",
+    "disconnect_cause_code",
+    "disconnect_cause_text",
+    "outcome",
+    "codec",
+    "error",
+    "dtmf",
+)
+_SAMPLES: dict[str, Any] = {
+    "setup_time": datetime(2026, 5, 2, 12, 15, 32, 999_999, tzinfo=UTC),
+    "connect_time": datetime(2026, 5, 2, 15, 15, 45, tzinfo=timezone(timedelta(hours=3))),
+    "disconnect_time": datetime(2026, 5, 2, 12, 16, 2, 500_000, tzinfo=UTC),
+    "disconnect_cause_code": "486",
+    "disconnect_cause_text": 'Busy "Here" \\ ünï \u2028',
+    "outcome": "busy",
+    "codec": "PCMA",
+    "error": "line one\nline two\ttab \x01 \x7f </script>",
+    "dtmf": "1#*",
+}
+
+
+async def _finished_calls(store: Store) -> str:
+    """A request of 512 calls covering every combination of the optional fields."""
+    n = 1 << len(_OPTIONAL)
+    accepted = await q.create_request(
+        store,
+        body={},
+        calls=[
+            q.NewCall(to_uri=f"sip:{i}@example.com", from_uri='"Zoë" <sip:z@x.org>')
+            for i in range(n)
+        ],
+        body_hash="h",
+    )
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.update(calls_table)
+            .where(
+                calls_table.c.request_id == accepted.request_id,
+                calls_table.c.seq == sa.bindparam("s"),
+            )
+            .values(
+                {
+                    **{name: sa.bindparam(f"v_{name}") for name in _OPTIONAL},
+                    "result": sa.bindparam("v_result"),
+                    "duration": sa.bindparam("v_duration"),
+                    "answered": sa.bindparam("v_answered"),
+                    "attempt": sa.bindparam("v_attempt"),
+                }
+            ),
+            [
+                {
+                    "s": i,
+                    **{
+                        f"v_{name}": _SAMPLES[name] if i >> bit & 1 else None
+                        for bit, name in enumerate(_OPTIONAL)
+                    },
+                    "v_result": "completed" if i % 3 else "failed",
+                    "v_duration": i % 7 * 1000,
+                    "v_answered": i % 2 == 0,
+                    "v_attempt": 1 + i % 3,
+                }
+                for i in range(n)
+            ],
+        )
+    return accepted.request_id
+
+
+async def test_report_json_equals_record_dict(store: Store) -> None:
+    request_id = await _finished_calls(store)
+    expected = [record_dict(row) async for row in q.iter_report(store, request_id)]
+    assert len(expected) == 512
+    for sep in ("\n", ","):
+        chunks = [
+            chunk async for chunk in q.iter_report_json(store, request_id, sep=sep, batch=100)
+        ]
+        assert len(chunks) == 6
+        text = sep.join(chunks)
+        records = (
+            json.loads(f"[{text}]") if sep == "," else [json.loads(x) for x in text.split("\n")]
+        )
+        # same fields, same order, same values
+        assert [list(r.items()) for r in records] == [list(r.items()) for r in expected]
+    # keyset paging: after a seq, with a limit
+    page = [
+        chunk
+        async for chunk in q.iter_report_json(
+            store, request_id, sep="\n", after_seq=99, limit=150, batch=64
+        )
+    ]
+    assert [json.loads(x) for x in "\n".join(page).split("\n")] == expected[100:250]
+    assert [c async for c in q.iter_report_json(store, request_id, sep="\n", after_seq=511)] == []
+    assert [c async for c in q.iter_report_json(store, "nope", sep="\n")] == []
+
+
+def test_record_sources_follow_record_fields() -> None:
+    from ringcast.store.records import _RECORD_SOURCES
+
+    assert tuple(field for field, _, _ in _RECORD_SOURCES) == RECORD_FIELDS
+    with pytest.raises(ValueError, match="unsupported dialect"):
+        record_json_sql("mysql")

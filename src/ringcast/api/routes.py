@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
@@ -10,7 +9,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,9 +19,11 @@ from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
     PLAYLIST_KINDS,
+    PlayInput,
     PlayRequest,
     check_sip_uri,
     no_control,
+    validate_play,
 )
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
@@ -96,32 +96,23 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
     policy = NetPolicy.from_settings(settings)
     if policy.allow_private:
         return
-    urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
     for i, item in enumerate(payload.playlist):
         url = getattr(item, "play", None)
         if isinstance(url, str):
-            urls.setdefault(urlsplit(url).netloc.lower(), (url, f"playlist[{i}].play"))
+            await policy.check_url(url, field=f"playlist[{i}].play")
     if payload.callback_url is not None:
-        url = payload.callback_url
-        urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))
-    # resolved concurrently; the first refused URL (in request order) is reported
-    results = await asyncio.gather(
-        *(policy.check_url(url, field=field) for url, field in urls.values()),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        await policy.check_url(payload.callback_url, field="callback_url")
 
 
-def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
+def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
     """The stored body (everything but the recipients) and one NewCall per recipient."""
-    if (payload.to is None) == (payload.recipients is None):
+    payload, recipients = parsed.payload, parsed.recipients
+    if (payload.to is None) == (recipients is None):
         raise ValidationFailed("give exactly one of to or recipients", field="to")
-    if payload.recipients is not None:
-        if not payload.recipients:
+    if recipients is not None:
+        if not recipients:
             raise ValidationFailed("recipients must not be empty", field="recipients")
-        if len(payload.recipients) > settings.max_recipients:
+        if len(recipients) > settings.max_recipients:
             raise ValidationFailed(
                 f"at most {settings.max_recipients} recipients per request", field="recipients"
             )
@@ -141,22 +132,24 @@ def normalize(payload: PlayRequest, settings: Settings) -> tuple[dict[str, Any],
     if payload.to is not None:
         calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
     else:
+        new_call = q.NewCall
         calls = [
-            q.NewCall(
-                to_uri=r.to,
-                from_uri=r.from_ or sender,
-                variables=r.variables,
-                timezone=r.timezone,
-            )
-            for r in payload.recipients or ()
+            new_call(to, from_ or sender, variables, timezone)
+            for to, from_, variables, timezone in recipients or ()
         ]
     return body, calls
 
 
-def body_hash(payload: PlayRequest) -> str:
-    canonical = json.dumps(
-        payload.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")
-    )
+def body_hash(parsed: PlayInput) -> str:
+    """SHA-256 of the validated body as canonical JSON (what Idempotency-Key compares)."""
+    dump = parsed.payload.model_dump(mode="json", by_alias=True)
+    if parsed.recipients is not None:
+        # what model_dump gives for Recipient models, without building 100k of them
+        dump["recipients"] = [
+            {"to": to, "from": from_, "variables": variables, "timezone": timezone}
+            for to, from_, variables, timezone in parsed.recipients
+        ]
+    canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -176,7 +169,7 @@ def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return loc
 
 
-async def parse_play(request: Request) -> PlayRequest:
+async def parse_play(request: Request) -> PlayInput:
     """The body as JSON whatever its Content-Type (curl -d sends a form type), then
     validated; errors go through the same mapping as FastAPI's own."""
     raw = await request.body()
@@ -189,7 +182,7 @@ async def parse_play(request: Request) -> PlayRequest:
     if not isinstance(data, dict):
         raise ValidationFailed("the request body must be a JSON object", field=None)
     try:
-        return PlayRequest.model_validate(data)
+        return validate_play(data)
     except PydanticValidationError as exc:
         errors = [
             {**e, "loc": ("body", *_untag(e["loc"]))} for e in exc.errors(include_input=False)
@@ -207,14 +200,15 @@ async def play(
     ] = None,
 ) -> JSONResponse:
     """Accept a request once it and all its calls are committed to the database."""
-    payload = await parse_play(request)
+    parsed = await parse_play(request)
+    payload = parsed.payload
     settings = _settings(request)
     if idempotency_key is not None:
         try:
             no_control(idempotency_key)
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
-    body, calls = normalize(payload, settings)
+    body, calls = normalize(parsed, settings)
     key = api_key_of(request.state)
     check_destinations(
         key,
@@ -230,7 +224,7 @@ async def play(
         _store(request),
         body=body,
         calls=calls,
-        body_hash=body_hash(payload),
+        body_hash=body_hash(parsed),
         tenant=tenant_of(request),
         idempotency_key=idempotency_key,
         not_before=schedule.not_before_utc() if schedule else None,
@@ -340,23 +334,19 @@ async def report(
         next_cursor = await _next_cursor(store, info.request_id, after, limit)
         if next_cursor is not None:
             headers["X-Next-Cursor"] = next_cursor
-    rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
-
     if format == "ndjson":
 
         async def ndjson() -> AsyncIterator[str]:
-            lines: list[str] = []
-            async for row in rows:
-                lines.append(json.dumps(record_dict(row)) + "\n")
-                if len(lines) >= q.REPORT_BATCH:
-                    yield "".join(lines)
-                    lines.clear()
-            if lines:
-                yield "".join(lines)
+            # the database writes each record's JSON (store.records.record_json_sql)
+            async for chunk in q.iter_report_json(
+                store, info.request_id, sep="\n", after_seq=after, limit=limit
+            ):
+                yield chunk + "\n"
 
         return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers=headers)
 
     if format == "csv":
+        rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
 
         async def csv_rows() -> AsyncIterator[str]:
             chunk = [_csv_line(list(RECORD_FIELDS))]
@@ -376,16 +366,13 @@ async def report(
 
     async def document() -> AsyncIterator[str]:
         yield json.dumps(head)[:-1] + ', "records": ['
-        parts: list[str] = []
         first = True
-        async for row in rows:
-            parts.append(("" if first else ",") + json.dumps(record_dict(row)))
+        async for chunk in q.iter_report_json(
+            store, info.request_id, sep=",", after_seq=after, limit=limit
+        ):
+            yield chunk if first else "," + chunk
             first = False
-            if len(parts) >= q.REPORT_BATCH:
-                yield "".join(parts)
-                parts.clear()
-        parts.append('], "next_cursor": ' + json.dumps(next_cursor) + "}")
-        yield "".join(parts)
+        yield '], "next_cursor": ' + json.dumps(next_cursor) + "}"
 
     return StreamingResponse(document(), media_type="application/json", headers=headers)
 

@@ -100,3 +100,66 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         if value is not None:
             record[name] = value
     return record
+
+
+# --- the same record, built by the database --------------------------------------------
+#
+# Streaming a report of a million calls through record_dict costs ~10 us a record
+# in Python (Row objects, datetime parsing and formatting, a dict, json.dumps). The
+# database builds the identical JSON object instead (same fields, same order, nulls
+# left out, times as `YYYY-MM-DD HH:MM:SS` UTC), so the API only moves text.
+# tests/integration/test_store_fast.py holds it equal to record_dict.
+
+# (record field, calls column, kind): kind "text" | "time" | "int" | "bool" | "const"
+_RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
+    ("type", "voice", "const"),
+    ("id", "id", "text"),
+    ("result", "result", "text"),
+    ("request_time", "request_time", "time"),
+    ("to", "to_uri", "text"),
+    ("from", "from_uri", "text"),
+    ("setup_time", "setup_time", "time"),
+    ("connect_time", "connect_time", "time"),
+    ("disconnect_time", "disconnect_time", "time"),
+    ("disconnect_cause_code", "disconnect_cause_code", "text"),
+    ("disconnect_cause_text", "disconnect_cause_text", "text"),
+    ("duration", "duration", "int"),
+    ("answered", "answered", "bool"),
+    ("outcome", "outcome", "text"),
+    ("attempt", "attempt", "int"),
+    ("codec", "codec", "text"),
+    ("error", "error", "text"),
+    ("dtmf", "dtmf", "text"),
+)
+
+
+def _sql_value(column: str, kind: str, dialect: str) -> str:
+    if kind == "const":
+        return f"'{column}'" if dialect == "sqlite" else f"'{column}'::text"
+    if kind == "time":
+        if dialect == "sqlite":
+            return f"strftime('%Y-%m-%d %H:%M:%S', {column})"
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    if kind == "bool" and dialect == "sqlite":
+        return f"json(CASE WHEN {column} THEN 'true' ELSE 'false' END)"
+    if kind == "int" and dialect == "sqlite":
+        return f"CAST({column} AS INTEGER)"
+    return column
+
+
+def record_json_sql(dialect: str) -> str:
+    """An SQL expression over the columns of `calls` whose value is
+    ``record_dict(row)`` as compact JSON text (`dialect`: "sqlite" or "postgresql").
+
+    Null fields are dropped by the database (`json_patch` onto `{}` on SQLite, a
+    JSON merge patch; `json_strip_nulls` on PostgreSQL), which is exactly what
+    record_dict does: the fields it always writes come from NOT NULL columns.
+    """
+    if dialect not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported dialect {dialect!r}")
+    args = ", ".join(
+        f"'{field}', {_sql_value(column, kind, dialect)}" for field, column, kind in _RECORD_SOURCES
+    )
+    if dialect == "sqlite":
+        return f"json_patch('{{}}', json_object({args}))"
+    return f"json_strip_nulls(json_build_object({args}))::text"

@@ -24,12 +24,14 @@ from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
 from ringcast.errors import RingcastError, StoreError, ValidationFailed
 from ringcast.store.db import Store
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
+from ringcast.store.records import record_json_sql
 
 logger = logging.getLogger(__name__)
 
 WORK_CHANNEL = "ringcast_work"  # PostgreSQL LISTEN/NOTIFY channel: new calls are queued
 
 REPORT_BATCH = 1000  # rows per keyset page when streaming a report
+REPORT_JSON_BATCH = 5000  # records per query when the database writes the JSON (~1.5 MB)
 _FINAL = [r.value for r in FINAL_RESULTS]
 _LIVE = [r.value for r in LIVE_RESULTS]
 
@@ -379,6 +381,82 @@ async def iter_report(
         if len(rows) < size:
             return
         after_seq = rows[-1].seq
+
+
+_report_json_queries: dict[str, str] = {}
+
+
+def _report_json_query(dialect: str) -> str:
+    query = _report_json_queries.get(dialect)
+    if query is not None:
+        return query
+    line = record_json_sql(dialect)
+    if dialect == "postgresql":
+        # One row per batch: the database joins the lines, Python touches no record.
+        query = (
+            "SELECT count(*), max(seq), string_agg(line, $4 ORDER BY seq) FROM ("
+            f"SELECT seq, {line} AS line FROM calls"
+            " WHERE request_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS page"
+        )
+    else:
+        query = (
+            f"SELECT seq, {line} FROM calls WHERE request_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        )
+    _report_json_queries[dialect] = query
+    return query
+
+
+async def _report_json_page(
+    store: Store, request_id: str, after_seq: int, size: int, sep: str
+) -> tuple[int, int, str]:
+    """(records, last seq, the records' JSON joined by `sep`) of one keyset page,
+    read through the raw driver in one statement (its own snapshot, no open
+    transaction left behind)."""
+    query = _report_json_query(store.dialect)
+    try:
+        async with wrap_errors(), store.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            if store.dialect == "postgresql":
+                count, last, text = await driver.fetchrow(query, request_id, after_seq, size, sep)
+                return int(count), -1 if last is None else int(last), text or ""
+            cursor = await driver.execute(query, (request_id, after_seq, size))
+            try:
+                rows = await cursor.fetchall()
+            finally:
+                await cursor.close()
+            if not rows:
+                return 0, -1, ""
+            return len(rows), int(rows[-1][0]), sep.join([line for _, line in rows])
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
+        raise StoreError(f"database error: {type(exc).__name__}") from exc
+
+
+async def iter_report_json(
+    store: Store,
+    request_id: str,
+    *,
+    sep: str,
+    after_seq: int = -1,
+    limit: int | None = None,
+    batch: int = REPORT_JSON_BATCH,
+) -> AsyncIterator[str]:
+    """The records of a request in recipient order as JSON text (each equal to
+    ``json.dumps(record_dict(row))`` once parsed, compact), `sep` between records,
+    one string per batch of `batch` records (chunks do not end with `sep`).
+
+    Like :func:`iter_report`, each batch is its own short read, so memory stays
+    constant and writers are never held up by a slow client.
+    """
+    sent = 0
+    while limit is None or sent < limit:
+        size = batch if limit is None else min(batch, limit - sent)
+        count, last, text = await _report_json_page(store, request_id, after_seq, size, sep)
+        if count:
+            yield text
+        sent += count
+        if count < size:
+            return
+        after_seq = last
 
 
 async def cancel_request(
