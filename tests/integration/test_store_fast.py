@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +17,7 @@ from ringcast.domain import Result, utcnow
 from ringcast.store import Store, open_store, record_dict
 from ringcast.store import requests as q
 from ringcast.store.models import calls_table, requests_table
-from ringcast.store.records import RECORD_FIELDS, record_json_sql
+from ringcast.store.records import RECORD_FIELDS, record_csv_sql, record_json_sql
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -216,7 +218,7 @@ async def test_report_json_equals_record_dict(store: Store) -> None:
     assert len(expected) == 512
     for sep in ("\n", ","):
         chunks = [
-            chunk async for chunk in q.iter_report_json(store, request_id, sep=sep, batch=100)
+            chunk async for chunk in q.iter_report_lines(store, request_id, sep=sep, batch=100)
         ]
         assert len(chunks) == 6
         text = sep.join(chunks)
@@ -228,18 +230,57 @@ async def test_report_json_equals_record_dict(store: Store) -> None:
     # keyset paging: after a seq, with a limit
     page = [
         chunk
-        async for chunk in q.iter_report_json(
+        async for chunk in q.iter_report_lines(
             store, request_id, sep="\n", after_seq=99, limit=150, batch=64
         )
     ]
     assert [json.loads(x) for x in "\n".join(page).split("\n")] == expected[100:250]
-    assert [c async for c in q.iter_report_json(store, request_id, sep="\n", after_seq=511)] == []
-    assert [c async for c in q.iter_report_json(store, "nope", sep="\n")] == []
+    assert [c async for c in q.iter_report_lines(store, request_id, after_seq=511)] == []
+    assert [c async for c in q.iter_report_lines(store, "nope")] == []
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+async def test_report_csv_equals_csv_writer_of_record_dict(store: Store) -> None:
+    request_id = await _finished_calls(store)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    async for row in q.iter_report(store, request_id):
+        record = record_dict(row)
+        writer.writerow([_csv_value(record.get(f)) for f in RECORD_FIELDS])
+    chunks = [
+        chunk
+        async for chunk in q.iter_report_lines(store, request_id, fmt="csv", sep="\r\n", batch=100)
+    ]
+    assert len(chunks) == 6
+    assert "".join(chunk + "\r\n" for chunk in chunks) == buf.getvalue()
+
+
+async def test_report_lines_page_over_gaps_in_seq(store: Store) -> None:
+    request_id = await _finished_calls(store)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.delete(calls_table).where(
+                calls_table.c.request_id == request_id, calls_table.c.seq.in_([3, 4, 5, 200])
+            )
+        )
+    expected = [record_dict(row) async for row in q.iter_report(store, request_id)]
+    text = "\n".join([c async for c in q.iter_report_lines(store, request_id, batch=7)])
+    assert [json.loads(x) for x in text.split("\n")] == expected
+    page = [c async for c in q.iter_report_lines(store, request_id, limit=10, batch=4)]
+    assert [json.loads(x) for x in "\n".join(page).split("\n")] == expected[:10]
 
 
 def test_record_sources_follow_record_fields() -> None:
     from ringcast.store.records import _RECORD_SOURCES
 
-    assert tuple(field for field, _, _ in _RECORD_SOURCES) == RECORD_FIELDS
-    with pytest.raises(ValueError, match="unsupported dialect"):
-        record_json_sql("mysql")
+    assert ("type", *(field for field, _, _ in _RECORD_SOURCES)) == RECORD_FIELDS
+    for build in (record_json_sql, record_csv_sql):
+        with pytest.raises(ValueError, match="unsupported dialect"):
+            build("mysql")  # type: ignore[arg-type]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import io
@@ -10,7 +9,6 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -98,22 +96,12 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
     policy = NetPolicy.from_settings(settings)
     if policy.allow_private:
         return
-    urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
     for i, item in enumerate(payload.playlist):
         url = getattr(item, "play", None)
         if isinstance(url, str):
-            urls.setdefault(urlsplit(url).netloc.lower(), (url, f"playlist[{i}].play"))
+            await policy.check_url(url, field=f"playlist[{i}].play")
     if payload.callback_url is not None:
-        url = payload.callback_url
-        urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))
-    # resolved concurrently; the first refused URL (in request order) is reported
-    results = await asyncio.gather(
-        *(policy.check_url(url, field=field) for url, field in urls.values()),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        await policy.check_url(payload.callback_url, field="callback_url")
 
 
 def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
@@ -290,14 +278,6 @@ async def status(
 # --- GET /report/{report_id} -------------------------------------------------------------
 
 
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def _csv_line(values: list[str]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\r\n").writerow(values)
@@ -350,26 +330,22 @@ async def report(
 
         async def ndjson() -> AsyncIterator[str]:
             # the database writes each record's JSON (store.records.record_json_sql)
-            async for chunk in q.iter_report_json(
-                store, info.request_id, sep="\n", after_seq=after, limit=limit
+            async for chunk in q.iter_report_lines(
+                store, info.request_id, fmt="json", sep="\n", after_seq=after, limit=limit
             ):
                 yield chunk + "\n"
 
         return StreamingResponse(ndjson(), media_type="application/x-ndjson", headers=headers)
 
     if format == "csv":
-        rows = q.iter_report(store, info.request_id, after_seq=after, limit=limit)
 
         async def csv_rows() -> AsyncIterator[str]:
-            chunk = [_csv_line(list(RECORD_FIELDS))]
-            async for row in rows:
-                record = record_dict(row)
-                chunk.append(_csv_line([_csv_value(record.get(f)) for f in RECORD_FIELDS]))
-                if len(chunk) >= q.REPORT_BATCH:
-                    yield "".join(chunk)
-                    chunk.clear()
-            if chunk:
-                yield "".join(chunk)
+            yield _csv_line(list(RECORD_FIELDS))
+            # the database writes each CSV row (store.records.record_csv_sql)
+            async for chunk in q.iter_report_lines(
+                store, info.request_id, fmt="csv", sep="\r\n", after_seq=after, limit=limit
+            ):
+                yield chunk + "\r\n"
 
         headers["Content-Disposition"] = f'attachment; filename="report-{report_id}.csv"'
         return StreamingResponse(csv_rows(), media_type="text/csv; charset=utf-8", headers=headers)
@@ -379,8 +355,8 @@ async def report(
     async def document() -> AsyncIterator[str]:
         yield json.dumps(head)[:-1] + ', "records": ['
         first = True
-        async for chunk in q.iter_report_json(
-            store, info.request_id, sep=",", after_seq=after, limit=limit
+        async for chunk in q.iter_report_lines(
+            store, info.request_id, fmt="json", sep=",", after_seq=after, limit=limit
         ):
             yield chunk if first else "," + chunk
             first = False

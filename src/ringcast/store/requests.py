@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
@@ -22,16 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
 from ringcast.errors import RingcastError, StoreError, ValidationFailed
-from ringcast.store.db import Store
+from ringcast.store.db import Dialect, Store
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
-from ringcast.store.records import record_json_sql
+from ringcast.store.records import record_csv_sql, record_json_sql
 
 logger = logging.getLogger(__name__)
 
 WORK_CHANNEL = "ringcast_work"  # PostgreSQL LISTEN/NOTIFY channel: new calls are queued
 
 REPORT_BATCH = 1000  # rows per keyset page when streaming a report
-REPORT_JSON_BATCH = 5000  # records per query when the database writes the JSON (~1.5 MB)
+REPORT_LINES_BATCH = 5000  # records per query when the database writes the lines (~1 MB)
 _FINAL = [r.value for r in FINAL_RESULTS]
 _LIVE = [r.value for r in LIVE_RESULTS]
 
@@ -195,7 +195,9 @@ async def _insert_calls(
     are stored exactly as an ORM/Core insert would store them; SQLAlchemy's
     per-row, per-column processing (most of a 100k-call request's time) is skipped.
     """
-    ids = new_ids(len(calls))
+    # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
+    # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
+    ids = sorted(new_ids(len(calls)))
     stamp = _bind(store, "request_time", now)
     due_at = _bind(store, "not_before", due)
     no_variables = _bind(store, "variables", None)
@@ -383,80 +385,100 @@ async def iter_report(
         after_seq = rows[-1].seq
 
 
-_report_json_queries: dict[str, str] = {}
+ReportFormat = Literal["json", "csv"]
+_report_queries: dict[tuple[str, ReportFormat], str] = {}
 
 
-def _report_json_query(dialect: str) -> str:
-    query = _report_json_queries.get(dialect)
+def _report_query(dialect: Dialect, fmt: ReportFormat) -> str:
+    """One keyset page: the calls with `after < seq <= until`, each as one line.
+
+    A seq range rather than ORDER BY ... LIMIT: right after a bulk insert the
+    planner has no statistics for the new rows and may pick a bitmap scan of every
+    remaining row of the request, then a sort, for each page (quadratic over a
+    large report); a range reads only the page's rows whatever the plan.
+    """
+    query = _report_queries.get((dialect, fmt))
     if query is not None:
         return query
-    line = record_json_sql(dialect)
+    line = record_json_sql(dialect) if fmt == "json" else record_csv_sql(dialect)
     if dialect == "postgresql":
-        # One row per batch: the database joins the lines, Python touches no record.
+        # One row per page: the database also joins the lines; Python touches no record.
         query = (
-            "SELECT count(*), max(seq), string_agg(line, $4 ORDER BY seq) FROM ("
-            f"SELECT seq, {line} AS line FROM calls"
-            " WHERE request_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) AS page"
+            f"SELECT count(*), string_agg({line}, $4 ORDER BY seq) FROM calls"
+            " WHERE request_id = $1 AND seq > $2 AND seq <= $3"
         )
     else:
         query = (
-            f"SELECT seq, {line} FROM calls WHERE request_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            f"SELECT {line} FROM calls WHERE request_id = ? AND seq > ? AND seq <= ? ORDER BY seq"
         )
-    _report_json_queries[dialect] = query
+    _report_queries[dialect, fmt] = query
     return query
 
 
-async def _report_json_page(
-    store: Store, request_id: str, after_seq: int, size: int, sep: str
-) -> tuple[int, int, str]:
-    """(records, last seq, the records' JSON joined by `sep`) of one keyset page,
-    read through the raw driver in one statement (its own snapshot, no open
-    transaction left behind)."""
-    query = _report_json_query(store.dialect)
+_STREAM_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error, OSError)
+
+
+async def _last_seq(store: Store, request_id: str) -> int | None:
+    async with wrap_errors(), store.session(readonly=True) as session:
+        last = await session.scalar(
+            sa.select(sa.func.max(calls_table.c.seq)).where(calls_table.c.request_id == request_id)
+        )
+    return None if last is None else int(last)
+
+
+async def _report_lines_page(
+    store: Store, fmt: ReportFormat, request_id: str, after: int, until: int, sep: str
+) -> tuple[int, str]:
+    """(records, their lines joined by `sep`) for `after < seq <= until`, read through
+    the raw driver in one statement (its own snapshot; no transaction left open)."""
+    query = _report_query(store.dialect, fmt)
     try:
         async with wrap_errors(), store.engine.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             if store.dialect == "postgresql":
-                count, last, text = await driver.fetchrow(query, request_id, after_seq, size, sep)
-                return int(count), -1 if last is None else int(last), text or ""
-            cursor = await driver.execute(query, (request_id, after_seq, size))
+                count, text = await driver.fetchrow(query, request_id, after, until, sep)
+                return int(count), text or ""
+            cursor = await driver.execute(query, (request_id, after, until))
             try:
                 rows = await cursor.fetchall()
             finally:
                 await cursor.close()
-            if not rows:
-                return 0, -1, ""
-            return len(rows), int(rows[-1][0]), sep.join([line for _, line in rows])
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
+            return len(rows), sep.join([line for (line,) in rows])
+    except _STREAM_ERRORS as exc:
         raise StoreError(f"database error: {type(exc).__name__}") from exc
 
 
-async def iter_report_json(
+async def iter_report_lines(
     store: Store,
     request_id: str,
     *,
-    sep: str,
+    fmt: ReportFormat = "json",
+    sep: str = "\n",
     after_seq: int = -1,
     limit: int | None = None,
-    batch: int = REPORT_JSON_BATCH,
+    batch: int = REPORT_LINES_BATCH,
 ) -> AsyncIterator[str]:
-    """The records of a request in recipient order as JSON text (each equal to
-    ``json.dumps(record_dict(row))`` once parsed, compact), `sep` between records,
-    one string per batch of `batch` records (chunks do not end with `sep`).
+    """The records of a request in recipient order (seq > `after_seq`, at most
+    `limit`), each written by the database as one line: ``fmt="json"`` gives
+    compact JSON equal to ``record_dict(row)`` once parsed, ``"csv"`` the CSV row of
+    the report. One string per page of up to `batch` records, `sep` between
+    records (not after the last one of a page).
 
-    Like :func:`iter_report`, each batch is its own short read, so memory stays
+    Like :func:`iter_report`, each page is its own short read, so memory stays
     constant and writers are never held up by a slow client.
     """
+    last = await _last_seq(store, request_id)
+    if last is None:
+        return
     sent = 0
-    while limit is None or sent < limit:
+    while after_seq < last and (limit is None or sent < limit):
         size = batch if limit is None else min(batch, limit - sent)
-        count, last, text = await _report_json_page(store, request_id, after_seq, size, sep)
+        until = after_seq + size  # seqs are dense from 0: `size` calls (fewer past a gap)
+        count, text = await _report_lines_page(store, fmt, request_id, after_seq, until, sep)
         if count:
             yield text
         sent += count
-        if count < size:
-            return
-        after_seq = last
+        after_seq = until
 
 
 async def cancel_request(
