@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -9,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -96,12 +98,22 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
     policy = NetPolicy.from_settings(settings)
     if policy.allow_private:
         return
+    urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
     for i, item in enumerate(payload.playlist):
         url = getattr(item, "play", None)
         if isinstance(url, str):
-            await policy.check_url(url, field=f"playlist[{i}].play")
+            urls.setdefault(urlsplit(url).netloc.lower(), (url, f"playlist[{i}].play"))
     if payload.callback_url is not None:
-        await policy.check_url(payload.callback_url, field="callback_url")
+        url = payload.callback_url
+        urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))
+    # resolved concurrently; the first refused URL (in request order) is reported
+    results = await asyncio.gather(
+        *(policy.check_url(url, field=field) for url, field in urls.values()),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
