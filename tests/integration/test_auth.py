@@ -270,7 +270,7 @@ def test_keys_cli_and_serve_refusal(tmp_path: Path, db_url: str) -> None:
     listed = run("keys", "list", "--db", db_url, "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
-    assert [r["name"] for r in rows] == ["ops", "plain"]
+    assert sorted(r["name"] for r in rows) == ["ops", "plain"]  # created in the same second
     dumped = listed.stdout + run("keys", "list", "--db", db_url).stdout
     assert created["key"] not in dumped and created["webhook_secret"] not in dumped
     assert created["key"][:8] in dumped  # the display prefix
