@@ -254,6 +254,7 @@ class PromptCache:
         self._errors: dict[str, tuple[float, MediaError]] = {}
         self._building: dict[str, asyncio.Future[Prompt]] = {}
         self.builds = 0  # prompts actually built (not served from memory)
+        self.hits = 0  # prompts served from memory or from a build under way
 
     @staticmethod
     def key(
@@ -284,6 +285,7 @@ class PromptCache:
         if memo is not None:
             if time.monotonic() < memo[1]:
                 self._prompts.move_to_end(key)
+                self.hits += 1
                 return memo[0]
             del self._prompts[key]
         failed = self._errors.get(key)
@@ -293,6 +295,7 @@ class PromptCache:
             del self._errors[key]
         pending = self._building.get(key)
         if pending is not None:
+            self.hits += 1  # shares a build already under way
             return await asyncio.shield(pending)
         fut: asyncio.Future[Prompt] = asyncio.get_running_loop().create_future()
         self._building[key] = fut

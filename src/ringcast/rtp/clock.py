@@ -54,6 +54,7 @@ class RtpClock:
         self.late_ticks = 0  # ticks that ran more than LATE_TOLERANCE after their deadline
         self.skipped_ticks = 0  # ticks dropped after falling more than MAX_CATCH_UP behind
         self.packets_sent = 0
+        self.late_packets = 0  # packets sent by ticks that ran late (all streams)
         self.max_lateness = 0.0  # seconds
 
     @property
@@ -152,4 +153,6 @@ class RtpClock:
             sent += 1
             if late:
                 s.late_packets += 1
+        if late:
+            self.late_packets += sent
         self.packets_sent += sent

@@ -175,6 +175,7 @@ class SipEndpoint:
         self._garbage_logged = 0
         self._garbage_suppressed = 0
         self.garbage_count = 0
+        self.retransmissions = 0  # requests re-sent by Timers A and E (metrics)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self.local_port = 0
@@ -429,7 +430,10 @@ class SipEndpoint:
 
     def _fire(self, entry: _Entry, timer: TimerName) -> None:
         entry.handles.pop(timer, None)
-        self._apply(entry, entry.txn.on_timer(timer))
+        actions = entry.txn.on_timer(timer)
+        if timer in (TimerName.A, TimerName.E):  # §17.1.1.2 / §17.1.2.2 retransmission timers
+            self.retransmissions += sum(isinstance(a, Send) for a in actions)
+        self._apply(entry, actions)
 
     def _forget(self, entry: _Entry) -> None:
         for handle in entry.handles.values():

@@ -381,6 +381,8 @@ async def test_silent_udp_peer_is_timer_b_408(sipp_bin: str) -> None:
             assert (call.status_code, call.reason) == (408, "Request Timeout")
             assert call.error == f"no response from 127.0.0.1:{port} (Timer B)"
             assert call.outcome is Outcome.FAILED
+            # Timer A doubled from T1 = 20 ms until Timer B: 20, 40, ... 640 ms
+            assert 5 <= ep.retransmissions <= 7
         finally:
             await ep.close()
 
