@@ -15,28 +15,10 @@ import sqlalchemy as sa
 
 from ringcast.api import create_app
 from ringcast.config import Settings
-from ringcast.store import Store, open_store
+from ringcast.store import Store
 from ringcast.store import requests as q
 from ringcast.store.dashboard import bucket_width
 from ringcast.store.models import calls_table, requests_table
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = open_store(db_url)
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def client_for(store: Store) -> AsyncIterator[httpx.AsyncClient]:

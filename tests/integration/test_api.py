@@ -139,24 +139,6 @@ TRUNKS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = open_store(db_url)
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def make_settings(store: Store, **kw: Any) -> Settings:
     base: dict[str, Any] = {"db": store.url, "max_recipients": 1000, "trunks": TRUNKS}
     base.update(kw)

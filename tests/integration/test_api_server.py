@@ -82,14 +82,6 @@ def start(command: str, tmp_path: Path, *args: str, env: dict[str, str] | None =
     pytest.fail(f"ringcast {command} did not start:\n{log.read_text()}")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 @pytest.fixture
 def api_server(db_url: str, tmp_path: Path) -> Iterator[Server]:
     server = start("api", tmp_path, "--db", db_url)

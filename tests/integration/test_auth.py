@@ -8,7 +8,6 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ringcast.api import create_app
 from ringcast.api.auth import check_bind_policy
 from ringcast.config import Settings
 from ringcast.errors import ConfigError
-from ringcast.store import Store, open_store
+from ringcast.store import Store
 from ringcast.store import keys as store_keys
 from ringcast.store.models import api_keys_table, requests_table
 
@@ -32,24 +31,6 @@ BODY: dict[str, Any] = {
     "playlist": [{"say": "hello"}],
 }
 ONE: dict[str, Any] = {"to": "sip:5551000@gw.example.com", "playlist": [{"pause": 1}]}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = open_store(db_url)
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def client_for(store: Store, **settings: Any) -> httpx.AsyncClient:

@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from ringcast.store import limiter, queue
 from ringcast.store.db import Store, open_store
 from ringcast.store.limiter import Limit
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'l.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    st = open_store(url)
-    await st.migrate()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def test_capacity_is_never_exceeded_by_concurrent_nodes(store: Store) -> None:

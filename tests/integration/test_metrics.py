@@ -4,7 +4,7 @@ counters of `ringcast serve` after a real broadcast answered by SIPp."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,21 +34,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(parsed: dict[Any, float], name: str, **labels: str) -> float | None:
     return parsed.get((name, tuple(sorted(labels.items()))))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path}/rc.db"
-        if request.param == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
-    s = open_store(url)
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def test_database_gauges(store: Store) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -30,14 +29,6 @@ TABLES = {
     "webhook_outbox",
     "alembic_version",
 }
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 def _diff(conn: sa.Connection) -> list[Any]:

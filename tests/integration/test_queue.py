@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from ringcast.domain import Result, utcnow
 from ringcast.store import dnc, queue
-from ringcast.store.db import Store, open_store
+from ringcast.store.db import Store
 from ringcast.store.models import call_attempts_table, calls_table, nodes_table, requests_table
 from ringcast.store.queue import Fence
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    st = open_store(url)
-    await st.migrate()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def add_request(store: Store, n: int, body: dict | None = None) -> tuple[str, list[str]]:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -14,29 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from ringcast.domain import Result, utcnow
-from ringcast.store import Store, open_store, record_dict
+from ringcast.store import Store, record_dict
 from ringcast.store import requests as q
 from ringcast.store.models import calls_table, requests_table
 from ringcast.store.records import RECORD_FIELDS, record_csv_sql, record_json_sql
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ringcast.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
-@pytest.fixture
-async def store(db_url: str) -> AsyncIterator[Store]:
-    s = open_store(db_url)
-    await s.migrate()
-    try:
-        yield s
-    finally:
-        await s.close()
-
 
 CALLS = [
     q.NewCall(to_uri="sip:a@example.com", from_uri="me"),
