@@ -4,11 +4,13 @@ killed with -9 mid-run."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -59,41 +61,74 @@ def completed_calls_peak(uas: SippUas) -> int:
     return peak
 
 
+@contextlib.contextmanager
+def fleet(
+    tmp_path: Path, db: str, *, node_timeout: float, args: list[str], dialers: int = 2
+) -> Iterator[tuple[RingcastServer, list[RingcastServer]]]:
+    """One `ringcast api` and `dialers` `ringcast dialer` processes on `db`."""
+    env = {"RINGCAST_NODE_TIMEOUT": str(node_timeout)}
+    procs = [RingcastServer(tmp_path, db=db, command="api")]
+    try:
+        procs[0].start()
+        for _ in range(dialers):
+            procs.append(
+                RingcastServer(tmp_path, db=db, command="dialer", args=args, env=env).start()
+            )
+        yield procs[0], procs[1:]
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def start_broadcast(
+    api: RingcastServer,
+    uas: SippUas,
+    prefix: str,
+    n: int,
+    *,
+    pause: float,
+    wait_invites: int,
+    **extra: Any,
+) -> str:
+    """POST n recipients, then wait until SIPp has seen `wait_invites` INVITEs."""
+    r = httpx.post(
+        f"{api.base}/voice/call/play",
+        json={
+            "recipients": [{"to": uas.uri(f"{prefix}{i:03d}")} for i in range(n)],
+            "from": "me",
+            "playlist": [{"pause": pause}],
+            **extra,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while len(uas.invite_times()) < wait_invites and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return str(r.json()["request_id"])
+
+
+def final_records(api: RingcastServer, rid: str) -> list[dict[str, Any]]:
+    status = api.wait_ready(rid, timeout=120)
+    report = httpx.get(f"{api.base}/report/{status['report']['id']}", timeout=30).json()
+    return list(report["records"])
+
+
 def test_two_dialers_one_killed_every_recipient_final_once(
     tmp_path: Path, sipp_bin: str, pg_url: str, rtp_sink: str
 ) -> None:
-    env = {"RINGCAST_NODE_TIMEOUT": "3"}
-    args = ["--max-calls", "10", "--cps", "40"]
-    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
-        api = RingcastServer(tmp_path, db=pg_url, command="api").start()
-        dialers = [
-            RingcastServer(tmp_path, db=pg_url, command="dialer", args=args, env=env).start()
-            for _ in range(2)
-        ]
-        try:
-            r = httpx.post(
-                f"{api.base}/voice/call/play",
-                json={
-                    "recipients": [{"to": uas.uri(f"f{i:03d}")} for i in range(RECIPIENTS)],
-                    "from": "me",
-                    "playlist": [{"pause": 0.6}],
-                    "max_concurrent": MAX_CONCURRENT,
-                },
-                timeout=30,
-            )
-            assert r.status_code == 200, r.text
-            rid = r.json()["request_id"]
-            deadline = time.monotonic() + 60
-            while len(uas.invite_times()) < 80 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            dialers[0].kill9()
-            status = api.wait_ready(rid, timeout=120)
-            report_id = status["report"]["id"]
-            records = httpx.get(f"{api.base}/report/{report_id}", timeout=30).json()["records"]
-        finally:
-            for d in dialers:
-                d.stop()
-            api.stop()
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas,
+        fleet(tmp_path, pg_url, node_timeout=3, args=["--max-calls", "10", "--cps", "40"]) as (
+            api,
+            dialers,
+        ),
+    ):
+        rid = start_broadcast(
+            api, uas, "f", RECIPIENTS, pause=0.6, wait_invites=80, max_concurrent=MAX_CONCURRENT
+        )
+        dialers[0].kill9()
+        records = final_records(api, rid)
     assert len(records) == RECIPIENTS
     per_user = uas.invites_per_user()
     assert max(per_user.values()) == 1, "a recipient was dialed twice"
@@ -117,43 +152,22 @@ def test_a_dialer_frozen_past_its_timeout_acts_on_nothing_it_lost(
     other rescues its calls; the frozen one, back, must not dial or record
     anything it no longer owns (fencing), and rejoins."""
     n = 120
-    env = {"RINGCAST_NODE_TIMEOUT": "2"}
-    args = ["--max-calls", "8", "--cps", "30"]
-    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
-        api = RingcastServer(tmp_path, db=pg_url, command="api").start()
-        dialers = [
-            RingcastServer(tmp_path, db=pg_url, command="dialer", args=args, env=env).start()
-            for _ in range(2)
-        ]
-        try:
-            r = httpx.post(
-                f"{api.base}/voice/call/play",
-                json={
-                    "recipients": [{"to": uas.uri(f"z{i:03d}")} for i in range(n)],
-                    "from": "me",
-                    "playlist": [{"pause": 0.8}],
-                },
-                timeout=30,
-            )
-            rid = r.json()["request_id"]
-            deadline = time.monotonic() + 60
-            while len(uas.invite_times()) < 30 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            frozen = dialers[0]
-            assert frozen.proc is not None
-            frozen.proc.send_signal(signal.SIGSTOP)
-            time.sleep(5.0)  # > node_timeout: declared dead, its calls rescued
-            frozen.proc.send_signal(signal.SIGCONT)
-            status = api.wait_ready(rid, timeout=120)
-            records = httpx.get(f"{api.base}/report/{status['report']['id']}", timeout=30).json()[
-                "records"
-            ]
-            time.sleep(1.0)  # let the thawed dialer finish reacting
-            log = frozen.log.read_text(errors="replace")
-        finally:
-            for d in dialers:
-                d.stop()
-            api.stop()
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas,
+        fleet(tmp_path, pg_url, node_timeout=2, args=["--max-calls", "8", "--cps", "30"]) as (
+            api,
+            dialers,
+        ),
+    ):
+        rid = start_broadcast(api, uas, "z", n, pause=0.8, wait_invites=30)
+        frozen = dialers[0]
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)
+        time.sleep(5.0)  # > node_timeout: declared dead, its calls rescued
+        frozen.proc.send_signal(signal.SIGCONT)
+        records = final_records(api, rid)
+        time.sleep(1.0)  # let the thawed dialer finish reacting
+        log = frozen.log.read_text(errors="replace")
     per_user = uas.invites_per_user()
     assert max(per_user.values()) == 1, "a recipient was dialed twice"
     assert len(records) == n
