@@ -6,6 +6,7 @@ layer sees only ringcast errors.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -465,20 +466,47 @@ async def iter_report_lines(
     records (not after the last one of a page).
 
     Like :func:`iter_report`, each page is its own short read, so memory stays
-    constant and writers are never held up by a slow client.
+    constant and writers are never held up by a slow client. The next page is
+    read while the current one is sent (two pages at most in memory), so the
+    database's work overlaps the response's.
     """
     last = await _last_seq(store, request_id)
     if last is None:
         return
+    pending: list[asyncio.Task[tuple[int, str]]] = []
+
+    def start(after: int, size: int) -> tuple[asyncio.Task[tuple[int, str]], int, int]:
+        until = after + size  # seqs are dense from 0: `size` calls (fewer past a gap)
+        task = asyncio.create_task(
+            _report_lines_page(store, fmt, request_id, after, until, sep),
+            name=f"report-page-{request_id}-{after}",
+        )
+        pending.append(task)
+        return task, until, size
+
     sent = 0
-    while after_seq < last and (limit is None or sent < limit):
-        size = batch if limit is None else min(batch, limit - sent)
-        until = after_seq + size  # seqs are dense from 0: `size` calls (fewer past a gap)
-        count, text = await _report_lines_page(store, fmt, request_id, after_seq, until, sep)
-        if count:
-            yield text
-        sent += count
-        after_seq = until
+    current = None
+    if after_seq < last and (limit is None or limit > 0):
+        current = start(after_seq, batch if limit is None else min(batch, limit))
+    try:
+        while current is not None:
+            task, until, size = current
+            following = None
+            room = None if limit is None else limit - sent - size
+            if until < last and (room is None or room > 0):
+                following = start(until, batch if room is None else min(batch, room))
+            count, text = await task
+            pending.remove(task)
+            sent += count
+            if count:
+                yield text
+            if following is None and until < last and (limit is None or sent < limit):
+                # the page held fewer calls than asked (a gap in seq): ask for the rest
+                following = start(until, batch if limit is None else min(batch, limit - sent))
+            current = following
+    finally:
+        for task in pending:
+            task.cancel()
 
 
 async def cancel_request(
