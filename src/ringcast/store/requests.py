@@ -466,9 +466,12 @@ async def iter_report_lines(
     records (not after the last one of a page).
 
     Like :func:`iter_report`, each page is its own short read, so memory stays
-    constant and writers are never held up by a slow client. The next page is
-    read while the current one is sent (two pages at most in memory), so the
-    database's work overlaps the response's.
+    constant and writers are never held up by a slow client. On PostgreSQL the
+    next page is read while the current one is sent (two pages at most in
+    memory), so the server's work overlaps the response's (1M records: ~310k/s
+    instead of ~170k/s). Not on SQLite: there the pages are built in this
+    process's aiosqlite threads, and two of them at once contend for the GIL
+    (~90k/s instead of ~155k/s).
     """
     last = await _last_seq(store, request_id)
     if last is None:
@@ -484,6 +487,7 @@ async def iter_report_lines(
         pending.append(task)
         return task, until, size
 
+    ahead = store.dialect == "postgresql"
     sent = 0
     current = None
     if after_seq < last and (limit is None or limit > 0):
@@ -493,7 +497,7 @@ async def iter_report_lines(
             task, until, size = current
             following = None
             room = None if limit is None else limit - sent - size
-            if until < last and (room is None or room > 0):
+            if ahead and until < last and (room is None or room > 0):
                 following = start(until, batch if room is None else min(batch, room))
             count, text = await task
             pending.remove(task)
@@ -501,7 +505,7 @@ async def iter_report_lines(
             if count:
                 yield text
             if following is None and until < last and (limit is None or sent < limit):
-                # the page held fewer calls than asked (a gap in seq): ask for the rest
+                # not read ahead, or this page held fewer calls than asked (a gap in seq)
                 following = start(until, batch if limit is None else min(batch, limit - sent))
             current = following
     finally:
