@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ringcast.config import Settings
@@ -293,16 +293,34 @@ class Dialer:
         if error:
             values["error"] = error
 
-        hooked = bool((await self._request(call.request_id)).body.get("callback_url"))
+        await self._write_final(call, await self._request(call.request_id), values)
+
+    async def _write_final(
+        self,
+        call: ClaimedCall,
+        info: RequestInfo,
+        values: dict[str, Any],
+        *,
+        retry_at: datetime | None = None,
+        optout: bool = False,
+    ) -> bool:
+        """End the attempt in one group-committed transaction: give back its fleet
+        leases, write its final fields (or queue its retry), emit its webhook,
+        and put a callee who opted out on the do-not-call list."""
+        leased = bool(self._fleet_limits(info))
+        hooked = bool(info.body.get("callback_url"))
 
         async def write(s: Any) -> bool:
-            await limiter.release(s, call.id)
-            ok = await queue.finish_call(s, call.id, self.fence, values)
+            if leased:
+                await limiter.release(s, call.id)
+            ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
             if ok and hooked:
-                await webhooks.notify_call(s, call.id)
+                await webhooks.notify_call(s, call.id)  # final event, then request.completed
+            if ok and optout:
+                await dnc.add(s, info.tenant, [call.to_uri])
             return ok
 
-        await self.writer.submit(write)
+        return bool(await self.writer.submit(write))
 
     # --- prompts -----------------------------------------------------------------
 
@@ -411,21 +429,7 @@ class Dialer:
             if decision is not None:
                 retry_at = now_precise() + timedelta(seconds=decision.delay)
         values = report.fields()
-        tenant = info.tenant
-        optout_entry = call.to_uri if report.optout else None
-
-        hooked = bool(info.body.get("callback_url"))
-
-        async def write(s: Any) -> bool:
-            await limiter.release(s, call.id)
-            ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
-            if ok and hooked:
-                await webhooks.notify_call(s, call.id)  # final event, then request.completed
-            if ok and optout_entry:
-                await dnc.add(s, tenant, [optout_entry])
-            return ok
-
-        if not await self.writer.submit(write):
+        if not await self._write_final(call, info, values, retry_at=retry_at, optout=report.optout):
             log.warning("call %s: claim lost; result not recorded by this node", call.id)
         log.info(
             "call %s to %s: %s/%s %s %s",
