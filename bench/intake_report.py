@@ -233,7 +233,7 @@ async def open_and_migrate(db: str) -> None:
 
 
 async def pg_admin(sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     conn = await asyncpg.connect(PG_ADMIN)
     try:

@@ -118,7 +118,7 @@ def test_whole_bodies_get_the_models_verdict(data: dict[str, Any]) -> None:
 
 
 def test_lean_path_keeps_values_and_order() -> None:
-    items = [{"to": f"sip:{i}@example.com"} for i in range(1000)]
+    items: list[dict[str, Any]] = [{"to": f"sip:{i}@example.com"} for i in range(1000)]
     items[500] = {"to": "sip:x@example.com", "from": "boss", "variables": {"a": "é"}}
     got = lean_recipients(items)
     assert got is not None and len(got) == 1000

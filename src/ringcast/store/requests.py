@@ -11,15 +11,15 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
 from ringcast.errors import RingcastError, StoreError, ValidationFailed
@@ -173,11 +173,28 @@ def new_ids(n: int) -> list[str]:
     ]
 
 
-def _bind(store: Store, column: str, value: Any) -> Any:
-    """`value` as SQLAlchemy itself would hand it to the driver for `calls.<column>`."""
+def _processor(store: Store, column: str) -> Callable[[Any], Any]:
+    """What SQLAlchemy itself does to a value for `calls.<column>` before the driver."""
     dialect = store.engine.dialect
     process = calls_table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-    return process(value) if process is not None else value
+    return process if process is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _bind(store: Store, column: str, value: Any) -> Any:
+    """`value` as SQLAlchemy itself would hand it to the driver for `calls.<column>`."""
+    return _processor(store, column)(value)
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection (asyncpg / aiosqlite) under `connection`."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:
+        raise StoreError("the database connection is closed")
+    return driver
 
 
 async def _insert_calls(
@@ -202,9 +219,7 @@ async def _insert_calls(
     stamp = _bind(store, "request_time", now)
     due_at = _bind(store, "not_before", due)
     no_variables = _bind(store, "variables", None)
-    to_json = calls_table.c.variables.type.dialect_impl(store.engine.dialect).bind_processor(
-        store.engine.dialect
-    )
+    to_json = _processor(store, "variables")
     queued = Result.QUEUED.value
     unanswered = _bind(store, "answered", False)
     rows: Iterator[tuple[Any, ...]] = (
@@ -227,8 +242,7 @@ async def _insert_calls(
         )
         for seq, (to_uri, from_uri, variables, timezone) in enumerate(calls)
     )
-    connection = await session.connection()
-    driver = (await connection.get_raw_connection()).driver_connection
+    driver = await _driver(await session.connection())
     try:
         if store.dialect == "postgresql":
             await driver.copy_records_to_table(
@@ -435,7 +449,7 @@ async def _report_lines_page(
     query = _report_query(store.dialect, fmt)
     try:
         async with wrap_errors(), store.engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
+            driver = await _driver(conn)
             if store.dialect == "postgresql":
                 count, text = await driver.fetchrow(query, request_id, after, until, sep)
                 return int(count), text or ""
