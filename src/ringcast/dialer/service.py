@@ -465,7 +465,7 @@ class Dialer:
     async def _listen_loop(self) -> None:
         """LISTEN for new work on PostgreSQL so idle dialers claim at once; the
         claim loop's polling covers any gap while this connection is down."""
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
         from sqlalchemy.engine import make_url
 
         dsn = make_url(self.store.url).set(drivername="postgresql")

@@ -79,16 +79,13 @@ async def acquire(
         if store.dialect == "postgresql":
             stmt = stmt.order_by(limiters.c.key).with_for_update()
         rows = {r.key: r for r in (await s.execute(stmt)).all()}
-        used = dict(
-            (
-                await s.execute(
-                    sa.select(leases.c.key, sa.func.count())
-                    .where(leases.c.key.in_(list(rows)))
-                    .group_by(leases.c.key)
-                )
-            ).all()
+        counted = await s.execute(
+            sa.select(leases.c.key, sa.func.count())
+            .where(leases.c.key.in_(list(rows)))
+            .group_by(leases.c.key)
         )
-        updates = []
+        used: dict[str, int] = {str(key): int(n) for key, n in counted.all()}
+        updates: list[tuple[str, float]] = []
         for lim in ordered:
             row = rows[lim.key]
             capacity = lim.capacity if lim.capacity is not None else row.capacity
