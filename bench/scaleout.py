@@ -54,11 +54,7 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
     dargs = ["--max-calls", str(args.max_calls), "--cps", str(args.cps)]
     procs: list[RingcastServer] = []
     try:
-        with SippUas(
-            "uas_answer.xml",
-            work,
-            keys={"rtp_port": str(sink.getsockname()[1])}
-        ) as uas:
+        with SippUas("uas_answer.xml", work, keys={"rtp_port": str(sink.getsockname()[1])}) as uas:
             api = RingcastServer(work, db=db, command="api", env=env).start()
             procs.append(api)
             for _ in range(n_dialers):

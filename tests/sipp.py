@@ -84,13 +84,20 @@ class SippUas:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")
         cmd = [
             sipp,
-            "-sf", str(self.scenario),
-            "-i", "127.0.0.1",
-            "-p", str(self.port),
-            "-t", self.transport,
+            "-sf",
+            str(self.scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-t",
+            self.transport,
             "-nostdin",
-            "-trace_err", "-error_file", str(self.error_log),
-            "-max_recv_loops", "10000",
+            "-trace_err",
+            "-error_file",
+            str(self.error_log),
+            "-max_recv_loops",
+            "10000",
         ]
         if self.trace:
             cmd += ["-trace_msg", "-message_file", str(self.message_log)]
@@ -101,7 +108,10 @@ class SippUas:
         cmd += self.extra
         self._out = open(self.stdout_log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            cmd, cwd=self.workdir, stdout=self._out, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=self.workdir,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         self._wait_listening()
@@ -188,7 +198,8 @@ class SippUas:
 
     def invite_times(self) -> list[datetime]:
         return [
-            t for t, msg in self.timeline()
+            t
+            for t, msg in self.timeline()
             if msg.startswith("INVITE ") and ";tag=" not in _header(msg, "To")
         ]
 

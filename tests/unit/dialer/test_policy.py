@@ -20,8 +20,10 @@ def test_no_retry_by_default() -> None:
 
 
 def test_window_open_now_and_next_opening() -> None:
-    sched = {"window": {"start": "09:00", "end": "20:00", "days": ["mon", "tue"]},
-             "timezone": "Europe/Riga"}
+    sched = {
+        "window": {"start": "09:00", "end": "20:00", "days": ["mon", "tue"]},
+        "timezone": "Europe/Riga",
+    }
     # Monday 2026-11-23 10:00 Riga (UTC+2) = 08:00 UTC: open
     monday = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     assert earliest_dial_time(monday, sched) == monday
@@ -38,8 +40,11 @@ def test_recipient_timezone_overrides_request_timezone() -> None:
 
 
 def test_not_before_and_window_combine() -> None:
-    sched = {"not_before": "2026-11-25T21:00:00Z",
-             "window": {"start": "09:00", "end": "20:00"}, "timezone": "UTC"}
+    sched = {
+        "not_before": "2026-11-25T21:00:00Z",
+        "window": {"start": "09:00", "end": "20:00"},
+        "timezone": "UTC",
+    }
     now = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
     assert earliest_dial_time(now, sched) == datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 
