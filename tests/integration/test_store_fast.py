@@ -1,4 +1,4 @@
-"""The fast paths of the store store and read exactly what the SQLAlchemy paths do."""
+"""The fast paths of the store write and read exactly what the SQLAlchemy paths do."""
 
 from __future__ import annotations
 
@@ -264,3 +264,26 @@ def test_record_sources_follow_record_fields() -> None:
     for build in (record_json_sql, record_csv_sql):
         with pytest.raises(ValueError, match="unsupported dialect"):
             build("mysql")  # type: ignore[arg-type]
+
+
+async def _old_next_cursor(store: Store, request_id: str, after: int, limit: int) -> int | None:
+    rows = await q.report_page(store, request_id, after_seq=after, limit=limit + 1)
+    return int(rows[limit - 1].seq) if len(rows) > limit else None
+
+
+async def test_next_cursor_equals_limit_plus_one_paging(store: Store) -> None:
+    request_id = await _finished_calls(store)
+    cases = [(-1, 1), (-1, 100), (-1, 511), (-1, 512), (-1, 600), (100, 411), (100, 412), (510, 1)]
+    for after, limit in cases:
+        got = await q.next_cursor(store, request_id, after_seq=after, limit=limit)
+        assert got == await _old_next_cursor(store, request_id, after, limit), (after, limit)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.delete(calls_table).where(
+                calls_table.c.request_id == request_id, calls_table.c.seq.in_([3, 4, 5, 511])
+            )
+        )
+    for after, limit in [*cases, (2, 3), (0, 5), (505, 5), (505, 6)]:
+        got = await q.next_cursor(store, request_id, after_seq=after, limit=limit)
+        assert got == await _old_next_cursor(store, request_id, after, limit), (after, limit)
+    assert await q.next_cursor(store, "nope", after_seq=-1, limit=10) is None

@@ -297,10 +297,8 @@ def _csv_line(values: list[str]) -> str:
 
 
 async def _next_cursor(store: Store, request_id: str, after: int, limit: int) -> str | None:
-    rows = await q.report_page(store, request_id, after_seq=after, limit=limit + 1)
-    if len(rows) > limit:
-        return str(rows[limit - 1].seq)
-    return None
+    end = await q.next_cursor(store, request_id, after_seq=after, limit=limit)
+    return None if end is None else str(end)
 
 
 def _parse_cursor(cursor: str | None) -> int:

@@ -527,6 +527,41 @@ async def iter_report_lines(
             task.cancel()
 
 
+async def next_cursor(store: Store, request_id: str, *, after_seq: int, limit: int) -> int | None:
+    """The seq of the `limit`-th call after `after_seq` when calls follow it (a page's
+    `next_cursor`), else None. Seqs are dense from 0, so the page is normally the
+    range (after_seq, after_seq + limit]: counted by range (fast whatever the
+    planner's statistics), with the ORDER BY ... OFFSET query only past a gap."""
+    last = await _last_seq(store, request_id)
+    if last is None:
+        return None
+    async with wrap_errors(), store.session(readonly=True) as session:
+        in_range = (
+            calls_table.c.request_id == request_id,
+            calls_table.c.seq > after_seq,
+        )
+        count, top = (
+            await session.execute(
+                sa.select(sa.func.count(), sa.func.max(calls_table.c.seq)).where(
+                    *in_range, calls_table.c.seq <= after_seq + limit
+                )
+            )
+        ).one()
+        if count == limit:
+            end: int | None = int(top)
+        else:
+            end = await session.scalar(
+                sa.select(calls_table.c.seq)
+                .where(*in_range)
+                .order_by(calls_table.c.seq)
+                .offset(limit - 1)
+                .limit(1)
+            )
+    if end is None or end >= last:
+        return None
+    return int(end)
+
+
 async def cancel_request(
     store: Store, request_id: str, *, tenant: str | None = None
 ) -> tuple[int, int] | None:
