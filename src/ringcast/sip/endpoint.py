@@ -7,8 +7,13 @@ incoming responses to client transactions by top Via branch and CSeq method
 (RFC 3261 §17.1.3) and incoming requests to calls by Call-ID and tags (§12.2.2).
 
 Out-of-dialog requests get stateless answers: INVITE -> 403 (ringcast only
-calls out), REGISTER -> 405, OPTIONS -> 200. Garbage is logged (rate-limited)
-and dropped; nothing a peer sends can raise out of :meth:`on_packet`.
+calls out; no answer at all with ``silent_invites``), REGISTER -> 405,
+OPTIONS -> 200. In-dialog requests reach a call only when Call-ID, To tag
+(ours) and From tag (the callee's) all match its dialog; anything else gets 481.
+Requests from one source IP beyond a token-bucket rate are dropped unanswered
+(:class:`FloodGate`); responses and requests within our calls never are.
+Garbage is logged (rate-limited) and dropped; nothing a peer sends can raise
+out of :meth:`on_packet`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -53,6 +59,10 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 GARBAGE_LOG_WINDOW = 10.0  # seconds
 GARBAGE_LOG_BURST = 10  # log lines per window, the rest are counted
 TRANSPORTS = ("udp", "tcp")
+FLOOD_RATE = 50.0  # requests per second per source IP, sustained
+FLOOD_BURST = 100  # requests a source may send at once before the rate applies
+FLOOD_LOG_WINDOW = 10.0  # seconds between two flood warnings about one source
+FLOOD_TABLE_SIZE = 10_000  # sources tracked at once; the least recently seen is forgotten
 
 ResponseHandler = Callable[[SipResponse], None]
 
@@ -86,6 +96,85 @@ class _Entry:
 def new_branch() -> str:
     """A Via branch with the RFC 3261 magic cookie (§8.1.1.7)."""
     return "z9hG4bK" + os.urandom(8).hex()
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """One source's token bucket and its flood-log bookkeeping."""
+
+    tokens: float
+    stamp: float  # time.monotonic() of the last refill
+    dropped: int = 0  # since the last warning
+    warned_at: float | None = None
+
+
+class FloodGate:
+    """Per-source token buckets: ``rate`` requests/s sustained, ``burst`` at once.
+
+    :meth:`admit` is O(1): one dict lookup, an LRU move and a refill. The table
+    holds at most ``size`` sources (least recently seen forgotten), so spoofed
+    source addresses cost bounded memory. A source over its rate is warned
+    about at most once per :data:`FLOOD_LOG_WINDOW`, with the count dropped.
+    """
+
+    __slots__ = ("rate", "burst", "size", "dropped", "_buckets", "_clock")
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        size: int = FLOOD_TABLE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError(f"flood_rate must be > 0, not {rate!r}")
+        if burst < 1:
+            raise ValueError(f"flood_burst must be >= 1, not {burst!r}")
+        if size < 1:
+            raise ValueError(f"flood table size must be >= 1, not {size!r}")
+        self.rate = rate
+        self.burst = burst
+        self.size = size
+        self.dropped = 0
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def admit(self, source: str) -> bool:
+        """Take one token from ``source``'s bucket; False (and counted) when it is empty."""
+        now = self._clock()
+        buckets = self._buckets
+        bucket = buckets.get(source)
+        if bucket is None:
+            if len(buckets) >= self.size:
+                buckets.popitem(last=False)
+            bucket = buckets[source] = _Bucket(float(self.burst), now)
+        else:
+            buckets.move_to_end(source)
+            elapsed = now - bucket.stamp
+            if elapsed > 0:
+                bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate)
+                bucket.stamp = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return True
+        self.dropped += 1
+        bucket.dropped += 1
+        if bucket.warned_at is None or now - bucket.warned_at >= FLOOD_LOG_WINDOW:
+            logger.warning(
+                "SIP flood from %s: dropped %s requests unanswered since the last warning"
+                " (limit %s/s, burst %s)",
+                source,
+                bucket.dropped,
+                self.rate,
+                self.burst,
+            )
+            bucket.dropped = 0
+            bucket.warned_at = now
+        return False
 
 
 def new_tag() -> str:
@@ -140,6 +229,12 @@ class SipEndpoint:
     the local address (NAT). ``transport`` picks the listening transports:
     ``"udp"`` listens on UDP only (TCP is still used, client side, for calls
     whose :class:`CallSpec` asks for it), ``"tcp"`` listens on both.
+
+    ``flood_rate``/``flood_burst`` bound the requests one source IP may send
+    (token bucket; ``flood_rate=None`` turns the limit off); requests over it
+    are dropped without a response and counted in :attr:`flood_dropped`.
+    ``silent_invites`` leaves out-of-dialog INVITEs unanswered instead of 403,
+    so scanners learn nothing.
     """
 
     def __init__(
@@ -154,6 +249,9 @@ class SipEndpoint:
         t4: float = 5.0,
         user_agent: str = "ringcast/0.1",
         tcp_idle_timeout: float = 120.0,
+        flood_rate: float | None = FLOOD_RATE,
+        flood_burst: int = FLOOD_BURST,
+        silent_invites: bool = False,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be udp or tcp, not {transport!r}")
@@ -163,6 +261,10 @@ class SipEndpoint:
         self.public_ip = public_ip
         self.timers = Timers(t1=t1, t2=t2, t4=t4)
         self.user_agent = user_agent
+        self.silent_invites = silent_invites
+        self.flood: FloodGate | None = (
+            FloodGate(flood_rate, flood_burst) if flood_rate is not None else None
+        )
         self._udp = UdpTransport(self)
         self._tcp = TcpTransport(self, idle_timeout=tcp_idle_timeout)
         self._txns: dict[str, _Entry] = {}
@@ -179,6 +281,11 @@ class SipEndpoint:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self.local_port = 0
+
+    @property
+    def flood_dropped(self) -> int:
+        """Requests dropped unanswered by the per-source rate limit (metrics)."""
+        return self.flood.dropped if self.flood is not None else 0
 
     # --- life cycle -------------------------------------------------------------
 
@@ -484,7 +591,11 @@ class SipEndpoint:
         try:
             if isinstance(msg, SipResponse):
                 self._on_response(msg, addr)
-            else:
+            elif (
+                self.flood is None
+                or msg.call_id in self._calls  # our calls' callees are never limited
+                or self.flood.admit(addr[0])
+            ):
                 self._on_request(msg, addr, transport)
         except (ValueError, IndexError, KeyError) as exc:
             self._garbage(addr, f"unprocessable message: {exc}", data)
@@ -545,7 +656,7 @@ class SipEndpoint:
                 call.on_ack(request)
             return
         if to_tag:
-            if call is not None and call.local_tag == to_tag:
+            if call is not None and _in_dialog(call, request, to_tag):
                 response = call.on_request(request, source)
             else:
                 response = build_response(request, 481)
@@ -561,6 +672,9 @@ class SipEndpoint:
                 },
             )
         elif method == "INVITE":
+            if self.silent_invites:
+                logger.info("ignored incoming INVITE from %s:%s (silent_invites)", *addr)
+                return
             logger.info("refused incoming INVITE from %s:%s (ringcast only calls out)", *addr)
             response = build_response(request, 403, to_tag=new_tag())
         elif method in ("BYE", "CANCEL"):
@@ -585,6 +699,16 @@ class SipEndpoint:
             self._responses[rkey] = (data, source.addr, source.transport)
             self.loop.call_later(self.timers.b, self._responses.pop, rkey, None)
         return data
+
+
+def _in_dialog(call: OutboundCall, request: SipRequest, to_tag: str) -> bool:
+    """Call-ID (already matched), our tag and the callee's tag all match the dialog (§12.2.2)."""
+    dialog = call.dialog
+    if dialog is None or call.local_tag != to_tag:
+        return False
+    frm = request.from_addr
+    remote_tag = (frm.tag if frm is not None else None) or ""
+    return remote_tag == dialog.remote_tag
 
 
 def _branch_of(via: str) -> str:
