@@ -11,7 +11,8 @@ calls out; no answer at all with ``silent_invites``), REGISTER -> 405,
 OPTIONS -> 200. In-dialog requests reach a call only when Call-ID, To tag
 (ours) and From tag (the callee's) all match its dialog; anything else gets 481.
 Requests from one source IP beyond a token-bucket rate are dropped unanswered
-(:class:`FloodGate`); responses and requests within our calls never are.
+and unparsed (:class:`FloodGate`); responses and requests within our calls
+never are.
 Garbage is logged (rate-limited) and dropped; nothing a peer sends can raise
 out of :meth:`on_packet`.
 """
@@ -23,6 +24,7 @@ import functools
 import ipaddress
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -63,6 +65,7 @@ FLOOD_RATE = 50.0  # requests per second per source IP, sustained
 FLOOD_BURST = 100  # requests a source may send at once before the rate applies
 FLOOD_LOG_WINDOW = 10.0  # seconds between two flood warnings about one source
 FLOOD_TABLE_SIZE = 10_000  # sources tracked at once; the least recently seen is forgotten
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:([^\r\n]*)", re.I | re.M)  # raw, before parsing
 
 ResponseHandler = Callable[[SipResponse], None]
 
@@ -578,6 +581,8 @@ class SipEndpoint:
         """Entry point for every datagram / framed TCP message."""
         if not data.strip(b"\r\n\x00 \t"):
             return  # keep-alive (RFC 5626 §3.5.1)
+        if self.flood is not None and not self._exempt(data) and not self.flood.admit(addr[0]):
+            return  # over the source's rate: no parsing, no answer (FloodGate logs)
         try:
             msg = SipMessage.parse(data)
             if not msg.headers.get_first("via") or not msg.headers.get_first("call-id"):
@@ -591,16 +596,24 @@ class SipEndpoint:
         try:
             if isinstance(msg, SipResponse):
                 self._on_response(msg, addr)
-            elif (
-                self.flood is None
-                or msg.call_id in self._calls  # our calls' callees are never limited
-                or self.flood.admit(addr[0])
-            ):
+            else:
                 self._on_request(msg, addr, transport)
         except (ValueError, IndexError, KeyError) as exc:
             self._garbage(addr, f"unprocessable message: {exc}", data)
         except Exception:  # never let one message kill the endpoint
             logger.exception("SIP message from %s:%s could not be handled", addr[0], addr[1])
+
+    def _exempt(self, data: bytes) -> bool:
+        """Never rate-limited: responses, and anything carrying one of our calls' Call-IDs.
+
+        Checked on the raw bytes, before parsing, so a flood costs no parse (and
+        no parser warnings); a carrier that sends both calls and a flood cannot
+        starve the BYEs and re-INVITEs of live calls.
+        """
+        if data.startswith(b"SIP/2.0 "):
+            return True
+        found = _CALL_ID.search(data)
+        return found is not None and found.group(1).decode("latin-1").strip() in self._calls
 
     def _garbage(self, addr: Addr, why: str, data: bytes) -> None:
         self.garbage_count += 1

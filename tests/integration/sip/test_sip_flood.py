@@ -133,6 +133,34 @@ async def test_endpoint_drops_over_the_burst_without_answering(
         await ep.close()
 
 
+async def test_requests_of_live_calls_pass_an_exhausted_bucket() -> None:
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, flood_rate=10.0, flood_burst=5)
+    ep.flood = FloodGate(10.0, 5, clock=FakeClock())
+    await ep.start()
+    try:
+        sent = _capture(ep)
+        call = ep.create_call(  # in the dialog index; nothing is sent before setup()
+            CallSpec(to="sip:bob@127.0.0.1:9", from_="me", media=MediaOffer("127.0.0.1", 1))
+        )
+        for n in range(5):
+            ep.on_packet(_options(ep.local_port, n), ("127.0.0.1", 5999), "udp")
+        garbage = ep.garbage_count
+        ep.on_packet(b"junk from a flooder", ("127.0.0.1", 5999), "udp")
+        assert ep.garbage_count == garbage  # dropped before parsing
+        assert ep.flood_dropped == 1
+        for header in ("Call-ID", "i", "call-id "):
+            sent.clear()
+            bye = _options(ep.local_port, 7).replace(b"OPTIONS", b"BYE")
+            bye = bye.replace(b"Call-ID: flood7@127.0.0.1", f"{header}: {call.call_id}".encode())
+            bye = bye.replace(b"To: <sip:ringcast@127.0.0.1>", b"To: <sip:me@x>;tag=nosuch")
+            ep.on_packet(bye, ("127.0.0.1", 5999), "udp")
+            assert [d[:12] for d in sent] == [b"SIP/2.0 481 "], header
+        assert ep.flood_dropped == 1
+        call.abort("test over")
+    finally:
+        await ep.close()
+
+
 @pytest.mark.parametrize(("silent", "answers"), [(False, 1), (True, 0)])
 async def test_silent_invites(silent: bool, answers: int) -> None:
     ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, silent_invites=silent)
