@@ -643,7 +643,12 @@ class OutboundCall:
         )
 
     async def _send_redirected_invite(self, target: str) -> None:
-        if self.state is CallState.ENDED or self.canceled_by_us:
+        if self.state is CallState.ENDED:
+            return
+        if self.canceled_by_us:
+            # Canceled between the 3xx and the new INVITE: the CANCEL had no
+            # transaction to end, so the call ends here, as if 487 had come.
+            self._finish_unanswered(487, "Request Terminated", ended_by="local")
             return
         if not self.spec.proxy:
             try:

@@ -436,11 +436,6 @@ def test_endpoint_call_setup_survives_any_response(data: st.DataObject) -> None:
     run_with_endpoint(scenario)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="call.py: a CANCEL between a 3xx and the redirected INVITE (ring timeout or "
-    "hangup) leaves setup() waiting: _send_redirected_invite returns without ending the call",
-)
 def test_ring_timeout_between_redirect_and_new_invite_ends_the_call() -> None:
     """Found by the property above: the 302 and the ring timer fall in one loop iteration."""
 
