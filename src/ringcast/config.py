@@ -64,6 +64,9 @@ class Settings:
     sip_t2: float = 4.0  # seconds, RFC 3261 T2
     shutdown_grace: float = 30.0  # seconds to finish in-flight calls on SIGTERM
     node_timeout: float = 15.0  # seconds without heartbeat before a dialer is declared dead
+    sip_flood_rate: float = 50.0  # SIP requests per second one source IP may send (0: no limit)
+    sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
+    sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed
@@ -321,3 +324,5 @@ def _validate(s: Settings) -> None:
                 field="private_url_allowlist",
             ) from None
     _check(s.node_timeout >= 1, "node_timeout", "must be at least 1 second")
+    _check(s.sip_flood_rate >= 0, "sip_flood_rate", "must not be negative")
+    _check(s.sip_flood_burst >= 1, "sip_flood_burst", "must be at least 1")

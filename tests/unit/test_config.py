@@ -159,3 +159,23 @@ def test_require_db() -> None:
         Settings.from_sources({}, env={}, require=("db",))
     assert err.value.field == "db" and "--db" in err.value.message
     assert Settings.from_sources({}, env={"RINGCAST_DB": "sqlite:///x.db"}, require=("db",))
+
+
+def test_sip_flood_settings_reach_the_endpoint() -> None:
+    from ringcast.dialer.call import sip_endpoint
+
+    s = Settings.from_sources(
+        {},
+        env={
+            "RINGCAST_SIP_FLOOD_RATE": "5",
+            "RINGCAST_SIP_FLOOD_BURST": "7",
+            "RINGCAST_SIP_SILENT_INVITES": "1",
+        },
+    )
+    endpoint = sip_endpoint(s)
+    assert endpoint.flood is not None
+    assert endpoint.silent_invites is True
+    off = sip_endpoint(Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_RATE": "0"}))
+    assert off.flood is None
+    with pytest.raises(ConfigError, match="sip_flood_burst must be at least 1"):
+        Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_BURST": "0"})

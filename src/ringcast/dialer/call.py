@@ -100,6 +100,9 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         public_ip=settings.public_ip,
         t1=settings.sip_t1,
         t2=settings.sip_t2,
+        flood_rate=settings.sip_flood_rate or None,
+        flood_burst=settings.sip_flood_burst,
+        silent_invites=settings.sip_silent_invites,
     )
 
 
