@@ -133,3 +133,12 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def rtp_sink() -> Iterator[str]:
+    """A UDP socket on 127.0.0.1 that receives (and ignores) the RTP ringcast
+    sends; its port goes into SIPp's SDP answer (`-key rtp_port`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        yield str(s.getsockname()[1])

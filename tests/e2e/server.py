@@ -169,3 +169,10 @@ class RingcastServer:
                 return body
             time.sleep(0.2)
         raise AssertionError(f"not ready in {timeout}s: {body}\n{self.output()}")
+
+
+def post(rc: RingcastServer, body: dict[str, Any]) -> str:
+    """POST /voice/call/play and return the request id (asserting the 200)."""
+    r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return str(r.json()["request_id"])

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import pytest
 from conftest import IN_CI
 from sipp import SippUas
 
-from e2e.server import RingcastServer
+from e2e.server import RingcastServer, post
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM_ARGS = [
@@ -58,20 +56,6 @@ def chromium_path() -> str:
         _missing("playwright (pip, the test extra)")
     assert path is not None
     return path
-
-
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    """A UDP socket that receives (and ignores) the RTP ringcast sends."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
-
-
-def post(rc: RingcastServer, body: dict[str, Any]) -> str:
-    r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
 
 
 def api_records(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:

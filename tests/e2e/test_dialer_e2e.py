@@ -7,30 +7,14 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sipp import SippUas
 
-from e2e.server import MediaServer, RingcastServer, write_tone_wav
-
-
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    """A UDP socket that receives (and ignores) the RTP ringcast sends."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
-
-
-def post(rc: RingcastServer, body: dict[str, Any]) -> str:
-    r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
-    assert r.status_code == 200, r.text
-    return str(r.json()["request_id"])
+from e2e.server import MediaServer, RingcastServer, post, write_tone_wav
 
 
 def report(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:

@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sipp import SippUas
 
 from e2e.server import RingcastServer
 
 RECIPIENTS = 300
 MAX_CONCURRENT = 12  # the request's own limit, enforced across the fleet
-
-
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
 
 
 def completed_calls_peak(uas: SippUas) -> int:

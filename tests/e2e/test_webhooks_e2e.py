@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sipp import SippUas
 
 from e2e.server import RingcastServer
@@ -82,13 +80,6 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
 
 
 def records_of(rc: RingcastServer, request_id: str, headers: dict[str, str]) -> list[Any]:
