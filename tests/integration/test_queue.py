@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 
 import sqlalchemy as sa
+from dbrows import insert_request
 
 from ringcast.domain import Result, utcnow
 from ringcast.store import dnc, queue
@@ -16,38 +16,7 @@ from ringcast.store.queue import Fence
 
 
 async def add_request(store: Store, n: int, body: dict | None = None) -> tuple[str, list[str]]:
-    rid = str(uuid.uuid4())
-    now = utcnow()
-    ids = [str(uuid.uuid4()) for _ in range(n)]
-    async with store.session() as s, s.begin():
-        await s.execute(
-            sa.insert(requests_table).values(
-                id=rid,
-                tenant="default",
-                created_at=now,
-                body=body or {"playlist": [{"pause": 1}]},
-                total=n,
-                report_id=str(uuid.uuid4()),
-                body_hash="x",
-            )
-        )
-        await s.execute(
-            sa.insert(calls_table),
-            [
-                {
-                    "id": cid,
-                    "request_id": rid,
-                    "seq": i,
-                    "to_uri": f"sip:u{i}@127.0.0.1",
-                    "from_uri": "me",
-                    "request_time": now,
-                    "not_before": now,
-                    "updated_at": now,
-                }
-                for i, cid in enumerate(ids)
-            ],
-        )
-    return rid, ids
+    return await insert_request(store, n, body or {"playlist": [{"pause": 1}]})
 
 
 async def row(store: Store, cid: str) -> sa.Row:

@@ -9,7 +9,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dbrows import insert_request
 
 from ringcast.domain import Result, now_precise, utcnow
 from ringcast.store.db import Store, open_store
@@ -24,7 +24,6 @@ from ringcast.store.models import (
     api_keys_table,
     call_attempts_table,
     calls_table,
-    requests_table,
     webhook_outbox_table,
 )
 from ringcast.webhooks import outbox
@@ -124,44 +123,12 @@ def receiver() -> Iterator[Receiver]:
 async def add_request(
     store: Store, n: int, *, callback_url: str | None, api_key_id: str | None = None
 ) -> tuple[str, list[str]]:
-    rid = str(uuid.uuid4())
-    now = utcnow()
-    ids = [str(uuid.uuid4()) for _ in range(n)]
     body = {
         "playlist": [{"pause": 1}],
         "sip": {"proxy": "sip:gw.example.com", "username": "u", "password": "hunter2"},
         "callback_url": callback_url,
     }
-    async with store.session() as s, s.begin():
-        await s.execute(
-            sa.insert(requests_table).values(
-                id=rid,
-                tenant="default",
-                created_at=now,
-                body=body,
-                total=n,
-                report_id=str(uuid.uuid4()),
-                body_hash="x",
-                api_key_id=api_key_id,
-            )
-        )
-        await s.execute(
-            sa.insert(calls_table),
-            [
-                {
-                    "id": cid,
-                    "request_id": rid,
-                    "seq": i,
-                    "to_uri": f"sip:u{i}@127.0.0.1",
-                    "from_uri": "me",
-                    "request_time": now,
-                    "not_before": now,
-                    "updated_at": now,
-                }
-                for i, cid in enumerate(ids)
-            ],
-        )
-    return rid, ids
+    return await insert_request(store, n, body, api_key_id=api_key_id)
 
 
 async def add_events(store: Store, url: str, n: int, *, api_key_id: str | None = None) -> list[str]:
