@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 from dbrows import insert_request
 
@@ -166,3 +167,57 @@ async def test_start_dialing_refuses_canceled_requests_and_lost_claims(store: St
         assert await queue.start_dialing(s, second.id, other, utcnow()) is queue.Start.LOST
     assert (await row(store, first.id)).setup_time is not None
     assert (await row(store, second.id)).setup_time is None
+
+
+async def test_bulk_writes_answer_each_call_in_order(store: Store) -> None:
+    """One executemany per shape, yet every call gets its own answer: a stale
+    fence or a final call in the middle of a batch fails only itself."""
+    rid, _ = await add_request(store, 3)
+    other_rid, _ = await add_request(store, 1)
+    node = Fence("n", await queue.register_node(store, "n"))
+    claimed = await queue.claim_calls(store, node, 4)
+    a, b, c = (x for x in claimed if x.request_id == rid)
+    [d] = (x for x in claimed if x.request_id == other_rid)
+    stale = Fence("n", node.epoch - 1)
+    async with store.session() as s, s.begin():
+        await s.execute(
+            sa.update(requests_table)
+            .where(requests_table.c.id == other_rid)
+            .values(canceled_at=utcnow())
+        )
+        starts = await queue.start_dialing_many(
+            s,
+            [
+                queue.DialStart(a.id, node, utcnow()),
+                queue.DialStart(b.id, stale, utcnow()),
+                queue.DialStart(d.id, node, utcnow()),  # its request was canceled
+                queue.DialStart(c.id, node, utcnow()),
+            ],
+        )
+    assert starts == [queue.Start.DIAL, queue.Start.LOST, queue.Start.CANCELED, queue.Start.DIAL]
+    async with store.session() as s, s.begin():
+        assert await queue.update_call(s, c.id, node, {"result": "completed", "outcome": "busy"})
+        done = await queue.update_calls(
+            s,
+            [
+                queue.CallUpdate(a.id, node, {"result": "ringing"}),
+                queue.CallUpdate(b.id, stale, {"result": "ringing"}),
+                queue.CallUpdate(c.id, node, {"result": "ringing"}),  # already final
+                queue.CallUpdate(d.id, node, {"result": "in-progress", "connect_time": utcnow()}),
+            ],
+        )
+    assert done == [True, False, False, True]
+    assert (await row(store, a.id)).result == "ringing"
+    assert (await row(store, b.id)).result == "dialing"
+    assert (await row(store, c.id)).result == "completed"
+    assert (await row(store, d.id)).connect_time is not None
+    assert (await row(store, b.id)).setup_time is None
+
+
+async def test_bulk_update_refuses_unknown_columns(store: Store) -> None:
+    await add_request(store, 1)
+    node = Fence("n", await queue.register_node(store, "n"))
+    [a] = await queue.claim_calls(store, node, 1)
+    async with store.session() as s, s.begin():
+        with pytest.raises(ValueError, match="no_such"):
+            await queue.update_calls(s, [queue.CallUpdate(a.id, node, {"no_such": 1})])

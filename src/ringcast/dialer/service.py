@@ -309,6 +309,8 @@ class Dialer:
         and put a callee who opted out on the do-not-call list."""
         leased = bool(self._fleet_limits(info))
         hooked = bool(info.body.get("callback_url"))
+        if not (leased or hooked or optout or retry_at):
+            return await self.writer.update_call(call.id, self.fence, values)
 
         async def write(s: Any) -> bool:
             if leased:
@@ -359,9 +361,7 @@ class Dialer:
         call = live.claimed
         body = info.body
         try:
-            started = await self.writer.submit(
-                lambda s: queue.start_dialing(s, call.id, self.fence, utcnow())
-            )
+            started = await self.writer.start_dialing(call.id, self.fence, utcnow())
             if started is queue.Start.CANCELED:
                 await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
                 return
@@ -412,6 +412,9 @@ class Dialer:
 
         async def on_progress(result: Result, fields: dict[str, Any]) -> None:
             values = {"result": result.value, **fields}
+            if not hooked:
+                await self.writer.update_call(call.id, self.fence, values)
+                return
 
             async def write(s: Any) -> None:
                 if await queue.update_call(s, call.id, self.fence, values) and hooked:

@@ -6,6 +6,12 @@ it; one task commits whatever has gathered in a single transaction, so a
 write is durable when its await returns, and the database sees a few
 transactions per second instead of hundreds. If a batch fails, its writes are
 retried one transaction each so that one bad write cannot sink the others.
+
+The hot writes (a call's setup, progress and plain final fields) are typed,
+not closures: the writer gathers them by kind and runs each kind as one
+executemany (store/queue.py `update_calls`, `start_dialing_many`). Two
+writes of the same call never share such a group, so a call's writes keep
+their order; any closure runs after everything submitted before it.
 """
 
 from __future__ import annotations
@@ -14,17 +20,35 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ringcast.store import queue
 from ringcast.store.db import Store
+from ringcast.store.queue import CallUpdate, DialStart, Fence, Start
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Op = Callable[[AsyncSession], Awaitable[Any]]
+BulkItem = CallUpdate | DialStart
+
+# How each kind of typed write runs for a group of items (one result per item).
+_BULK: dict[type, Callable[[AsyncSession, list[Any]], Awaitable[list[Any]]]] = {
+    CallUpdate: queue.update_calls,
+    DialStart: queue.start_dialing_many,
+}
+
+
+@dataclass
+class _Write:
+    op: Op | None  # a closure, or None for a typed write
+    item: BulkItem | None
+    fut: asyncio.Future[Any]
+
 
 MAX_BATCH = 500  # writes per transaction
 OUTAGE_PATIENCE = 120.0  # seconds to keep retrying while the database is unreachable
@@ -33,7 +57,7 @@ OUTAGE_PATIENCE = 120.0  # seconds to keep retrying while the database is unreac
 class GroupWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._queue: asyncio.Queue[tuple[Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.writes = 0
@@ -54,7 +78,21 @@ class GroupWriter:
     async def submit(self, op: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run `op(session)` in the next group transaction; return its result once committed."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, fut))
+        self._queue.put_nowait(_Write(op, None, fut))
+        return await fut
+
+    async def update_call(self, call_id: str, fence: Fence, values: dict[str, Any]) -> bool:
+        """`queue.update_call` in the next group transaction: False if the claim was lost."""
+        return bool(await self._submit_item(CallUpdate(call_id, fence, values)))
+
+    async def start_dialing(self, call_id: str, fence: Fence, setup_time: Any) -> Start:
+        """`queue.start_dialing` in the next group transaction."""
+        started: Start = await self._submit_item(DialStart(call_id, fence, setup_time))
+        return started
+
+    async def _submit_item(self, item: BulkItem) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Write(None, item, fut))
         return await fut
 
     async def _run(self) -> None:
@@ -70,12 +108,12 @@ class GroupWriter:
                     try:
                         await self._commit([item])
                     except Exception as exc:  # noqa: BLE001 - reported to the submitter
-                        if not item[1].done():
-                            item[1].set_exception(exc)
+                        if not item.fut.done():
+                            item.fut.set_exception(exc)
             for _ in batch:
                 self._queue.task_done()
 
-    async def _commit_retrying(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
+    async def _commit_retrying(self, batch: list[_Write]) -> None:
         """Commit a batch; while the database is unreachable, keep trying (with
         backoff, up to OUTAGE_PATIENCE seconds) so calls in progress keep their
         records through a database restart or failover."""
@@ -94,13 +132,33 @@ class GroupWriter:
                 waited += delay
                 delay = min(delay * 2, 5.0)
 
-    async def _commit(self, batch: list[tuple[Op, asyncio.Future[Any]]]) -> None:
-        results = []
+    async def _commit(self, batch: list[_Write]) -> None:
+        results: list[Any] = [None] * len(batch)
+        groups: dict[type, list[int]] = {}  # typed writes waiting, by kind
+        calls: set[str] = set()  # the calls those writes are for
+
+        async def flush() -> None:
+            for kind, index in groups.items():
+                items = [batch[i].item for i in index]
+                for i, res in zip(index, await _BULK[kind](s, items), strict=True):
+                    results[i] = res
+            groups.clear()
+            calls.clear()
+
         async with self.store.session() as s, s.begin():
-            for op, _ in batch:
-                results.append(await op(s))
+            for i, w in enumerate(batch):
+                if w.item is None:
+                    await flush()
+                    assert w.op is not None
+                    results[i] = await w.op(s)
+                    continue
+                if w.item.call_id in calls:
+                    await flush()
+                groups.setdefault(type(w.item), []).append(i)
+                calls.add(w.item.call_id)
+            await flush()
         self.batches += 1
         self.writes += len(batch)
-        for (_, fut), res in zip(batch, results, strict=True):
-            if not fut.done():
-                fut.set_result(res)
+        for w, res in zip(batch, results, strict=True):
+            if not w.fut.done():
+                w.fut.set_result(res)

@@ -212,13 +212,154 @@ async def update_call(
     s: AsyncSession, call_id: str, fence: Fence, values: Mapping[str, Any]
 ) -> bool:
     """Set columns of a live call this node owns; False if the claim was lost."""
-    stmt = (
-        sa.update(calls)
-        .where(calls.c.id == call_id, fence.where(), calls.c.result.in_(_live_values()))
-        .values(**values, updated_at=utcnow())
+    return (await update_calls(s, [CallUpdate(call_id, fence, values)]))[0]
+
+
+# --- bulk forms of the hot writes (dialer/writer.py batches them) --------------
+#
+# At hundreds of calls per second the per-statement cost of building and
+# executing an UPDATE dominates the dialer. The writes below share one cached
+# statement per shape and run as one executemany per shape and batch. Callers
+# never put two writes of the same call in one list, so grouping by shape
+# cannot reorder a call's own writes.
+
+
+@dataclass(frozen=True)
+class CallUpdate:
+    """New column values for a live call this node owns."""
+
+    call_id: str
+    fence: Fence
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DialStart:
+    """The moment the INVITE of a claimed call is about to leave."""
+
+    call_id: str
+    fence: Fence
+    setup_time: datetime
+
+
+def _is_live() -> sa.ColumnElement[bool]:
+    return calls.c.result.in_([sa.literal_column(f"'{v}'") for v in _live_values()])
+
+
+def _fenced_by_params() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        calls.c.id == sa.bindparam("_id"),
+        calls.c.node_id == sa.bindparam("_node"),
+        calls.c.claim_epoch == sa.bindparam("_epoch"),
     )
-    res = await s.execute(stmt)
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+_STAMP = sa.bindparam("_stamp", type_=calls.c.updated_at.type)
+_update_statements: dict[tuple[str, ...], sa.Update] = {}
+
+
+def _update_statement(columns: tuple[str, ...]) -> sa.Update:
+    stmt = _update_statements.get(columns)
+    if stmt is None:
+        unknown = set(columns) - set(calls.c.keys())
+        if unknown:
+            raise ValueError(f"not columns of calls: {sorted(unknown)}")
+        stmt = (
+            sa.update(calls)
+            .where(_fenced_by_params(), _is_live())
+            .values({c: sa.bindparam(f"_v_{c}", type_=calls.c[c].type) for c in columns})
+            .values(updated_at=_STAMP)
+        )
+        _update_statements[columns] = stmt
+    return stmt
+
+
+_START_STATEMENT = (
+    sa.update(calls)
+    .where(
+        _fenced_by_params(),
+        calls.c.result == sa.literal_column(f"'{Result.DIALING.value}'"),
+        ~sa.exists().where(
+            requests.c.id == calls.c.request_id, requests.c.canceled_at.is_not(None)
+        ),
+    )
+    .values(setup_time=sa.bindparam("_setup", type_=calls.c.setup_time.type), updated_at=_STAMP)
+)
+
+
+def _fence_params(call_id: str, fence: Fence, stamp: datetime) -> dict[str, Any]:
+    return {"_id": call_id, "_node": fence.node_id, "_epoch": fence.epoch, "_stamp": stamp}
+
+
+async def _stamped(
+    s: AsyncSession, ids: Sequence[str], stamp: datetime
+) -> dict[str, tuple[str | None, int | None, bool]]:
+    """For each call: its owner, claim epoch, and whether this batch's write
+    (which set `updated_at` to `stamp`) took."""
+    took = sa.case((calls.c.updated_at == stamp, True), else_=False)
+    rows = await s.execute(
+        sa.select(calls.c.id, calls.c.node_id, calls.c.claim_epoch, took).where(
+            calls.c.id.in_(list(ids))
+        )
+    )
+    return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+
+
+def _all_rows_taken(res: Any, n: int, s: AsyncSession) -> bool:
+    """True when the executemany's rowcount proves every row was updated
+    (only drivers with a summed rowcount can tell; asyncpg cannot)."""
+    dialect = s.bind.dialect if s.bind is not None else None
+    return bool(dialect and dialect.supports_sane_multi_rowcount and res.rowcount == n)
+
+
+async def update_calls(s: AsyncSession, updates: Sequence[CallUpdate]) -> list[bool]:
+    """`update_call` for many calls at once; one flag per update, in order."""
+    if not updates:
+        return []
+    stamp = now_precise()
+    shapes: dict[tuple[str, ...], list[CallUpdate]] = {}
+    for u in updates:
+        shapes.setdefault(tuple(sorted(u.values)), []).append(u)
+    conn = await s.connection()
+    complete = True
+    for columns, group in shapes.items():
+        params = [
+            {
+                **_fence_params(u.call_id, u.fence, stamp),
+                **{f"_v_{c}": u.values[c] for c in columns},
+            }
+            for u in group
+        ]
+        res = await conn.execute(_update_statement(columns), params)
+        complete = complete and _all_rows_taken(res, len(params), s)
+    if complete:
+        return [True] * len(updates)
+    state = await _stamped(s, [u.call_id for u in updates], stamp)
+    return [
+        state.get(u.call_id, (None, None, False)) == (u.fence.node_id, u.fence.epoch, True)
+        for u in updates
+    ]
+
+
+async def start_dialing_many(s: AsyncSession, starts: Sequence[DialStart]) -> list[Start]:
+    """`start_dialing` for many calls at once; one answer per call, in order."""
+    if not starts:
+        return []
+    stamp = now_precise()
+    params = [{**_fence_params(d.call_id, d.fence, stamp), "_setup": d.setup_time} for d in starts]
+    conn = await s.connection()
+    res = await conn.execute(_START_STATEMENT, params)
+    if _all_rows_taken(res, len(params), s):
+        return [Start.DIAL] * len(starts)
+    state = await _stamped(s, [d.call_id for d in starts], stamp)
+    out = []
+    for d in starts:
+        node, epoch, took = state.get(d.call_id, (None, None, False))
+        if (node, epoch) != (d.fence.node_id, d.fence.epoch):
+            out.append(Start.LOST)
+        else:
+            out.append(Start.DIAL if took else Start.CANCELED)
+    return out
 
 
 class Start(enum.Enum):
@@ -233,23 +374,7 @@ async def start_dialing(s: AsyncSession, call_id: str, fence: Fence, setup_time:
     """Record `setup_time` just before the INVITE leaves, durably, so that a
     crash from here on can never dial the call again. Refused when the claim
     was lost or the request was canceled meanwhile."""
-    canceled = sa.exists().where(
-        requests.c.id == calls.c.request_id, requests.c.canceled_at.is_not(None)
-    )
-    res = await s.execute(
-        sa.update(calls)
-        .where(
-            calls.c.id == call_id,
-            fence.where(),
-            calls.c.result == Result.DIALING.value,
-            ~canceled,
-        )
-        .values(setup_time=setup_time, updated_at=utcnow())
-    )
-    if res.rowcount:  # type: ignore[attr-defined]
-        return Start.DIAL
-    owned = await s.execute(sa.select(calls.c.id).where(calls.c.id == call_id, fence.where()))
-    return Start.CANCELED if owned.first() is not None else Start.LOST
+    return (await start_dialing_many(s, [DialStart(call_id, fence, setup_time)]))[0]
 
 
 def _live_values() -> list[str]:
