@@ -20,7 +20,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import typer
 
 import ringcast
+from ringcast import heap
 from ringcast.config import Settings
 from ringcast.errors import ConfigError, RingcastError
 
@@ -139,6 +140,13 @@ def _after_shutdown(signum: int, _frame: Any) -> None:
     logger.info("stopped by signal %s", signal.Signals(signum).name)
 
 
+@contextlib.asynccontextmanager
+async def _settle_heap(_state: Any) -> AsyncIterator[None]:
+    """The last lifespan hook: the process is ready, its startup objects stay."""
+    heap.settle()
+    yield
+
+
 async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
     import uvicorn
 
@@ -151,7 +159,7 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
         from ringcast.api.auth import check_bind_policy
 
         await check_bind_policy(settings, store)  # no key beyond loopback: refuse
-        app_ = create_app(settings, store, lifespan_hooks=hooks)
+        app_ = create_app(settings, store, lifespan_hooks=[*hooks, _settle_heap])
         config = uvicorn.Config(
             app_,
             host=settings.http_host,
@@ -272,6 +280,7 @@ async def _dial(settings: Settings, hook: LifespanHook) -> None:
             loop.add_signal_handler(sig, stop.set)
         try:
             async with hook(state):
+                heap.settle()
                 logger.info("dialer running; SIGTERM stops it")
                 await stop.wait()
                 logger.info("dialer stopping")
