@@ -161,13 +161,17 @@ class RingcastServer:
         """Poll GET /voice/call/status until the report (or record) is final."""
         deadline = time.monotonic() + timeout
         body: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            body = httpx.get(f"{self.base}/voice/call/status/{request_id}", timeout=5).json()
-            if "report" in body and body["report"]["status"] == "ready":
-                return body
-            if "record" in body and body["record"]["result"] in ("completed", "failed", "canceled"):
-                return body
-            time.sleep(0.2)
+        # One client for the whole wait: a client per poll costs a TLS context
+        # each time, CPU the server under test then lacks.
+        with httpx.Client(base_url=self.base, timeout=5) as client:
+            while time.monotonic() < deadline:
+                body = client.get(f"/voice/call/status/{request_id}").json()
+                if "report" in body and body["report"]["status"] == "ready":
+                    return body
+                record = body.get("record")
+                if record and record["result"] in ("completed", "failed", "canceled"):
+                    return body
+                time.sleep(0.2)
         raise AssertionError(f"not ready in {timeout}s: {body}\n{self.output()}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,26 +114,15 @@ def media_fetcher(settings: Settings) -> MediaFetcher:
     )
 
 
-def sdp_address(ctx: CallContext, target_host: str) -> str:
-    """The address written into our SDP: `--public-ip`, else the local address
-    the kernel would use to reach the target (no packet is sent)."""
+def sdp_address(ctx: CallContext) -> str:
+    """The address written into our SDP: `--public-ip`, else the RTP bind
+    address if it is a specific one, else "0.0.0.0", which the SIP layer
+    replaces with the local address it uses toward the callee (cached there)."""
     if ctx.public_ip:
         return ctx.public_ip
-    if ctx.rtp_bind_host not in ("0.0.0.0", "", "::"):
-        return ctx.rtp_bind_host
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((target_host, 9))
-            return str(s.getsockname()[0])
-    except OSError:
-        return "127.0.0.1"
-
-
-def _target_host(job: CallJob) -> str:
-    from aiosipua import parse_uri
-
-    uri = parse_uri(str(job.sip.get("proxy") or job.to))
-    return str(uri.host)
+    if ctx.rtp_bind_host in ("", "::", "0.0.0.0"):
+        return "0.0.0.0"
+    return ctx.rtp_bind_host
 
 
 async def _notify(fn: ProgressFn | None, result: Result, fields: dict[str, Any]) -> None:
@@ -190,7 +178,7 @@ async def _run(
 ) -> CallReport:
     sip = job.sip
     offer = MediaOffer(
-        host=sdp_address(ctx, _target_host(job)),
+        host=sdp_address(ctx),
         port=media.local_port,
         codecs=list(job.codecs),
         telephone_event=True,

@@ -187,7 +187,7 @@ class MediaSession:
             self._latch(None)
         else:
             self._latch_handle = self._loop.call_later(LATCH_TIMEOUT, self._latch, None)
-        log.info(
+        log.debug(
             "media session %s -> %s:%s %s/%s dtmf %s",
             self.local_port,
             remote_host,
@@ -247,7 +247,7 @@ class MediaSession:
         if self._allocator is not None:
             self._allocator.release(self.local_port)
         self._set_state(SessionState.CLOSED)
-        log.info(
+        log.debug(
             "media session %s closed: %s packets sent, %s late, %s received, dtmf %r",
             self.local_port,
             self.packets_sent,

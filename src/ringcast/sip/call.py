@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -188,6 +189,20 @@ def _digit(value: str) -> str | None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@functools.lru_cache(maxsize=1024)
+def from_header(from_: str, local_host: str) -> tuple[str, str | None]:
+    """The From header value for `from_` (a user, or a URI with an optional
+    display name), without a tag, and its user part. A broadcast sends the same
+    `from` thousands of times: parsed once."""
+    raw = from_.strip()
+    if "<" in raw or raw.lower().startswith(("sip:", "sips:")):
+        addr = parse_address(raw)
+    else:
+        addr = parse_address(f"sip:{raw}@{local_host}")
+    addr.params.pop("tag", None)
+    return stringify_address(addr), addr.uri.user
 
 
 class OutboundCall:
@@ -400,15 +415,6 @@ class OutboundCall:
             if not name or any(c in name for c in " :\r\n\t") or "\r" in value or "\n" in value:
                 raise ValueError(f"invalid header {name!r}")
 
-    def _from_address(self, local_host: str) -> str:
-        raw = self.spec.from_.strip()
-        if "<" in raw or raw.lower().startswith(("sip:", "sips:")):
-            addr = parse_address(raw)
-        else:
-            addr = parse_address(f"sip:{raw}@{local_host}")
-        addr.params.pop("tag", None)
-        return stringify_address(addr)
-
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
         try:
@@ -421,8 +427,8 @@ class OutboundCall:
         if self.state is CallState.ENDED:
             return
         local_host = self.endpoint.local_host_for(self._dest)
-        self._from_value = f"{self._from_address(local_host)};tag={self.local_tag}"
-        user = parse_address(self._from_value).uri.user
+        from_value, user = from_header(self.spec.from_, local_host)
+        self._from_value = f"{from_value};tag={self.local_tag}"
         self._contact = self.endpoint.contact_for(self._dest, user)
         if self._media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
             self._media = dataclasses.replace(self._media, host=local_host)
