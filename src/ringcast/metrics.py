@@ -47,6 +47,8 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ringcast_rtp_packets_late", "RTP packets sent late", "clock.late_packets"),
     ("ringcast_rtp_late_ticks", "20 ms clock ticks that ran late", "clock.late_ticks"),
     ("ringcast_rtp_skipped_ticks", "Clock ticks dropped when far behind", "clock.skipped_ticks"),
+    ("ringcast_db_write_batches", "Group-commit transactions of call writes", "writer.batches"),
+    ("ringcast_db_writes", "Call writes committed by the group writer", "writer.writes"),
     ("ringcast_prompt_cache_hits", "Prompts served from the prompt cache", "prompts.hits"),
     ("ringcast_prompt_builds", "Prompts built (cache misses)", "prompts.builds"),
     (

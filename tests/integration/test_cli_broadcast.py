@@ -8,14 +8,11 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from e2e.server import RingcastServer
 from sipp import SippUas
 
@@ -32,13 +29,6 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         env={**env, "COLUMNS": "120"},
         stdin=subprocess.DEVNULL,
     )
-
-
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:

@@ -3,14 +3,11 @@ counters of `ringcast serve` after a real broadcast answered by SIPp."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 from e2e.server import RingcastServer
 from prometheus_client.parser import text_string_to_metric_families
@@ -121,13 +118,6 @@ async def test_database_outage(tmp_path: Path) -> None:
     assert resp.json()["code"] == 1200
 
 
-@pytest.fixture
-def rtp_sink() -> Iterator[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        yield str(s.getsockname()[1])
-
-
 def test_live_dialer_counters_after_a_broadcast(
     tmp_path: Path, sipp_bin: str, rtp_sink: str
 ) -> None:
@@ -154,3 +144,6 @@ def test_live_dialer_counters_after_a_broadcast(
     assert (value(m, "ringcast_rtp_packets_sent_total") or 0) >= 3 * 20  # 3 x >= 0.4 s
     assert value(m, "ringcast_rtp_late_ticks_total") is not None
     assert value(m, "ringcast_prompt_builds_total") == 1  # one prompt shared by 3 calls
+    writes = value(m, "ringcast_db_writes_total") or 0
+    assert writes >= 3 * 3  # per call at least: setup, answered, final
+    assert 1 <= (value(m, "ringcast_db_write_batches_total") or 0) <= writes

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from ringcast.domain import format_time
+from ringcast.store.models import calls_table
 
 # Column order of a report in CSV; a record dict keeps this order too.
 RECORD_FIELDS: tuple[str, ...] = (
@@ -115,7 +116,7 @@ Dialect = Literal["sqlite", "postgresql"]
 
 # (record field, calls column, kind): kind "text" | "time" | "int" | "bool".
 # `type` is the constant "voice". id, result, request_time, to, from, duration,
-# answered come from NOT NULL columns; every other field is left out when null.
+# answered, attempt come from NOT NULL columns; every other field is left out when null.
 _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("id", "id", "text"),
     ("result", "result", "text"),
@@ -165,17 +166,40 @@ def record_json_sql(dialect: Dialect) -> str:
     keys in the same order)."""
     if dialect not in ("sqlite", "postgresql"):
         raise ValueError(f"unsupported dialect {dialect!r}")
-    parts = []
-    for field, column, kind in _RECORD_SOURCES:
-        part = f"',\"{field}\":' || {_json_value_sql(column, kind, dialect)}"
-        if dialect == "sqlite":  # PostgreSQL's concat() skips NULL parts by itself
-            part = f"iif({column} IS NULL, '', {part})"
-        parts.append(part)
     if dialect == "sqlite":
-        # one printf instead of a chain of || (~20% faster)
-        template = '{"type":"voice"' + "%s" * len(parts) + "}"
-        return f"printf('{template}', {', '.join(parts)})"
+        return _record_json_sqlite()
+    parts = [
+        f"',\"{field}\":' || {_json_value_sql(column, kind, dialect)}"
+        for field, column, kind in _RECORD_SOURCES
+    ]
+    # concat() skips the NULL parts: a null column's field is left out
     return f"concat('{{\"type\":\"voice\"', {', '.join(parts)}, '}}')"
+
+
+def _record_json_sqlite() -> str:
+    """One printf (cheaper than a chain of ||). A NOT NULL column's key is part of
+    the format and its value a plain argument; a nullable column's whole field is
+    an argument, '' when null. Fewer string operations per row: the expression
+    is most of the cost of a report on SQLite."""
+    template = ['{"type":"voice"']
+    args = []
+    for field, column, kind in _RECORD_SOURCES:
+        value = _json_value_sql(column, kind, "sqlite")
+        if kind == "time":  # the key and the opening quote in one literal
+            key, value = f',"{field}":"', f"{_time_sql(column, 'sqlite')} || '\"'"
+        else:
+            key = f',"{field}":'
+        if calls_table.c[column].nullable:
+            template.append("%s")
+            args.append(f"iif({column} IS NULL, '', '{key}' || {value})")
+        elif kind == "time":
+            template.append(f'{key}%s"')
+            args.append(_time_sql(column, "sqlite"))
+        else:
+            template.append(f',"{field}":%s')
+            args.append(value)
+    template.append("}")
+    return f"printf('{''.join(template)}', {', '.join(args)})"
 
 
 def _csv_text_sql(value: str, dialect: Dialect) -> str:
