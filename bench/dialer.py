@@ -165,13 +165,24 @@ def setups(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
         d0, c0, t0 = done(), cpu_seconds(pid), time.monotonic()
         time.sleep(args.seconds)
         d1, c1, t1 = done(), cpu_seconds(pid), time.monotonic()
+        batching = writes_per_batch(httpx.get(f"{rc.base}/metrics", timeout=30).text)
         httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
     rate = (d1 - d0) / (t1 - t0)
     print(
         f"  setups: {rate:,.0f} completed calls/s sustained over {t1 - t0:.0f} s "
         f"(asked --cps {args.cps}); ringcast CPU {(c1 - c0) / max(1, d1 - d0) * 1000:.2f} s "
-        f"per 1,000 calls (target >= 500 setups/s)"
+        f"per 1,000 calls (target >= 500 setups/s); {batching:.1f} call writes per "
+        f"database transaction"
     )
+
+
+def writes_per_batch(metrics: str) -> float:
+    found = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("ringcast_db_writes_total", "ringcast_db_write_batches_total"):
+            found[name] = float(value)
+    return found["ringcast_db_writes_total"] / max(1.0, found["ringcast_db_write_batches_total"])
 
 
 def main() -> None:

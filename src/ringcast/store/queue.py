@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, now_precise, utcnow
 from ringcast.errors import StoreError
@@ -274,19 +275,6 @@ def _update_statement(columns: tuple[str, ...]) -> sa.Update:
     return stmt
 
 
-_START_STATEMENT = (
-    sa.update(calls)
-    .where(
-        _fenced_by_params(),
-        calls.c.result == sa.literal_column(f"'{Result.DIALING.value}'"),
-        ~sa.exists().where(
-            requests.c.id == calls.c.request_id, requests.c.canceled_at.is_not(None)
-        ),
-    )
-    .values(setup_time=sa.bindparam("_setup", type_=calls.c.setup_time.type), updated_at=_STAMP)
-)
-
-
 def _fence_params(call_id: str, fence: Fence, stamp: datetime) -> dict[str, Any]:
     return {"_id": call_id, "_node": fence.node_id, "_epoch": fence.epoch, "_stamp": stamp}
 
@@ -312,6 +300,88 @@ def _all_rows_taken(res: Any, n: int, s: AsyncSession) -> bool:
     return bool(dialect and dialect.supports_sane_multi_rowcount and res.rowcount == n)
 
 
+def _not_canceled() -> sa.ColumnElement[bool]:
+    return ~sa.exists().where(
+        requests.c.id == calls.c.request_id, requests.c.canceled_at.is_not(None)
+    )
+
+
+_START_STATEMENT = (
+    sa.update(calls)
+    .where(
+        _fenced_by_params(),
+        calls.c.result == sa.literal_column(f"'{Result.DIALING.value}'"),
+        _not_canceled(),
+    )
+    .values(setup_time=sa.bindparam("_v_setup_time", type_=calls.c.setup_time.type))
+    .values(updated_at=_STAMP)
+)
+
+_pg_statements: dict[tuple[tuple[str, ...], bool], sa.Update] = {}
+
+
+def _pg_bulk_statement(columns: tuple[str, ...], *, start: bool = False) -> sa.Update:
+    """PostgreSQL: one UPDATE for a whole group, its rows zipped from arrays
+    (`unnest`), answering with the ids it updated — one round trip, where an
+    executemany cannot tell which of its rows took. `start`: the condition of
+    `start_dialing` (still dialing, request not canceled) instead of "live"."""
+    stmt = _pg_statements.get((columns, start))
+    if stmt is None:
+        _update_statement(columns)  # validates the column names
+        v = sa.select(
+            *(
+                sa.func.unnest(sa.bindparam(f"_a{name}", type_=ARRAY(calls.c[col].type))).label(
+                    name
+                )
+                for name, col in (
+                    ("_id", "id"),
+                    ("_node", "node_id"),
+                    ("_epoch", "claim_epoch"),
+                    *((f"_v_{c}", c) for c in columns),
+                )
+            )
+        ).subquery("v")
+        if start:
+            condition = sa.and_(calls.c.result == Result.DIALING.value, _not_canceled())
+        else:
+            condition = _is_live()
+        stmt = (
+            sa.update(calls)
+            .where(
+                calls.c.id == v.c._id,
+                calls.c.node_id == v.c._node,
+                calls.c.claim_epoch == v.c._epoch,
+                condition,
+            )
+            .values({c: v.c[f"_v_{c}"] for c in columns})
+            .values(updated_at=_STAMP)
+            .returning(calls.c.id)
+        )
+        _pg_statements[(columns, start)] = stmt
+    return stmt
+
+
+async def _pg_bulk_update(
+    conn: AsyncConnection,
+    rows: Sequence[tuple[str, Fence, Mapping[str, Any]]],
+    stamp: datetime,
+    *,
+    start: bool = False,
+) -> set[str]:
+    """Apply (call id, fence, values) rows that share their columns; the ids updated."""
+    columns = tuple(sorted(rows[0][2]))
+    params: dict[str, Any] = {
+        "_stamp": stamp,
+        "_a_id": [r[0] for r in rows],
+        "_a_node": [r[1].node_id for r in rows],
+        "_a_epoch": [r[1].epoch for r in rows],
+    }
+    for c in columns:
+        params[f"_a_v_{c}"] = [r[2][c] for r in rows]
+    res = await conn.execute(_pg_bulk_statement(columns, start=start), params)
+    return set(res.scalars())
+
+
 async def update_calls(s: AsyncSession, updates: Sequence[CallUpdate]) -> list[bool]:
     """`update_call` for many calls at once; one flag per update, in order."""
     if not updates:
@@ -321,6 +391,13 @@ async def update_calls(s: AsyncSession, updates: Sequence[CallUpdate]) -> list[b
     for u in updates:
         shapes.setdefault(tuple(sorted(u.values)), []).append(u)
     conn = await s.connection()
+    if conn.dialect.name == "postgresql":
+        took: set[str] = set()
+        for group in shapes.values():
+            took |= await _pg_bulk_update(
+                conn, [(u.call_id, u.fence, u.values) for u in group], stamp
+            )
+        return [u.call_id in took for u in updates]
     complete = True
     for columns, group in shapes.items():
         params = [
@@ -346,11 +423,20 @@ async def start_dialing_many(s: AsyncSession, starts: Sequence[DialStart]) -> li
     if not starts:
         return []
     stamp = now_precise()
-    params = [{**_fence_params(d.call_id, d.fence, stamp), "_setup": d.setup_time} for d in starts]
     conn = await s.connection()
-    res = await conn.execute(_START_STATEMENT, params)
-    if _all_rows_taken(res, len(params), s):
-        return [Start.DIAL] * len(starts)
+    if conn.dialect.name == "postgresql":
+        rows = [(d.call_id, d.fence, {"setup_time": d.setup_time}) for d in starts]
+        took = await _pg_bulk_update(conn, rows, stamp, start=True)
+        if len(took) == len(starts):
+            return [Start.DIAL] * len(starts)
+    else:
+        params = [
+            {**_fence_params(d.call_id, d.fence, stamp), "_v_setup_time": d.setup_time}
+            for d in starts
+        ]
+        res = await conn.execute(_START_STATEMENT, params)
+        if _all_rows_taken(res, len(params), s):
+            return [Start.DIAL] * len(starts)
     state = await _stamped(s, [d.call_id for d in starts], stamp)
     out = []
     for d in starts:
