@@ -117,9 +117,11 @@ def concurrency(
             time.sleep(n / 200 + 3)  # ramp at 200 calls/s, then settle
             pid = rc.proc.pid  # type: ignore[union-attr]
             pipe.send("start")
+            m0 = clock_counters(rc.base)
             c0, t0 = cpu_seconds(pid), time.monotonic()
             time.sleep(args.window)
             c1, t1 = cpu_seconds(pid), time.monotonic()
+            m1 = clock_counters(rc.base)
             pipe.send("stop")
             gaps = pipe.recv()
             httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
@@ -127,7 +129,8 @@ def concurrency(
             p50, p99 = pct(gaps, 0.5) * 1000, pct(gaps, 0.99) * 1000
             print(
                 f"  N={n:5d}: ringcast CPU {cpu:5.1f}% of a core, {cpu / n:.3f}% per call; "
-                f"gap p50 {p50:.1f} ms p99 {p99:.1f} ms ({len(gaps)} gaps sampled)",
+                f"gap p50 {p50:.1f} ms p99 {p99:.1f} ms ({len(gaps)} gaps sampled); sender: "
+                f"{late_share(m0, m1):.1f}% of clock ticks late (> 5 ms)",
                 flush=True,
             )
             if p99 > 25 or cpu > 95:
@@ -176,13 +179,30 @@ def setups(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
     )
 
 
-def writes_per_batch(metrics: str) -> float:
+def metric_values(metrics: str) -> dict[str, float]:
+    """Unlabelled samples of a /metrics text."""
     found = {}
     for line in metrics.splitlines():
         name, _, value = line.partition(" ")
-        if name in ("ringcast_db_writes_total", "ringcast_db_write_batches_total"):
+        if name and not name.startswith("#") and "{" not in name:
             found[name] = float(value)
+    return found
+
+
+def writes_per_batch(metrics: str) -> float:
+    found = metric_values(metrics)
     return found["ringcast_db_writes_total"] / max(1.0, found["ringcast_db_write_batches_total"])
+
+
+def clock_counters(base: str) -> dict[str, float]:
+    return metric_values(httpx.get(f"{base}/metrics", timeout=30).text)
+
+
+def late_share(before: dict[str, float], after: dict[str, float]) -> float:
+    """Percent of the RTP clock's ticks in the window that started late."""
+    ticks = "ringcast_rtp_clock_ticks_total"
+    late = "ringcast_rtp_late_ticks_total"
+    return (after[late] - before[late]) / max(1.0, after[ticks] - before[ticks]) * 100
 
 
 def main() -> None:

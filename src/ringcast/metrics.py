@@ -45,6 +45,7 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ringcast_sip_garbage_packets", "Unparseable SIP datagrams received", "sip.garbage_count"),
     ("ringcast_rtp_packets_sent", "RTP packets sent by the shared clock", "clock.packets_sent"),
     ("ringcast_rtp_packets_late", "RTP packets sent late", "clock.late_packets"),
+    ("ringcast_rtp_clock_ticks", "20 ms ticks of the shared RTP clock", "clock.ticks"),
     ("ringcast_rtp_late_ticks", "20 ms clock ticks that ran late", "clock.late_ticks"),
     ("ringcast_rtp_skipped_ticks", "Clock ticks dropped when far behind", "clock.skipped_ticks"),
     ("ringcast_db_write_batches", "Group-commit transactions of call writes", "writer.batches"),

@@ -143,6 +143,7 @@ def test_live_dialer_counters_after_a_broadcast(
     assert value(m, "ringcast_calls_active") == 0
     assert (value(m, "ringcast_rtp_packets_sent_total") or 0) >= 3 * 20  # 3 x >= 0.4 s
     assert value(m, "ringcast_rtp_late_ticks_total") is not None
+    assert (value(m, "ringcast_rtp_clock_ticks_total") or 0) >= 20  # >= 0.4 s of 20 ms ticks
     assert value(m, "ringcast_prompt_builds_total") == 1  # one prompt shared by 3 calls
     writes = value(m, "ringcast_db_writes_total") or 0
     assert writes >= 3 * 3  # per call at least: setup, answered, final
