@@ -48,9 +48,23 @@ async def _stored(store: Store, request_id: str) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in rows]
 
 
-async def test_create_request_stores_what_a_core_insert_stores(store: Store) -> None:
+# with a timezone column; without one (it is then not sent); more than one COPY chunk
+CALL_SETS = {
+    "mixed": CALLS,
+    "no_timezone": [c for c in CALLS if c.timezone is None],
+    "chunks": [
+        q.NewCall(f"sip:{i}@example.com", "me" if i % 3 else "sip:x@y.org", {"i": str(i)})
+        for i in range(q._COPY_ROWS + 3)
+    ],
+}
+
+
+@pytest.mark.parametrize("calls", CALL_SETS.values(), ids=CALL_SETS.keys())
+async def test_create_request_stores_what_a_core_insert_stores(
+    store: Store, calls: list[q.NewCall]
+) -> None:
     due = utcnow().replace(year=2099)
-    accepted = await q.create_request(store, body={}, calls=CALLS, body_hash="h", not_before=due)
+    accepted = await q.create_request(store, body={}, calls=calls, body_hash="h", not_before=due)
     async with store.engine.connect() as conn:
         created = (
             await conn.execute(
@@ -66,7 +80,7 @@ async def test_create_request_stores_what_a_core_insert_stores(store: Store) -> 
                 id="core",
                 created_at=created,
                 body={},
-                total=len(CALLS),
+                total=len(calls),
                 report_id="rep",
                 body_hash="h2",
             )
@@ -91,12 +105,12 @@ async def test_create_request_stores_what_a_core_insert_stores(store: Store) -> 
                     "claim_epoch": 0,
                     "updated_at": created,
                 }
-                for i, c in enumerate(CALLS)
+                for i, c in enumerate(calls)
             ],
         )
     fast = await _stored(store, accepted.request_id)
     assert fast == await _stored(store, "core")
-    assert len(fast) == len(CALLS)
+    assert len(fast) == len(calls)
     # and read back through the models
     async with store.engine.connect() as conn:
         rows = (
@@ -107,10 +121,10 @@ async def test_create_request_stores_what_a_core_insert_stores(store: Store) -> 
             )
         ).all()
     assert [(r.to_uri, r.from_uri, r.variables, r.timezone) for r in rows] == [
-        tuple(c) for c in CALLS
+        tuple(c) for c in calls
     ]
     assert all(r.request_time == created and r.not_before == due for r in rows)
-    assert len({r.id for r in rows}) == len(CALLS)
+    assert len({r.id for r in rows}) == len(calls)
 
 
 def test_new_ids_are_uuid4_strings() -> None:

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import os
 import sqlite3
+import struct
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 import asyncpg
@@ -140,7 +141,11 @@ async def create_request(
     return Accepted(request_id, report_id, True)
 
 
-# The columns a new call sets; the others start NULL.
+# The columns a new call sets. The others start NULL or at their server default,
+# which is what an ORM insert stores there too (result 'queued', attempt 1,
+# duration 0, answered false, claim_epoch 0): not sending them makes each row
+# ~40 % narrower. `variables` is always sent: SQLAlchemy stores None as JSON
+# 'null', not as NULL. `timezone` only when a call has one.
 _NEW_CALL_COLUMNS = (
     "id",
     "request_id",
@@ -148,14 +153,8 @@ _NEW_CALL_COLUMNS = (
     "to_uri",
     "from_uri",
     "variables",
-    "timezone",
-    "result",
-    "attempt",
     "request_time",
-    "duration",
-    "answered",
     "not_before",
-    "claim_epoch",
     "updated_at",
 )
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 9562 variant nibble
@@ -206,7 +205,7 @@ async def _insert_calls(
     due: datetime,
 ) -> None:
     """Insert the call rows inside the session's open transaction through the raw
-    driver: `COPY` on PostgreSQL, `executemany` of prepared tuples on SQLite.
+    driver: a binary `COPY` on PostgreSQL, `executemany` of tuples on SQLite.
 
     Values are converted once by the columns' own SQLAlchemy bind processors (the
     constants once per request, `variables` per row that has them), so the rows
@@ -216,48 +215,122 @@ async def _insert_calls(
     # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
     # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
     ids = sorted(new_ids(len(calls)))
+    with_zone = any(zone is not None for _, _, _, zone in calls)
+    columns = (*_NEW_CALL_COLUMNS, "timezone") if with_zone else _NEW_CALL_COLUMNS
+    driver = await _driver(await session.connection())
+    try:
+        if store.dialect == "postgresql":
+            chunks = _copy_chunks(store, ids, request_id, calls, now, due, with_zone)
+            await driver.copy_to_table(
+                calls_table.name, source=chunks, columns=columns, format="binary"
+            )
+        else:
+            rows = _sqlite_rows(store, ids, request_id, calls, now, due, with_zone)
+            sql = (
+                f"INSERT INTO {calls_table.name} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
+            cursor = await driver.executemany(sql, rows)
+            await cursor.close()
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
+        raise StoreError(f"database error: {type(exc).__name__}") from exc
+
+
+def _sqlite_rows(
+    store: Store,
+    ids: list[str],
+    request_id: str,
+    calls: Sequence[NewCall],
+    now: datetime,
+    due: datetime,
+    with_zone: bool,
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of :data:`_NEW_CALL_COLUMNS` (+ timezone), as the driver takes them."""
     stamp = _bind(store, "request_time", now)
     due_at = _bind(store, "not_before", due)
     no_variables = _bind(store, "variables", None)
     to_json = _processor(store, "variables")
-    queued = Result.QUEUED.value
-    unanswered = _bind(store, "answered", False)
-    rows: Iterator[tuple[Any, ...]] = (
-        (
+    for seq, (to_uri, from_uri, variables, zone) in enumerate(calls):
+        row = (
             ids[seq],
             request_id,
             seq,
             to_uri,
             from_uri,
             no_variables if variables is None else to_json(variables),
-            timezone,
-            queued,
-            1,
             stamp,
-            0,
-            unanswered,
             due_at,
-            0,
             stamp,
         )
-        for seq, (to_uri, from_uri, variables, timezone) in enumerate(calls)
-    )
-    driver = await _driver(await session.connection())
-    try:
-        if store.dialect == "postgresql":
-            await driver.copy_records_to_table(
-                calls_table.name, records=rows, columns=_NEW_CALL_COLUMNS
+        yield (*row, zone) if with_zone else row
+
+
+# PostgreSQL binary COPY: a header, then per row a 16-bit field count and each
+# field as a 32-bit length (-1 for NULL) and its bytes; a -1 count ends the data.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_COPY_NULL = struct.pack(">i", -1)
+_COPY_ROWS = 5000  # rows per chunk handed to the driver (~0.5 MB)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_pack_length = struct.Struct(">i").pack
+_pack_seq = struct.Struct(">ii").pack  # length 4, then the int4
+
+
+def _copy_text(value: str) -> bytes:
+    data = value.encode()
+    return _pack_length(len(data)) + data
+
+
+def _copy_time(value: datetime) -> bytes:
+    """A timestamptz as binary COPY takes it: microseconds since 2000-01-01 UTC."""
+    delta = value - _PG_EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return struct.pack(">iq", 8, micros)
+
+
+async def _copy_chunks(
+    store: Store,
+    ids: list[str],
+    request_id: str,
+    calls: Sequence[NewCall],
+    now: datetime,
+    due: datetime,
+    with_zone: bool,
+) -> AsyncIterator[bytes]:
+    """The rows of :data:`_NEW_CALL_COLUMNS` (+ timezone) in binary COPY format,
+    encoded here in one pass with every constant field encoded once (asyncpg's
+    per-value encoding of the same rows costs ~5x more CPU). Yielded in chunks,
+    so the server stores one chunk while the next is encoded."""
+    count = struct.pack(">h", len(_NEW_CALL_COLUMNS) + with_zone)
+    request = _copy_text(request_id)
+    stamp = _copy_time(_bind(store, "request_time", now))
+    times = stamp + _copy_time(_bind(store, "not_before", due)) + stamp
+    no_variables = _copy_text(_bind(store, "variables", None))
+    to_json = _processor(store, "variables")
+    senders: dict[str, bytes] = {}
+    yield _COPY_HEADER
+    for start in range(0, len(calls), _COPY_ROWS):
+        rows = []
+        for seq in range(start, min(start + _COPY_ROWS, len(calls))):
+            to_uri, from_uri, variables, zone = calls[seq]
+            sender = senders.get(from_uri)
+            if sender is None:
+                sender = senders[from_uri] = _copy_text(from_uri)
+            row: tuple[bytes, ...] = (
+                count,
+                _copy_text(ids[seq]),
+                request,
+                _pack_seq(4, seq),
+                _copy_text(to_uri),
+                sender,
+                no_variables if variables is None else _copy_text(to_json(variables)),
+                times,
             )
-        else:
-            placeholders = ", ".join("?" * len(_NEW_CALL_COLUMNS))
-            sql = (
-                f"INSERT INTO {calls_table.name} ({', '.join(_NEW_CALL_COLUMNS)}) "
-                f"VALUES ({placeholders})"
-            )
-            cursor = await driver.executemany(sql, rows)
-            await cursor.close()
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error) as exc:
-        raise StoreError(f"database error: {type(exc).__name__}") from exc
+            if with_zone:
+                row += (_COPY_NULL if zone is None else _copy_text(zone),)
+            rows.append(b"".join(row))
+        yield b"".join(rows)
+    yield _COPY_TRAILER
 
 
 async def _find_idempotent(store: Store, tenant: str, key: str, body_hash: str) -> Accepted | None:
