@@ -7,8 +7,10 @@
 (b) setups: short calls for --seconds (default 60) at up to --cps: completed
     calls per second sustained, and ringcast CPU seconds per 1,000 calls.
 
-RTP from ringcast goes to one sink port (SIPp's SDP answer names it); a
-receiver process timestamps the packets of SAMPLED streams and drops the rest.
+RTP of SAMPLED streams goes to one sink port (SIPp's SDP answer names it),
+where a receiver process timestamps it; the other streams go to a socket
+nobody reads (a second SIPp names it), so the receiver does not compete for
+a core with the process measured.
 
     .venv/bin/python bench/dialer.py concurrency --n 250,500,1000,1500
     .venv/bin/python bench/dialer.py setups --seconds 60 --cps 600
@@ -98,17 +100,26 @@ def concurrency(
             f"20000-{20000 + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
+        # The SAMPLED streams go to the receiver; the others to a socket nobody
+        # reads (the kernel drops them), so that the measuring process does not
+        # spend a core reading packets it would not time anyway.
         with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead,
             SippUas(
                 "uas_answer.xml", work, keys={"rtp_port": str(sink.getsockname()[1])}, trace=False
-            ) as uas,
+            ) as timed,
+            SippUas(
+                "uas_answer.xml", work, keys={"rtp_port": str(bound(dead))}, trace=False
+            ) as other,
             RingcastServer(work, db=f"sqlite:///{work}/c{n}.db", args=rc_args, env=env) as rc,
         ):
             r = httpx.post(
                 f"{rc.base}/voice/call/play",
                 timeout=60,
                 json={
-                    "recipients": [{"to": uas.uri(f"c{i}")} for i in range(n)],
+                    "recipients": [
+                        {"to": (timed if i < SAMPLED else other).uri(f"c{i}")} for i in range(n)
+                    ],
                     "from": "bench",
                     "playlist": [{"pause": 30}],
                 },
@@ -136,6 +147,12 @@ def concurrency(
             if p99 > 25 or cpu > 95:
                 print(f"  stop: {'p99 gap > 25 ms' if p99 > 25 else 'core saturated'} at N={n}")
                 return
+
+
+def bound(sock: socket.socket) -> int:
+    """Bind `sock` to a free port on 127.0.0.1 and return the port."""
+    sock.bind(("127.0.0.1", 0))
+    return int(sock.getsockname()[1])
 
 
 def setups(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
