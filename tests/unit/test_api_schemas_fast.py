@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -9,11 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from ringcast.api.routes import body_hash
 from ringcast.api.schemas import (
+    PlayInput,
     PlayRequest,
     RecipientIn,
     check_sip_uri,
     lean_recipients,
+    plain_recipient_uris,
     sip_uri_ok,
     validate_play,
 )
@@ -147,3 +152,92 @@ def _check(value: str) -> bool:
 )
 def test_sip_uri_ok_is_check_sip_uri(value: str) -> None:
     assert sip_uri_ok(value) == _check(value)
+
+
+_URIS = st.one_of(
+    st.text(max_size=40),
+    st.from_regex(r"[sS][iI][pP][sS]?:[a-z0-9.%;=\[\]:@? -]{0,30}", fullmatch=True),
+    st.from_regex(r"sip:[a-z]{1,5}@[a-z]{1,8}\.com(:[0-9]{1,6})?(;[a-z]=[a-z])?", fullmatch=True),
+)
+
+
+@given(st.lists(_URIS, min_size=1, max_size=5))
+def test_plain_recipient_uris_vouches_only_for_valid_uris(values: list[str]) -> None:
+    items: list[Any] = [{"to": v} for v in values]
+    plain = plain_recipient_uris(items)
+    if plain is not None:
+        assert plain == values
+        assert all(sip_uri_ok(v) and len(v) <= 512 for v in values)
+    data = {"recipients": items, "from": "me", "playlist": PLAY}
+    assert _lean_verdict(data) == _verdict(data)
+
+
+@pytest.mark.parametrize(
+    ("to", "vouched"),
+    [
+        ("sip:a@example.com", True),
+        ("SIPS:a@example.com:1", True),
+        ("sip:a@example.com:65535", True),
+        ("sip:a@example.com:65536", False),
+        ("sip:a@example.com:0", False),
+        ("sip:a@example.com:05060", False),  # valid, but left to the per-item check
+        ("sip:a@example.com\n", False),
+        ("sip:a@example.com\nsip:b@example.com", False),
+        ("sip:a@example.com\r", False),
+        ("sip:" + "a" * 500 + "@example.com", False),
+        ("sip:a@exämple.com", False),
+    ],
+)
+def test_plain_recipient_uris_cases(to: str, vouched: bool) -> None:
+    items: list[Any] = [{"to": "sip:first@example.com"}, {"to": to}]
+    assert (plain_recipient_uris(items) is not None) == vouched
+    data = {"recipients": items, "playlist": PLAY}
+    assert _lean_verdict(data) == _verdict(data)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[], [{"to": "sip:a@b.c", "from": "me"}], [{"to": 1}], [{"to": None}], ["sip:a@b.c"]],
+    ids=repr,
+)
+def test_plain_recipient_uris_only_bare_to_strings(items: list[Any]) -> None:
+    assert plain_recipient_uris(items) is None
+
+
+def _reference_hash(parsed: PlayInput) -> str:
+    """body_hash as first written: json.dumps of the whole dump."""
+    dump = parsed.payload.model_dump(mode="json", by_alias=True)
+    if parsed.recipients is not None:
+        dump["recipients"] = [
+            {"to": to, "from": from_, "variables": variables, "timezone": timezone}
+            for to, from_, variables, timezone in parsed.recipients
+        ]
+    canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"to": "sip:a@example.com", "playlist": PLAY},
+        {"recipients": [{"to": f"sip:{i}@example.com"} for i in range(50)], "playlist": PLAY},
+        {
+            "recipients": [
+                r for r in RECIPIENTS[:10] if r != {"to": "sip:a@example.com", "from_": "me"}
+            ],
+            "playlist": [
+                {"say": 'Zoë "hi" \u2028', "voice": "en"},
+                {"play": "https://example.org/a.wav", "loop": 2},
+            ],
+            "from": '"Zoë" <sip:z@example.com>',
+            "retry": {"attempts": 2},
+            "schedule": {"not_before": "2099-01-01T00:00:00Z"},
+            "callback_url": "https://example.org/cb",
+            "cps": 1.5,
+        },
+    ],
+    ids=["to", "plain", "mixed"],
+)
+def test_body_hash_is_the_canonical_json_hash(data: dict[str, Any]) -> None:
+    parsed = validate_play(data)
+    assert body_hash(parsed) == _reference_hash(parsed)

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from ringcast.api.schemas import (
     PLAYLIST_KINDS,
     PlayInput,
     PlayRequest,
+    RecipientIn,
     check_sip_uri,
     no_control,
     validate_play,
@@ -152,17 +154,38 @@ def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], li
     return body, calls
 
 
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+_json_str = encode_basestring_ascii  # what that encoder writes for a str
+
+
 def body_hash(parsed: PlayInput) -> str:
-    """SHA-256 of the validated body as canonical JSON (what Idempotency-Key compares)."""
+    """SHA-256 of the validated body as canonical JSON (what Idempotency-Key compares):
+    ``json.dumps(dump, sort_keys=True, separators=(",", ":"))`` of the body's
+    model_dump with the recipients as Recipient models would dump them. Written
+    key by key here so that the recipients' part is built without a dict each."""
     dump = parsed.payload.model_dump(mode="json", by_alias=True)
+    fields = {key: _canonical(value) for key, value in dump.items()}
     if parsed.recipients is not None:
-        # what model_dump gives for Recipient models, without building 100k of them
-        dump["recipients"] = [
-            {"to": to, "from": from_, "variables": variables, "timezone": timezone}
-            for to, from_, variables, timezone in parsed.recipients
-        ]
-    canonical = json.dumps(dump, sort_keys=True, separators=(",", ":"))
+        fields["recipients"] = _recipients_json(parsed.recipients)
+    canonical = "{" + ",".join(f"{_json_str(key)}:{fields[key]}" for key in sorted(fields)) + "}"
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_BARE_HEAD = '{"from":null,"timezone":null,"to":'  # a recipient with only `to`
+_BARE_TAIL = ',"variables":null}'
+
+
+def _recipients_json(recipients: list[RecipientIn]) -> str:
+    """The canonical JSON of the recipients' model_dump (keys sorted)."""
+    parts = []
+    for to, from_, variables, timezone in recipients:
+        if from_ is None and variables is None and timezone is None:
+            parts.append(f"{_BARE_HEAD}{_json_str(to)}{_BARE_TAIL}")
+        else:
+            parts.append(
+                _canonical({"from": from_, "timezone": timezone, "to": to, "variables": variables})
+            )
+    return "[" + ",".join(parts) + "]"
 
 
 PLAY_BODY_DOC = {

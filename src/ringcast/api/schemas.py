@@ -410,12 +410,56 @@ def _lean_recipient(item: dict[str, Any], to: str, zones: dict[str, bool]) -> Re
     return RecipientIn(to, sender, variables, zone)
 
 
+# A line holding one SIP URI as _SIP_URI matches it (its groups made plain), with a
+# port only in 1..65535 written without leading zeros: a subset of what
+# sip_uri_ok accepts. The scheme is spelled in both cases instead of IGNORECASE
+# (the same on ASCII text, every class already has both cases; ~30 % faster).
+_PORT_1_65535 = (
+    r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+)
+_SIP_URI_LINE = re.compile(
+    "^"
+    + re.sub(r"\(\?P<\w+>", "(?:", _SIP_URI.pattern[1:-1])
+    .replace("(?:sips?):", "[sS][iI][pP][sS]?:")
+    .replace(r"(?::(?:\d{1,5}))?", f"(?::{_PORT_1_65535})?")
+    + "$",
+    re.MULTILINE,
+)
+_CONTROL_BUT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def plain_recipient_uris(items: list[Any]) -> list[str] | None:
+    """The `to` of every item when each item is exactly ``{"to": <str>}`` and every
+    `to` certainly passes sip_uri_ok (ASCII, at most 512 characters); else None
+    (then each item is checked on its own). The URIs are matched line by line in
+    their newline-joined text, in one call instead of one Python call each: for
+    the common 100k-recipient list that was most of the validation's time."""
+    tos: list[Any] = [
+        item.get("to") if type(item) is dict and len(item) == 1 else None for item in items
+    ]
+    if not tos or set(map(type, tos)) != {str}:
+        return None
+    text = "\n".join(tos)
+    if (
+        not text.isascii()
+        or max(map(len, tos)) > _MAX_URI
+        or text.count("\n") != len(tos) - 1  # a `to` holding a line feed
+        or _CONTROL_BUT_LF.search(text) is not None
+        or len(_SIP_URI_LINE.findall(text)) != len(tos)  # a line that is no URI
+    ):
+        return None
+    return tos
+
+
 def lean_recipients(items: list[Any]) -> list[RecipientIn] | None:
     """Check a `recipients` list with plain code and precompiled patterns instead of
     one pydantic model per recipient (100k models cost seconds). A recipient the
     plain checks cannot vouch for is validated by the :class:`Recipient` model;
     None when any recipient is invalid (the caller then lets the whole model
     report the errors, so messages and fields stay exactly pydantic's)."""
+    plain = plain_recipient_uris(items)
+    if plain is not None:
+        return [RecipientIn(to) for to in plain]
     out: list[RecipientIn] = []
     append = out.append
     zones: dict[str, bool] = {}
