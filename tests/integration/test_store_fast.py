@@ -130,6 +130,7 @@ async def test_create_request_stores_what_a_core_insert_stores(
 def test_new_ids_are_uuid4_strings() -> None:
     ids = q.new_ids(2000)
     assert len(set(ids)) == 2000
+    assert ids == sorted(ids)  # the primary key takes them in order
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
