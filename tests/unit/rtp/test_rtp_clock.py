@@ -85,8 +85,12 @@ async def test_far_behind_skips_instead_of_bursting() -> None:
     await wait_done([s])
     await clock.stop()
     assert clock.skipped_ticks >= 10
-    gaps = [b - a for a, b in zip(s.sent, s.sent[1:], strict=False)]
-    assert sum(1 for g in gaps if g < 0.005) <= 2  # no burst of 17 back-to-back packets
+    # The skipped ticks are dropped from the stream's timeline, not sent in a
+    # burst: its 40 packets span 39 ticks plus every skipped one. (Shorter stalls,
+    # such as a loaded machine descheduling the process, are caught up by design,
+    # so back-to-back packets alone prove nothing either way.)
+    span = s.sent[-1] - s.sent[0]
+    assert span >= (39 + clock.skipped_ticks) * 0.020 - 0.010
 
 
 async def test_broken_stream_does_not_stop_the_others() -> None:
