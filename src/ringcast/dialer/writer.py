@@ -8,8 +8,9 @@ transactions per second instead of hundreds. If a batch fails, its writes are
 retried one transaction each so that one bad write cannot sink the others.
 
 The hot writes (a call's setup, progress and plain final fields) are typed,
-not closures: the writer gathers them by kind and runs each kind as one
-executemany (store/queue.py `update_calls`, `start_dialing_many`). Two
+not closures: the writer gathers them by kind and runs each kind and shape
+as one statement (an executemany on SQLite, an UPDATE over unnested arrays on
+PostgreSQL: store/queue.py `update_calls`, `start_dialing_many`). Two
 writes of the same call never share such a group, so a call's writes keep
 their order; any closure runs after everything submitted before it.
 """

@@ -426,8 +426,7 @@ async def start_dialing_many(s: AsyncSession, starts: Sequence[DialStart]) -> li
     conn = await s.connection()
     if conn.dialect.name == "postgresql":
         rows = [(d.call_id, d.fence, {"setup_time": d.setup_time}) for d in starts]
-        took = await _pg_bulk_update(conn, rows, stamp, start=True)
-        if len(took) == len(starts):
+        if len(await _pg_bulk_update(conn, rows, stamp, start=True)) == len(starts):
             return [Start.DIAL] * len(starts)
     else:
         params = [
