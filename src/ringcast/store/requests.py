@@ -7,6 +7,7 @@ layer sees only ringcast errors.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sqlite3
@@ -221,18 +222,16 @@ async def _insert_calls(
     """
     # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
     # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
-    ids = new_ids(len(calls))
-    with_zone = any(zone is not None for _, _, _, zone in calls)
-    columns = (*_NEW_CALL_COLUMNS, "timezone") if with_zone else _NEW_CALL_COLUMNS
+    batch = _NewRows(store, new_ids(len(calls)), request_id, calls, now, due)
+    columns = batch.columns
     driver = await _driver(await session.connection())
     try:
         if store.dialect == "postgresql":
-            chunks = _copy_chunks(store, ids, request_id, calls, now, due, with_zone)
             await driver.copy_to_table(
-                calls_table.name, source=chunks, columns=columns, format="binary"
+                calls_table.name, source=batch.copy_chunks(), columns=columns, format="binary"
             )
         else:
-            rows = _sqlite_rows(store, ids, request_id, calls, now, due, with_zone)
+            rows = batch.sqlite_rows()
             sql = (
                 f"INSERT INTO {calls_table.name} ({', '.join(columns)}) "
                 f"VALUES ({', '.join('?' * len(columns))})"
@@ -243,33 +242,50 @@ async def _insert_calls(
         raise StoreError(f"database error: {type(exc).__name__}") from exc
 
 
-def _sqlite_rows(
-    store: Store,
-    ids: list[str],
-    request_id: str,
-    calls: Sequence[NewCall],
-    now: datetime,
-    due: datetime,
-    with_zone: bool,
-) -> Iterator[tuple[Any, ...]]:
-    """The rows of :data:`_NEW_CALL_COLUMNS` (+ timezone), as the driver takes them."""
-    stamp = _bind(store, "request_time", now)
-    due_at = _bind(store, "not_before", due)
-    no_variables = _bind(store, "variables", None)
-    to_json = _processor(store, "variables")
-    for seq, (to_uri, from_uri, variables, zone) in enumerate(calls):
-        row = (
-            ids[seq],
-            request_id,
-            seq,
-            to_uri,
-            from_uri,
-            no_variables if variables is None else to_json(variables),
-            stamp,
-            due_at,
-            stamp,
-        )
-        yield (*row, zone) if with_zone else row
+@dataclass(frozen=True)
+class _NewRows:
+    """The call rows of one new request, encoded for the raw driver: tuples for
+    SQLite's executemany, or binary COPY chunks for PostgreSQL."""
+
+    store: Store
+    ids: list[str]
+    request_id: str
+    calls: Sequence[NewCall]
+    now: datetime
+    due: datetime
+
+    @functools.cached_property
+    def with_zone(self) -> bool:
+        return any(zone is not None for _, _, _, zone in self.calls)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """:data:`_NEW_CALL_COLUMNS`, + timezone when any recipient has one."""
+        return (*_NEW_CALL_COLUMNS, "timezone") if self.with_zone else _NEW_CALL_COLUMNS
+
+    def sqlite_rows(self) -> Iterator[tuple[Any, ...]]:
+        """The rows of :attr:`columns`, as the driver takes them."""
+        store, ids, request_id, with_zone = self.store, self.ids, self.request_id, self.with_zone
+        stamp = _bind(store, "request_time", self.now)
+        due_at = _bind(store, "not_before", self.due)
+        no_variables = _bind(store, "variables", None)
+        to_json = _processor(store, "variables")
+        for seq, (to_uri, from_uri, variables, zone) in enumerate(self.calls):
+            row = (
+                ids[seq],
+                request_id,
+                seq,
+                to_uri,
+                from_uri,
+                no_variables if variables is None else to_json(variables),
+                stamp,
+                due_at,
+                stamp,
+            )
+            yield (*row, zone) if with_zone else row
+
+    def copy_chunks(self) -> AsyncIterator[bytes]:
+        return _copy_chunks(self)
 
 
 # PostgreSQL binary COPY: a header, then per row a 16-bit field count and each
@@ -295,20 +311,14 @@ def _copy_time(value: datetime) -> bytes:
     return struct.pack(">iq", 8, micros)
 
 
-async def _copy_chunks(
-    store: Store,
-    ids: list[str],
-    request_id: str,
-    calls: Sequence[NewCall],
-    now: datetime,
-    due: datetime,
-    with_zone: bool,
-) -> AsyncIterator[bytes]:
-    """The rows of :data:`_NEW_CALL_COLUMNS` (+ timezone) in binary COPY format,
+async def _copy_chunks(batch: _NewRows) -> AsyncIterator[bytes]:
+    """The rows of :attr:`_NewRows.columns` in binary COPY format,
     encoded here in one pass with every constant field encoded once (asyncpg's
     per-value encoding of the same rows costs ~5x more CPU). Yielded in chunks,
     so the server stores one chunk while the next is encoded."""
-    count = struct.pack(">h", len(_NEW_CALL_COLUMNS) + with_zone)
+    store, ids, calls, with_zone = batch.store, batch.ids, batch.calls, batch.with_zone
+    now, due, request_id = batch.now, batch.due, batch.request_id
+    count = struct.pack(">h", len(batch.columns))
     request = _copy_text(request_id)
     stamp = _copy_time(_bind(store, "request_time", now))
     times = stamp + _copy_time(_bind(store, "not_before", due)) + stamp
