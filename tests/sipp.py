@@ -161,6 +161,16 @@ class SippUas:
         except OSError:
             return ""
 
+    def errors(self) -> str:
+        """SIPp's own account of what went wrong: its error log (unexpected
+        messages, retransmission limits) and the end of its stdout, for
+        assertion messages."""
+        try:
+            err = self.error_log.read_text(errors="replace")[-6000:]
+        except OSError:
+            err = ""
+        return f"sipp errors:\n{err}\nsipp output:\n{self.output()[-2000:]}"
+
     def messages(self) -> str:
         try:
             return self.message_log.read_text(errors="replace")
@@ -202,6 +212,17 @@ class SippUas:
             for t, msg in self.timeline()
             if msg.startswith("INVITE ") and ";tag=" not in _header(msg, "To")
         ]
+
+    def requests_per_call(self, method: str) -> Counter[str]:
+        """How many `method` requests SIPp received for each Call-ID."""
+        counts: Counter[str] = Counter()
+        for msg in self.received():
+            if not msg.startswith(method + " "):
+                continue
+            cid = re.search(r"^(?:Call-ID|i)\s*:\s*(\S+)", msg, flags=re.M | re.I)
+            if cid is not None:
+                counts[cid.group(1)] += 1
+        return counts
 
     def invites_per_user(self) -> Counter[str]:
         """How many initial INVITEs (no To tag) each request-URI user received."""

@@ -103,7 +103,7 @@ async def test_sip_call_streams_the_prompt(
         await session.close()
         await clock.stop()
         assert f"m=audio {session.local_port} RTP/AVP" in uas.received()[0]
-        assert await asyncio.to_thread(uas.wait, 5) == 0
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
     finally:
         uas.stop()
     payloads = sink.check_stream(audio_pt=pt, dtmf_pt=101)

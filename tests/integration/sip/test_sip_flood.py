@@ -243,7 +243,7 @@ async def test_flood_is_dropped_while_a_call_completes(
         assert ep.flood_dropped > 0
         assert len(_flood_warnings(caplog)) == 1
         assert call.answered and call.ended_by == "local"
-        assert await asyncio.to_thread(uas.wait, 5) == 0
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
     finally:
         uas.stop()
         await ep.close()
