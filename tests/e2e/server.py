@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import signal
@@ -166,13 +167,30 @@ class RingcastServer:
         with httpx.Client(base_url=self.base, timeout=5) as client:
             while time.monotonic() < deadline:
                 body = client.get(f"/voice/call/status/{request_id}").json()
-                if "report" in body and body["report"]["status"] == "ready":
-                    return body
-                record = body.get("record")
-                if record and record["result"] in ("completed", "failed", "canceled"):
+                if is_final(body):
                     return body
                 time.sleep(0.2)
         raise AssertionError(f"not ready in {timeout}s: {body}\n{self.output()}")
+
+    async def wait_ready_async(self, request_id: str, within: float = 60.0) -> dict[str, Any]:
+        """`wait_ready` that lets the test's event loop run (an RTP sink reads meanwhile)."""
+        deadline = time.monotonic() + within
+        body: dict[str, Any] = {}
+        async with httpx.AsyncClient(base_url=self.base, timeout=5) as client:
+            while time.monotonic() < deadline:
+                body = (await client.get(f"/voice/call/status/{request_id}")).json()
+                if is_final(body):
+                    return body
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"not ready in {within}s: {body}\n{self.output()}")
+
+
+def is_final(status: dict[str, Any]) -> bool:
+    """A GET /voice/call/status body whose report is ready or whose record is final."""
+    if "report" in status:
+        return bool(status["report"]["status"] == "ready")
+    record = status.get("record")
+    return bool(record and record["result"] in ("completed", "failed", "canceled"))
 
 
 def post(rc: RingcastServer, body: dict[str, Any]) -> str:

@@ -7,10 +7,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from conftest import free_port
+from media_stream_lib import decode, normalized_xcorr, to_8k
 from sipp import SippUas
+
+from e2e.server import MediaServer, write_tone_wav
+from ringcast.rtp.packet import parse_rtp
 
 
 def run_call(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -47,6 +52,43 @@ def test_call_says_text_and_prints_the_record(tmp_path: Path, sipp_bin: str) -> 
     assert record["duration"] >= 1  # the spoken sentence lasts over a second
     assert first_rtp[0] >> 6 == 2  # RTP version 2 reached the callee's media port
     assert uas.invites_per_user() == {"alice": 1}
+
+
+def test_call_plays_a_url_the_callee_hears(tmp_path: Path, sipp_bin: str) -> None:
+    source = write_tone_wav(tmp_path / "tone.wav", seconds=1.0, rate=16000)
+    packets: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.settimeout(0.5)
+        stop = threading.Event()
+
+        def receive() -> None:
+            while not stop.is_set():
+                try:
+                    packets.append(sink.recv(2048))
+                except TimeoutError:
+                    continue
+
+        reader = threading.Thread(target=receive)
+        reader.start()
+        try:
+            with (
+                MediaServer(tmp_path) as media,
+                SippUas(
+                    "uas_answer.xml", tmp_path, keys={"rtp_port": str(sink.getsockname()[1])}
+                ) as uas,
+            ):
+                done = run_call(uas.uri("dave"), "--play", media.url("tone.wav"), cwd=tmp_path)
+        finally:
+            stop.set()
+            reader.join()
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["result"], record["answered"], record["codec"]) == ("completed", True, "PCMU")
+    audio = [parse_rtp(p) for p in packets]
+    payloads = [p.payload for p in sorted(audio, key=lambda p: p.seq) if p.payload_type == 0]
+    assert len(payloads) == 50  # 1 s in 20 ms packets
+    assert normalized_xcorr(decode(payloads, "PCMU"), to_8k(source, 16000)) >= 0.9
 
 
 def test_call_to_a_busy_callee_reports_486(tmp_path: Path, sipp_bin: str) -> None:
