@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -213,3 +215,37 @@ def test_webhooks_of_a_keyed_request_use_the_keys_secret(
     assert kinds == ["call.answered", "call.completed", "call.ringing", "request.completed"]
     assert all(e["verified"] == e["id"] for e in events), events  # the key's secret
     assert key["webhook_secret"] not in log and install not in log
+
+
+def test_a_receiver_that_never_answers_holds_up_no_call(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    """The callback URL accepts TCP connections and never answers: every call of
+    the broadcast still ends, and its events wait in the outbox, none delivered."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        dead.listen(1)  # never accepted: connections queue, then SYNs go unanswered
+        url = f"http://127.0.0.1:{dead.getsockname()[1]}/hooks"
+        with (
+            SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as answer,
+            RingcastServer(tmp_path) as rc,
+        ):
+            body = {
+                "recipients": [{"to": answer.uri(f"u{i}")} for i in range(10)],
+                "from": "me",
+                "playlist": [{"pause": 0.3}],
+                "callback_url": url,
+            }
+            r = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=10)
+            assert r.status_code == 200, r.text
+            rid = r.json()["request_id"]
+            wait_final(rc, rid, {})
+            records = records_of(rc, rid, {})
+            metrics = httpx.get(f"{rc.base}/metrics", timeout=10).text
+    assert [rec["outcome"] for rec in records] == ["answered"] * 10
+    deliveries = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^ringcast_webhook_deliveries\{state="(\w+)"\} (\S+)$', metrics, re.M)
+    }
+    assert deliveries["delivered"] == 0
+    assert deliveries["pending"] >= 30  # ringing, answered and completed of each call
