@@ -13,6 +13,7 @@ import os
 import sqlite3
 import struct
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ WORK_CHANNEL = "ringcast_work"  # PostgreSQL LISTEN/NOTIFY channel: new calls ar
 
 REPORT_BATCH = 1000  # rows per keyset page when streaming a report
 REPORT_LINES_BATCH = 5000  # records per query when the database writes the lines (~1 MB)
+REPORT_READ_AHEAD = 2  # pages read (each on its own connection) while one is sent
 _FINAL = [r.value for r in FINAL_RESULTS]
 _LIVE = [r.value for r in LIVE_RESULTS]
 
@@ -576,47 +578,50 @@ async def iter_report_lines(
     records (not after the last one of a page).
 
     Like :func:`iter_report`, each page is its own short read, so memory stays
-    constant and writers are never held up by a slow client. The next page is
-    read while the current one is sent (two pages at most in memory), so the
-    database's work overlaps the response's; on SQLite too, as each page is one
-    row built by SQLite without the GIL (see _report_query).
+    constant and writers are never held up by a slow client. The next
+    REPORT_READ_AHEAD pages are read, each on its own connection, while the
+    current one is sent (REPORT_READ_AHEAD + 1 pages at most in memory), so the
+    database's work overlaps the response's and uses more than one core; on
+    SQLite too, as each page is one row built by SQLite without the GIL (see
+    _report_query).
     """
     last = await _last_seq(store, request_id)
     if last is None:
         return
-    pending: list[asyncio.Task[tuple[int, str]]] = []
-
-    def start(after: int, size: int) -> tuple[asyncio.Task[tuple[int, str]], int, int]:
-        until = after + size  # seqs are dense from 0: `size` calls (fewer past a gap)
-        task = asyncio.create_task(
-            _report_lines_page(store, fmt, request_id, after, until, sep),
-            name=f"report-page-{request_id}-{after}",
-        )
-        pending.append(task)
-        return task, until, size
-
+    in_flight: deque[tuple[asyncio.Task[tuple[int, str]], int]] = deque()  # (page, size)
+    planned = 0  # records asked for by the pages in flight
     sent = 0
-    current = None
-    if after_seq < last and (limit is None or limit > 0):
-        current = start(after_seq, batch if limit is None else min(batch, limit))
+    after = after_seq
+
+    def fill() -> None:
+        """Keep the next REPORT_READ_AHEAD pages being read, within `limit`."""
+        nonlocal planned, after
+        while after < last and len(in_flight) <= REPORT_READ_AHEAD:
+            size = batch if limit is None else min(batch, limit - sent - planned)
+            if size <= 0:
+                return
+            until = after + size  # seqs are dense from 0: `size` calls (fewer past a gap)
+            task = asyncio.create_task(
+                _report_lines_page(store, fmt, request_id, after, until, sep),
+                name=f"report-page-{request_id}-{after}",
+            )
+            in_flight.append((task, size))
+            planned += size
+            after = until
+
     try:
-        while current is not None:
-            task, until, size = current
-            following = None
-            room = None if limit is None else limit - sent - size
-            if until < last and (room is None or room > 0):
-                following = start(until, batch if room is None else min(batch, room))
+        fill()
+        while in_flight:
+            task, size = in_flight[0]
             count, text = await task
-            pending.remove(task)
+            in_flight.popleft()
+            planned -= size
             sent += count
+            fill()  # a short page (a gap in seq) leaves room for one more
             if count:
                 yield text
-            if following is None and until < last and (limit is None or sent < limit):
-                # not read ahead, or this page held fewer calls than asked (a gap in seq)
-                following = start(until, batch if limit is None else min(batch, limit - sent))
-            current = following
     finally:
-        for task in pending:
+        for task, _ in in_flight:
             task.cancel()
 
 
