@@ -5,7 +5,7 @@ Each run: a fresh database, one `ringcast api`, N dialers, SIPp answering on
 127.0.0.1, a broadcast of --calls recipients with a short playlist; the rate
 is measured over the calls completed between the first and the last INVITE.
 
-Usage: .venv/bin/python bench/scaleout.py [--calls 600] [--pause 0.5] [--max-calls 200] [--cps 200]
+Usage: .venv/bin/python bench/scaleout.py [--calls 2000] [--pause 0.5] [--max-calls 200] [--cps 200]
        [--rounds 3]
 Only 127.0.0.1 is used; every process is started and stopped by this script.
 """
@@ -88,7 +88,7 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, default=600)
+    ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--pause", type=float, default=0.5)
     ap.add_argument("--max-calls", type=int, default=200)
     ap.add_argument("--cps", type=float, default=200)
