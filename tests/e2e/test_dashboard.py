@@ -132,6 +132,14 @@ def test_dashboard_live_counts_cancel_and_filter(
                     str(outcomes.get(state, 0))
                 )
             expect(done_row.locator('[data-field="done"]')).to_have_text("8 / 8")
+            # calls per minute and time left: the API's figures, as the page shows them
+            progress = httpx.get(f"{rc.base}/requests/{finished}", timeout=10).json()["request"]
+            assert progress["calls_per_minute"] > 0
+            expect(done_row.locator('[data-field="cpm"]')).to_have_text(
+                f"{progress['calls_per_minute']:.1f}"
+            )
+            expect(done_row.locator('[data-field="eta"]')).to_have_text("—")  # done: none left
+            expect(run_row.locator('[data-field="eta"]')).not_to_have_text("—")
 
             # Cancel the running one from the page; the API then reports it canceled.
             run_row.locator("button.cancel").click()
