@@ -121,30 +121,38 @@ async def test_database_outage(tmp_path: Path) -> None:
 def test_live_dialer_counters_after_a_broadcast(
     tmp_path: Path, sipp_bin: str, rtp_sink: str
 ) -> None:
+    playlist = [{"say": "metrics"}, {"pause": 0.4}]
     with (
         SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas,
-        RingcastServer(tmp_path) as rc,
+        SippUas("uas_answer_late.xml", tmp_path, keys={"rtp_port": rtp_sink}) as late,
+        RingcastServer(tmp_path, env={"RINGCAST_SIP_T1": "0.05"}) as rc,
     ):
         before = samples(httpx.get(f"{rc.base}/metrics", timeout=10).text)
         assert value(before, "ringcast_calls_placed_total") == 0
         assert value(before, "ringcast_calls_active") == 0
-        body = {
-            "recipients": [{"to": uas.uri(f"m{i}")} for i in range(3)],
-            "playlist": [{"say": "metrics"}, {"pause": 0.4}],
-        }
+        assert value(before, "ringcast_sip_retransmissions_total") == 0
+        body = {"recipients": [{"to": uas.uri(f"m{i}")} for i in range(3)], "playlist": playlist}
         resp = httpx.post(f"{rc.base}/voice/call/play", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        rc.wait_ready(resp.json()["request_id"], timeout=60)
+        # The same prompt again (from the cache), to a callee silent for 300 ms:
+        # with T1 = 50 ms the INVITE goes out again at 50 and 150 ms.
+        again = {"to": late.uri("m3"), "playlist": playlist}
+        resp = httpx.post(f"{rc.base}/voice/call/play", json=again, timeout=30)
         assert resp.status_code == 200, resp.text
         rc.wait_ready(resp.json()["request_id"], timeout=60)
         text = httpx.get(f"{rc.base}/metrics", timeout=10).text
     m = samples(text)
-    assert value(m, "ringcast_calls_placed_total") == 3
-    assert value(m, "ringcast_calls_by_outcome", outcome="answered") == 3
+    assert value(m, "ringcast_calls_placed_total") == 4
+    assert value(m, "ringcast_calls_by_outcome", outcome="answered") == 4
+    assert (value(m, "ringcast_sip_retransmissions_total") or 0) >= 2
+    assert (value(m, "ringcast_prompt_cache_hits_total") or 0) >= 1
     assert value(m, "ringcast_queue_depth") == 0
     assert value(m, "ringcast_calls_active") == 0
     assert (value(m, "ringcast_rtp_packets_sent_total") or 0) >= 3 * 20  # 3 x >= 0.4 s
     assert value(m, "ringcast_rtp_late_ticks_total") is not None
     assert (value(m, "ringcast_rtp_clock_ticks_total") or 0) >= 20  # >= 0.4 s of 20 ms ticks
-    assert value(m, "ringcast_prompt_builds_total") == 1  # one prompt shared by 3 calls
+    assert value(m, "ringcast_prompt_builds_total") == 1  # one prompt for both requests
     writes = value(m, "ringcast_db_writes_total") or 0
-    assert writes >= 3 * 3  # per call at least: setup, answered, final
+    assert writes >= 4 * 3  # per call at least: setup, answered, final
     assert 1 <= (value(m, "ringcast_db_write_batches_total") or 0) <= writes
