@@ -26,7 +26,9 @@ from ringcast.errors import ConfigError
 
 ENV_PREFIX = "RINGCAST_"
 SIP_TRANSPORTS = ("udp", "tcp")
-TRUNK_KEYS = frozenset({"proxy", "username", "password", "transport", "codecs", "headers"})
+TRUNK_KEYS = frozenset(
+    {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
+)
 CODECS = ("PCMU", "PCMA")
 COMPOSITE_KEYS = ("http", "sip", "rtp_ports")
 
@@ -185,6 +187,21 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"{where}.proxy must be a sip: URI", field=f"{where}.proxy")
         if "transport" in table and table["transport"] not in SIP_TRANSPORTS:
             raise ConfigError(f"{where}.transport must be udp or tcp", field=f"{where}.transport")
+        # fleet-wide limits of the trunk (capacity leases and a token bucket in the database)
+        if "max_calls" in table and (
+            isinstance(table["max_calls"], bool)
+            or not isinstance(table["max_calls"], int)
+            or table["max_calls"] < 1
+        ):
+            raise ConfigError(
+                f"{where}.max_calls must be a whole number >= 1", field=f"{where}.max_calls"
+            )
+        if "cps" in table and (
+            isinstance(table["cps"], bool)
+            or not isinstance(table["cps"], int | float)
+            or not table["cps"] > 0
+        ):
+            raise ConfigError(f"{where}.cps must be a number above 0", field=f"{where}.cps")
         codecs = table.get("codecs")
         if codecs is not None and (
             not isinstance(codecs, list) or not codecs or any(c not in CODECS for c in codecs)

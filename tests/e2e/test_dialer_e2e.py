@@ -49,6 +49,51 @@ def test_limits_hold_channels_and_cps(tmp_path: Path, sipp_bin: str, rtp_sink: s
     assert min(gaps) >= 0.2 * 0.8, gaps  # --cps 5: one INVITE per 200 ms
 
 
+def test_request_and_trunk_limits_hold(tmp_path: Path, sipp_bin: str, rtp_sink: str) -> None:
+    """A request's max_concurrent/cps and a trunk's max_calls/cps (config file), on a
+    node whose own limits are far above them: each callee sees at most 2 calls
+    at once, INVITEs at least 250 ms apart."""
+    keys = {"rtp_port": rtp_sink}
+    with (
+        SippUas("uas_answer.xml", tmp_path, keys=keys) as direct,
+        SippUas("uas_answer.xml", tmp_path, keys=keys) as carrier,
+    ):
+        config = tmp_path / "ringcast.toml"
+        config.write_text(
+            f'[trunks.carrier]\nproxy = "sip:{carrier.uri_host}"\nmax_calls = 2\ncps = 4\n'
+        )
+        args = ["--max-calls", "50", "--cps", "100", "--config", str(config)]
+        with RingcastServer(tmp_path, args=args) as rc:
+            by_request = post(
+                rc,
+                {
+                    "recipients": [{"to": direct.uri(f"r{i}")} for i in range(8)],
+                    "playlist": [{"pause": 0.5}],
+                    "max_concurrent": 2,
+                    "cps": 4,
+                },
+            )
+            by_trunk = post(
+                rc,
+                {
+                    "recipients": [{"to": f"sip:t{i}@carrier.example"} for i in range(8)],
+                    "playlist": [{"pause": 0.5}],
+                    "sip": {"trunk": "carrier"},
+                },
+            )
+            rc.wait_ready(by_request, timeout=60)
+            rc.wait_ready(by_trunk, timeout=60)
+            records = report(rc, by_request) + report(rc, by_trunk)
+    assert [r["outcome"] for r in records] == ["answered"] * 16, records
+    assert direct.invites_per_user() == {f"r{i}": 1 for i in range(8)}
+    assert carrier.invites_per_user() == {f"t{i}": 1 for i in range(8)}
+    for uas in (direct, carrier):
+        assert uas.max_concurrent_calls() == 2
+        times = uas.invite_times()
+        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) >= 0.25 * 0.8, gaps  # cps 4: one INVITE per 250 ms
+
+
 def test_retry_busy_until_the_cap_with_delay(tmp_path: Path, sipp_bin: str) -> None:
     with (
         SippUas("e2e_busy.xml", tmp_path) as uas,

@@ -95,10 +95,13 @@ password = "s3cret"
 transport = "tcp"
 codecs = ["PCMA"]
 headers = { X-Account = "42" }
+max_calls = 30
+cps = 2.5
 """,
     )
     s = Settings.from_sources({"config": config}, env={})
     assert s.trunks["carrier"]["username"] == "acct"
+    assert (s.trunks["carrier"]["max_calls"], s.trunks["carrier"]["cps"]) == (30, 2.5)
     assert s.trunks["carrier"]["headers"] == {"X-Account": "42"}
     assert "s3cret" not in repr(s)
 
@@ -139,6 +142,10 @@ def test_bad_values_name_the_key(overrides: dict[str, Any], env: dict[str, str],
         ("[trunks.a]\nproxy = 'sip:gw'\nport = 1\n", "trunks.a.port"),
         ("[trunks.a]\nproxy = 'sip:gw'\ntransport = 'sctp'\n", "trunks.a.transport"),
         ("[trunks.a]\nproxy = 'sip:gw'\ncodecs = ['G729']\n", "trunks.a.codecs"),
+        ("[trunks.a]\nproxy = 'sip:gw'\nmax_calls = 0\n", "trunks.a.max_calls"),
+        ("[trunks.a]\nproxy = 'sip:gw'\nmax_calls = 2.5\n", "trunks.a.max_calls"),
+        ("[trunks.a]\nproxy = 'sip:gw'\ncps = 0\n", "trunks.a.cps"),
+        ("[trunks.a]\nproxy = 'sip:gw'\ncps = 'fast'\n", "trunks.a.cps"),
         ("max_calls = \n", "config_file"),
     ],
 )
