@@ -152,6 +152,34 @@ async def test_a_node_declared_dead_claims_nothing_until_it_rejoins(store: Store
     assert len(await queue.claim_calls(store, new, 10)) == 3
 
 
+async def test_a_rejoined_dialer_fences_its_old_claims_out_of_a_new_one(store: Store) -> None:
+    """A dialer declared dead rejoins under a new epoch and claims the same call
+    again (it had been given back to the queue). What its old task still does for
+    that call is fenced by the old epoch, so only the new claim's writes take."""
+    from ringcast.config import Settings
+    from ringcast.dialer.service import Dialer
+
+    _, [cid] = await add_request(store, 1)
+    dialer = Dialer(Settings.from_sources({"db": store.url}, env={}), store, node_id="n")
+    dialer.fence = Fence("n", await queue.register_node(store, "n"))
+    [old] = await queue.claim_calls(store, dialer.fence, 1)
+    async with store.session() as s, s.begin():  # declared dead; its undialed call requeued
+        await s.execute(sa.delete(nodes_table).where(nodes_table.c.id == "n"))
+        await s.execute(
+            sa.update(calls_table)
+            .where(calls_table.c.id == cid)
+            .values(result="queued", node_id=None)
+        )
+    dialer.fence = Fence("n", await queue.register_node(store, "n"))
+    [new] = await queue.claim_calls(store, dialer.fence, 1)
+    assert new.id == old.id == cid and new.epoch > old.epoch
+    async with store.session() as s, s.begin():
+        assert await queue.start_dialing(s, cid, dialer._fence(old), utcnow()) is queue.Start.LOST
+        assert not await queue.update_call(s, cid, dialer._fence(old), {"result": "ringing"})
+        assert await queue.start_dialing(s, cid, dialer._fence(new), utcnow()) is queue.Start.DIAL
+    assert (await row(store, cid)).claim_epoch == new.epoch
+
+
 async def test_start_dialing_refuses_canceled_requests_and_lost_claims(store: Store) -> None:
     rid, _ = await add_request(store, 2)
     node = Fence("n", await queue.register_node(store, "n"))

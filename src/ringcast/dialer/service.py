@@ -194,6 +194,13 @@ class Dialer:
             self.store, self.fence, batch, exclude_requests=self.backoff.held()
         )
 
+    def _fence(self, call: ClaimedCall) -> Fence:
+        """The fence of `call`'s writes: this node and the epoch it was claimed
+        under. A node declared dead rejoins under a new epoch; what it still
+        does for calls claimed before (their tasks are being hung up) must not
+        pass the fence of a call it claims again under the new one."""
+        return Fence(self.node_id, call.epoch)
+
     async def _request(self, request_id: str) -> RequestInfo:
         """The request's body and state, cached (a bounded LRU: bodies are immutable;
         cancellation is refreshed by the watcher and re-checked before each INVITE)."""
@@ -231,7 +238,9 @@ class Dialer:
         now = now_precise()
         due = earliest_dial_time(now, info.body.get("schedule"), call.timezone)
         if due > now:
-            await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, due))
+            await self.writer.submit(
+                lambda s: queue.requeue_later(s, call.id, self._fence(call), due)
+            )
             return
         if on_dnc:
             await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
@@ -257,7 +266,7 @@ class Dialer:
 
     async def _give_back(self, call: ClaimedCall, after: float = 0.0) -> None:
         at = now_precise() + timedelta(seconds=after)
-        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self.fence, at))
+        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self._fence(call), at))
 
     def _fleet_limits(self, info: RequestInfo) -> list[limiter.Limit]:
         """The limits this call shares with the whole fleet: its request's own
@@ -310,12 +319,12 @@ class Dialer:
         leased = bool(self._fleet_limits(info))
         hooked = bool(info.body.get("callback_url"))
         if not (leased or hooked or optout or retry_at):
-            return await self.writer.update_call(call.id, self.fence, values)
+            return await self.writer.update_call(call.id, self._fence(call), values)
 
         async def write(s: Any) -> bool:
             if leased:
                 await limiter.release(s, call.id)
-            ok = await queue.finish_call(s, call.id, self.fence, values, retry_at=retry_at)
+            ok = await queue.finish_call(s, call.id, self._fence(call), values, retry_at=retry_at)
             if ok and hooked:
                 await webhooks.notify_call(s, call.id)  # final event, then request.completed
             if ok and optout:
@@ -361,7 +370,7 @@ class Dialer:
         call = live.claimed
         body = info.body
         try:
-            started = await self.writer.start_dialing(call.id, self.fence, utcnow())
+            started = await self.writer.start_dialing(call.id, self._fence(call), utcnow())
             if started is queue.Start.CANCELED:
                 await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
                 return
@@ -413,11 +422,11 @@ class Dialer:
         async def on_progress(result: Result, fields: dict[str, Any]) -> None:
             values = {"result": result.value, **fields}
             if not hooked:
-                await self.writer.update_call(call.id, self.fence, values)
+                await self.writer.update_call(call.id, self._fence(call), values)
                 return
 
             async def write(s: Any) -> None:
-                if await queue.update_call(s, call.id, self.fence, values) and hooked:
+                if await queue.update_call(s, call.id, self._fence(call), values) and hooked:
                     await webhooks.notify_call(s, call.id)  # call.ringing / call.answered
 
             await self.writer.submit(write)
