@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -249,3 +249,53 @@ async def test_bulk_update_refuses_unknown_columns(store: Store) -> None:
     async with store.session() as s, s.begin():
         with pytest.raises(ValueError, match="no_such"):
             await queue.update_calls(s, [queue.CallUpdate(a.id, node, {"no_such": 1})])
+
+
+async def test_fleet_times_come_from_postgresqls_clock(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two dialers whose clocks disagree by an hour: heartbeats, the rescue's
+    staleness test and the fleet token buckets all use PostgreSQL's now(), so
+    the fast-clocked node is neither declared dead by the other nor kept alive
+    after it stops, and a bucket refills by the database's time."""
+    from datetime import datetime
+
+    from ringcast.store import db as store_db
+    from ringcast.store import limiter
+    from ringcast.store.db import open_store
+
+    class FastClock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return datetime.now(tz) + timedelta(hours=1)
+
+    store = open_store(pg_url)
+    await store.migrate()
+    try:
+        _, ids = await add_request(store, 2)
+        monkeypatch.setattr(store_db, "datetime", FastClock)  # used on SQLite only
+        monkeypatch.setattr(queue, "now_precise", lambda: FastClock.now(UTC))
+        monkeypatch.setattr(queue, "utcnow", lambda: FastClock.now(UTC))
+        fast = Fence("fast", await queue.register_node(store, "fast"))
+        assert await queue.heartbeat(store, "fast")
+        async with store.session() as s, s.begin():
+            beat = (
+                await s.execute(
+                    sa.select(nodes_table.c.heartbeat_at).where(nodes_table.c.id == "fast")
+                )
+            ).scalar_one()
+            db_time = (await s.execute(sa.select(sa.func.now()))).scalar_one()
+        assert abs((beat - db_time).total_seconds()) < 60  # not an hour ahead
+        [call] = await queue.claim_calls(store, fast, 1, now=db_time)
+        # Another node rescues with a 15 s timeout: "fast" beat just now, so it keeps its call.
+        assert await queue.rescue_calls(store, me="other", stale_after=15, error="node lost") == (
+            0,
+            0,
+        )
+        assert (await row(store, call.id)).node_id == "fast"
+        refused = await limiter.acquire(store, ids[1], "fast", [limiter.Limit("trunk:t", rate=1.0)])
+        assert refused is None  # the first token of a fresh bucket
+        again = await limiter.acquire(store, "x", "fast", [limiter.Limit("trunk:t", rate=1.0)])
+        assert again is not None and 0 < again.retry_in <= 1.0  # refills by the DB's clock
+    finally:
+        await store.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -167,3 +168,15 @@ def open_store(url: str, *, echo: bool = False) -> Store:
         return Store(url, engine, "sqlite")
     engine = create_async_engine(async_url, pool_pre_ping=True, **kwargs)
     return Store(url, engine, "postgresql")
+
+
+async def db_now(s: AsyncSession) -> datetime:
+    """Now, by the clock every node of a fleet shares: PostgreSQL's (`now()`, the
+    transaction's start) there, this process's on SQLite (one machine). Heartbeat
+    expiry and the fleet's token buckets compare times written by different
+    machines, which must not depend on how well their clocks agree."""
+    bind = s.get_bind()
+    if bind.dialect.name == "postgresql":
+        value = (await s.execute(sa.select(sa.func.now()))).scalar_one()
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return datetime.now(UTC)

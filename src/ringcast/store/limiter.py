@@ -18,8 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ringcast.domain import now_precise
-from ringcast.store.db import Store
+from ringcast.store.db import Store, db_now
 from ringcast.store.models import leases_table, limiters_table
 
 limiters = limiters_table
@@ -71,8 +70,8 @@ async def acquire(
     if not limits:
         return None
     ordered = sorted(limits, key=lambda lim: lim.key)
-    now = now_precise()
     async with store.session() as s, s.begin():
+        now = await db_now(s)
         for lim in ordered:
             await _ensure(s, lim, now)
         stmt = sa.select(limiters).where(limiters.c.key.in_([lim.key for lim in ordered]))

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, now_precise, utcnow
 from ringcast.errors import StoreError
-from ringcast.store.db import Store
+from ringcast.store.db import Store, db_now
 from ringcast.store.models import (
     call_attempts_table,
     calls_table,
@@ -541,8 +541,8 @@ async def register_node(store: Store, node_id: str) -> int:
     """Insert this node's row under a new epoch, which fences every write it
     makes. Epochs come from a counter that only grows, so a node that rejoins
     after being declared dead never gets back an epoch it held before."""
-    now = utcnow()
     async with store.session() as s, s.begin():
+        now = await db_now(s)
         bumped = await s.execute(
             sa.update(counters_table)
             .where(counters_table.c.name == "node_epoch")
@@ -566,7 +566,7 @@ async def heartbeat(store: Store, node_id: str) -> bool:
         res = await s.execute(
             sa.update(nodes_table)
             .where(nodes_table.c.id == node_id)
-            .values(heartbeat_at=now_precise())
+            .values(heartbeat_at=await db_now(s))
         )
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
@@ -594,8 +594,8 @@ async def rescue_calls(
     attempt)` gives the delay before the next attempt, or None. Returns
     (requeued, failed).
     """
-    now = now_precise()
     async with store.session() as s, s.begin():
+        now = await db_now(s)
         alive = sa.select(nodes_table.c.id)
         if stale_after is None:
             alive = alive.where(nodes_table.c.id == me)
