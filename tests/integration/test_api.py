@@ -372,6 +372,37 @@ async def test_design_example_is_stored_normalized(client: httpx.AsyncClient, st
     assert "p-secret" not in status.text
 
 
+async def test_not_before_without_offset_is_due_in_each_recipients_zone(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """09:00 is 14:00 UTC in New York (the request's zone) and 00:00 UTC in Tokyo
+    (one recipient's own): the calls may be claimed from the earliest of the two,
+    and each is then held to its own 09:00 by the dialer's policy."""
+    from ringcast.dialer.policy import earliest_dial_time
+
+    schedule = {"not_before": "2030-01-02T09:00:00", "timezone": "America/New_York"}
+    body = {
+        "recipients": [
+            {"to": "sip:ny@example.com"},
+            {"to": "sip:tokyo@example.com", "timezone": "Asia/Tokyo"},
+        ],
+        "from": "me",
+        "playlist": [{"pause": 1}],
+        "schedule": schedule,
+    }
+    resp = await client.post("/voice/call/play", json=body)
+    assert resp.status_code == 200, resp.text
+    async with store.engine.connect() as conn:
+        calls = (await conn.execute(sa.select(calls_table).order_by(calls_table.c.seq))).all()
+    tokyo_nine = datetime(2030, 1, 2, 0, 0, tzinfo=UTC)
+    assert [c.not_before for c in calls] == [tokyo_nine, tokyo_nine]
+    claimed_at = tokyo_nine
+    assert [earliest_dial_time(claimed_at, schedule, c.timezone) for c in calls] == [
+        datetime(2030, 1, 2, 14, 0, tzinfo=UTC),
+        tokyo_nine,
+    ]
+
+
 async def test_named_trunk_is_resolved_into_the_request(
     client: httpx.AsyncClient, store: Store
 ) -> None:

@@ -262,7 +262,7 @@ async def play(
         body_hash=body_hash(parsed),
         tenant=tenant_of(request),
         idempotency_key=idempotency_key,
-        not_before=schedule.not_before_utc() if schedule else None,
+        not_before=schedule.not_before_utc(c.timezone for c in calls) if schedule else None,
         api_key_id=key.id if key is not None else None,
     )
     return _json(envelope(200, "accepted", accepted.request_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple
@@ -267,14 +268,19 @@ class Schedule(Model):
                 raise ValueError("must be an ISO 8601 date-time") from None
         return value
 
-    def not_before_utc(self) -> datetime | None:
-        """`not_before` in UTC; a time without offset is read in `timezone` (else UTC)."""
+    def not_before_utc(self, recipient_zones: Iterable[str | None] = ()) -> datetime | None:
+        """`not_before` in UTC, the earliest a call of the request may be claimed.
+
+        A time without offset is read in `timezone` (else UTC), or in a
+        recipient's own zone, which overrides it: then the earliest of those
+        instants. The dialer holds each call back to its own (policy.py)."""
         if self.not_before is None:
             return None
         moment = datetime.fromisoformat(self.not_before)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=ZoneInfo(self.timezone) if self.timezone else UTC)
-        return moment.astimezone(UTC)
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+        zones = {self.timezone or "UTC", *(z for z in recipient_zones if z)}
+        return min(moment.replace(tzinfo=ZoneInfo(z)).astimezone(UTC) for z in zones)
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:
