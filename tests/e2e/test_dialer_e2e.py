@@ -122,6 +122,42 @@ def test_retry_busy_until_the_cap_with_delay(tmp_path: Path, sipp_bin: str) -> N
     assert min(gaps) >= 0.9, gaps
 
 
+def test_retry_no_answer_after_the_ring_timeout(tmp_path: Path, sipp_bin: str) -> None:
+    with (
+        SippUas("e2e_ring.xml", tmp_path) as ring,
+        RingcastServer(tmp_path) as rc,
+    ):
+        rid = post(
+            rc,
+            {
+                "to": ring.uri("dan"),
+                "from": "me",
+                "playlist": [{"pause": 0.5}],
+                "ring_timeout": 1,
+                "retry": {"attempts": 1, "delay": 1, "on": ["no-answer"]},
+            },
+        )
+        final = rc.wait_ready(rid, timeout=40)["record"]
+        assert (final["result"], final["outcome"], final["attempt"]) == (
+            "completed",
+            "no-answer",
+            2,
+        )
+        every = httpx.get(
+            f"{rc.base}/voice/call/status/{final['id']}", params={"attempts": "all"}, timeout=10
+        ).json()
+        attempts = every["attempts"]
+        assert [(a["attempt"], a["outcome"]) for a in attempts] == [
+            (1, "no-answer"),
+            (2, "no-answer"),
+        ]
+        assert all(a["disconnect_cause_code"] == "487" for a in attempts)
+    times = ring.invite_times()
+    assert len(times) == 2  # one retry, then the cap
+    assert (times[1] - times[0]).total_seconds() >= (1 + 1) * 0.9  # ring timeout + delay
+    assert sum(m.startswith("CANCEL ") for m in ring.received()) == 2
+
+
 def test_closed_window_and_future_not_before_hold_calls(tmp_path: Path, sipp_bin: str) -> None:
     now = datetime.now(UTC)
     closed = {
@@ -377,3 +413,35 @@ def test_sigterm_lets_calls_finish_within_grace(
     assert "failed" not in before, before
     assert all(r["answered"] for r in after), after
     assert max(uas.invites_per_user().values()) == 1
+
+
+def test_sigterm_hangs_up_what_outlasts_the_grace_and_records_it(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'grace.db'}"
+    env = {"RINGCAST_SHUTDOWN_GRACE": "1"}
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
+        rc = RingcastServer(tmp_path, db=db, env=env).start()
+        rid = post(
+            rc,
+            {
+                "recipients": [{"to": uas.uri(f"g{i}")} for i in range(2)],
+                "from": "me",
+                "playlist": [{"pause": 20.0}],
+            },
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if sum(m.startswith("ACK ") for m in uas.received()) >= 2:
+                break  # both answered and playing
+            time.sleep(0.05)
+        assert rc.stop(timeout=30) == 0
+        with RingcastServer(tmp_path, db=db, env=env) as again:
+            records = report(again, rid)
+    assert sum(m.startswith("BYE ") for m in uas.received()) == 2  # we hung up
+    for rec in records:
+        assert (rec["result"], rec["answered"]) == ("completed", True), rec
+        assert rec["duration"] < 15 and rec["disconnect_time"], rec  # cut, not played out
+        assert rec["error"] == "hung up at shutdown, after the 1 s grace", rec
+    assert max(uas.invites_per_user().values()) == 1
+

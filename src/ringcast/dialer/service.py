@@ -64,6 +64,7 @@ class LiveCall:
     claimed: ClaimedCall
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    cut: str | None = None  # why this node hung up a connected call itself (its record's error)
 
 
 class Dialer:
@@ -150,6 +151,7 @@ class Dialer:
             _, still = await asyncio.wait(pending, timeout=grace)
             if still:
                 for c in self.live.values():
+                    c.cut = f"hung up at shutdown, after the {grace:g} s grace"
                     c.cancel.set()
                 await asyncio.wait(still, timeout=10)
         await self.writer.stop()
@@ -395,6 +397,8 @@ class Dialer:
                 on_progress=self._progress(call, info),
                 cancel=live.cancel,
             )
+            if live.cut and report.answered and not report.error:
+                report.error = live.cut  # the playlist did not play to its end
             await self._record(call, info, report)
         except Exception:
             log.exception("call %s crashed", call.id)
