@@ -444,4 +444,3 @@ def test_sigterm_hangs_up_what_outlasts_the_grace_and_records_it(
         assert rec["duration"] < 15 and rec["disconnect_time"], rec  # cut, not played out
         assert rec["error"] == "hung up at shutdown, after the 1 s grace", rec
     assert max(uas.invites_per_user().values()) == 1
-
