@@ -299,3 +299,36 @@ async def test_fleet_times_come_from_postgresqls_clock(
         assert again is not None and 0 < again.retry_in <= 1.0  # refills by the DB's clock
     finally:
         await store.close()
+
+
+async def test_report_is_ready_exactly_when_the_last_call_is_final(store: Store) -> None:
+    """done counts final calls only: a call queued for another attempt is not one,
+    and the report stays pending until the very last call ends."""
+    from ringcast.store import requests as rq
+
+    rid, ids = await add_request(store, 3)
+    node = Fence("n", await queue.register_node(store, "n"))
+    claimed = {c.id: c for c in await queue.claim_calls(store, node, 3)}
+    final = {"result": "completed", "outcome": "busy", "disconnect_time": utcnow()}
+
+    async def status() -> tuple[int, str]:
+        info = await rq.report_info(store, request_id=rid)
+        assert info is not None and info.total == 3
+        return info.done, info.status
+
+    assert await status() == (0, "pending")
+    async with store.session() as s, s.begin():
+        assert await queue.finish_call(s, ids[0], node, final)
+        # busy, retried in an hour: its first attempt ended, the call did not
+        assert await queue.finish_call(
+            s, ids[1], node, final, retry_at=utcnow() + timedelta(hours=1)
+        )
+    assert await status() == (1, "pending")
+    async with store.session() as s, s.begin():
+        assert await queue.finish_call(s, ids[2], node, final)
+    assert await status() == (2, "pending")  # n - 1 final
+    [again] = await queue.claim_calls(store, node, 1, now=utcnow() + timedelta(hours=2))
+    assert again.id == ids[1] and again.attempt == 2 and claimed[ids[1]].attempt == 1
+    async with store.session() as s, s.begin():
+        assert await queue.finish_call(s, ids[1], node, final)
+    assert await status() == (3, "ready")
