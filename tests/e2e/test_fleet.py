@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 from sipp import SippUas
+from sqlalchemy.engine import make_url
 
 from e2e.server import RingcastServer
 
@@ -168,3 +171,123 @@ def test_a_dialer_frozen_past_its_timeout_acts_on_nothing_it_lost(
     assert "was declared dead" in log
     # every answered record is the dialer's that really placed the call
     assert all(r["answered"] for r in records if r["result"] == "completed")
+
+
+class CuttableRelay:
+    """A TCP relay on 127.0.0.1 to `target` that can lose the database for a
+    while: `cut()` resets every connection through it and refuses new ones
+    until `restore()`."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = int(self.listener.getsockname()[1])
+        self.down = threading.Event()
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.open: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            with self.lock:
+                self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            conns, self.open = self.open, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.closed.set()
+        self.cut()
+        self.listener.close()
+        self.thread.join(timeout=2)
+
+
+def test_a_dialer_that_loses_the_database_is_replaced_and_fenced(
+    tmp_path: Path, sipp_bin: str, pg_url: str, rtp_sink: str
+) -> None:
+    """One dialer reaches PostgreSQL through a relay that drops for longer than
+    node_timeout: the other dialer rescues its calls (undialed back to the
+    queue, in flight 'node lost'); when the database is back, the cut-off dialer
+    writes nothing it lost, learns it was declared dead and rejoins. Nobody is
+    dialed twice and every recipient ends final once."""
+    n = 80
+    url = make_url(pg_url)
+    relay = CuttableRelay((url.host or "127.0.0.1", url.port or 5432))
+    via_relay = url.set(host="127.0.0.1", port=relay.port).render_as_string(hide_password=False)
+    env = {"RINGCAST_NODE_TIMEOUT": "2"}
+    args = ["--max-calls", "6", "--cps", "30"]
+    procs: list[RingcastServer] = []
+    try:
+        with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
+            api = RingcastServer(tmp_path, db=pg_url, command="api").start()
+            procs.append(api)
+            cut_off = RingcastServer(
+                tmp_path, db=via_relay, command="dialer", args=args, env=env
+            ).start()
+            procs.append(cut_off)
+            procs.append(
+                RingcastServer(tmp_path, db=pg_url, command="dialer", args=args, env=env).start()
+            )
+            rid = start_broadcast(api, uas, "d", n, pause=1.0, wait_invites=20)
+            relay.cut()
+            time.sleep(5.0)  # > node_timeout: declared dead by the other dialer
+            relay.restore()
+            records = final_records(api, rid)
+            deadline = time.monotonic() + 20
+            while (
+                "was declared dead" not in cut_off.log.read_text() and time.monotonic() < deadline
+            ):
+                time.sleep(0.2)
+            log = cut_off.log.read_text()
+            assert cut_off.proc is not None and cut_off.proc.poll() is None, log[-3000:]  # still up
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        relay.close()
+    per_user = uas.invites_per_user()
+    assert max(per_user.values()) == 1, "a recipient was dialed twice"
+    assert len(records) == n
+    assert {r["result"] for r in records} <= {"completed", "failed"}
+    lost = [r for r in records if r["result"] == "failed"]
+    assert lost and all(r["error"] == "node lost" for r in lost), lost[:3]
+    assert all(r["answered"] for r in records if r["result"] == "completed")
+    assert "was declared dead" in log and "rejoining" in log
+    # the outage is one warning per loop, not a traceback on every pass
+    assert "database unreachable" in log and "Traceback" not in log, log[-3000:]

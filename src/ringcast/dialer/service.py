@@ -46,7 +46,7 @@ from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, limiter, queue
-from ringcast.store.db import Store
+from ringcast.store.db import DB_ERRORS, Outage, Store
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 from ringcast.store.requests import WORK_CHANNEL
 from ringcast.webhooks import outbox as webhooks
@@ -165,9 +165,14 @@ class Dialer:
     # --- claim loop --------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        outage = Outage("dialer claims", log)
         while not self._stop.is_set():
             try:
                 claimed = await self._claim_batch()
+                outage.ok()
+            except DB_ERRORS as exc:
+                outage.failed(exc)
+                claimed = []
             except RingcastError as exc:
                 log.error("claim failed: %s", exc)
                 claimed = []
@@ -462,6 +467,7 @@ class Dialer:
     async def _watch_loop(self) -> None:
         beat = 0.0
         interval = self.settings.node_timeout / 3  # seconds between heartbeats
+        outage = Outage("dialer watcher", log)
         while not self._stop.is_set():
             await asyncio.sleep(WATCH_INTERVAL)
             try:
@@ -473,6 +479,9 @@ class Dialer:
                         await self._declared_dead()
                     if not self.single_node:
                         await self._rescue(initial=False)
+                outage.ok()
+            except DB_ERRORS as exc:
+                outage.failed(exc)
             except RingcastError as exc:
                 log.warning("dialer watcher: %s", exc)
             except Exception:

@@ -180,3 +180,26 @@ async def db_now(s: AsyncSession) -> datetime:
         value = (await s.execute(sa.select(sa.func.now()))).scalar_one()
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     return datetime.now(UTC)
+
+
+DB_ERRORS = (StoreError, SQLAlchemyError, OSError)  # what a lost database raises
+
+
+class Outage:
+    """One warning when a loop that keeps retrying loses the database, one line
+    when it is back: not a traceback on every pass while it is down."""
+
+    def __init__(self, what: str, logger: logging.Logger) -> None:
+        self.what = what
+        self.logger = logger
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            self.logger.warning("%s: database unreachable (%s); retrying", self.what, exc)
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            self.logger.info("%s: database reachable again", self.what)

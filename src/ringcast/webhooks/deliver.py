@@ -55,7 +55,7 @@ import ringcast
 from ringcast.domain import now_precise
 from ringcast.errors import ConfigError, RingcastError
 from ringcast.netguard import AddressRefused, NetPolicy, guarded_transport
-from ringcast.store.db import Store
+from ringcast.store.db import DB_ERRORS, Outage, Store
 from ringcast.webhooks import outbox
 from ringcast.webhooks.sign import decode_secret, generate_secret, signed_headers
 
@@ -367,12 +367,16 @@ class WebhookDeliverer:
     # --- the pump ---------------------------------------------------------------------
 
     async def _pump(self) -> None:
+        outage = Outage("webhook deliverer", log)
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 await self._flush()
                 await self._housekeeping()
                 await self._claim_and_start()
+                outage.ok()
+            except DB_ERRORS as exc:
+                outage.failed(exc)
             except RingcastError as exc:
                 log.warning("webhook deliverer: %s", exc)
             except Exception:
