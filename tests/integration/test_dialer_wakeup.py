@@ -30,7 +30,21 @@ async def test_notify_wakes_an_idle_dialer_long_before_its_next_poll(
     dialer = Dialer(settings, store)
     try:
         await dialer.start()
-        await asyncio.sleep(1.5)  # its first (empty) claim is done; LISTEN is up
+        listening = False
+        started = time.monotonic()
+        while not listening and time.monotonic() - started < 20:
+            await asyncio.sleep(0.05)
+            async with store.session(readonly=True) as s, s.begin():
+                listening = bool(
+                    await s.scalar(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                        )
+                    )
+                )
+        assert listening, "the dialer never issued LISTEN"
+        await asyncio.sleep(0.3)  # its first (empty) claim is over; it waits on its wake event
         dead = free_port()  # nobody answers there: the call itself fails, once claimed
         accepted = await rq.create_request(
             store,
