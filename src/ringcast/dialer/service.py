@@ -450,16 +450,19 @@ class Dialer:
             if decision is not None:
                 retry_at = now_precise() + timedelta(seconds=decision.delay)
         values = report.fields()
-        if not await self._write_final(call, info, values, retry_at=retry_at, optout=report.optout):
-            log.warning("call %s: claim lost; result not recorded by this node", call.id)
-        log.info(
-            "call %s to %s: %s/%s %s %s",
+        recorded = await self._write_final(
+            call, info, values, retry_at=retry_at, optout=report.optout
+        )
+        log.log(
+            logging.INFO if recorded else logging.WARNING,
+            "call %s to %s: %s/%s %s %s%s",
             call.id,
             call.to_uri,
             report.result,
             report.outcome,
             report.disconnect_cause_code,
             report.error or "",
+            "" if recorded else " (claim lost: not recorded by this node)",
         )
 
     # --- watcher -------------------------------------------------------------------
