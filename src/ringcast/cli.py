@@ -151,9 +151,9 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
     import uvicorn
 
     from ringcast.api.app import create_app
-    from ringcast.store.db import open_store
+    from ringcast.store.db import store_for
 
-    store = open_store(settings.db)
+    store = store_for(settings)
     try:
         await store.migrate()
         from ringcast.api.auth import check_bind_policy
@@ -266,9 +266,9 @@ def api(
 async def _dial(settings: Settings, hook: LifespanHook) -> None:
     from starlette.datastructures import State
 
-    from ringcast.store.db import open_store
+    from ringcast.store.db import store_for
 
-    store = open_store(settings.db)
+    store = store_for(settings)
     try:
         await store.migrate()
         state = State()

@@ -66,6 +66,8 @@ class Settings:
     sip_t2: float = 4.0  # seconds, RFC 3261 T2
     shutdown_grace: float = 30.0  # seconds to finish in-flight calls on SIGTERM
     node_timeout: float = 15.0  # seconds without heartbeat before a dialer is declared dead
+    db_pool_size: int = 5  # PostgreSQL connections each process keeps open
+    db_pool_overflow: int = 10  # extra PostgreSQL connections a process may open at peaks
     sip_flood_rate: float = 50.0  # SIP requests per second one source IP may send (0: no limit)
     sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
@@ -332,6 +334,8 @@ def _validate(s: Settings) -> None:
     _check(s.sip_t1 > 0, "sip_t1", "must be above 0")
     _check(s.sip_t2 >= s.sip_t1, "sip_t2", "must be at least sip_t1")
     _check(s.shutdown_grace >= 0, "shutdown_grace", "must not be negative")
+    _check(s.db_pool_size >= 1, "db_pool_size", "must be at least 1")
+    _check(s.db_pool_overflow >= 0, "db_pool_overflow", "must not be negative")
     for cidr in s.private_url_allowlist:
         try:
             ipaddress.ip_network(cidr, strict=False)

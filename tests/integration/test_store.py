@@ -314,3 +314,23 @@ async def test_cancel_request(store: Store) -> None:
     assert await q.cancel_request(store, "nope") is None
     info = await q.report_info(store, request_id=accepted.request_id)
     assert info is not None and info.done == 3
+
+
+async def test_postgresql_pool_follows_the_settings(pg_url: str) -> None:
+    from ringcast.config import Settings
+    from ringcast.store.db import store_for
+
+    settings = Settings.from_sources(
+        {"db": pg_url}, env={"RINGCAST_DB_POOL_SIZE": "3", "RINGCAST_DB_POOL_OVERFLOW": "1"}
+    )
+    store = store_for(settings)
+    try:
+        await store.migrate()
+        pool = store.engine.pool
+        assert pool.size() == 3  # type: ignore[attr-defined]
+        conns = [await store.engine.connect() for _ in range(4)]  # 3 + 1 overflow
+        assert pool.checkedout() == 4  # type: ignore[attr-defined]
+        for conn in conns:
+            await conn.close()
+    finally:
+        await store.close()

@@ -30,7 +30,15 @@ def test_defaults() -> None:
     assert s.media_cache_dir.endswith("ringcast/media")
     assert s.allow_private_urls is False
     assert (s.sip_t1, s.sip_t2, s.shutdown_grace) == (0.5, 4.0, 30.0)
+    assert s.node_timeout == 15.0  # a dialer silent this long is declared dead
+    assert (s.db_pool_size, s.db_pool_overflow) == (5, 10)
     assert s.trunks == {} and s.config_file is None
+
+
+def test_pool_settings_from_env() -> None:
+    env = {"RINGCAST_DB_POOL_SIZE": "12", "RINGCAST_DB_POOL_OVERFLOW": "0"}
+    s = Settings.from_sources({}, env=env)
+    assert (s.db_pool_size, s.db_pool_overflow) == (12, 0)
 
 
 def test_settings_are_frozen() -> None:
@@ -122,6 +130,8 @@ cps = 2.5
         ({}, {"RINGCAST_PUBLIC_IP": "my.host"}, "public_ip"),
         ({"db": "mysql://x"}, {}, "db"),
         ({"sip_t2": 0.1}, {}, "sip_t2"),
+        ({}, {"RINGCAST_DB_POOL_SIZE": "0"}, "db_pool_size"),
+        ({}, {"RINGCAST_DB_POOL_OVERFLOW": "-1"}, "db_pool_overflow"),
         ({"nonsense": 1}, {}, "nonsense"),
     ],
 )

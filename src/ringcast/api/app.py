@@ -31,7 +31,7 @@ from ringcast.api import dashboard, dnc, errors, routes
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
-from ringcast.store.db import Store, open_store
+from ringcast.store.db import Store, store_for
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if store is None:
-                own = open_store(settings.db)
+                own = store_for(settings)
                 stack.push_async_callback(own.close)
                 await own.migrate()
                 app.state.store = own

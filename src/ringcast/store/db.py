@@ -15,7 +15,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -29,6 +29,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ringcast.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from ringcast.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +155,14 @@ def _upgrade(connection: sa.Connection, revision: str) -> None:
     command.upgrade(alembic_config(connection), revision)
 
 
-def open_store(url: str, *, echo: bool = False) -> Store:
-    """Open (lazily connect) the database at `url` (`sqlite:///…` or `postgresql://…`)."""
+def open_store(
+    url: str, *, echo: bool = False, pool_size: int = 5, pool_overflow: int = 10
+) -> Store:
+    """Open (lazily connect) the database at `url` (`sqlite:///…` or `postgresql://…`).
+
+    On PostgreSQL the process keeps `pool_size` connections and opens up to
+    `pool_overflow` more at peaks (`RINGCAST_DB_POOL_SIZE`, `RINGCAST_DB_POOL_OVERFLOW`).
+    """
     async_url = to_async_url(url)
     backend = make_url(async_url).get_backend_name()
     kwargs: dict[str, Any] = {"echo": echo}
@@ -166,7 +175,13 @@ def open_store(url: str, *, echo: bool = False) -> Store:
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return Store(url, engine, "sqlite")
-    engine = create_async_engine(async_url, pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(
+        async_url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_overflow,
+        **kwargs,
+    )
     return Store(url, engine, "postgresql")
 
 
@@ -203,3 +218,10 @@ class Outage:
         if self.down:
             self.down = False
             self.logger.info("%s: database reachable again", self.what)
+
+
+def store_for(settings: Settings) -> Store:
+    """The store a server process's settings name (`db`, `db_pool_size`, `db_pool_overflow`)."""
+    return open_store(
+        settings.db, pool_size=settings.db_pool_size, pool_overflow=settings.db_pool_overflow
+    )
