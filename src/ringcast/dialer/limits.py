@@ -13,9 +13,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+CATCH_UP = 0.020  # seconds of lateness a pacer makes up (a busy event loop wakes late)
+
 
 class Pacer:
-    """Calls-per-second limiter: a token bucket of depth 1 on a monotonic clock."""
+    """Calls-per-second limiter on a monotonic clock: call starts follow a fixed
+    schedule one interval apart. A start up to CATCH_UP late keeps the schedule
+    (the next one comes that much sooner), so a loop that wakes a little late
+    does not lose rate at high CPS; after a longer pause the schedule restarts
+    from now, so idle time is never banked into a burst. Over any second the
+    rate never exceeds `rate` (+ one call), and two starts are never closer than
+    `interval - CATCH_UP`."""
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0:
@@ -29,12 +37,11 @@ class Pacer:
         return max(0.0, self._next - self._clock())
 
     def take(self) -> None:
-        """Record one call start: the next one is due one interval later.
-
-        Idle time is not banked: after a pause the next call is due now, not
-        a burst of the calls that "could have" started.
-        """
-        self._next = max(self._next, self._clock()) + self.interval
+        """Record one call start: the next one is due one interval after this
+        one's scheduled time (or after now, if this one is more than CATCH_UP late)."""
+        now = self._clock()
+        on_schedule = self._next if now - self._next <= CATCH_UP else now
+        self._next = on_schedule + self.interval
 
 
 @dataclass

@@ -22,6 +22,25 @@ def test_pacer_spaces_calls_and_banks_no_idle_time() -> None:
     assert p.ready_in() == 0.25
 
 
+def test_pacer_makes_up_a_late_wakeup_but_never_a_pause() -> None:
+    clock = FakeClock()
+    p = Pacer(100.0, clock)  # one call per 10 ms
+    p.take()  # due 100.000, started on time
+    clock.now += 0.015  # the loop woke 5 ms late for the call due at 100.010
+    assert p.ready_in() == 0
+    p.take()  # the schedule holds: the next is due at 100.020, 5 ms from now
+    assert abs(p.ready_in() - 0.005) < 1e-9
+    starts = []
+    for _ in range(100):  # a second of starts at the earliest moment each may start
+        clock.now += p.ready_in()
+        starts.append(clock.now)
+        p.take()
+    assert starts[-1] - starts[0] >= 0.99 - 1e-9  # 100 starts span >= 99 intervals
+    clock.now += 0.5  # a pause: not made up
+    p.take()
+    assert abs(p.ready_in() - 0.010) < 1e-9
+
+
 def test_node_limits_hold_channels_and_rate() -> None:
     clock = FakeClock()
     lim = NodeLimits(max_calls=2, cps=10.0, clock=clock)
