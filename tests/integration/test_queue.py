@@ -332,3 +332,24 @@ async def test_report_is_ready_exactly_when_the_last_call_is_final(store: Store)
     async with store.session() as s, s.begin():
         assert await queue.finish_call(s, ids[1], node, final)
     assert await status() == (3, "ready")
+
+
+async def test_a_claim_reads_only_the_calls_it_takes(store: Store) -> None:
+    """The claim's select walks ix_calls_claim_order in (not_before, seq) order and
+    stops after its rows: no sort of every queued call (they share one not_before),
+    even with the fresh, statistics-less table a large new request leaves."""
+    from ringcast.store import requests as rq
+
+    calls = [rq.NewCall(f"sip:u{i}@127.0.0.1:5", "me") for i in range(20_000)]
+    await rq.create_request(store, body={"from": "me"}, calls=calls, body_hash="h")
+    node = Fence("n", await queue.register_node(store, "n"))
+    pick = queue.due_calls(store, node, 161, now=utcnow() + timedelta(seconds=1))
+    compiled = pick.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
+    async with store.session() as s, s.begin():
+        await queue.prefer_claim_order(s)
+        prefix = "EXPLAIN QUERY PLAN " if store.dialect == "sqlite" else "EXPLAIN "
+        plan = "\n".join(str(r) for r in await s.execute(sa.text(prefix + str(compiled))))
+    assert "ix_calls_claim_order" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+    got = await queue.claim_calls(store, node, 161)
+    assert [c.seq for c in got] == list(range(161))

@@ -84,7 +84,7 @@ class CallRow(Base):
     __tablename__ = "calls"
     __table_args__ = (
         sa.UniqueConstraint("request_id", "seq"),
-        sa.Index("ix_calls_result_not_before", "result", "not_before"),
+        sa.Index("ix_calls_claim_order", "result", "not_before", "seq"),  # claims: store/queue.py
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)

@@ -108,6 +108,36 @@ def _wrap(exc: SQLAlchemyError) -> StoreError:
     return StoreError(f"database error: {type(exc).__name__}")
 
 
+def due_calls(
+    store: Store,
+    node: Fence,
+    limit: int,
+    *,
+    now: datetime,
+    exclude_requests: Sequence[str] = (),
+) -> sa.Select[tuple[str]]:
+    """The ids of the next `limit` due queued calls, in (not_before, seq) order:
+    what a claim takes. ix_calls_claim_order holds that order, so the database
+    reads just those rows (with `prefer_claim_order` on PostgreSQL)."""
+    alive = sa.exists().where(nodes_table.c.id == node.node_id, nodes_table.c.epoch == node.epoch)
+    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now, alive)
+    if exclude_requests:
+        due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
+    pick = sa.select(calls.c.id).where(due).order_by(calls.c.not_before, calls.c.seq).limit(limit)
+    if store.dialect == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    return pick
+
+
+async def prefer_claim_order(s: AsyncSession) -> None:
+    """On PostgreSQL, make this transaction's claim walk ix_calls_claim_order and
+    stop after its rows. A queue's statistics are always stale (a request adds
+    its calls all at once): estimating few queued rows, the planner would
+    gather every queued call and sort them (~50 ms per claim at 57,600)."""
+    if s.get_bind().dialect.name == "postgresql":
+        await s.execute(sa.text("SET LOCAL enable_sort = off"))
+
+
 async def claim_calls(
     store: Store,
     node: Fence,
@@ -125,13 +155,7 @@ async def claim_calls(
     if limit <= 0:
         return []
     now = now or now_precise()
-    alive = sa.exists().where(nodes_table.c.id == node.node_id, nodes_table.c.epoch == node.epoch)
-    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now, alive)
-    if exclude_requests:
-        due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
-    pick = sa.select(calls.c.id).where(due).order_by(calls.c.not_before, calls.c.seq).limit(limit)
-    if store.dialect == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+    pick = due_calls(store, node, limit, now=now, exclude_requests=exclude_requests)
     stmt = (
         sa.update(calls)
         .where(calls.c.id.in_(pick.scalar_subquery()))
@@ -154,6 +178,7 @@ async def claim_calls(
     )
     try:
         async with store.session() as s, s.begin():
+            await prefer_claim_order(s)
             rows = (await s.execute(stmt)).all()
     except SQLAlchemyError as exc:
         raise _wrap(exc) from exc
