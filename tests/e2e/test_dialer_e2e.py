@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sipp import SippUas
 
 from e2e.server import MediaServer, RingcastServer, post, write_tone_wav
@@ -23,6 +24,12 @@ def report(rc: RingcastServer, request_id: str) -> list[dict[str, Any]]:
         return [status["record"]]
     rep = httpx.get(f"{rc.base}/report/{status['report']['id']}", timeout=30).json()
     return list(rep["records"])
+
+
+def pauses_to(rc: RingcastServer, uas: SippUas, prefix: str, n: int, *, pause: float) -> str:
+    """POST a request whose playlist is one pause to users prefix0..prefix{n-1}."""
+    recipients = [{"to": uas.uri(f"{prefix}{i}")} for i in range(n)]
+    return post(rc, {"recipients": recipients, "from": "me", "playlist": [{"pause": pause}]})
 
 
 def test_limits_hold_channels_and_cps(tmp_path: Path, sipp_bin: str, rtp_sink: str) -> None:
@@ -94,68 +101,65 @@ def test_request_and_trunk_limits_hold(tmp_path: Path, sipp_bin: str, rtp_sink: 
         assert min(gaps) >= 0.25 * 0.8, gaps  # cps 4: one INVITE per 250 ms
 
 
-def test_retry_busy_until_the_cap_with_delay(tmp_path: Path, sipp_bin: str) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "extra", "outcome", "attempts", "cause", "gap"),
+    [
+        # busy twice more after the first 486, one second apart
+        (
+            "e2e_busy.xml",
+            {"retry": {"attempts": 2, "delay": 1, "on": ["busy"]}},
+            "busy",
+            3,
+            "486",
+            1,
+        ),
+        # rings out (ring timeout 1 s, our CANCEL, 487), once more after one second
+        (
+            "e2e_ring.xml",
+            {"ring_timeout": 1, "retry": {"attempts": 1, "delay": 1, "on": ["no-answer"]}},
+            "no-answer",
+            2,
+            "487",
+            1 + 1,
+        ),
+    ],
+)
+def test_retry_until_the_cap_with_delay(
+    tmp_path: Path,
+    sipp_bin: str,
+    scenario: str,
+    extra: dict[str, Any],
+    outcome: str,
+    attempts: int,
+    cause: str,
+    gap: float,
+) -> None:
     with (
-        SippUas("e2e_busy.xml", tmp_path) as uas,
+        SippUas(scenario, tmp_path) as uas,
         RingcastServer(tmp_path) as rc,
     ):
         rid = post(
-            rc,
-            {
-                "to": uas.uri("carol"),
-                "from": "me",
-                "playlist": [{"pause": 0.5}],
-                "retry": {"attempts": 2, "delay": 1, "on": ["busy"]},
-            },
-        )
-        final = rc.wait_ready(rid, timeout=40)["record"]
-        assert (final["result"], final["outcome"], final["attempt"]) == ("completed", "busy", 3)
-        every = httpx.get(
-            f"{rc.base}/voice/call/status/{final['id']}", params={"attempts": "all"}, timeout=10
-        ).json()
-        attempts = every["attempts"]
-        assert [a["attempt"] for a in attempts] == [1, 2, 3]
-        assert all(a["disconnect_cause_code"] == "486" for a in attempts)
-    times = uas.invite_times()
-    assert len(times) == 3
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
-    assert min(gaps) >= 0.9, gaps
-
-
-def test_retry_no_answer_after_the_ring_timeout(tmp_path: Path, sipp_bin: str) -> None:
-    with (
-        SippUas("e2e_ring.xml", tmp_path) as ring,
-        RingcastServer(tmp_path) as rc,
-    ):
-        rid = post(
-            rc,
-            {
-                "to": ring.uri("dan"),
-                "from": "me",
-                "playlist": [{"pause": 0.5}],
-                "ring_timeout": 1,
-                "retry": {"attempts": 1, "delay": 1, "on": ["no-answer"]},
-            },
+            rc, {"to": uas.uri("carol"), "from": "me", "playlist": [{"pause": 0.5}], **extra}
         )
         final = rc.wait_ready(rid, timeout=40)["record"]
         assert (final["result"], final["outcome"], final["attempt"]) == (
             "completed",
-            "no-answer",
-            2,
+            outcome,
+            attempts,
         )
         every = httpx.get(
             f"{rc.base}/voice/call/status/{final['id']}", params={"attempts": "all"}, timeout=10
-        ).json()
-        attempts = every["attempts"]
-        assert [(a["attempt"], a["outcome"]) for a in attempts] == [
-            (1, "no-answer"),
-            (2, "no-answer"),
+        ).json()["attempts"]
+        assert [(a["attempt"], a["outcome"]) for a in every] == [
+            (n, outcome) for n in range(1, attempts + 1)
         ]
-        assert all(a["disconnect_cause_code"] == "487" for a in attempts)
-    times = ring.invite_times()
-    assert len(times) == 2  # one retry, then the cap
-    assert (times[1] - times[0]).total_seconds() >= (1 + 1) * 0.9  # ring timeout + delay
-    assert sum(m.startswith("CANCEL ") for m in ring.received()) == 2
+        assert all(a["disconnect_cause_code"] == cause for a in every)
+    times = uas.invite_times()
+    assert len(times) == attempts  # then the cap
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= gap * 0.9, gaps
+    if cause == "487":
+        assert sum(m.startswith("CANCEL ") for m in uas.received()) == attempts
 
 
 def test_closed_window_and_future_not_before_hold_calls(tmp_path: Path, sipp_bin: str) -> None:
@@ -392,14 +396,7 @@ def test_sigterm_lets_calls_finish_within_grace(
     db = f"sqlite:///{tmp_path / 'term.db'}"
     with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
         rc = RingcastServer(tmp_path, db=db, args=["--max-calls", "2"]).start()
-        rid = post(
-            rc,
-            {
-                "recipients": [{"to": uas.uri(f"t{i}")} for i in range(6)],
-                "from": "me",
-                "playlist": [{"pause": 2.0}],
-            },
-        )
+        rid = pauses_to(rc, uas, "t", 6, pause=2.0)
         deadline = time.monotonic() + 20
         while len(uas.invite_times()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -422,14 +419,7 @@ def test_sigterm_hangs_up_what_outlasts_the_grace_and_records_it(
     env = {"RINGCAST_SHUTDOWN_GRACE": "1"}
     with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as uas:
         rc = RingcastServer(tmp_path, db=db, env=env).start()
-        rid = post(
-            rc,
-            {
-                "recipients": [{"to": uas.uri(f"g{i}")} for i in range(2)],
-                "from": "me",
-                "playlist": [{"pause": 20.0}],
-            },
-        )
+        rid = pauses_to(rc, uas, "g", 2, pause=20.0)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if sum(m.startswith("ACK ") for m in uas.received()) >= 2:
