@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -59,8 +60,14 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
         with SippUas("uas_answer.xml", work, keys={"rtp_port": str(sink.getsockname()[1])}) as uas:
             api = RingcastServer(work, db=db, command="api", env=env).start()
             procs.append(api)
-            for _ in range(n_dialers):
-                procs.append(RingcastServer(work, db=db, command="dialer", args=dargs).start())
+            for i in range(n_dialers):
+                # RTP ports for every call a dialer may hold (RingcastServer's default
+                # range has 100 pairs), and no two dialers sharing one
+                lo = 30000 + i * 4 * args.max_calls
+                ports = ["--rtp-ports", f"{lo}-{lo + 4 * args.max_calls - 1}"]
+                procs.append(
+                    RingcastServer(work, db=db, command="dialer", args=dargs + ports).start()
+                )
             r = httpx.post(
                 f"{api.base}/voice/call/play",
                 timeout=60,
@@ -71,7 +78,13 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
                 },
             )
             rid = r.json()["request_id"]
-            api.wait_ready(rid, timeout=600)
+            status = api.wait_ready(rid, timeout=600)
+            lines = httpx.get(
+                f"{api.base}/report/{status['report']['id']}",
+                params={"format": "ndjson"},
+                timeout=60,
+            ).text.splitlines()
+            failed = sum(json.loads(line)["result"] != "completed" for line in lines if line)
             times = uas.invite_times()
             span = (times[-1] - times[0]).total_seconds() + args.pause
             done = len(times)
@@ -82,7 +95,10 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
         shutil.rmtree(work, ignore_errors=True)
         asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     per_min = done / span * 60
-    print(f"  {n_dialers} dialer(s): {done} calls in {span:.1f} s = {per_min:,.0f} calls/min")
+    print(
+        f"  {n_dialers} dialer(s): {done} calls in {span:.1f} s = {per_min:,.0f} calls/min"
+        f" ({failed} not completed)"
+    )
     return per_min
 
 

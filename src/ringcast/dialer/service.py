@@ -107,6 +107,15 @@ class Dialer:
     # --- life cycle ------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.settings.max_calls > self.ports.capacity:
+            log.warning(
+                "--max-calls %d is more than the %d RTP port pairs of --rtp-ports %d-%d:"
+                " calls beyond them fail with 'no RTP port available'",
+                self.settings.max_calls,
+                self.ports.capacity,
+                self.settings.rtp_port_min,
+                self.settings.rtp_port_max,
+            )
         if self._own_sip:
             await self.sip.start()
         self.clock.start()
