@@ -30,9 +30,8 @@ from prometheus_client.registry import Collector
 
 from ringcast.domain import Result, utcnow
 from ringcast.errors import StoreError
-from ringcast.store.db import Store
+from ringcast.store.db import Store, wrap_errors
 from ringcast.store.models import calls_table, webhook_outbox_table
-from ringcast.store.requests import wrap_errors
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ringcast.domain import LIVE_RESULTS, Result, utcnow
-from ringcast.store.db import Store
+from ringcast.store.db import Store, wrap_errors
 from ringcast.store.models import calls_table, requests_table
-from ringcast.store.requests import wrap_errors
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from ringcast.errors import ConfigError, StoreError
+from ringcast.errors import ConfigError, RingcastError, StoreError
 
 if TYPE_CHECKING:
     from ringcast.config import Settings
@@ -197,7 +197,22 @@ async def db_now(s: AsyncSession) -> datetime:
     return datetime.now(UTC)
 
 
-DB_ERRORS = (StoreError, SQLAlchemyError, OSError)  # what a lost database raises
+DRIVER_ERRORS = (SQLAlchemyError, OSError)  # what the drivers raise, a lost database included
+DB_ERRORS = (StoreError, *DRIVER_ERRORS)  # the same, once wrapped at the store boundary
+
+
+class _Wrap:
+    """Translate driver errors into StoreError at the store boundary."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, DRIVER_ERRORS) and not isinstance(exc, RingcastError):
+            raise StoreError(f"database error: {type(exc).__name__}") from exc
+
+
+wrap_errors = _Wrap
 
 
 class Outage:

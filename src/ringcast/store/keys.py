@@ -24,9 +24,8 @@ import sqlalchemy as sa
 
 from ringcast.domain import utcnow
 from ringcast.errors import ValidationFailed
-from ringcast.store.db import Store
+from ringcast.store.db import Store, wrap_errors
 from ringcast.store.models import api_keys_table
-from ringcast.store.requests import wrap_errors
 
 logger = logging.getLogger(__name__)
 

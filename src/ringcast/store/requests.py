@@ -22,12 +22,12 @@ from typing import Any, Literal, NamedTuple
 import asyncpg
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
-from ringcast.errors import RingcastError, StoreError, ValidationFailed
-from ringcast.store.db import Dialect, Store
+from ringcast.errors import StoreError, ValidationFailed
+from ringcast.store.db import Dialect, Store, wrap_errors
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
 from ringcast.store.records import record_csv_sql, record_json_sql
 
@@ -74,20 +74,6 @@ class ReportInfo:
     @property
     def status(self) -> str:
         return "ready" if self.done >= self.total else "pending"
-
-
-class _Wrap:
-    """Translate driver errors into StoreError at the store boundary."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if isinstance(exc, SQLAlchemyError | OSError) and not isinstance(exc, RingcastError):
-            raise StoreError(f"database error: {type(exc).__name__}") from exc
-
-
-wrap_errors = _Wrap
 
 
 async def create_request(
