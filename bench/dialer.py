@@ -1,9 +1,14 @@
 """End-to-end dialer benchmarks through `ringcast serve`, SIPp answering on 127.0.0.1.
 
-(a) concurrency: N calls that each stream 30 s of audio; N steps up until the
+(a) concurrency: N calls streaming together for 30 s; N steps up until the
     p99 inter-packet gap seen by the receiver exceeds 25 ms or the ringcast
-    process saturates a core. Printed per N: ringcast CPU % (of one core) and
-    CPU % per call over a steady window, p50/p99 gap of sampled streams.
+    process saturates a core. Calls are dialed at up to --ramp-cps and each
+    streams 30 s plus the time the ramp may take (twice N / --ramp-cps, + 20 s),
+    so the first is still streaming when the last starts; the window is
+    measured once the process reports N calls active. Printed per N: ringcast
+    CPU % (of one core) and CPU % per call over a steady window, p50/p99 gap of
+    sampled streams, and CPU us per packet against a baseline measured in the
+    same run: a bare `send` of one packet from a tight loop.
 (b) setups: short calls for --seconds (default 60) at up to --cps: completed
     calls per second sustained, and ringcast CPU seconds per 1,000 calls.
 
@@ -12,7 +17,7 @@ where a receiver process timestamps it; the other streams go to a socket
 nobody reads (a second SIPp names it), so the receiver does not compete for
 a core with the process measured.
 
-    .venv/bin/python bench/dialer.py concurrency --n 250,500,1000,1500
+    .venv/bin/python bench/dialer.py concurrency  # N = 1000 ... 5000, stops at the limit
     .venv/bin/python bench/dialer.py setups --seconds 60 --cps 800  # more than it can: capacity
 """
 
@@ -24,6 +29,7 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -88,19 +94,46 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def bare_send_cost(streams: int = 3000, rounds: int = 20) -> float:
+    """Baseline, same machine and hour: CPU us per `send` of one 172-byte packet on a
+    connected UDP socket, from a tight loop over `streams` sockets to a loopback
+    socket nobody reads (what the kernel charges the sender; no Python around it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead:
+        addr = ("127.0.0.1", bound(dead))
+        socks = []
+        try:
+            for _ in range(streams):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.setblocking(False)
+                s.connect(addr)
+            sends, pkt = [s.send for s in socks], bytes(172)
+            c0 = time.process_time()
+            for _ in range(rounds):
+                for send in sends:
+                    send(pkt)
+            return (time.process_time() - c0) / (rounds * streams) * 1e6
+        finally:
+            for s in socks:
+                s.close()
+
+
 def concurrency(
     args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connection
 ) -> None:
+    baseline = bare_send_cost()
+    print(f"  baseline: a bare send costs {baseline:.2f} CPU us per packet on this machine now")
     for n in [int(x) for x in args.n.split(",")]:
         rc_args = [
             "--max-calls",
             str(n),
             "--cps",
-            "200",
+            str(args.ramp_cps),
             "--rtp-ports",
             f"20000-{20000 + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
+        ramp_limit = 2 * n / args.ramp_cps + 20  # seconds the ramp may take (it slows as N grows)
         # The SAMPLED streams go to the receiver; the others to a socket nobody
         # reads (the kernel drops them), so that the measuring process does not
         # spend a core reading packets it would not time anyway.
@@ -122,11 +155,16 @@ def concurrency(
                         {"to": (timed if i < SAMPLED else other).uri(f"c{i}")} for i in range(n)
                     ],
                     "from": "bench",
-                    "playlist": [{"pause": 30}],
+                    "playlist": [{"pause": 30 + round(ramp_limit)}],
                 },
             )
             rid = r.json()["request_id"]
-            time.sleep(n / 200 + 3)  # ramp at 200 calls/s, then settle
+            active = wait_active(rc.base, n, deadline=time.monotonic() + ramp_limit)
+            if active < n:
+                print(f"  N={n:5d}: only {active} calls active after the ramp; stop")
+                print_results(work / f"c{n}.db")
+                return
+            time.sleep(2)  # settle
             pid = rc.proc.pid  # type: ignore[union-attr]
             pipe.send("start")
             m0 = clock_counters(rc.base)
@@ -139,15 +177,40 @@ def concurrency(
             httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
             cpu = (c1 - c0) / (t1 - t0) * 100
             p50, p99 = pct(gaps, 0.5) * 1000, pct(gaps, 0.99) * 1000
+            sent = m1["ringcast_rtp_packets_sent_total"] - m0["ringcast_rtp_packets_sent_total"]
+            per_packet = (c1 - c0) / max(1.0, sent) * 1e6
             print(
                 f"  N={n:5d}: ringcast CPU {cpu:5.1f}% of a core, {cpu / n:.3f}% per call; "
                 f"gap p50 {p50:.1f} ms p99 {p99:.1f} ms ({len(gaps)} gaps sampled); sender: "
-                f"{late_share(m0, m1):.1f}% of clock ticks late (> 5 ms)",
+                f"{late_share(m0, m1):.1f}% of clock ticks late (> 5 ms); "
+                f"{per_packet:.2f} CPU us per packet sent = {per_packet / baseline:.1f}x "
+                f"the bare send",
                 flush=True,
             )
             if p99 > 25 or cpu > 95:
                 print(f"  stop: {'p99 gap > 25 ms' if p99 > 25 else 'core saturated'} at N={n}")
                 return
+
+
+def print_results(db: Path) -> None:
+    """How the calls of a run stand, from its SQLite database (why N was not reached)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT result, error, count(*) FROM calls GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 8"
+        ).fetchall()
+    for result, error, count in rows:
+        print(f"    {count:6d} {result} {error or ''}")
+
+
+def wait_active(base: str, n: int, deadline: float) -> int:
+    """Poll /metrics until `n` calls are active or `deadline`; return the last count."""
+    active = 0
+    while time.monotonic() < deadline:
+        active = int(clock_counters(base).get("ringcast_calls_active", 0))
+        if active >= n:
+            break
+        time.sleep(0.5)
+    return active
 
 
 def bound(sock: socket.socket) -> int:
@@ -227,8 +290,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("concurrency")
-    c.add_argument("--n", default="250,500,1000,1500")
+    c.add_argument("--n", default="1000,2000,3000,4000,5000")
     c.add_argument("--window", type=float, default=8.0)
+    c.add_argument("--ramp-cps", type=int, default=200)
     s = sub.add_parser("setups")
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--cps", type=float, default=800.0)  # more than one process does
