@@ -187,13 +187,30 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
         await store.close()
 
 
-def _run(coro: Any) -> None:
+def _run(coro: Any, event_loop: str = "auto") -> None:
+    """Run `coro` to the end on a new event loop: uvloop where installed (`auto`), as
+    `event_loop` (the setting) says. uvloop's libuv loop costs the dialer about a
+    sixth less CPU per call than asyncio's (bench/RESULTS.md); `asyncio` is the
+    fallback an operator can choose when chasing a loop-specific problem."""
     try:
-        asyncio.run(coro)
+        with asyncio.Runner(loop_factory=_loop_factory(event_loop)) as runner:
+            runner.run(coro)
     except RingcastError as exc:
         raise _fail(exc.message, 1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if event_loop == "uvloop":
+            raise _fail("event_loop is uvloop, but uvloop is not installed", 2) from None
+        return None
+    return uvloop.new_event_loop
 
 
 @app.callback()
@@ -241,7 +258,7 @@ def serve(
     """HTTP API and dialer in one process (default: SQLite ./ringcast.db)."""
     settings = _settings(**locals())
     hook = _dialer_hook(settings, required=False)
-    _run(_serve(settings, [hook] if hook else []))
+    _run(_serve(settings, [hook] if hook else []), settings.event_loop)
 
 
 @app.command()
@@ -260,7 +277,7 @@ def api(
 ) -> None:
     """HTTP API only (needs --db); calls wait for a `ringcast dialer`."""
     settings = _settings(require=("db",), **locals())
-    _run(_serve(settings, []))
+    _run(_serve(settings, []), settings.event_loop)
 
 
 async def _dial(settings: Settings, hook: LifespanHook) -> None:
@@ -308,7 +325,7 @@ def dialer(
     settings = _settings(require=("db",), **locals())
     hook = _dialer_hook(settings, required=True)
     if hook is not None:
-        _run(_dial(settings, hook))
+        _run(_dial(settings, hook), settings.event_loop)
 
 
 # --- ringcast keys -------------------------------------------------------------------------
@@ -491,7 +508,7 @@ def call(
             )
         )
 
-    _run(one())
+    _run(one(), settings.event_loop)
     typer.echo(json.dumps(record, indent=2))
     if record.get("result") == "failed":
         raise typer.Exit(1)

@@ -26,6 +26,7 @@ from ringcast.errors import ConfigError
 
 ENV_PREFIX = "RINGCAST_"
 SIP_TRANSPORTS = ("udp", "tcp")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 TRUNK_KEYS = frozenset(
     {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
 )
@@ -71,6 +72,7 @@ class Settings:
     sip_flood_rate: float = 50.0  # SIP requests per second one source IP may send (0: no limit)
     sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
+    event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed
@@ -317,6 +319,7 @@ def _validate(s: Settings) -> None:
     _check(0 <= s.http_port <= 65535, "http_port", "must be 0..65535")
     _check(0 <= s.sip_port <= 65535, "sip_port", "must be 0..65535")
     _check(s.sip_transport in SIP_TRANSPORTS, "sip_transport", "must be udp or tcp")
+    _check(s.event_loop in EVENT_LOOPS, "event_loop", "must be auto, uvloop or asyncio")
     _check(1024 <= s.rtp_port_min <= 65534, "rtp_port_min", "must be 1024..65534")
     _check(s.rtp_port_min < s.rtp_port_max <= 65535, "rtp_port_max", "must be above rtp_port_min")
     if s.public_ip is not None:

@@ -41,6 +41,14 @@ def test_pool_settings_from_env() -> None:
     assert (s.db_pool_size, s.db_pool_overflow) == (12, 0)
 
 
+def test_event_loop_setting() -> None:
+    assert Settings().event_loop == "auto"  # uvloop where installed
+    env = {"RINGCAST_EVENT_LOOP": "asyncio"}
+    assert Settings.from_sources({}, env=env).event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="event_loop must be auto, uvloop or asyncio"):
+        Settings.from_sources({}, env={"RINGCAST_EVENT_LOOP": "trio"})
+
+
 def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):

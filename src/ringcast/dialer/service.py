@@ -132,12 +132,13 @@ class Dialer:
                 asyncio.create_task(self._listen_loop(), name=f"dialer-listen-{self.node_id}")
             )
         log.info(
-            "dialer %s started (max_calls=%d cps=%s sip=%s:%s)",
+            "dialer %s started (max_calls=%d cps=%s sip=%s:%s loop=%s)",
             self.node_id,
             self.settings.max_calls,
             self.settings.cps,
             self.settings.sip_host,
             self.sip.local_port,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
     def wake(self) -> None:
