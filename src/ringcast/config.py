@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
 from ringcast.errors import ConfigError
 
 ENV_PREFIX = "RINGCAST_"
@@ -195,17 +196,20 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
         if "max_calls" in table and (
             isinstance(table["max_calls"], bool)
             or not isinstance(table["max_calls"], int)
-            or table["max_calls"] < 1
+            or not 1 <= table["max_calls"] <= MAX_CALLS_LIMIT
         ):
             raise ConfigError(
-                f"{where}.max_calls must be a whole number >= 1", field=f"{where}.max_calls"
+                f"{where}.max_calls must be a whole number from 1 to {MAX_CALLS_LIMIT}",
+                field=f"{where}.max_calls",
             )
         if "cps" in table and (
             isinstance(table["cps"], bool)
             or not isinstance(table["cps"], int | float)
-            or not table["cps"] > 0
+            or not CPS_MIN <= table["cps"] <= CPS_MAX
         ):
-            raise ConfigError(f"{where}.cps must be a number above 0", field=f"{where}.cps")
+            raise ConfigError(
+                f"{where}.cps must be a number from {CPS_MIN} to {CPS_MAX:g}", field=f"{where}.cps"
+            )
         codecs = table.get("codecs")
         if codecs is not None and (
             not isinstance(codecs, list) or not codecs or any(c not in CODECS for c in codecs)
@@ -329,8 +333,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(
                 f"public_ip must be an IP address, got {s.public_ip!r}", field="public_ip"
             ) from None
-    _check(s.max_calls >= 1, "max_calls", "must be at least 1")
-    _check(s.cps > 0, "cps", "must be above 0")
+    _check(1 <= s.max_calls <= MAX_CALLS_LIMIT, "max_calls", f"must be 1..{MAX_CALLS_LIMIT}")
+    _check(CPS_MIN <= s.cps <= CPS_MAX, "cps", f"must be {CPS_MIN}..{CPS_MAX:g}")
     _check(s.max_recipients >= 1, "max_recipients", "must be at least 1")
     _check(s.max_body_bytes >= 1024, "max_body_bytes", "must be at least 1024")
     _check(bool(s.media_cache_dir), "media_cache_dir", "must not be empty")

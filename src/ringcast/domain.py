@@ -24,6 +24,12 @@ class Result(enum.StrEnum):
         return self in FINAL_RESULTS
 
 
+# Bounds of every configurable concurrency and call-rate limit (node, trunk,
+# request): wide enough for any real trunk, narrow enough that no arithmetic on
+# them (token buckets, retry times, database integers) can overflow.
+MAX_CALLS_LIMIT = 100_000  # concurrent calls
+CPS_MIN, CPS_MAX = 0.001, 10_000.0  # new calls per second
+
 FINAL_RESULTS = frozenset({Result.COMPLETED, Result.FAILED, Result.CANCELED})
 LIVE_RESULTS = frozenset({Result.DIALING, Result.RINGING, Result.IN_PROGRESS})
 

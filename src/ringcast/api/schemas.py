@@ -26,6 +26,8 @@ from pydantic import (
     field_validator,
 )
 
+from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = _LABEL + r"(?:\." + _LABEL + r")*\.?"
@@ -324,8 +326,8 @@ class PlayRequest(Model):
     ring_timeout: Annotated[int, Field(ge=1, le=300)] = 30  # seconds
     max_duration: Annotated[int, Field(ge=1, le=86400)] = 3600  # seconds
     retry: Retry = Field(default_factory=Retry)
-    max_concurrent: Annotated[int, Field(ge=1)] | None = None
-    cps: Annotated[float, Field(gt=0)] | None = None  # calls per second
+    max_concurrent: Annotated[int, Field(ge=1, le=MAX_CALLS_LIMIT)] | None = None
+    cps: Annotated[float, Field(ge=CPS_MIN, le=CPS_MAX)] | None = None  # calls per second
     schedule: Schedule | None = None
     sip: Sip | None = None
     callback_url: HttpUrl | None = None

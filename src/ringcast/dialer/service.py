@@ -46,7 +46,7 @@ from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, limiter, queue
-from ringcast.store.db import DB_ERRORS, Outage, Store
+from ringcast.store.db import DB_ERRORS, Outage, Store, lost_database
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 from ringcast.store.requests import WORK_CHANNEL
 from ringcast.webhooks import outbox as webhooks
@@ -196,7 +196,27 @@ class Dialer:
                 if self._stop.is_set():
                     await self._give_back(call)
                     continue
-                await self._dispatch(call, on_dnc=call.id in suppressed)
+                await self._dispatch_safely(call, outage, on_dnc=call.id in suppressed)
+
+    async def _dispatch_safely(self, call: ClaimedCall, outage: Outage, *, on_dnc: bool) -> None:
+        """`_dispatch` one claimed call; whatever goes wrong with it, the claim loop
+        goes on. A lost database gives the call back to the queue (the writer
+        waits out the outage); anything else fails this call alone, with its error
+        in the record, instead of stopping every later call of the node."""
+        try:
+            await self._dispatch(call, on_dnc=on_dnc)
+        except Exception as exc:
+            try:
+                if lost_database(exc):
+                    outage.failed(exc)
+                    await self._give_back(call)
+                    return
+                log.error("call %s could not be placed", call.id, exc_info=exc)
+                first_line = str(exc).strip().split("\n", 1)[0][:200]  # no SQL or parameters
+                error = f"could not be placed: {type(exc).__name__}: {first_line}"
+                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
+            except Exception:
+                log.exception("call %s: could not record why it was not placed", call.id)
 
     async def _claim_batch(self) -> list[ClaimedCall]:
         wait = self.limits.ready_in()

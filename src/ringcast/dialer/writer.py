@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.store import queue
-from ringcast.store.db import Store
+from ringcast.store.db import CONNECTION_ERRORS, Store
 from ringcast.store.queue import CallUpdate, DialStart, Fence, Start
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class GroupWriter:
             try:
                 await self._commit(batch)
                 return
-            except (OperationalError, InterfaceError, OSError) as exc:
+            except CONNECTION_ERRORS as exc:
                 if waited >= OUTAGE_PATIENCE:
                     raise
                 if waited == 0.0:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -199,6 +199,14 @@ async def db_now(s: AsyncSession) -> datetime:
 
 DRIVER_ERRORS = (SQLAlchemyError, OSError)  # what the drivers raise, a lost database included
 DB_ERRORS = (StoreError, *DRIVER_ERRORS)  # the same, once wrapped at the store boundary
+# A database that cannot be reached (or SQLite's lock, busy): worth waiting out.
+# A bad statement or value is not: retrying it gives the same error forever.
+CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError)
+
+
+def lost_database(exc: BaseException) -> bool:
+    """True when `exc` (or the driver error a StoreError wraps) is a CONNECTION_ERROR."""
+    return isinstance(exc, CONNECTION_ERRORS) or isinstance(exc.__cause__, CONNECTION_ERRORS)
 
 
 class _Wrap:
