@@ -515,6 +515,25 @@ BAD_BODIES: list[tuple[str, dict[str, Any] | list[Any], str | None]] = [
     ("retry on", with_(retry={"attempts": 1, "on": ["declined"]}), "retry.on[0]"),
     ("max_concurrent 0", with_(max_concurrent=0), "max_concurrent"),
     ("cps 0", with_(cps=0), "cps"),
+    ("max_concurrent huge", with_(max_concurrent=10**26), "max_concurrent"),
+    ("max_concurrent past int32", with_(max_concurrent=3_000_000_000), "max_concurrent"),
+    ("cps tiny", with_(cps=1e-300), "cps"),
+    ("cps huge", with_(cps=1e300), "cps"),
+    (
+        "not_before at the calendar's end",
+        with_(schedule={"not_before": "9999-12-31T23:59:59-05:00"}),
+        "schedule.not_before",
+    ),
+    (
+        "not_before at the calendar's start",
+        with_(schedule={"not_before": "0001-01-01T00:00:00+05:00"}),
+        "schedule.not_before",
+    ),
+    (
+        "not_before naive at the end, in a zone",
+        with_(schedule={"not_before": "9999-12-31T23:00:00", "timezone": "America/New_York"}),
+        "schedule.not_before",
+    ),
     ("schedule not_before", with_(schedule={"not_before": "soon"}), "schedule.not_before"),
     (
         "schedule window start",
@@ -557,7 +576,17 @@ async def test_bad_input_is_refused_and_nothing_stored(
 
 
 @pytest.mark.parametrize(
-    "raw", [b"{not json", b'{"to": "sip:a@b.c",', b"\xff\xfe", b"", b"   "], ids=repr
+    "raw",
+    [
+        b"{not json",
+        b'{"to": "sip:a@b.c",',
+        b"\xff\xfe",
+        b"",
+        b"   ",
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        b'{"to": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=lambda raw: repr(raw[:20]),
 )
 async def test_body_not_json_is_400(client: httpx.AsyncClient, store: Store, raw: bytes) -> None:
     resp = await client.post(
@@ -687,6 +716,28 @@ async def test_unknown_route_and_method_use_the_envelope(client: httpx.AsyncClie
     assert body["code"] == 1004
     body = assert_error(await client.put("/voice/call/play"), 405, None)
     assert body["code"] == 1005
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/voice/call/play", "POST, DELETE"),  # DELETE /voice/call/{request_id}
+        ("PUT", "/voice/call/status/x", "GET"),
+        ("PATCH", "/dnc", "GET, POST"),
+        ("POST", "/health", "GET"),
+    ],
+)
+async def test_405_names_the_methods_the_path_serves(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    resp = await client.request(method, path)
+    assert_error(resp, 405, None)
+    assert resp.headers["allow"] == allow  # RFC 9110 §15.5.6
+
+
+async def test_an_id_is_echoed_at_most_64_characters(client: httpx.AsyncClient) -> None:
+    body = assert_error(await client.get("/voice/call/status/" + "x" * 5000), 404, "id")
+    assert body["request_id"] == "x" * 64
 
 
 async def test_report_id_is_not_a_request_id(client: httpx.AsyncClient) -> None:

@@ -27,7 +27,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
-from ringcast.api.errors import envelope, request_id_of
+from ringcast.api.errors import ID_MAX, envelope, request_id_of
 from ringcast.api.routes import store_of, tenant_of
 from ringcast.domain import utcnow
 from ringcast.errors import NotFound, ValidationFailed
@@ -46,7 +46,6 @@ _ASSET_TYPES = {
     ".svg": "image/svg+xml",
 }
 _NO_CACHE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-_ID_MAX = 64
 MAX_REQUESTS_PAGE = 100
 MAX_CALLS_PAGE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -77,7 +76,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if not cursor:
         return None
     micros, _, rid = cursor.partition(".")
-    if not micros.isdigit() or len(micros) > 20 or not rid or len(rid) > _ID_MAX:
+    if not micros.isdigit() or len(micros) > 20 or not rid or len(rid) > ID_MAX:
         raise ValidationFailed(
             "cursor must be a next_cursor value from an earlier page", field="cursor"
         )
@@ -110,10 +109,10 @@ async def requests_list(
 
 async def _progress(request: Request, request_id: str) -> dash.Progress:
     found = None
-    if len(request_id) <= _ID_MAX:
+    if len(request_id) <= ID_MAX:
         found = await dash.request_progress(store_of(request), tenant_of(request), request_id)
     if found is None:
-        raise NotFound(f"no request {request_id[:_ID_MAX]!r}", field="request_id")
+        raise NotFound(f"no request {request_id[:ID_MAX]!r}", field="request_id")
     return found
 
 

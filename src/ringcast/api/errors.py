@@ -97,12 +97,16 @@ def envelope(status: int, data: str, request_id: str, **extra: Any) -> dict[str,
     return {"code": 0, "status": status, "data": data, "request_id": request_id, **extra}
 
 
+ID_MAX = 64  # characters of a request, call or report id; a longer one names nothing
+
+
 def request_id_of(request: Request) -> str:
-    """The id an answer refers to: the id in the path, else a fresh one for the logs."""
+    """The id an answer refers to: the id in the path (cut to ID_MAX characters: an
+    answer never echoes an arbitrarily long path), else a fresh one for the logs."""
     for name in _PATH_IDS:
         value = request.path_params.get(name)
         if isinstance(value, str) and value:
-            return value
+            return value[:ID_MAX]
     return str(uuid.uuid4())
 
 
@@ -203,13 +207,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at this path (Starlette's own 405 names only the
-    first matching route's, e.g. POST for /dnc though GET /dnc exists too)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    first matching route's, e.g. POST for /dnc though GET /dnc exists too).
+
+    Asks each route whether it would fully match the request under each method:
+    only the public `matches()` contract, so routers that FastAPI wraps (included
+    routers) answer too."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError as PydanticValidationError
 
 from ringcast.api.auth import api_key_of, check_destinations
-from ringcast.api.errors import BadRequest, envelope, error_body, request_id_of
+from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
     PLAYLIST_KINDS,
     PlayInput,
@@ -42,7 +42,6 @@ router = APIRouter()
 
 DEFAULT_FROM = "anonymous"
 MAX_PAGE = 10_000  # records per page with ?limit=
-_ID_MAX = 64
 
 
 def store_of(request: Request) -> Store:
@@ -212,7 +211,7 @@ async def parse_play(request: Request) -> PlayInput:
         raise BadRequest("the request body is empty")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValidationFailed("the request body must be a JSON object", field=None)
@@ -291,8 +290,8 @@ async def status(
     several recipients gives a `report` reference."""
     store = _store(request)
     tenant = tenant_of(request)
-    if len(id) > _ID_MAX:
-        raise NotFound(f"no request or call {id[:_ID_MAX]!r}", field="id")
+    if len(id) > ID_MAX:
+        raise NotFound(f"no request or call {id[:ID_MAX]!r}", field="id")
     call = await q.get_call(store, id, tenant=tenant)
     if call is None:
         info = await q.report_info(store, request_id=id, tenant=tenant)
@@ -349,10 +348,10 @@ async def report(
     store = _store(request)
     after = _parse_cursor(cursor)
     info = None
-    if len(report_id) <= _ID_MAX:
+    if len(report_id) <= ID_MAX:
         info = await q.report_info(store, report_id=report_id, tenant=tenant_of(request))
     if info is None:
-        raise NotFound(f"no report {report_id[:_ID_MAX]!r}", field="report_id")
+        raise NotFound(f"no report {report_id[:ID_MAX]!r}", field="report_id")
     headers = {"X-Report-Status": info.status, "X-Report-Total": str(info.total)}
     next_cursor = None
     if limit is not None:
@@ -405,10 +404,10 @@ async def report(
 async def cancel(request: Request, request_id: str) -> JSONResponse:
     """Queued calls become `canceled` now; live calls are hung up by the dialer."""
     counts = None
-    if len(request_id) <= _ID_MAX:
+    if len(request_id) <= ID_MAX:
         counts = await q.cancel_request(_store(request), request_id, tenant=tenant_of(request))
     if counts is None:
-        raise NotFound(f"no request {request_id[:_ID_MAX]!r}", field="request_id")
+        raise NotFound(f"no request {request_id[:ID_MAX]!r}", field="request_id")
     canceled, in_progress = counts
     return _json(envelope(200, "canceled", request_id, canceled=canceled, in_progress=in_progress))
 

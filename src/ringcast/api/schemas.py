@@ -255,6 +255,9 @@ class Window(Model):
         return days
 
 
+NOT_BEFORE_YEARS = (1900, 9000)
+
+
 class Schedule(Model):
     not_before: Annotated[str, Field(max_length=64)] | None = None  # ISO 8601
     window: Window | None = None
@@ -265,9 +268,13 @@ class Schedule(Model):
     def _iso(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                datetime.fromisoformat(value)
+                moment = datetime.fromisoformat(value)
             except ValueError:
                 raise ValueError("must be an ISO 8601 date-time") from None
+            # far from the calendar's ends, where time zone arithmetic overflows
+            first, last = NOT_BEFORE_YEARS
+            if not first <= moment.year <= last:
+                raise ValueError(f"must be a date-time in the years {first} to {last}")
         return value
 
     def not_before_utc(self, recipient_zones: Iterable[str | None] = ()) -> datetime | None:
