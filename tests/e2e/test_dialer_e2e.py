@@ -247,7 +247,9 @@ def test_cancel_queued_ringing_and_connected_calls(
                 break
             time.sleep(0.2)
         assert report(rc, ringing)[0]["result"] == "ringing"
-        assert report(rc, connected)[0]["result"] == "in-progress"
+        live = report(rc, connected)[0]
+        assert live["result"] == "in-progress"
+        assert live["answered"] is True and live["connect_time"], live  # consistent while live
         for rid in (queued, ringing, connected):
             r = httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=10)
             assert r.status_code == 200, r.text

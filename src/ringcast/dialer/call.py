@@ -240,7 +240,8 @@ async def _forward_progress(
             if state is CallState.RINGING:
                 await _notify(on_progress, Result.RINGING, {})
             elif state is CallState.ANSWERED:
-                await _notify(on_progress, Result.IN_PROGRESS, {"connect_time": call.answered_at})
+                answered = {"connect_time": call.answered_at, "answered": True}
+                await _notify(on_progress, Result.IN_PROGRESS, answered)
         except Exception:
             log.exception("progress update failed")
 
