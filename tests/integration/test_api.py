@@ -721,7 +721,7 @@ async def test_unknown_route_and_method_use_the_envelope(client: httpx.AsyncClie
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("GET", "/voice/call/play", "POST, DELETE"),  # DELETE /voice/call/{request_id}
+        ("GET", "/voice/call/play", "POST"),  # not DELETE /voice/call/{request_id}
         ("PUT", "/voice/call/status/x", "GET"),
         ("PATCH", "/dnc", "GET, POST"),
         ("POST", "/health", "GET"),

@@ -9,6 +9,7 @@ and the table below for plain HTTP errors.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -206,12 +207,20 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette's own 405 names only the
-    first matching route's, e.g. POST for /dnc though GET /dnc exists too).
+    """The methods of the resource at this path, as the OpenAPI document lists them.
 
-    Asks each route whether it would fully match the request under each method:
-    only the public `matches()` contract, so routers that FastAPI wraps (included
-    routers) answer too."""
+    The most specific path template wins, as in routing: /voice/call/play is POST
+    only, though DELETE /voice/call/{request_id} would take "play" as an id.
+    Routes outside the document fall back to asking each route whether it would
+    match under each method (only the public `matches()` contract, so routers
+    FastAPI wraps answer too)."""
+    path = request.url.path
+    best: tuple[int, list[str]] | None = None
+    for pattern, params, methods in _resources(request.app):
+        if pattern.fullmatch(path) and (best is None or params < best[0]):
+            best = (params, methods)
+    if best is not None:
+        return best[1]
     allowed = []
     for method in _METHODS:
         scope = {**request.scope, "method": method}
@@ -221,6 +230,23 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _resources(app: FastAPI) -> list[tuple[re.Pattern[str], int, list[str]]]:
+    """(path regex, number of parameters, methods) of every path in the OpenAPI
+    document, built once per app."""
+    cached: list[tuple[re.Pattern[str], int, list[str]]] | None = getattr(
+        app.state, "resources", None
+    )
+    if cached is None:
+        cached = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            parts = re.split(r"(\{[^}]+\})", template)
+            regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+            methods = [m for m in _METHODS if m.lower() in operations]
+            cached.append((re.compile(regex), len(parts) // 2, methods))
+        app.state.resources = cached
+    return cached
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
