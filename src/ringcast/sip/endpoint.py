@@ -20,6 +20,7 @@ out of :meth:`on_packet`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import logging
@@ -61,6 +62,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 GARBAGE_LOG_WINDOW = 10.0  # seconds
 GARBAGE_LOG_BURST = 10  # log lines per window, the rest are counted
 TRANSPORTS = ("udp", "tcp")
+PORT_ATTEMPTS = 16  # free UDP ports tried for one that is free for TCP too (port 0)
 FLOOD_RATE = 50.0  # requests per second per source IP, sustained
 FLOOD_BURST = 100  # requests a source may send at once before the rate applies
 FLOOD_LOG_WINDOW = 10.0  # seconds between two flood warnings about one source
@@ -293,12 +295,25 @@ class SipEndpoint:
     # --- life cycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind the sockets; ``port=0`` picks a free port (see :attr:`local_port`)."""
+        """Bind the sockets; ``port=0`` picks a free port (see :attr:`local_port`).
+
+        With TCP, the UDP socket's port must be free for TCP too: when it is not,
+        a picked port is given back and another one tried; a port asked for is
+        an error. Nothing stays bound after a failed start."""
         self._loop = asyncio.get_running_loop()
-        await self._udp.start(self.host, self.port)
-        self.local_port = self._udp.local_addr[1]
-        if self.transport == "tcp":
-            await self._tcp.start(self.host, self.local_port)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            await self._udp.start(self.host, self.port)
+            self.local_port = self._udp.local_addr[1]
+            if self.transport != "tcp":
+                break
+            try:
+                await self._tcp.start(self.host, self.local_port)
+                break
+            except OSError as exc:
+                await self._udp.close()
+                if self.port != 0 or exc.errno != errno.EADDRINUSE or attempt == PORT_ATTEMPTS:
+                    raise
+                logger.debug("SIP port %s is taken for TCP; picking another", self.local_port)
         self._started = True
 
     async def close(self, *, grace: float = 2.0) -> None:

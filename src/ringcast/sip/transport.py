@@ -139,9 +139,12 @@ class UdpTransport:
         transport.sendto(data, addr)
 
     async def close(self) -> None:
+        """Close the socket; the port is free again when this returns."""
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+            self._sock = None
+            await asyncio.sleep(0)  # the transport closes its socket on the next loop pass
 
 
 class _TcpConnection:
