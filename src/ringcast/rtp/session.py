@@ -165,8 +165,10 @@ class MediaSession:
     ) -> None:
         """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec.
 
-        Called again (a re-INVITE), it re-aims at once; a new codec or payload type
-        applies from the next `play()`.
+        Called again (a re-INVITE), it re-aims at once; a new telephone-event type
+        applies from the next prompt segment, a new codec or audio payload type
+        from the next `play()` (the SIP layer accepts re-offers only with the
+        codec in use, so a call's codec never changes).
         """
         if self.state is SessionState.CLOSED:
             raise MediaError("media session is closed")
@@ -303,6 +305,7 @@ class MediaSession:
         in_locals = True  # False while a helper generator owns the session's counters
         try:
             for seg in prompt.segments:
+                dtmf_pt = self.dtmf_payload_type  # a re-INVITE may have changed it
                 if isinstance(seg, AudioSegment):
                     chunks = seg.chunks[codec]
                 elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
