@@ -294,10 +294,17 @@ async def _play(
 
 
 def _aim(media: MediaSession, answer: MediaAnswer) -> None:
-    """Point the RTP stream at the callee's current media description (RFC 3264 §8)."""
-    media.start(
-        answer.host, answer.port, answer.payload_type, answer.codec, answer.dtmf_payload_type
-    )
+    """Point the RTP stream at the callee's current media description (RFC 3264 §8),
+    and pause it while the callee does not want to receive (hold, §8.4).
+
+    A ``c=0.0.0.0`` hold names no address: the stream keeps the old one, to
+    resume there unless the resuming offer says otherwise.
+    """
+    if answer.host != "0.0.0.0" or media.state is not SessionState.STARTED:
+        media.start(
+            answer.host, answer.port, answer.payload_type, answer.codec, answer.dtmf_payload_type
+        )
+    media.pause(not answer.receives)
 
 
 def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> CallReport:

@@ -8,6 +8,12 @@ shared `RtpClock` and returns the digits the callee pressed.
 RTP per RFC 3550: random SSRC, sequence number and initial timestamp, +160 per
 20 ms packet at 8 kHz, marker on the first packet of a talkspurt and of each
 RFC 4733 event, RTCP sender reports about every 5 s and a BYE on close.
+While the callee holds the call (`pause(True)`, from an SDP sendonly/inactive
+or c=0.0.0.0, RFC 3264 §8.4) nothing is sent and the prompt stands still: a
+broadcast wants its message heard in full, so it resumes where it stopped
+once the callee takes the call back (the call's max_duration still bounds
+it). The RTP timestamp keeps counting real time across the hold and the first
+packet after it carries the marker bit (RFC 3550 §5.1, a new talkspurt).
 Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
 and the first RTP packet from the callee sets where we send; then the socket is
 connected, which puts sends on the fast path and filters strangers out.
@@ -20,6 +26,7 @@ import contextlib
 import ctypes
 import enum
 import errno
+import inspect
 import logging
 import random
 import secrets
@@ -105,6 +112,9 @@ class MediaSession:
         self.codec = "PCMU"
         self.dtmf_payload_type: int | None = None
         self._next: Callable[[], Packet | None] = self._idle
+        self._gen: Generator[Packet | None, int | None, None] | None = None
+        self._paused = False
+        self._skipped = 0  # clock ticks spent paused since the last packet
         self._play_future: asyncio.Future[bool] | None = None
         self._play_error: BaseException | None = None
         self._gather_digits = ""
@@ -216,17 +226,50 @@ class MediaSession:
         self._play_error = None
         self._optout = False
         gen = self._packets(prompt)
-        self._next = gen.__next__
+        self._gen = gen
+        self._skipped = 0
+        self._next = self._paused_tick if self._paused else gen.__next__
         self._clock.add(self)
         try:
             completed = await fut
         finally:
             self._clock.remove(self)
             self._next = self._idle
+            self._gen = None
             gen.close()
         if self._play_error is not None:
             raise MediaError(f"media stream failed: {self._play_error!r}")
         return PlayResult(self.dtmf_received, self._optout, completed)
+
+    def pause(self, paused: bool) -> None:
+        """Hold (True) or resume (False) the stream; see the module docstring.
+
+        Takes effect at the next clock tick, during `play()` or before it.
+        """
+        if paused == self._paused:
+            return
+        self._paused = paused
+        log.debug("media session %s: %s", self.local_port, "paused" if paused else "resumed")
+        if self._gen is not None:
+            self._next = self._paused_tick if paused else self._resume_tick
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _paused_tick(self) -> None:
+        self._skipped += 1
+        return None
+
+    def _resume_tick(self) -> Packet | None:
+        """The first tick after a hold: tell the generator how many ticks it missed."""
+        gen = self._gen
+        assert gen is not None
+        skipped, self._skipped = self._skipped, 0
+        self._next = gen.__next__
+        if skipped and inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
+            return gen.send(skipped)
+        return next(gen)
 
     def stop(self) -> None:
         """Stop the current play (it returns with completed=False)."""
@@ -285,12 +328,14 @@ class MediaSession:
             self._play_error = error
             fut.set_result(completed)
 
-    def _packets(self, prompt: Prompt) -> Generator[Packet | None, None, None]:
+    def _packets(self, prompt: Prompt) -> Generator[Packet | None, int | None, None]:
         """Every packet of the prompt, one per clock tick (a generator: cheap to step).
 
         The audio fast path keeps seq/timestamp/count in locals and writes them back
         to the session every SYNC_EVERY packets (and around DTMF and gather, which
-        use the session's fields).
+        use the session's fields). After a hold, `_resume_tick` sends in the
+        number of ticks missed: the timestamp jumps by as much and the marker is
+        set (a hold inside an RFC 4733 event or its gap only delays it).
         """
         codec = self.codec
         pt = self.payload_type
@@ -337,10 +382,14 @@ class MediaSession:
                             if sent >= next_rtcp:
                                 self._send_rtcp()
                                 next_rtcp = sent + _rtcp_packets()
-                        yield hdr + payload
+                        skipped = yield hdr + payload
                         if marker:
                             hdr[1] = pt
                             marker = False
+                        if skipped:  # resumed after a hold: a new talkspurt
+                            ts = (ts + skipped * FRAME_SAMPLES) & _U32
+                            hdr[1] = pt | 0x80
+                            marker = True
         finally:
             if in_locals:
                 self._seq, self._ts, self.packets_sent = seq, ts, sent
@@ -380,7 +429,7 @@ class MediaSession:
         silence: bytes,
         pack_into: Callable[..., None],
         pt: int,
-    ) -> Iterator[Packet]:
+    ) -> Generator[Packet, int | None, None]:
         """Silence until `seg.digits` new digits, the opt-out digit, or the timeout."""
         self._gather_active = seg
         self._gather_digits = ""
@@ -388,15 +437,18 @@ class MediaSession:
             for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
                 if len(self._gather_digits) >= seg.digits or self._optout:
                     return
-                yield self._audio_packet(hdr, silence, pack_into)
+                skipped = yield self._audio_packet(hdr, silence, pack_into)
                 hdr[1] = pt
+                if skipped:  # resumed after a hold (see _packets)
+                    self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
+                    hdr[1] = pt | 0x80
         finally:
             self._gather_active = None
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
-        if self._rtcp_remote is None:
-            return
+        if self._rtcp_remote is None or self._rtcp_remote[0] == "0.0.0.0":
+            return  # c=0.0.0.0: the callee named no address (RFC 3264 §8.4)
         pkt = build_sender_report(
             ssrc=self.ssrc,
             ntp=ntp_timestamp(),
@@ -418,6 +470,8 @@ class MediaSession:
         """Fix where RTP goes (the callee's source, else the SDP address) and connect."""
         if self._latched or self.state is not SessionState.STARTED or self._remote is None:
             return
+        if self._remote[0] == "0.0.0.0":
+            return  # a c=0.0.0.0 hold: no address to connect to until a resume re-aims
         if addr is not None and addr != self._remote:
             log.info(
                 "media session %s: symmetric RTP %s -> %s", self.local_port, self._remote, addr

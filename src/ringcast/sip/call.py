@@ -40,6 +40,7 @@ from ringcast.sip.endpoint import ALLOW, Destination, build_response, new_branch
 from ringcast.sip.sdp import (
     MediaAnswer,
     MediaOffer,
+    build_answer_message,
     build_offer,
     build_offer_message,
     new_session_id,
@@ -927,20 +928,35 @@ class OutboundCall:
             self._end("remote")
         return build_response(request, 200)
 
-    def _local_sdp(self) -> bytes:
-        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec."""
+    def _local_sdp(self, remote: MediaAnswer | None = None) -> bytes:
+        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec.
+
+        With ``remote`` (the callee's offer) it is the answer to it: the
+        mirrored direction and as many m-lines as the offer (RFC 3264 §6).
+        Without, it is an offer (a refresh, or our 2xx to an SDP-less re-INVITE).
+        """
         self._sdp_version += 1
         answer = self.answer
         offer = self._media
         codecs = [answer.codec] if answer is not None else offer.codecs
         dtmf = answer.dtmf_payload_type if answer is not None else 101
-        message = build_offer_message(
-            offer,
-            session_version=self._sdp_version,
-            session_id=self._session_id,
-            codecs=codecs,
-            dtmf_payload_type=dtmf,
-        )
+        if remote is not None:
+            message = build_answer_message(
+                offer,
+                remote,
+                session_version=self._sdp_version,
+                session_id=self._session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
+        else:
+            message = build_offer_message(
+                offer,
+                session_version=self._sdp_version,
+                session_id=self._session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
         return serialize_sdp(message).encode("ascii")
 
     def _read_remote_sdp(self, body: bytes) -> MediaAnswer:
@@ -1001,7 +1017,7 @@ class OutboundCall:
         if offered is not None:
             self._set_remote_media(offered)
         if with_sdp:
-            body = self._local_sdp()
+            body = self._local_sdp(offered)
         return build_response(
             request, 200, headers=extra, body=body, content_type="application/sdp"
         )
@@ -1130,6 +1146,7 @@ class OutboundCall:
             ack = self.dialog.create_request("ACK", cseq=seq)
             self.endpoint.stamp_via(ack, dest, new_branch())
             self.endpoint.send_raw(bytes(ack), dest)
+            self._apply_refresh_answer(response)
         if 200 <= status < 300:
             self._parse_session_timer_refresh(response)
             self._arm_session_refresh()
@@ -1140,6 +1157,18 @@ class OutboundCall:
             if request.method == "UPDATE":
                 self._peer_allows_update = False  # fall back to re-INVITE next time
             self._arm_session_refresh()
+
+    def _apply_refresh_answer(self, response: SipResponse) -> None:
+        """The answer to our refresh offer may change the direction (a held callee
+        resuming, RFC 3264 §8.4) or the address: applied like a callee's offer."""
+        if not response.body or self.state is not CallState.ANSWERED:
+            return
+        try:
+            answer = self._read_remote_sdp(response.body)
+        except ValueError as exc:
+            logger.info("call %s: ignoring SDP in refresh answer: %s", self.call_id, exc)
+            return
+        self._set_remote_media(answer)
 
     def _parse_session_timer_refresh(self, response: SipResponse) -> None:
         raw = response.headers.get_first("session-expires") or response.headers.get_first("x")

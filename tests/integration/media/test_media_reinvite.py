@@ -1,4 +1,4 @@
-"""Mid-call media changes from a real SIPp callee reach the RTP stream (RFC 3264 §8).
+"""Mid-call media changes from a real SIPp callee reach the RTP stream (RFC 3264 §8, §8.4).
 
 The dialer (`place_call`) plays a prompt while SIPp re-INVITEs: the RTP must
 follow each accepted description to the sockets the test owns, and an offer
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -100,3 +101,43 @@ async def test_reinvite_moves_rtp_and_488_keeps_it(
     offer = log.split("CSeq: 3 INVITE", 2)
     assert len(offer) == 3 and "m=audio" in offer[2].split("CSeq: 3 ACK")[0]
     assert "RTP/AVP 0 101\n" in offer[2].split("CSeq: 3 ACK")[0].replace("\r", "")
+
+
+async def test_hold_pauses_the_prompt_and_resume_continues_it(
+    endpoint: SipEndpoint, sinks: list[RtpSink], tmp_path: Path
+) -> None:
+    """Answer a=inactive, then sendrecv, sendonly (+ m=video), c=0.0.0.0, session-level
+    inactive, sendrecv, each re-INVITE 0.5 s apart (uas_hold_resume.xml checks our
+    answers' directions and the rejected m=video). The prompt stands still while held."""
+    sink = sinks[0]
+    uas = SippUas(
+        HERE / "uas_hold_resume.xml",
+        tmp_path,
+        keys={"sink1": str(sink.port), "sink2": str(sinks[1].port)},
+        max_calls=1,
+    )
+    uas.start()
+    to_wall = time.time() - time.monotonic()
+    try:
+        report, rc = await call_through(endpoint, uas, 1.5, tmp_path)
+    finally:
+        uas.stop()
+    assert rc == 0, uas.errors()
+    assert report.outcome is Outcome.ANSWERED  # type: ignore[attr-defined]
+    assert not sinks[1].packets  # the rejected video stream got nothing
+    # The a=inactive answer: no RTP until the sendrecv re-INVITE 0.5 s later.
+    connected = report.connect_time.timestamp()  # type: ignore[attr-defined]
+    first = sink.packets[0].at + to_wall
+    assert first - connected >= 0.4, first - connected
+    # One hold of about 1.5 s (three held re-INVITEs), and the whole prompt was sent:
+    # 1.5 s of 20 ms packets, none skipped by the hold.
+    assert len(sink.packets) == 75, len(sink.packets)
+    pairs = zip(sink.packets, sink.packets[1:], strict=False)
+    gaps = [(b.at - a.at, i + 1) for i, (a, b) in enumerate(pairs)]
+    longest, at = max(gaps)
+    assert 1.2 <= longest <= 1.9, gaps
+    assert sorted(g for g, _ in gaps)[-2] < 0.2  # nothing else paused
+    before, after = parse_rtp(sink.packets[at - 1].data), parse_rtp(sink.packets[at].data)
+    assert after.marker and after.seq == (before.seq + 1) & 0xFFFF
+    held_ts = ((after.timestamp - before.timestamp) & 0xFFFFFFFF) / 8000
+    assert abs(held_ts - longest) < 0.1, (held_ts, longest)  # RTP time went on
