@@ -302,7 +302,12 @@ def _aim(media: MediaSession, answer: MediaAnswer) -> None:
     """
     if answer.host != "0.0.0.0" or media.state is not SessionState.STARTED:
         media.start(
-            answer.host, answer.port, answer.payload_type, answer.codec, answer.dtmf_payload_type
+            answer.host,
+            answer.port,
+            answer.payload_type,
+            answer.codec,
+            answer.dtmf_payload_type,
+            answer.receive_dtmf_payload_type,
         )
     media.pause(not answer.receives)
 

@@ -33,7 +33,7 @@ import secrets
 import socket
 import struct
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ringcast.errors import MediaError
@@ -111,6 +111,7 @@ class MediaSession:
         self.payload_type = 0
         self.codec = "PCMU"
         self.dtmf_payload_type: int | None = None
+        self._receive_dtmf_pts: tuple[int, ...] = ()  # telephone-event types we accept
         self._next: Callable[[], Packet | None] = self._idle
         self._gen: Generator[Packet | None, int | None, None] | None = None
         self._paused = False
@@ -172,8 +173,14 @@ class MediaSession:
         payload_type: int,
         codec: str,
         dtmf_payload_type: int | None,
+        receive_dtmf_payload_type: int | None = None,
     ) -> None:
         """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec.
+
+        `dtmf_payload_type` is the callee's telephone-event type, used to send;
+        `receive_dtmf_payload_type` the one in our own SDP, which the callee
+        must send with (RFC 3264 §5.1). Events are recognised on both: a callee
+        that wrongly sends with its own type still gets its digits counted.
 
         Called again (a re-INVITE), it re-aims at once; a new telephone-event type
         applies from the next prompt segment, a new codec or audio payload type
@@ -189,6 +196,8 @@ class MediaSession:
         self.codec = c.name
         self.payload_type = payload_type & 0x7F
         self.dtmf_payload_type = dtmf_payload_type
+        pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
+        self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
         self._rtcp_remote = (remote_host, remote_port + 1)
         if self._latch_handle is not None:
@@ -494,14 +503,14 @@ class MediaSession:
         """Let the kernel drop the callee's audio: only telephone-events reach Python.
 
         A classic BPF socket filter (Linux SO_ATTACH_FILTER) on the RTP socket
-        accepts a datagram only when its RTP payload type is the negotiated
-        telephone-event type (none at all without one). The callee's 50 packets
+        accepts a datagram only when its RTP payload type is one of the
+        telephone-event types we receive (none at all without one). The callee's 50 packets
         per second of audio then cost no Python time. Elsewhere, Python filters.
         """
         if not sys.platform.startswith("linux"):
             return
         try:
-            attach_payload_type_filter(self._sock, self.dtmf_payload_type)
+            attach_payload_type_filter(self._sock, self._receive_dtmf_pts)
         except OSError as exc:
             log.debug("media session %s: no socket filter: %s", self.local_port, exc)
 
@@ -519,8 +528,7 @@ class MediaSession:
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch(addr)
-            dtmf_pt = self.dtmf_payload_type
-            if dtmf_pt is not None and data[1] & 0x7F == dtmf_pt:
+            if data[1] & 0x7F in self._receive_dtmf_pts:
                 self._on_event(data)
 
     def _on_rtcp(self) -> None:
@@ -560,15 +568,31 @@ _BPF_LD_B_ABS, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_RET_K = 0x30, 0x54, 0x15, 0x06
 _UDP_HEADER = 8  # bytes: a UDP socket filter sees the datagram from its UDP header on
 
 
-def attach_payload_type_filter(sock: socket.socket, payload_type: int | None) -> None:
-    """Attach a BPF filter passing only RTP packets of `payload_type` (None: drop all)."""
-    if payload_type is None:
+def attach_payload_type_filter(
+    sock: socket.socket, payload_types: int | Iterable[int] | None
+) -> None:
+    """Attach a BPF filter passing only RTP packets of `payload_types` (None or none: drop all).
+
+    One compare per type: ``ld [9]; and #0x7f; jeq #pt1, accept; jeq #pt2, accept; ...; drop``.
+    """
+    if payload_types is None:
+        wanted: list[int] = []
+    elif isinstance(payload_types, int):
+        wanted = [payload_types & 0x7F]
+    else:
+        wanted = sorted({pt & 0x7F for pt in payload_types})
+    if not wanted:
         prog = [(_BPF_RET_K, 0, 0, 0)]
     else:
         prog = [
             (_BPF_LD_B_ABS, 0, 0, _UDP_HEADER + 1),  # RTP byte 1: marker | payload type
             (_BPF_ALU_AND_K, 0, 0, 0x7F),
-            (_BPF_JEQ_K, 0, 1, payload_type & 0x7F),
+        ]
+        last = len(wanted) - 1
+        for i, pt in enumerate(wanted):
+            # true: skip the compares left to reach accept; false: next compare, or drop
+            prog.append((_BPF_JEQ_K, last - i, 1 if i == last else 0, pt))
+        prog += [
             (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # accept the whole datagram
             (_BPF_RET_K, 0, 0, 0),  # drop
         ]

@@ -38,6 +38,7 @@ from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, contact_uri
 from ringcast.sip.endpoint import ALLOW, Destination, build_response, new_branch, new_tag
 from ringcast.sip.sdp import (
+    TELEPHONE_EVENT_PT,
     MediaAnswer,
     MediaOffer,
     build_answer_message,
@@ -516,7 +517,9 @@ class OutboundCall:
                 self.dialog.update_early(response)
         if response.body and "sdp" in (response.content_type or "").lower():
             try:
-                self.early_answer = parse_answer(response.body, self._media.codecs)
+                self.early_answer = self._as_answer_to_us(
+                    parse_answer(response.body, self._media.codecs)
+                )
             except ValueError as exc:
                 logger.info("call %s: ignoring early SDP: %s", self.call_id, exc)
         if status >= 180 and self.state is CallState.CALLING:
@@ -549,7 +552,9 @@ class OutboundCall:
         if keep:
             try:
                 if response.body:
-                    self.answer = parse_answer(response.body, self._media.codecs)
+                    self.answer = self._as_answer_to_us(
+                        parse_answer(response.body, self._media.codecs)
+                    )
                 elif self.early_answer is not None:
                     self.answer = self.early_answer
                 else:
@@ -939,7 +944,12 @@ class OutboundCall:
         answer = self.answer
         offer = self._media
         codecs = [answer.codec] if answer is not None else offer.codecs
-        dtmf = answer.dtmf_payload_type if answer is not None else 101
+        if remote is not None:  # §6.1: the answer keeps the offer's payload type
+            dtmf = remote.dtmf_payload_type
+        elif answer is not None:  # an offer: keep the type we receive on
+            dtmf = answer.receive_dtmf_payload_type
+        else:
+            dtmf = TELEPHONE_EVENT_PT
         if remote is not None:
             message = build_answer_message(
                 offer,
@@ -959,15 +969,30 @@ class OutboundCall:
             )
         return serialize_sdp(message).encode("ascii")
 
-    def _read_remote_sdp(self, body: bytes) -> MediaAnswer:
+    def _read_remote_sdp(self, body: bytes, *, offer: bool) -> MediaAnswer:
         """The callee's new offer (or answer) for the audio stream we already play.
 
         Only the codec in use is acceptable: the prompt was prepared for it and
         ``MediaSession.play()`` cannot switch mid-stream. ``ValueError`` when
         the description lacks it (or has no usable audio stream).
+
+        An ``offer`` is answered with its own telephone-event type, which we
+        then receive on (RFC 3264 §6.1); an answer keeps the one we offered.
         """
         wanted = [self.answer.codec] if self.answer is not None else self._media.codecs
-        return parse_answer(body, wanted)
+        remote = parse_answer(body, wanted)
+        if offer:
+            return dataclasses.replace(remote, receive_dtmf_payload_type=remote.dtmf_payload_type)
+        return self._as_answer_to_us(remote)
+
+    def _as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
+        """An answer to our offer: callee's events come with the type *we* offered (§5.1)."""
+        ours: int | None = TELEPHONE_EVENT_PT if self._media.telephone_event else None
+        if self.answer is not None:
+            ours = self.answer.receive_dtmf_payload_type
+        if answer.dtmf_payload_type is None:
+            ours = None  # no telephone-event negotiated: none to receive either
+        return dataclasses.replace(answer, receive_dtmf_payload_type=ours)
 
     def _set_remote_media(self, answer: MediaAnswer) -> None:
         """Adopt a new remote media description and tell the owner (RFC 3264 §8)."""
@@ -992,7 +1017,7 @@ class OutboundCall:
         offered: MediaAnswer | None = None
         if with_sdp and request.body:
             try:
-                offered = self._read_remote_sdp(request.body)
+                offered = self._read_remote_sdp(request.body, offer=True)
             except ValueError as exc:
                 logger.info(
                     "call %s: refusing %s offer (488): %s", self.call_id, request.method, exc
@@ -1073,7 +1098,7 @@ class OutboundCall:
         if not request.body:
             return
         try:
-            answer = self._read_remote_sdp(request.body)
+            answer = self._read_remote_sdp(request.body, offer=False)
         except ValueError as exc:
             logger.info("call %s: ignoring SDP answer in ACK: %s", self.call_id, exc)
             return
@@ -1164,7 +1189,7 @@ class OutboundCall:
         if not response.body or self.state is not CallState.ANSWERED:
             return
         try:
-            answer = self._read_remote_sdp(response.body)
+            answer = self._read_remote_sdp(response.body, offer=False)
         except ValueError as exc:
             logger.info("call %s: ignoring SDP in refresh answer: %s", self.call_id, exc)
             return

@@ -66,6 +66,12 @@ class MediaLine:
 class MediaAnswer:
     """What the callee chose (RFC 3264 §6): where to send RTP and with which codec.
 
+    ``dtmf_payload_type`` is the callee's telephone-event type: we send events
+    with it. ``receive_dtmf_payload_type`` is the one in *our* side of the
+    exchange, the type the callee must send events with (RFC 3264 §5.1: the
+    payload types in a description are the ones its author receives); the SIP
+    layer fills it in, :func:`parse_answer` cannot know it.
+
     ``direction`` is the callee's, as its SDP states it (media-level attribute,
     else session-level, else sendrecv), with ``c=0.0.0.0`` read as "does not
     receive" (RFC 3264 §8.4, the RFC 2543 hold). ``media_lines`` and
@@ -79,6 +85,7 @@ class MediaAnswer:
     clock_rate: int
     dtmf_payload_type: int | None
     direction: str = "sendrecv"
+    receive_dtmf_payload_type: int | None = None
     # The description's shape, not what was negotiated: left out of ==.
     media_lines: tuple[MediaLine, ...] = field(default=(), compare=False, repr=False)
     audio_index: int = field(default=0, compare=False, repr=False)
