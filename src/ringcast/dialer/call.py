@@ -200,7 +200,7 @@ async def _run(
         # A re-INVITE/UPDATE/ACK moved the callee's media. Before _play the
         # stream is not aimed yet: _play reads call.answer, the latest one.
         if media.state is SessionState.STARTED:
-            _aim(media, answer)
+            _aim(media, answer, call.signalling_host)
 
     try:
         call = ctx.sip.create_call(spec, on_state=events.put_nowait, on_media=on_media)
@@ -263,7 +263,7 @@ async def _play(
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
-    _aim(media, answer)
+    _aim(media, answer, call.signalling_host)
     play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
     ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
     stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
@@ -293,12 +293,14 @@ async def _play(
         await call.hangup()
 
 
-def _aim(media: MediaSession, answer: MediaAnswer) -> None:
+def _aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) -> None:
     """Point the RTP stream at the callee's current media description (RFC 3264 §8),
     and pause it while the callee does not want to receive (hold, §8.4).
 
     A ``c=0.0.0.0`` hold names no address: the stream keeps the old one, to
-    resume there unless the resuming offer says otherwise.
+    resume there unless the resuming offer says otherwise. Symmetric RTP may
+    latch on the SDP address or on the IP the call's SIP goes to (a callee
+    behind NAT), never on another (RTP bleed; see ringcast.rtp.session).
     """
     if answer.host != "0.0.0.0" or media.state is not SessionState.STARTED:
         media.start(
@@ -308,6 +310,7 @@ def _aim(media: MediaSession, answer: MediaAnswer) -> None:
             answer.codec,
             answer.dtmf_payload_type,
             answer.receive_dtmf_payload_type,
+            latch_hosts=[signalling_host] if signalling_host else [],
         )
     media.pause(not answer.receives)
 

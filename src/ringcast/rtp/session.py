@@ -17,6 +17,19 @@ packet after it carries the marker bit (RFC 3550 §5.1, a new talkspurt).
 Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
 and the first RTP packet from the callee sets where we send; then the socket is
 connected, which puts sends on the fast path and filters strangers out.
+
+Only a trusted source IP may latch (the "RTP bleed" attack, Asterisk
+AST-2017-005: whoever sends first would get the call's audio and could inject
+digits): the SDP connection address, on any port, or an address the SIP
+layer vouches for (`latch_hosts`: the dialer passes the IP its SIP requests
+for the call go to). Packets from any other IP are dropped unread until the
+socket is connected. NAT: a callee whose SDP names a private address but whose
+SIP and RTP come from the same public address still latches, through the SIP
+address. One whose RTP comes from yet another address (no SBC, a NAT with
+several public IPs) does not: it gets our RTP at its SDP address, unreachable
+behind its NAT, and we connect there at `LATCH_TIMEOUT` (its digits are then
+lost too). That one-way call is the price of never streaming a call to a
+stranger; carriers and SBCs name their own media address in SDP.
 """
 
 from __future__ import annotations
@@ -107,6 +120,8 @@ class MediaSession:
         self._connected = False
         self._send: Callable[[Packet], object] = self._send_unconnected
         self._latched = False
+        self._latch_ips: frozenset[str] = frozenset()  # source IPs that may latch
+        self.strangers = 0  # packets dropped before the latch: from an untrusted IP
         self._latch_handle: asyncio.TimerHandle | None = None
         self.payload_type = 0
         self.codec = "PCMU"
@@ -162,6 +177,11 @@ class MediaSession:
             return cls(clock, allocator, rtp, rtcp, port)
         raise MediaError(f"no bindable RTP port pair after {BIND_ATTEMPTS} attempts")
 
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where RTP goes now: the SDP address, or the latched source."""
+        return self._remote
+
     def _set_state(self, new: SessionState) -> None:
         log.debug("media session %s: %s -> %s", self.local_port, self.state.value, new.value)
         self.state = new
@@ -174,8 +194,12 @@ class MediaSession:
         codec: str,
         dtmf_payload_type: int | None,
         receive_dtmf_payload_type: int | None = None,
+        latch_hosts: Iterable[str] = (),
     ) -> None:
         """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec.
+
+        Symmetric RTP latches only on a packet from `remote_host` or one of
+        `latch_hosts` (see the module docstring).
 
         `dtmf_payload_type` is the callee's telephone-event type, used to send;
         `receive_dtmf_payload_type` the one in our own SDP, which the callee
@@ -200,6 +224,7 @@ class MediaSession:
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
         self._rtcp_remote = (remote_host, remote_port + 1)
+        self._latch_ips = frozenset((remote_host, *latch_hosts))
         if self._latch_handle is not None:
             self._latch_handle.cancel()
         self._set_state(SessionState.STARTED)
@@ -524,6 +549,9 @@ class MediaSession:
             except OSError:  # e.g. an ICMP error queued on the socket
                 continue
             if len(data) < RTP_HEADER_SIZE or data[0] >> 6 != 2:
+                continue
+            if not self._connected and addr[0] not in self._latch_ips:
+                self.strangers += 1  # neither latch on it nor read its digits
                 continue
             self.packets_received += 1
             if not self._latched and self._remote is not None:

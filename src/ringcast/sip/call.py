@@ -316,6 +316,12 @@ class OutboundCall:
     def answered(self) -> bool:
         return self.answered_at is not None
 
+    @property
+    def signalling_host(self) -> str | None:
+        """The IP the call's INVITE went to (the callee, or the proxy or SBC in front
+        of it): an RTP source the media plane may latch to behind NAT."""
+        return self._dest.host if self._dest is not None else None
+
     async def setup(self) -> bool:
         """Send the INVITE and wait for the outcome (§13.2).
 
