@@ -21,11 +21,11 @@ from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
-from ringcast.rtp import MediaSession, PortAllocator, RtpClock
+from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
-from ringcast.sip.sdp import MediaOffer
+from ringcast.sip.sdp import MediaAnswer, MediaOffer
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,15 @@ async def _run(
         ring_timeout=job.ring_timeout,
     )
     events: asyncio.Queue[CallState] = asyncio.Queue()
+
+    def on_media(answer: MediaAnswer) -> None:
+        # A re-INVITE/UPDATE/ACK moved the callee's media. Before _play the
+        # stream is not aimed yet: _play reads call.answer, the latest one.
+        if media.state is SessionState.STARTED:
+            _aim(media, answer, call.signalling_host)
+
     try:
-        call = ctx.sip.create_call(spec, on_state=events.put_nowait)
+        call = ctx.sip.create_call(spec, on_state=events.put_nowait, on_media=on_media)
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(
@@ -257,9 +264,7 @@ async def _play(
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
-    media.start(
-        answer.host, answer.port, answer.payload_type, answer.codec, answer.dtmf_payload_type
-    )
+    _aim(media, answer, call.signalling_host)
     play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
     ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
     stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
@@ -287,6 +292,28 @@ async def _play(
                 await task
     if not call.ended.is_set():
         await call.hangup()
+
+
+def _aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) -> None:
+    """Point the RTP stream at the callee's current media description (RFC 3264 §8),
+    and pause it while the callee does not want to receive (hold, §8.4).
+
+    A ``c=0.0.0.0`` hold names no address: the stream keeps the old one, to
+    resume there unless the resuming offer says otherwise. Symmetric RTP may
+    latch on the SDP address or on the IP the call's SIP goes to (a callee
+    behind NAT), never on another (RTP bleed; see ringcast.rtp.session).
+    """
+    if answer.host != "0.0.0.0" or media.state is not SessionState.STARTED:
+        media.start(
+            answer.host,
+            answer.port,
+            answer.payload_type,
+            answer.codec,
+            answer.dtmf_payload_type,
+            answer.receive_dtmf_payload_type,
+            latch_hosts=[signalling_host] if signalling_host else [],
+        )
+    media.pause(not answer.receives)
 
 
 def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> CallReport:

@@ -8,7 +8,8 @@ No signalling, no database: the dialer passes in what SDP negotiated::
     media = await MediaSession.open(clock, ports, bind_host="0.0.0.0")
     offer = MediaOffer(host=public_ip, port=media.local_port)   # before the INVITE
     ...                                     # 2xx: call.answer is a MediaAnswer
-    media.start(a.host, a.port, a.payload_type, a.codec, a.dtmf_payload_type)
+    media.start(a.host, a.port, a.payload_type, a.codec, a.dtmf_payload_type,
+                a.receive_dtmf_payload_type)  # events: send with the first, receive on both
     result = await media.play(prompt)       # PlayResult(dtmf, optout, completed)
     await media.close()                     # RTCP BYE, ports back
     await clock.stop()                      # at shutdown

@@ -8,9 +8,28 @@ shared `RtpClock` and returns the digits the callee pressed.
 RTP per RFC 3550: random SSRC, sequence number and initial timestamp, +160 per
 20 ms packet at 8 kHz, marker on the first packet of a talkspurt and of each
 RFC 4733 event, RTCP sender reports about every 5 s and a BYE on close.
+While the callee holds the call (`pause(True)`, from an SDP sendonly/inactive
+or c=0.0.0.0, RFC 3264 §8.4) nothing is sent and the prompt stands still: a
+broadcast wants its message heard in full, so it resumes where it stopped
+once the callee takes the call back (the call's max_duration still bounds
+it). The RTP timestamp keeps counting real time across the hold and the first
+packet after it carries the marker bit (RFC 3550 §5.1, a new talkspurt).
 Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
 and the first RTP packet from the callee sets where we send; then the socket is
 connected, which puts sends on the fast path and filters strangers out.
+
+Only a trusted source IP may latch (the "RTP bleed" attack, Asterisk
+AST-2017-005: whoever sends first would get the call's audio and could inject
+digits): the SDP connection address, on any port, or an address the SIP
+layer vouches for (`latch_hosts`: the dialer passes the IP its SIP requests
+for the call go to). Packets from any other IP are dropped unread until the
+socket is connected. NAT: a callee whose SDP names a private address but whose
+SIP and RTP come from the same public address still latches, through the SIP
+address. One whose RTP comes from yet another address (no SBC, a NAT with
+several public IPs) does not: it gets our RTP at its SDP address, unreachable
+behind its NAT, and we connect there at `LATCH_TIMEOUT` (its digits are then
+lost too). That one-way call is the price of never streaming a call to a
+stranger; carriers and SBCs name their own media address in SDP.
 """
 
 from __future__ import annotations
@@ -20,13 +39,14 @@ import contextlib
 import ctypes
 import enum
 import errno
+import inspect
 import logging
 import random
 import secrets
 import socket
 import struct
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ringcast.errors import MediaError
@@ -100,11 +120,17 @@ class MediaSession:
         self._connected = False
         self._send: Callable[[Packet], object] = self._send_unconnected
         self._latched = False
+        self._latch_ips: frozenset[str] = frozenset()  # source IPs that may latch
+        self.strangers = 0  # packets dropped before the latch: from an untrusted IP
         self._latch_handle: asyncio.TimerHandle | None = None
         self.payload_type = 0
         self.codec = "PCMU"
         self.dtmf_payload_type: int | None = None
+        self._receive_dtmf_pts: tuple[int, ...] = ()  # telephone-event types we accept
         self._next: Callable[[], Packet | None] = self._idle
+        self._gen: Generator[Packet | None, int | None, None] | None = None
+        self._paused = False
+        self._skipped = 0  # clock ticks spent paused since the last packet
         self._play_future: asyncio.Future[bool] | None = None
         self._play_error: BaseException | None = None
         self._gather_digits = ""
@@ -151,6 +177,11 @@ class MediaSession:
             return cls(clock, allocator, rtp, rtcp, port)
         raise MediaError(f"no bindable RTP port pair after {BIND_ATTEMPTS} attempts")
 
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where RTP goes now: the SDP address, or the latched source."""
+        return self._remote
+
     def _set_state(self, new: SessionState) -> None:
         log.debug("media session %s: %s -> %s", self.local_port, self.state.value, new.value)
         self.state = new
@@ -162,11 +193,23 @@ class MediaSession:
         payload_type: int,
         codec: str,
         dtmf_payload_type: int | None,
+        receive_dtmf_payload_type: int | None = None,
+        latch_hosts: Iterable[str] = (),
     ) -> None:
         """Aim the stream at the SDP answer (RFC 3264): address, payload types, codec.
 
-        Called again (a re-INVITE), it re-aims at once; a new codec or payload type
-        applies from the next `play()`.
+        Symmetric RTP latches only on a packet from `remote_host` or one of
+        `latch_hosts` (see the module docstring).
+
+        `dtmf_payload_type` is the callee's telephone-event type, used to send;
+        `receive_dtmf_payload_type` the one in our own SDP, which the callee
+        must send with (RFC 3264 §5.1). Events are recognised on both: a callee
+        that wrongly sends with its own type still gets its digits counted.
+
+        Called again (a re-INVITE), it re-aims at once; a new telephone-event type
+        applies from the next prompt segment, a new codec or audio payload type
+        from the next `play()` (the SIP layer accepts re-offers only with the
+        codec in use, so a call's codec never changes).
         """
         if self.state is SessionState.CLOSED:
             raise MediaError("media session is closed")
@@ -177,8 +220,11 @@ class MediaSession:
         self.codec = c.name
         self.payload_type = payload_type & 0x7F
         self.dtmf_payload_type = dtmf_payload_type
+        pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
+        self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
         self._rtcp_remote = (remote_host, remote_port + 1)
+        self._latch_ips = frozenset((remote_host, *latch_hosts))
         if self._latch_handle is not None:
             self._latch_handle.cancel()
         self._set_state(SessionState.STARTED)
@@ -214,17 +260,50 @@ class MediaSession:
         self._play_error = None
         self._optout = False
         gen = self._packets(prompt)
-        self._next = gen.__next__
+        self._gen = gen
+        self._skipped = 0
+        self._next = self._paused_tick if self._paused else gen.__next__
         self._clock.add(self)
         try:
             completed = await fut
         finally:
             self._clock.remove(self)
             self._next = self._idle
+            self._gen = None
             gen.close()
         if self._play_error is not None:
             raise MediaError(f"media stream failed: {self._play_error!r}")
         return PlayResult(self.dtmf_received, self._optout, completed)
+
+    def pause(self, paused: bool) -> None:
+        """Hold (True) or resume (False) the stream; see the module docstring.
+
+        Takes effect at the next clock tick, during `play()` or before it.
+        """
+        if paused == self._paused:
+            return
+        self._paused = paused
+        log.debug("media session %s: %s", self.local_port, "paused" if paused else "resumed")
+        if self._gen is not None:
+            self._next = self._paused_tick if paused else self._resume_tick
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _paused_tick(self) -> None:
+        self._skipped += 1
+        return None
+
+    def _resume_tick(self) -> Packet | None:
+        """The first tick after a hold: tell the generator how many ticks it missed."""
+        gen = self._gen
+        assert gen is not None
+        skipped, self._skipped = self._skipped, 0
+        self._next = gen.__next__
+        if skipped and inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:
+            return gen.send(skipped)
+        return next(gen)
 
     def stop(self) -> None:
         """Stop the current play (it returns with completed=False)."""
@@ -283,12 +362,14 @@ class MediaSession:
             self._play_error = error
             fut.set_result(completed)
 
-    def _packets(self, prompt: Prompt) -> Generator[Packet | None, None, None]:
+    def _packets(self, prompt: Prompt) -> Generator[Packet | None, int | None, None]:
         """Every packet of the prompt, one per clock tick (a generator: cheap to step).
 
         The audio fast path keeps seq/timestamp/count in locals and writes them back
         to the session every SYNC_EVERY packets (and around DTMF and gather, which
-        use the session's fields).
+        use the session's fields). After a hold, `_resume_tick` sends in the
+        number of ticks missed: the timestamp jumps by as much and the marker is
+        set (a hold inside an RFC 4733 event or its gap only delays it).
         """
         codec = self.codec
         pt = self.payload_type
@@ -303,6 +384,7 @@ class MediaSession:
         in_locals = True  # False while a helper generator owns the session's counters
         try:
             for seg in prompt.segments:
+                dtmf_pt = self.dtmf_payload_type  # a re-INVITE may have changed it
                 if isinstance(seg, AudioSegment):
                     chunks = seg.chunks[codec]
                 elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
@@ -334,10 +416,14 @@ class MediaSession:
                             if sent >= next_rtcp:
                                 self._send_rtcp()
                                 next_rtcp = sent + _rtcp_packets()
-                        yield hdr + payload
+                        skipped = yield hdr + payload
                         if marker:
                             hdr[1] = pt
                             marker = False
+                        if skipped:  # resumed after a hold: a new talkspurt
+                            ts = (ts + skipped * FRAME_SAMPLES) & _U32
+                            hdr[1] = pt | 0x80
+                            marker = True
         finally:
             if in_locals:
                 self._seq, self._ts, self.packets_sent = seq, ts, sent
@@ -377,7 +463,7 @@ class MediaSession:
         silence: bytes,
         pack_into: Callable[..., None],
         pt: int,
-    ) -> Iterator[Packet]:
+    ) -> Generator[Packet, int | None, None]:
         """Silence until `seg.digits` new digits, the opt-out digit, or the timeout."""
         self._gather_active = seg
         self._gather_digits = ""
@@ -385,15 +471,18 @@ class MediaSession:
             for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
                 if len(self._gather_digits) >= seg.digits or self._optout:
                     return
-                yield self._audio_packet(hdr, silence, pack_into)
+                skipped = yield self._audio_packet(hdr, silence, pack_into)
                 hdr[1] = pt
+                if skipped:  # resumed after a hold (see _packets)
+                    self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
+                    hdr[1] = pt | 0x80
         finally:
             self._gather_active = None
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
-        if self._rtcp_remote is None:
-            return
+        if self._rtcp_remote is None or self._rtcp_remote[0] == "0.0.0.0":
+            return  # c=0.0.0.0: the callee named no address (RFC 3264 §8.4)
         pkt = build_sender_report(
             ssrc=self.ssrc,
             ntp=ntp_timestamp(),
@@ -415,6 +504,8 @@ class MediaSession:
         """Fix where RTP goes (the callee's source, else the SDP address) and connect."""
         if self._latched or self.state is not SessionState.STARTED or self._remote is None:
             return
+        if self._remote[0] == "0.0.0.0":
+            return  # a c=0.0.0.0 hold: no address to connect to until a resume re-aims
         if addr is not None and addr != self._remote:
             log.info(
                 "media session %s: symmetric RTP %s -> %s", self.local_port, self._remote, addr
@@ -437,14 +528,14 @@ class MediaSession:
         """Let the kernel drop the callee's audio: only telephone-events reach Python.
 
         A classic BPF socket filter (Linux SO_ATTACH_FILTER) on the RTP socket
-        accepts a datagram only when its RTP payload type is the negotiated
-        telephone-event type (none at all without one). The callee's 50 packets
+        accepts a datagram only when its RTP payload type is one of the
+        telephone-event types we receive (none at all without one). The callee's 50 packets
         per second of audio then cost no Python time. Elsewhere, Python filters.
         """
         if not sys.platform.startswith("linux"):
             return
         try:
-            attach_payload_type_filter(self._sock, self.dtmf_payload_type)
+            attach_payload_type_filter(self._sock, self._receive_dtmf_pts)
         except OSError as exc:
             log.debug("media session %s: no socket filter: %s", self.local_port, exc)
 
@@ -459,11 +550,13 @@ class MediaSession:
                 continue
             if len(data) < RTP_HEADER_SIZE or data[0] >> 6 != 2:
                 continue
+            if not self._connected and addr[0] not in self._latch_ips:
+                self.strangers += 1  # neither latch on it nor read its digits
+                continue
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch(addr)
-            dtmf_pt = self.dtmf_payload_type
-            if dtmf_pt is not None and data[1] & 0x7F == dtmf_pt:
+            if data[1] & 0x7F in self._receive_dtmf_pts:
                 self._on_event(data)
 
     def _on_rtcp(self) -> None:
@@ -503,15 +596,31 @@ _BPF_LD_B_ABS, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_RET_K = 0x30, 0x54, 0x15, 0x06
 _UDP_HEADER = 8  # bytes: a UDP socket filter sees the datagram from its UDP header on
 
 
-def attach_payload_type_filter(sock: socket.socket, payload_type: int | None) -> None:
-    """Attach a BPF filter passing only RTP packets of `payload_type` (None: drop all)."""
-    if payload_type is None:
+def attach_payload_type_filter(
+    sock: socket.socket, payload_types: int | Iterable[int] | None
+) -> None:
+    """Attach a BPF filter passing only RTP packets of `payload_types` (None or none: drop all).
+
+    One compare per type: ``ld [9]; and #0x7f; jeq #pt1, accept; jeq #pt2, accept; ...; drop``.
+    """
+    if payload_types is None:
+        wanted: list[int] = []
+    elif isinstance(payload_types, int):
+        wanted = [payload_types & 0x7F]
+    else:
+        wanted = sorted({pt & 0x7F for pt in payload_types})
+    if not wanted:
         prog = [(_BPF_RET_K, 0, 0, 0)]
     else:
         prog = [
             (_BPF_LD_B_ABS, 0, 0, _UDP_HEADER + 1),  # RTP byte 1: marker | payload type
             (_BPF_ALU_AND_K, 0, 0, 0x7F),
-            (_BPF_JEQ_K, 0, 1, payload_type & 0x7F),
+        ]
+        last = len(wanted) - 1
+        for i, pt in enumerate(wanted):
+            # true: skip the compares left to reach accept; false: next compare, or drop
+            prog.append((_BPF_JEQ_K, last - i, 1 if i == last else 0, pt))
+        prog += [
             (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # accept the whole datagram
             (_BPF_RET_K, 0, 0, 0),  # drop
         ]

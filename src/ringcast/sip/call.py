@@ -38,8 +38,10 @@ from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, contact_uri
 from ringcast.sip.endpoint import ALLOW, Destination, build_response, new_branch, new_tag
 from ringcast.sip.sdp import (
+    TELEPHONE_EVENT_PT,
     MediaAnswer,
     MediaOffer,
+    build_answer_message,
     build_offer,
     build_offer_message,
     new_session_id,
@@ -214,6 +216,11 @@ class OutboundCall:
     also after BYE; synthetic 408 for Timer B; 503 when the transport failed;
     487 after our CANCEL). ``ended`` is set when the call is over for any
     reason.
+
+    ``on_media`` hears every remote media description accepted after the
+    answer (a re-INVITE or UPDATE offer, or the answer in the ACK of a
+    re-INVITE we answered with an offer, RFC 3264 §8): the owner re-aims its
+    RTP stream there. ``answer`` always holds the latest one.
     """
 
     def __init__(
@@ -223,11 +230,13 @@ class OutboundCall:
         *,
         on_state: Callable[[CallState], None] | None = None,
         on_dtmf: Callable[[str], None] | None = None,
+        on_media: Callable[[MediaAnswer], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.spec = spec
         self.on_state = on_state
         self.on_dtmf = on_dtmf
+        self.on_media = on_media
         self.call_id = endpoint.new_call_id()
         self.local_tag = new_tag()
         self.state = CallState.CALLING
@@ -284,6 +293,7 @@ class OutboundCall:
         self._peer_allows_update = False
         self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
         self._reinvite_timer: asyncio.TimerHandle | None = None
+        self._offer_in_2xx: int | None = None  # CSeq of a re-INVITE whose 2xx carried our offer
         self._from_value = ""
         self._contact = ""
         self._validate_headers()
@@ -305,6 +315,12 @@ class OutboundCall:
     @property
     def answered(self) -> bool:
         return self.answered_at is not None
+
+    @property
+    def signalling_host(self) -> str | None:
+        """The IP the call's INVITE went to (the callee, or the proxy or SBC in front
+        of it): an RTP source the media plane may latch to behind NAT."""
+        return self._dest.host if self._dest is not None else None
 
     async def setup(self) -> bool:
         """Send the INVITE and wait for the outcome (§13.2).
@@ -507,7 +523,9 @@ class OutboundCall:
                 self.dialog.update_early(response)
         if response.body and "sdp" in (response.content_type or "").lower():
             try:
-                self.early_answer = parse_answer(response.body, self._media.codecs)
+                self.early_answer = self._as_answer_to_us(
+                    parse_answer(response.body, self._media.codecs)
+                )
             except ValueError as exc:
                 logger.info("call %s: ignoring early SDP: %s", self.call_id, exc)
         if status >= 180 and self.state is CallState.CALLING:
@@ -540,7 +558,9 @@ class OutboundCall:
         if keep:
             try:
                 if response.body:
-                    self.answer = parse_answer(response.body, self._media.codecs)
+                    self.answer = self._as_answer_to_us(
+                        parse_answer(response.body, self._media.codecs)
+                    )
                 elif self.early_answer is not None:
                     self.answer = self.early_answer
                 else:
@@ -873,8 +893,9 @@ class OutboundCall:
         """Answer an in-dialog request from the callee (§12.2.2): the handler decides.
 
         The endpoint sends what is returned. BYE ends the call; re-INVITE and
-        UPDATE get our (unchanged) media with SDP version + 1; OPTIONS and
-        INFO get 200 (INFO DTMF is recorded).
+        UPDATE get our (unchanged) media with SDP version + 1, or 488 when
+        their offer lacks the codec in use; OPTIONS and INFO get 200 (INFO
+        DTMF is recorded).
         """
         method = request.method.upper()
         dialog = self.dialog
@@ -890,8 +911,6 @@ class OutboundCall:
         if method == "INVITE":
             return self._on_reinvite(request, source)
         if method == "UPDATE":
-            if dialog is not None:
-                dialog.refresh_target(request)
             return self._session_response(request, with_sdp=bool(request.body))
         if method == "OPTIONS":
             return build_response(
@@ -920,41 +939,100 @@ class OutboundCall:
             self._end("remote")
         return build_response(request, 200)
 
-    def _local_sdp(self) -> bytes:
-        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec."""
+    def _local_sdp(self, remote: MediaAnswer | None = None) -> bytes:
+        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec.
+
+        With ``remote`` (the callee's offer) it is the answer to it: the
+        mirrored direction and as many m-lines as the offer (RFC 3264 §6).
+        Without, it is an offer (a refresh, or our 2xx to an SDP-less re-INVITE).
+        """
         self._sdp_version += 1
         answer = self.answer
         offer = self._media
         codecs = [answer.codec] if answer is not None else offer.codecs
-        dtmf = answer.dtmf_payload_type if answer is not None else 101
-        message = build_offer_message(
-            offer,
-            session_version=self._sdp_version,
-            session_id=self._session_id,
-            codecs=codecs,
-            dtmf_payload_type=dtmf,
-        )
+        if remote is not None:  # §6.1: the answer keeps the offer's payload type
+            dtmf = remote.dtmf_payload_type
+        elif answer is not None:  # an offer: keep the type we receive on
+            dtmf = answer.receive_dtmf_payload_type
+        else:
+            dtmf = TELEPHONE_EVENT_PT
+        if remote is not None:
+            message = build_answer_message(
+                offer,
+                remote,
+                session_version=self._sdp_version,
+                session_id=self._session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
+        else:
+            message = build_offer_message(
+                offer,
+                session_version=self._sdp_version,
+                session_id=self._session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
         return serialize_sdp(message).encode("ascii")
 
-    def _accept_remote_sdp(self, body: bytes) -> None:
-        if not body:
-            return
-        offered = [self.answer.codec] if self.answer is not None else self._media.codecs
-        try:
-            answer = parse_answer(body, offered + [c for c in self._media.codecs])
-        except ValueError as exc:
-            logger.info("call %s: ignoring SDP in re-INVITE/UPDATE: %s", self.call_id, exc)
-            return
-        if self.answer is not None and (answer.host, answer.port) != (
-            self.answer.host,
-            self.answer.port,
-        ):
+    def _read_remote_sdp(self, body: bytes, *, offer: bool) -> MediaAnswer:
+        """The callee's new offer (or answer) for the audio stream we already play.
+
+        Only the codec in use is acceptable: the prompt was prepared for it and
+        ``MediaSession.play()`` cannot switch mid-stream. ``ValueError`` when
+        the description lacks it (or has no usable audio stream).
+
+        An ``offer`` is answered with its own telephone-event type, which we
+        then receive on (RFC 3264 §6.1); an answer keeps the one we offered.
+        """
+        wanted = [self.answer.codec] if self.answer is not None else self._media.codecs
+        remote = parse_answer(body, wanted)
+        if offer:
+            return dataclasses.replace(remote, receive_dtmf_payload_type=remote.dtmf_payload_type)
+        return self._as_answer_to_us(remote)
+
+    def _as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
+        """An answer to our offer: callee's events come with the type *we* offered (§5.1)."""
+        ours: int | None = TELEPHONE_EVENT_PT if self._media.telephone_event else None
+        if self.answer is not None:
+            ours = self.answer.receive_dtmf_payload_type
+        if answer.dtmf_payload_type is None:
+            ours = None  # no telephone-event negotiated: none to receive either
+        return dataclasses.replace(answer, receive_dtmf_payload_type=ours)
+
+    def _set_remote_media(self, answer: MediaAnswer) -> None:
+        """Adopt a new remote media description and tell the owner (RFC 3264 §8)."""
+        old = self.answer
+        if old is not None and (answer.host, answer.port) != (old.host, old.port):
             logger.info(
                 "call %s: callee moved media to %s:%s", self.call_id, answer.host, answer.port
             )
         self.answer = answer
+        if self.on_media is not None:
+            try:
+                self.on_media(answer)
+            except Exception:  # a listener bug must not break signalling
+                logger.exception("on_media callback failed for call %s", self.call_id)
 
     def _session_response(self, request: SipRequest, *, with_sdp: bool) -> SipResponse:
+        """200 to a re-INVITE/UPDATE, or 488 when its offer is unacceptable.
+
+        §14.2: a UAS that cannot accept the new offer answers 488 and the
+        session goes on unchanged (no target refresh, no session timer change).
+        """
+        offered: MediaAnswer | None = None
+        if with_sdp and request.body:
+            try:
+                offered = self._read_remote_sdp(request.body, offer=True)
+            except ValueError as exc:
+                logger.info(
+                    "call %s: refusing %s offer (488): %s", self.call_id, request.method, exc
+                )
+                return build_response(
+                    request, 488, headers={"Warning": '305 ringcast "Incompatible media format"'}
+                )
+        if self.dialog is not None:
+            self.dialog.refresh_target(request)
         extra: dict[str, str] = {"Contact": self._contact, "Allow": ALLOW}
         raw_se = request.headers.get_first("session-expires") or request.headers.get_first("x")
         if raw_se:
@@ -967,22 +1045,25 @@ class OutboundCall:
             self.session_refresher = "uas" if refresher == "uac" else "uac"
             self._arm_session_refresh()
         body = b""
+        if offered is not None:
+            self._set_remote_media(offered)
         if with_sdp:
-            self._accept_remote_sdp(request.body)
-            body = self._local_sdp()
+            body = self._local_sdp(offered)
         return build_response(
             request, 200, headers=extra, body=body, content_type="application/sdp"
         )
 
     def _on_reinvite(self, request: SipRequest, source: Destination) -> SipResponse:
         assert self.dialog is not None
-        self.dialog.refresh_target(request)
         response = self._session_response(request, with_sdp=True)
         # §13.3.1.4: the UAS core retransmits its 2xx until the ACK arrives.
-        if source.transport == "udp":
-            cseq = request.cseq.seq if request.cseq else 0
-            self._reinvite_2xx = (bytes(response), source, cseq)
-            self._schedule_2xx_retransmit(self.endpoint.timers.t1, 0.0)
+        cseq = request.cseq.seq if request.cseq else 0
+        if 200 <= response.status_code < 300:
+            # No SDP in the re-INVITE: our 2xx is the offer and the ACK brings the answer.
+            self._offer_in_2xx = None if request.body else cseq
+            if source.transport == "udp":
+                self._reinvite_2xx = (bytes(response), source, cseq)
+                self._schedule_2xx_retransmit(self.endpoint.timers.t1, 0.0)
         return response
 
     def _schedule_2xx_retransmit(self, interval: float, elapsed: float) -> None:
@@ -1005,7 +1086,11 @@ class OutboundCall:
         self._schedule_2xx_retransmit(min(interval * 2, self.endpoint.timers.t2), elapsed)
 
     def on_ack(self, request: SipRequest) -> None:
-        """The ACK for our 2xx to the callee's re-INVITE stops its retransmission."""
+        """The ACK for our 2xx to the callee's re-INVITE stops its retransmission.
+
+        When that 2xx carried our offer (a re-INVITE without SDP), the ACK
+        carries the answer (RFC 3261 §13.2.1, §14.2): it is applied like an offer.
+        """
         pending = self._reinvite_2xx
         cseq = request.cseq
         if pending is not None and cseq is not None and cseq.seq == pending[2]:
@@ -1013,6 +1098,17 @@ class OutboundCall:
             if self._reinvite_timer is not None:
                 self._reinvite_timer.cancel()
                 self._reinvite_timer = None
+        if cseq is None or self._offer_in_2xx != cseq.seq or self.state is not CallState.ANSWERED:
+            return
+        self._offer_in_2xx = None
+        if not request.body:
+            return
+        try:
+            answer = self._read_remote_sdp(request.body, offer=False)
+        except ValueError as exc:
+            logger.info("call %s: ignoring SDP answer in ACK: %s", self.call_id, exc)
+            return
+        self._set_remote_media(answer)
 
     # --- session timers (RFC 4028) ----------------------------------------------
 
@@ -1081,6 +1177,7 @@ class OutboundCall:
             ack = self.dialog.create_request("ACK", cseq=seq)
             self.endpoint.stamp_via(ack, dest, new_branch())
             self.endpoint.send_raw(bytes(ack), dest)
+            self._apply_refresh_answer(response)
         if 200 <= status < 300:
             self._parse_session_timer_refresh(response)
             self._arm_session_refresh()
@@ -1091,6 +1188,18 @@ class OutboundCall:
             if request.method == "UPDATE":
                 self._peer_allows_update = False  # fall back to re-INVITE next time
             self._arm_session_refresh()
+
+    def _apply_refresh_answer(self, response: SipResponse) -> None:
+        """The answer to our refresh offer may change the direction (a held callee
+        resuming, RFC 3264 §8.4) or the address: applied like a callee's offer."""
+        if not response.body or self.state is not CallState.ANSWERED:
+            return
+        try:
+            answer = self._read_remote_sdp(response.body, offer=False)
+        except ValueError as exc:
+            logger.info("call %s: ignoring SDP in refresh answer: %s", self.call_id, exc)
+            return
+        self._set_remote_media(answer)
 
     def _parse_session_timer_refresh(self, response: SipResponse) -> None:
         raw = response.headers.get_first("session-expires") or response.headers.get_first("x")

@@ -55,6 +55,7 @@ from ringcast.sip.transport import Addr, TcpTransport, UdpTransport
 
 if TYPE_CHECKING:
     from ringcast.sip.call import CallSpec, CallState, OutboundCall
+    from ringcast.sip.sdp import MediaAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -369,13 +370,14 @@ class SipEndpoint:
         *,
         on_state: Callable[[CallState], None] | None = None,
         on_dtmf: Callable[[str], None] | None = None,
+        on_media: Callable[[MediaAnswer], None] | None = None,
     ) -> OutboundCall:
         """A new outbound call; nothing is sent until ``await call.setup()``."""
         from ringcast.sip.call import OutboundCall
 
         if not self._started:
             raise RuntimeError("SipEndpoint.start() has not been awaited")
-        call = OutboundCall(self, spec, on_state=on_state, on_dtmf=on_dtmf)
+        call = OutboundCall(self, spec, on_state=on_state, on_dtmf=on_dtmf, on_media=on_media)
         self._calls[call.call_id] = call
         return call
 

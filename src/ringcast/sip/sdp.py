@@ -2,8 +2,11 @@
 
 ringcast always offers: G.711 (PCMU, PCMA) plus RFC 4733 telephone-event, one
 ``m=audio`` line, ``a=sendrecv``, 20 ms packets. The callee answers with the
-codec it picked; :func:`parse_answer` turns that answer into the few numbers
-the media plane needs. Parsing and serialization are aiosipua's
+codec it picked; :func:`parse_answer` turns that answer (or a mid-call offer)
+into the few numbers the media plane needs, including the direction the
+callee wants (RFC 3264 §6.1, §8.4 hold). :func:`build_answer_message` answers
+a mid-call offer: the mirrored direction and one ``m=`` line per offered one,
+the extra ones rejected with port 0 (RFC 3264 §6). Parsing and serialization are aiosipua's
 (:func:`aiosipua.sdp.parse_sdp`, :func:`aiosipua.sdp.serialize_sdp`).
 """
 
@@ -26,6 +29,14 @@ PTIME = 20  # milliseconds of audio per RTP packet
 G711_CLOCK_RATE = 8000  # Hz
 TELEPHONE_EVENT_PT = 101  # dynamic payload type we offer for RFC 4733 events
 STATIC_PAYLOAD_TYPES: dict[str, int] = {"PCMU": 0, "PCMA": 8}  # RFC 3551 §6
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # RFC 3264 §5.1
+# RFC 3264 §6.1: the answer's direction given the offer's.
+MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
 
 
 def _default_codecs() -> list[str]:
@@ -42,9 +53,30 @@ class MediaOffer:
     telephone_event: bool = True
 
 
+@dataclass(frozen=True)
+class MediaLine:
+    """One ``m=`` line of a remote description, enough to reject it with port 0."""
+
+    media: str
+    proto: str
+    formats: tuple[str, ...]
+
+
 @dataclass
 class MediaAnswer:
-    """What the callee chose (RFC 3264 §6): where to send RTP and with which codec."""
+    """What the callee chose (RFC 3264 §6): where to send RTP and with which codec.
+
+    ``dtmf_payload_type`` is the callee's telephone-event type: we send events
+    with it. ``receive_dtmf_payload_type`` is the one in *our* side of the
+    exchange, the type the callee must send events with (RFC 3264 §5.1: the
+    payload types in a description are the ones its author receives); the SIP
+    layer fills it in, :func:`parse_answer` cannot know it.
+
+    ``direction`` is the callee's, as its SDP states it (media-level attribute,
+    else session-level, else sendrecv), with ``c=0.0.0.0`` read as "does not
+    receive" (RFC 3264 §8.4, the RFC 2543 hold). ``media_lines`` and
+    ``audio_index`` keep the shape of the description, for an answer to it.
+    """
 
     host: str
     port: int
@@ -52,6 +84,16 @@ class MediaAnswer:
     codec: str  # "PCMU" | "PCMA"
     clock_rate: int
     dtmf_payload_type: int | None
+    direction: str = "sendrecv"
+    receive_dtmf_payload_type: int | None = None
+    # The description's shape, not what was negotiated: left out of ==.
+    media_lines: tuple[MediaLine, ...] = field(default=(), compare=False, repr=False)
+    audio_index: int = field(default=0, compare=False, repr=False)
+
+    @property
+    def receives(self) -> bool:
+        """Whether the callee wants our RTP now (not on hold)."""
+        return self.direction in ("sendrecv", "recvonly")
 
 
 def new_session_id() -> str:
@@ -66,12 +108,15 @@ def build_offer_message(
     session_id: str = "0",
     codecs: list[str] | None = None,
     dtmf_payload_type: int | None = TELEPHONE_EVENT_PT,
+    direction: str = "sendrecv",
 ) -> SdpMessage:
     """The offer as an aiosipua :class:`SdpMessage` (see :func:`build_offer`).
 
     ``codecs``/``dtmf_payload_type`` narrow the description, e.g. to the one
     codec already negotiated when answering a re-INVITE (RFC 3264 §8).
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown SDP direction {direction!r}")
     names = [c.upper() for c in (codecs if codecs is not None else offer.codecs)]
     unknown = [c for c in names if c not in STATIC_PAYLOAD_TYPES]
     if unknown:
@@ -86,7 +131,7 @@ def build_offer_message(
         rtpmap.append(f"{dtmf_payload_type} telephone-event/{G711_CLOCK_RATE}")
         attributes["fmtp"] = [f"{dtmf_payload_type} 0-16"]
     attributes["ptime"] = [str(PTIME)]
-    attributes["sendrecv"] = []
+    attributes[direction] = []
     media = MediaDescription(
         media="audio", port=offer.port, proto="RTP/AVP", formats=formats, attributes=attributes
     )
@@ -103,6 +148,44 @@ def build_offer_message(
         timing=TimingField(0, 0),
         media=[media],
     )
+
+
+def build_answer_message(
+    offer: MediaOffer,
+    remote: MediaAnswer,
+    *,
+    session_version: int,
+    session_id: str,
+    codecs: list[str],
+    dtmf_payload_type: int | None,
+) -> SdpMessage:
+    """Our answer to a mid-call offer ``remote`` (RFC 3264 §6, §8).
+
+    The audio stream with the mirrored direction (sendonly -> recvonly,
+    recvonly -> sendonly, inactive -> inactive, sendrecv -> sendrecv, §6.1);
+    "exactly the same number of m-lines" as the offer, in its order: every
+    other one (video, a second audio, ...) rejected with port 0 (§6).
+    """
+    sdp = build_offer_message(
+        offer,
+        session_version=session_version,
+        session_id=session_id,
+        codecs=codecs,
+        dtmf_payload_type=dtmf_payload_type,
+        direction=MIRROR[remote.direction],
+    )
+    if not remote.media_lines:
+        return sdp
+    audio = sdp.media[0]
+    sdp.media = [
+        audio
+        if i == remote.audio_index
+        else MediaDescription(
+            media=line.media, port=0, proto=line.proto, formats=list(line.formats) or ["0"]
+        )
+        for i, line in enumerate(remote.media_lines)
+    ]
+    return sdp
 
 
 def build_offer(offer: MediaOffer, *, session_version: int, session_id: str = "0") -> bytes:
@@ -140,6 +223,11 @@ def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
     conn = audio.connection or sdp.connection
     if conn is None:
         raise ValueError("SDP answer has no connection address")
+    direction = _direction(audio.attributes) or _direction(sdp.attributes) or "sendrecv"
+    if conn.address == "0.0.0.0":  # RFC 3264 §8.4: old-style hold, nowhere to send to
+        direction = {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)
+    lines = tuple(MediaLine(m.media, m.proto, tuple(m.formats)) for m in sdp.media)
+    audio_index = next(i for i, m in enumerate(sdp.media) if m is audio)
     wanted = [c.upper() for c in offered_codecs]
     dtmf_pt: int | None = None
     for codec in audio.codecs:
@@ -156,11 +244,21 @@ def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
                 codec=name,
                 clock_rate=codec.clock_rate or G711_CLOCK_RATE,
                 dtmf_payload_type=dtmf_pt,
+                direction=direction,
+                media_lines=lines,
+                audio_index=audio_index,
             )
     answered = ",".join(c.encoding_name or str(c.payload_type) for c in audio.codecs) or "none"
     raise ValueError(
         f"SDP answer has no common codec (offered {','.join(wanted)}; answered {answered})"
     )
+
+
+def _direction(attributes: dict[str, list[str]]) -> str | None:
+    for name in DIRECTIONS:
+        if name in attributes:
+            return name
+    return None
 
 
 def sdp_session_version(sdp_bytes: bytes) -> int | None:

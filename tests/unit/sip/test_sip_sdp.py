@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 from aiosipua.message import SipMessage
+from aiosipua.sdp import serialize_sdp
 
 from ringcast.sip.sdp import (
     MediaAnswer,
     MediaOffer,
+    build_answer_message,
     build_offer,
     parse_answer,
     sdp_session_version,
@@ -104,3 +106,67 @@ def test_answer_errors_have_exact_messages(sdp: bytes, message: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_answer(sdp, ["PCMU", "PCMA"])
     assert str(info.value) == message
+
+
+def _sdp(session: str = "", media: str = "", conn: str = "192.0.2.7", extra: str = "") -> bytes:
+    text = (
+        f"v=0\r\no=x 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 {conn}\r\nt=0 0\r\n{session}"
+        f"m=audio 5004 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n{media}{extra}"
+    )
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    ("sdp", "direction", "receives"),
+    [
+        (_sdp(), "sendrecv", True),
+        (_sdp(media="a=sendonly\r\n"), "sendonly", False),
+        (_sdp(media="a=recvonly\r\n"), "recvonly", True),
+        (_sdp(media="a=inactive\r\n"), "inactive", False),
+        (_sdp(session="a=inactive\r\n"), "inactive", False),  # session level
+        (_sdp(session="a=sendonly\r\n", media="a=sendrecv\r\n"), "sendrecv", True),  # media wins
+        (_sdp(conn="0.0.0.0"), "sendonly", False),  # RFC 3264 §8.4 old-style hold
+        (_sdp(conn="0.0.0.0", media="a=recvonly\r\n"), "inactive", False),
+    ],
+)
+def test_answer_direction(sdp: bytes, direction: str, receives: bool) -> None:
+    answer = parse_answer(sdp, ["PCMU"])
+    assert (answer.direction, answer.receives) == (direction, receives)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        ("sendrecv", "sendrecv"),
+        ("sendonly", "recvonly"),
+        ("recvonly", "sendonly"),
+        ("inactive", "inactive"),
+    ],
+)
+def test_answer_mirrors_direction_and_rejects_extra_m_lines(theirs: str, ours: str) -> None:
+    video = "m=video 5006 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+    text = "m=text 5008 RTP/AVP 98\r\n"
+    head, audio = _sdp(session=f"a={theirs}\r\n", extra=video).split(b"m=audio", 1)
+    offer = head + text.encode() + b"m=audio" + audio
+    remote = parse_answer(offer, ["PCMU"])
+    assert [m.media for m in remote.media_lines] == ["text", "audio", "video"]
+    message = build_answer_message(
+        MediaOffer("192.0.2.10", 20000),
+        remote,
+        session_version=2,
+        session_id="9",
+        codecs=["PCMU"],
+        dtmf_payload_type=101,
+    )
+    lines = serialize_sdp(message).splitlines()
+    m_lines = [line for line in lines if line.startswith("m=")]
+    assert m_lines == [
+        "m=text 0 RTP/AVP 98",
+        "m=audio 20000 RTP/AVP 0 101",
+        "m=video 0 RTP/AVP 96",
+    ]
+    assert (
+        f"a={ours}" in lines
+        and sum(line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive") for line in lines)
+        == 1
+    )
