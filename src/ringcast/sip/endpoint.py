@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiosipua.headers import CaseInsensitiveDict, parse_uri
+from aiosipua.headers import CaseInsensitiveDict, parse_uri, parse_via
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
 from ringcast.sip.causes import reason_phrase
@@ -192,6 +192,34 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def response_destination(via: str, addr: Addr, transport: str) -> Destination:
+    """Where the response to a request with top Via ``via`` from ``addr`` goes.
+
+    RFC 3261 §18.2.2 with RFC 3581 §4. Over TCP the response goes back on the
+    connection the request came in on (the connection is keyed by ``addr``).
+    Over UDP: a ``maddr`` (IP literals only: a name would need a lookup on the
+    hot path, and a peer must not make us resolve names for it) gets it at the
+    sent-by port; else with ``rport`` it goes to the source IP and port (the
+    peer's NAT binding); else to the source IP (the ``received`` address we
+    would add) and the sent-by port, 5060 by default. A peer that sends from
+    one socket and listens on another names the listening one in its Via, and
+    only gets our answers there.
+    """
+    if transport != "udp":
+        return Destination(addr[0], addr[1], transport)
+    try:
+        top = parse_via(via.split(",", 1)[0])
+    except (ValueError, IndexError):
+        return Destination(addr[0], addr[1], transport)
+    port = top.port if top.port is not None and 0 < top.port < 65536 else 5060
+    maddr = (top.params.get("maddr") or "").strip("[]")
+    if maddr and is_ip_literal(maddr):
+        return Destination(maddr, port, transport)
+    if "rport" in top.params:
+        return Destination(addr[0], addr[1], transport)
+    return Destination(addr[0], port, transport)
 
 
 def build_response(
@@ -652,9 +680,9 @@ class SipEndpoint:
         logger.debug("stray %s response to %s from %s:%s", response.status_code, method, *addr)
 
     def _on_request(self, request: SipRequest, addr: Addr, transport: str) -> None:
-        source = Destination(addr[0], addr[1], transport)
         method = request.method.upper()
         via = request.headers.get_first("via") or ""
+        source = response_destination(via, addr, transport)  # where our answers go
         rkey = f"{_branch_of(via)}:{method}:{request.call_id}"
         if method != "ACK":
             cached = self._responses.get(rkey)
@@ -699,7 +727,7 @@ class SipEndpoint:
     def send_response(
         self, request: SipRequest, response: SipResponse, source: Destination
     ) -> bytes:
-        """Send a response where the request came from (§18.2.2 with RFC 3581 rport).
+        """Send a response to ``source``, from :func:`response_destination` (§18.2.2).
 
         The bytes are remembered for 64*T1 so a retransmitted request gets the
         same answer (the server transaction's job, §17.2).

@@ -129,11 +129,15 @@ async def _probe(port: int) -> tuple[asyncio.DatagramTransport, _Probe]:
     return transport, proto
 
 
-def _request(method: str, port: int, *, to_tag: str | None = None) -> bytes:
+def _request(
+    method: str, port: int, *, to_tag: str | None = None, via_params: str = ";rport"
+) -> bytes:
+    """A request to the endpoint on ``port``. Its Via asks for rport (RFC 3581) by
+    default, so the answer comes back to the probe's own socket (§18.2.2)."""
     to = "<sip:ringcast@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
     return (
         f"{method} sip:ringcast@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(4).hex()}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port}{via_params};branch=z9hG4bK{os.urandom(4).hex()}\r\n"
         "From: <sip:probe@127.0.0.1>;tag=probe1\r\n"
         f"To: {to}\r\n"
         f"Call-ID: {os.urandom(6).hex()}@probe\r\n"
@@ -454,4 +458,87 @@ async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
         await asyncio.wait_for(hangup, 2)
     finally:
         callee.close()
+        await ep.close()
+
+
+async def _drain(probe: _Probe, wait: float = 0.3) -> list[str]:
+    """The first lines of everything ``probe`` receives within ``wait`` seconds."""
+    await asyncio.sleep(wait)
+    lines: list[str] = []
+    while not probe.queue.empty() and len(lines) < 50:
+        lines.append(probe.queue.get_nowait().split(b"\r\n", 1)[0].decode())
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("via_params", "at_listener", "at_sender"),
+    [
+        ("", ["SIP/2.0 200 OK"], []),  # no rport: the Via sent-by port (§18.2.2)
+        (";rport", [], ["SIP/2.0 200 OK"]),  # rport: the source port (RFC 3581 §4)
+        (";rport;maddr=127.0.0.1", ["SIP/2.0 200 OK"], []),  # maddr wins, at the sent-by port
+    ],
+)
+async def test_response_goes_where_the_via_says(
+    endpoint: SipEndpoint, via_params: str, at_listener: list[str], at_sender: list[str]
+) -> None:
+    """A peer sending from one socket and listening on another (its Via's port)."""
+    loop = asyncio.get_running_loop()
+    listener, heard = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    sender, echoed = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    listen_port = listener.get_extra_info("sockname")[1]
+    try:
+        options = _request("OPTIONS", listen_port, via_params=via_params)
+        sender.sendto(options, ("127.0.0.1", endpoint.local_port))
+        assert await _drain(heard) == at_listener
+        assert await _drain(echoed, 0.0) == at_sender
+        sender.sendto(options, ("127.0.0.1", endpoint.local_port))  # retransmission: same place
+        assert await _drain(heard) == at_listener
+        assert await _drain(echoed, 0.0) == at_sender
+    finally:
+        listener.close()
+        sender.close()
+
+
+async def test_in_dialog_bye_answered_at_the_via_port() -> None:
+    """§18.2.2: the callee's BYE comes from another socket, without rport; our 200 goes
+    to the port in its Via (the callee's listening socket), retransmissions too."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    other, other_probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    ours = ("127.0.0.1", ep.local_port)
+    try:
+        call = ep.create_call(
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        )
+        setup = asyncio.create_task(call.setup(), name="test-via-bye-setup")
+        invite = await asyncio.wait_for(probe.queue.get(), 2)
+        callee.sendto(_reply(invite, "200 OK", tag="v1", sdp=True, port=port), ours)
+        assert await asyncio.wait_for(setup, 2) is True
+        ack = await asyncio.wait_for(probe.queue.get(), 2)
+        assert ack.startswith(b"ACK ")
+        head = {
+            line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+            for line in invite.decode().split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        }
+        bye = (
+            f"BYE sip:me@127.0.0.1:{ep.local_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbyevia1\r\n"
+            f"From: <sip:bob@127.0.0.1:{port}>;tag=v1\r\n"
+            f"To: {head['From']}\r\n"
+            f"Call-ID: {head['Call-ID']}\r\n"
+            "CSeq: 7 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        other.sendto(bye, ours)
+        await asyncio.wait_for(call.ended.wait(), 2)
+        assert call.ended_by == "remote"
+        assert await _drain(probe) == ["SIP/2.0 200 OK"]
+        other.sendto(bye, ours)  # a retransmitted BYE gets the same 200, at the same port
+        assert await _drain(probe) == ["SIP/2.0 200 OK"]
+        assert await _drain(other_probe, 0.0) == []
+    finally:
+        callee.close()
+        other.close()
         await ep.close()
