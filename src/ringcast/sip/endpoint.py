@@ -436,17 +436,11 @@ class SipEndpoint:
     async def resolve(self, uri: str, transport: str | None = None) -> Destination:
         """The destination for a SIP URI (RFC 3263 reduced to A records, default port 5060).
 
-        Raises OSError when the host name cannot be resolved.
+        A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
+        wins over the URI's ``;transport=`` (then "udp"). Raises OSError when the
+        host name cannot be resolved, ValueError for an unusable URI.
         """
-        parsed = parse_uri(uri)
-        host = parsed.host.strip("[]")
-        port = parsed.port or 5060
-        name = transport or (parsed.params.get("transport") or "udp")
-        name = name.lower()
-        if name not in TRANSPORTS:
-            raise ValueError(f"unsupported transport {name!r}")
-        if not host:
-            raise ValueError(f"no host in {uri!r}")
+        host, port, name = _target(uri, transport)
         if is_ip_literal(host):
             return Destination(host, port, name)
         cached = self._resolved.get((host, port))
@@ -459,17 +453,15 @@ class SipEndpoint:
         self._resolved[(host, port)] = ip
         return Destination(ip, port, name)
 
-    def resolve_now(self, uri: str, transport: str, fallback: Destination) -> Destination:
-        """Like :meth:`resolve` without waiting: IP literals and cached names, else fallback."""
-        parsed = parse_uri(uri)
-        host = parsed.host.strip("[]")
-        port = parsed.port or 5060
+    def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
+        """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
+        host, port, name = _target(uri, transport)
         if is_ip_literal(host):
-            return Destination(host, port, transport)
+            return Destination(host, port, name)
         cached = self._resolved.get((host, port))
         if cached is not None:
-            return Destination(cached, port, transport)
-        return fallback
+            return Destination(cached, port, name)
+        return None
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""
@@ -740,6 +732,25 @@ class SipEndpoint:
             self._responses[rkey] = (data, source.addr, source.transport)
             self.loop.call_later(self.timers.b, self._responses.pop, rkey, None)
         return data
+
+
+def uri_transport(uri: str) -> str | None:
+    """A SIP URI's ``;transport=`` parameter, lower case, or None."""
+    value = parse_uri(uri).params.get("transport")
+    return value.lower() if value else None
+
+
+def _target(uri: str, transport: str | None) -> tuple[str, int, str]:
+    """(host, port, transport) to look up for ``uri`` (RFC 3263 §4, §19.1.1 ``maddr``)."""
+    parsed = parse_uri(uri)
+    host = (parsed.params.get("maddr") or parsed.host or "").strip("[]")
+    port = parsed.port or 5060
+    name = (transport or parsed.params.get("transport") or "udp").lower()
+    if name not in TRANSPORTS:
+        raise ValueError(f"unsupported transport {name!r}")
+    if not host:
+        raise ValueError(f"no host in {uri!r}")
+    return host, port, name
 
 
 def _in_dialog(call: OutboundCall, request: SipRequest, to_tag: str) -> bool:

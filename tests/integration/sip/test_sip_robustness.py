@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -403,14 +404,18 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
 
 
 @pytest.mark.sipp
+@pytest.mark.parametrize("proxy_host", ["127.0.0.1", "localhost"])
 async def test_in_dialog_requests_follow_record_route(
-    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, proxy_host: str
 ) -> None:
-    """§12.1.2 / §12.2.1.1: ACK and BYE go to the Record-Route proxy, with a Route header."""
+    """§12.1.2 / §12.2.1.1: ACK and BYE go to the Record-Route proxy, with a Route header;
+    a proxy named by host name is looked up first (RFC 3263), not replaced by the INVITE's
+    destination."""
     uas = SippUas("uas_record_route.xml", tmp_path, max_calls=1)
     proxy = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
     await proxy.start()
     uas.keys["proxy_port"] = str(proxy.port)
+    uas.keys["proxy_host"] = proxy_host
     try:
         uas.start()
         call = endpoint.create_call(
@@ -418,12 +423,13 @@ async def test_in_dialog_requests_follow_record_route(
         )
         assert await call.setup() is True
         assert call.dialog is not None
-        assert call.dialog.route_set == [f"<sip:127.0.0.1:{proxy.port};lr>"]
+        assert call.dialog.route_set == [f"<sip:{proxy_host}:{proxy.port};lr>"]
         await call.hangup()
         assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
         assert proxy.counts["up"] == 2  # the ACK and the BYE, not the INVITE
         bye = next(m for m in uas.received() if m.startswith("BYE"))
-        assert f"Route: <sip:127.0.0.1:{proxy.port};lr>" in bye
+        assert f"Route: <sip:{proxy_host}:{proxy.port};lr>" in bye
+        assert call.error is None
     finally:
         proxy.close()
         uas.stop()
@@ -542,3 +548,118 @@ async def test_in_dialog_bye_answered_at_the_via_port() -> None:
         callee.close()
         other.close()
         await ep.close()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize(
+    "contact",
+    [
+        "sip:alice@localhost:{port}",
+        "sip:alice@LocalHost:{port};transport=udp",
+        "sip:alice@localhost:{port};maddr=127.0.0.1",
+    ],
+)
+async def test_remote_target_host_name_is_resolved(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, contact: str
+) -> None:
+    """§12.2.1.1 / RFC 3263: the 2xx's Contact names a host; ACK and BYE go to what it
+    resolves to (a forwarder in front of SIPp), not to where the INVITE went."""
+    uas = SippUas("uas_contact_uri.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await hop.start()
+    uas.keys["contact_uri"] = contact.format(port=hop.port)
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        await call.hangup()
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
+        assert hop.counts["up"] == 2  # the ACK and the BYE, not the INVITE
+        assert [m.split(" ", 1)[0] for m in uas.received()] == ["INVITE", "ACK", "BYE"]
+        assert call.error is None and call.ended_by == "local"
+    finally:
+        hop.close()
+        uas.stop()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize(
+    ("contact", "why"),
+    [
+        ("sip:alice@localhost:{port};transport=sctp", "unsupported transport 'sctp'"),
+        ("sip:alice@localhost:{port}", "Name or service not known (test)"),
+    ],
+)
+async def test_unresolvable_remote_target_fails_the_call(
+    sipp_bin: str,
+    endpoint: SipEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    contact: str,
+    why: str,
+) -> None:
+    """No ACK can reach a Contact that does not resolve: the call fails with that reason,
+    and nothing goes to the INVITE's destination instead."""
+    real_resolve = endpoint.resolve
+
+    async def resolve(uri: str, transport: str | None = None) -> object:
+        if "localhost" in uri and "sctp" not in uri:
+            raise socket.gaierror(-2, "Name or service not known (test)")
+        return await real_resolve(uri, transport)
+
+    monkeypatch.setattr(endpoint, "resolve", resolve)
+    uas = SippUas("uas_contact_uri.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)
+    await hop.start()
+    uas.keys["contact_uri"] = contact.format(port=hop.port)
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await asyncio.wait_for(call.setup(), 5) is False
+        assert call.ended.is_set() and call.outcome is Outcome.FAILED
+        assert call.status_code == 200 and call.answered_at is None
+        assert call.error is not None
+        assert call.error.startswith("cannot resolve the dialog's next hop sip:alice@localhost:")
+        assert why in call.error
+        await asyncio.sleep(0.5)  # SIPp retransmits its 200; none of them gets an ACK
+        assert [m.split(" ", 1)[0] for m in uas.received()] == ["INVITE"]
+        assert hop.counts["up"] == 0
+    finally:
+        hop.close()
+        uas.stop()
+
+
+@pytest.mark.sipp
+async def test_target_refresh_to_host_name_is_resolved_for_bye(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """An UPDATE moves the remote target to ``localhost:<port>`` (§12.2.2): our BYE looks
+    the new target up and goes there (the forwarder), not to the old target."""
+    uas = SippUas("uas_update_target.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await hop.start()
+    uas.keys["contact_uri"] = f"sip:alice@localhost:{hop.port}"
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        deadline = time.monotonic() + 5
+        while len(uas.received()) < 2:  # the ACK, then our 200 to the UPDATE
+            assert time.monotonic() < deadline, uas.errors()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert call.dialog is not None
+        assert call.dialog.remote_target == f"sip:alice@localhost:{hop.port}"
+        await asyncio.wait_for(call.hangup(), 5)
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
+        assert hop.counts["up"] == 1  # the BYE only
+        assert call.error is None and call.ended_by == "local"
+    finally:
+        hop.close()
+        uas.stop()
