@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
+GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
+GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
 RESERVED_HEADERS = frozenset(
     {
         "via",
@@ -195,6 +198,15 @@ def _digit(value: str) -> str | None:
     return None
 
 
+def glare_retry_delay() -> float:
+    """Seconds before re-sending a re-INVITE that got 491 (RFC 3261 §14.1).
+
+    We made the Call-ID (we sent the INVITE), so ours is the 2.1-4 s range, in
+    10 ms steps; the callee, not the owner, waits 0-2 s, so its retry goes first.
+    """
+    return random.randint(GLARE_RETRY_MIN_CS, GLARE_RETRY_MAX_CS) / 100
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -281,6 +293,7 @@ class OutboundCall:
         self._cancel_guard: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
+        self._refresh_pending: str | None = None  # method of our session refresh in flight
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None
         self._started = False
@@ -1017,8 +1030,9 @@ class OutboundCall:
         """Answer an in-dialog request from the callee (§12.2.2): the handler decides.
 
         The endpoint sends what is returned. BYE ends the call; re-INVITE and
-        UPDATE get our (unchanged) media with SDP version + 1; OPTIONS and
-        INFO get 200 (INFO DTMF is recorded).
+        UPDATE get our (unchanged) media with SDP version + 1, or 491 when they
+        cross our own session refresh (:meth:`_glare`); OPTIONS and INFO get
+        200 (INFO DTMF is recorded).
         """
         method = request.method.upper()
         dialog = self.dialog
@@ -1031,6 +1045,11 @@ class OutboundCall:
             return build_response(request, 500, headers={"Retry-After": "1"})
         if method == "BYE":
             return self._on_remote_bye(request)
+        if self._glare(request):
+            logger.info(
+                "call %s: %s crossed our %s: 491", self.call_id, method, self._refresh_pending
+            )
+            return build_response(request, 491)
         if method == "INVITE":
             return self._on_reinvite(request, source)
         if method == "UPDATE":
@@ -1055,6 +1074,21 @@ class OutboundCall:
         if method == "CANCEL":
             return build_response(request, 200)
         return build_response(request, 405, headers={"Allow": ALLOW})
+
+    def _glare(self, request: SipRequest) -> bool:
+        """Our session refresh is in flight, so this request must get 491 (RFC 3261 §14.2).
+
+        A re-INVITE while our re-INVITE or UPDATE is pending; an UPDATE with an
+        offer while our re-INVITE (with its offer) is pending (RFC 3311 §5.2).
+        Our UPDATE carries no SDP, so an UPDATE offer does not cross it.
+        """
+        pending = self._refresh_pending
+        if pending is None:
+            return False
+        method = request.method.upper()
+        if method == "INVITE":
+            return True
+        return method == "UPDATE" and bool(request.body) and pending == "INVITE"
 
     def _on_remote_bye(self, request: SipRequest) -> SipResponse:
         logger.info("call %s: callee sent BYE", self.call_id)
@@ -1213,6 +1247,7 @@ class OutboundCall:
         else:
             request = self._in_dialog_request("INVITE", body=self._local_sdp(), extra=extra)
         logger.info("call %s: session refresh with %s", self.call_id, request.method)
+        self._refresh_pending = request.method
         self.endpoint.send_request(
             request, dest, lambda r: self._on_refresh_response(request, dest, r)
         )
@@ -1223,6 +1258,7 @@ class OutboundCall:
         status = response.status_code
         if status < 200:
             return
+        self._refresh_pending = None
         if request.method == "INVITE" and 200 <= status < 300 and self.dialog is not None:
             seq = request.cseq.seq if request.cseq else self.dialog.local_seq
             ack = self.dialog.create_request("ACK", cseq=seq)
@@ -1234,6 +1270,14 @@ class OutboundCall:
         elif status in (408, 481):  # RFC 4028 §10: the session is gone
             logger.info("call %s: session refresh got %s, ending call", self.call_id, status)
             self.endpoint.spawn(self._send_bye(), name=f"sip-bye-refresh-{self.call_id}")
+        elif status == 491 and self.state is CallState.ANSWERED:
+            # §14.1: our request crossed one of the callee's; try again after a
+            # random 2.1-4 s (we own the Call-ID), the same method.
+            if self._refresh_timer is not None:
+                self._refresh_timer.cancel()
+            delay = glare_retry_delay()
+            logger.info("call %s: session refresh got 491, retrying in %.2f s", self.call_id, delay)
+            self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
         else:
             if request.method == "UPDATE":
                 self._peer_allows_update = False  # fall back to re-INVITE next time
