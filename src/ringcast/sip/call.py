@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import functools
 import logging
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,14 @@ from aiosipua.sdp import serialize_sdp
 from ringcast.domain import Outcome
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, contact_uri
-from ringcast.sip.endpoint import ALLOW, Destination, build_response, new_branch, new_tag
+from ringcast.sip.endpoint import (
+    ALLOW,
+    Destination,
+    build_response,
+    new_branch,
+    new_tag,
+    uri_transport,
+)
 from ringcast.sip.sdp import (
     TELEPHONE_EVENT_PT,
     MediaAnswer,
@@ -55,6 +63,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
+MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
+GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
+GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
 RESERVED_HEADERS = frozenset(
     {
         "via",
@@ -189,6 +200,15 @@ def _digit(value: str) -> str | None:
     return None
 
 
+def glare_retry_delay() -> float:
+    """Seconds before re-sending a re-INVITE that got 491 (RFC 3261 §14.1).
+
+    We made the Call-ID (we sent the INVITE), so ours is the 2.1-4 s range, in
+    10 ms steps; the callee, not the owner, waits 0-2 s, so its retry goes first.
+    """
+    return random.randint(GLARE_RETRY_MIN_CS, GLARE_RETRY_MAX_CS) / 100
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -282,12 +302,15 @@ class OutboundCall:
         self._cancel_guard: asyncio.TimerHandle | None = None
         self._duration_timer: asyncio.TimerHandle | None = None
         self._refresh_timer: asyncio.TimerHandle | None = None
+        self._refresh_pending: str | None = None  # method of our session refresh in flight
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None
         self._started = False
         self._resolving = False
         self._bye_auth_tried = False
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
+        self._hops: dict[str, Destination] = {}  # dialog next-hop URI -> resolved (RFC 3263)
+        self._hop_failures: dict[str, str] = {}  # next-hop URI -> why it cannot be resolved
         self._session_id = new_session_id()
         self._sdp_version = 1
         self._peer_allows_update = False
@@ -373,11 +396,12 @@ class OutboundCall:
     def uses_tcp_peer(self, addr: tuple[str, int]) -> bool:
         """Whether this call's requests go to ``addr`` over TCP."""
         dest = self._dest
-        if dest is None or dest.transport != "tcp":
+        if dest is None:
             return False
-        if dest.addr == addr:
+        if dest.transport == "tcp" and dest.addr == addr:
             return True
-        return self.dialog is not None and self._in_dialog_destination().addr == addr
+        hop = self._in_dialog_destination() if self.dialog is not None else None
+        return hop is not None and hop.transport == "tcp" and hop.addr == addr
 
     def abort(self, why: str) -> None:
         """End the call locally without signalling (the endpoint is going away)."""
@@ -550,6 +574,23 @@ class OutboundCall:
             self.dialog = Dialog.from_response(invite, response)
         else:
             self.dialog.confirm(response)
+        if self._dest_for_dialog(self.dialog) is None:
+            # §13.2.2.4: the ACK goes to the dialog's next hop, a host name not
+            # looked up yet (RFC 3263). Retransmitted 2xx find no ACK to resend
+            # meanwhile (_ack is None) and wait with this one.
+            self._after_hop(
+                self.dialog,
+                then=lambda: self._on_confirmed(response, keep=keep),
+                failed=lambda why: self._on_2xx_unroutable(response, why),
+            )
+            return
+        self._on_confirmed(response, keep=keep)
+
+    def _on_confirmed(self, response: SipResponse, *, keep: bool) -> None:
+        """The 2xx's dialog is confirmed and its next hop known: ACK, then answer or BYE."""
+        if self.state is CallState.ENDED:
+            return
+        keep = keep and not self.canceled_by_us  # hung up while the next hop was looked up
         self.status_code = response.status_code
         self.reason = response.reason_phrase or reason_phrase(response.status_code)
         self._send_ack(response)
@@ -582,6 +623,18 @@ class OutboundCall:
             )
         self._arm_session_refresh()
 
+    def _on_2xx_unroutable(self, response: SipResponse, why: str) -> None:
+        """The 2xx names a next hop we cannot resolve: no ACK can reach the callee.
+
+        Nothing is sent (never to a guessed address); the call fails locally and
+        the callee ends its side when its 2xx retransmissions time out (§13.3.1.4).
+        """
+        if self.state is CallState.ENDED:
+            return
+        self.error = why
+        self.local_failure = True
+        self._finish_unanswered(response.status_code, response.reason_phrase, ended_by=None)
+
     def _send_ack(self, response: SipResponse) -> None:
         """The ACK for a 2xx is its own request, not part of the transaction (§13.2.2.4)."""
         dialog = self.dialog
@@ -594,6 +647,7 @@ class OutboundCall:
             if value:
                 ack.headers.append(name, value)
         dest = self._in_dialog_destination()
+        assert dest is not None  # _on_2xx resolved the next hop first
         self.endpoint.stamp_via(ack, dest, new_branch())
         self._ack = (bytes(ack), dest)
         self.endpoint.send_raw(self._ack[0], dest)
@@ -626,6 +680,11 @@ class OutboundCall:
         except ValueError:
             return
         dest = self._dest_for_dialog(fork)
+        if dest is None:
+            self._after_hop(
+                fork, then=lambda: self._ack_and_bye_fork(response), failed=lambda why: None
+            )
+            return
         ack = fork.create_request("ACK", cseq=fork.local_seq)
         self.endpoint.stamp_via(ack, dest, new_branch())
         self._forks[tag] = (bytes(ack), dest)
@@ -801,17 +860,107 @@ class OutboundCall:
 
     # --- BYE --------------------------------------------------------------------
 
-    def _in_dialog_destination(self) -> Destination:
+    def _in_dialog_destination(self) -> Destination | None:
+        """Where in-dialog requests go now; None while the next hop is not resolved."""
         assert self._dest is not None
         if self.spec.proxy or self.dialog is None:
             return self._dest
         return self._dest_for_dialog(self.dialog)
 
-    def _dest_for_dialog(self, dialog: Dialog) -> Destination:
+    def _dest_for_dialog(self, dialog: Dialog) -> Destination | None:
+        """The dialog's next hop (first Route, else remote target; §12.2.1.1, §8.1.2).
+
+        Resolved by RFC 3263 (:meth:`SipEndpoint.resolve`): ``maddr`` and
+        ``;transport=`` in the URI count, else the call's transport. Known
+        without waiting for IP literals and names already resolved (by this
+        call, else by the endpoint); None otherwise (:meth:`_after_hop` or
+        :meth:`_in_dialog_hop` look it up). Never the INVITE's destination
+        instead: a dialog's requests go where the callee or its proxies asked.
+        """
         assert self._dest is not None
         if self.spec.proxy:
             return self._dest
-        return self.endpoint.resolve_now(dialog.next_hop_uri(), self._dest.transport, self._dest)
+        uri = dialog.next_hop_uri()
+        dest = self._hops.get(uri)
+        if dest is not None:
+            return dest
+        try:
+            dest = self.endpoint.resolve_now(uri, self._hop_transport(uri))
+        except ValueError:
+            return None  # _resolve_hop reports it
+        if dest is not None:
+            self._remember_hop(uri, dest)
+        return dest
+
+    def _hop_transport(self, uri: str) -> str:
+        assert self._dest is not None
+        return uri_transport(uri) or self._dest.transport
+
+    def _remember_hop(self, uri: str, dest: Destination) -> None:
+        if len(self._hops) >= MAX_HOPS:
+            self._hops.pop(next(iter(self._hops)))
+        self._hops[uri] = dest
+
+    async def _resolve_hop(self, uri: str) -> Destination:
+        """Look ``uri`` up (bounded by 64*T1); raise OSError/ValueError with the reason."""
+        known = self._hops.get(uri)
+        if known is not None:
+            return known
+        why = self._hop_failures.get(uri)
+        if why is not None:
+            raise OSError(why)
+        try:
+            dest = await asyncio.wait_for(
+                self.endpoint.resolve(uri, self._hop_transport(uri)), self.endpoint.timers.b
+            )
+        except (OSError, ValueError) as exc:  # TimeoutError is an OSError
+            why = f"cannot resolve the dialog's next hop {uri}: {exc or type(exc).__name__}"
+            if len(self._hop_failures) < MAX_HOPS:
+                self._hop_failures[uri] = why
+            logger.warning("call %s: %s", self.call_id, why)
+            raise OSError(why) from exc
+        self._remember_hop(uri, dest)
+        return dest
+
+    def _after_hop(
+        self, dialog: Dialog, *, then: Callable[[], None], failed: Callable[[str], None]
+    ) -> None:
+        """Resolve ``dialog``'s next hop in the background, then ``then()`` or ``failed(why)``."""
+        self.endpoint.spawn(
+            self._when_resolved(dialog.next_hop_uri(), then, failed),
+            name=f"sip-hop-{self.call_id}",
+        )
+
+    async def _when_resolved(
+        self, uri: str, then: Callable[[], None], failed: Callable[[str], None]
+    ) -> None:
+        try:
+            await self._resolve_hop(uri)
+        except OSError as exc:
+            failed(str(exc))
+            return
+        try:
+            then()
+        except Exception:  # a bug here must not pass silently in a background task
+            logger.exception("call %s: handling the resolved next hop %s failed", self.call_id, uri)
+
+    async def _in_dialog_hop(self) -> Destination | None:
+        """:meth:`_in_dialog_destination`, looked up if needed; None (``error`` set) on failure."""
+        dest = self._in_dialog_destination()
+        if dest is not None or self.dialog is None:
+            return dest
+        try:
+            return await self._resolve_hop(self.dialog.next_hop_uri())
+        except OSError as exc:
+            self.error = self.error or str(exc)
+            return None
+
+    def _on_hop_lost(self, why: str) -> None:
+        """An answered call's next hop cannot be resolved: nothing more can reach the callee."""
+        if self.state is CallState.ENDED:
+            return
+        self.error = self.error or why
+        self._end("local")
 
     def _in_dialog_request(
         self, method: str, *, body: bytes = b"", extra: dict[str, str] | None = None
@@ -838,8 +987,13 @@ class OutboundCall:
             return
         self._set_state(CallState.ENDING)
         self._bye_done = self.endpoint.loop.create_future()
+        dest = await self._in_dialog_hop()
+        if dest is None:  # unresolvable next hop: end here rather than BYE a wrong address
+            self._end("local")
+            self._bye_done.set_result(None)
+            return
         bye = self._in_dialog_request("BYE")
-        self.endpoint.send_request(bye, self._in_dialog_destination(), self._on_bye_response)
+        self.endpoint.send_request(bye, dest, self._on_bye_response)
         await asyncio.shield(self._bye_done)
 
     def _on_bye_response(self, response: SipResponse) -> None:
@@ -876,8 +1030,11 @@ class OutboundCall:
             answer = None
         if answer is None:
             return False
+        dest = self._in_dialog_destination()
+        if dest is None:  # resolved for the first BYE; only a target refresh since changes it
+            return False
         bye = self._in_dialog_request("BYE", extra={answer[0]: answer[1]})
-        self.endpoint.send_request(bye, self._in_dialog_destination(), self._on_bye_response)
+        self.endpoint.send_request(bye, dest, self._on_bye_response)
         return True
 
     def _on_max_duration(self) -> None:
@@ -893,9 +1050,9 @@ class OutboundCall:
         """Answer an in-dialog request from the callee (§12.2.2): the handler decides.
 
         The endpoint sends what is returned. BYE ends the call; re-INVITE and
-        UPDATE get our (unchanged) media with SDP version + 1, or 488 when
-        their offer lacks the codec in use; OPTIONS and INFO get 200 (INFO
-        DTMF is recorded).
+        UPDATE get our (unchanged) media with SDP version + 1, 488 when their
+        offer lacks the codec in use, or 491 when they cross our own session
+        refresh (:meth:`_glare`); OPTIONS and INFO get 200 (INFO DTMF is recorded).
         """
         method = request.method.upper()
         dialog = self.dialog
@@ -908,6 +1065,11 @@ class OutboundCall:
             return build_response(request, 500, headers={"Retry-After": "1"})
         if method == "BYE":
             return self._on_remote_bye(request)
+        if self._glare(request):
+            logger.info(
+                "call %s: %s crossed our %s: 491", self.call_id, method, self._refresh_pending
+            )
+            return build_response(request, 491)
         if method == "INVITE":
             return self._on_reinvite(request, source)
         if method == "UPDATE":
@@ -930,6 +1092,21 @@ class OutboundCall:
         if method == "CANCEL":
             return build_response(request, 200)
         return build_response(request, 405, headers={"Allow": ALLOW})
+
+    def _glare(self, request: SipRequest) -> bool:
+        """Our session refresh is in flight, so this request must get 491 (RFC 3261 §14.2).
+
+        A re-INVITE while our re-INVITE or UPDATE is pending; an UPDATE with an
+        offer while our re-INVITE (with its offer) is pending (RFC 3311 §5.2).
+        Our UPDATE carries no SDP, so an UPDATE offer does not cross it.
+        """
+        pending = self._refresh_pending
+        if pending is None:
+            return False
+        method = request.method.upper()
+        if method == "INVITE":
+            return True
+        return method == "UPDATE" and bool(request.body) and pending == "INVITE"
 
     def _on_remote_bye(self, request: SipRequest) -> SipResponse:
         logger.info("call %s: callee sent BYE", self.call_id)
@@ -1151,6 +1328,10 @@ class OutboundCall:
         self._refresh_timer = None
         if self.state is not CallState.ANSWERED or self.dialog is None:
             return
+        dest = self._in_dialog_destination()
+        if dest is None:  # a target refresh named a host not looked up yet
+            self._after_hop(self.dialog, then=self._send_refresh, failed=self._on_hop_lost)
+            return
         extra = {
             "Contact": self._contact,
             "Supported": "timer",
@@ -1161,7 +1342,7 @@ class OutboundCall:
         else:
             request = self._in_dialog_request("INVITE", body=self._local_sdp(), extra=extra)
         logger.info("call %s: session refresh with %s", self.call_id, request.method)
-        dest = self._in_dialog_destination()
+        self._refresh_pending = request.method
         self.endpoint.send_request(
             request, dest, lambda r: self._on_refresh_response(request, dest, r)
         )
@@ -1172,6 +1353,7 @@ class OutboundCall:
         status = response.status_code
         if status < 200:
             return
+        self._refresh_pending = None
         if request.method == "INVITE" and 200 <= status < 300 and self.dialog is not None:
             seq = request.cseq.seq if request.cseq else self.dialog.local_seq
             ack = self.dialog.create_request("ACK", cseq=seq)
@@ -1184,6 +1366,14 @@ class OutboundCall:
         elif status in (408, 481):  # RFC 4028 §10: the session is gone
             logger.info("call %s: session refresh got %s, ending call", self.call_id, status)
             self.endpoint.spawn(self._send_bye(), name=f"sip-bye-refresh-{self.call_id}")
+        elif status == 491 and self.state is CallState.ANSWERED:
+            # §14.1: our request crossed one of the callee's; try again after a
+            # random 2.1-4 s (we own the Call-ID), the same method.
+            if self._refresh_timer is not None:
+                self._refresh_timer.cancel()
+            delay = glare_retry_delay()
+            logger.info("call %s: session refresh got 491, retrying in %.2f s", self.call_id, delay)
+            self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
         else:
             if request.method == "UPDATE":
                 self._peer_allows_update = False  # fall back to re-INVITE next time

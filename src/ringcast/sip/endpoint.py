@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from aiosipua.headers import CaseInsensitiveDict, parse_uri
+from aiosipua.headers import CaseInsensitiveDict, parse_uri, parse_via
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
 from ringcast.sip.causes import reason_phrase
@@ -195,6 +195,34 @@ def is_ip_literal(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def response_destination(via: str, addr: Addr, transport: str) -> Destination:
+    """Where the response to a request with top Via ``via`` from ``addr`` goes.
+
+    RFC 3261 §18.2.2 with RFC 3581 §4. Over TCP the response goes back on the
+    connection the request came in on (the connection is keyed by ``addr``).
+    Over UDP: a ``maddr`` (IP literals only: a name would need a lookup on the
+    hot path, and a peer must not make us resolve names for it) gets it at the
+    sent-by port; else with ``rport`` it goes to the source IP and port (the
+    peer's NAT binding); else to the source IP (the ``received`` address we
+    would add) and the sent-by port, 5060 by default. A peer that sends from
+    one socket and listens on another names the listening one in its Via, and
+    only gets our answers there.
+    """
+    if transport != "udp":
+        return Destination(addr[0], addr[1], transport)
+    try:
+        top = parse_via(via.split(",", 1)[0])
+    except (ValueError, IndexError):
+        return Destination(addr[0], addr[1], transport)
+    port = top.port if top.port is not None and 0 < top.port < 65536 else 5060
+    maddr = (top.params.get("maddr") or "").strip("[]")
+    if maddr and is_ip_literal(maddr):
+        return Destination(maddr, port, transport)
+    if "rport" in top.params:
+        return Destination(addr[0], addr[1], transport)
+    return Destination(addr[0], port, transport)
 
 
 def build_response(
@@ -425,17 +453,11 @@ class SipEndpoint:
     async def resolve(self, uri: str, transport: str | None = None) -> Destination:
         """The destination for a SIP URI (RFC 3263 reduced to A records, default port 5060).
 
-        Raises OSError when the host name cannot be resolved.
+        A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
+        wins over the URI's ``;transport=`` (then "udp"). Raises OSError when the
+        host name cannot be resolved, ValueError for an unusable URI.
         """
-        parsed = parse_uri(uri)
-        host = parsed.host.strip("[]")
-        port = parsed.port or 5060
-        name = transport or (parsed.params.get("transport") or "udp")
-        name = name.lower()
-        if name not in TRANSPORTS:
-            raise ValueError(f"unsupported transport {name!r}")
-        if not host:
-            raise ValueError(f"no host in {uri!r}")
+        host, port, name = _target(uri, transport)
         if is_ip_literal(host):
             return Destination(host, port, name)
         cached = self._resolved.get((host, port))
@@ -448,17 +470,15 @@ class SipEndpoint:
         self._resolved[(host, port)] = ip
         return Destination(ip, port, name)
 
-    def resolve_now(self, uri: str, transport: str, fallback: Destination) -> Destination:
-        """Like :meth:`resolve` without waiting: IP literals and cached names, else fallback."""
-        parsed = parse_uri(uri)
-        host = parsed.host.strip("[]")
-        port = parsed.port or 5060
+    def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
+        """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
+        host, port, name = _target(uri, transport)
         if is_ip_literal(host):
-            return Destination(host, port, transport)
+            return Destination(host, port, name)
         cached = self._resolved.get((host, port))
         if cached is not None:
-            return Destination(cached, port, transport)
-        return fallback
+            return Destination(cached, port, name)
+        return None
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""
@@ -669,9 +689,9 @@ class SipEndpoint:
         logger.debug("stray %s response to %s from %s:%s", response.status_code, method, *addr)
 
     def _on_request(self, request: SipRequest, addr: Addr, transport: str) -> None:
-        source = Destination(addr[0], addr[1], transport)
         method = request.method.upper()
         via = request.headers.get_first("via") or ""
+        source = response_destination(via, addr, transport)  # where our answers go
         rkey = f"{_branch_of(via)}:{method}:{request.call_id}"
         if method != "ACK":
             cached = self._responses.get(rkey)
@@ -716,7 +736,7 @@ class SipEndpoint:
     def send_response(
         self, request: SipRequest, response: SipResponse, source: Destination
     ) -> bytes:
-        """Send a response where the request came from (§18.2.2 with RFC 3581 rport).
+        """Send a response to ``source``, from :func:`response_destination` (§18.2.2).
 
         The bytes are remembered for 64*T1 so a retransmitted request gets the
         same answer (the server transaction's job, §17.2).
@@ -729,6 +749,25 @@ class SipEndpoint:
             self._responses[rkey] = (data, source.addr, source.transport)
             self.loop.call_later(self.timers.b, self._responses.pop, rkey, None)
         return data
+
+
+def uri_transport(uri: str) -> str | None:
+    """A SIP URI's ``;transport=`` parameter, lower case, or None."""
+    value = parse_uri(uri).params.get("transport")
+    return value.lower() if value else None
+
+
+def _target(uri: str, transport: str | None) -> tuple[str, int, str]:
+    """(host, port, transport) to look up for ``uri`` (RFC 3263 §4, §19.1.1 ``maddr``)."""
+    parsed = parse_uri(uri)
+    host = (parsed.params.get("maddr") or parsed.host or "").strip("[]")
+    port = parsed.port or 5060
+    name = (transport or parsed.params.get("transport") or "udp").lower()
+    if name not in TRANSPORTS:
+        raise ValueError(f"unsupported transport {name!r}")
+    if not host:
+        raise ValueError(f"no host in {uri!r}")
+    return host, port, name
 
 
 def _in_dialog(call: OutboundCall, request: SipRequest, to_tag: str) -> bool:

@@ -479,3 +479,71 @@ async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
         endpoint.create_call(
             CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"})
         )
+
+
+async def test_reinvite_glare_491_both_ways(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    """RFC 3261 §14.2: the callee's re-INVITE crosses our session refresh and gets 491;
+    §14.1: our refresh, answered 491, is retried after 2.1-4 s (we own the Call-ID)."""
+    uas = start_uas(tmp_path, "uas_glare.xml", keys={"session_expires": "2"})
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=10.0)
+        assert call.state is CallState.ANSWERED
+        await call.hangup()
+        assert await sipp_done(uas) == 0, uas.errors()
+        timeline = uas.timeline()
+        firsts = [(when, msg.split("\n", 1)[0].strip()) for when, msg in timeline]
+        assert [line.split(" ", 1)[0] for _, line in firsts] == [
+            "INVITE",
+            "ACK",
+            "INVITE",
+            "SIP/2.0",
+            "ACK",
+            "INVITE",
+            "ACK",
+            "BYE",
+        ], uas.errors()
+        assert firsts[3][1] == "SIP/2.0 491 Request Pending"  # our answer to its re-INVITE
+        assert "CSeq: 1 INVITE" in timeline[3][1]
+        assert "CSeq: 2 ACK" in timeline[4][1]  # we ACKed its 491 to our refresh
+        assert "CSeq: 3 INVITE" in timeline[5][1]  # the retry, a new transaction
+        waited = (timeline[5][0] - timeline[4][0]).total_seconds()
+        assert 2.1 - 0.05 <= waited <= 4.0 + 0.3, waited
+        assert call.ended_by == "local" and call.error is None
+    finally:
+        uas.stop()
+
+
+async def test_reinvite_crossing_our_update_refresh_gets_491(sipp_bin: str, tmp_path: Path) -> None:
+    """RFC 3261 §14.2 / RFC 3311 §5.2: a re-INVITE while our UPDATE refresh is pending gets
+    491; our UPDATE, answered 491, is retried 2.1-4 s later (§14.1)."""
+    # T1 0.5 s: no retransmission of our pending UPDATE during the exchange (SIPp
+    # would take one for the retry it waits for).
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5, t2=4.0)
+    await ep.start()
+    uas = start_uas(tmp_path, "uas_glare_update.xml", keys={"session_expires": "2"})
+    try:
+        call = ep.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await wait_for(lambda: methods_received(uas).count("UPDATE") >= 2, within=10.0)
+        assert call.state is CallState.ANSWERED
+        await call.hangup()
+        assert await sipp_done(uas) == 0, uas.errors()
+        timeline = uas.timeline()
+        firsts = [msg.split("\n", 1)[0].strip() for _, msg in timeline]
+        assert [line.split(" ", 1)[0] for line in firsts] == [
+            "INVITE",
+            "ACK",
+            "UPDATE",
+            "SIP/2.0",
+            "UPDATE",
+            "BYE",
+        ], uas.errors()
+        assert firsts[3] == "SIP/2.0 491 Request Pending"
+        assert "CSeq: 2 UPDATE" in timeline[2][1] and "CSeq: 3 UPDATE" in timeline[4][1]
+        waited = (timeline[4][0] - timeline[3][0]).total_seconds()
+        assert 2.1 - 0.05 <= waited <= 4.0 + 0.3, waited
+    finally:
+        uas.stop()
+        await ep.close()

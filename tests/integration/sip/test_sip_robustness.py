@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -129,11 +130,15 @@ async def _probe(port: int) -> tuple[asyncio.DatagramTransport, _Probe]:
     return transport, proto
 
 
-def _request(method: str, port: int, *, to_tag: str | None = None) -> bytes:
+def _request(
+    method: str, port: int, *, to_tag: str | None = None, via_params: str = ";rport"
+) -> bytes:
+    """A request to the endpoint on ``port``. Its Via asks for rport (RFC 3581) by
+    default, so the answer comes back to the probe's own socket (§18.2.2)."""
     to = "<sip:ringcast@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
     return (
         f"{method} sip:ringcast@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(4).hex()}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port}{via_params};branch=z9hG4bK{os.urandom(4).hex()}\r\n"
         "From: <sip:probe@127.0.0.1>;tag=probe1\r\n"
         f"To: {to}\r\n"
         f"Call-ID: {os.urandom(6).hex()}@probe\r\n"
@@ -399,14 +404,18 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
 
 
 @pytest.mark.sipp
+@pytest.mark.parametrize("proxy_host", ["127.0.0.1", "localhost"])
 async def test_in_dialog_requests_follow_record_route(
-    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, proxy_host: str
 ) -> None:
-    """§12.1.2 / §12.2.1.1: ACK and BYE go to the Record-Route proxy, with a Route header."""
+    """§12.1.2 / §12.2.1.1: ACK and BYE go to the Record-Route proxy, with a Route header;
+    a proxy named by host name is looked up first (RFC 3263), not replaced by the INVITE's
+    destination."""
     uas = SippUas("uas_record_route.xml", tmp_path, max_calls=1)
     proxy = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
     await proxy.start()
     uas.keys["proxy_port"] = str(proxy.port)
+    uas.keys["proxy_host"] = proxy_host
     try:
         uas.start()
         call = endpoint.create_call(
@@ -414,12 +423,13 @@ async def test_in_dialog_requests_follow_record_route(
         )
         assert await call.setup() is True
         assert call.dialog is not None
-        assert call.dialog.route_set == [f"<sip:127.0.0.1:{proxy.port};lr>"]
+        assert call.dialog.route_set == [f"<sip:{proxy_host}:{proxy.port};lr>"]
         await call.hangup()
         assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
         assert proxy.counts["up"] == 2  # the ACK and the BYE, not the INVITE
         bye = next(m for m in uas.received() if m.startswith("BYE"))
-        assert f"Route: <sip:127.0.0.1:{proxy.port};lr>" in bye
+        assert f"Route: <sip:{proxy_host}:{proxy.port};lr>" in bye
+        assert call.error is None
     finally:
         proxy.close()
         uas.stop()
@@ -455,3 +465,201 @@ async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
     finally:
         callee.close()
         await ep.close()
+
+
+async def _drain(probe: _Probe, wait: float = 0.3) -> list[str]:
+    """The first lines of everything ``probe`` receives within ``wait`` seconds."""
+    await asyncio.sleep(wait)
+    lines: list[str] = []
+    while not probe.queue.empty() and len(lines) < 50:
+        lines.append(probe.queue.get_nowait().split(b"\r\n", 1)[0].decode())
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("via_params", "at_listener", "at_sender"),
+    [
+        ("", ["SIP/2.0 200 OK"], []),  # no rport: the Via sent-by port (§18.2.2)
+        (";rport", [], ["SIP/2.0 200 OK"]),  # rport: the source port (RFC 3581 §4)
+        (";rport;maddr=127.0.0.1", ["SIP/2.0 200 OK"], []),  # maddr wins, at the sent-by port
+    ],
+)
+async def test_response_goes_where_the_via_says(
+    endpoint: SipEndpoint, via_params: str, at_listener: list[str], at_sender: list[str]
+) -> None:
+    """A peer sending from one socket and listening on another (its Via's port)."""
+    loop = asyncio.get_running_loop()
+    listener, heard = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    sender, echoed = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    listen_port = listener.get_extra_info("sockname")[1]
+    try:
+        options = _request("OPTIONS", listen_port, via_params=via_params)
+        sender.sendto(options, ("127.0.0.1", endpoint.local_port))
+        assert await _drain(heard) == at_listener
+        assert await _drain(echoed, 0.0) == at_sender
+        sender.sendto(options, ("127.0.0.1", endpoint.local_port))  # retransmission: same place
+        assert await _drain(heard) == at_listener
+        assert await _drain(echoed, 0.0) == at_sender
+    finally:
+        listener.close()
+        sender.close()
+
+
+async def test_in_dialog_bye_answered_at_the_via_port() -> None:
+    """§18.2.2: the callee's BYE comes from another socket, without rport; our 200 goes
+    to the port in its Via (the callee's listening socket), retransmissions too."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    other, other_probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    ours = ("127.0.0.1", ep.local_port)
+    try:
+        call = ep.create_call(
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        )
+        setup = asyncio.create_task(call.setup(), name="test-via-bye-setup")
+        invite = await asyncio.wait_for(probe.queue.get(), 2)
+        callee.sendto(_reply(invite, "200 OK", tag="v1", sdp=True, port=port), ours)
+        assert await asyncio.wait_for(setup, 2) is True
+        ack = await asyncio.wait_for(probe.queue.get(), 2)
+        assert ack.startswith(b"ACK ")
+        head = {
+            line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+            for line in invite.decode().split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+        }
+        bye = (
+            f"BYE sip:me@127.0.0.1:{ep.local_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbyevia1\r\n"
+            f"From: <sip:bob@127.0.0.1:{port}>;tag=v1\r\n"
+            f"To: {head['From']}\r\n"
+            f"Call-ID: {head['Call-ID']}\r\n"
+            "CSeq: 7 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        other.sendto(bye, ours)
+        await asyncio.wait_for(call.ended.wait(), 2)
+        assert call.ended_by == "remote"
+        assert await _drain(probe) == ["SIP/2.0 200 OK"]
+        other.sendto(bye, ours)  # a retransmitted BYE gets the same 200, at the same port
+        assert await _drain(probe) == ["SIP/2.0 200 OK"]
+        assert await _drain(other_probe, 0.0) == []
+    finally:
+        callee.close()
+        other.close()
+        await ep.close()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize(
+    "contact",
+    [
+        "sip:alice@localhost:{port}",
+        "sip:alice@LocalHost:{port};transport=udp",
+        "sip:alice@localhost:{port};maddr=127.0.0.1",
+    ],
+)
+async def test_remote_target_host_name_is_resolved(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, contact: str
+) -> None:
+    """§12.2.1.1 / RFC 3263: the 2xx's Contact names a host; ACK and BYE go to what it
+    resolves to (a forwarder in front of SIPp), not to where the INVITE went."""
+    uas = SippUas("uas_contact_uri.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await hop.start()
+    uas.keys["contact_uri"] = contact.format(port=hop.port)
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        await call.hangup()
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
+        assert hop.counts["up"] == 2  # the ACK and the BYE, not the INVITE
+        assert [m.split(" ", 1)[0] for m in uas.received()] == ["INVITE", "ACK", "BYE"]
+        assert call.error is None and call.ended_by == "local"
+    finally:
+        hop.close()
+        uas.stop()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize(
+    ("contact", "why"),
+    [
+        ("sip:alice@localhost:{port};transport=sctp", "unsupported transport 'sctp'"),
+        ("sip:alice@localhost:{port}", "Name or service not known (test)"),
+    ],
+)
+async def test_unresolvable_remote_target_fails_the_call(
+    sipp_bin: str,
+    endpoint: SipEndpoint,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    contact: str,
+    why: str,
+) -> None:
+    """No ACK can reach a Contact that does not resolve: the call fails with that reason,
+    and nothing goes to the INVITE's destination instead."""
+    real_resolve = endpoint.resolve
+
+    async def resolve(uri: str, transport: str | None = None) -> object:
+        if "localhost" in uri and "sctp" not in uri:
+            raise socket.gaierror(-2, "Name or service not known (test)")
+        return await real_resolve(uri, transport)
+
+    monkeypatch.setattr(endpoint, "resolve", resolve)
+    uas = SippUas("uas_contact_uri.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)
+    await hop.start()
+    uas.keys["contact_uri"] = contact.format(port=hop.port)
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await asyncio.wait_for(call.setup(), 5) is False
+        assert call.ended.is_set() and call.outcome is Outcome.FAILED
+        assert call.status_code == 200 and call.answered_at is None
+        assert call.error is not None
+        assert call.error.startswith("cannot resolve the dialog's next hop sip:alice@localhost:")
+        assert why in call.error
+        await asyncio.sleep(0.5)  # SIPp retransmits its 200; none of them gets an ACK
+        assert [m.split(" ", 1)[0] for m in uas.received()] == ["INVITE"]
+        assert hop.counts["up"] == 0
+    finally:
+        hop.close()
+        uas.stop()
+
+
+@pytest.mark.sipp
+async def test_target_refresh_to_host_name_is_resolved_for_bye(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """An UPDATE moves the remote target to ``localhost:<port>`` (§12.2.2): our BYE looks
+    the new target up and goes there (the forwarder), not to the old target."""
+    uas = SippUas("uas_update_target.xml", tmp_path, max_calls=1)
+    hop = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await hop.start()
+    uas.keys["contact_uri"] = f"sip:alice@localhost:{hop.port}"
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        deadline = time.monotonic() + 5
+        while len(uas.received()) < 2:  # the ACK, then our 200 to the UPDATE
+            assert time.monotonic() < deadline, uas.errors()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert call.dialog is not None
+        assert call.dialog.remote_target == f"sip:alice@localhost:{hop.port}"
+        await asyncio.wait_for(call.hangup(), 5)
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
+        assert hop.counts["up"] == 1  # the BYE only
+        assert call.error is None and call.ended_by == "local"
+    finally:
+        hop.close()
+        uas.stop()

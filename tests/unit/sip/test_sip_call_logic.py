@@ -10,7 +10,14 @@ from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import parse_auth
 from aiosipua.message import SipMessage, SipResponse
 
-from ringcast.sip.call import CallSpec, CallState, InviteStep, next_invite_step, parse_dtmf_info
+from ringcast.sip.call import (
+    CallSpec,
+    CallState,
+    InviteStep,
+    glare_retry_delay,
+    next_invite_step,
+    parse_dtmf_info,
+)
 from ringcast.sip.sdp import MediaOffer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
@@ -113,3 +120,11 @@ def test_spec_repr_hides_password() -> None:
         password="hunter2",
     )
     assert "hunter2" not in repr(spec) and "***" in repr(spec)
+
+
+def test_glare_retry_delay_is_the_call_id_owners_range() -> None:
+    """RFC 3261 §14.1: 2.1-4 s in units of 10 ms for the owner of the Call-ID."""
+    delays = {glare_retry_delay() for _ in range(500)}
+    assert all(2.1 <= d <= 4.0 for d in delays)
+    assert all(abs(d * 100 - round(d * 100)) < 1e-9 for d in delays)
+    assert len(delays) > 20  # random, not one fixed value
