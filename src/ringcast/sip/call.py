@@ -37,6 +37,7 @@ from aiosipua.sdp import serialize_sdp
 from ringcast.domain import Outcome
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, contact_uri
+from ringcast.sip.digest import AuthFailure, DigestSession
 from ringcast.sip.endpoint import (
     ALLOW,
     Destination,
@@ -156,8 +157,10 @@ def next_invite_step(
 
     - 1xx: provisional (§13.2.2.1); 2xx: answer, or ACK+BYE when we already
       canceled (§9.1: a 200 may cross the CANCEL);
-    - 401/407 once, with credentials: retry with digest (§22.2); a second
-      challenge is a final failure;
+    - 401/407 with credentials: retry with digest (§22.2, §22.3) until
+      ``auth_tried`` says the rounds are used up (:data:`MAX_AUTH_ROUNDS`); which
+      challenges can be answered (a new realm, a stale nonce) is
+      :class:`~ringcast.sip.digest.DigestSession`'s call;
     - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
     - everything else >= 300: final.
     """
@@ -294,9 +297,8 @@ class OutboundCall:
         self._provisional_seen = False
         self._cancel_pending = False
         self._cancel_sent = False
-        self._auth_tried = False
         self._redirected = False
-        self._auth_header: tuple[str, str] | None = None
+        self._digest = DigestSession(spec.username or "", spec.password or "")
         self._ack: tuple[bytes, Destination] | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
         self._cancel_guard: asyncio.TimerHandle | None = None
@@ -494,8 +496,8 @@ class OutboundCall:
         h.append("Supported", "timer")
         for name, value in self.spec.headers.items():
             h.append(name, value)
-        if self._auth_header is not None:
-            h.append(self._auth_header[0], self._auth_header[1])
+        for name, value in self._digest.headers("INVITE", self._request_uri):
+            h.append(name, value)  # Proxy-Authorization first, then Authorization
         h.append("Content-Type", "application/sdp")
         body = build_offer(
             self._media, session_version=self._sdp_version, session_id=self._session_id
@@ -519,7 +521,7 @@ class OutboundCall:
             state=self.state,
             canceling=self.canceled_by_us,
             has_credentials=bool(self.spec.username and self.spec.password is not None),
-            auth_tried=self._auth_tried,
+            auth_tried=self._digest.exhausted,
             redirected=self._redirected,
             has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
         )
@@ -694,23 +696,26 @@ class OutboundCall:
         logger.info("call %s: 2xx from fork %s: ACKed, BYE sent", self.call_id, tag)
 
     def _authenticate(self, response: SipResponse) -> None:
-        """Answer a 401/407 once with digest credentials (§22.2; RFC 7616, RFC 8760)."""
-        status = response.status_code
-        self._auth_tried = True
-        auth = SipDigestAuth(self.spec.username or "", self.spec.password or "")
+        """Answer a 401/407 with digest credentials (§22.2; RFC 7616, RFC 8760).
+
+        Every realm answered so far is answered again on the new INVITE (a
+        proxy's 407 and the callee's 401, §22.3); a realm challenged again ends
+        the call unless its nonce was merely stale (once). The rounds are bounded
+        (``next_invite_step`` stops at MAX_AUTH_ROUNDS), so no challenge loop.
+        """
         try:
-            answer = answer_challenge(auth, response, status, "INVITE", self._request_uri)
-        except (ValueError, KeyError) as exc:
-            logger.info("call %s: bad digest challenge: %s", self.call_id, exc)
-            answer = None
-        if answer is None:
-            self.error = "cannot answer the digest challenge (unsupported scheme or algorithm)"
+            realms = self._digest.on_challenge(response)
+        except AuthFailure as exc:
+            self.error = str(exc)  # names realms, never the password
             self._on_final(response)
             return
         logger.info(
-            "call %s: answering %s digest challenge as %s", self.call_id, status, self.spec.username
+            "call %s: answering %s digest challenge for %s as %s",
+            self.call_id,
+            response.status_code,
+            ", ".join(repr(r) for r in realms),
+            self.spec.username,
         )
-        self._auth_header = answer
         self._send_invite()
 
     def _redirect(self, response: SipResponse) -> None:
@@ -721,8 +726,7 @@ class OutboundCall:
         logger.info("call %s: %s redirect to %s", self.call_id, response.status_code, target)
         self._request_uri = target
         self.dialog = None
-        self._auth_header = None
-        self._auth_tried = False
+        self._digest.reset()
         self.endpoint.spawn(
             self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
         )
@@ -762,8 +766,11 @@ class OutboundCall:
         elif self.canceled_by_us and status == 487:
             ended_by = "local"
         elif status in (401, 407) and self.error is None:
-            if self._auth_tried:
-                self.error = "authentication failed: challenged again after sending credentials"
+            if self._digest.rounds:
+                self.error = (
+                    f"authentication failed: still challenged after {self._digest.rounds} "
+                    "rounds of credentials"
+                )
             else:
                 self.error = "authentication required but no credentials configured"
         self._finish_unanswered(status, response.reason_phrase, ended_by=ended_by)
