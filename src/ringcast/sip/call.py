@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
+MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
 GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
 GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
 RESERVED_HEADERS = frozenset(
@@ -317,6 +318,9 @@ class OutboundCall:
         self._sdp_version = 1
         self._peer_allows_update = False
         self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
+        # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
+        # when that 2xx is retransmitted after Timer M ended the transaction.
+        self._reinvite_acks: dict[int, tuple[bytes, Destination]] = {}
         self._reinvite_timer: asyncio.TimerHandle | None = None
         self._offer_in_2xx: int | None = None  # CSeq of a re-INVITE whose 2xx carried our offer
         self._from_value = ""
@@ -659,13 +663,28 @@ class OutboundCall:
             self.endpoint.send_raw(*self._ack)
 
     def on_stray_2xx(self, response: SipResponse) -> None:
-        """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork)."""
+        """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork).
+
+        The ACK must be the one for the INVITE that 2xx answers: its CSeq
+        number is that INVITE's (§13.2.2.4). A late 2xx to one of our session
+        refresh re-INVITEs (after Timer M, RFC 6026) gets that re-INVITE's ACK,
+        not the initial INVITE's.
+        """
         to = response.to_addr
         tag = (to.tag if to is not None else None) or ""
-        if self.dialog is not None and tag == self.dialog.remote_tag:
-            self._resend_ack()
-        else:
+        if self.dialog is None or tag != self.dialog.remote_tag:
             self._ack_and_bye_fork(response)
+            return
+        seq = response.cseq.seq if response.cseq else None
+        initial = self._invite.cseq.seq if self._invite and self._invite.cseq else None
+        if seq is None or seq == initial:
+            self._resend_ack()
+            return
+        ack = self._reinvite_acks.get(seq)
+        if ack is not None:
+            self.endpoint.send_raw(*ack)
+        else:  # not an INVITE of ours we know of: no ACK of another INVITE instead
+            logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", self.call_id, seq)
 
     def _ack_and_bye_fork(self, response: SipResponse) -> None:
         """§13.2.2.4: every other 2xx gets an ACK, then a BYE; retransmits only the ACK."""
@@ -1365,6 +1384,9 @@ class OutboundCall:
             seq = request.cseq.seq if request.cseq else self.dialog.local_seq
             ack = self.dialog.create_request("ACK", cseq=seq)
             self.endpoint.stamp_via(ack, dest, new_branch())
+            self._reinvite_acks[seq] = (bytes(ack), dest)
+            while len(self._reinvite_acks) > MAX_REINVITE_ACKS:
+                del self._reinvite_acks[min(self._reinvite_acks)]
             self.endpoint.send_raw(bytes(ack), dest)
             self._apply_refresh_answer(response)
         if 200 <= status < 300:
