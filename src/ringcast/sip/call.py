@@ -37,6 +37,7 @@ from aiosipua.sdp import serialize_sdp
 from ringcast.domain import Outcome
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, contact_uri
+from ringcast.sip.digest import AuthFailure, DigestSession
 from ringcast.sip.endpoint import (
     ALLOW,
     Destination,
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
+MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
 GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
 GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
 RESERVED_HEADERS = frozenset(
@@ -156,8 +158,10 @@ def next_invite_step(
 
     - 1xx: provisional (§13.2.2.1); 2xx: answer, or ACK+BYE when we already
       canceled (§9.1: a 200 may cross the CANCEL);
-    - 401/407 once, with credentials: retry with digest (§22.2); a second
-      challenge is a final failure;
+    - 401/407 with credentials: retry with digest (§22.2, §22.3) until
+      ``auth_tried`` says the rounds are used up (:data:`MAX_AUTH_ROUNDS`); which
+      challenges can be answered (a new realm, a stale nonce) is
+      :class:`~ringcast.sip.digest.DigestSession`'s call;
     - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
     - everything else >= 300: final.
     """
@@ -294,9 +298,8 @@ class OutboundCall:
         self._provisional_seen = False
         self._cancel_pending = False
         self._cancel_sent = False
-        self._auth_tried = False
         self._redirected = False
-        self._auth_header: tuple[str, str] | None = None
+        self._digest = DigestSession(spec.username or "", spec.password or "")
         self._ack: tuple[bytes, Destination] | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
         self._cancel_guard: asyncio.TimerHandle | None = None
@@ -315,6 +318,9 @@ class OutboundCall:
         self._sdp_version = 1
         self._peer_allows_update = False
         self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
+        # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
+        # when that 2xx is retransmitted after Timer M ended the transaction.
+        self._reinvite_acks: dict[int, tuple[bytes, Destination]] = {}
         self._reinvite_timer: asyncio.TimerHandle | None = None
         self._offer_in_2xx: int | None = None  # CSeq of a re-INVITE whose 2xx carried our offer
         self._from_value = ""
@@ -494,8 +500,8 @@ class OutboundCall:
         h.append("Supported", "timer")
         for name, value in self.spec.headers.items():
             h.append(name, value)
-        if self._auth_header is not None:
-            h.append(self._auth_header[0], self._auth_header[1])
+        for name, value in self._digest.headers("INVITE", self._request_uri):
+            h.append(name, value)  # Proxy-Authorization first, then Authorization
         h.append("Content-Type", "application/sdp")
         body = build_offer(
             self._media, session_version=self._sdp_version, session_id=self._session_id
@@ -519,7 +525,7 @@ class OutboundCall:
             state=self.state,
             canceling=self.canceled_by_us,
             has_credentials=bool(self.spec.username and self.spec.password is not None),
-            auth_tried=self._auth_tried,
+            auth_tried=self._digest.exhausted,
             redirected=self._redirected,
             has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
         )
@@ -657,13 +663,28 @@ class OutboundCall:
             self.endpoint.send_raw(*self._ack)
 
     def on_stray_2xx(self, response: SipResponse) -> None:
-        """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork)."""
+        """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork).
+
+        The ACK must be the one for the INVITE that 2xx answers: its CSeq
+        number is that INVITE's (§13.2.2.4). A late 2xx to one of our session
+        refresh re-INVITEs (after Timer M, RFC 6026) gets that re-INVITE's ACK,
+        not the initial INVITE's.
+        """
         to = response.to_addr
         tag = (to.tag if to is not None else None) or ""
-        if self.dialog is not None and tag == self.dialog.remote_tag:
-            self._resend_ack()
-        else:
+        if self.dialog is None or tag != self.dialog.remote_tag:
             self._ack_and_bye_fork(response)
+            return
+        seq = response.cseq.seq if response.cseq else None
+        initial = self._invite.cseq.seq if self._invite and self._invite.cseq else None
+        if seq is None or seq == initial:
+            self._resend_ack()
+            return
+        ack = self._reinvite_acks.get(seq)
+        if ack is not None:
+            self.endpoint.send_raw(*ack)
+        else:  # not an INVITE of ours we know of: no ACK of another INVITE instead
+            logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", self.call_id, seq)
 
     def _ack_and_bye_fork(self, response: SipResponse) -> None:
         """§13.2.2.4: every other 2xx gets an ACK, then a BYE; retransmits only the ACK."""
@@ -694,23 +715,26 @@ class OutboundCall:
         logger.info("call %s: 2xx from fork %s: ACKed, BYE sent", self.call_id, tag)
 
     def _authenticate(self, response: SipResponse) -> None:
-        """Answer a 401/407 once with digest credentials (§22.2; RFC 7616, RFC 8760)."""
-        status = response.status_code
-        self._auth_tried = True
-        auth = SipDigestAuth(self.spec.username or "", self.spec.password or "")
+        """Answer a 401/407 with digest credentials (§22.2; RFC 7616, RFC 8760).
+
+        Every realm answered so far is answered again on the new INVITE (a
+        proxy's 407 and the callee's 401, §22.3); a realm challenged again ends
+        the call unless its nonce was merely stale (once). The rounds are bounded
+        (``next_invite_step`` stops at MAX_AUTH_ROUNDS), so no challenge loop.
+        """
         try:
-            answer = answer_challenge(auth, response, status, "INVITE", self._request_uri)
-        except (ValueError, KeyError) as exc:
-            logger.info("call %s: bad digest challenge: %s", self.call_id, exc)
-            answer = None
-        if answer is None:
-            self.error = "cannot answer the digest challenge (unsupported scheme or algorithm)"
+            realms = self._digest.on_challenge(response)
+        except AuthFailure as exc:
+            self.error = str(exc)  # names realms, never the password
             self._on_final(response)
             return
         logger.info(
-            "call %s: answering %s digest challenge as %s", self.call_id, status, self.spec.username
+            "call %s: answering %s digest challenge for %s as %s",
+            self.call_id,
+            response.status_code,
+            ", ".join(repr(r) for r in realms),
+            self.spec.username,
         )
-        self._auth_header = answer
         self._send_invite()
 
     def _redirect(self, response: SipResponse) -> None:
@@ -721,8 +745,7 @@ class OutboundCall:
         logger.info("call %s: %s redirect to %s", self.call_id, response.status_code, target)
         self._request_uri = target
         self.dialog = None
-        self._auth_header = None
-        self._auth_tried = False
+        self._digest.reset()
         self.endpoint.spawn(
             self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
         )
@@ -762,8 +785,11 @@ class OutboundCall:
         elif self.canceled_by_us and status == 487:
             ended_by = "local"
         elif status in (401, 407) and self.error is None:
-            if self._auth_tried:
-                self.error = "authentication failed: challenged again after sending credentials"
+            if self._digest.rounds:
+                self.error = (
+                    f"authentication failed: still challenged after {self._digest.rounds} "
+                    "rounds of credentials"
+                )
             else:
                 self.error = "authentication required but no credentials configured"
         self._finish_unanswered(status, response.reason_phrase, ended_by=ended_by)
@@ -1358,6 +1384,9 @@ class OutboundCall:
             seq = request.cseq.seq if request.cseq else self.dialog.local_seq
             ack = self.dialog.create_request("ACK", cseq=seq)
             self.endpoint.stamp_via(ack, dest, new_branch())
+            self._reinvite_acks[seq] = (bytes(ack), dest)
+            while len(self._reinvite_acks) > MAX_REINVITE_ACKS:
+                del self._reinvite_acks[min(self._reinvite_acks)]
             self.endpoint.send_raw(bytes(ack), dest)
             self._apply_refresh_answer(response)
         if 200 <= status < 300:

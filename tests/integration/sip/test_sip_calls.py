@@ -329,6 +329,29 @@ async def test_session_timer_refreshed_by_us(
         uas.stop()
 
 
+async def test_late_2xx_to_refresh_reinvite_acked_with_its_cseq(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """§13.2.2.4: the ACK of a 2xx has the CSeq number of the INVITE it answers,
+    also for a retransmission that arrives after Timer M (64*T1, RFC 6026) has
+    ended our re-INVITE's transaction and reaches the call as a stray 2xx."""
+    assert 64 * T1 < 4.0  # the scenario's 200 comes again after 4 s: past Timer M
+    uas = start_uas(tmp_path, "uas_reinvite_late_2xx.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=9)
+        await call.hangup()
+        assert await sipp_done(uas) == 0, uas.errors()
+        acks = [m for m in uas.received() if m.startswith("ACK ")]
+        cseqs = [line for m in acks for line in m.splitlines() if line.startswith("CSeq:")]
+        refresh = [m for m in uas.received() if m.startswith("INVITE ")][1]
+        assert "CSeq: 2 INVITE" in refresh
+        assert cseqs == ["CSeq: 1 ACK", "CSeq: 2 ACK", "CSeq: 2 ACK"]
+    finally:
+        uas.stop()
+
+
 async def test_max_duration_sends_bye(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_answer.xml")
     try:
