@@ -10,7 +10,9 @@
     sampled streams, and CPU us per packet against a baseline measured in the
     same run: a bare `send` of one packet from a tight loop.
 (b) setups: short calls for --seconds (default 60) at up to --cps: completed
-    calls per second sustained, and ringcast CPU seconds per 1,000 calls.
+    calls per second sustained, and ringcast CPU seconds per 1,000 calls
+    against a baseline measured in the same run: the SIP engine alone
+    (bench/sip_setup.py: signalling only, no media, database or HTTP).
 
 RTP of SAMPLED streams goes to one sink port (SIPp's SDP answer names it),
 where a receiver process timestamps it; the other streams go to a socket
@@ -27,9 +29,11 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
+import re
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -219,7 +223,30 @@ def bound(sock: socket.socket) -> int:
     return int(sock.getsockname()[1])
 
 
+def engine_baseline() -> tuple[float, float]:
+    """Baseline, same machine and hour: (setups/s, CPU s per 1,000 calls) of the SIP
+    engine alone, bench/sip_setup.py: INVITE/200/ACK/BYE/200 to SIPp, no media,
+    no database, no HTTP."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "sip_setup.py"), "--calls", "3000"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
+    rate = re.search(r"^setups/s\s+([\d.]+)", out, re.M)
+    cpu = re.search(r"^CPU s per 1000 calls\s+([\d.]+)", out, re.M)
+    if rate is None or cpu is None:
+        raise RuntimeError(f"bench/sip_setup.py printed no figures:\n{out}")
+    return float(rate.group(1)), float(cpu.group(1))
+
+
 def setups(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
+    base_rate, base_cpu = engine_baseline()
+    print(
+        f"  baseline: the SIP engine alone sets up {base_rate:,.0f} calls/s at "
+        f"{base_cpu:.2f} CPU s per 1,000 calls on this machine now"
+    )
     total = int(args.cps * args.seconds * 1.2)
     rc_args = ["--max-calls", "2000", "--cps", str(args.cps), "--rtp-ports", "20000-29999"]
     env = {"RINGCAST_LOG_LEVEL": "warning"}
@@ -252,11 +279,12 @@ def setups(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
         batching = writes_per_batch(httpx.get(f"{rc.base}/metrics", timeout=30).text)
         httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
     rate = (d1 - d0) / (t1 - t0)
+    cpu = (c1 - c0) / max(1, d1 - d0) * 1000
     print(
         f"  setups: {rate:,.0f} completed calls/s sustained over {t1 - t0:.0f} s "
-        f"(asked --cps {args.cps}); ringcast CPU {(c1 - c0) / max(1, d1 - d0) * 1000:.2f} s "
-        f"per 1,000 calls (target >= 500 setups/s); {batching:.1f} call writes per "
-        f"database transaction"
+        f"(asked --cps {args.cps}); ringcast CPU {cpu:.2f} s per 1,000 calls "
+        f"= {cpu / base_cpu:.1f}x the SIP engine alone (target >= 500 setups/s); "
+        f"{batching:.1f} call writes per database transaction"
     )
 
 
