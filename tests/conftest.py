@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from ringcast.sip import SipEndpoint
     from ringcast.store.db import Store
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -142,3 +143,17 @@ def rtp_sink() -> Iterator[str]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         yield str(s.getsockname()[1])
+
+
+@pytest.fixture
+async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
+    """A started SIP endpoint on 127.0.0.1 with fast timers (T1 50 ms, T2 400 ms,
+    as on loopback), for tests whose callee is SIPp."""
+    from ringcast.sip import SipEndpoint
+
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.05, t2=0.4)
+    await ep.start()
+    try:
+        yield ep
+    finally:
+        await ep.close()

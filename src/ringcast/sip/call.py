@@ -1304,14 +1304,7 @@ class OutboundCall:
         if cseq is None or self._offer_in_2xx != cseq.seq or self.state is not CallState.ANSWERED:
             return
         self._offer_in_2xx = None
-        if not request.body:
-            return
-        try:
-            answer = self._read_remote_sdp(request.body, offer=False)
-        except ValueError as exc:
-            logger.info("call %s: ignoring SDP answer in ACK: %s", self.call_id, exc)
-            return
-        self._set_remote_media(answer)
+        self._apply_remote_answer(request.body, "SDP answer in ACK")
 
     # --- session timers (RFC 4028) ----------------------------------------------
 
@@ -1411,12 +1404,17 @@ class OutboundCall:
     def _apply_refresh_answer(self, response: SipResponse) -> None:
         """The answer to our refresh offer may change the direction (a held callee
         resuming, RFC 3264 §8.4) or the address: applied like a callee's offer."""
-        if not response.body or self.state is not CallState.ANSWERED:
+        if self.state is CallState.ANSWERED:
+            self._apply_remote_answer(response.body, "SDP in refresh answer")
+
+    def _apply_remote_answer(self, body: bytes | None, what: str) -> None:
+        """Take the callee's SDP answer to our offer, if any; a bad one is ignored."""
+        if not body:
             return
         try:
-            answer = self._read_remote_sdp(response.body, offer=False)
+            answer = self._read_remote_sdp(body, offer=False)
         except ValueError as exc:
-            logger.info("call %s: ignoring SDP in refresh answer: %s", self.call_id, exc)
+            logger.info("call %s: ignoring %s: %s", self.call_id, what, exc)
             return
         self._set_remote_media(answer)
 

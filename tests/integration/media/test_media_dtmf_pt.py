@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +25,6 @@ from ringcast.sip import SipEndpoint
 pytestmark = pytest.mark.sipp
 
 HERE = Path(__file__).parent
-
-
-@pytest.fixture
-async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.05, t2=0.4)
-    await ep.start()
-    try:
-        yield ep
-    finally:
-        await ep.close()
 
 
 async def test_events_received_on_our_type_sent_on_theirs(

@@ -30,16 +30,6 @@ HERE = Path(__file__).parent
 
 
 @pytest.fixture
-async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.05, t2=0.4)
-    await ep.start()
-    try:
-        yield ep
-    finally:
-        await ep.close()
-
-
-@pytest.fixture
 async def sinks() -> AsyncIterator[list[RtpSink]]:
     opened = [RtpSink.open() for _ in range(3)]
     yield opened

@@ -44,16 +44,6 @@ def server() -> Iterator[MediaServer]:
 
 
 @pytest.fixture
-async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.05, t2=0.4)
-    await ep.start()
-    try:
-        yield ep
-    finally:
-        await ep.close()
-
-
-@pytest.fixture
 async def sink() -> AsyncIterator[RtpSink]:
     s = RtpSink.open()
     yield s

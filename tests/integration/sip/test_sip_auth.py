@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ T1 = 0.05
 T2 = 0.4
 USER = "alice"
 PASSWORD = "pw-s3cret-9"
-
-
-@pytest.fixture
-async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=T2)
-    await ep.start()
-    try:
-        yield ep
-    finally:
-        await ep.close()
 
 
 def start_uas(tmp_path: Path, scenario: str, keys: dict[str, str]) -> SippUas:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,16 +23,6 @@ pytestmark = pytest.mark.sipp
 
 T1 = 0.05  # seconds: fast retransmissions on loopback
 T2 = 0.4
-
-
-@pytest.fixture
-async def endpoint(sipp_bin: str) -> AsyncIterator[SipEndpoint]:
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=T2)
-    await ep.start()
-    try:
-        yield ep
-    finally:
-        await ep.close()
 
 
 def start_uas(
