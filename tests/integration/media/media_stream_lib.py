@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from ringcast.dialer.call import CallJob
 from ringcast.media.codecs import get_codec
 from ringcast.rtp.packet import parse_event, parse_rtp
 
@@ -180,3 +181,16 @@ def normalized_xcorr(received: np.ndarray, reference: np.ndarray) -> float:
         b = reference[-lag : -lag + received.size]
         a = received[: b.size]
     return float(abs(np.dot(a, b)) / np.sqrt(np.dot(a, a) * np.dot(b, b)))
+
+
+def job_to(uri: str, *, max_duration: int = 10) -> CallJob:
+    """One dialer job (call c1 of request r1, attempt 1, 5 s ring timeout) to `uri`."""
+    return CallJob(
+        call_id="c1",
+        request_id="r1",
+        to=uri,
+        from_="me",
+        attempt=1,
+        ring_timeout=5,
+        max_duration=max_duration,
+    )

@@ -12,10 +12,10 @@ import random
 from pathlib import Path
 
 import pytest
-from media_stream_lib import RtpSink
+from media_stream_lib import RtpSink, job_to
 from sipp import SippUas
 
-from ringcast.dialer.call import CallContext, CallJob, place_call
+from ringcast.dialer.call import CallContext, place_call
 from ringcast.domain import Outcome
 from ringcast.media import prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
@@ -44,15 +44,7 @@ async def test_events_received_on_our_type_sent_on_theirs(
         rtp_bind_host="127.0.0.1",
     )
     prompt = await prepare_prompt([{"dtmf": "1"}, {"pause": 1.5}])
-    job = CallJob(
-        call_id="c1",
-        request_id="r1",
-        to=uas.uri("alice"),
-        from_="me",
-        attempt=1,
-        ring_timeout=5,
-        max_duration=10,
-    )
+    job = job_to(uas.uri("alice"))
     try:
         call = asyncio.create_task(place_call(job, prompt, ctx))
         for _ in range(250):  # up to 5 s for the answer and the first packet

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from media_stream_lib import RtpSink
+from media_stream_lib import RtpSink, job_to
 from sipp import SippUas
 
-from ringcast.dialer.call import CallContext, CallJob, place_call
+from ringcast.dialer.call import CallContext, place_call
 from ringcast.domain import Outcome
 from ringcast.media import prepare_prompt
 from ringcast.rtp import PortAllocator, RtpClock
@@ -47,15 +47,7 @@ async def call_through(
         sip=endpoint, clock=clock, ports=PortAllocator(base, base + 20), rtp_bind_host="127.0.0.1"
     )
     prompt = await prepare_prompt([{"pause": seconds}])
-    job = CallJob(
-        call_id="c1",
-        request_id="r1",
-        to=uas.uri("alice"),
-        from_="me",
-        attempt=1,
-        ring_timeout=5,
-        max_duration=seconds + 5,
-    )
+    job = job_to(uas.uri("alice"), max_duration=seconds + 5)
     try:
         report = await asyncio.wait_for(place_call(job, prompt, ctx), seconds + 10)
         rc = await asyncio.to_thread(uas.wait, 5)
