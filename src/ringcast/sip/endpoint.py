@@ -202,13 +202,13 @@ def response_destination(via: str, addr: Addr, transport: str) -> Destination:
 
     RFC 3261 §18.2.2 with RFC 3581 §4. Over TCP the response goes back on the
     connection the request came in on (the connection is keyed by ``addr``).
-    Over UDP: a ``maddr`` (IP literals only: a name would need a lookup on the
-    hot path, and a peer must not make us resolve names for it) gets it at the
-    sent-by port; else with ``rport`` it goes to the source IP and port (the
-    peer's NAT binding); else to the source IP (the ``received`` address we
-    would add) and the sent-by port, 5060 by default. A peer that sends from
-    one socket and listens on another names the listening one in its Via, and
-    only gets our answers there.
+    Over UDP, with ``rport`` it goes to the source IP and port (the peer's NAT
+    binding); else to the source IP (the ``received`` address we would add)
+    and the sent-by port, 5060 by default. A peer that sends from one socket
+    and listens on another names the listening one in its Via, and only gets
+    our answers there. Always to the source IP: a Via ``maddr`` (§18.2.2, meant
+    for multicast, which ringcast does not do) is not followed, or any stranger
+    could aim our answers at a third party's address.
     """
     if transport != "udp":
         return Destination(addr[0], addr[1], transport)
@@ -217,9 +217,6 @@ def response_destination(via: str, addr: Addr, transport: str) -> Destination:
     except (ValueError, IndexError):
         return Destination(addr[0], addr[1], transport)
     port = top.port if top.port is not None and 0 < top.port < 65536 else 5060
-    maddr = (top.params.get("maddr") or "").strip("[]")
-    if maddr and is_ip_literal(maddr):
-        return Destination(maddr, port, transport)
     if "rport" in top.params:
         return Destination(addr[0], addr[1], transport)
     return Destination(addr[0], port, transport)

@@ -481,7 +481,7 @@ async def _drain(probe: _Probe, wait: float = 0.3) -> list[str]:
     [
         ("", ["SIP/2.0 200 OK"], []),  # no rport: the Via sent-by port (§18.2.2)
         (";rport", [], ["SIP/2.0 200 OK"]),  # rport: the source port (RFC 3581 §4)
-        (";rport;maddr=127.0.0.1", ["SIP/2.0 200 OK"], []),  # maddr wins, at the sent-by port
+        (";rport;maddr=127.0.0.1", [], ["SIP/2.0 200 OK"]),  # maddr is not followed
     ],
 )
 async def test_response_goes_where_the_via_says(

@@ -18,9 +18,10 @@ SOURCE = ("127.0.0.1", 40123)
         ("SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bKa", SOURCE),
         ("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa;rport", SOURCE),
         ("SIP/2.0/UDP 127.0.0.1:5070;received=127.0.0.1;rport=40123;branch=z", SOURCE),
-        ("SIP/2.0/UDP localhost:5070;maddr=127.0.0.1;branch=z9hG4bKa", ("127.0.0.1", 5070)),
-        ("SIP/2.0/UDP localhost;maddr=127.0.0.1;rport;branch=z9hG4bKa", ("127.0.0.1", 5060)),
-        ("SIP/2.0/UDP localhost:5070;maddr=localhost;branch=z", ("127.0.0.1", 5070)),  # not IP
+        # maddr is not followed: always the source IP (no answers aimed at a third party)
+        ("SIP/2.0/UDP localhost:5070;maddr=127.0.0.2;branch=z9hG4bKa", ("127.0.0.1", 5070)),
+        ("SIP/2.0/UDP localhost;maddr=127.0.0.2;rport;branch=z9hG4bKa", SOURCE),
+        ("SIP/2.0/UDP localhost:5070;maddr=localhost;branch=z", ("127.0.0.1", 5070)),
         (
             "SIP/2.0/UDP 127.0.0.1:5070;branch=z1, SIP/2.0/UDP 127.0.0.1:5080;rport",
             ("127.0.0.1", 5070),
