@@ -97,8 +97,15 @@ class CallSpec:
 
     ``from_`` is a user part (``"me"``), a SIP URI, or a name-addr with a
     display name (``'"Shop" <sip:shop@example.com>'``). ``proxy`` is an
-    outbound proxy URI: every request is sent there with a pre-loaded Route
-    (§8.1.2). ``username``/``password`` answer 401/407 digest challenges.
+    outbound proxy URI: the pre-existing route set of requests *outside* the
+    dialog (the INVITE, its CANCEL and non-2xx ACK), sent there with a
+    pre-loaded Route (§8.1.1.1, §8.1.2). Requests inside the dialog (the 2xx
+    ACK, BYE, re-INVITE, UPDATE) follow the dialog's route set only
+    (§12.2.1.1): a proxy that wants to stay on the path Record-Routes (§16.6
+    step 4) and then appears there once; one that does not drops out of the
+    path, as §8.1.2 intends ("instead of adopting the policy of sending all
+    messages to the outbound proxy"). ACK and BYE thus always take the same
+    path. ``username``/``password`` answer 401/407 digest challenges.
     ``max_duration`` (seconds after answer) sends BYE when it runs out.
     """
 
@@ -887,9 +894,13 @@ class OutboundCall:
     # --- BYE --------------------------------------------------------------------
 
     def _in_dialog_destination(self) -> Destination | None:
-        """Where in-dialog requests go now; None while the next hop is not resolved."""
+        """Where in-dialog requests go now; None while the next hop is not resolved.
+
+        The dialog's next hop, also with an outbound proxy (see :class:`CallSpec`):
+        only requests outside the dialog go to ``_dest``.
+        """
         assert self._dest is not None
-        if self.spec.proxy or self.dialog is None:
+        if self.dialog is None:
             return self._dest
         return self._dest_for_dialog(self.dialog)
 
@@ -901,11 +912,10 @@ class OutboundCall:
         without waiting for IP literals and names already resolved (by this
         call, else by the endpoint); None otherwise (:meth:`_after_hop` or
         :meth:`_in_dialog_hop` look it up). Never the INVITE's destination
-        instead: a dialog's requests go where the callee or its proxies asked.
+        instead: a dialog's requests go where the callee or its proxies asked,
+        and an outbound proxy is not one of them unless it Record-Routed.
         """
         assert self._dest is not None
-        if self.spec.proxy:
-            return self._dest
         uri = dialog.next_hop_uri()
         dest = self._hops.get(uri)
         if dest is not None:
@@ -991,16 +1001,12 @@ class OutboundCall:
     def _in_dialog_request(
         self, method: str, *, body: bytes = b"", extra: dict[str, str] | None = None
     ) -> SipRequest:
+        """A request inside the dialog: its Route is the dialog's route set, nothing
+        pre-loaded (§12.2.1.1), exactly like the 2xx ACK's (:meth:`_send_ack`)."""
         assert self.dialog is not None
         request = self.dialog.create_request(
             method, body=body, content_type="application/sdp" if body else None, extra=extra
         )
-        if self.spec.proxy:
-            routes = request.headers.get("route")
-            request.headers.remove("route")
-            request.headers.append("Route", _loose_route(self.spec.proxy))
-            for route in routes:
-                request.headers.append("Route", route)
         request.headers.append("User-Agent", self.endpoint.user_agent)
         return request
 
