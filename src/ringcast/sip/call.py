@@ -6,7 +6,8 @@ taken by the pure :func:`next_invite_step`; :class:`OutboundCall` applies it
 (STYLE habit 4). Call state changes go through one ``_set_state``.
 
 RFC 3261 §13.2 (UAC INVITE), §9.1 (CANCEL), §15.1.1 (BYE), §22.2 (digest),
-§8.1.3.4 (3xx redirect); RFC 4028 session timers; RFC 6086 INFO.
+§8.1.3.4 (3xx redirect); RFC 3263 §4.3 (failover to the next server); RFC 4028
+session timers; RFC 6086 INFO.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ class InviteStep(enum.Enum):
     ANSWER_THEN_BYE = "answer-then-bye"  # a 2xx crossed our CANCEL / hangup
     AUTHENTICATE = "authenticate"
     REDIRECT = "redirect"
+    FAIL_OVER = "fail-over"  # RFC 3263 §4.3: the same INVITE to the next server
     FINAL = "final"
     IGNORE = "ignore"
 
@@ -160,6 +162,7 @@ def next_invite_step(
     auth_tried: bool,
     redirected: bool,
     has_contact: bool,
+    can_fail_over: bool = False,
 ) -> InviteStep:
     """Decide what a response to our INVITE means (pure: no I/O, no mutation).
 
@@ -170,6 +173,9 @@ def next_invite_step(
       challenges can be answered (a new realm, a stale nonce) is
       :class:`~ringcast.sip.digest.DigestSession`'s call;
     - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
+    - 503, a transport failure (synthetic 503) or Timer B (synthetic 408), when
+      ``can_fail_over`` (another server of the target is left and the callee
+      was not reached: no 101-199 beyond 100): the next server (RFC 3263 §4.3);
     - everything else >= 300: final.
     """
     if state is CallState.ENDED:
@@ -178,7 +184,11 @@ def next_invite_step(
         return InviteStep.IGNORE if synthetic else InviteStep.PROVISIONAL
     if status < 300:
         return InviteStep.ANSWER_THEN_BYE if canceling else InviteStep.ANSWER
-    if synthetic or canceling:
+    if canceling:
+        return InviteStep.FINAL
+    if can_fail_over and (status == 503 or (synthetic and status == 408)):
+        return InviteStep.FAIL_OVER
+    if synthetic:
         return InviteStep.FINAL
     if status in (401, 407) and has_credentials and not auth_tried:
         return InviteStep.AUTHENTICATE
@@ -200,6 +210,13 @@ def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
     if ctype == "application/dtmf" and text:
         return _digit(text.split()[0])
     return None
+
+
+def retry_after(response: SipResponse) -> int | None:
+    """The seconds of a response's Retry-After (RFC 3261 §20.33), or None."""
+    raw = response.headers.get_first("retry-after") or ""
+    found = re.match(r"\s*(\d{1,9})", raw)
+    return int(found.group(1)) if found else None
 
 
 def _digit(value: str) -> str | None:
@@ -245,8 +262,11 @@ class OutboundCall:
     call ended unanswered; it never raises for SIP outcomes. ``status_code``/
     ``reason`` hold the final response to the INVITE (200 for answered calls,
     also after BYE; synthetic 408 for Timer B; 503 when the transport failed;
-    487 after our CANCEL). ``ended`` is set when the call is over for any
-    reason.
+    487 after our CANCEL). When the target has several servers (RFC 3263), a
+    503, a transport failure or Timer B moves the INVITE to the next one
+    (§4.3); ``retry_after`` keeps the shortest Retry-After of the 503s, and
+    ``error`` names every server tried when none answered otherwise.
+    ``ended`` is set when the call is over for any reason.
 
     ``on_media`` hears every remote media description accepted after the
     answer (a re-INVITE or UPDATE offer, or the answer in the ACK of a
@@ -288,6 +308,7 @@ class OutboundCall:
         self.dtmf_info: list[str] = []
         self.session_expires: int | None = None
         self.session_refresher: str | None = None
+        self.retry_after: int | None = None  # seconds, from the 503s (RFC 3261 §21.5.4)
 
         self._media = dataclasses.replace(spec.media, codecs=list(spec.media.codecs))
         self._to = parse_address(spec.to)
@@ -302,6 +323,8 @@ class OutboundCall:
         self._invite: SipRequest | None = None
         self._invite_txn: ClientTransaction | None = None
         self._dest: Destination | None = None
+        self._next_servers: list[Destination] = []  # RFC 3263 §4.3: tried after _dest fails
+        self._failed_servers: list[str] = []  # "host:port why", for the error
         self._provisional_seen = False
         self._cancel_pending = False
         self._cancel_sent = False
@@ -471,7 +494,8 @@ class OutboundCall:
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
         try:
-            self._dest = await self.endpoint.resolve(target, self.spec.transport)
+            servers = await self.endpoint.locate(target, self.spec.transport)
+            self._dest, self._next_servers = servers[0], servers[1:]
         except (OSError, ValueError) as exc:
             self.error = f"cannot resolve {target}: {exc}"
             self.local_failure = True
@@ -490,8 +514,9 @@ class OutboundCall:
             self.spec.ring_timeout, self._on_ring_timeout
         )
 
-    def _build_invite(self) -> SipRequest:
-        self._cseq += 1
+    def _build_invite(self, *, same_cseq: bool = False) -> SipRequest:
+        if not same_cseq:
+            self._cseq += 1
         h = CaseInsensitiveDict()
         h.append("Via", "")  # placeholder: stamp_via fills it, first in order
         h.append("Max-Forwards", "70")
@@ -515,9 +540,9 @@ class OutboundCall:
         )
         return SipRequest(headers=h, body=body, method="INVITE", uri=self._request_uri)
 
-    def _send_invite(self) -> None:
+    def _send_invite(self, *, same_cseq: bool = False) -> None:
         assert self._dest is not None  # set by _send_first_invite before any INVITE
-        self._invite = self._build_invite()
+        self._invite = self._build_invite(same_cseq=same_cseq)
         self._invite_txn = self.endpoint.send_request(
             self._invite, self._dest, self._on_invite_response
         )
@@ -535,6 +560,9 @@ class OutboundCall:
             auth_tried=self._digest.exhausted,
             redirected=self._redirected,
             has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
+            can_fail_over=bool(self._next_servers)
+            and self.dialog is None
+            and self.state is CallState.CALLING,
         )
         if step is InviteStep.PROVISIONAL:
             self._on_provisional(response)
@@ -546,6 +574,8 @@ class OutboundCall:
             self._authenticate(response)
         elif step is InviteStep.REDIRECT:
             self._redirect(response)
+        elif step is InviteStep.FAIL_OVER:
+            self._fail_over(response)
         elif step is InviteStep.FINAL:
             self._on_final(response)
 
@@ -744,6 +774,39 @@ class OutboundCall:
         )
         self._send_invite()
 
+    def _fail_over(self, response: SipResponse) -> None:
+        """Send the INVITE to the next server of the target (RFC 3263 §4.3).
+
+        §4.3: the new request is the same one with a new Via branch (a new
+        transaction), so the CSeq stays. Only before the callee was reached:
+        a server that let it ring and then failed is not bypassed, or it could
+        ring twice. Bounded by the servers :meth:`SipEndpoint.locate` found
+        (at most MAX_TARGETS per target). A 503's Retry-After (§21.5.4) is kept
+        for the record when no server answers otherwise.
+        """
+        assert self._dest is not None
+        self._note_failed_server(response)
+        self._dest = self._next_servers.pop(0)
+        logger.info(
+            "call %s: %s, trying the next server %s",
+            self.call_id,
+            self._failed_servers[-1],
+            self._dest,
+        )
+        self._provisional_seen = False
+        self._send_invite(same_cseq=True)
+
+    def _note_failed_server(self, response: SipResponse) -> None:
+        """Remember why the current server failed, and the shortest Retry-After (§20.33)."""
+        if isinstance(response, SyntheticResponse):
+            why = response.detail or f"{response.status_code} {response.reason_phrase}"
+        else:
+            why = f"{response.status_code} {response.reason_phrase}"
+            delay = retry_after(response) if response.status_code == 503 else None
+            if delay is not None and (self.retry_after is None or delay < self.retry_after):
+                self.retry_after = delay
+        self._failed_servers.append(f"{self._dest} {why}")
+
     def _redirect(self, response: SipResponse) -> None:
         """Follow the first Contact of a 3xx once (§8.1.3.4)."""
         target = contact_uri(response)
@@ -767,7 +830,8 @@ class OutboundCall:
             return
         if not self.spec.proxy:
             try:
-                self._dest = await self.endpoint.resolve(target, self.spec.transport)
+                servers = await self.endpoint.locate(target, self.spec.transport)
+                self._dest, self._next_servers = servers[0], servers[1:]
             except (OSError, ValueError) as exc:
                 self.error = f"cannot resolve redirect target {target}: {exc}"
                 self.local_failure = True
@@ -799,6 +863,14 @@ class OutboundCall:
                 )
             else:
                 self.error = "authentication required but no credentials configured"
+        if status == 503 or (self._failed_servers and status == 408):
+            self._note_failed_server(response)
+            if len(self._failed_servers) > 1 or self.retry_after is not None:
+                # RFC 3263 §4.3 / RFC 3261 §21.5.4: every server said no; the
+                # record says which, and when to try again.
+                self.error = "servers unavailable: " + "; ".join(self._failed_servers)
+                if self.retry_after is not None:
+                    self.error += f" (Retry-After {self.retry_after} s)"
         self._finish_unanswered(status, response.reason_phrase, ended_by=ended_by)
 
     def _finish_unanswered(self, status: int, reason: str, *, ended_by: str | None) -> None:
