@@ -37,7 +37,7 @@ from aiosipua.sdp import serialize_sdp
 
 from ringcast.domain import Outcome
 from ringcast.sip.causes import outcome_for, reason_phrase
-from ringcast.sip.dialog import Dialog, DialogState, contact_uri
+from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
 from ringcast.sip.digest import AuthFailure, DigestSession
 from ringcast.sip.endpoint import (
     ALLOW,
@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
+MAX_REDIRECT_TARGETS = 4  # Contacts of a 3xx tried in turn (§8.1.3.4)
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
 MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
 GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
@@ -148,6 +149,7 @@ class InviteStep(enum.Enum):
     AUTHENTICATE = "authenticate"
     REDIRECT = "redirect"
     FAIL_OVER = "fail-over"  # RFC 3263 §4.3: the same INVITE to the next server
+    NEXT_CONTACT = "next-contact"  # §8.1.3.4: the next Contact of the 3xx followed
     FINAL = "final"
     IGNORE = "ignore"
 
@@ -163,6 +165,7 @@ def next_invite_step(
     redirected: bool,
     has_contact: bool,
     can_fail_over: bool = False,
+    contacts_left: bool = False,
 ) -> InviteStep:
     """Decide what a response to our INVITE means (pure: no I/O, no mutation).
 
@@ -172,7 +175,10 @@ def next_invite_step(
       ``auth_tried`` says the rounds are used up (:data:`MAX_AUTH_ROUNDS`); which
       challenges can be answered (a new realm, a stale nonce) is
       :class:`~ringcast.sip.digest.DigestSession`'s call;
-    - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
+    - 3xx with a Contact, once: follow its best Contact (§8.1.3.4); when that
+      target fails (3xx-5xx, a transport error or timeout) and
+      ``contacts_left``, the next Contact; a 6xx is final (global failure,
+      §21.6: no other Contact will do better, as for a proxy, §16.7 step 5);
     - 503, a transport failure (synthetic 503) or Timer B (synthetic 408), when
       ``can_fail_over`` (another server of the target is left and the callee
       was not reached: no 101-199 beyond 100): the next server (RFC 3263 §4.3);
@@ -188,12 +194,12 @@ def next_invite_step(
         return InviteStep.FINAL
     if can_fail_over and (status == 503 or (synthetic and status == 408)):
         return InviteStep.FAIL_OVER
-    if synthetic:
-        return InviteStep.FINAL
-    if status in (401, 407) and has_credentials and not auth_tried:
+    if not synthetic and status in (401, 407) and has_credentials and not auth_tried:
         return InviteStep.AUTHENTICATE
-    if 300 <= status < 400 and has_contact and not redirected:
+    if not synthetic and 300 <= status < 400 and has_contact and not redirected:
         return InviteStep.REDIRECT
+    if contacts_left and status < 600:
+        return InviteStep.NEXT_CONTACT
     return InviteStep.FINAL
 
 
@@ -329,6 +335,9 @@ class OutboundCall:
         self._cancel_pending = False
         self._cancel_sent = False
         self._redirected = False
+        self._redirect_targets: list[str] = []  # Contacts of the 3xx followed, not tried yet
+        self._reached = False  # this attempt's server sent a 101-199: the callee was reached
+        self._from_user: str | None = None
         self._digest = DigestSession(spec.username or "", spec.password or "")
         self._ack: tuple[bytes, Destination] | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
@@ -505,6 +514,7 @@ class OutboundCall:
             return
         local_host = self.endpoint.local_host_for(self._dest)
         from_value, user = from_header(self.spec.from_, local_host)
+        self._from_user = user
         self._from_value = f"{from_value};tag={self.local_tag}"
         self._contact = self.endpoint.contact_for(self._dest, user)
         if self._media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
@@ -559,10 +569,10 @@ class OutboundCall:
             has_credentials=bool(self.spec.username and self.spec.password is not None),
             auth_tried=self._digest.exhausted,
             redirected=self._redirected,
-            has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
-            can_fail_over=bool(self._next_servers)
-            and self.dialog is None
-            and self.state is CallState.CALLING,
+            has_contact=300 <= response.status_code < 400
+            and bool(redirect_targets(response, limit=1, skip=self._request_uri)),
+            can_fail_over=bool(self._next_servers) and not self._reached,
+            contacts_left=bool(self._redirect_targets),
         )
         if step is InviteStep.PROVISIONAL:
             self._on_provisional(response)
@@ -576,12 +586,15 @@ class OutboundCall:
             self._redirect(response)
         elif step is InviteStep.FAIL_OVER:
             self._fail_over(response)
+        elif step is InviteStep.NEXT_CONTACT:
+            self._next_contact(response)
         elif step is InviteStep.FINAL:
             self._on_final(response)
 
     def _on_provisional(self, response: SipResponse) -> None:
         self._provisional_seen = True
         status = response.status_code
+        self._reached = self._reached or status > 100
         to = response.to_addr
         if status > 100 and to is not None and to.tag and self._invite is not None:
             if self.dialog is None:
@@ -808,13 +821,37 @@ class OutboundCall:
         self._failed_servers.append(f"{self._dest} {why}")
 
     def _redirect(self, response: SipResponse) -> None:
-        """Follow the first Contact of a 3xx once (§8.1.3.4)."""
-        target = contact_uri(response)
-        assert target is not None
+        """Follow a 3xx once (§8.1.3.4): its Contacts, best ``q`` first.
+
+        The first is called now; the others wait in ``_redirect_targets`` for
+        that one to fail (:meth:`_next_contact`), at most MAX_REDIRECT_TARGETS.
+        """
+        targets = redirect_targets(response, limit=MAX_REDIRECT_TARGETS, skip=self._request_uri)
         self._redirected = True
-        logger.info("call %s: %s redirect to %s", self.call_id, response.status_code, target)
+        self._redirect_targets = targets[1:]
+        logger.info(
+            "call %s: %s redirect to %s", self.call_id, response.status_code, ", ".join(targets)
+        )
+        self._call_target(targets[0])
+
+    def _next_contact(self, response: SipResponse) -> None:
+        """§8.1.3.4: "When a failure for a particular contact address is received,
+        the client SHOULD try the next contact address" (a new transaction)."""
+        target = self._redirect_targets.pop(0)
+        logger.info(
+            "call %s: %s from %s, trying %s",
+            self.call_id,
+            response.status_code,
+            self._request_uri,
+            target,
+        )
+        self._call_target(target)
+
+    def _call_target(self, target: str) -> None:
+        """A new INVITE (new transaction, CSeq + 1) to a redirect target."""
         self._request_uri = target
         self.dialog = None
+        self._reached = False
         self._digest.reset()
         self.endpoint.spawn(
             self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
@@ -829,14 +866,24 @@ class OutboundCall:
             self._finish_unanswered(487, "Request Terminated", ended_by="local")
             return
         if not self.spec.proxy:
+            # The Contact's ;transport= (and maddr) say how to reach it (RFC 3263
+            # §4.1, §19.1.1); the call's own transport otherwise.
+            transport = uri_transport(target) or self.spec.transport
             try:
-                servers = await self.endpoint.locate(target, self.spec.transport)
-                self._dest, self._next_servers = servers[0], servers[1:]
+                servers = await self.endpoint.locate(target, transport)
             except (OSError, ValueError) as exc:
-                self.error = f"cannot resolve redirect target {target}: {exc}"
+                why = f"cannot resolve redirect target {target}: {exc}"
+                if self._redirect_targets:  # §8.1.3.4: a failure too; on to the next Contact
+                    logger.info("call %s: %s", self.call_id, why)
+                    self._call_target(self._redirect_targets.pop(0))
+                    return
+                self.error = why
                 self.local_failure = True
                 self._finish_unanswered(503, "Service Unavailable", ended_by=None)
                 return
+            self._dest, self._next_servers = servers[0], servers[1:]
+            # Via and Contact name the transport the callee answers on (§8.1.1.8).
+            self._contact = self.endpoint.contact_for(self._dest, self._from_user)
         self._provisional_seen = False
         self._send_invite()
 

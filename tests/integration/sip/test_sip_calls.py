@@ -584,9 +584,11 @@ def cluster(*ports: int) -> Callable[[str, int | None, str], Awaitable[list[tupl
     return locate
 
 
-def unstarted(tmp_path: Path, scenario: str, keys: dict[str, str] | None = None) -> SippUas:
+def unstarted(
+    tmp_path: Path, scenario: str, keys: dict[str, str] | None = None, transport: str = "u1"
+) -> SippUas:
     """A SIPp callee for one call with its port chosen; started inside the test's try."""
-    return SippUas(scenario, tmp_path, keys=keys, max_calls=1)
+    return SippUas(scenario, tmp_path, keys=keys, max_calls=1, transport=transport)
 
 
 async def test_503_fails_over_to_the_next_server(sipp_bin: str, tmp_path: Path) -> None:
@@ -701,3 +703,59 @@ async def test_server_that_rang_is_not_failed_over(sipp_bin: str, tmp_path: Path
         for uas in sipps:
             uas.stop()
         await ep.close()
+
+
+async def test_redirect_tries_contacts_by_q_value(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    """RFC 3261 §8.1.3.4 / §20.10: a 3xx's Contacts are tried highest q first (ties in the
+    order listed), the next one when a target fails (> 399); one with a lower q is left
+    untried once a target answers."""
+    low = unstarted(tmp_path, "uas_answer.xml")
+    busy = unstarted(tmp_path, "uas_busy.xml")
+    good = unstarted(tmp_path, "uas_answer.xml")
+    contacts = (
+        f"<sip:low@127.0.0.1:{low.port}>;q=0.1, "
+        f'"Desk" <sip:busy@127.0.0.1:{busy.port}>;q=0.9, '
+        f"sip:good@127.0.0.1:{good.port};q=0.9"
+    )
+    redirector = unstarted(tmp_path, "uas_redirect_contacts.xml", keys={"contacts": contacts})
+    sipps = [low, busy, good, redirector]
+    try:
+        for uas in sipps:
+            uas.start()
+        call = endpoint.create_call(make_spec(redirector))
+        assert await call.setup() is True
+        await call.hangup()
+        for uas in (redirector, busy, good):
+            assert await sipp_done(uas) == 0, uas.errors()
+        assert busy.invites_per_user() == {"busy": 1}
+        assert good.invites_per_user() == {"good": 1}
+        assert methods_received(good) == ["INVITE", "ACK", "BYE"]
+        assert low.received() == []
+    finally:
+        for uas in sipps:
+            uas.stop()
+
+
+async def test_redirect_contact_transport_is_honoured(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """RFC 3263 §4.1 / §19.1.1: a redirect Contact with ;transport=tcp is called over TCP
+    (and our Contact says TCP too), though the call itself was placed over UDP."""
+    target = unstarted(tmp_path, "uas_answer.xml", transport="t1")
+    contacts = f"<sip:moved@127.0.0.1:{target.port};transport=tcp>"
+    redirector = unstarted(tmp_path, "uas_redirect_contacts.xml", keys={"contacts": contacts})
+    sipps = [target, redirector]
+    try:
+        for uas in sipps:
+            uas.start()
+        call = endpoint.create_call(make_spec(redirector))
+        assert await call.setup() is True, call.error
+        await call.hangup()
+        assert await sipp_done(redirector) == 0 and await sipp_done(target) == 0, target.errors()
+        invite = target.received()[0]
+        assert invite.startswith(f"INVITE sip:moved@127.0.0.1:{target.port};transport=tcp ")
+        assert "SIP/2.0/TCP" in invite and ";transport=tcp>" in invite
+        assert methods_received(target) == ["INVITE", "ACK", "BYE"]
+    finally:
+        for uas in sipps:
+            uas.stop()

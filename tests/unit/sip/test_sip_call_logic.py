@@ -59,6 +59,21 @@ def test_redirect_once_then_final() -> None:
     assert step(301, has_contact=True, redirected=True) is InviteStep.FINAL
 
 
+def test_next_redirect_contact_after_a_failure_but_not_a_global_one() -> None:
+    """§8.1.3.4: a failed redirect target moves on to the next Contact; 6xx stops (§21.6)."""
+    for status in (486, 404, 480, 500, 302):
+        assert step(status, redirected=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert step(408, synthetic=True, redirected=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert step(503, synthetic=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert (
+        step(503, can_fail_over=True, contacts_left=True) is InviteStep.FAIL_OVER
+    )  # servers first
+    assert step(603, redirected=True, contacts_left=True) is InviteStep.FINAL
+    assert step(487, canceling=True, contacts_left=True) is InviteStep.FINAL
+    assert step(486, redirected=True) is InviteStep.FINAL  # no Contact left
+    assert step(401, has_credentials=True, contacts_left=True) is InviteStep.AUTHENTICATE
+
+
 def test_timeouts_and_cancel_are_final() -> None:
     assert step(408, synthetic=True) is InviteStep.FINAL
     assert step(503, synthetic=True) is InviteStep.FINAL
