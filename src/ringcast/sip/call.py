@@ -6,7 +6,8 @@ taken by the pure :func:`next_invite_step`; :class:`OutboundCall` applies it
 (STYLE habit 4). Call state changes go through one ``_set_state``.
 
 RFC 3261 §13.2 (UAC INVITE), §9.1 (CANCEL), §15.1.1 (BYE), §22.2 (digest),
-§8.1.3.4 (3xx redirect); RFC 4028 session timers; RFC 6086 INFO.
+§8.1.3.4 (3xx redirect); RFC 3263 §4.3 (failover to the next server); RFC 4028
+session timers; RFC 6086 INFO.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from aiosipua.sdp import serialize_sdp
 
 from ringcast.domain import Outcome
 from ringcast.sip.causes import outcome_for, reason_phrase
-from ringcast.sip.dialog import Dialog, DialogState, contact_uri
+from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
 from ringcast.sip.digest import AuthFailure, DigestSession
 from ringcast.sip.endpoint import (
     ALLOW,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
+MAX_REDIRECT_TARGETS = 4  # Contacts of a 3xx tried in turn (§8.1.3.4)
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
 MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
 GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
@@ -97,8 +99,15 @@ class CallSpec:
 
     ``from_`` is a user part (``"me"``), a SIP URI, or a name-addr with a
     display name (``'"Shop" <sip:shop@example.com>'``). ``proxy`` is an
-    outbound proxy URI: every request is sent there with a pre-loaded Route
-    (§8.1.2). ``username``/``password`` answer 401/407 digest challenges.
+    outbound proxy URI: the pre-existing route set of requests *outside* the
+    dialog (the INVITE, its CANCEL and non-2xx ACK), sent there with a
+    pre-loaded Route (§8.1.1.1, §8.1.2). Requests inside the dialog (the 2xx
+    ACK, BYE, re-INVITE, UPDATE) follow the dialog's route set only
+    (§12.2.1.1): a proxy that wants to stay on the path Record-Routes (§16.6
+    step 4) and then appears there once; one that does not drops out of the
+    path, as §8.1.2 intends ("instead of adopting the policy of sending all
+    messages to the outbound proxy"). ACK and BYE thus always take the same
+    path. ``username``/``password`` answer 401/407 digest challenges.
     ``max_duration`` (seconds after answer) sends BYE when it runs out.
     """
 
@@ -139,6 +148,8 @@ class InviteStep(enum.Enum):
     ANSWER_THEN_BYE = "answer-then-bye"  # a 2xx crossed our CANCEL / hangup
     AUTHENTICATE = "authenticate"
     REDIRECT = "redirect"
+    FAIL_OVER = "fail-over"  # RFC 3263 §4.3: the same INVITE to the next server
+    NEXT_CONTACT = "next-contact"  # §8.1.3.4: the next Contact of the 3xx followed
     FINAL = "final"
     IGNORE = "ignore"
 
@@ -153,6 +164,8 @@ def next_invite_step(
     auth_tried: bool,
     redirected: bool,
     has_contact: bool,
+    can_fail_over: bool = False,
+    contacts_left: bool = False,
 ) -> InviteStep:
     """Decide what a response to our INVITE means (pure: no I/O, no mutation).
 
@@ -162,7 +175,13 @@ def next_invite_step(
       ``auth_tried`` says the rounds are used up (:data:`MAX_AUTH_ROUNDS`); which
       challenges can be answered (a new realm, a stale nonce) is
       :class:`~ringcast.sip.digest.DigestSession`'s call;
-    - 3xx with a Contact, once: follow it (§8.1.3.4); later 3xx are final;
+    - 3xx with a Contact, once: follow its best Contact (§8.1.3.4); when that
+      target fails (3xx-5xx, a transport error or timeout) and
+      ``contacts_left``, the next Contact; a 6xx is final (global failure,
+      §21.6: no other Contact will do better, as for a proxy, §16.7 step 5);
+    - 503, a transport failure (synthetic 503) or Timer B (synthetic 408), when
+      ``can_fail_over`` (another server of the target is left and the callee
+      was not reached: no 101-199 beyond 100): the next server (RFC 3263 §4.3);
     - everything else >= 300: final.
     """
     if state is CallState.ENDED:
@@ -171,12 +190,16 @@ def next_invite_step(
         return InviteStep.IGNORE if synthetic else InviteStep.PROVISIONAL
     if status < 300:
         return InviteStep.ANSWER_THEN_BYE if canceling else InviteStep.ANSWER
-    if synthetic or canceling:
+    if canceling:
         return InviteStep.FINAL
-    if status in (401, 407) and has_credentials and not auth_tried:
+    if can_fail_over and (status == 503 or (synthetic and status == 408)):
+        return InviteStep.FAIL_OVER
+    if not synthetic and status in (401, 407) and has_credentials and not auth_tried:
         return InviteStep.AUTHENTICATE
-    if 300 <= status < 400 and has_contact and not redirected:
+    if not synthetic and 300 <= status < 400 and has_contact and not redirected:
         return InviteStep.REDIRECT
+    if contacts_left and status < 600:
+        return InviteStep.NEXT_CONTACT
     return InviteStep.FINAL
 
 
@@ -193,6 +216,13 @@ def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
     if ctype == "application/dtmf" and text:
         return _digit(text.split()[0])
     return None
+
+
+def retry_after(response: SipResponse) -> int | None:
+    """The seconds of a response's Retry-After (RFC 3261 §20.33), or None."""
+    raw = response.headers.get_first("retry-after") or ""
+    found = re.match(r"\s*(\d{1,9})", raw)
+    return int(found.group(1)) if found else None
 
 
 def _digit(value: str) -> str | None:
@@ -238,8 +268,11 @@ class OutboundCall:
     call ended unanswered; it never raises for SIP outcomes. ``status_code``/
     ``reason`` hold the final response to the INVITE (200 for answered calls,
     also after BYE; synthetic 408 for Timer B; 503 when the transport failed;
-    487 after our CANCEL). ``ended`` is set when the call is over for any
-    reason.
+    487 after our CANCEL). When the target has several servers (RFC 3263), a
+    503, a transport failure or Timer B moves the INVITE to the next one
+    (§4.3); ``retry_after`` keeps the shortest Retry-After of the 503s, and
+    ``error`` names every server tried when none answered otherwise.
+    ``ended`` is set when the call is over for any reason.
 
     ``on_media`` hears every remote media description accepted after the
     answer (a re-INVITE or UPDATE offer, or the answer in the ACK of a
@@ -281,6 +314,7 @@ class OutboundCall:
         self.dtmf_info: list[str] = []
         self.session_expires: int | None = None
         self.session_refresher: str | None = None
+        self.retry_after: int | None = None  # seconds, from the 503s (RFC 3261 §21.5.4)
 
         self._media = dataclasses.replace(spec.media, codecs=list(spec.media.codecs))
         self._to = parse_address(spec.to)
@@ -295,10 +329,15 @@ class OutboundCall:
         self._invite: SipRequest | None = None
         self._invite_txn: ClientTransaction | None = None
         self._dest: Destination | None = None
+        self._next_servers: list[Destination] = []  # RFC 3263 §4.3: tried after _dest fails
+        self._failed_servers: list[str] = []  # "host:port why", for the error
         self._provisional_seen = False
         self._cancel_pending = False
         self._cancel_sent = False
         self._redirected = False
+        self._redirect_targets: list[str] = []  # Contacts of the 3xx followed, not tried yet
+        self._reached = False  # this attempt's server sent a 101-199: the callee was reached
+        self._from_user: str | None = None
         self._digest = DigestSession(spec.username or "", spec.password or "")
         self._ack: tuple[bytes, Destination] | None = None
         self._ring_timer: asyncio.TimerHandle | None = None
@@ -464,7 +503,8 @@ class OutboundCall:
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
         try:
-            self._dest = await self.endpoint.resolve(target, self.spec.transport)
+            servers = await self.endpoint.locate(target, self.spec.transport)
+            self._dest, self._next_servers = servers[0], servers[1:]
         except (OSError, ValueError) as exc:
             self.error = f"cannot resolve {target}: {exc}"
             self.local_failure = True
@@ -474,6 +514,7 @@ class OutboundCall:
             return
         local_host = self.endpoint.local_host_for(self._dest)
         from_value, user = from_header(self.spec.from_, local_host)
+        self._from_user = user
         self._from_value = f"{from_value};tag={self.local_tag}"
         self._contact = self.endpoint.contact_for(self._dest, user)
         if self._media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
@@ -483,8 +524,9 @@ class OutboundCall:
             self.spec.ring_timeout, self._on_ring_timeout
         )
 
-    def _build_invite(self) -> SipRequest:
-        self._cseq += 1
+    def _build_invite(self, *, same_cseq: bool = False) -> SipRequest:
+        if not same_cseq:
+            self._cseq += 1
         h = CaseInsensitiveDict()
         h.append("Via", "")  # placeholder: stamp_via fills it, first in order
         h.append("Max-Forwards", "70")
@@ -508,9 +550,9 @@ class OutboundCall:
         )
         return SipRequest(headers=h, body=body, method="INVITE", uri=self._request_uri)
 
-    def _send_invite(self) -> None:
+    def _send_invite(self, *, same_cseq: bool = False) -> None:
         assert self._dest is not None  # set by _send_first_invite before any INVITE
-        self._invite = self._build_invite()
+        self._invite = self._build_invite(same_cseq=same_cseq)
         self._invite_txn = self.endpoint.send_request(
             self._invite, self._dest, self._on_invite_response
         )
@@ -527,7 +569,10 @@ class OutboundCall:
             has_credentials=bool(self.spec.username and self.spec.password is not None),
             auth_tried=self._digest.exhausted,
             redirected=self._redirected,
-            has_contact=300 <= response.status_code < 400 and contact_uri(response) is not None,
+            has_contact=300 <= response.status_code < 400
+            and bool(redirect_targets(response, limit=1, skip=self._request_uri)),
+            can_fail_over=bool(self._next_servers) and not self._reached,
+            contacts_left=bool(self._redirect_targets),
         )
         if step is InviteStep.PROVISIONAL:
             self._on_provisional(response)
@@ -539,12 +584,17 @@ class OutboundCall:
             self._authenticate(response)
         elif step is InviteStep.REDIRECT:
             self._redirect(response)
+        elif step is InviteStep.FAIL_OVER:
+            self._fail_over(response)
+        elif step is InviteStep.NEXT_CONTACT:
+            self._next_contact(response)
         elif step is InviteStep.FINAL:
             self._on_final(response)
 
     def _on_provisional(self, response: SipResponse) -> None:
         self._provisional_seen = True
         status = response.status_code
+        self._reached = self._reached or status > 100
         to = response.to_addr
         if status > 100 and to is not None and to.tag and self._invite is not None:
             if self.dialog is None:
@@ -737,14 +787,71 @@ class OutboundCall:
         )
         self._send_invite()
 
+    def _fail_over(self, response: SipResponse) -> None:
+        """Send the INVITE to the next server of the target (RFC 3263 §4.3).
+
+        §4.3: the new request is the same one with a new Via branch (a new
+        transaction), so the CSeq stays. Only before the callee was reached:
+        a server that let it ring and then failed is not bypassed, or it could
+        ring twice. Bounded by the servers :meth:`SipEndpoint.locate` found
+        (at most MAX_TARGETS per target). A 503's Retry-After (§21.5.4) is kept
+        for the record when no server answers otherwise.
+        """
+        assert self._dest is not None
+        self._note_failed_server(response)
+        self._dest = self._next_servers.pop(0)
+        logger.info(
+            "call %s: %s, trying the next server %s",
+            self.call_id,
+            self._failed_servers[-1],
+            self._dest,
+        )
+        self._provisional_seen = False
+        self._send_invite(same_cseq=True)
+
+    def _note_failed_server(self, response: SipResponse) -> None:
+        """Remember why the current server failed, and the shortest Retry-After (§20.33)."""
+        if isinstance(response, SyntheticResponse):
+            why = response.detail or f"{response.status_code} {response.reason_phrase}"
+        else:
+            why = f"{response.status_code} {response.reason_phrase}"
+            delay = retry_after(response) if response.status_code == 503 else None
+            if delay is not None and (self.retry_after is None or delay < self.retry_after):
+                self.retry_after = delay
+        self._failed_servers.append(f"{self._dest} {why}")
+
     def _redirect(self, response: SipResponse) -> None:
-        """Follow the first Contact of a 3xx once (§8.1.3.4)."""
-        target = contact_uri(response)
-        assert target is not None
+        """Follow a 3xx once (§8.1.3.4): its Contacts, best ``q`` first.
+
+        The first is called now; the others wait in ``_redirect_targets`` for
+        that one to fail (:meth:`_next_contact`), at most MAX_REDIRECT_TARGETS.
+        """
+        targets = redirect_targets(response, limit=MAX_REDIRECT_TARGETS, skip=self._request_uri)
         self._redirected = True
-        logger.info("call %s: %s redirect to %s", self.call_id, response.status_code, target)
+        self._redirect_targets = targets[1:]
+        logger.info(
+            "call %s: %s redirect to %s", self.call_id, response.status_code, ", ".join(targets)
+        )
+        self._call_target(targets[0])
+
+    def _next_contact(self, response: SipResponse) -> None:
+        """§8.1.3.4: "When a failure for a particular contact address is received,
+        the client SHOULD try the next contact address" (a new transaction)."""
+        target = self._redirect_targets.pop(0)
+        logger.info(
+            "call %s: %s from %s, trying %s",
+            self.call_id,
+            response.status_code,
+            self._request_uri,
+            target,
+        )
+        self._call_target(target)
+
+    def _call_target(self, target: str) -> None:
+        """A new INVITE (new transaction, CSeq + 1) to a redirect target."""
         self._request_uri = target
         self.dialog = None
+        self._reached = False
         self._digest.reset()
         self.endpoint.spawn(
             self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
@@ -759,13 +866,24 @@ class OutboundCall:
             self._finish_unanswered(487, "Request Terminated", ended_by="local")
             return
         if not self.spec.proxy:
+            # The Contact's ;transport= (and maddr) say how to reach it (RFC 3263
+            # §4.1, §19.1.1); the call's own transport otherwise.
+            transport = uri_transport(target) or self.spec.transport
             try:
-                self._dest = await self.endpoint.resolve(target, self.spec.transport)
+                servers = await self.endpoint.locate(target, transport)
             except (OSError, ValueError) as exc:
-                self.error = f"cannot resolve redirect target {target}: {exc}"
+                why = f"cannot resolve redirect target {target}: {exc}"
+                if self._redirect_targets:  # §8.1.3.4: a failure too; on to the next Contact
+                    logger.info("call %s: %s", self.call_id, why)
+                    self._call_target(self._redirect_targets.pop(0))
+                    return
+                self.error = why
                 self.local_failure = True
                 self._finish_unanswered(503, "Service Unavailable", ended_by=None)
                 return
+            self._dest, self._next_servers = servers[0], servers[1:]
+            # Via and Contact name the transport the callee answers on (§8.1.1.8).
+            self._contact = self.endpoint.contact_for(self._dest, self._from_user)
         self._provisional_seen = False
         self._send_invite()
 
@@ -792,6 +910,14 @@ class OutboundCall:
                 )
             else:
                 self.error = "authentication required but no credentials configured"
+        if status == 503 or (self._failed_servers and status == 408):
+            self._note_failed_server(response)
+            if len(self._failed_servers) > 1 or self.retry_after is not None:
+                # RFC 3263 §4.3 / RFC 3261 §21.5.4: every server said no; the
+                # record says which, and when to try again.
+                self.error = "servers unavailable: " + "; ".join(self._failed_servers)
+                if self.retry_after is not None:
+                    self.error += f" (Retry-After {self.retry_after} s)"
         self._finish_unanswered(status, response.reason_phrase, ended_by=ended_by)
 
     def _finish_unanswered(self, status: int, reason: str, *, ended_by: str | None) -> None:
@@ -887,9 +1013,13 @@ class OutboundCall:
     # --- BYE --------------------------------------------------------------------
 
     def _in_dialog_destination(self) -> Destination | None:
-        """Where in-dialog requests go now; None while the next hop is not resolved."""
+        """Where in-dialog requests go now; None while the next hop is not resolved.
+
+        The dialog's next hop, also with an outbound proxy (see :class:`CallSpec`):
+        only requests outside the dialog go to ``_dest``.
+        """
         assert self._dest is not None
-        if self.spec.proxy or self.dialog is None:
+        if self.dialog is None:
             return self._dest
         return self._dest_for_dialog(self.dialog)
 
@@ -901,11 +1031,10 @@ class OutboundCall:
         without waiting for IP literals and names already resolved (by this
         call, else by the endpoint); None otherwise (:meth:`_after_hop` or
         :meth:`_in_dialog_hop` look it up). Never the INVITE's destination
-        instead: a dialog's requests go where the callee or its proxies asked.
+        instead: a dialog's requests go where the callee or its proxies asked,
+        and an outbound proxy is not one of them unless it Record-Routed.
         """
         assert self._dest is not None
-        if self.spec.proxy:
-            return self._dest
         uri = dialog.next_hop_uri()
         dest = self._hops.get(uri)
         if dest is not None:
@@ -991,16 +1120,12 @@ class OutboundCall:
     def _in_dialog_request(
         self, method: str, *, body: bytes = b"", extra: dict[str, str] | None = None
     ) -> SipRequest:
+        """A request inside the dialog: its Route is the dialog's route set, nothing
+        pre-loaded (§12.2.1.1), exactly like the 2xx ACK's (:meth:`_send_ack`)."""
         assert self.dialog is not None
         request = self.dialog.create_request(
             method, body=body, content_type="application/sdp" if body else None, extra=extra
         )
-        if self.spec.proxy:
-            routes = request.headers.get("route")
-            request.headers.remove("route")
-            request.headers.append("Route", _loose_route(self.spec.proxy))
-            for route in routes:
-                request.headers.append("Route", route)
         request.headers.append("User-Agent", self.endpoint.user_agent)
         return request
 

@@ -12,7 +12,13 @@ import enum
 import logging
 import re
 
-from aiosipua.headers import CaseInsensitiveDict, parse_address, parse_uri, stringify_address
+from aiosipua.headers import (
+    CaseInsensitiveDict,
+    parse_address,
+    parse_params,
+    parse_uri,
+    stringify_address,
+)
 from aiosipua.message import SipRequest, SipResponse
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,44 @@ def contact_uri(message: SipRequest | SipResponse) -> str | None:
     if not raw or raw.strip() == "*":
         return None
     return _strip_brackets(raw) if "<" in raw else raw.split(";", 1)[0].strip()
+
+
+def redirect_targets(response: SipResponse, *, limit: int, skip: str = "") -> list[str]:
+    """A 3xx's Contact URIs in the order to try them (§8.1.3.4): highest ``q`` first.
+
+    §20.10: ``q`` (0 to 1, 1 when absent) is a header parameter, after ``>`` or
+    after the URI when there are no brackets. Ties keep the order listed (one
+    header or several, comma-joined). A ``q`` that is not a number ranks last.
+    Only ``sip:`` URIs (we cannot call ``tel:``, ``sips:`` needs TLS, ``http:``
+    is for people); ``skip`` (the URI just tried) and repeats are left out,
+    at most ``limit`` returned.
+    """
+    ranked: list[tuple[float, int, str]] = []
+    seen = {skip}
+    for index, raw in enumerate(response.headers.get("contact")):
+        raw = raw.strip()
+        if "<" in raw:
+            uri = _strip_brackets(raw)
+            params = raw[raw.find(">", raw.find("<")) + 1 :]
+        else:
+            uri, _, params = raw.partition(";")
+        uri = uri.strip()
+        if not uri.lower().startswith("sip:") or uri in seen:
+            continue
+        seen.add(uri)
+        ranked.append((-_q_value(parse_params(params.strip().lstrip(";")).get("q")), index, uri))
+    ranked.sort()
+    return [uri for _, _, uri in ranked[:limit]]
+
+
+def _q_value(raw: str | None) -> float:
+    if raw is None:
+        return 1.0
+    try:
+        q = float(raw)
+    except ValueError:
+        return -1.0
+    return q if 0.0 <= q <= 1.0 else -1.0
 
 
 class Dialog:

@@ -30,7 +30,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,9 +68,13 @@ FLOOD_RATE = 50.0  # requests per second per source IP, sustained
 FLOOD_BURST = 100  # requests a source may send at once before the rate applies
 FLOOD_LOG_WINDOW = 10.0  # seconds between two flood warnings about one source
 FLOOD_TABLE_SIZE = 10_000  # sources tracked at once; the least recently seen is forgotten
+MAX_TARGETS = 4  # servers one request may try in turn (RFC 3263 §4.3 failover)
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:([^\r\n]*)", re.I | re.M)  # raw, before parsing
 
 ResponseHandler = Callable[[SipResponse], None]
+# (host name, the URI's port or None, transport) -> [(IP, port), ...] in the order
+# to try them: the DNS step of RFC 3263 §4.1-4.2 (see SipEndpoint.locate).
+Locator = Callable[[str, int | None, str], Awaitable[list[tuple[str, int]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +269,9 @@ class SipEndpoint:
     (token bucket; ``flood_rate=None`` turns the limit off); requests over it
     are dropped without a response and counted in :attr:`flood_dropped`.
     ``silent_invites`` leaves out-of-dialog INVITEs unanswered instead of 403,
-    so scanners learn nothing.
+    so scanners learn nothing. ``locator`` replaces the host name lookup of
+    :meth:`locate` (A records by default), e.g. with a resolver that knows SRV
+    records; it returns IP literals only.
     """
 
     def __init__(
@@ -283,6 +289,7 @@ class SipEndpoint:
         flood_rate: float | None = FLOOD_RATE,
         flood_burst: int = FLOOD_BURST,
         silent_invites: bool = False,
+        locator: Locator | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be udp or tcp, not {transport!r}")
@@ -302,7 +309,8 @@ class SipEndpoint:
         self._calls: dict[str, OutboundCall] = {}
         self._responses: dict[str, tuple[bytes, Addr, str]] = {}  # server-side retransmits
         self._local_hosts: dict[str, str] = {}
-        self._resolved: dict[tuple[str, int], str] = {}
+        self._locator = locator
+        self._resolved: dict[tuple[str, int | None], Addr] = {}  # first target of each name
         self._tasks: set[asyncio.Task[None]] = set()
         self._garbage_window = 0.0
         self._garbage_logged = 0
@@ -447,34 +455,62 @@ class SipEndpoint:
             return self._tcp.local_addr[1]
         return self.local_port
 
+    async def locate(self, uri: str, transport: str | None = None) -> list[Destination]:
+        """Every server to try for a SIP URI, in order (RFC 3263 §4).
+
+        §4.3: when the first one fails (a transport error, a timeout) or
+        answers 503, the client tries the next, so a carrier's cluster is not
+        lost with one overloaded or dead member. An IP literal is the only
+        target; a host name is looked up by the endpoint's ``locator`` when it
+        has one, else by its A records (at the URI's port, 5060 by default).
+        At most :data:`MAX_TARGETS`, duplicates dropped; anything a locator
+        returns that is not an IP literal and a port is skipped (no name is
+        ever sent to). ``maddr`` and ``transport`` count as in :meth:`resolve`.
+        Raises OSError when no server is found, ValueError for an unusable URI.
+        """
+        host, port, name = _target(uri, transport)
+        if is_ip_literal(host):
+            return [Destination(host, port or 5060, name)]
+        if self._locator is not None:
+            found = await self._locator(host, port, name)
+        else:
+            infos = await self.loop.getaddrinfo(
+                host, port or 5060, family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
+            found = [(str(info[4][0]), port or 5060) for info in infos]
+        targets: list[Destination] = []
+        for ip, target_port in found:
+            dest = Destination(ip, target_port, name)
+            if not is_ip_literal(ip) or not 0 < target_port < 65536 or dest in targets:
+                continue
+            targets.append(dest)
+            if len(targets) >= MAX_TARGETS:
+                break
+        if not targets:
+            raise OSError(f"cannot resolve {host}")
+        self._resolved[(host, port)] = targets[0].addr
+        return targets
+
     async def resolve(self, uri: str, transport: str | None = None) -> Destination:
-        """The destination for a SIP URI (RFC 3263 reduced to A records, default port 5060).
+        """The first server of :meth:`locate` (cached per host and port).
 
         A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
         wins over the URI's ``;transport=`` (then "udp"). Raises OSError when the
         host name cannot be resolved, ValueError for an unusable URI.
         """
-        host, port, name = _target(uri, transport)
-        if is_ip_literal(host):
-            return Destination(host, port, name)
-        cached = self._resolved.get((host, port))
-        if cached is not None:
-            return Destination(cached, port, name)
-        infos = await self.loop.getaddrinfo(host, port, family=socket.AF_INET)
-        if not infos:
-            raise OSError(f"cannot resolve {host}")
-        ip = str(infos[0][4][0])
-        self._resolved[(host, port)] = ip
-        return Destination(ip, port, name)
+        known = self.resolve_now(uri, transport)
+        if known is not None:
+            return known
+        return (await self.locate(uri, transport))[0]
 
     def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
         """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
         host, port, name = _target(uri, transport)
         if is_ip_literal(host):
-            return Destination(host, port, name)
+            return Destination(host, port or 5060, name)
         cached = self._resolved.get((host, port))
         if cached is not None:
-            return Destination(cached, port, name)
+            return Destination(cached[0], cached[1], name)
         return None
 
     def via_for(self, dest: Destination, branch: str) -> str:
@@ -754,11 +790,15 @@ def uri_transport(uri: str) -> str | None:
     return value.lower() if value else None
 
 
-def _target(uri: str, transport: str | None) -> tuple[str, int, str]:
-    """(host, port, transport) to look up for ``uri`` (RFC 3263 §4, §19.1.1 ``maddr``)."""
+def _target(uri: str, transport: str | None) -> tuple[str, int | None, str]:
+    """(host, port or None, transport) to look up for ``uri`` (RFC 3263 §4, §19.1.1 ``maddr``).
+
+    The port is None when the URI has none: 5060 for an A record lookup, but a
+    locator may find another (SRV, RFC 3263 §4.2).
+    """
     parsed = parse_uri(uri)
     host = (parsed.params.get("maddr") or parsed.host or "").strip("[]")
-    port = parsed.port or 5060
+    port = parsed.port or None
     name = (transport or parsed.params.get("transport") or "udp").lower()
     if name not in TRANSPORTS:
         raise ValueError(f"unsupported transport {name!r}")

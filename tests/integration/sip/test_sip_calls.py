@@ -7,9 +7,10 @@ retransmission tests fast. Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -560,3 +561,191 @@ async def test_reinvite_crossing_our_update_refresh_gets_491(sipp_bin: str, tmp_
     finally:
         uas.stop()
         await ep.close()
+
+
+def cluster(*ports: int) -> Callable[[str, int | None, str], Awaitable[list[tuple[str, int]]]]:
+    """A locator that finds the servers of ``localhost`` at these 127.0.0.1 ports,
+    in this order (what SRV records would give, RFC 3263 §4.2)."""
+
+    async def locate(host: str, port: int | None, transport: str) -> list[tuple[str, int]]:
+        assert host == "localhost"
+        return [("127.0.0.1", p) for p in ports]
+
+    return locate
+
+
+def unstarted(
+    tmp_path: Path, scenario: str, keys: dict[str, str] | None = None, transport: str = "u1"
+) -> SippUas:
+    """A SIPp callee for one call with its port chosen; started inside the test's try."""
+    return SippUas(scenario, tmp_path, keys=keys, max_calls=1, transport=transport)
+
+
+async def test_503_fails_over_to_the_next_server(sipp_bin: str, tmp_path: Path) -> None:
+    """RFC 3263 §4.3: a 503 from the first server of the target sends the same INVITE
+    (same CSeq, new branch) to the next one, which answers."""
+    busy = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "120"})
+    good = unstarted(tmp_path, "uas_answer.xml")
+    sipps = [busy, good]
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(busy.port, good.port))
+    try:
+        for uas in sipps:
+            uas.start()
+        await ep.start()
+        call = ep.create_call(
+            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is True
+        assert call.status_code == 200 and call.error is None
+        await call.hangup()
+        assert await sipp_done(busy) == 0, busy.errors()
+        assert await sipp_done(good) == 0, good.errors()
+        assert methods_received(busy) == ["INVITE", "ACK"]
+        assert methods_received(good) == ["INVITE", "ACK", "BYE"]
+        first, second = busy.received()[0], good.received()[0]
+        assert "CSeq: 1 INVITE" in first and "CSeq: 1 INVITE" in second
+        branch = re.compile(r"branch=(z9hG4bK\w+)")
+        assert branch.findall(first) != branch.findall(second)
+        assert call.retry_after == 120
+    finally:
+        for uas in sipps:
+            uas.stop()
+        await ep.close()
+
+
+async def test_every_server_503_records_retry_after(sipp_bin: str, tmp_path: Path) -> None:
+    """RFC 3263 §4.3 / RFC 3261 §21.5.4: when no server takes the call, the record
+    names each one and keeps the shortest Retry-After."""
+    first = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "120"})
+    second = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "30"})
+    sipps = [first, second]
+    ep = SipEndpoint(
+        host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(first.port, second.port)
+    )
+    try:
+        for uas in sipps:
+            uas.start()
+        await ep.start()
+        call = ep.create_call(
+            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is False
+        assert (call.status_code, call.outcome) == (503, Outcome.FAILED)
+        assert call.retry_after == 30
+        assert call.error == (
+            f"servers unavailable: 127.0.0.1:{first.port} 503 Service Unavailable; "
+            f"127.0.0.1:{second.port} 503 Service Unavailable (Retry-After 30 s)"
+        )
+        assert await sipp_done(first) == 0 and await sipp_done(second) == 0
+        assert methods_received(first) == methods_received(second) == ["INVITE", "ACK"]
+    finally:
+        for uas in sipps:
+            uas.stop()
+        await ep.close()
+
+
+async def test_unreachable_server_fails_over_to_the_next(sipp_bin: str, tmp_path: Path) -> None:
+    """RFC 3263 §4.3: a transport error (ICMP port unreachable) also moves on."""
+    closed = free_port()
+    good = unstarted(tmp_path, "uas_answer.xml")
+    sipps = [good]
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5, locator=cluster(closed, good.port))
+    try:
+        for uas in sipps:
+            uas.start()
+        await ep.start()
+        call = ep.create_call(
+            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        started = time.monotonic()
+        assert await asyncio.wait_for(call.setup(), 5) is True
+        assert time.monotonic() - started < 1.0  # the ICMP error, not Timer A or B
+        await call.hangup()
+        assert await sipp_done(good) == 0, good.errors()
+        assert methods_received(good) == ["INVITE", "ACK", "BYE"]
+        assert call.error is None and call.retry_after is None
+    finally:
+        for uas in sipps:
+            uas.stop()
+        await ep.close()
+
+
+async def test_server_that_rang_is_not_failed_over(sipp_bin: str, tmp_path: Path) -> None:
+    """A 503 after the callee rang is final: the next server could ring it twice."""
+    ringing = unstarted(tmp_path, "uas_ring_then_unavailable.xml")
+    good = unstarted(tmp_path, "uas_answer.xml")
+    sipps = [ringing, good]
+    ep = SipEndpoint(
+        host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(ringing.port, good.port)
+    )
+    try:
+        for uas in sipps:
+            uas.start()
+        await ep.start()
+        call = ep.create_call(
+            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+        assert await call.setup() is False
+        assert call.status_code == 503
+        assert await sipp_done(ringing) == 0, ringing.errors()
+        assert good.received() == []
+    finally:
+        for uas in sipps:
+            uas.stop()
+        await ep.close()
+
+
+async def test_redirect_tries_contacts_by_q_value(endpoint: SipEndpoint, tmp_path: Path) -> None:
+    """RFC 3261 §8.1.3.4 / §20.10: a 3xx's Contacts are tried highest q first (ties in the
+    order listed), the next one when a target fails (> 399); one with a lower q is left
+    untried once a target answers."""
+    low = unstarted(tmp_path, "uas_answer.xml")
+    busy = unstarted(tmp_path, "uas_busy.xml")
+    good = unstarted(tmp_path, "uas_answer.xml")
+    contacts = (
+        f"<sip:low@127.0.0.1:{low.port}>;q=0.1, "
+        f'"Desk" <sip:busy@127.0.0.1:{busy.port}>;q=0.9, '
+        f"sip:good@127.0.0.1:{good.port};q=0.9"
+    )
+    redirector = unstarted(tmp_path, "uas_redirect_contacts.xml", keys={"contacts": contacts})
+    sipps = [low, busy, good, redirector]
+    try:
+        for uas in sipps:
+            uas.start()
+        call = endpoint.create_call(make_spec(redirector))
+        assert await call.setup() is True
+        await call.hangup()
+        for uas in (redirector, busy, good):
+            assert await sipp_done(uas) == 0, uas.errors()
+        assert busy.invites_per_user() == {"busy": 1}
+        assert good.invites_per_user() == {"good": 1}
+        assert methods_received(good) == ["INVITE", "ACK", "BYE"]
+        assert low.received() == []
+    finally:
+        for uas in sipps:
+            uas.stop()
+
+
+async def test_redirect_contact_transport_is_honoured(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """RFC 3263 §4.1 / §19.1.1: a redirect Contact with ;transport=tcp is called over TCP
+    (and our Contact says TCP too), though the call itself was placed over UDP."""
+    target = unstarted(tmp_path, "uas_answer.xml", transport="t1")
+    contacts = f"<sip:moved@127.0.0.1:{target.port};transport=tcp>"
+    redirector = unstarted(tmp_path, "uas_redirect_contacts.xml", keys={"contacts": contacts})
+    sipps = [target, redirector]
+    try:
+        for uas in sipps:
+            uas.start()
+        call = endpoint.create_call(make_spec(redirector))
+        assert await call.setup() is True, call.error
+        await call.hangup()
+        assert await sipp_done(redirector) == 0 and await sipp_done(target) == 0, target.errors()
+        invite = target.received()[0]
+        assert invite.startswith(f"INVITE sip:moved@127.0.0.1:{target.port};transport=tcp ")
+        assert "SIP/2.0/TCP" in invite and ";transport=tcp>" in invite
+        assert methods_received(target) == ["INVITE", "ACK", "BYE"]
+    finally:
+        for uas in sipps:
+            uas.stop()

@@ -88,10 +88,15 @@ async def test_calls_complete_through_lossy_path(
     sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path
 ) -> None:
     calls = 5
-    uas = SippUas("uas_answer.xml", tmp_path, max_calls=calls)
-    uas.start()
+    # The relay is the calls' outbound proxy and Record-Routes (the scenario adds
+    # its Record-Route), so the ACKs and BYEs cross the lossy path too: an outbound
+    # proxy that does not Record-Route drops out of the dialog's path (§8.1.2).
+    uas = SippUas("uas_record_route.xml", tmp_path, max_calls=calls)
     relay = await LossyRelay(("127.0.0.1", uas.port)).start()
+    uas.keys["proxy_host"] = "127.0.0.1"
+    uas.keys["proxy_port"] = str(relay.port)
     try:
+        uas.start()
         specs = [
             CallSpec(
                 to=uas.uri(f"user{i}"),
@@ -430,6 +435,54 @@ async def test_in_dialog_requests_follow_record_route(
         bye = next(m for m in uas.received() if m.startswith("BYE"))
         assert f"Route: <sip:{proxy_host}:{proxy.port};lr>" in bye
         assert call.error is None
+    finally:
+        proxy.close()
+        uas.stop()
+
+
+def _routes(message: str) -> list[str]:
+    return [line for line in message.splitlines() if line.lower().startswith("route:")]
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize("record_routes", [True, False])
+async def test_outbound_proxy_is_not_preloaded_in_dialog(
+    sipp_bin: str, endpoint: SipEndpoint, tmp_path: Path, record_routes: bool
+) -> None:
+    """RFC 3261 §8.1.1.1 / §8.1.2: the outbound proxy (``CallSpec.proxy``) is a
+    pre-existing route set for requests *outside* a dialog; §12.2.1.1: in the dialog,
+    the ACK of the 2xx and the BYE use the dialog's route set only. A proxy that
+    Record-Routes is named once in each (never a duplicated Route), and the ACK and
+    the BYE take the same path; one that does not drops out of the path (§8.1.2)."""
+    scenario = "uas_record_route.xml" if record_routes else "uas_answer.xml"
+    uas = SippUas(scenario, tmp_path, max_calls=1)
+    proxy = LossyRelay(("127.0.0.1", uas.port), nth=10**9)  # a lossless forwarder
+    await proxy.start()
+    uas.keys["proxy_port"] = str(proxy.port)
+    uas.keys["proxy_host"] = "127.0.0.1"
+    proxy_uri = f"sip:127.0.0.1:{proxy.port}"
+    try:
+        uas.start()
+        call = endpoint.create_call(
+            CallSpec(
+                to=uas.uri("obp"), from_="me", media=MediaOffer("127.0.0.1", 40000), proxy=proxy_uri
+            )
+        )
+        assert await call.setup() is True
+        await call.hangup()
+        assert await asyncio.to_thread(uas.wait, 5) == 0, uas.errors()
+        received = uas.received()
+        invite = next(m for m in received if m.startswith("INVITE"))
+        ack = next(m for m in received if m.startswith("ACK"))
+        bye = next(m for m in received if m.startswith("BYE"))
+        assert _routes(invite) == [f"Route: <{proxy_uri};lr>"]  # out of dialog: pre-loaded
+        if record_routes:
+            assert _routes(ack) == _routes(bye) == [f"Route: <{proxy_uri};lr>"]
+            assert proxy.counts["up"] == 3  # INVITE, ACK and BYE all through the proxy
+        else:
+            assert _routes(ack) == _routes(bye) == []
+            assert proxy.counts["up"] == 1  # only the INVITE: ACK and BYE to the Contact
+        assert call.error is None and call.ended_by == "local"
     finally:
         proxy.close()
         uas.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiosipua.auth import SipDigestAuth, answer_challenge
-from aiosipua.headers import parse_auth
+from aiosipua.headers import CaseInsensitiveDict, parse_auth
 from aiosipua.message import SipMessage, SipResponse
 
 from ringcast.sip.call import (
@@ -17,6 +17,7 @@ from ringcast.sip.call import (
     glare_retry_delay,
     next_invite_step,
     parse_dtmf_info,
+    retry_after,
 )
 from ringcast.sip.sdp import MediaOffer
 
@@ -58,11 +59,48 @@ def test_redirect_once_then_final() -> None:
     assert step(301, has_contact=True, redirected=True) is InviteStep.FINAL
 
 
+def test_next_redirect_contact_after_a_failure_but_not_a_global_one() -> None:
+    """§8.1.3.4: a failed redirect target moves on to the next Contact; 6xx stops (§21.6)."""
+    for status in (486, 404, 480, 500, 302):
+        assert step(status, redirected=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert step(408, synthetic=True, redirected=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert step(503, synthetic=True, contacts_left=True) is InviteStep.NEXT_CONTACT
+    assert (
+        step(503, can_fail_over=True, contacts_left=True) is InviteStep.FAIL_OVER
+    )  # servers first
+    assert step(603, redirected=True, contacts_left=True) is InviteStep.FINAL
+    assert step(487, canceling=True, contacts_left=True) is InviteStep.FINAL
+    assert step(486, redirected=True) is InviteStep.FINAL  # no Contact left
+    assert step(401, has_credentials=True, contacts_left=True) is InviteStep.AUTHENTICATE
+
+
 def test_timeouts_and_cancel_are_final() -> None:
     assert step(408, synthetic=True) is InviteStep.FINAL
     assert step(503, synthetic=True) is InviteStep.FINAL
     assert step(487, canceling=True) is InviteStep.FINAL
     assert step(486) is InviteStep.FINAL
+
+
+def test_fail_over_on_503_transport_error_and_timeout_only_when_a_server_is_left() -> None:
+    """RFC 3263 §4.3: 503, a transport failure or Timer B move to the next server."""
+    assert step(503, can_fail_over=True) is InviteStep.FAIL_OVER
+    assert step(503, synthetic=True, can_fail_over=True) is InviteStep.FAIL_OVER
+    assert step(408, synthetic=True, can_fail_over=True) is InviteStep.FAIL_OVER
+    assert step(503) is InviteStep.FINAL  # no other server
+    assert step(503, can_fail_over=True, canceling=True) is InviteStep.FINAL
+    assert step(408, can_fail_over=True) is InviteStep.FINAL  # a real 408: the callee's
+    assert step(486, can_fail_over=True) is InviteStep.FINAL
+    assert step(500, can_fail_over=True) is InviteStep.FINAL
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("120", 120), (" 18000;duration=3600", 18000), ("5 (maintenance)", 5), ("soon", None)],
+)
+def test_retry_after_seconds(raw: str, seconds: int | None) -> None:
+    response = SipResponse(headers=CaseInsensitiveDict(), status_code=503, reason_phrase="")
+    response.headers.append("Retry-After", raw)
+    assert retry_after(response) == seconds
 
 
 @pytest.mark.parametrize(

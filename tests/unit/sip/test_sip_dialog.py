@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
-from ringcast.sip.dialog import Dialog, DialogState
+from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
 
@@ -108,3 +108,38 @@ def test_tagless_2xx_makes_a_null_tag_dialog() -> None:
         assert str(exc) == "response does not create a dialog (no To tag)"
     else:
         raise AssertionError("a tagless 1xx must not create a dialog")
+
+
+def _redirect(*contacts: str) -> SipResponse:
+    lines = "".join(f"Contact: {value}\r\n" for value in contacts)
+    raw = (
+        "SIP/2.0 300 Multiple Choices\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKr\r\n"
+        "From: <sip:me@127.0.0.1>;tag=a\r\nTo: <sip:x@127.0.0.1>;tag=b\r\nCall-ID: r\r\n"
+        f"CSeq: 1 INVITE\r\n{lines}Content-Length: 0\r\n\r\n"
+    )
+    response = SipMessage.parse(raw.encode())
+    assert isinstance(response, SipResponse)
+    return response
+
+
+def test_redirect_targets_by_q_value_then_listed_order() -> None:
+    """§8.1.3.4 / §20.10: highest q first, ties as listed; q is a header parameter."""
+    response = _redirect(
+        "<sip:a@127.0.0.1:5001>;q=0.1, <sip:b@127.0.0.1:5002;transport=tcp>;q=0.9",
+        'sip:c@127.0.0.1:5003;q=0.9, "Desk, 2" <sip:d@127.0.0.1:5004>',
+        "<sip:e@127.0.0.1:5005>;q=banana, <tel:+15551234>, <sips:f@127.0.0.1:5006>",
+        "<sip:g@127.0.0.1:5007;q=0.2>",  # inside the brackets: a URI parameter, not q
+    )
+    assert redirect_targets(response, limit=10) == [
+        "sip:d@127.0.0.1:5004",  # no q: 1.0
+        "sip:g@127.0.0.1:5007;q=0.2",
+        "sip:b@127.0.0.1:5002;transport=tcp",
+        "sip:c@127.0.0.1:5003",
+        "sip:a@127.0.0.1:5001",
+        "sip:e@127.0.0.1:5005",  # unreadable q: last
+    ]
+    assert redirect_targets(response, limit=2, skip="sip:d@127.0.0.1:5004") == [
+        "sip:g@127.0.0.1:5007;q=0.2",
+        "sip:b@127.0.0.1:5002;transport=tcp",
+    ]
+    assert redirect_targets(_redirect("*"), limit=4) == []
