@@ -7,10 +7,11 @@ retransmission tests fast. Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from conftest import free_port
 from sipp import SippUas
 
 from ringcast.domain import Outcome
-from ringcast.sip import CallSpec, CallState, MediaOffer, SipEndpoint
+from ringcast.sip import CallSpec, CallState, MediaOffer, OutboundCall, SipEndpoint
 
 pytestmark = pytest.mark.sipp
 
@@ -581,20 +582,34 @@ def unstarted(
     return SippUas(scenario, tmp_path, keys=keys, max_calls=1, transport=transport)
 
 
+@contextlib.asynccontextmanager
+async def call_to_cluster(
+    *targets: SippUas | int, t1: float = T1, t2: float = T2
+) -> AsyncIterator[OutboundCall]:
+    """A call to `sip:alice@localhost` whose servers are `targets` in order (SIPp
+    callees, started here, or bare ports); SIPps stopped and endpoint closed after."""
+    sipps = [t for t in targets if isinstance(t, SippUas)]
+    ports = [t.port if isinstance(t, SippUas) else t for t in targets]
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=t1, t2=t2, locator=cluster(*ports))
+    try:
+        for uas in sipps:
+            uas.start()
+        await ep.start()
+        yield ep.create_call(
+            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        )
+    finally:
+        for uas in sipps:
+            uas.stop()
+        await ep.close()
+
+
 async def test_503_fails_over_to_the_next_server(sipp_bin: str, tmp_path: Path) -> None:
     """RFC 3263 §4.3: a 503 from the first server of the target sends the same INVITE
     (same CSeq, new branch) to the next one, which answers."""
     busy = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "120"})
     good = unstarted(tmp_path, "uas_answer.xml")
-    sipps = [busy, good]
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(busy.port, good.port))
-    try:
-        for uas in sipps:
-            uas.start()
-        await ep.start()
-        call = ep.create_call(
-            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
-        )
+    async with call_to_cluster(busy, good) as call:
         assert await call.setup() is True
         assert call.status_code == 200 and call.error is None
         await call.hangup()
@@ -607,10 +622,6 @@ async def test_503_fails_over_to_the_next_server(sipp_bin: str, tmp_path: Path) 
         branch = re.compile(r"branch=(z9hG4bK\w+)")
         assert branch.findall(first) != branch.findall(second)
         assert call.retry_after == 120
-    finally:
-        for uas in sipps:
-            uas.stop()
-        await ep.close()
 
 
 async def test_every_server_503_records_retry_after(sipp_bin: str, tmp_path: Path) -> None:
@@ -618,17 +629,7 @@ async def test_every_server_503_records_retry_after(sipp_bin: str, tmp_path: Pat
     names each one and keeps the shortest Retry-After."""
     first = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "120"})
     second = unstarted(tmp_path, "uas_unavailable.xml", keys={"retry_after": "30"})
-    sipps = [first, second]
-    ep = SipEndpoint(
-        host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(first.port, second.port)
-    )
-    try:
-        for uas in sipps:
-            uas.start()
-        await ep.start()
-        call = ep.create_call(
-            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
-        )
+    async with call_to_cluster(first, second) as call:
         assert await call.setup() is False
         assert (call.status_code, call.outcome) == (503, Outcome.FAILED)
         assert call.retry_after == 30
@@ -638,25 +639,13 @@ async def test_every_server_503_records_retry_after(sipp_bin: str, tmp_path: Pat
         )
         assert await sipp_done(first) == 0 and await sipp_done(second) == 0
         assert methods_received(first) == methods_received(second) == ["INVITE", "ACK"]
-    finally:
-        for uas in sipps:
-            uas.stop()
-        await ep.close()
 
 
 async def test_unreachable_server_fails_over_to_the_next(sipp_bin: str, tmp_path: Path) -> None:
     """RFC 3263 §4.3: a transport error (ICMP port unreachable) also moves on."""
     closed = free_port()
     good = unstarted(tmp_path, "uas_answer.xml")
-    sipps = [good]
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5, locator=cluster(closed, good.port))
-    try:
-        for uas in sipps:
-            uas.start()
-        await ep.start()
-        call = ep.create_call(
-            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
-        )
+    async with call_to_cluster(closed, good, t1=0.5, t2=4.0) as call:
         started = time.monotonic()
         assert await asyncio.wait_for(call.setup(), 5) is True
         assert time.monotonic() - started < 1.0  # the ICMP error, not Timer A or B
@@ -664,35 +653,17 @@ async def test_unreachable_server_fails_over_to_the_next(sipp_bin: str, tmp_path
         assert await sipp_done(good) == 0, good.errors()
         assert methods_received(good) == ["INVITE", "ACK", "BYE"]
         assert call.error is None and call.retry_after is None
-    finally:
-        for uas in sipps:
-            uas.stop()
-        await ep.close()
 
 
 async def test_server_that_rang_is_not_failed_over(sipp_bin: str, tmp_path: Path) -> None:
     """A 503 after the callee rang is final: the next server could ring it twice."""
     ringing = unstarted(tmp_path, "uas_ring_then_unavailable.xml")
     good = unstarted(tmp_path, "uas_answer.xml")
-    sipps = [ringing, good]
-    ep = SipEndpoint(
-        host="127.0.0.1", port=0, t1=T1, t2=T2, locator=cluster(ringing.port, good.port)
-    )
-    try:
-        for uas in sipps:
-            uas.start()
-        await ep.start()
-        call = ep.create_call(
-            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
-        )
+    async with call_to_cluster(ringing, good) as call:
         assert await call.setup() is False
         assert call.status_code == 503
         assert await sipp_done(ringing) == 0, ringing.errors()
         assert good.received() == []
-    finally:
-        for uas in sipps:
-            uas.stop()
-        await ep.close()
 
 
 async def test_redirect_tries_contacts_by_q_value(endpoint: SipEndpoint, tmp_path: Path) -> None:
