@@ -99,6 +99,15 @@ class RtpSink:
                 return
             self.rtcp_packets.append(data)
 
+    async def first_sender_port(self, within: float = 5.0) -> int:
+        """Wait (up to `within` s) for the first RTP packet; the port it came from."""
+        for _ in range(max(1, round(within / 0.02))):
+            if self.packets:
+                break
+            await asyncio.sleep(0.02)
+        assert self.packets, "no RTP from ringcast"
+        return int(self.packets[0].addr[1])
+
     def close(self) -> None:
         loop = asyncio.get_running_loop()
         for s in (self.rtp, self.rtcp):

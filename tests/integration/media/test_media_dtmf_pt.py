@@ -47,12 +47,7 @@ async def test_events_received_on_our_type_sent_on_theirs(
     job = job_to(uas.uri("alice"))
     try:
         call = asyncio.create_task(place_call(job, prompt, ctx))
-        for _ in range(250):  # up to 5 s for the answer and the first packet
-            if sink.packets:
-                break
-            await asyncio.sleep(0.02)
-        assert sink.packets, "no RTP from ringcast"
-        ours = sink.packets[0].addr[1]  # ringcast's RTP port (the offer's m=audio)
+        ours = await sink.first_sender_port()  # ringcast's RTP port (the offer's m=audio)
         # One audio packet first: ringcast latches on it (symmetric RTP), connects
         # and attaches its socket filter, which must then let PT 101 through.
         sink.rtp.sendto(
