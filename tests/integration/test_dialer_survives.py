@@ -10,9 +10,11 @@ rescued call stopped the next dialer the same way."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from conftest import free_port
 from sipp import SippUas
@@ -70,3 +72,27 @@ async def test_a_call_that_cannot_be_placed_fails_alone(
         finally:
             await dialer.stop(grace=1)
     assert uas.invites_per_user() == {"good": 1}
+
+
+async def test_a_dialer_loop_that_died_does_not_stop_the_shutdown(
+    store: Store, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() still drains calls, stops the writer and unregisters the node when one
+    of the dialer's loops had ended with an error (as the LISTEN loop did on
+    asyncpg's "connection is closed" after a database cut)."""
+    caplog.set_level(logging.INFO, logger="ringcast.dialer.service")
+    settings = Settings.from_sources(
+        {"db": db_url, "sip": f"127.0.0.1:{free_port()}", "rtp_ports": "47120-47139"}, env={}
+    )
+    dialer = Dialer(settings, store)
+    await dialer.start()
+
+    async def dies() -> None:
+        raise RuntimeError("connection is closed")
+
+    broken = asyncio.create_task(dies(), name="dialer-broken")
+    await asyncio.sleep(0)
+    dialer._tasks.append(broken)
+    await asyncio.wait_for(dialer.stop(grace=1), 20)
+    assert "dialer task dialer-broken had failed" in caplog.text
+    assert f"dialer {dialer.node_id} stopped" in caplog.text  # the shutdown ran to its end

@@ -4,7 +4,9 @@ batched per kind, yet every call's writes apply in the order submitted."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from dbrows import insert_request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,3 +64,36 @@ async def test_one_batch_keeps_each_calls_order(store: Store) -> None:
     async with store.session(readonly=True) as s, s.begin():
         rows = {r.id: r.result for r in await s.execute(sa.select(calls_table))}
     assert rows == {a.id: "completed", b.id: "dialing"}
+
+
+async def test_a_lost_database_is_waited_out_in_the_one_by_one_retry(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch fails for a reason of its own, then the database drops while its
+    writes are retried one by one: each write still lands once it is back,
+    instead of failing its caller (a dialer's progress update) with the outage."""
+    await insert_request(store, 2, {"playlist": [{"pause": 1}]})
+    node = Fence("n", await queue.register_node(store, "n"))
+    a, b = await queue.claim_calls(store, node, 2)
+    writer = GroupWriter(store)
+    real_commit = writer._commit
+    failures = [ValueError("one bad write in the batch"), ConnectionResetError(104, "reset")]
+
+    async def flaky_commit(batch: list[Any]) -> None:
+        if failures:
+            raise failures.pop(0)
+        await real_commit(batch)
+
+    monkeypatch.setattr(writer, "_commit", flaky_commit)
+    futures = [
+        asyncio.ensure_future(writer.update_call(a.id, node, {"result": "ringing"})),
+        asyncio.ensure_future(writer.update_call(b.id, node, {"result": "ringing"})),
+    ]
+    await asyncio.sleep(0)
+    writer.start()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*futures), 30)
+    finally:
+        await writer.stop()
+    assert results == [True, True]
+    assert failures == []

@@ -153,8 +153,12 @@ class Dialer:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await t
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a loop that died must not stop the shutdown
+                log.exception("dialer task %s had failed", t.get_name())
         pending = [c.task for c in self.live.values() if c.task is not None]
         if pending:
             log.info("dialer stopping: %d calls in progress, grace %.0fs", len(pending), grace)
@@ -536,7 +540,8 @@ class Dialer:
                 while not self._stop.is_set():
                     await asyncio.sleep(5.0)
                     await conn.execute("SELECT 1")  # notice a lost connection
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # InterfaceError: asyncpg's own "connection is closed" after a cut
                 log.warning("LISTEN %s lost (%s); polling meanwhile", WORK_CHANNEL, exc)
                 await asyncio.sleep(2.0)
             finally:

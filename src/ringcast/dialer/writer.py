@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.store import queue
-from ringcast.store.db import CONNECTION_ERRORS, Store
+from ringcast.store.db import Store, lost_database
 from ringcast.store.queue import CallUpdate, DialStart, Fence, Start
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ class GroupWriter:
             except Exception:  # noqa: BLE001 - retried one by one below
                 log.warning("group commit of %d writes failed; retrying singly", len(batch))
                 for item in batch:
-                    try:
-                        await self._commit([item])
+                    try:  # a database lost meanwhile is waited out here too
+                        await self._commit_retrying([item])
                     except Exception as exc:  # noqa: BLE001 - reported to the submitter
                         if not item.fut.done():
                             item.fut.set_exception(exc)
@@ -123,8 +123,8 @@ class GroupWriter:
             try:
                 await self._commit(batch)
                 return
-            except CONNECTION_ERRORS as exc:
-                if waited >= OUTAGE_PATIENCE:
+            except Exception as exc:
+                if not lost_database(exc) or waited >= OUTAGE_PATIENCE:
                     raise
                 if waited == 0.0:
                     log.warning("database unreachable (%s); holding %d writes", exc, len(batch))

@@ -205,8 +205,13 @@ CONNECTION_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
 def lost_database(exc: BaseException) -> bool:
-    """True when `exc` (or the driver error a StoreError wraps) is a CONNECTION_ERROR."""
-    return isinstance(exc, CONNECTION_ERRORS) or isinstance(exc.__cause__, CONNECTION_ERRORS)
+    """True when `exc`, or the error it wraps, is a CONNECTION_ERROR, or SQLAlchemy
+    found the connection gone (`connection_invalidated`, whatever class it raised)."""
+    return (
+        isinstance(exc, CONNECTION_ERRORS)
+        or isinstance(exc.__cause__, CONNECTION_ERRORS)
+        or bool(getattr(exc, "connection_invalidated", False))
+    )
 
 
 class _Wrap:
