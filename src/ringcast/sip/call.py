@@ -1,9 +1,11 @@
 """One outbound call, UAC side: INVITE -> 1xx -> final -> ACK -> BYE / CANCEL.
 
-Built on the client transactions (:mod:`ringcast.sip.transaction`) and the
-dialog (:mod:`ringcast.sip.dialog`). The decision for every INVITE response is
-taken by the pure :func:`next_invite_step`; :class:`OutboundCall` applies it
-(STYLE habit 4). Call state changes go through one ``_set_state``.
+The owner of the call: it holds the dialog (:mod:`ringcast.sip.dialog`), the
+client transactions it starts (:mod:`ringcast.sip.transaction`), its named
+timers and the offer/answer state (:mod:`ringcast.sip.offer_answer`). Every
+decision (a response, a callee's request, a timer, a hang-up) is taken by a
+pure function of :mod:`ringcast.sip.uac_logic`; this class applies it (STYLE
+habit 4), and its state changes go through one ``_set_state``.
 
 RFC 3261 §13.2 (UAC INVITE), §9.1 (CANCEL), §15.1.1 (BYE), §22.2 (digest),
 §8.1.3.4 (3xx redirect); RFC 3263 §4.3 (failover to the next server); RFC 4028
@@ -13,8 +15,6 @@ session timers; RFC 6086 INFO.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import functools
 import logging
 import random
@@ -24,21 +24,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import (
     CaseInsensitiveDict,
     parse_address,
-    parse_params,
     stringify_address,
     stringify_uri,
 )
 from aiosipua.message import SipRequest, SipResponse
-from aiosipua.sdp import serialize_sdp
 
 from ringcast.domain import Outcome
+from ringcast.sip import session_timer
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
-from ringcast.sip.digest import AuthFailure, DigestSession
+from ringcast.sip.digest import AuthAttempt, AuthFailure, DigestSession
 from ringcast.sip.endpoint import (
     ALLOW,
     Destination,
@@ -47,24 +45,34 @@ from ringcast.sip.endpoint import (
     new_tag,
     uri_transport,
 )
-from ringcast.sip.sdp import (
-    TELEPHONE_EVENT_PT,
-    MediaAnswer,
-    MediaOffer,
-    build_answer_message,
-    build_offer,
-    build_offer_message,
-    new_session_id,
-    parse_answer,
-)
+from ringcast.sip.offer_answer import OfferAnswer
+from ringcast.sip.sdp import MediaAnswer, MediaOffer
 from ringcast.sip.transaction import ClientTransaction, SyntheticResponse
+from ringcast.sip.uac_logic import (
+    Attempt,
+    CallState,
+    CallTimer,
+    HangupStep,
+    InDialogStep,
+    InviteStep,
+    InviteView,
+    RequestStep,
+    TimerStep,
+    attempt_after_provisional,
+    hangup_step,
+    in_dialog_step,
+    next_invite_step,
+    request_step,
+    timer_step,
+)
 
 if TYPE_CHECKING:
     from ringcast.sip.endpoint import SipEndpoint
 
+__all__ = ["CallSpec", "CallState", "OutboundCall", "parse_dtmf_info", "retry_after"]
+
 logger = logging.getLogger(__name__)
 
-MIN_SESSION_REFRESH = 1.0  # seconds: never refresh a session more often than this
 MAX_REDIRECT_TARGETS = 4  # Contacts of a 3xx tried in turn (§8.1.3.4)
 MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
 MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
@@ -128,79 +136,6 @@ class CallSpec:
             f"transport={self.transport!r}, username={self.username!r}, "
             f"password={'***' if self.password else None}, ring_timeout={self.ring_timeout})"
         )
-
-
-class CallState(enum.Enum):
-    """Where one outbound call is; ``on_state`` hears every change."""
-
-    CALLING = "calling"  # INVITE sent, nothing but 100 yet
-    RINGING = "ringing"  # first 18x seen
-    ANSWERED = "answered"  # 2xx ACKed, dialog confirmed
-    ENDING = "ending"  # our BYE or CANCEL is out
-    ENDED = "ended"
-
-
-class InviteStep(enum.Enum):
-    """What to do with a response to our INVITE (decided by :func:`next_invite_step`)."""
-
-    PROVISIONAL = "provisional"
-    ANSWER = "answer"
-    ANSWER_THEN_BYE = "answer-then-bye"  # a 2xx crossed our CANCEL / hangup
-    AUTHENTICATE = "authenticate"
-    REDIRECT = "redirect"
-    FAIL_OVER = "fail-over"  # RFC 3263 §4.3: the same INVITE to the next server
-    NEXT_CONTACT = "next-contact"  # §8.1.3.4: the next Contact of the 3xx followed
-    FINAL = "final"
-    IGNORE = "ignore"
-
-
-def next_invite_step(
-    status: int,
-    *,
-    synthetic: bool,
-    state: CallState,
-    canceling: bool,
-    has_credentials: bool,
-    auth_tried: bool,
-    redirected: bool,
-    has_contact: bool,
-    can_fail_over: bool = False,
-    contacts_left: bool = False,
-) -> InviteStep:
-    """Decide what a response to our INVITE means (pure: no I/O, no mutation).
-
-    - 1xx: provisional (§13.2.2.1); 2xx: answer, or ACK+BYE when we already
-      canceled (§9.1: a 200 may cross the CANCEL);
-    - 401/407 with credentials: retry with digest (§22.2, §22.3) until
-      ``auth_tried`` says the rounds are used up (:data:`MAX_AUTH_ROUNDS`); which
-      challenges can be answered (a new realm, a stale nonce) is
-      :class:`~ringcast.sip.digest.DigestSession`'s call;
-    - 3xx with a Contact, once: follow its best Contact (§8.1.3.4); when that
-      target fails (3xx-5xx, a transport error or timeout) and
-      ``contacts_left``, the next Contact; a 6xx is final (global failure,
-      §21.6: no other Contact will do better, as for a proxy, §16.7 step 5);
-    - 503, a transport failure (synthetic 503) or Timer B (synthetic 408), when
-      ``can_fail_over`` (another server of the target is left and the callee
-      was not reached: no 101-199 beyond 100): the next server (RFC 3263 §4.3);
-    - everything else >= 300: final.
-    """
-    if state is CallState.ENDED:
-        return InviteStep.IGNORE
-    if status < 200:
-        return InviteStep.IGNORE if synthetic else InviteStep.PROVISIONAL
-    if status < 300:
-        return InviteStep.ANSWER_THEN_BYE if canceling else InviteStep.ANSWER
-    if canceling:
-        return InviteStep.FINAL
-    if can_fail_over and (status == 503 or (synthetic and status == 408)):
-        return InviteStep.FAIL_OVER
-    if not synthetic and status in (401, 407) and has_credentials and not auth_tried:
-        return InviteStep.AUTHENTICATE
-    if not synthetic and 300 <= status < 400 and has_contact and not redirected:
-        return InviteStep.REDIRECT
-    if contacts_left and status < 600:
-        return InviteStep.NEXT_CONTACT
-    return InviteStep.FINAL
 
 
 def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
@@ -272,12 +207,21 @@ class OutboundCall:
     503, a transport failure or Timer B moves the INVITE to the next one
     (§4.3); ``retry_after`` keeps the shortest Retry-After of the 503s, and
     ``error`` names every server tried when none answered otherwise.
-    ``ended`` is set when the call is over for any reason.
+    ``ended`` is set when the call is over for any reason; ``ended_at`` is
+    when the session ended: for our BYE, when it was sent (§15.1.1), not when
+    (or whether) the callee answered it.
 
     ``on_media`` hears every remote media description accepted after the
     answer (a re-INVITE or UPDATE offer, or the answer in the ACK of a
     re-INVITE we answered with an offer, RFC 3264 §8): the owner re-aims its
     RTP stream there. ``answer`` always holds the latest one.
+
+    Besides ``state`` (:class:`CallState`) and ``attempt`` (:class:`Attempt`,
+    how far the current INVITE got), the call keeps facts for the record
+    only: ``canceled_by_us`` (we sent or meant a CANCEL), ``local_failure``
+    (the final status was made up locally: Timer B, a transport error) and
+    ``ended_by``. Once ended, it drops its listeners, timers and transactions,
+    so nothing refers back to it and reference counting frees it.
     """
 
     def __init__(
@@ -296,9 +240,8 @@ class OutboundCall:
         self.on_media = on_media
         self.call_id = endpoint.new_call_id()
         self.local_tag = new_tag()
-        self.state = CallState.CALLING
-        self.answer: MediaAnswer | None = None
-        self.early_answer: MediaAnswer | None = None
+        self.state = CallState.IDLE
+        self.attempt = Attempt.LOCATING
         self.dialog: Dialog | None = None
         self.ended = asyncio.Event()
         self.invite_sent_at: datetime | None = None
@@ -310,13 +253,11 @@ class OutboundCall:
         self.ended_by: str | None = None
         self.error: str | None = None
         self.hangup_reason: str | None = None
-        self.local_failure = False  # the final status was made up locally (Timer B, transport)
+        self.local_failure = False
         self.dtmf_info: list[str] = []
-        self.session_expires: int | None = None
-        self.session_refresher: str | None = None
         self.retry_after: int | None = None  # seconds, from the 503s (RFC 3261 §21.5.4)
 
-        self._media = dataclasses.replace(spec.media, codecs=list(spec.media.codecs))
+        self._sdp = OfferAnswer(spec.media)
         self._to = parse_address(spec.to)
         if not _SIP_URI.search(spec.to):
             raise ValueError(f"to must be a sip: URI, not {spec.to!r}")
@@ -331,30 +272,20 @@ class OutboundCall:
         self._dest: Destination | None = None
         self._next_servers: list[Destination] = []  # RFC 3263 §4.3: tried after _dest fails
         self._failed_servers: list[str] = []  # "host:port why", for the error
-        self._provisional_seen = False
-        self._cancel_pending = False
-        self._cancel_sent = False
-        self._redirected = False
+        self._redirected = False  # a 3xx was followed (only one is, §8.1.3.4)
         self._redirect_targets: list[str] = []  # Contacts of the 3xx followed, not tried yet
-        self._reached = False  # this attempt's server sent a 101-199: the callee was reached
         self._from_user: str | None = None
         self._digest = DigestSession(spec.username or "", spec.password or "")
+        self._invite_auth: AuthAttempt = self._digest.attempt()
         self._ack: tuple[bytes, Destination] | None = None
-        self._ring_timer: asyncio.TimerHandle | None = None
-        self._cancel_guard: asyncio.TimerHandle | None = None
-        self._duration_timer: asyncio.TimerHandle | None = None
-        self._refresh_timer: asyncio.TimerHandle | None = None
+        self._timers: dict[CallTimer, asyncio.TimerHandle] = {}
+        self._session_timer: session_timer.SessionTimer | None = None
         self._refresh_pending: str | None = None  # method of our session refresh in flight
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
-        self._bye_done: asyncio.Future[None] | None = None
-        self._started = False
-        self._resolving = False
-        self._bye_auth_tried = False
+        self._bye_done: asyncio.Future[None] | None = None  # our BYE, once sent
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
         self._hops: dict[str, Destination] = {}  # dialog next-hop URI -> resolved (RFC 3263)
         self._hop_failures: dict[str, str] = {}  # next-hop URI -> why it cannot be resolved
-        self._session_id = new_session_id()
-        self._sdp_version = 1
         self._peer_allows_update = False
         self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
         # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
@@ -385,10 +316,31 @@ class OutboundCall:
         return self.answered_at is not None
 
     @property
+    def answer(self) -> MediaAnswer | None:
+        """The callee's current media description (None until answered)."""
+        return self._sdp.answer
+
+    @property
+    def early_answer(self) -> MediaAnswer | None:
+        return self._sdp.early_answer
+
+    @property
     def signalling_host(self) -> str | None:
         """The IP the call's INVITE went to (the callee, or the proxy or SBC in front
         of it): an RTP source the media plane may latch to behind NAT."""
         return self._dest.host if self._dest is not None else None
+
+    @property
+    def session_expires(self) -> int | None:
+        """The RFC 4028 session interval in force (seconds), if any."""
+        return self._session_timer.interval if self._session_timer is not None else None
+
+    @property
+    def session_refresher(self) -> str | None:
+        """Who refreshes the session, in RFC 4028 terms of our INVITE: uac (us) or uas."""
+        if self._session_timer is None:
+            return None
+        return "uac" if self._session_timer.we_refresh else "uas"
 
     async def setup(self) -> bool:
         """Send the INVITE and wait for the outcome (§13.2).
@@ -397,14 +349,10 @@ class OutboundCall:
         (rejected, busy, timed out, canceled, unreachable). Cancelling the
         awaiting task cancels the call (CANCEL or BYE in the background).
         """
-        if not self._started:
-            self._started = True
-            if self.state is CallState.ENDED:
-                return False
-            self.invite_sent_at = _now()
         try:
-            if self._dest is None and self._invite is None and not self._resolving:
-                self._resolving = True
+            if self.state is CallState.IDLE:
+                self.invite_sent_at = _now()
+                self._set_state(CallState.CALLING)
                 await self._send_first_invite()
             return await asyncio.shield(self._setup_done)
         except asyncio.CancelledError:
@@ -422,21 +370,16 @@ class OutboundCall:
         """
         if self.hangup_reason is None:
             self.hangup_reason = reason
-        if self.state is CallState.ENDED:
+        step = hangup_step(self.state, self.attempt)
+        if step is HangupStep.NOTHING:
             return
-        if not self._started:
-            self._started = True
-            self.canceled_by_us = True
-            self._finish_unanswered(487, "Request Terminated", ended_by="local")
+        if step is HangupStep.BYE:
+            await self._send_bye()
             return
-        if self.state in (CallState.CALLING, CallState.RINGING):
-            self._begin_cancel()
+        if step is not HangupStep.WAIT:
+            self._cancel_unanswered(step)
+        if not self.ended.is_set():
             await self._wait_ended()
-            return
-        if self.state is CallState.ENDING:
-            await self._wait_ended()
-            return
-        await self._send_bye()
 
     def uses_tcp_peer(self, addr: tuple[str, int]) -> bool:
         """Whether this call's requests go to ``addr`` over TCP."""
@@ -462,7 +405,7 @@ class OutboundCall:
         """Alias of :meth:`hangup` while the call is not answered."""
         await self.hangup("canceled")
 
-    # --- state ------------------------------------------------------------------
+    # --- state and timers -------------------------------------------------------
 
     def _set_state(self, new: CallState) -> None:
         old = self.state
@@ -482,6 +425,40 @@ class OutboundCall:
                 self.on_state(new)
             except Exception:  # a listener bug must not break signalling
                 logger.exception("on_state callback failed for call %s", self.call_id)
+
+    def _start_timer(self, timer: CallTimer, delay: float) -> None:
+        self._stop_timer(timer)
+        self._timers[timer] = self.endpoint.loop.call_later(delay, self._on_timer, timer)
+
+    def _stop_timer(self, timer: CallTimer) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _on_timer(self, timer: CallTimer) -> None:
+        """A call timer fired: :func:`timer_step` decides, this applies."""
+        self._timers.pop(timer, None)
+        step = timer_step(self.state, timer)
+        if step is TimerStep.CANCEL:
+            logger.info("call %s: ring timeout after %s s", self.call_id, self.spec.ring_timeout)
+            if self.hangup_reason is None:
+                self.hangup_reason = "ring-timeout"
+            self._cancel_unanswered(hangup_step(self.state, self.attempt))
+        elif step is TimerStep.GIVE_UP_INVITE:
+            if self._invite_txn is not None:
+                self.endpoint.transaction_give_up(self._invite_txn)
+        elif step is TimerStep.BYE:
+            why = "max-duration" if timer is CallTimer.MAX_DURATION else "session-expired"
+            if timer is CallTimer.MAX_DURATION:
+                logger.info(
+                    "call %s: max duration %s s reached", self.call_id, self.spec.max_duration
+                )
+            else:
+                logger.info("call %s: session expired without a refresh (RFC 4028)", self.call_id)
+            self.hangup_reason = self.hangup_reason or why
+            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-{why}-{self.call_id}")
+        elif step is TimerStep.REFRESH:
+            self._send_refresh()
 
     async def _wait_ended(self) -> None:
         bound = self.endpoint.timers.b * 2 + 1.0
@@ -504,25 +481,26 @@ class OutboundCall:
         target = self.spec.proxy or self._request_uri
         try:
             servers = await self.endpoint.locate(target, self.spec.transport)
-            self._dest, self._next_servers = servers[0], servers[1:]
         except (OSError, ValueError) as exc:
+            if self.state is CallState.ENDED:
+                return
             self.error = f"cannot resolve {target}: {exc}"
             self.local_failure = True
             self._finish_unanswered(503, "Service Unavailable", ended_by=None)
             return
-        if self.state is CallState.ENDED:
+        if self.state is CallState.ENDED:  # hung up while the target was looked up
             return
+        self._dest, self._next_servers = servers[0], servers[1:]
         local_host = self.endpoint.local_host_for(self._dest)
         from_value, user = from_header(self.spec.from_, local_host)
         self._from_user = user
         self._from_value = f"{from_value};tag={self.local_tag}"
         self._contact = self.endpoint.contact_for(self._dest, user)
-        if self._media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
-            self._media = dataclasses.replace(self._media, host=local_host)
+        if self._sdp.media.host in ("0.0.0.0", "") or self.endpoint.public_ip:
+            self._sdp.set_host(local_host)
+        self.attempt = Attempt.SENT
         self._send_invite()
-        self._ring_timer = self.endpoint.loop.call_later(
-            self.spec.ring_timeout, self._on_ring_timeout
-        )
+        self._start_timer(CallTimer.RING, self.spec.ring_timeout)
 
     def _build_invite(self, *, same_cseq: bool = False) -> SipRequest:
         if not same_cseq:
@@ -545,9 +523,7 @@ class OutboundCall:
         for name, value in self._digest.headers("INVITE", self._request_uri):
             h.append(name, value)  # Proxy-Authorization first, then Authorization
         h.append("Content-Type", "application/sdp")
-        body = build_offer(
-            self._media, session_version=self._sdp_version, session_id=self._session_id
-        )
+        body = self._sdp.initial_offer()
         return SipRequest(headers=h, body=body, method="INVITE", uri=self._request_uri)
 
     def _send_invite(self, *, same_cseq: bool = False) -> None:
@@ -557,6 +533,21 @@ class OutboundCall:
             self._invite, self._dest, self._on_invite_response
         )
 
+    def _invite_view(self) -> InviteView:
+        return InviteView(
+            state=self.state,
+            attempt=self.attempt,
+            has_credentials=self._has_credentials,
+            auth_exhausted=self._invite_auth.exhausted,
+            redirected=self._redirected,
+            servers_left=bool(self._next_servers),
+            contacts_left=bool(self._redirect_targets),
+        )
+
+    @property
+    def _has_credentials(self) -> bool:
+        return bool(self.spec.username and self.spec.password is not None)
+
     def _on_invite_response(self, response: SipResponse) -> None:
         """TU callback for every response to the current INVITE transaction."""
         if self._invite is None:
@@ -564,15 +555,9 @@ class OutboundCall:
         step = next_invite_step(
             response.status_code,
             synthetic=isinstance(response, SyntheticResponse),
-            state=self.state,
-            canceling=self.canceled_by_us,
-            has_credentials=bool(self.spec.username and self.spec.password is not None),
-            auth_tried=self._digest.exhausted,
-            redirected=self._redirected,
             has_contact=300 <= response.status_code < 400
             and bool(redirect_targets(response, limit=1, skip=self._request_uri)),
-            can_fail_over=bool(self._next_servers) and not self._reached,
-            contacts_left=bool(self._redirect_targets),
+            view=self._invite_view(),
         )
         if step is InviteStep.PROVISIONAL:
             self._on_provisional(response)
@@ -592,9 +577,9 @@ class OutboundCall:
             self._on_final(response)
 
     def _on_provisional(self, response: SipResponse) -> None:
-        self._provisional_seen = True
         status = response.status_code
-        self._reached = self._reached or status > 100
+        before = self.attempt
+        self.attempt = attempt_after_provisional(before, status)
         to = response.to_addr
         if status > 100 and to is not None and to.tag and self._invite is not None:
             if self.dialog is None:
@@ -603,15 +588,13 @@ class OutboundCall:
                 self.dialog.update_early(response)
         if response.body and "sdp" in (response.content_type or "").lower():
             try:
-                self.early_answer = self._as_answer_to_us(
-                    parse_answer(response.body, self._media.codecs)
-                )
+                self._sdp.early_answer = self._sdp.answer_to_us(response.body)
             except ValueError as exc:
                 logger.info("call %s: ignoring early SDP: %s", self.call_id, exc)
         if status >= 180 and self.state is CallState.CALLING:
             self._set_state(CallState.RINGING)
-        if self._cancel_pending and not self._cancel_sent:
-            self._send_cancel()
+        if self.state is CallState.CANCELING and before is Attempt.SENT:
+            self._send_cancel()  # §9.1: the CANCEL waited for this first provisional
 
     def _on_2xx(self, response: SipResponse, *, keep: bool) -> None:
         invite = self._invite
@@ -646,20 +629,18 @@ class OutboundCall:
         """The 2xx's dialog is confirmed and its next hop known: ACK, then answer or BYE."""
         if self.state is CallState.ENDED:
             return
-        keep = keep and not self.canceled_by_us  # hung up while the next hop was looked up
+        keep = keep and self.state is not CallState.CANCELING  # hung up meanwhile
         self.status_code = response.status_code
         self.reason = response.reason_phrase or reason_phrase(response.status_code)
         self._send_ack(response)
-        self._stop_ring_timer()
+        self._stop_timer(CallTimer.RING)
         self._parse_session_timer(response)
         if keep:
             try:
                 if response.body:
-                    self.answer = self._as_answer_to_us(
-                        parse_answer(response.body, self._media.codecs)
-                    )
-                elif self.early_answer is not None:
-                    self.answer = self.early_answer
+                    self._sdp.answer = self._sdp.answer_to_us(response.body)
+                elif self._sdp.early_answer is not None:
+                    self._sdp.answer = self._sdp.early_answer
                 else:
                     raise ValueError("2xx carries no SDP answer and no early SDP was seen")
             except ValueError as exc:
@@ -674,9 +655,7 @@ class OutboundCall:
         self._set_state(CallState.ANSWERED)
         self._resolve_setup(True)
         if self.spec.max_duration is not None:
-            self._duration_timer = self.endpoint.loop.call_later(
-                self.spec.max_duration, self._on_max_duration
-            )
+            self._start_timer(CallTimer.MAX_DURATION, self.spec.max_duration)
         self._arm_session_refresh()
 
     def _on_2xx_unroutable(self, response: SipResponse, why: str) -> None:
@@ -770,10 +749,10 @@ class OutboundCall:
         Every realm answered so far is answered again on the new INVITE (a
         proxy's 407 and the callee's 401, §22.3); a realm challenged again ends
         the call unless its nonce was merely stale (once). The rounds are bounded
-        (``next_invite_step`` stops at MAX_AUTH_ROUNDS), so no challenge loop.
+        (:data:`~ringcast.sip.digest.MAX_AUTH_ROUNDS`), so no challenge loop.
         """
         try:
-            realms = self._digest.on_challenge(response)
+            realms = self._invite_auth.on_challenge(response)
         except AuthFailure as exc:
             self.error = str(exc)  # names realms, never the password
             self._on_final(response)
@@ -806,7 +785,7 @@ class OutboundCall:
             self._failed_servers[-1],
             self._dest,
         )
-        self._provisional_seen = False
+        self.attempt = Attempt.SENT
         self._send_invite(same_cseq=True)
 
     def _note_failed_server(self, response: SipResponse) -> None:
@@ -851,19 +830,15 @@ class OutboundCall:
         """A new INVITE (new transaction, CSeq + 1) to a redirect target."""
         self._request_uri = target
         self.dialog = None
-        self._reached = False
+        self.attempt = Attempt.LOCATING
         self._digest.reset()
+        self._invite_auth = self._digest.attempt()
         self.endpoint.spawn(
             self._send_redirected_invite(target), name=f"sip-redirect-{self.call_id}"
         )
 
     async def _send_redirected_invite(self, target: str) -> None:
-        if self.state is CallState.ENDED:
-            return
-        if self.canceled_by_us:
-            # Canceled between the 3xx and the new INVITE: the CANCEL had no
-            # transaction to end, so the call ends here, as if 487 had come.
-            self._finish_unanswered(487, "Request Terminated", ended_by="local")
+        if self.state is CallState.ENDED:  # hung up (or timed out) meanwhile
             return
         if not self.spec.proxy:
             # The Contact's ;transport= (and maddr) say how to reach it (RFC 3263
@@ -872,6 +847,8 @@ class OutboundCall:
             try:
                 servers = await self.endpoint.locate(target, transport)
             except (OSError, ValueError) as exc:
+                if self.ended.is_set():  # hung up while the target was looked up
+                    return
                 why = f"cannot resolve redirect target {target}: {exc}"
                 if self._redirect_targets:  # §8.1.3.4: a failure too; on to the next Contact
                     logger.info("call %s: %s", self.call_id, why)
@@ -881,10 +858,12 @@ class OutboundCall:
                 self.local_failure = True
                 self._finish_unanswered(503, "Service Unavailable", ended_by=None)
                 return
+            if self.ended.is_set():
+                return
             self._dest, self._next_servers = servers[0], servers[1:]
             # Via and Contact name the transport the callee answers on (§8.1.1.8).
             self._contact = self.endpoint.contact_for(self._dest, self._from_user)
-        self._provisional_seen = False
+        self.attempt = Attempt.SENT
         self._send_invite()
 
     def _on_final(self, response: SipResponse) -> None:
@@ -903,9 +882,9 @@ class OutboundCall:
         elif self.canceled_by_us and status == 487:
             ended_by = "local"
         elif status in (401, 407) and self.error is None:
-            if self._digest.rounds:
+            if self._invite_auth.rounds:
                 self.error = (
-                    f"authentication failed: still challenged after {self._digest.rounds} "
+                    f"authentication failed: still challenged after {self._invite_auth.rounds} "
                     "rounds of credentials"
                 )
             else:
@@ -923,9 +902,6 @@ class OutboundCall:
     def _finish_unanswered(self, status: int, reason: str, *, ended_by: str | None) -> None:
         self.status_code = status
         self.reason = reason or reason_phrase(status)
-        self._stop_ring_timer()
-        if self._cancel_guard is not None:
-            self._cancel_guard.cancel()
         self._resolve_setup(False)
         self._end(ended_by)
 
@@ -934,58 +910,44 @@ class OutboundCall:
             self._setup_done.set_result(value)
 
     def _end(self, ended_by: str | None) -> None:
+        """The call is over: stop its timers, drop what refers back to it (so reference
+        counting frees it, no cycle left for the collector), tell the owner, forget it."""
         if self.state is CallState.ENDED:
             return
         self.ended_by = ended_by
-        self.ended_at = _now()
-        for handle in (
-            self._ring_timer,
-            self._duration_timer,
-            self._refresh_timer,
-            self._reinvite_timer,
-            self._cancel_guard,
-        ):
-            if handle is not None:
-                handle.cancel()
+        if self.ended_at is None:  # our BYE set it when it was sent (§15.1.1)
+            self.ended_at = _now()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self._reinvite_timer is not None:
+            self._reinvite_timer.cancel()
+            self._reinvite_timer = None
         if self.dialog is not None:
             self.dialog.terminate()
         self._resolve_setup(False)
         self._set_state(CallState.ENDED)
+        self.on_state = self.on_dtmf = self.on_media = None
         self.ended.set()
         self.endpoint.forget_call(self)
 
-    # --- ring timeout, CANCEL ---------------------------------------------------
+    # --- hanging up before the answer: CANCEL ----------------------------------
 
-    def _stop_ring_timer(self) -> None:
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-            self._ring_timer = None
-
-    def _on_ring_timeout(self) -> None:
-        self._ring_timer = None
-        if self.state in (CallState.CALLING, CallState.RINGING):
-            logger.info("call %s: ring timeout after %s s", self.call_id, self.spec.ring_timeout)
-            if self.hangup_reason is None:
-                self.hangup_reason = "ring-timeout"
-            self._begin_cancel()
-
-    def _begin_cancel(self) -> None:
-        """CANCEL now if a provisional was seen, else as soon as one is (§9.1)."""
+    def _cancel_unanswered(self, step: HangupStep) -> None:
+        """Apply a :func:`hangup_step` taken before the answer (§9.1)."""
         self.canceled_by_us = True
-        self._stop_ring_timer()
-        if self._invite is None:  # still resolving: nothing was sent
+        if step is HangupStep.END_UNSENT:  # nothing sent: end as if 487 had come
             self._finish_unanswered(487, "Request Terminated", ended_by="local")
             return
-        if self._provisional_seen:
+        self._stop_timer(CallTimer.RING)
+        self._set_state(CallState.CANCELING)
+        if step is HangupStep.CANCEL:
             self._send_cancel()
-        else:
-            self._cancel_pending = True
+        # CANCEL_LATER: _on_provisional sends it at the first provisional
 
     def _send_cancel(self) -> None:
         invite = self._invite
-        if invite is None or self._cancel_sent or self._dest is None:
-            return
-        self._cancel_sent = True
+        assert invite is not None and self._dest is not None  # an INVITE went out
         h = CaseInsensitiveDict()
         h.append("Via", (invite.headers.get("via") or [""])[0])  # same branch (§9.1)
         h.append("Max-Forwards", "70")
@@ -997,18 +959,9 @@ class OutboundCall:
             h.append("Route", route)
         h.append("User-Agent", self.endpoint.user_agent)
         cancel = SipRequest(headers=h, method="CANCEL", uri=invite.uri)
-        branch = _branch(invite)
-        self.endpoint.start_transaction(cancel, self._dest, None, branch=branch)
-        self._set_state(CallState.ENDING)
+        self.endpoint.start_transaction(cancel, self._dest, None, branch=_branch(invite))
         # §9.1: no final within 64*T1 of the CANCEL -> give up on the INVITE.
-        self._cancel_guard = self.endpoint.loop.call_later(
-            self.endpoint.timers.b, self._on_cancel_guard
-        )
-
-    def _on_cancel_guard(self) -> None:
-        self._cancel_guard = None
-        if self._invite_txn is not None and self.state is not CallState.ENDED:
-            self.endpoint.transaction_give_up(self._invite_txn)
+        self._start_timer(CallTimer.CANCEL_GUARD, self.endpoint.timers.b)
 
     # --- BYE --------------------------------------------------------------------
 
@@ -1129,6 +1082,62 @@ class OutboundCall:
         request.headers.append("User-Agent", self.endpoint.user_agent)
         return request
 
+    def _send_in_dialog(
+        self,
+        method: str,
+        dest: Destination,
+        handler: Callable[[SipRequest, SipResponse, InDialogStep], None],
+        *,
+        sdp: Callable[[], bytes] | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """Send ``method`` inside the dialog; the one digest path of every request
+        after the INVITE (§22.2, §22.3).
+
+        The request carries the credentials the call holds for every realm
+        (cached from the INVITE, §22.3). A 401/407 is answered by the call's
+        :class:`DigestSession` like the INVITE's: the same request with a new
+        CSeq (§22.2), a realm refused twice or rounds used up end the rounds.
+        ``handler`` hears every other response with its :func:`in_dialog_step`.
+        """
+        attempt = self._digest.attempt()
+
+        def send() -> None:
+            body = sdp() if sdp is not None else b""
+            request = self._in_dialog_request(method, body=body, extra=extra)
+            for name, value in self._digest.headers(method, request.uri):
+                request.headers.append(name, value)
+            self.endpoint.send_request(request, dest, functools.partial(on_response, request))
+
+        def on_response(request: SipRequest, response: SipResponse) -> None:
+            step = in_dialog_step(
+                method,
+                response.status_code,
+                synthetic=isinstance(response, SyntheticResponse),
+                can_authenticate=self._has_credentials
+                and not attempt.exhausted
+                and self.dialog is not None,
+            )
+            if step is InDialogStep.AUTHENTICATE:
+                try:
+                    realms = attempt.on_challenge(response)
+                except AuthFailure as exc:
+                    logger.warning("call %s: %s %s", self.call_id, method, exc)
+                    step = InDialogStep.FAILED
+                else:
+                    logger.info(
+                        "call %s: answering %s digest challenge to %s for %s",
+                        self.call_id,
+                        response.status_code,
+                        method,
+                        ", ".join(repr(r) for r in realms),
+                    )
+                    send()
+                    return
+            handler(request, response, step)
+
+        send()
+
     async def _send_bye(self) -> None:
         if self.dialog is None or self.state is CallState.ENDED:
             self._end("local")
@@ -1143,199 +1152,111 @@ class OutboundCall:
             self._end("local")
             self._bye_done.set_result(None)
             return
-        bye = self._in_dialog_request("BYE")
-        self.endpoint.send_request(bye, dest, self._on_bye_response)
+        # §15.1.1: the session is over once the BYE is handed to its transaction,
+        # whether or when the callee answers it (it may never: Timer F).
+        self.ended_at = _now()
+        self._send_in_dialog("BYE", dest, self._on_bye_response)
         await asyncio.shield(self._bye_done)
 
-    def _on_bye_response(self, response: SipResponse) -> None:
-        if response.status_code < 200:
+    def _on_bye_response(
+        self, request: SipRequest, response: SipResponse, step: InDialogStep
+    ) -> None:
+        if step is InDialogStep.WAIT:
             return
-        if self._retry_bye_with_digest(response):
-            return
-        if response.status_code >= 300:
+        if step is not InDialogStep.DONE:
             logger.info(
                 "call %s: BYE got %s %s", self.call_id, response.status_code, response.reason_phrase
+            )
+        if response.status_code == 408 or isinstance(response, SyntheticResponse):
+            # No answer to our BYE (Timer F, a lost transport): the call ended
+            # when the BYE was sent, but the record says the callee never confirmed.
+            detail = response.detail if isinstance(response, SyntheticResponse) else ""
+            self.error = self.error or (
+                f"no answer to our BYE: {response.status_code} {response.reason_phrase}"
+                + (f" ({detail})" if detail else "")
             )
         if self.ended_by is None:
             self._end("local")
         if self._bye_done is not None and not self._bye_done.done():
             self._bye_done.set_result(None)
 
-    def _retry_bye_with_digest(self, response: SipResponse) -> bool:
-        """Some proxies challenge BYE too (§22.2): answer once, like the INVITE."""
-        status = response.status_code
-        if (
-            status not in (401, 407)
-            or self._bye_auth_tried
-            or isinstance(response, SyntheticResponse)
-            or not (self.spec.username and self.spec.password is not None)
-            or self.dialog is None
-        ):
-            return False
-        self._bye_auth_tried = True
-        uri, _ = self.dialog.routing()
-        auth = SipDigestAuth(self.spec.username, self.spec.password)
-        try:
-            answer = answer_challenge(auth, response, status, "BYE", uri)
-        except (ValueError, KeyError):
-            answer = None
-        if answer is None:
-            return False
-        dest = self._in_dialog_destination()
-        if dest is None:  # resolved for the first BYE; only a target refresh since changes it
-            return False
-        bye = self._in_dialog_request("BYE", extra={answer[0]: answer[1]})
-        self.endpoint.send_request(bye, dest, self._on_bye_response)
-        return True
-
-    def _on_max_duration(self) -> None:
-        self._duration_timer = None
-        if self.state is CallState.ANSWERED:
-            logger.info("call %s: max duration %s s reached", self.call_id, self.spec.max_duration)
-            self.hangup_reason = self.hangup_reason or "max-duration"
-            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-max-{self.call_id}")
-
     # --- requests from the callee -----------------------------------------------
 
     def on_request(self, request: SipRequest, source: Destination) -> SipResponse:
-        """Answer an in-dialog request from the callee (§12.2.2): the handler decides.
+        """Answer an in-dialog request from the callee (§12.2.2): :func:`request_step`
+        decides, this applies it.
 
         The endpoint sends what is returned. BYE ends the call; re-INVITE and
         UPDATE get our (unchanged) media with SDP version + 1, 488 when their
         offer lacks the codec in use, or 491 when they cross our own session
-        refresh (:meth:`_glare`); OPTIONS and INFO get 200 (INFO DTMF is recorded).
+        refresh; OPTIONS and INFO get 200 (INFO DTMF is recorded).
         """
-        method = request.method.upper()
         dialog = self.dialog
-        if dialog is None or dialog.state is DialogState.TERMINATED:
-            if method == "BYE" and self.state is not CallState.ENDED:
-                pass  # BYE in an early dialog (§15): accept and end
-            else:
-                return build_response(request, 481)
-        if dialog is not None and not dialog.check_remote_cseq(request):
+        step = request_step(
+            request.method,
+            state=self.state,
+            dialog=dialog.state if dialog is not None else None,
+            cseq_in_order=dialog.check_remote_cseq(request) if dialog is not None else True,
+            refresh_pending=self._refresh_pending,
+            has_body=bool(request.body),
+        )
+        if step is RequestStep.NO_DIALOG:
+            return build_response(request, 481)
+        if step is RequestStep.CSEQ_OUT_OF_ORDER:
             return build_response(request, 500, headers={"Retry-After": "1"})
-        if method == "BYE":
+        if step is RequestStep.BYE:
             return self._on_remote_bye(request)
-        if self._glare(request):
+        if step is RequestStep.GLARE:
             logger.info(
-                "call %s: %s crossed our %s: 491", self.call_id, method, self._refresh_pending
+                "call %s: %s crossed our %s: 491",
+                self.call_id,
+                request.method,
+                self._refresh_pending,
             )
             return build_response(request, 491)
-        if method == "INVITE":
+        if step is RequestStep.REINVITE:
             return self._on_reinvite(request, source)
-        if method == "UPDATE":
+        if step is RequestStep.UPDATE:
             return self._session_response(request, with_sdp=bool(request.body))
-        if method == "OPTIONS":
+        if step is RequestStep.OPTIONS:
             return build_response(
                 request, 200, headers={"Allow": ALLOW, "Accept": "application/sdp"}
             )
-        if method == "INFO":
-            digit = parse_dtmf_info(request.content_type or "", request.body)
-            if digit is not None:
-                self.dtmf_info.append(digit)
-                logger.info("call %s: DTMF %s via INFO", self.call_id, digit)
-                if self.on_dtmf is not None:
-                    try:
-                        self.on_dtmf(digit)
-                    except Exception:
-                        logger.exception("on_dtmf callback failed for call %s", self.call_id)
+        if step is RequestStep.INFO:
+            self._on_info(request)
             return build_response(request, 200)
-        if method == "CANCEL":
+        if step is RequestStep.CANCEL:
             return build_response(request, 200)
         return build_response(request, 405, headers={"Allow": ALLOW})
 
-    def _glare(self, request: SipRequest) -> bool:
-        """Our session refresh is in flight, so this request must get 491 (RFC 3261 §14.2).
-
-        A re-INVITE while our re-INVITE or UPDATE is pending; an UPDATE with an
-        offer while our re-INVITE (with its offer) is pending (RFC 3311 §5.2).
-        Our UPDATE carries no SDP, so an UPDATE offer does not cross it.
-        """
-        pending = self._refresh_pending
-        if pending is None:
-            return False
-        method = request.method.upper()
-        if method == "INVITE":
-            return True
-        return method == "UPDATE" and bool(request.body) and pending == "INVITE"
+    def _on_info(self, request: SipRequest) -> None:
+        digit = parse_dtmf_info(request.content_type or "", request.body)
+        if digit is None:
+            return
+        self.dtmf_info.append(digit)
+        logger.info("call %s: DTMF %s via INFO", self.call_id, digit)
+        if self.on_dtmf is not None:
+            try:
+                self.on_dtmf(digit)
+            except Exception:
+                logger.exception("on_dtmf callback failed for call %s", self.call_id)
 
     def _on_remote_bye(self, request: SipRequest) -> SipResponse:
         logger.info("call %s: callee sent BYE", self.call_id)
-        if self.state in (CallState.CALLING, CallState.RINGING):
+        if self.state in (CallState.CALLING, CallState.RINGING, CallState.CANCELING):
             self._finish_unanswered(487, "Request Terminated", ended_by="remote")
         elif self._bye_done is None:
             self._end("remote")
         return build_response(request, 200)
 
-    def _local_sdp(self, remote: MediaAnswer | None = None) -> bytes:
-        """Our unchanged media, SDP version + 1 (RFC 3264 §8), narrowed to the chosen codec.
-
-        With ``remote`` (the callee's offer) it is the answer to it: the
-        mirrored direction and as many m-lines as the offer (RFC 3264 §6).
-        Without, it is an offer (a refresh, or our 2xx to an SDP-less re-INVITE).
-        """
-        self._sdp_version += 1
-        answer = self.answer
-        offer = self._media
-        codecs = [answer.codec] if answer is not None else offer.codecs
-        if remote is not None:  # §6.1: the answer keeps the offer's payload type
-            dtmf = remote.dtmf_payload_type
-        elif answer is not None:  # an offer: keep the type we receive on
-            dtmf = answer.receive_dtmf_payload_type
-        else:
-            dtmf = TELEPHONE_EVENT_PT
-        if remote is not None:
-            message = build_answer_message(
-                offer,
-                remote,
-                session_version=self._sdp_version,
-                session_id=self._session_id,
-                codecs=codecs,
-                dtmf_payload_type=dtmf,
-            )
-        else:
-            message = build_offer_message(
-                offer,
-                session_version=self._sdp_version,
-                session_id=self._session_id,
-                codecs=codecs,
-                dtmf_payload_type=dtmf,
-            )
-        return serialize_sdp(message).encode("ascii")
-
-    def _read_remote_sdp(self, body: bytes, *, offer: bool) -> MediaAnswer:
-        """The callee's new offer (or answer) for the audio stream we already play.
-
-        Only the codec in use is acceptable: the prompt was prepared for it and
-        ``MediaSession.play()`` cannot switch mid-stream. ``ValueError`` when
-        the description lacks it (or has no usable audio stream).
-
-        An ``offer`` is answered with its own telephone-event type, which we
-        then receive on (RFC 3264 §6.1); an answer keeps the one we offered.
-        """
-        wanted = [self.answer.codec] if self.answer is not None else self._media.codecs
-        remote = parse_answer(body, wanted)
-        if offer:
-            return dataclasses.replace(remote, receive_dtmf_payload_type=remote.dtmf_payload_type)
-        return self._as_answer_to_us(remote)
-
-    def _as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
-        """An answer to our offer: callee's events come with the type *we* offered (§5.1)."""
-        ours: int | None = TELEPHONE_EVENT_PT if self._media.telephone_event else None
-        if self.answer is not None:
-            ours = self.answer.receive_dtmf_payload_type
-        if answer.dtmf_payload_type is None:
-            ours = None  # no telephone-event negotiated: none to receive either
-        return dataclasses.replace(answer, receive_dtmf_payload_type=ours)
-
     def _set_remote_media(self, answer: MediaAnswer) -> None:
         """Adopt a new remote media description and tell the owner (RFC 3264 §8)."""
-        old = self.answer
+        old = self._sdp.answer
         if old is not None and (answer.host, answer.port) != (old.host, old.port):
             logger.info(
                 "call %s: callee moved media to %s:%s", self.call_id, answer.host, answer.port
             )
-        self.answer = answer
+        self._sdp.answer = answer
         if self.on_media is not None:
             try:
                 self.on_media(answer)
@@ -1351,7 +1272,7 @@ class OutboundCall:
         offered: MediaAnswer | None = None
         if with_sdp and request.body:
             try:
-                offered = self._read_remote_sdp(request.body, offer=True)
+                offered = self._sdp.read_remote(request.body, offer=True)
             except ValueError as exc:
                 logger.info(
                     "call %s: refusing %s offer (488): %s", self.call_id, request.method, exc
@@ -1362,21 +1283,17 @@ class OutboundCall:
         if self.dialog is not None:
             self.dialog.refresh_target(request)
         extra: dict[str, str] = {"Contact": self._contact, "Allow": ALLOW}
-        raw_se = request.headers.get_first("session-expires") or request.headers.get_first("x")
-        if raw_se:
-            interval, refresher = _parse_session_expires(raw_se)
-            refresher = refresher or "uac"  # the request's sender refreshes by default
-            extra["Session-Expires"] = f"{interval};refresher={refresher}"
+        asked = session_timer.from_callee_request(_session_expires_header(request))
+        if asked is not None:
+            extra["Session-Expires"] = session_timer.answer_header(asked)
             extra["Require"] = "timer"
-            self.session_expires = interval
-            # "uac" in the callee's request is the callee itself: the remote side refreshes.
-            self.session_refresher = "uas" if refresher == "uac" else "uac"
+            self._session_timer = asked
             self._arm_session_refresh()
         body = b""
         if offered is not None:
             self._set_remote_media(offered)
         if with_sdp:
-            body = self._local_sdp(offered)
+            body = self._sdp.local_sdp(offered)
         return build_response(
             request, 200, headers=extra, body=body, content_type="application/sdp"
         )
@@ -1434,135 +1351,113 @@ class OutboundCall:
     # --- session timers (RFC 4028) ----------------------------------------------
 
     def _parse_session_timer(self, response: SipResponse) -> None:
-        raw = response.headers.get_first("session-expires") or response.headers.get_first("x")
         allow = ",".join(response.headers.get("allow")).upper()
         self._peer_allows_update = "UPDATE" in allow
-        if not raw:
-            return
-        interval, refresher = _parse_session_expires(raw)
-        self.session_expires = interval
-        self.session_refresher = refresher or "uac"
+        timer = session_timer.from_response(_session_expires_header(response))
+        if timer is not None:
+            self._session_timer = timer
 
     def _arm_session_refresh(self) -> None:
-        """RFC 4028 §7.4 / §10: refresh at half the interval when we are the refresher
-        (refresher=uac); when the callee is, BYE if no refresh arrives before
-        the interval minus min(32 s, interval/3).
-        """
-        if self._refresh_timer is not None:
-            self._refresh_timer.cancel()
-            self._refresh_timer = None
-        if self.session_expires is None or self.state is not CallState.ANSWERED:
+        """RFC 4028 §10: the one session timer :func:`session_timer.next_timer` names."""
+        self._stop_timer(CallTimer.REFRESH)
+        self._stop_timer(CallTimer.SESSION_EXPIRY)
+        if self._session_timer is None or self.state is not CallState.ANSWERED:
             return
-        interval = self.session_expires
-        if self.session_refresher == "uac":
-            delay = max(MIN_SESSION_REFRESH, interval / 2)
-            self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
-        else:
-            delay = max(MIN_SESSION_REFRESH, interval - min(32.0, interval / 3))
-            self._refresh_timer = self.endpoint.loop.call_later(delay, self._on_session_expired)
-
-    def _on_session_expired(self) -> None:
-        self._refresh_timer = None
-        if self.state is CallState.ANSWERED:
-            logger.info("call %s: session expired without a refresh (RFC 4028)", self.call_id)
-            self.hangup_reason = self.hangup_reason or "session-expired"
-            self.endpoint.spawn(self._send_bye(), name=f"sip-bye-expired-{self.call_id}")
+        timer, delay = session_timer.next_timer(self._session_timer)
+        self._start_timer(timer, delay)
 
     def _send_refresh(self) -> None:
-        self._refresh_timer = None
         if self.state is not CallState.ANSWERED or self.dialog is None:
             return
         dest = self._in_dialog_destination()
         if dest is None:  # a target refresh named a host not looked up yet
             self._after_hop(self.dialog, then=self._send_refresh, failed=self._on_hop_lost)
             return
+        assert self._session_timer is not None  # REFRESH is only armed with one
         extra = {
             "Contact": self._contact,
             "Supported": "timer",
-            "Session-Expires": f"{self.session_expires};refresher=uac",
+            "Session-Expires": self._session_timer.header,
         }
-        if self._peer_allows_update:
-            request = self._in_dialog_request("UPDATE", extra=extra)
-        else:
-            request = self._in_dialog_request("INVITE", body=self._local_sdp(), extra=extra)
-        logger.info("call %s: session refresh with %s", self.call_id, request.method)
-        self._refresh_pending = request.method
-        self.endpoint.send_request(
-            request, dest, lambda r: self._on_refresh_response(request, dest, r)
+        method = "UPDATE" if self._peer_allows_update else "INVITE"
+        logger.info("call %s: session refresh with %s", self.call_id, method)
+        self._refresh_pending = method
+        self._send_in_dialog(
+            method,
+            dest,
+            functools.partial(self._on_refresh_response, dest),
+            sdp=self._sdp.local_sdp if method == "INVITE" else None,
+            extra=extra,
         )
 
     def _on_refresh_response(
-        self, request: SipRequest, dest: Destination, response: SipResponse
+        self, dest: Destination, request: SipRequest, response: SipResponse, step: InDialogStep
     ) -> None:
-        status = response.status_code
-        if status < 200:
+        if step is InDialogStep.WAIT:
             return
         self._refresh_pending = None
-        if request.method == "INVITE" and 200 <= status < 300 and self.dialog is not None:
-            seq = request.cseq.seq if request.cseq else self.dialog.local_seq
-            ack = self.dialog.create_request("ACK", cseq=seq)
-            self.endpoint.stamp_via(ack, dest, new_branch())
-            self._reinvite_acks[seq] = (bytes(ack), dest)
-            while len(self._reinvite_acks) > MAX_REINVITE_ACKS:
-                del self._reinvite_acks[min(self._reinvite_acks)]
-            self.endpoint.send_raw(bytes(ack), dest)
-            self._apply_refresh_answer(response)
-        if 200 <= status < 300:
-            self._parse_session_timer_refresh(response)
+        if self.state is not CallState.ANSWERED:
+            return
+        if step is InDialogStep.DONE:
+            if request.method == "INVITE" and self.dialog is not None:
+                self._ack_refresh(request, dest)
+                self._apply_remote_answer(response.body, "SDP in refresh answer")
+            timer = session_timer.from_response(_session_expires_header(response))
+            if timer is not None:
+                self._session_timer = timer
             self._arm_session_refresh()
-        elif status in (408, 481):  # RFC 4028 §10: the session is gone
-            logger.info("call %s: session refresh got %s, ending call", self.call_id, status)
+        elif step is InDialogStep.SESSION_GONE:  # RFC 4028 §10: the session is gone
+            logger.info(
+                "call %s: session refresh got %s, ending call", self.call_id, response.status_code
+            )
             self.endpoint.spawn(self._send_bye(), name=f"sip-bye-refresh-{self.call_id}")
-        elif status == 491 and self.state is CallState.ANSWERED:
+        elif step is InDialogStep.GLARE_RETRY:
             # §14.1: our request crossed one of the callee's; try again after a
             # random 2.1-4 s (we own the Call-ID), the same method.
-            if self._refresh_timer is not None:
-                self._refresh_timer.cancel()
             delay = glare_retry_delay()
             logger.info("call %s: session refresh got 491, retrying in %.2f s", self.call_id, delay)
-            self._refresh_timer = self.endpoint.loop.call_later(delay, self._send_refresh)
+            self._start_timer(CallTimer.REFRESH, delay)
         else:
             if request.method == "UPDATE":
                 self._peer_allows_update = False  # fall back to re-INVITE next time
             self._arm_session_refresh()
 
-    def _apply_refresh_answer(self, response: SipResponse) -> None:
-        """The answer to our refresh offer may change the direction (a held callee
-        resuming, RFC 3264 §8.4) or the address: applied like a callee's offer."""
-        if self.state is CallState.ANSWERED:
-            self._apply_remote_answer(response.body, "SDP in refresh answer")
+    def _ack_refresh(self, request: SipRequest, dest: Destination) -> None:
+        """ACK the 2xx to our refresh re-INVITE with its CSeq (§13.2.2.4), kept for
+        that 2xx's retransmissions after Timer M (RFC 6026)."""
+        assert self.dialog is not None
+        seq = request.cseq.seq if request.cseq else self.dialog.local_seq
+        ack = self.dialog.create_request("ACK", cseq=seq)
+        for name in ("authorization", "proxy-authorization"):
+            for value in request.headers.get(name):
+                ack.headers.append(name, value)
+        self.endpoint.stamp_via(ack, dest, new_branch())
+        self._reinvite_acks[seq] = (bytes(ack), dest)
+        while len(self._reinvite_acks) > MAX_REINVITE_ACKS:
+            del self._reinvite_acks[min(self._reinvite_acks)]
+        self.endpoint.send_raw(bytes(ack), dest)
 
     def _apply_remote_answer(self, body: bytes | None, what: str) -> None:
-        """Take the callee's SDP answer to our offer, if any; a bad one is ignored."""
+        """Take the callee's SDP answer to our offer, if any; a bad one is ignored.
+
+        The answer may change the direction (a held callee resuming, RFC 3264
+        §8.4) or the address: applied like a callee's offer."""
         if not body:
             return
         try:
-            answer = self._read_remote_sdp(body, offer=False)
+            answer = self._sdp.read_remote(body, offer=False)
         except ValueError as exc:
             logger.info("call %s: ignoring %s: %s", self.call_id, what, exc)
             return
         self._set_remote_media(answer)
 
-    def _parse_session_timer_refresh(self, response: SipResponse) -> None:
-        raw = response.headers.get_first("session-expires") or response.headers.get_first("x")
-        if raw:
-            interval, refresher = _parse_session_expires(raw)
-            self.session_expires = interval
-            self.session_refresher = refresher or "uac"
-
 
 _SIP_URI = re.compile(r"^\s*(?:\"[^\"]*\"\s*|[^<\"]*)?<?\s*sip:[^\s]", re.I)
 
 
-def _parse_session_expires(raw: str) -> tuple[int, str | None]:
-    """``"90;refresher=uac"`` -> (90, "uac") (RFC 4028 §4)."""
-    value, _, params = raw.partition(";")
-    try:
-        interval = int(value.strip())
-    except ValueError:
-        interval = 1800
-    refresher = parse_params(params).get("refresher")
-    return max(interval, 1), (refresher.lower() if refresher else None)
+def _session_expires_header(message: SipRequest | SipResponse) -> str | None:
+    """Session-Expires, or its compact form ``x`` (RFC 4028 §4)."""
+    return message.headers.get_first("session-expires") or message.headers.get_first("x")
 
 
 def _loose_route(proxy: str) -> str:

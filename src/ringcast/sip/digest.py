@@ -1,4 +1,4 @@
-"""Digest credentials for one call's INVITEs, across several challengers.
+"""Digest credentials for every request of one call, across several challengers.
 
 RFC 3261 §22.3: a request can cross more than one server that wants
 credentials (an outbound proxy answering 407, then the callee's registrar
@@ -98,53 +98,28 @@ class _Realm:
     header: str  # Authorization or Proxy-Authorization
     challenge: AuthChallenge
     nonce_count: int = 0  # requests sent with this nonce so far
-    stale_retried: bool = False
 
 
 class DigestSession:
-    """The realms one call has been challenged for, and their current nonces."""
+    """The realms one call has been challenged for, and their current nonces.
+
+    §22.3: credentials are cached per realm and sent again with every later
+    request of the call (its ACK, BYE, re-INVITE, UPDATE), each with the next
+    nonce count. Each request's own challenges are answered through one
+    :class:`AuthAttempt`: the same rules for the INVITE and every request after it.
+    """
 
     def __init__(self, username: str, password: str) -> None:
         self._auth = SipDigestAuth(username, password)
         self._realms: dict[str, _Realm] = {}
-        self.rounds = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.rounds >= MAX_AUTH_ROUNDS
 
     def reset(self) -> None:
         """A new target (a 3xx): its servers challenge afresh."""
         self._realms.clear()
-        self.rounds = 0
 
-    def on_challenge(self, response: SipResponse) -> list[str]:
-        """Take in a 401/407; return the realms now answered, or raise :class:`AuthFailure`."""
-        self.rounds += 1
-        picked = pick_challenges(response)
-        if not picked:
-            raise AuthFailure(
-                "cannot answer the digest challenge (unsupported scheme or algorithm)"
-            )
-        for key, (_, challenge) in picked.items():
-            known = self._realms.get(key)
-            realm = challenge.params.get("realm", "")
-            if known is None:
-                continue
-            stale = challenge.params.get("stale", "").lower() == "true"
-            if not stale:
-                raise AuthFailure(
-                    f"authentication failed: challenged again after sending credentials "
-                    f"(realm {realm!r})"
-                )
-            if known.stale_retried:
-                raise AuthFailure(
-                    f"authentication failed: nonce for realm {realm!r} stale again after a retry"
-                )
-        for key, (header, challenge) in picked.items():
-            known = self._realms.get(key)
-            self._realms[key] = _Realm(header, challenge, stale_retried=known is not None)
-        return [c.params.get("realm", "") for _, c in picked.values()]
+    def attempt(self) -> AuthAttempt:
+        """The challenge rounds of one new request."""
+        return AuthAttempt(self)
 
     def headers(self, method: str, uri: str) -> list[tuple[str, str]]:
         """Credentials for every realm, for the next request (a fresh nonce count each)."""
@@ -157,3 +132,54 @@ class DigestSession:
             if creds is not None:  # answerable() checked what build_credentials needs
                 out.append((entry.header, stringify_auth(creds)))
         return out
+
+    def _learn(self, key: str, header: str, challenge: AuthChallenge) -> None:
+        self._realms[key] = _Realm(header, challenge)
+
+
+class AuthAttempt:
+    """The 401/407 rounds of one request (an INVITE and its retries, a BYE, a refresh).
+
+    A realm challenged again after this request answered its challenge means the
+    credentials were refused, unless the nonce was merely stale (once). Cached
+    credentials sent unasked do not count: a server may want a fresh nonce for
+    each new request. At most :data:`MAX_AUTH_ROUNDS` rounds.
+    """
+
+    def __init__(self, session: DigestSession) -> None:
+        self._session = session
+        self._answered: set[str] = set()
+        self._stale_retried: set[str] = set()
+        self.rounds = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.rounds >= MAX_AUTH_ROUNDS
+
+    def on_challenge(self, response: SipResponse) -> list[str]:
+        """Take in a 401/407; return the realms now answered, or raise :class:`AuthFailure`."""
+        self.rounds += 1
+        picked = pick_challenges(response)
+        if not picked:
+            raise AuthFailure(
+                "cannot answer the digest challenge (unsupported scheme or algorithm)"
+            )
+        for key, (_, challenge) in picked.items():
+            if key not in self._answered:
+                continue
+            realm = challenge.params.get("realm", "")
+            stale = challenge.params.get("stale", "").lower() == "true"
+            if not stale:
+                raise AuthFailure(
+                    f"authentication failed: challenged again after sending credentials "
+                    f"(realm {realm!r})"
+                )
+            if key in self._stale_retried:
+                raise AuthFailure(
+                    f"authentication failed: nonce for realm {realm!r} stale again after a retry"
+                )
+            self._stale_retried.add(key)
+        for key, (header, challenge) in picked.items():
+            self._session._learn(key, header, challenge)
+            self._answered.add(key)
+        return [c.params.get("realm", "") for _, c in picked.values()]

@@ -79,7 +79,13 @@ async def test_answer_then_local_bye(endpoint: SipEndpoint, tmp_path: Path) -> N
         await call.hangup()
         await call.hangup()  # idempotent
         assert call.ended.is_set()
-        assert states == [CallState.RINGING, CallState.ANSWERED, CallState.ENDING, CallState.ENDED]
+        assert states == [
+            CallState.CALLING,
+            CallState.RINGING,
+            CallState.ANSWERED,
+            CallState.ENDING,
+            CallState.ENDED,
+        ]
         assert call.ended_by == "local"
         assert call.outcome is Outcome.ANSWERED and call.status_code == 200
         assert await sipp_done(uas) == 0
@@ -123,7 +129,7 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
         assert (call.status_code, call.reason) == (487, "Request Terminated")
         assert call.canceled_by_us and call.ended_by == "local"
         assert call.outcome is Outcome.NO_ANSWER
-        assert states == [CallState.RINGING, CallState.ENDING, CallState.ENDED]
+        assert states == [CallState.CALLING, CallState.RINGING, CallState.CANCELING, CallState.ENDED]
         assert await sipp_done(uas) == 0
         assert methods_received(uas) == ["INVITE", "CANCEL", "ACK"]
     finally:
@@ -231,7 +237,7 @@ async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_pat
         assert await call.setup() is True
         assert call.answer is not None and call.answer.codec == "PCMA"
         assert call.answer.payload_type == 8
-        assert states[:2] == [CallState.RINGING, CallState.ANSWERED]
+        assert states[:3] == [CallState.CALLING, CallState.RINGING, CallState.ANSWERED]
         await call.hangup()
         assert await sipp_done(uas) == 0
     finally:

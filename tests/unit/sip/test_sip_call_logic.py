@@ -10,32 +10,36 @@ from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import CaseInsensitiveDict, parse_auth
 from aiosipua.message import SipMessage, SipResponse
 
-from ringcast.sip.call import (
-    CallSpec,
-    CallState,
-    InviteStep,
-    glare_retry_delay,
-    next_invite_step,
-    parse_dtmf_info,
-    retry_after,
-)
+from ringcast.sip.call import CallSpec, glare_retry_delay, parse_dtmf_info, retry_after
 from ringcast.sip.sdp import MediaOffer
+from ringcast.sip.uac_logic import CallState, InviteStep, InviteView, next_invite_step
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
 
 
-def step(status: int, **overrides: object) -> InviteStep:
-    args: dict[str, object] = {
-        "synthetic": False,
-        "state": CallState.CALLING,
-        "canceling": False,
-        "has_credentials": False,
-        "auth_tried": False,
-        "redirected": False,
-        "has_contact": False,
-    }
-    args.update(overrides)
-    return next_invite_step(status, **args)  # type: ignore[arg-type]
+def step(
+    status: int,
+    *,
+    synthetic: bool = False,
+    state: CallState = CallState.CALLING,
+    canceling: bool = False,
+    has_credentials: bool = False,
+    auth_tried: bool = False,
+    redirected: bool = False,
+    has_contact: bool = False,
+    can_fail_over: bool = False,
+    contacts_left: bool = False,
+) -> InviteStep:
+    """The INVITE decision, from the facts as the old keyword interface named them."""
+    view = InviteView(
+        state=CallState.CANCELING if canceling else state,
+        has_credentials=has_credentials,
+        auth_exhausted=auth_tried,
+        redirected=redirected,
+        servers_left=can_fail_over,
+        contacts_left=contacts_left,
+    )
+    return next_invite_step(status, synthetic=synthetic, has_contact=has_contact, view=view)
 
 
 def test_provisional_and_answer() -> None:

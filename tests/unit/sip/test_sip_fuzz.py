@@ -42,6 +42,7 @@ from ringcast.sip.transaction import (
     TimerName,
     Timers,
 )
+from ringcast.sip.uac_logic import CallTimer
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sip"
 CAPTURED_RESPONSES = [
@@ -449,7 +450,7 @@ def test_ring_timeout_between_redirect_and_new_invite_ends_the_call() -> None:
             b"\r\nCall-ID:", b"\r\nContact: <sip:carol@127.0.0.1:9>\r\nCall-ID:", 1
         )
         loop = asyncio.get_running_loop()
-        ring = call._ring_timer  # noqa: SLF001 - the race needs its deadline
+        ring = call._timers.get(CallTimer.RING)  # noqa: SLF001 - the race needs its deadline
         assert ring is not None
         loop.call_at(ring.when() - 0.01, time.sleep, 0.02)  # both fall due together
         loop.call_at(ring.when() - 0.0001, h.feed, redirect)

@@ -1,0 +1,105 @@
+"""RFC 3264 offer/answer for one call's single audio stream (pure: no I/O).
+
+:class:`OfferAnswer` holds our offer, the SDP session id and version, and
+the callee's current description. The call (the owner) asks it for the bytes
+of each offer or answer it sends and hands it each SDP it receives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aiosipua.sdp import serialize_sdp
+
+from ringcast.sip.sdp import (
+    TELEPHONE_EVENT_PT,
+    MediaAnswer,
+    MediaOffer,
+    build_answer_message,
+    build_offer,
+    build_offer_message,
+    new_session_id,
+    parse_answer,
+)
+
+
+class OfferAnswer:
+    """Our media and the callee's, across the INVITE and every later offer (§8)."""
+
+    def __init__(self, media: MediaOffer) -> None:
+        self.media = dataclasses.replace(media, codecs=list(media.codecs))
+        self.session_id = new_session_id()
+        self.version = 1
+        self.answer: MediaAnswer | None = None  # the callee's current description
+        self.early_answer: MediaAnswer | None = None  # from a reliable-less 18x (§13.2.1)
+
+    def set_host(self, host: str) -> None:
+        """The address our SDP names, once the INVITE's local address is known."""
+        self.media = dataclasses.replace(self.media, host=host)
+
+    def initial_offer(self) -> bytes:
+        """The INVITE's offer (re-sent unchanged with digest or to the next server)."""
+        return build_offer(self.media, session_version=self.version, session_id=self.session_id)
+
+    def answer_to_us(self, body: bytes) -> MediaAnswer:
+        """The callee's answer to our initial offer (``ValueError`` when unusable)."""
+        return self.as_answer_to_us(parse_answer(body, self.media.codecs))
+
+    def as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
+        """An answer to our offer: the callee's events come with the type *we* offered (§5.1)."""
+        ours: int | None = TELEPHONE_EVENT_PT if self.media.telephone_event else None
+        if self.answer is not None:
+            ours = self.answer.receive_dtmf_payload_type
+        if answer.dtmf_payload_type is None:
+            ours = None  # no telephone-event negotiated: none to receive either
+        return dataclasses.replace(answer, receive_dtmf_payload_type=ours)
+
+    def read_remote(self, body: bytes, *, offer: bool) -> MediaAnswer:
+        """The callee's new offer (or answer) for the audio stream we already play.
+
+        Only the codec in use is acceptable: the prompt was prepared for it and
+        the stream cannot switch codecs mid-call. ``ValueError`` when the
+        description lacks it (or has no usable audio stream). An ``offer`` is
+        answered with its own telephone-event type, which we then receive on
+        (RFC 3264 §6.1); an answer keeps the one we offered.
+        """
+        wanted = [self.answer.codec] if self.answer is not None else self.media.codecs
+        remote = parse_answer(body, wanted)
+        if offer:
+            return dataclasses.replace(remote, receive_dtmf_payload_type=remote.dtmf_payload_type)
+        return self.as_answer_to_us(remote)
+
+    def local_sdp(self, remote: MediaAnswer | None = None) -> bytes:
+        """Our unchanged media, SDP version + 1 (§8), narrowed to the chosen codec.
+
+        With ``remote`` (the callee's offer) it is the answer to it: the
+        mirrored direction and as many m-lines as the offer (§6). Without, it
+        is an offer (a refresh, or our 2xx to an SDP-less re-INVITE).
+        """
+        self.version += 1
+        answer = self.answer
+        codecs = [answer.codec] if answer is not None else self.media.codecs
+        if remote is not None:  # §6.1: the answer keeps the offer's payload type
+            dtmf = remote.dtmf_payload_type
+        elif answer is not None:  # an offer: keep the type we receive on
+            dtmf = answer.receive_dtmf_payload_type
+        else:
+            dtmf = TELEPHONE_EVENT_PT
+        if remote is not None:
+            message = build_answer_message(
+                self.media,
+                remote,
+                session_version=self.version,
+                session_id=self.session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
+        else:
+            message = build_offer_message(
+                self.media,
+                session_version=self.version,
+                session_id=self.session_id,
+                codecs=codecs,
+                dtmf_payload_type=dtmf,
+            )
+        return serialize_sdp(message).encode("ascii")
