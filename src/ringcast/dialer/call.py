@@ -328,6 +328,8 @@ def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> Ca
         report.connect_time = call.answered_at
         seconds = (report.disconnect_time - call.answered_at).total_seconds()
         report.duration = max(0, int(seconds))
+        if call.error and not report.error:
+            report.error = call.error  # e.g. our BYE went unanswered (408)
     elif cancel.is_set():
         report.result = Result.CANCELED
         report.outcome = Outcome.CANCELED

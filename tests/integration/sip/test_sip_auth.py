@@ -184,3 +184,42 @@ async def test_auth_rounds_are_bounded(
         assert PASSWORD not in caplog.text and PASSWORD not in call.error
     finally:
         uas.stop()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "method", "header"),
+    [
+        ("uas_refresh_auth_reinvite.xml", "INVITE", "Authorization"),
+        ("uas_refresh_auth_update.xml", "UPDATE", "Proxy-Authorization"),
+    ],
+)
+async def test_challenged_session_refresh_is_answered_with_digest(
+    endpoint: SipEndpoint, tmp_path: Path, scenario: str, method: str, header: str
+) -> None:
+    """An SBC that challenges in-dialog requests: the refresh re-INVITE (401) or
+    UPDATE (407) is answered through the INVITE's digest path (RFC 3261 §22.2), so
+    the session is kept rather than dropped when it expires."""
+    keys = {"session_expires": "2", "auth_user": USER, "auth_password": PASSWORD}
+    uas = start_uas(tmp_path, scenario, keys)
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        wanted = 3 if method == "INVITE" else 2  # the initial INVITE counts for re-INVITEs
+        deadline = asyncio.get_running_loop().time() + 6
+        while sum(m.startswith(method) for m in uas.received()) < wanted:
+            assert asyncio.get_running_loop().time() < deadline, "no retried refresh"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the 200 to the retried refresh (and its ACK)
+        assert call.answered and not call.ended.is_set()
+        await call.hangup()
+        assert await sipp_done(uas) == 0
+        sent = [m for m in uas.received() if m.startswith(method)]
+        first, retried = sent[-2], sent[-1]
+        assert not credentials(first, header)  # no challenge for it before
+        (creds,) = credentials(retried, header)
+        assert creds["realm"] == "ringcast.test" and digest_ok(creds, method)
+        cseq = [int(re.findall(r"\nCSeq: (\d+)", m)[0]) for m in (first, retried)]
+        assert cseq[1] == cseq[0] + 1  # §22.2: the retried request has a new CSeq
+        assert "SIP/2.0 403" not in uas.messages()
+    finally:
+        uas.stop()

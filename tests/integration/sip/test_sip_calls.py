@@ -129,7 +129,12 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
         assert (call.status_code, call.reason) == (487, "Request Terminated")
         assert call.canceled_by_us and call.ended_by == "local"
         assert call.outcome is Outcome.NO_ANSWER
-        assert states == [CallState.CALLING, CallState.RINGING, CallState.CANCELING, CallState.ENDED]
+        assert states == [
+            CallState.CALLING,
+            CallState.RINGING,
+            CallState.CANCELING,
+            CallState.ENDED,
+        ]
         assert await sipp_done(uas) == 0
         assert methods_received(uas) == ["INVITE", "CANCEL", "ACK"]
     finally:
@@ -484,6 +489,30 @@ async def test_challenged_bye_is_answered_with_digest(
         byes = [m for m in uas.received() if m.startswith("BYE")]
         assert len(byes) == 2 and "\nAuthorization: Digest " in byes[1]
         assert not any(m.startswith("SIP/2.0 403") for m in uas.messages().split("\n"))
+    finally:
+        uas.stop()
+
+
+async def test_unanswered_bye_ends_the_session_when_sent(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """RFC 3261 §15.1.1: the session ends when the BYE is handed to its transaction.
+    A callee that never answers it (Timer F, 64*T1) does not lengthen the call; the
+    408 is the record's error."""
+    uas = start_uas(tmp_path, "uas_bye_unanswered.xml")
+    try:
+        call = endpoint.create_call(make_spec(uas))
+        assert await call.setup() is True
+        await asyncio.sleep(0.5)
+        sent_at = time.monotonic()
+        await call.hangup()
+        waited = time.monotonic() - sent_at
+        assert waited >= endpoint.timers.b * 0.9  # the BYE really went unanswered
+        assert call.answered_at is not None and call.ended_at is not None
+        connected = (call.ended_at - call.answered_at).total_seconds()
+        assert connected < endpoint.timers.b / 2  # the call, not the call + Timer F
+        assert call.status_code == 200 and call.outcome is Outcome.ANSWERED
+        assert call.error is not None and "no answer to our BYE: 408" in call.error
     finally:
         uas.stop()
 
