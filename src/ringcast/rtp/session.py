@@ -319,6 +319,10 @@ class MediaSession:
             self._send_rtcp(bye=True)
         if self._latch_handle is not None:
             self._latch_handle.cancel()
+            self._latch_handle = None
+        # A closed session keeps no bound method of its own (the send path and the
+        # latch timer held one): nothing cycles back, reference counting frees it.
+        self._send = _closed_send
         self._loop.remove_reader(self._sock.fileno())
         self._loop.remove_reader(self._rtcp_sock.fileno())
         self._sock.close()
@@ -627,6 +631,11 @@ def attach_payload_type_filter(
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _closed_send(pkt: Packet) -> None:
+    """The send path of a closed session: nothing goes out."""
+    return None
 
 
 def _rtcp_packets() -> int:

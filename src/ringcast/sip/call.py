@@ -1091,52 +1091,9 @@ class OutboundCall:
         sdp: Callable[[], bytes] | None = None,
         extra: dict[str, str] | None = None,
     ) -> None:
-        """Send ``method`` inside the dialog; the one digest path of every request
-        after the INVITE (§22.2, §22.3).
-
-        The request carries the credentials the call holds for every realm
-        (cached from the INVITE, §22.3). A 401/407 is answered by the call's
-        :class:`DigestSession` like the INVITE's: the same request with a new
-        CSeq (§22.2), a realm refused twice or rounds used up end the rounds.
-        ``handler`` hears every other response with its :func:`in_dialog_step`.
-        """
-        attempt = self._digest.attempt()
-
-        def send() -> None:
-            body = sdp() if sdp is not None else b""
-            request = self._in_dialog_request(method, body=body, extra=extra)
-            for name, value in self._digest.headers(method, request.uri):
-                request.headers.append(name, value)
-            self.endpoint.send_request(request, dest, functools.partial(on_response, request))
-
-        def on_response(request: SipRequest, response: SipResponse) -> None:
-            step = in_dialog_step(
-                method,
-                response.status_code,
-                synthetic=isinstance(response, SyntheticResponse),
-                can_authenticate=self._has_credentials
-                and not attempt.exhausted
-                and self.dialog is not None,
-            )
-            if step is InDialogStep.AUTHENTICATE:
-                try:
-                    realms = attempt.on_challenge(response)
-                except AuthFailure as exc:
-                    logger.warning("call %s: %s %s", self.call_id, method, exc)
-                    step = InDialogStep.FAILED
-                else:
-                    logger.info(
-                        "call %s: answering %s digest challenge to %s for %s",
-                        self.call_id,
-                        response.status_code,
-                        method,
-                        ", ".join(repr(r) for r in realms),
-                    )
-                    send()
-                    return
-            handler(request, response, step)
-
-        send()
+        """Send ``method`` inside the dialog through :class:`_InDialogRequest`: the
+        one digest path of every request after the INVITE (§22.2, §22.3)."""
+        _InDialogRequest(self, method, dest, handler, sdp, extra).send()
 
     async def _send_bye(self) -> None:
         if self.dialog is None or self.state is CallState.ENDED:
@@ -1450,6 +1407,75 @@ class OutboundCall:
             logger.info("call %s: ignoring %s: %s", self.call_id, what, exc)
             return
         self._set_remote_media(answer)
+
+
+class _InDialogRequest:
+    """One request of ours inside the dialog (BYE, refresh re-INVITE, UPDATE) and
+    its digest rounds (§22.2, §22.3).
+
+    It carries the credentials the call holds for every realm (cached from the
+    INVITE, §22.3). A 401/407 is answered by the call's :class:`DigestSession`
+    like the INVITE's: the same request with a new CSeq (§22.2); a realm
+    refused twice or the rounds used up end the rounds. ``handler`` hears every
+    other response with its :func:`in_dialog_step`. Only the transaction refers
+    to this object, so nothing cycles back from the call.
+    """
+
+    def __init__(
+        self,
+        call: OutboundCall,
+        method: str,
+        dest: Destination,
+        handler: Callable[[SipRequest, SipResponse, InDialogStep], None],
+        sdp: Callable[[], bytes] | None,
+        extra: dict[str, str] | None,
+    ) -> None:
+        self.call = call
+        self.method = method
+        self.dest = dest
+        self.handler = handler
+        self.sdp = sdp
+        self.extra = extra
+        self.auth = call._digest.attempt()
+        self.request: SipRequest | None = None
+
+    def send(self) -> None:
+        call = self.call
+        body = self.sdp() if self.sdp is not None else b""
+        request = call._in_dialog_request(self.method, body=body, extra=self.extra)
+        for name, value in call._digest.headers(self.method, request.uri):
+            request.headers.append(name, value)
+        self.request = request
+        call.endpoint.send_request(request, self.dest, self.on_response)
+
+    def on_response(self, response: SipResponse) -> None:
+        call = self.call
+        assert self.request is not None
+        step = in_dialog_step(
+            self.method,
+            response.status_code,
+            synthetic=isinstance(response, SyntheticResponse),
+            can_authenticate=call._has_credentials
+            and not self.auth.exhausted
+            and call.dialog is not None,
+        )
+        if step is InDialogStep.AUTHENTICATE:
+            try:
+                realms = self.auth.on_challenge(response)
+            except AuthFailure as exc:
+                logger.warning("call %s: %s %s", call.call_id, self.method, exc)
+                step = InDialogStep.FAILED
+            else:
+                logger.info(
+                    "call %s: answering %s digest challenge to %s for %s",
+                    call.call_id,
+                    response.status_code,
+                    self.method,
+                    ", ".join(repr(r) for r in realms),
+                )
+                self.send()
+                return
+        self.handler(self.request, response, step)
 
 
 _SIP_URI = re.compile(r"^\s*(?:\"[^\"]*\"\s*|[^<\"]*)?<?\s*sip:[^\s]", re.I)
