@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ringcast import heap
 from ringcast.domain import Result, utcnow
 from ringcast.errors import StoreError
 from ringcast.store.db import Store, wrap_errors
@@ -118,6 +119,39 @@ async def read_db(store: Store) -> DbSnapshot:
     return snap
 
 
+def _gc_metrics() -> Iterator[Metric]:
+    """The cyclic collector's pauses in this process (:data:`ringcast.heap.STATS`)."""
+    stats = heap.STATS
+    if not any(stats.collections):
+        return
+    pauses = CounterMetricFamily(
+        "ringcast_gc_pause_seconds",
+        "Time spent in garbage collections, by generation",
+        labels=["generation"],
+    )
+    runs = CounterMetricFamily(
+        "ringcast_gc_collections", "Garbage collections, by generation", labels=["generation"]
+    )
+    for generation in range(3):
+        pauses.add_metric([str(generation)], stats.pause_seconds[generation])
+        runs.add_metric([str(generation)], stats.collections[generation])
+    yield pauses
+    yield runs
+    yield CounterMetricFamily(
+        "ringcast_gc_collected_objects",
+        "Objects the collector found in reference cycles",
+        value=stats.collected,
+    )
+    yield CounterMetricFamily(
+        "ringcast_gc_long_pauses",
+        "Collections longer than one 20 ms RTP interval",
+        value=stats.long_pauses,
+    )
+    yield GaugeMetricFamily(
+        "ringcast_gc_max_pause_seconds", "The longest collection so far", stats.max_pause
+    )
+
+
 class RingcastCollector(Collector):
     """Reads the app's dialer (``state.dialer``) and the last DB snapshot at scrape time."""
 
@@ -127,6 +161,7 @@ class RingcastCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._db()
+        yield from _gc_metrics()
         dialer = getattr(self.state, "dialer", None)
         if dialer is None:
             return

@@ -17,3 +17,19 @@ def test_settle_freezes_the_heap_and_raises_the_young_threshold() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_gc_stats_measure_each_collection() -> None:
+    """What /metrics reports as ringcast_gc_*: the pauses and what cycles held."""
+    stats = heap.GcStats()
+    gc.callbacks.append(stats.callback)
+    try:
+        for _ in range(100):
+            a: list[object] = []
+            a.append(a)  # a reference cycle only the collector can free
+            del a
+        gc.collect()
+    finally:
+        gc.callbacks.remove(stats.callback)
+    assert stats.collections[2] == 1 and stats.collected >= 100
+    assert 0.0 < stats.pause_seconds[2] == stats.max_pause
