@@ -16,6 +16,7 @@ that stops being true.
 
 from __future__ import annotations
 
+import bisect
 import gc
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 GEN0_THRESHOLD = 10_000  # CPython's default is 700
 LONG_PAUSE = 0.020  # seconds: one RTP packet interval; a longer pause delays every stream
+PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0)  # seconds, histogram bounds
 
 
 @dataclass
@@ -34,6 +36,8 @@ class GcStats:
     collected: int = 0  # objects found in reference cycles
     long_pauses: int = 0  # collections that took longer than LONG_PAUSE
     max_pause: float = 0.0
+    # pauses per PAUSE_BUCKETS bound (the last entry: longer than every bound)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(PAUSE_BUCKETS) + 1))
     _started: float = 0.0
 
     def callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -46,6 +50,7 @@ class GcStats:
         self.pause_seconds[generation] += pause
         self.collected += int(info.get("collected", 0))
         self.max_pause = max(self.max_pause, pause)
+        self.buckets[bisect.bisect_left(PAUSE_BUCKETS, pause)] += 1
         if pause > LONG_PAUSE:
             self.long_pauses += 1
 

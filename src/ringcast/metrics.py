@@ -24,7 +24,12 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -124,16 +129,18 @@ def _gc_metrics() -> Iterator[Metric]:
     stats = heap.STATS
     if not any(stats.collections):
         return
-    pauses = CounterMetricFamily(
-        "ringcast_gc_pause_seconds",
-        "Time spent in garbage collections, by generation",
-        labels=["generation"],
+    pauses = HistogramMetricFamily(
+        "ringcast_gc_pause_seconds", "Pauses of the garbage collector (all generations)"
     )
+    cumulative, counted = [], 0
+    for bound, n in zip((*heap.PAUSE_BUCKETS, float("inf")), stats.buckets, strict=True):
+        counted += n
+        cumulative.append((str(bound) if bound != float("inf") else "+Inf", float(counted)))
+    pauses.add_metric([], cumulative, sum_value=sum(stats.pause_seconds))
     runs = CounterMetricFamily(
         "ringcast_gc_collections", "Garbage collections, by generation", labels=["generation"]
     )
     for generation in range(3):
-        pauses.add_metric([str(generation)], stats.pause_seconds[generation])
         runs.add_metric([str(generation)], stats.collections[generation])
     yield pauses
     yield runs
