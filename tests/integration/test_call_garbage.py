@@ -67,7 +67,7 @@ async def test_finished_calls_leave_no_garbage(
         assert outcomes == [Outcome.ANSWERED] * CALLS
         await asyncio.sleep(linger)
         alive = [o for o in gc.get_objects() if isinstance(o, OutboundCall | MediaSession)]
-        assert not alive
+        assert not alive, f"{len(alive)} calls or media sessions still referenced: {alive[:3]}"
         found = gc.collect()
         assert found < CALLS, f"{found} objects in reference cycles after {CALLS} calls"
     finally:

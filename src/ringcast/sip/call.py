@@ -17,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,14 @@ from aiosipua.message import SipRequest, SipResponse
 
 from ringcast.domain import Outcome
 from ringcast.sip import session_timer
+from ringcast.sip.call_spec import (
+    CallSpec,
+    from_header,
+    glare_retry_delay,
+    parse_dtmf_info,
+    retry_after,
+    validate_headers,
+)
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
 from ringcast.sip.digest import AuthAttempt, AuthFailure, DigestSession
@@ -45,8 +51,9 @@ from ringcast.sip.endpoint import (
     new_tag,
     uri_transport,
 )
+from ringcast.sip.hops import Hops
 from ringcast.sip.offer_answer import OfferAnswer
-from ringcast.sip.sdp import MediaAnswer, MediaOffer
+from ringcast.sip.sdp import MediaAnswer
 from ringcast.sip.transaction import ClientTransaction, SyntheticResponse
 from ringcast.sip.uac_logic import (
     Attempt,
@@ -69,131 +76,14 @@ from ringcast.sip.uac_logic import (
 if TYPE_CHECKING:
     from ringcast.sip.endpoint import SipEndpoint
 
-__all__ = ["CallSpec", "CallState", "OutboundCall", "parse_dtmf_info", "retry_after"]
+__all__ = ["CallSpec", "CallState", "OutboundCall"]
 
 logger = logging.getLogger(__name__)
 
 MAX_REDIRECT_TARGETS = 4  # Contacts of a 3xx tried in turn (§8.1.3.4)
-MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targets)
 MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
-GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
-GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
-RESERVED_HEADERS = frozenset(
-    {
-        "via",
-        "from",
-        "to",
-        "call-id",
-        "cseq",
-        "contact",
-        "content-length",
-        "content-type",
-        "max-forwards",
-        "route",
-        "record-route",
-        "authorization",
-        "proxy-authorization",
-    }
-)
-
-
-def _empty_headers() -> dict[str, str]:
-    return {}
-
-
-@dataclass
-class CallSpec:
-    """What to dial (DESIGN "Calls"; the request's ``to``, ``from`` and ``sip`` block).
-
-    ``from_`` is a user part (``"me"``), a SIP URI, or a name-addr with a
-    display name (``'"Shop" <sip:shop@example.com>'``). ``proxy`` is an
-    outbound proxy URI: the pre-existing route set of requests *outside* the
-    dialog (the INVITE, its CANCEL and non-2xx ACK), sent there with a
-    pre-loaded Route (§8.1.1.1, §8.1.2). Requests inside the dialog (the 2xx
-    ACK, BYE, re-INVITE, UPDATE) follow the dialog's route set only
-    (§12.2.1.1): a proxy that wants to stay on the path Record-Routes (§16.6
-    step 4) and then appears there once; one that does not drops out of the
-    path, as §8.1.2 intends ("instead of adopting the policy of sending all
-    messages to the outbound proxy"). ACK and BYE thus always take the same
-    path. ``username``/``password`` answer 401/407 digest challenges.
-    ``max_duration`` (seconds after answer) sends BYE when it runs out.
-    """
-
-    to: str
-    from_: str
-    media: MediaOffer
-    proxy: str | None = None
-    transport: str = "udp"
-    username: str | None = None
-    password: str | None = None
-    headers: dict[str, str] = field(default_factory=_empty_headers)
-    ring_timeout: float = 30.0
-    max_duration: float | None = None
-
-    def __repr__(self) -> str:  # never show the password
-        return (
-            f"CallSpec(to={self.to!r}, from_={self.from_!r}, proxy={self.proxy!r}, "
-            f"transport={self.transport!r}, username={self.username!r}, "
-            f"password={'***' if self.password else None}, ring_timeout={self.ring_timeout})"
-        )
-
-
-def parse_dtmf_info(content_type: str, body: bytes) -> str | None:
-    """The digit in an INFO body (``application/dtmf-relay`` "Signal=5", ``application/dtmf``)."""
-    ctype = content_type.split(";", 1)[0].strip().lower()
-    text = body.decode("utf-8", errors="replace").strip()
-    if ctype == "application/dtmf-relay":
-        for line in text.splitlines():
-            name, _, value = line.partition("=")
-            if name.strip().lower() == "signal" and value.strip():
-                return _digit(value.strip())
-        return None
-    if ctype == "application/dtmf" and text:
-        return _digit(text.split()[0])
-    return None
-
-
-def retry_after(response: SipResponse) -> int | None:
-    """The seconds of a response's Retry-After (RFC 3261 §20.33), or None."""
-    raw = response.headers.get_first("retry-after") or ""
-    found = re.match(r"\s*(\d{1,9})", raw)
-    return int(found.group(1)) if found else None
-
-
-def _digit(value: str) -> str | None:
-    events = "0123456789*#ABCD"
-    if value.isdigit() and int(value) < 16 and len(value) <= 2:
-        return events[int(value)] if len(value) == 2 else value
-    if len(value) == 1 and value.upper() in events:
-        return value.upper()
-    return None
-
-
-def glare_retry_delay() -> float:
-    """Seconds before re-sending a re-INVITE that got 491 (RFC 3261 §14.1).
-
-    We made the Call-ID (we sent the INVITE), so ours is the 2.1-4 s range, in
-    10 ms steps; the callee, not the owner, waits 0-2 s, so its retry goes first.
-    """
-    return random.randint(GLARE_RETRY_MIN_CS, GLARE_RETRY_MAX_CS) / 100
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-@functools.lru_cache(maxsize=1024)
-def from_header(from_: str, local_host: str) -> tuple[str, str | None]:
-    """The From header value for `from_` (a user, or a URI with an optional
-    display name), without a tag, and its user part. A broadcast sends the same
-    `from` thousands of times: parsed once."""
-    raw = from_.strip()
-    if "<" in raw or raw.lower().startswith(("sip:", "sips:")):
-        addr = parse_address(raw)
-    else:
-        addr = parse_address(f"sip:{raw}@{local_host}")
-    addr.params.pop("tag", None)
-    return stringify_address(addr), addr.uri.user
 
 
 class OutboundCall:
@@ -284,8 +174,7 @@ class OutboundCall:
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None  # our BYE, once sent
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
-        self._hops: dict[str, Destination] = {}  # dialog next-hop URI -> resolved (RFC 3263)
-        self._hop_failures: dict[str, str] = {}  # next-hop URI -> why it cannot be resolved
+        self._hops = Hops(endpoint, self.call_id)  # dialog next hops (RFC 3263)
         self._peer_allows_update = False
         self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
         # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
@@ -295,7 +184,7 @@ class OutboundCall:
         self._offer_in_2xx: int | None = None  # CSeq of a re-INVITE whose 2xx carried our offer
         self._from_value = ""
         self._contact = ""
-        self._validate_headers()
+        validate_headers(spec.headers)
 
     def __repr__(self) -> str:
         return f"<OutboundCall {self.call_id} {self.state.value} {self.status_code}>"
@@ -469,13 +358,6 @@ class OutboundCall:
             self._end("local")
 
     # --- INVITE -----------------------------------------------------------------
-
-    def _validate_headers(self) -> None:
-        for name, value in self.spec.headers.items():
-            if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is managed by ringcast")
-            if not name or any(c in name for c in " :\r\n\t") or "\r" in value or "\n" in value:
-                raise ValueError(f"invalid header {name!r}")
 
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
@@ -977,58 +859,18 @@ class OutboundCall:
         return self._dest_for_dialog(self.dialog)
 
     def _dest_for_dialog(self, dialog: Dialog) -> Destination | None:
-        """The dialog's next hop (first Route, else remote target; §12.2.1.1, §8.1.2).
-
-        Resolved by RFC 3263 (:meth:`SipEndpoint.resolve`): ``maddr`` and
-        ``;transport=`` in the URI count, else the call's transport. Known
-        without waiting for IP literals and names already resolved (by this
-        call, else by the endpoint); None otherwise (:meth:`_after_hop` or
-        :meth:`_in_dialog_hop` look it up). Never the INVITE's destination
-        instead: a dialog's requests go where the callee or its proxies asked,
-        and an outbound proxy is not one of them unless it Record-Routed.
+        """The dialog's next hop (first Route, else remote target; §12.2.1.1, §8.1.2),
+        if known without waiting (:class:`~ringcast.sip.hops.Hops`); None otherwise
+        (:meth:`_after_hop` or :meth:`_in_dialog_hop` look it up). Never the INVITE's
+        destination instead: a dialog's requests go where the callee or its proxies
+        asked, and an outbound proxy is not one of them unless it Record-Routed.
         """
         assert self._dest is not None
-        uri = dialog.next_hop_uri()
-        dest = self._hops.get(uri)
-        if dest is not None:
-            return dest
-        try:
-            dest = self.endpoint.resolve_now(uri, self._hop_transport(uri))
-        except ValueError:
-            return None  # _resolve_hop reports it
-        if dest is not None:
-            self._remember_hop(uri, dest)
-        return dest
-
-    def _hop_transport(self, uri: str) -> str:
-        assert self._dest is not None
-        return uri_transport(uri) or self._dest.transport
-
-    def _remember_hop(self, uri: str, dest: Destination) -> None:
-        if len(self._hops) >= MAX_HOPS:
-            self._hops.pop(next(iter(self._hops)))
-        self._hops[uri] = dest
+        return self._hops.known(dialog, self._dest.transport)
 
     async def _resolve_hop(self, uri: str) -> Destination:
-        """Look ``uri`` up (bounded by 64*T1); raise OSError/ValueError with the reason."""
-        known = self._hops.get(uri)
-        if known is not None:
-            return known
-        why = self._hop_failures.get(uri)
-        if why is not None:
-            raise OSError(why)
-        try:
-            dest = await asyncio.wait_for(
-                self.endpoint.resolve(uri, self._hop_transport(uri)), self.endpoint.timers.b
-            )
-        except (OSError, ValueError) as exc:  # TimeoutError is an OSError
-            why = f"cannot resolve the dialog's next hop {uri}: {exc or type(exc).__name__}"
-            if len(self._hop_failures) < MAX_HOPS:
-                self._hop_failures[uri] = why
-            logger.warning("call %s: %s", self.call_id, why)
-            raise OSError(why) from exc
-        self._remember_hop(uri, dest)
-        return dest
+        assert self._dest is not None
+        return await self._hops.resolve(uri, self._dest.transport)
 
     def _after_hop(
         self, dialog: Dialog, *, then: Callable[[], None], failed: Callable[[str], None]

@@ -10,7 +10,7 @@ from aiosipua.auth import SipDigestAuth, answer_challenge
 from aiosipua.headers import CaseInsensitiveDict, parse_auth
 from aiosipua.message import SipMessage, SipResponse
 
-from ringcast.sip.call import CallSpec, glare_retry_delay, parse_dtmf_info, retry_after
+from ringcast.sip.call_spec import CallSpec, glare_retry_delay, parse_dtmf_info, retry_after
 from ringcast.sip.sdp import MediaOffer
 from ringcast.sip.uac_logic import CallState, InviteStep, InviteView, next_invite_step
 
