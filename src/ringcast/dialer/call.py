@@ -203,7 +203,7 @@ async def _run(
             _aim(media, answer, call.signalling_host)
 
     try:
-        call = ctx.sip.create_call(spec, on_state=events.put_nowait, on_media=on_media)
+        call = OutboundCall(ctx.sip, spec, on_state=events.put_nowait, on_media=on_media)
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(

@@ -70,7 +70,7 @@ async def test_answer_then_local_bye(endpoint: SipEndpoint, tmp_path: Path) -> N
             from_='"Shop" <sip:shop@shop.example>',
             headers={"X-Campaign": "spring"},
         )
-        call = endpoint.create_call(spec, on_state=states.append)
+        call = OutboundCall(endpoint, spec, on_state=states.append)
         assert await call.setup() is True
         assert (call.status_code, call.reason) == (200, "OK")
         assert call.answer is not None and call.answer.codec == "PCMU"
@@ -100,7 +100,7 @@ async def test_rejected(
 ) -> None:
     uas = start_uas(tmp_path, scenario)
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is False
         assert call.status_code == status
         assert call.outcome is outcome
@@ -116,7 +116,7 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
     uas = start_uas(tmp_path, "uas_noanswer.xml")
     try:
         states: list[CallState] = []
-        call = endpoint.create_call(make_spec(uas, ring_timeout=0.4), on_state=states.append)
+        call = OutboundCall(endpoint, make_spec(uas, ring_timeout=0.4), on_state=states.append)
         started = time.monotonic()
         assert await call.setup() is False
         assert 0.3 < time.monotonic() - started < 3.0
@@ -133,7 +133,7 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
 async def test_hangup_while_ringing_sends_cancel(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_noanswer.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         setup = asyncio.create_task(call.setup(), name="test-setup")
         await wait_for(lambda: call.state is CallState.RINGING)
         await call.cancel()
@@ -149,7 +149,7 @@ async def test_200_crossing_cancel_is_acked_then_byed(
 ) -> None:
     uas = start_uas(tmp_path, "uas_cancel_crossed.xml")
     try:
-        call = endpoint.create_call(make_spec(uas, ring_timeout=0.3))
+        call = OutboundCall(endpoint, make_spec(uas, ring_timeout=0.3))
         assert await call.setup() is False
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.status_code == 200 and call.canceled_by_us
@@ -168,7 +168,7 @@ async def test_digest_challenge_verified_by_sipp(
         tmp_path, "uas_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
     )
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password=password))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password=password))
         assert await call.setup() is answered
         if answered:
             assert call.status_code == 200
@@ -190,7 +190,7 @@ async def test_second_challenge_fails_cleanly(
 ) -> None:
     uas = start_uas(tmp_path, "uas_auth_twice.xml", keys={"auth_algorithm": algorithm})
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password="pw-secret"))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password="pw-secret"))
         with caplog.at_level("DEBUG"):
             assert await call.setup() is False
         assert call.status_code == 407 and call.outcome is Outcome.REJECTED
@@ -210,7 +210,7 @@ async def test_callee_hangs_up(sipp_bin: str, tmp_path: Path, transport: str) ->
     await endpoint.start()
     uas = start_uas(tmp_path, "uas_callee_bye.xml", transport="t1" if transport == "tcp" else "u1")
     try:
-        call = endpoint.create_call(make_spec(uas, transport=transport))
+        call = OutboundCall(endpoint, make_spec(uas, transport=transport))
         assert await call.setup() is True
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.ended_by == "remote"
@@ -227,7 +227,7 @@ async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_pat
     uas = start_uas(tmp_path, "uas_early_media.xml")
     try:
         states: list[CallState] = []
-        call = endpoint.create_call(make_spec(uas), on_state=states.append)
+        call = OutboundCall(endpoint, make_spec(uas), on_state=states.append)
         assert await call.setup() is True
         assert call.answer is not None and call.answer.codec == "PCMA"
         assert call.answer.payload_type == 8
@@ -241,7 +241,7 @@ async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_pat
 async def test_callee_reinvite_gets_same_media(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_reinvite.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: call.answer is not None and call.answer.port == 6002)
         await wait_for(lambda: len(uas.received()) >= 3)  # INVITE, ACK, ACK of re-INVITE
@@ -258,7 +258,7 @@ async def test_302_redirect_followed_once(endpoint: SipEndpoint, tmp_path: Path)
     target = start_uas(tmp_path, "uas_answer.xml")
     redirector = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(target.port)})
     try:
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True
         assert call.status_code == 200
         await call.hangup()
@@ -274,7 +274,7 @@ async def test_redirect_loop_is_recorded(endpoint: SipEndpoint, tmp_path: Path) 
     second = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": "9"})
     first = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(second.port)})
     try:
-        call = endpoint.create_call(make_spec(first))
+        call = OutboundCall(endpoint, make_spec(first))
         assert await call.setup() is False
         assert call.status_code == 302 and call.outcome is Outcome.REJECTED
         assert await sipp_done(first) == 0 and await sipp_done(second) == 0
@@ -287,7 +287,7 @@ async def test_info_dtmf_and_options(endpoint: SipEndpoint, tmp_path: Path) -> N
     uas = start_uas(tmp_path, "uas_info_dtmf.xml")
     try:
         digits: list[str] = []
-        call = endpoint.create_call(make_spec(uas), on_dtmf=digits.append)
+        call = OutboundCall(endpoint, make_spec(uas), on_dtmf=digits.append)
         assert await call.setup() is True
         await wait_for(lambda: call.dtmf_info == ["5"])
         assert digits == ["5"]
@@ -306,7 +306,7 @@ async def test_session_timer_refreshed_by_us(
 ) -> None:
     uas = start_uas(tmp_path, scenario, keys={"session_expires": "2"})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         assert call.session_expires == 2 and call.session_refresher == "uac"
         await wait_for(lambda: methods_received(uas).count(method) >= 1 + (method == "INVITE"))
@@ -330,7 +330,7 @@ async def test_late_2xx_to_refresh_reinvite_acked_with_its_cseq(
     assert 64 * T1 < 4.0  # the scenario's 200 comes again after 4 s: past Timer M
     uas = start_uas(tmp_path, "uas_reinvite_late_2xx.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=9)
         await call.hangup()
@@ -347,7 +347,7 @@ async def test_late_2xx_to_refresh_reinvite_acked_with_its_cseq(
 async def test_max_duration_sends_bye(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_answer.xml")
     try:
-        call = endpoint.create_call(make_spec(uas, max_duration=0.3))
+        call = OutboundCall(endpoint, make_spec(uas, max_duration=0.3))
         assert await call.setup() is True
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.ended_by == "local" and call.hangup_reason == "max-duration"
@@ -361,7 +361,7 @@ async def test_tcp_call(sipp_bin: str, tmp_path: Path) -> None:
     await ep.start()
     uas = start_uas(tmp_path, "uas_answer.xml", transport="t1")
     try:
-        call = ep.create_call(make_spec(uas, transport="tcp"))
+        call = OutboundCall(ep, make_spec(uas, transport="tcp"))
         assert await call.setup() is True
         assert ep.tcp_connections == 1
         await asyncio.sleep(0.5)  # idle, but the call still needs it
@@ -383,7 +383,7 @@ async def test_silent_udp_peer_is_timer_b_408(sipp_bin: str) -> None:
         black_hole.bind(("127.0.0.1", 0))  # bound, never read: no answer, no ICMP
         port = black_hole.getsockname()[1]
         try:
-            call = ep.create_call(
+            call = OutboundCall(ep,
                 CallSpec(
                     to=f"sip:nobody@127.0.0.1:{port}",
                     from_="me",
@@ -407,7 +407,7 @@ async def test_closed_udp_port_is_503_from_icmp(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port()
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
@@ -429,7 +429,7 @@ async def test_unreachable_tcp_is_503(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port(socket.SOCK_STREAM)
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
@@ -450,7 +450,7 @@ async def test_session_refreshed_by_callee_then_expires(
 ) -> None:
     uas = start_uas(tmp_path, "uas_session_refresh_by_callee.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         assert call.session_expires == 3 and call.session_refresher == "uas"
         started = time.monotonic()
@@ -470,7 +470,7 @@ async def test_challenged_bye_is_answered_with_digest(
         tmp_path, "uas_bye_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
     )
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password="s3cret"))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password="s3cret"))
         assert await call.setup() is True
         await call.hangup()
         assert call.ended_by == "local"
@@ -485,13 +485,13 @@ async def test_challenged_bye_is_answered_with_digest(
 async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
     media = MediaOffer("127.0.0.1", 40000)
     with pytest.raises(ValueError, match="to must be a sip: URI"):
-        endpoint.create_call(CallSpec(to="tel:+15551234", from_="me", media=media))
+        OutboundCall(endpoint, CallSpec(to="tel:+15551234", from_="me", media=media))
     with pytest.raises(ValueError, match="header 'Via' is managed by ringcast"):
-        endpoint.create_call(
+        OutboundCall(endpoint,
             CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"Via": "x"})
         )
     with pytest.raises(ValueError, match="invalid header"):
-        endpoint.create_call(
+        OutboundCall(endpoint,
             CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"})
         )
 
@@ -501,7 +501,7 @@ async def test_reinvite_glare_491_both_ways(endpoint: SipEndpoint, tmp_path: Pat
     §14.1: our refresh, answered 491, is retried after 2.1-4 s (we own the Call-ID)."""
     uas = start_uas(tmp_path, "uas_glare.xml", keys={"session_expires": "2"})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=10.0)
         assert call.state is CallState.ANSWERED
@@ -539,7 +539,7 @@ async def test_reinvite_crossing_our_update_refresh_gets_491(sipp_bin: str, tmp_
     await ep.start()
     uas = start_uas(tmp_path, "uas_glare_update.xml", keys={"session_expires": "2"})
     try:
-        call = ep.create_call(make_spec(uas))
+        call = OutboundCall(ep, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("UPDATE") >= 2, within=10.0)
         assert call.state is CallState.ANSWERED
@@ -595,7 +595,7 @@ async def call_to_cluster(
         for uas in sipps:
             uas.start()
         await ep.start()
-        yield ep.create_call(
+        yield OutboundCall(ep,
             CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
     finally:
@@ -683,7 +683,7 @@ async def test_redirect_tries_contacts_by_q_value(endpoint: SipEndpoint, tmp_pat
     try:
         for uas in sipps:
             uas.start()
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True
         await call.hangup()
         for uas in (redirector, busy, good):
@@ -709,7 +709,7 @@ async def test_redirect_contact_transport_is_honoured(
     try:
         for uas in sipps:
             uas.start()
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True, call.error
         await call.hangup()
         assert await sipp_done(redirector) == 0 and await sipp_done(target) == 0, target.errors()

@@ -36,9 +36,7 @@ Event = tuple[object, ...]
 Step = tuple[Event, list[Action]]
 
 
-def run(
-    txn: InviteServerTransaction | NonInviteServerTransaction, steps: list[Step]
-) -> None:
+def run(txn: InviteServerTransaction | NonInviteServerTransaction, steps: list[Step]) -> None:
     for n, (event, expected) in enumerate(steps):
         kind = event[0]
         if kind == "respond":
