@@ -160,11 +160,11 @@ class FloodGate:
         self.dropped_total += 1
         if total.should_warn(now):
             logger.warning(
-                "SIP flood from %s sources: dropped %s requests unanswered since the last"
-                " warning (limit %s/s from all sources together)",
-                len(buckets),
+                "SIP flood: dropped %s requests unanswered since the last warning"
+                " (limit %s/s from all sources together; %s sources seen lately)",
                 total.dropped,
                 self.total_rate,
+                len(buckets),
             )
             total.warned(now)
         return False

@@ -720,3 +720,38 @@ async def test_redirect_contact_transport_is_honoured(
     finally:
         for uas in sipps:
             uas.stop()
+
+
+async def test_in_dialog_retransmissions_are_answered_by_the_server_transaction(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """§17.2: our 2xx to a re-INVITE is re-sent until SIPp's ACK (Timer G), a repeated
+    re-INVITE is absorbed (RFC 6026), and a retransmitted BYE gets the same 200 again
+    after the call ended, while a new BYE there gets 481."""
+    uas = start_uas(tmp_path, "uas_in_dialog_retransmit.xml")  # ACK withheld 1 s
+    try:
+        call = OutboundCall(endpoint, make_spec(uas))
+        assert await call.setup() is True
+        await asyncio.wait_for(call.ended.wait(), 10)
+        assert call.ended_by == "remote"
+        assert await sipp_done(uas) == 0, uas.errors()
+        received = uas.received()
+
+        def answers(cseq: str) -> list[str]:
+            return [
+                m.split("\n", 1)[0].strip()
+                for m in received
+                if m.startswith("SIP/2.0") and re.search(rf"^CSeq:\s*{cseq}\s*$", m, re.M | re.I)
+            ]
+
+        reinvite_200s = answers("1 INVITE")
+        # the first 200, then Timer G's copies while the ACK was withheld; no answer to
+        # the repeated re-INVITE beyond those (absorbed in Accepted)
+        assert len(reinvite_200s) >= 2 and set(reinvite_200s) == {"SIP/2.0 200 OK"}
+        copies = {m for m in received if m.startswith("SIP/2.0") and "CSeq: 1 INVITE" in m}
+        assert len(copies) == 1  # every copy the same bytes
+        assert answers("2 BYE") == ["SIP/2.0 200 OK", "SIP/2.0 200 OK"]
+        assert answers("3 BYE") == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+        assert endpoint.transactions.server_count >= 1  # the BYE's, until Timer J
+    finally:
+        uas.stop()

@@ -716,3 +716,44 @@ async def test_target_refresh_to_host_name_is_resolved_for_bye(
     finally:
         hop.close()
         uas.stop()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize("identify", [False, True])
+async def test_strangers_get_stateless_answers_without_a_product_name(
+    sipp_bin: str, tmp_path: Path, identify: bool
+) -> None:
+    """SIPp probes as a scanner would: every answer is stateless (nothing kept, no
+    server transaction), a retransmitted OPTIONS gets the same answer (To tag too),
+    and no User-Agent or Server names ringcast unless ``identify_to_strangers``."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, identify_to_strangers=identify)
+    await ep.start()
+    uas = SippUas("uac_stranger.xml", tmp_path, max_calls=1, extra=[f"127.0.0.1:{ep.local_port}"])
+    try:
+        uas.start()
+        assert await asyncio.to_thread(uas.wait, 10) == 0, uas.errors()
+        answers = [m for m in uas.received() if m.startswith("SIP/2.0")]
+        assert [m.split("\n", 1)[0].split(" ", 2)[1] for m in answers] == [
+            "200",
+            "405",
+            "200",
+            "403",
+        ]
+        names = [
+            line.split(":", 1)[0].strip().lower() for m in answers for line in m.splitlines()[1:]
+        ]
+        assert "user-agent" not in names
+        if identify:
+            assert all("\nServer: ringcast/0.1" in m for m in answers)
+        else:
+            assert "server" not in names
+        to_lines = [line for line in answers[0].splitlines() if line.lower().startswith("to:")]
+        assert ";tag=" in to_lines[0]
+        assert answers[0] == answers[2]  # the retransmission: the same bytes, To tag too
+        assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE" in answers[1]
+        assert ep.stateless_answers == 4
+        assert ep.transactions.server_count == 0 and ep.transactions.client_count == 0
+        assert ep.live_calls == 0
+    finally:
+        uas.stop()
+        await ep.close()
