@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint  # noqa: E402
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint  # noqa: E402
 
 SCENARIO = ROOT / "tests" / "sipp" / "uas_bench.xml"
 
@@ -109,7 +109,7 @@ async def run(calls: int, concurrency: int, max_seconds: float, port: int, sipp_
         async with sem:
             if time.monotonic() > deadline:
                 return
-            call = endpoint.create_call(
+            call = OutboundCall(endpoint,
                 CallSpec(
                     to=f"sip:bench{i}@127.0.0.1:{port}",
                     from_="bench",

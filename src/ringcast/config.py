@@ -72,7 +72,10 @@ class Settings:
     db_pool_overflow: int = 10  # extra PostgreSQL connections a process may open at peaks
     sip_flood_rate: float = 50.0  # SIP requests per second one source IP may send (0: no limit)
     sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
+    sip_flood_total_rate: float = 1000.0  # SIP requests/s from all sources together (0: no limit)
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
+    sip_user_agent: str = "ringcast/0.1"  # User-Agent of the requests our calls send
+    sip_identify_to_strangers: bool = False  # strangers' answers carry Server: <sip_user_agent>
     event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
@@ -354,3 +357,9 @@ def _validate(s: Settings) -> None:
     _check(s.node_timeout >= 1, "node_timeout", "must be at least 1 second")
     _check(s.sip_flood_rate >= 0, "sip_flood_rate", "must not be negative")
     _check(s.sip_flood_burst >= 1, "sip_flood_burst", "must be at least 1")
+    _check(s.sip_flood_total_rate >= 0, "sip_flood_total_rate", "must not be negative")
+    _check(
+        0 < len(s.sip_user_agent) <= 128 and s.sip_user_agent.isprintable(),
+        "sip_user_agent",
+        "must be 1..128 printable characters",
+    )

@@ -48,6 +48,16 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ringcast_calls_placed", "Calls set up (INVITE sent) by this node", "calls_placed"),
     ("ringcast_sip_retransmissions", "SIP request retransmissions", "sip.retransmissions"),
     ("ringcast_sip_garbage_packets", "Unparseable SIP datagrams received", "sip.garbage_count"),
+    (
+        "ringcast_sip_flood_dropped",
+        "SIP requests dropped unanswered by the flood gate",
+        "sip.flood_dropped",
+    ),
+    (
+        "ringcast_sip_stateless_answers",
+        "SIP requests from strangers answered statelessly",
+        "sip.stateless_answers",
+    ),
     ("ringcast_rtp_packets_sent", "RTP packets sent by the shared clock", "clock.packets_sent"),
     ("ringcast_rtp_packets_late", "RTP packets sent late", "clock.late_packets"),
     ("ringcast_rtp_clock_ticks", "20 ms ticks of the shared RTP clock", "clock.ticks"),

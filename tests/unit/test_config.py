@@ -197,11 +197,26 @@ def test_sip_flood_settings_reach_the_endpoint() -> None:
             "RINGCAST_SIP_FLOOD_RATE": "5",
             "RINGCAST_SIP_FLOOD_BURST": "7",
             "RINGCAST_SIP_SILENT_INVITES": "1",
+            "RINGCAST_SIP_FLOOD_TOTAL_RATE": "300",
+            "RINGCAST_SIP_USER_AGENT": "Acme Dialer",
+            "RINGCAST_SIP_IDENTIFY_TO_STRANGERS": "1",
         },
     )
     endpoint = sip_endpoint(s)
     assert endpoint.flood is not None
+    assert (endpoint.flood.rate, endpoint.flood.burst) == (5.0, 7)
+    assert endpoint.flood.total_rate == 300.0
     assert endpoint.silent_invites is True
+    assert endpoint.user_agent == "Acme Dialer"
+    assert endpoint.stateless.server == "Acme Dialer"
+    default = sip_endpoint(Settings.from_sources({}, env={}))
+    assert default.stateless.server is None  # strangers learn no product name by default
+    assert default.user_agent == "ringcast/0.1"  # what our calls' peers see is unchanged
+    assert default.flood is not None and default.flood.total_rate == 1000.0
+    no_total = sip_endpoint(Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_TOTAL_RATE": "0"}))
+    assert no_total.flood is not None and no_total.flood.total_rate is None
+    with pytest.raises(ConfigError, match="sip_user_agent must be 1..128 printable"):
+        Settings.from_sources({}, env={"RINGCAST_SIP_USER_AGENT": "x\r\nVia: evil"})
     off = sip_endpoint(Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_RATE": "0"}))
     assert off.flood is None
     with pytest.raises(ConfigError, match="sip_flood_burst must be at least 1"):

@@ -101,7 +101,10 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         t2=settings.sip_t2,
         flood_rate=settings.sip_flood_rate or None,
         flood_burst=settings.sip_flood_burst,
+        flood_total_rate=settings.sip_flood_total_rate or None,
         silent_invites=settings.sip_silent_invites,
+        user_agent=settings.sip_user_agent,
+        identify_to_strangers=settings.sip_identify_to_strangers,
     )
 
 
@@ -203,7 +206,7 @@ async def _run(
             _aim(media, answer, call.signalling_host)
 
     try:
-        call = ctx.sip.create_call(spec, on_state=events.put_nowait, on_media=on_media)
+        call = OutboundCall(ctx.sip, spec, on_state=events.put_nowait, on_media=on_media)
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(

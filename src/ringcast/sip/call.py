@@ -43,7 +43,8 @@ from ringcast.sip.call_spec import (
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
 from ringcast.sip.digest import AuthAttempt, AuthFailure, DigestSession
-from ringcast.sip.endpoint import (
+from ringcast.sip.hops import Hops
+from ringcast.sip.message import (
     ALLOW,
     Destination,
     build_response,
@@ -51,7 +52,6 @@ from ringcast.sip.endpoint import (
     new_tag,
     uri_transport,
 )
-from ringcast.sip.hops import Hops
 from ringcast.sip.offer_answer import OfferAnswer
 from ringcast.sip.sdp import MediaAnswer
 from ringcast.sip.transaction import ClientTransaction, SyntheticResponse
@@ -87,7 +87,7 @@ def _now() -> datetime:
 
 
 class OutboundCall:
-    """One outbound call. Create with :meth:`SipEndpoint.create_call`.
+    """One outbound call; it joins ``endpoint``'s dialog index as it is made.
 
     ``await setup()`` returns True once answered (ACK sent) and False when the
     call ended unanswered; it never raises for SIP outcomes. ``status_code``/
@@ -176,15 +176,14 @@ class OutboundCall:
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
         self._hops = Hops(endpoint, self.call_id)  # dialog next hops (RFC 3263)
         self._peer_allows_update = False
-        self._reinvite_2xx: tuple[bytes, Destination, int] | None = None
         # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
         # when that 2xx is retransmitted after Timer M ended the transaction.
         self._reinvite_acks: dict[int, tuple[bytes, Destination]] = {}
-        self._reinvite_timer: asyncio.TimerHandle | None = None
         self._offer_in_2xx: int | None = None  # CSeq of a re-INVITE whose 2xx carried our offer
         self._from_value = ""
         self._contact = ""
         validate_headers(spec.headers)
+        endpoint.add_call(self)
 
     def __repr__(self) -> str:
         return f"<OutboundCall {self.call_id} {self.state.value} {self.status_code}>"
@@ -802,9 +801,6 @@ class OutboundCall:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self._reinvite_timer is not None:
-            self._reinvite_timer.cancel()
-            self._reinvite_timer = None
         if self.dialog is not None:
             self.dialog.terminate()
         self._resolve_setup(False)
@@ -1100,48 +1096,21 @@ class OutboundCall:
     def _on_reinvite(self, request: SipRequest, source: Destination) -> SipResponse:
         assert self.dialog is not None
         response = self._session_response(request, with_sdp=True)
-        # §13.3.1.4: the UAS core retransmits its 2xx until the ACK arrives.
+        # The 2xx is re-sent until its ACK by the endpoint's INVITE server transaction.
         cseq = request.cseq.seq if request.cseq else 0
         if 200 <= response.status_code < 300:
             # No SDP in the re-INVITE: our 2xx is the offer and the ACK brings the answer.
             self._offer_in_2xx = None if request.body else cseq
-            if source.transport == "udp":
-                self._reinvite_2xx = (bytes(response), source, cseq)
-                self._schedule_2xx_retransmit(self.endpoint.timers.t1, 0.0)
         return response
 
-    def _schedule_2xx_retransmit(self, interval: float, elapsed: float) -> None:
-        if self._reinvite_timer is not None:
-            self._reinvite_timer.cancel()
-        self._reinvite_timer = self.endpoint.loop.call_later(
-            interval, self._retransmit_2xx, interval, elapsed + interval
-        )
-
-    def _retransmit_2xx(self, interval: float, elapsed: float) -> None:
-        self._reinvite_timer = None
-        pending = self._reinvite_2xx
-        if pending is None or self.state is CallState.ENDED:
-            return
-        if elapsed >= self.endpoint.timers.b:
-            logger.warning("call %s: no ACK for our 2xx to the re-INVITE", self.call_id)
-            self._reinvite_2xx = None
-            return
-        self.endpoint.send_raw(pending[0], pending[1])
-        self._schedule_2xx_retransmit(min(interval * 2, self.endpoint.timers.t2), elapsed)
-
     def on_ack(self, request: SipRequest) -> None:
-        """The ACK for our 2xx to the callee's re-INVITE stops its retransmission.
+        """The ACK for our 2xx to the callee's re-INVITE (its retransmission stops in the
+        endpoint's server transaction).
 
         When that 2xx carried our offer (a re-INVITE without SDP), the ACK
         carries the answer (RFC 3261 §13.2.1, §14.2): it is applied like an offer.
         """
-        pending = self._reinvite_2xx
         cseq = request.cseq
-        if pending is not None and cseq is not None and cseq.seq == pending[2]:
-            self._reinvite_2xx = None
-            if self._reinvite_timer is not None:
-                self._reinvite_timer.cancel()
-                self._reinvite_timer = None
         if cseq is None or self._offer_in_2xx != cseq.seq or self.state is not CallState.ANSWERED:
             return
         self._offer_in_2xx = None

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ringcast.sip.dialog import Dialog
-from ringcast.sip.endpoint import Destination, uri_transport
+from ringcast.sip.message import Destination, uri_transport
 
 if TYPE_CHECKING:
     from ringcast.sip.endpoint import SipEndpoint

@@ -1,4 +1,4 @@
-"""RFC 3261 §17.1 client transactions, as pure state machines.
+"""RFC 3261 §17 client and server transactions, as pure state machines.
 
 A transaction never touches a socket or the event loop. Every input (the
 start, a response, a timer firing, a transport error) returns a list of
@@ -15,6 +15,14 @@ The INVITE client transaction follows RFC 6026: a 2xx moves it to *Accepted*
 (Timer M = 64*T1), where retransmitted 2xx are passed up so the UAC core can
 re-send its ACK (§13.2.2.4). The ACK for a non-2xx final is built and sent by
 the transaction itself (§17.1.1.3).
+
+Server transactions (§17.2) hold the final response a request was answered
+with, so a retransmitted request gets the same bytes again (and a non-2xx to
+an INVITE is retransmitted until its ACK, Timers G/H/I). ringcast keeps them
+only for requests inside a live dialog; strangers are answered statelessly.
+The INVITE server transaction also follows RFC 6026 (*Accepted*, Timer L) and
+runs the UAS core's 2xx retransmission (§13.3.1.4) on Timer G's schedule, so
+the call keeps no timer of its own for it.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ class Timers:
 
     @property
     def b(self) -> float:
-        """Timer B / F / H / J / M: 64*T1, the transaction timeout."""
+        """Timer B / F / H / J / L / M: 64*T1, the transaction timeout."""
         return 64 * self.t1
 
     @property
@@ -56,7 +64,7 @@ class Timers:
 
 
 class TimerName(enum.StrEnum):
-    """Client transaction timers, by their RFC 3261 / RFC 6026 names."""
+    """Transaction timers, by their RFC 3261 / RFC 6026 names."""
 
     A = "A"  # INVITE retransmit, UDP only
     B = "B"  # INVITE timeout
@@ -65,6 +73,11 @@ class TimerName(enum.StrEnum):
     F = "F"  # non-INVITE timeout
     K = "K"  # wait for response retransmits after a non-INVITE final
     M = "M"  # RFC 6026: absorb 2xx retransmissions after a 2xx
+    G = "G"  # server: INVITE final response retransmit, UDP only
+    H = "H"  # server: wait for the ACK to a non-2xx final
+    I = "I"  # server: absorb ACK retransmits after the ACK  # noqa: E741 - the RFC's name
+    J = "J"  # server: absorb non-INVITE request retransmits after the final
+    L = "L"  # server, RFC 6026: absorb INVITE retransmits after a 2xx
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,14 @@ class Terminate:
     """The transaction is over: forget it and every timer it holds."""
 
 
-Action = Send | StartTimer | StopTimer | Deliver | Terminate
+@dataclass(frozen=True, slots=True)
+class NoAck:
+    """A server transaction stopped waiting for the ACK to its final (Timer H or L)."""
+
+    timer: TimerName
+
+
+Action = Send | StartTimer | StopTimer | Deliver | Terminate | NoAck
 
 
 class InviteState(enum.Enum):
@@ -116,6 +136,25 @@ class InviteState(enum.Enum):
 
 class NonInviteState(enum.Enum):
     """RFC 3261 Figure 6."""
+
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+class InviteServerState(enum.Enum):
+    """RFC 3261 Figure 7 plus RFC 6026's Accepted."""
+
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+class NonInviteServerState(enum.Enum):
+    """RFC 3261 Figure 8."""
 
     TRYING = "trying"
     PROCEEDING = "proceeding"
@@ -381,3 +420,176 @@ class NonInviteClientTransaction:
 
 
 ClientTransaction = InviteClientTransaction | NonInviteClientTransaction
+
+
+class InviteServerTransaction:
+    """RFC 3261 §17.2.1 INVITE server transaction, with RFC 6026's Accepted state.
+
+    The transaction user answers through :meth:`respond` (wire bytes and the
+    status). A final non-2xx moves to *Completed*: re-sent on Timer G (T1,
+    doubling up to T2, UDP only) until the ACK (*Confirmed*, Timer I = T4) or
+    Timer H (64*T1). A 2xx moves to *Accepted* for Timer L (64*T1), where
+    retransmitted INVITEs are absorbed (RFC 6026 §7.1) and the 2xx is re-sent
+    on Timer G's schedule until the ACK for it arrives (§13.3.1.4: the UAS
+    core's duty, kept here so the call holds no timer for it). The ACK for a
+    2xx carries a new branch, so the owner matches it to this transaction by
+    dialog and CSeq number and calls :meth:`on_ack`.
+    ``reliable`` is True over TCP: nothing is retransmitted, Timer I is zero.
+    """
+
+    __slots__ = ("reliable", "timers", "state", "key", "acked", "_final", "_interval")
+
+    def __init__(self, *, reliable: bool, timers: Timers, key: str = "") -> None:
+        self.reliable = reliable
+        self.timers = timers
+        self.state = InviteServerState.PROCEEDING
+        self.key = key  # the owner's index key (branch, sent-by, method)
+        self.acked = False
+        self._final: bytes | None = None
+        self._interval = timers.t1
+
+    def _set_state(self, new: InviteServerState) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        logger.debug("INVITE server transaction %s: %s -> %s", self.key, old.value, new.value)
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is InviteServerState.TERMINATED
+
+    def respond(self, data: bytes, status: int) -> list[Action]:
+        """The TU sends a response (§17.2.1): provisional, 2xx or another final."""
+        if self.state is not InviteServerState.PROCEEDING:
+            return []  # one final per transaction
+        if status < 200:
+            return [Send(data)]
+        self._final = data
+        if status < 300:
+            self._set_state(InviteServerState.ACCEPTED)
+            wait = TimerName.L
+        else:
+            self._set_state(InviteServerState.COMPLETED)
+            wait = TimerName.H
+        actions: list[Action] = [Send(data)]
+        if not self.reliable:
+            actions.append(StartTimer(TimerName.G, self._interval))
+        actions.append(StartTimer(wait, self.timers.b))
+        return actions
+
+    def on_request(self) -> list[Action]:
+        """The INVITE was retransmitted: the final again in Completed, else absorbed."""
+        if self.state is InviteServerState.COMPLETED and self._final is not None:
+            return [Send(self._final)]
+        return []  # Proceeding: nothing sent yet; Accepted: RFC 6026 absorbs it
+
+    def on_ack(self) -> list[Action]:
+        """The ACK arrived: for a non-2xx (same branch) or for the 2xx (matched by CSeq)."""
+        state = self.state
+        if state is InviteServerState.COMPLETED:
+            self.acked = True
+            actions: list[Action] = [StopTimer(TimerName.G), StopTimer(TimerName.H)]
+            if self.reliable:
+                self._set_state(InviteServerState.TERMINATED)
+                return [*actions, Terminate()]
+            self._set_state(InviteServerState.CONFIRMED)
+            return [*actions, StartTimer(TimerName.I, self.timers.t4)]
+        if state is InviteServerState.ACCEPTED and not self.acked:
+            self.acked = True
+            return [StopTimer(TimerName.G)]  # Timer L still absorbs INVITE retransmissions
+        return []
+
+    def on_timer(self, timer: TimerName) -> list[Action]:
+        """A timer the owner armed has fired."""
+        state = self.state
+        if timer is TimerName.G and self._final is not None and not self.acked:
+            if state in (InviteServerState.COMPLETED, InviteServerState.ACCEPTED):
+                self._interval = min(2 * self._interval, self.timers.t2)
+                return [Send(self._final), StartTimer(TimerName.G, self._interval)]
+        if timer is TimerName.H and state is InviteServerState.COMPLETED:
+            self._set_state(InviteServerState.TERMINATED)
+            return [StopTimer(TimerName.G), NoAck(TimerName.H), Terminate()]
+        if timer is TimerName.I and state is InviteServerState.CONFIRMED:
+            self._set_state(InviteServerState.TERMINATED)
+            return [Terminate()]
+        if timer is TimerName.L and state is InviteServerState.ACCEPTED:
+            self._set_state(InviteServerState.TERMINATED)
+            if self.acked:
+                return [Terminate()]
+            return [StopTimer(TimerName.G), NoAck(TimerName.L), Terminate()]
+        return []
+
+    def on_transport_error(self) -> list[Action]:
+        """The response could not be sent (§17.2.4): the transaction ends."""
+        if self.state is InviteServerState.TERMINATED:
+            return []
+        self._set_state(InviteServerState.TERMINATED)
+        return [StopTimer(TimerName.G), Terminate()]
+
+
+class NonInviteServerTransaction:
+    """RFC 3261 §17.2.2 non-INVITE server transaction (BYE, UPDATE, INFO, ...).
+
+    The final response is kept in *Completed* for Timer J (64*T1 over UDP,
+    zero over TCP) and re-sent for every retransmission of the request.
+    """
+
+    __slots__ = ("reliable", "timers", "state", "key", "_last")
+
+    def __init__(self, *, reliable: bool, timers: Timers, key: str = "") -> None:
+        self.reliable = reliable
+        self.timers = timers
+        self.state = NonInviteServerState.TRYING
+        self.key = key
+        self._last: bytes | None = None  # the last response sent
+
+    def _set_state(self, new: NonInviteServerState) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        logger.debug("server transaction %s: %s -> %s", self.key, old.value, new.value)
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is NonInviteServerState.TERMINATED
+
+    def respond(self, data: bytes, status: int) -> list[Action]:
+        """The TU sends a response: a provisional (Proceeding) or the final (Completed)."""
+        if self.state not in (NonInviteServerState.TRYING, NonInviteServerState.PROCEEDING):
+            return []
+        self._last = data
+        if status < 200:
+            self._set_state(NonInviteServerState.PROCEEDING)
+            return [Send(data)]
+        if self.reliable:
+            self._set_state(NonInviteServerState.TERMINATED)
+            return [Send(data), Terminate()]
+        self._set_state(NonInviteServerState.COMPLETED)
+        return [Send(data), StartTimer(TimerName.J, self.timers.b)]
+
+    def on_request(self) -> list[Action]:
+        """The request was retransmitted: the last response again (none yet in Trying)."""
+        if self._last is not None and self.state in (
+            NonInviteServerState.PROCEEDING,
+            NonInviteServerState.COMPLETED,
+        ):
+            return [Send(self._last)]
+        return []
+
+    def on_timer(self, timer: TimerName) -> list[Action]:
+        if timer is TimerName.J and self.state is NonInviteServerState.COMPLETED:
+            self._set_state(NonInviteServerState.TERMINATED)
+            return [Terminate()]
+        return []
+
+    def on_transport_error(self) -> list[Action]:
+        """The response could not be sent (§17.2.4): the transaction ends."""
+        if self.state is NonInviteServerState.TERMINATED:
+            return []
+        self._set_state(NonInviteServerState.TERMINATED)
+        return [Terminate()]
+
+
+ServerTransaction = InviteServerTransaction | NonInviteServerTransaction

@@ -28,7 +28,7 @@ from sipp import SippUas
 from ringcast.media import prepare_prompt
 from ringcast.media.fetch import MediaFetcher
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
 
 pytestmark = pytest.mark.sipp
 
@@ -79,7 +79,7 @@ async def test_sip_call_streams_the_prompt(
             from_="me",
             media=MediaOffer(host="127.0.0.1", port=session.local_port),
         )
-        call = endpoint.create_call(spec)
+        call = OutboundCall(endpoint, spec)
         assert await call.setup() is True
         answer = call.answer
         assert answer is not None and answer.codec == codec and answer.payload_type == pt

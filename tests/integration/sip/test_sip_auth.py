@@ -15,7 +15,7 @@ import pytest
 from sipp import SippUas
 
 from ringcast.domain import Outcome
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
 from ringcast.sip.digest import MAX_AUTH_ROUNDS
 
 pytestmark = pytest.mark.sipp
@@ -96,7 +96,7 @@ async def test_proxy_and_callee_both_challenge(
 ) -> None:
     uas = start_uas(tmp_path, scenario, {})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         with caplog.at_level("DEBUG"):
             assert await call.setup() is True, call.error
             assert call.status_code == 200
@@ -130,7 +130,7 @@ async def test_stale_nonce_is_retried_once(
 ) -> None:
     uas = start_uas(tmp_path, "uas_auth_stale.xml", {"auth_user": USER, "auth_password": PASSWORD})
     try:
-        call = endpoint.create_call(make_spec(uas, password))
+        call = OutboundCall(endpoint, make_spec(uas, password))
         assert await call.setup() is answered, call.error
         sent = invites(uas)
         if answered:
@@ -154,7 +154,7 @@ async def test_supported_challenge_picked_among_several(
         tmp_path, "uas_auth_algorithms.xml", {"auth_user": USER, "auth_password": PASSWORD}
     )
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True, call.error
         await call.hangup()
         assert await sipp_done(uas) == 0, uas.errors()
@@ -172,7 +172,7 @@ async def test_auth_rounds_are_bounded(
 ) -> None:
     uas = start_uas(tmp_path, "uas_auth_endless.xml", {})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         with caplog.at_level("DEBUG"):
             assert await asyncio.wait_for(call.setup(), 5) is False
         assert call.status_code == 407 and call.outcome is Outcome.REJECTED
@@ -202,7 +202,7 @@ async def test_challenged_session_refresh_is_answered_with_digest(
     keys = {"session_expires": "2", "auth_user": USER, "auth_password": PASSWORD}
     uas = start_uas(tmp_path, scenario, keys)
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         wanted = 3 if method == "INVITE" else 2  # the initial INVITE counts for re-INVITEs
         deadline = asyncio.get_running_loop().time() + 6

@@ -70,7 +70,7 @@ async def test_answer_then_local_bye(endpoint: SipEndpoint, tmp_path: Path) -> N
             from_='"Shop" <sip:shop@shop.example>',
             headers={"X-Campaign": "spring"},
         )
-        call = endpoint.create_call(spec, on_state=states.append)
+        call = OutboundCall(endpoint, spec, on_state=states.append)
         assert await call.setup() is True
         assert (call.status_code, call.reason) == (200, "OK")
         assert call.answer is not None and call.answer.codec == "PCMU"
@@ -106,7 +106,7 @@ async def test_rejected(
 ) -> None:
     uas = start_uas(tmp_path, scenario)
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is False
         assert call.status_code == status
         assert call.outcome is outcome
@@ -122,7 +122,7 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
     uas = start_uas(tmp_path, "uas_noanswer.xml")
     try:
         states: list[CallState] = []
-        call = endpoint.create_call(make_spec(uas, ring_timeout=0.4), on_state=states.append)
+        call = OutboundCall(endpoint, make_spec(uas, ring_timeout=0.4), on_state=states.append)
         started = time.monotonic()
         assert await call.setup() is False
         assert 0.3 < time.monotonic() - started < 3.0
@@ -144,7 +144,7 @@ async def test_no_answer_ring_timeout_cancels(endpoint: SipEndpoint, tmp_path: P
 async def test_hangup_while_ringing_sends_cancel(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_noanswer.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         setup = asyncio.create_task(call.setup(), name="test-setup")
         await wait_for(lambda: call.state is CallState.RINGING)
         await call.cancel()
@@ -160,7 +160,7 @@ async def test_200_crossing_cancel_is_acked_then_byed(
 ) -> None:
     uas = start_uas(tmp_path, "uas_cancel_crossed.xml")
     try:
-        call = endpoint.create_call(make_spec(uas, ring_timeout=0.3))
+        call = OutboundCall(endpoint, make_spec(uas, ring_timeout=0.3))
         assert await call.setup() is False
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.status_code == 200 and call.canceled_by_us
@@ -179,7 +179,7 @@ async def test_digest_challenge_verified_by_sipp(
         tmp_path, "uas_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
     )
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password=password))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password=password))
         assert await call.setup() is answered
         if answered:
             assert call.status_code == 200
@@ -201,7 +201,7 @@ async def test_second_challenge_fails_cleanly(
 ) -> None:
     uas = start_uas(tmp_path, "uas_auth_twice.xml", keys={"auth_algorithm": algorithm})
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password="pw-secret"))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password="pw-secret"))
         with caplog.at_level("DEBUG"):
             assert await call.setup() is False
         assert call.status_code == 407 and call.outcome is Outcome.REJECTED
@@ -221,7 +221,7 @@ async def test_callee_hangs_up(sipp_bin: str, tmp_path: Path, transport: str) ->
     await endpoint.start()
     uas = start_uas(tmp_path, "uas_callee_bye.xml", transport="t1" if transport == "tcp" else "u1")
     try:
-        call = endpoint.create_call(make_spec(uas, transport=transport))
+        call = OutboundCall(endpoint, make_spec(uas, transport=transport))
         assert await call.setup() is True
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.ended_by == "remote"
@@ -238,7 +238,7 @@ async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_pat
     uas = start_uas(tmp_path, "uas_early_media.xml")
     try:
         states: list[CallState] = []
-        call = endpoint.create_call(make_spec(uas), on_state=states.append)
+        call = OutboundCall(endpoint, make_spec(uas), on_state=states.append)
         assert await call.setup() is True
         assert call.answer is not None and call.answer.codec == "PCMA"
         assert call.answer.payload_type == 8
@@ -252,7 +252,7 @@ async def test_183_early_sdp_then_200_without_sdp(endpoint: SipEndpoint, tmp_pat
 async def test_callee_reinvite_gets_same_media(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_reinvite.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: call.answer is not None and call.answer.port == 6002)
         await wait_for(lambda: len(uas.received()) >= 3)  # INVITE, ACK, ACK of re-INVITE
@@ -269,7 +269,7 @@ async def test_302_redirect_followed_once(endpoint: SipEndpoint, tmp_path: Path)
     target = start_uas(tmp_path, "uas_answer.xml")
     redirector = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(target.port)})
     try:
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True
         assert call.status_code == 200
         await call.hangup()
@@ -285,7 +285,7 @@ async def test_redirect_loop_is_recorded(endpoint: SipEndpoint, tmp_path: Path) 
     second = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": "9"})
     first = start_uas(tmp_path, "uas_redirect.xml", keys={"redirect_port": str(second.port)})
     try:
-        call = endpoint.create_call(make_spec(first))
+        call = OutboundCall(endpoint, make_spec(first))
         assert await call.setup() is False
         assert call.status_code == 302 and call.outcome is Outcome.REJECTED
         assert await sipp_done(first) == 0 and await sipp_done(second) == 0
@@ -298,7 +298,7 @@ async def test_info_dtmf_and_options(endpoint: SipEndpoint, tmp_path: Path) -> N
     uas = start_uas(tmp_path, "uas_info_dtmf.xml")
     try:
         digits: list[str] = []
-        call = endpoint.create_call(make_spec(uas), on_dtmf=digits.append)
+        call = OutboundCall(endpoint, make_spec(uas), on_dtmf=digits.append)
         assert await call.setup() is True
         await wait_for(lambda: call.dtmf_info == ["5"])
         assert digits == ["5"]
@@ -317,7 +317,7 @@ async def test_session_timer_refreshed_by_us(
 ) -> None:
     uas = start_uas(tmp_path, scenario, keys={"session_expires": "2"})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         assert call.session_expires == 2 and call.session_refresher == "uac"
         await wait_for(lambda: methods_received(uas).count(method) >= 1 + (method == "INVITE"))
@@ -341,7 +341,7 @@ async def test_late_2xx_to_refresh_reinvite_acked_with_its_cseq(
     assert 64 * T1 < 4.0  # the scenario's 200 comes again after 4 s: past Timer M
     uas = start_uas(tmp_path, "uas_reinvite_late_2xx.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=9)
         await call.hangup()
@@ -358,7 +358,7 @@ async def test_late_2xx_to_refresh_reinvite_acked_with_its_cseq(
 async def test_max_duration_sends_bye(endpoint: SipEndpoint, tmp_path: Path) -> None:
     uas = start_uas(tmp_path, "uas_answer.xml")
     try:
-        call = endpoint.create_call(make_spec(uas, max_duration=0.3))
+        call = OutboundCall(endpoint, make_spec(uas, max_duration=0.3))
         assert await call.setup() is True
         await asyncio.wait_for(call.ended.wait(), 5)
         assert call.ended_by == "local" and call.hangup_reason == "max-duration"
@@ -372,7 +372,7 @@ async def test_tcp_call(sipp_bin: str, tmp_path: Path) -> None:
     await ep.start()
     uas = start_uas(tmp_path, "uas_answer.xml", transport="t1")
     try:
-        call = ep.create_call(make_spec(uas, transport="tcp"))
+        call = OutboundCall(ep, make_spec(uas, transport="tcp"))
         assert await call.setup() is True
         assert ep.tcp_connections == 1
         await asyncio.sleep(0.5)  # idle, but the call still needs it
@@ -394,7 +394,7 @@ async def test_silent_udp_peer_is_timer_b_408(sipp_bin: str) -> None:
         black_hole.bind(("127.0.0.1", 0))  # bound, never read: no answer, no ICMP
         port = black_hole.getsockname()[1]
         try:
-            call = ep.create_call(
+            call = OutboundCall(ep,
                 CallSpec(
                     to=f"sip:nobody@127.0.0.1:{port}",
                     from_="me",
@@ -418,7 +418,7 @@ async def test_closed_udp_port_is_503_from_icmp(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port()
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
@@ -440,7 +440,7 @@ async def test_unreachable_tcp_is_503(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port(socket.SOCK_STREAM)
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
@@ -461,7 +461,7 @@ async def test_session_refreshed_by_callee_then_expires(
 ) -> None:
     uas = start_uas(tmp_path, "uas_session_refresh_by_callee.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         assert call.session_expires == 3 and call.session_refresher == "uas"
         started = time.monotonic()
@@ -481,7 +481,7 @@ async def test_challenged_bye_is_answered_with_digest(
         tmp_path, "uas_bye_auth.xml", keys={"auth_user": "alice", "auth_password": "s3cret"}
     )
     try:
-        call = endpoint.create_call(make_spec(uas, username="alice", password="s3cret"))
+        call = OutboundCall(endpoint, make_spec(uas, username="alice", password="s3cret"))
         assert await call.setup() is True
         await call.hangup()
         assert call.ended_by == "local"
@@ -501,7 +501,7 @@ async def test_unanswered_bye_ends_the_session_when_sent(
     408 is the record's error."""
     uas = start_uas(tmp_path, "uas_bye_unanswered.xml")
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await asyncio.sleep(0.5)
         sent_at = time.monotonic()
@@ -520,13 +520,13 @@ async def test_unanswered_bye_ends_the_session_when_sent(
 async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
     media = MediaOffer("127.0.0.1", 40000)
     with pytest.raises(ValueError, match="to must be a sip: URI"):
-        endpoint.create_call(CallSpec(to="tel:+15551234", from_="me", media=media))
+        OutboundCall(endpoint, CallSpec(to="tel:+15551234", from_="me", media=media))
     with pytest.raises(ValueError, match="header 'Via' is managed by ringcast"):
-        endpoint.create_call(
+        OutboundCall(endpoint,
             CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"Via": "x"})
         )
     with pytest.raises(ValueError, match="invalid header"):
-        endpoint.create_call(
+        OutboundCall(endpoint,
             CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"})
         )
 
@@ -536,7 +536,7 @@ async def test_reinvite_glare_491_both_ways(endpoint: SipEndpoint, tmp_path: Pat
     §14.1: our refresh, answered 491, is retried after 2.1-4 s (we own the Call-ID)."""
     uas = start_uas(tmp_path, "uas_glare.xml", keys={"session_expires": "2"})
     try:
-        call = endpoint.create_call(make_spec(uas))
+        call = OutboundCall(endpoint, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("ACK") >= 3, within=10.0)
         assert call.state is CallState.ANSWERED
@@ -574,7 +574,7 @@ async def test_reinvite_crossing_our_update_refresh_gets_491(sipp_bin: str, tmp_
     await ep.start()
     uas = start_uas(tmp_path, "uas_glare_update.xml", keys={"session_expires": "2"})
     try:
-        call = ep.create_call(make_spec(uas))
+        call = OutboundCall(ep, make_spec(uas))
         assert await call.setup() is True
         await wait_for(lambda: methods_received(uas).count("UPDATE") >= 2, within=10.0)
         assert call.state is CallState.ANSWERED
@@ -630,7 +630,7 @@ async def call_to_cluster(
         for uas in sipps:
             uas.start()
         await ep.start()
-        yield ep.create_call(
+        yield OutboundCall(ep,
             CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
     finally:
@@ -718,7 +718,7 @@ async def test_redirect_tries_contacts_by_q_value(endpoint: SipEndpoint, tmp_pat
     try:
         for uas in sipps:
             uas.start()
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True
         await call.hangup()
         for uas in (redirector, busy, good):
@@ -744,7 +744,7 @@ async def test_redirect_contact_transport_is_honoured(
     try:
         for uas in sipps:
             uas.start()
-        call = endpoint.create_call(make_spec(redirector))
+        call = OutboundCall(endpoint, make_spec(redirector))
         assert await call.setup() is True, call.error
         await call.hangup()
         assert await sipp_done(redirector) == 0 and await sipp_done(target) == 0, target.errors()
@@ -755,3 +755,38 @@ async def test_redirect_contact_transport_is_honoured(
     finally:
         for uas in sipps:
             uas.stop()
+
+
+async def test_in_dialog_retransmissions_are_answered_by_the_server_transaction(
+    endpoint: SipEndpoint, tmp_path: Path
+) -> None:
+    """§17.2: our 2xx to a re-INVITE is re-sent until SIPp's ACK (Timer G), a repeated
+    re-INVITE is absorbed (RFC 6026), and a retransmitted BYE gets the same 200 again
+    after the call ended, while a new BYE there gets 481."""
+    uas = start_uas(tmp_path, "uas_in_dialog_retransmit.xml")  # ACK withheld 1 s
+    try:
+        call = OutboundCall(endpoint, make_spec(uas))
+        assert await call.setup() is True
+        await asyncio.wait_for(call.ended.wait(), 10)
+        assert call.ended_by == "remote"
+        assert await sipp_done(uas) == 0, uas.errors()
+        received = uas.received()
+
+        def answers(cseq: str) -> list[str]:
+            return [
+                m.split("\n", 1)[0].strip()
+                for m in received
+                if m.startswith("SIP/2.0") and re.search(rf"^CSeq:\s*{cseq}\s*$", m, re.M | re.I)
+            ]
+
+        reinvite_200s = answers("1 INVITE")
+        # the first 200, then Timer G's copies while the ACK was withheld; no answer to
+        # the repeated re-INVITE beyond those (absorbed in Accepted)
+        assert len(reinvite_200s) >= 2 and set(reinvite_200s) == {"SIP/2.0 200 OK"}
+        copies = {m for m in received if m.startswith("SIP/2.0") and "CSeq: 1 INVITE" in m}
+        assert len(copies) == 1  # every copy the same bytes
+        assert answers("2 BYE") == ["SIP/2.0 200 OK", "SIP/2.0 200 OK"]
+        assert answers("3 BYE") == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+        assert endpoint.transactions.server_count >= 1  # the BYE's, until Timer J
+    finally:
+        uas.stop()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from sipp import SippUas
 
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
-from ringcast.sip.endpoint import FLOOD_LOG_WINDOW, FloodGate
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
+from ringcast.sip.flood import FLOOD_LOG_WINDOW, FloodGate
 
 T1 = 0.05  # seconds
 FLOOD_COUNT = 2000  # OPTIONS sent by the flooder
@@ -52,7 +52,7 @@ def _flood_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_bucket_burst_then_rate(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     gate = FloodGate(50.0, 100, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="ringcast.sip.endpoint"):
+    with caplog.at_level(logging.WARNING, logger="ringcast.sip.flood"):
         assert all(gate.admit("192.0.2.1") for _ in range(100))
         assert not gate.admit("192.0.2.1")
         assert gate.admit("192.0.2.2")  # another source has its own bucket
@@ -67,7 +67,7 @@ def test_bucket_burst_then_rate(caplog: pytest.LogCaptureFixture) -> None:
         " (limit 50.0/s, burst 100)"
     ]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="ringcast.sip.endpoint"):
+    with caplog.at_level(logging.WARNING, logger="ringcast.sip.flood"):
         clock.now += FLOOD_LOG_WINDOW  # refills to the burst: the next 100 pass
         assert all(gate.admit("192.0.2.1") for _ in range(100))
         assert not gate.admit("192.0.2.1")
@@ -113,7 +113,7 @@ async def test_endpoint_drops_over_the_burst_without_answering(
     await ep.start()
     try:
         sent = _capture(ep)
-        with caplog.at_level(logging.WARNING, logger="ringcast.sip.endpoint"):
+        with caplog.at_level(logging.WARNING, logger="ringcast.sip.flood"):
             for n in range(200):
                 ep.on_packet(_options(ep.local_port, n), ("127.0.0.1", 5999), "udp")
             ep.on_packet(_options(ep.local_port, 999), ("127.0.0.2", 5999), "udp")
@@ -139,7 +139,7 @@ async def test_requests_of_live_calls_pass_an_exhausted_bucket() -> None:
     await ep.start()
     try:
         sent = _capture(ep)
-        call = ep.create_call(  # in the dialog index; nothing is sent before setup()
+        call = OutboundCall(ep,   # in the dialog index; nothing is sent before setup()
             CallSpec(to="sip:bob@127.0.0.1:9", from_="me", media=MediaOffer("127.0.0.1", 1))
         )
         for n in range(5):
@@ -224,8 +224,8 @@ async def test_flood_is_dropped_while_a_call_completes(
     uas = SippUas("uas_answer.xml", tmp_path, max_calls=1)
     uas.start()
     try:
-        with caplog.at_level(logging.WARNING, logger="ringcast.sip.endpoint"):
-            call = ep.create_call(
+        with caplog.at_level(logging.WARNING, logger="ringcast.sip.flood"):
+            call = OutboundCall(ep,
                 CallSpec(to=uas.uri("flood"), from_="me", media=MediaOffer("127.0.0.1", 40000))
             )
             started = time.monotonic()

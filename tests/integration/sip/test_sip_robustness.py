@@ -14,7 +14,7 @@ import pytest
 from sipp import SippUas
 
 from ringcast.domain import Outcome
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
 
 T1 = 0.05  # seconds
 Addr = tuple[str, int]
@@ -106,7 +106,7 @@ async def test_calls_complete_through_lossy_path(
             )
             for i in range(calls)
         ]
-        live = [endpoint.create_call(s) for s in specs]
+        live = [OutboundCall(endpoint, s) for s in specs]
         results = await asyncio.wait_for(asyncio.gather(*(c.setup() for c in live)), 20)
         assert results == [True] * calls
         await asyncio.wait_for(asyncio.gather(*(c.hangup() for c in live)), 20)
@@ -213,7 +213,7 @@ async def test_garbage_is_ignored_and_calls_still_work(
     uas = SippUas("uas_answer.xml", tmp_path, max_calls=1)
     uas.start()
     try:
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(to=uas.uri("after"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await call.setup() is True
@@ -231,7 +231,7 @@ async def test_public_ip_in_contact_and_sdp() -> None:
     callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
     port = callee.get_extra_info("sockname")[1]
     try:
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:bob@127.0.0.1:{port}",
                 from_="me",
@@ -291,7 +291,7 @@ async def test_hundreds_of_concurrent_calls_share_one_socket(sipp_bin: str, tmp_
     uas.start()
     try:
         live = [
-            ep.create_call(
+            OutboundCall(ep,
                 CallSpec(
                     to=uas.uri(f"u{i}"),
                     from_="me",
@@ -332,7 +332,7 @@ async def test_close_ends_calls_that_never_get_an_answer() -> None:
     await ep.start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(
                 to=f"sip:x@127.0.0.1:{hole.getsockname()[1]}",
                 from_="me",
@@ -375,7 +375,7 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
         )
         setup = asyncio.create_task(call.setup(), name="test-fork-setup")
@@ -423,7 +423,7 @@ async def test_in_dialog_requests_follow_record_route(
     uas.keys["proxy_host"] = proxy_host
     try:
         uas.start()
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(to=uas.uri("rr"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await call.setup() is True
@@ -463,7 +463,7 @@ async def test_outbound_proxy_is_not_preloaded_in_dialog(
     proxy_uri = f"sip:127.0.0.1:{proxy.port}"
     try:
         uas.start()
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(
                 to=uas.uri("obp"), from_="me", media=MediaOffer("127.0.0.1", 40000), proxy=proxy_uri
             )
@@ -497,7 +497,7 @@ async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
         )
         setup = asyncio.create_task(call.setup(), name="test-reack-setup")
@@ -569,7 +569,7 @@ async def test_in_dialog_bye_answered_at_the_via_port() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = ep.create_call(
+        call = OutboundCall(ep,
             CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
         )
         setup = asyncio.create_task(call.setup(), name="test-via-bye-setup")
@@ -623,7 +623,7 @@ async def test_remote_target_host_name_is_resolved(
     uas.keys["contact_uri"] = contact.format(port=hop.port)
     try:
         uas.start()
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await call.setup() is True
@@ -669,7 +669,7 @@ async def test_unresolvable_remote_target_fails_the_call(
     uas.keys["contact_uri"] = contact.format(port=hop.port)
     try:
         uas.start()
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await asyncio.wait_for(call.setup(), 5) is False
@@ -698,7 +698,7 @@ async def test_target_refresh_to_host_name_is_resolved_for_bye(
     uas.keys["contact_uri"] = f"sip:alice@localhost:{hop.port}"
     try:
         uas.start()
-        call = endpoint.create_call(
+        call = OutboundCall(endpoint,
             CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await call.setup() is True
@@ -716,3 +716,44 @@ async def test_target_refresh_to_host_name_is_resolved_for_bye(
     finally:
         hop.close()
         uas.stop()
+
+
+@pytest.mark.sipp
+@pytest.mark.parametrize("identify", [False, True])
+async def test_strangers_get_stateless_answers_without_a_product_name(
+    sipp_bin: str, tmp_path: Path, identify: bool
+) -> None:
+    """SIPp probes as a scanner would: every answer is stateless (nothing kept, no
+    server transaction), a retransmitted OPTIONS gets the same answer (To tag too),
+    and no User-Agent or Server names ringcast unless ``identify_to_strangers``."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=T1, identify_to_strangers=identify)
+    await ep.start()
+    uas = SippUas("uac_stranger.xml", tmp_path, max_calls=1, extra=[f"127.0.0.1:{ep.local_port}"])
+    try:
+        uas.start()
+        assert await asyncio.to_thread(uas.wait, 10) == 0, uas.errors()
+        answers = [m for m in uas.received() if m.startswith("SIP/2.0")]
+        assert [m.split("\n", 1)[0].split(" ", 2)[1] for m in answers] == [
+            "200",
+            "405",
+            "200",
+            "403",
+        ]
+        names = [
+            line.split(":", 1)[0].strip().lower() for m in answers for line in m.splitlines()[1:]
+        ]
+        assert "user-agent" not in names
+        if identify:
+            assert all("\nServer: ringcast/0.1" in m for m in answers)
+        else:
+            assert "server" not in names
+        to_lines = [line for line in answers[0].splitlines() if line.lower().startswith("to:")]
+        assert ";tag=" in to_lines[0]
+        assert answers[0] == answers[2]  # the retransmission: the same bytes, To tag too
+        assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE" in answers[1]
+        assert ep.stateless_answers == 4
+        assert ep.transactions.server_count == 0 and ep.transactions.client_count == 0
+        assert ep.live_calls == 0
+    finally:
+        uas.stop()
+        await ep.close()

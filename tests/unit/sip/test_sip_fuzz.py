@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
 from ringcast.sip.call import OutboundCall
-from ringcast.sip.endpoint import Destination, new_branch, new_tag
+from ringcast.sip.message import Destination, new_branch, new_tag
 from ringcast.sip.transaction import (
     Action,
     ClientTransaction,
@@ -375,7 +375,7 @@ def run_with_endpoint(scenario: Callable[[Harness], Coroutine[Any, Any, None]]) 
 
 
 async def start_call(h: Harness, ring_timeout: float = 30.0) -> tuple[OutboundCall, bytes]:
-    call = h.ep.create_call(
+    call = OutboundCall(h.ep,
         CallSpec(
             to=f"sip:bob@{PEER[0]}:{PEER[1]}",
             from_="me",
@@ -404,13 +404,13 @@ async def all_transactions_end(ep: SipEndpoint, within: float = 1.0) -> None:
     """Every client transaction terminates: Timer D (>= 32 s by RFC) is fired early."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    txns = ep._txns  # noqa: SLF001 - the property is about the endpoint's own table
+    txns = ep.transactions._client  # noqa: SLF001 - the property is about the endpoint's own table
     while txns and loop.time() < deadline:
         for entry in list(txns.values()):
             handle = entry.handles.pop(TimerName.D, None)
             if handle is not None:
                 handle.cancel()
-                ep._fire(entry, TimerName.D)  # noqa: SLF001
+                ep.transactions._fire(entry, TimerName.D)  # noqa: SLF001
         await asyncio.sleep(0.002)
     assert not txns, [(e.txn.key, e.txn.state, list(e.handles)) for e in txns.values()]
 

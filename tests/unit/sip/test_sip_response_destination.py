@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringcast.sip.endpoint import Destination, response_destination
+from ringcast.sip.message import Destination, response_destination
 
 SOURCE = ("127.0.0.1", 40123)
 
