@@ -102,6 +102,7 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         flood_rate=settings.sip_flood_rate or None,
         flood_burst=settings.sip_flood_burst,
         silent_invites=settings.sip_silent_invites,
+        dns_server=settings.dns_nameserver,
     )
 
 
@@ -188,7 +189,7 @@ async def _run(
         from_=job.from_,
         media=offer,
         proxy=sip.get("proxy"),
-        transport=str(sip.get("transport") or "udp"),
+        transport=sip.get("transport"),  # None: the URI's ;transport=, else the DNS
         username=sip.get("username"),
         password=sip.get("password"),
         headers=dict(sip.get("headers") or {}),

@@ -115,7 +115,7 @@ class CallSpec:
     from_: str
     media: MediaOffer
     proxy: str | None = None
-    transport: str = "udp"
+    transport: str | None = None  # None: the URI's ;transport=, else the DNS (RFC 3263)
     username: str | None = None
     password: str | None = None
     headers: dict[str, str] = field(default_factory=_empty_headers)
@@ -503,7 +503,9 @@ class OutboundCall:
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
         try:
-            servers = await self.endpoint.locate(target, self.spec.transport)
+            # The URI's ;transport= first (RFC 3263 §4.1), then the call's, then the DNS.
+            transport = uri_transport(target) or self.spec.transport
+            servers = await self.endpoint.locate(target, transport)
             self._dest, self._next_servers = servers[0], servers[1:]
         except (OSError, ValueError) as exc:
             self.error = f"cannot resolve {target}: {exc}"
