@@ -54,6 +54,10 @@ DNS_LIFETIME = 3.0  # seconds one DNS query may take, retries included
 NO_TLS = "which ringcast does not speak yet"
 
 
+class DnsTimeout(OSError):
+    """The nameserver did not answer in time."""
+
+
 class Server(NamedTuple):
     """One server to send to: an IP literal, a port and a transport name."""
 
@@ -259,7 +263,7 @@ class Resolver:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return []
         except dns.exception.Timeout as exc:
-            raise OSError(f"no answer to the DNS {rdtype} query for {name}: {exc}") from None
+            raise DnsTimeout(f"no answer to the DNS {rdtype} query for {name}: {exc}") from None
         except dns.exception.DNSException as exc:
             logger.warning("DNS %s lookup of %s failed: %s", rdtype, name, exc)
             return []
@@ -321,6 +325,26 @@ async def locate(
         transport = target.transport or "udp"
         servers = [Server(ip, target.port, transport) for ip in await resolver.addresses(host)]
         return _found(usable_servers(servers, limit), f"no address for {host}")
+    transport = target.transport or "udp"
+    try:
+        servers, transport = await _by_srv(target, resolver, rng, limit)
+    except DnsTimeout as exc:  # not answering NAPTR/SRV: the addresses may still be had
+        logger.warning("%s; trying the addresses of %s", exc, host)
+        servers = []
+    if servers:
+        return servers
+    # §4.2: no SRV records: the host's own addresses, port 5060
+    servers = [Server(ip, SIP_PORT, transport) for ip in await resolver.addresses(host)]
+    return _found(usable_servers(servers, limit), f"no address for {host}")
+
+
+async def _by_srv(
+    target: Target, resolver: Resolver, rng: random.Random, limit: int
+) -> tuple[list[Server], str]:
+    """The servers of the NAPTR (§4.1) and SRV (§4.2) steps, and the transport
+    chosen; no servers when the host has no SRV records for SIP (its addresses
+    count then). Raises OSError when it has some but none usable."""
+    host = target.host
     if target.transport is not None:
         services = [(target.transport, srv_name(target.transport, host))]
     else:
@@ -345,14 +369,11 @@ async def locate(
         ]
         found = usable_servers(servers, limit)
         if found:
-            return found
+            return found, transport
     if had_srv:
         asked = ", ".join(name for _, name in services)
         raise OSError(f"no usable SIP server for {host} in SRV {asked}")
-    # §4.2: no SRV records: the host's own addresses, port 5060, the transport chosen
-    transport = target.transport or services[0][0]
-    servers = [Server(ip, SIP_PORT, transport) for ip in await resolver.addresses(host)]
-    return _found(usable_servers(servers, limit), f"no address for {host}")
+    return [], services[0][0]  # a transport NAPTR chose holds for the addresses too
 
 
 async def _addresses_or_none(resolver: Resolver, host: str) -> list[str]:

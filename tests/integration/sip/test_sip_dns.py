@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import free_port
+from dnslib import QTYPE, DNSRecord
 from dnsserver import ZoneServer
 from sipp import SippUas
 
 from ringcast.domain import Outcome
 from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
 from ringcast.sip.endpoint import Destination
-from ringcast.sip.locate import Resolver
+from ringcast.sip.locate import Resolver, locate, target_of
 
 T1 = 0.05  # seconds: fast retransmissions (and a 3.2 s Timer B) on loopback
 T2 = 0.4
@@ -163,6 +165,12 @@ async def test_no_naptr_no_srv_is_the_a_record_on_5060(ep: SipEndpoint, dns: Zon
     ]
 
 
+async def test_naptr_transport_holds_without_its_srv(ep: SipEndpoint, dns: ZoneServer) -> None:
+    """NAPTR says TCP but its SRV records are missing: the A record on 5060, over TCP."""
+    dns.set(naptr(10, 10, "SIP+D2T", "_sip._tcp") + f"\n{DOMAIN}. 60 IN A 127.0.0.1")
+    assert await ep.locate(f"sip:alice@{DOMAIN}") == [Destination("127.0.0.1", 5060, "tcp")]
+
+
 async def test_explicit_port_asks_for_addresses_only(ep: SipEndpoint, dns: ZoneServer) -> None:
     """§4.2: a port in the URI means no NAPTR and no SRV, whatever the DNS holds."""
     dns.set(f"{DOMAIN}. 60 IN A 127.0.0.1\n" + srv("udp", (10, 0, 5070)))
@@ -230,12 +238,24 @@ async def test_aaaa_records_when_asked(dns: ZoneServer) -> None:
 
 
 async def test_a_silent_dns_server_fails_the_lookup() -> None:
-    """A nameserver that never answers: OSError naming the query, within the lifetime."""
+    """A nameserver that never answers: OSError naming the query, within the
+    lifetime. Unanswered NAPTR/SRV queries skip to the addresses (which a system
+    resolver may still have, e.g. from /etc/hosts), so the error names the A query."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))
         resolver = Resolver(hole.getsockname(), lifetime=0.3)
         with pytest.raises(OSError, match="no answer to the DNS NAPTR query"):
             await resolver.naptr(DOMAIN)
+        with pytest.raises(OSError, match=f"no answer to the DNS A query for {DOMAIN}"):
+            await locate(target_of(f"sip:alice@{DOMAIN}"), resolver, random.Random(1))
+        queries = []
+        while True:
+            try:
+                queries.append(DNSRecord.parse(hole.recv(512, socket.MSG_DONTWAIT)).q)
+            except BlockingIOError:
+                break
+        asked = {(str(q.qname), QTYPE[q.qtype]) for q in queries}
+        assert asked == {(f"{DOMAIN}.", "NAPTR"), (f"{DOMAIN}.", "A")}
 
 
 # --- calls: SIPp behind the records, §4.3 failover ---------------------------------
