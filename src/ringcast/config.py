@@ -76,6 +76,8 @@ class Settings:
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
     sip_user_agent: str = "ringcast/0.1"  # User-Agent of the requests our calls send
     sip_identify_to_strangers: bool = False  # strangers' answers carry Server: <sip_user_agent>
+    # nameserver for SIP's RFC 3263 lookups (NAPTR, SRV, A): IP or IP:PORT; None: the system's
+    dns_server: str | None = None
     event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
@@ -130,6 +132,11 @@ class Settings:
     @property
     def http_bind(self) -> str:
         return f"{self.http_host}:{self.http_port}"
+
+    @property
+    def dns_nameserver(self) -> tuple[str, int] | None:
+        """`dns_server` as (IP, port), port 53 when it names none; None: the system's."""
+        return None if self.dns_server is None else _nameserver(self.dns_server)
 
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -311,6 +318,25 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+def _nameserver(text: str) -> tuple[str, int]:
+    """`IP`, `IP:PORT`, `IPv6` or `[IPv6]:PORT` -> (IP, port); ValueError otherwise."""
+    text = text.strip()
+    host, port = text, 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(text)
+        if rest:
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, digits = text.partition(":")
+        port = int(digits)
+    ipaddress.ip_address(host)
+    if not 1 <= port <= 65535:
+        raise ValueError(text)
+    return host, port
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}", field=key)
@@ -363,3 +389,11 @@ def _validate(s: Settings) -> None:
         "sip_user_agent",
         "must be 1..128 printable characters",
     )
+    if s.dns_server is not None:
+        try:
+            _nameserver(s.dns_server)
+        except ValueError:
+            raise ConfigError(
+                f"dns_server must be IP or IP:PORT (a nameserver), got {s.dns_server!r}",
+                field="dns_server",
+            ) from None

@@ -221,3 +221,28 @@ def test_sip_flood_settings_reach_the_endpoint() -> None:
     assert off.flood is None
     with pytest.raises(ConfigError, match="sip_flood_burst must be at least 1"):
         Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_BURST": "0"})
+
+
+@pytest.mark.parametrize(
+    ("value", "nameserver"),
+    [
+        ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+        ("127.0.0.1", ("127.0.0.1", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("::1", ("::1", 53)),
+    ],
+)
+def test_dns_server_reaches_the_endpoint(value: str, nameserver: tuple[str, int]) -> None:
+    from ringcast.dialer.call import sip_endpoint
+
+    s = Settings.from_sources({}, env={"RINGCAST_DNS_SERVER": value})
+    assert s.dns_nameserver == nameserver
+    assert sip_endpoint(s).dns_server == nameserver
+    assert sip_endpoint(Settings.from_sources({}, env={})).dns_server is None  # the system's
+
+
+@pytest.mark.parametrize("value", ["dns.example", "127.0.0.1:0", "127.0.0.1:x", "[::1]5353"])
+def test_dns_server_must_be_an_address(value: str) -> None:
+    with pytest.raises(ConfigError, match="dns_server must be IP or IP:PORT") as err:
+        Settings.from_sources({}, env={"RINGCAST_DNS_SERVER": value})
+    assert err.value.field == "dns_server"

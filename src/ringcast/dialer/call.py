@@ -105,6 +105,7 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         silent_invites=settings.sip_silent_invites,
         user_agent=settings.sip_user_agent,
         identify_to_strangers=settings.sip_identify_to_strangers,
+        dns_server=settings.dns_nameserver,
     )
 
 
@@ -191,7 +192,7 @@ async def _run(
         from_=job.from_,
         media=offer,
         proxy=sip.get("proxy"),
-        transport=str(sip.get("transport") or "udp"),
+        transport=sip.get("transport"),  # None: the URI's ;transport=, else the DNS
         username=sip.get("username"),
         password=sip.get("password"),
         headers=dict(sip.get("headers") or {}),

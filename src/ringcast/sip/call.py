@@ -361,7 +361,9 @@ class OutboundCall:
     async def _send_first_invite(self) -> None:
         target = self.spec.proxy or self._request_uri
         try:
-            servers = await self.endpoint.locate(target, self.spec.transport)
+            # The URI's ;transport= first (RFC 3263 §4.1), then the call's, then the DNS.
+            transport = uri_transport(target) or self.spec.transport
+            servers = await self.endpoint.locate(target, transport)
         except (OSError, ValueError) as exc:
             if self.state is CallState.ENDED:
                 return

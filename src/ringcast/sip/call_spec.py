@@ -64,7 +64,7 @@ class CallSpec:
     from_: str
     media: MediaOffer
     proxy: str | None = None
-    transport: str = "udp"
+    transport: str | None = None  # None: the URI's ;transport=, else the DNS (RFC 3263)
     username: str | None = None
     password: str | None = None
     headers: dict[str, str] = field(default_factory=_empty_headers)

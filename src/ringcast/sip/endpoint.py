@@ -20,21 +20,31 @@ import asyncio
 import errno
 import logging
 import os
+import random
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aiosipua.headers import CaseInsensitiveDict, parse_uri
+from aiosipua.headers import CaseInsensitiveDict
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.flood import FLOOD_BURST, FLOOD_RATE, FLOOD_TOTAL_RATE, FloodGate, exempt
 from ringcast.sip.layer import ResponseHandler, TransactionLayer
+from ringcast.sip.locate import (
+    MAX_TARGETS,
+    SIP_PORT,
+    Resolver,
+    Server,
+    Target,
+    target_of,
+    usable_servers,
+)
+from ringcast.sip.locate import locate as locate_servers
 from ringcast.sip.message import (
     Destination,
-    is_ip_literal,
     new_branch,
     response_destination,
 )
@@ -50,7 +60,6 @@ GARBAGE_LOG_WINDOW = 10.0  # seconds
 GARBAGE_LOG_BURST = 10  # log lines per window, the rest are counted
 TRANSPORTS = ("udp", "tcp")
 PORT_ATTEMPTS = 16  # free UDP ports tried for one that is free for TCP too (port 0)
-MAX_TARGETS = 4  # servers one request may try in turn (RFC 3263 §4.3 failover)
 USER_AGENT = "ringcast/0.1"  # what our calls' requests carry in User-Agent
 
 # (host name, the URI's port or None, transport) -> [(IP, port), ...] in the order
@@ -108,9 +117,10 @@ class SipEndpoint:
     counted in :attr:`flood_dropped`. ``silent_invites`` leaves out-of-dialog
     INVITEs unanswered instead of 403, so scanners learn nothing.
     ``user_agent`` is the User-Agent of our calls' requests; strangers see it
-    (as ``Server``) only with ``identify_to_strangers``. ``locator`` replaces
-    the host name lookup of :meth:`locate` (A records by default), e.g. with a
-    resolver that knows SRV records; it returns IP literals only.
+    (as ``Server``) only with ``identify_to_strangers``. ``dns_server`` (IP,
+    port) is the nameserver :meth:`locate` asks (NAPTR, SRV, A: RFC 3263), the
+    system's by default. ``locator`` replaces that lookup altogether; it
+    returns IP literals only.
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class SipEndpoint:
         flood_total_rate: float | None = FLOOD_TOTAL_RATE,
         silent_invites: bool = False,
         locator: Locator | None = None,
+        dns_server: tuple[str, int] | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be udp or tcp, not {transport!r}")
@@ -156,7 +167,10 @@ class SipEndpoint:
         self._calls: dict[str, DialogUser] = {}
         self._local_hosts: dict[str, str] = {}
         self._locator = locator
-        self._resolved: dict[tuple[str, int | None], Addr] = {}  # first target of each name
+        self.dns_server = dns_server
+        self._dns = Resolver(dns_server)  # RFC 3263 lookups; IPv4 only, as the sockets
+        self._random = random.Random()  # SRV weights (RFC 2782)
+        self._resolved: dict[Target, Destination] = {}  # first server of each name
         self._tasks: set[asyncio.Task[None]] = set()
         self._garbage_window = 0.0
         self._garbage_logged = 0
@@ -308,47 +322,40 @@ class SipEndpoint:
         return self.local_port
 
     async def locate(self, uri: str, transport: str | None = None) -> list[Destination]:
-        """Every server to try for a SIP URI, in order (RFC 3263 §4).
+        """Every server to try for a SIP URI, in order (RFC 3263 §4, :mod:`.locate`).
 
         §4.3: when the first one fails (a transport error, a timeout) or
         answers 503, the client tries the next, so a carrier's cluster is not
         lost with one overloaded or dead member. An IP literal is the only
         target; a host name is looked up by the endpoint's ``locator`` when it
-        has one, else by its A records (at the URI's port, 5060 by default).
-        At most :data:`MAX_TARGETS`, duplicates dropped; anything a locator
-        returns that is not an IP literal and a port is skipped (no name is
-        ever sent to). ``maddr`` and ``transport`` count as in :meth:`resolve`.
+        has one, else in the DNS: NAPTR, SRV, then A records (the URI's port and
+        transport, when it names them, cut the steps short). At most
+        :data:`MAX_TARGETS`, duplicates dropped; anything a locator returns that
+        is not an IP literal and a port is skipped (no name is ever sent to).
+        ``maddr`` and ``transport`` count as in :meth:`resolve`.
         Raises OSError when no server is found, ValueError for an unusable URI.
         """
-        host, port, name = _target(uri, transport)
-        if is_ip_literal(host):
-            return [Destination(host, port or 5060, name)]
-        if self._locator is not None:
-            found = await self._locator(host, port, name)
+        target = target_of(uri, transport)
+        if self._locator is not None and not target.numeric:
+            name = target.transport or "udp"
+            found = await self._locator(target.host, target.port, name)
+            servers = usable_servers(Server(ip, port, name) for ip, port in found)
         else:
-            infos = await self.loop.getaddrinfo(
-                host, port or 5060, family=socket.AF_INET, type=socket.SOCK_DGRAM
-            )
-            found = [(str(info[4][0]), port or 5060) for info in infos]
-        targets: list[Destination] = []
-        for ip, target_port in found:
-            dest = Destination(ip, target_port, name)
-            if not is_ip_literal(ip) or not 0 < target_port < 65536 or dest in targets:
-                continue
-            targets.append(dest)
-            if len(targets) >= MAX_TARGETS:
-                break
-        if not targets:
-            raise OSError(f"cannot resolve {host}")
-        self._resolved[(host, port)] = targets[0].addr
+            servers = await locate_servers(target, self._dns, self._random)
+        if not servers:
+            raise OSError(f"cannot resolve {target.host}")
+        targets = [Destination(*server) for server in servers]
+        if not target.numeric:
+            self._resolved[target] = targets[0]
         return targets
 
     async def resolve(self, uri: str, transport: str | None = None) -> Destination:
-        """The first server of :meth:`locate` (cached per host and port).
+        """The first server of :meth:`locate` (cached per host, port and transport).
 
         A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
-        wins over the URI's ``;transport=`` (then "udp"). Raises OSError when the
-        host name cannot be resolved, ValueError for an unusable URI.
+        wins over the URI's ``;transport=`` (then the DNS, then "udp"). Raises
+        OSError when the host name cannot be resolved, ValueError for an
+        unusable URI.
         """
         known = self.resolve_now(uri, transport)
         if known is not None:
@@ -357,13 +364,10 @@ class SipEndpoint:
 
     def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
         """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
-        host, port, name = _target(uri, transport)
-        if is_ip_literal(host):
-            return Destination(host, port or 5060, name)
-        cached = self._resolved.get((host, port))
-        if cached is not None:
-            return Destination(cached[0], cached[1], name)
-        return None
+        target = target_of(uri, transport)
+        if target.numeric:
+            return Destination(target.host, target.port or SIP_PORT, target.transport or "udp")
+        return self._resolved.get(target)
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""
@@ -525,25 +529,6 @@ class SipEndpoint:
         response = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
         if response is not None:
             self.send_raw(bytes(response), source)
-
-
-def _target(uri: str, transport: str | None) -> tuple[str, int | None, str]:
-    """(host, port or None, transport) to look up for ``uri`` (RFC 3263 §4, §19.1.1 ``maddr``).
-
-    The port is None when the URI has none: 5060 for an A record lookup, but a
-    locator may find another (SRV, RFC 3263 §4.2).
-    """
-    parsed = parse_uri(uri)
-    host = (parsed.params.get("maddr") or parsed.host or "").strip("[]")
-    port = parsed.port or None
-    name = (transport or parsed.params.get("transport") or "udp").lower()
-    if name not in TRANSPORTS:
-        raise ValueError(f"unsupported transport {name!r}")
-    if not host:
-        raise ValueError(f"no host in {uri!r}")
-    return host, port, name
-
-
 
 
 def _in_dialog(call: DialogUser, request: SipRequest) -> bool:

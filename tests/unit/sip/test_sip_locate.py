@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ringcast.sip.endpoint import MAX_TARGETS, Destination, SipEndpoint
+from ringcast.sip.endpoint import Destination, SipEndpoint
+from ringcast.sip.locate import MAX_TARGETS
 
 
 def endpoint(found: list[tuple[str, int]], seen: list[tuple[str, int | None, str]]) -> SipEndpoint:
