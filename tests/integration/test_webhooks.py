@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from dbrows import insert_request
 
 from ringcast.domain import Result, now_precise, utcnow
+from ringcast.store import outbox
 from ringcast.store.db import Store, open_store
 from ringcast.store.models import (
     api_keys_table,
@@ -26,7 +27,6 @@ from ringcast.store.models import (
     calls_table,
     webhook_outbox_table,
 )
-from ringcast.webhooks import outbox
 from ringcast.webhooks.deliver import Backoff, WebhookDeliverer
 from ringcast.webhooks.sign import SignatureError, generate_secret, verify
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from ringcast.errors import ConfigError
-from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
-from ringcast.webhooks.outbox import (
+from ringcast.store.outbox import (
     WEBHOOK_ID_MAX,
     build_payload,
     call_event_id,
@@ -19,6 +18,7 @@ from ringcast.webhooks.outbox import (
     origin_of,
     request_completed_id,
 )
+from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
 from ringcast.webhooks.sign import decode_secret, generate_secret
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

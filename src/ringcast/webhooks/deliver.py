@@ -55,8 +55,8 @@ import ringcast
 from ringcast.domain import now_precise
 from ringcast.errors import ConfigError, RingcastError
 from ringcast.netguard import AddressRefused, NetPolicy, guarded_transport
+from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
-from ringcast.webhooks import outbox
 from ringcast.webhooks.sign import decode_secret, generate_secret, signed_headers
 
 log = logging.getLogger(__name__)
