@@ -74,6 +74,9 @@ class Settings:
     sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
     event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio
+    # the install secret that signs webhooks of requests made without an API key
+    # (RINGCAST_WEBHOOK_SECRET; see webhooks.deliver.install_secret): never printed
+    webhook_secret: str | None = field(default=None, repr=False)
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed
