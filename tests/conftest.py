@@ -1,10 +1,18 @@
 """Shared fixtures: free loopback ports, real PostgreSQL databases, the SIPp binary.
 
 With CI=true a missing SIPp or PostgreSQL fails the run instead of skipping it.
+
+Markers follow the real peers a test needs, set at collection from what the test
+uses (see PEER_FIXTURES), so `-m "not sipp"` and `-m "not postgres"` deselect
+every such test; a test that starts SIPp or gets a PostgreSQL database without
+its marker fails.
 """
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
 import shutil
 import socket
@@ -12,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,6 +30,111 @@ if TYPE_CHECKING:
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("RINGCAST_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+TESTS = Path(__file__).parent
+
+# --- markers from the peers a test uses ---------------------------------------------------
+
+# A test whose fixture closure holds one of these fixtures needs the peer and
+# carries its marker. (A marker added while a fixture is set up comes too late
+# for `-m` to deselect the test: markers are applied here, at collection.)
+PEER_FIXTURES: dict[str, frozenset[str]] = {
+    "sipp": frozenset({"sipp_bin"}),
+    "postgres": frozenset({"pg_server", "pg_url"}),
+}
+# Parametrized fixtures whose parameter picks the peer: (fixture, param) -> marker.
+PEER_PARAMS: dict[tuple[str, str], str] = {("db_url", "postgresql"): "postgres"}
+# Names that start the peer when a test module's code uses them: a test (or a
+# fixture it uses) gets the marker when its function uses one, directly or
+# through functions of its own module.
+PEER_NAMES: dict[str, frozenset[str]] = {"sipp": frozenset({"SippUas"})}
+
+
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _names_used(node: ast.AST) -> set[str]:
+    """Names and attributes a definition uses, annotations left out (a type is no use)."""
+    annotations: set[int] = set()
+    for sub in ast.walk(node):
+        hint = getattr(sub, "returns" if isinstance(sub, _FUNCTIONS) else "annotation", None)
+        if isinstance(hint, ast.AST):
+            annotations.update(id(n) for n in ast.walk(hint))
+    used: set[str] = set()
+    for sub in ast.walk(node):
+        if id(sub) in annotations:
+            continue
+        if isinstance(sub, ast.Name):
+            used.add(sub.id)
+        elif isinstance(sub, ast.Attribute):
+            used.add(sub.attr)
+    return used
+
+
+@functools.cache
+def _defs_using(path: Path, names: frozenset[str]) -> frozenset[str]:
+    """The functions and classes of a file that use `names`, directly or through
+    other functions and classes of the same file."""
+    uses: dict[str, set[str]] = {}
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (*_FUNCTIONS, ast.ClassDef)):
+            uses.setdefault(node.name, set()).update(_names_used(node))
+    found: set[str] = set()
+    wanted = set(names)
+    while True:
+        more = {name for name, used in uses.items() if name not in found and used & wanted}
+        if not more:
+            return frozenset(found)
+        found |= more
+        wanted |= more
+
+
+def _uses_names(func: object, names: frozenset[str]) -> bool:
+    func = inspect.unwrap(func)  # type: ignore[arg-type]
+    try:
+        source = inspect.getsourcefile(func)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    if source is None or not Path(source).is_relative_to(TESTS):
+        return False
+    return getattr(func, "__name__", None) in _defs_using(Path(source), names)
+
+
+def peers_of(item: pytest.Item) -> set[str]:
+    """The markers of the real peers `item` needs, from its fixtures, its
+    parameters and its module's code."""
+    closure = set(getattr(item, "fixturenames", ()))
+    found = {marker for marker, fixtures in PEER_FIXTURES.items() if closure & fixtures}
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    found |= {m for (name, value), m in PEER_PARAMS.items() if params.get(name) == value}
+    funcs: list[object] = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for name in closure:
+        funcs += [d.func for d in getattr(info, "name2fixturedefs", {}).get(name, ())]
+    for marker, names in PEER_NAMES.items():
+        if any(f is not None and _uses_names(f, names) for f in funcs):
+            found.add(marker)
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in sorted(peers_of(item)):
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    import sipp
+
+    sipp.current_test_marked = item.get_closest_marker("sipp") is not None
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    import sipp
+
+    sipp.current_test_marked = None
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -65,8 +179,10 @@ def sipp_bin() -> str:
 
 
 def _pg_reachable() -> bool:
+    where = urlsplit(PG_ADMIN_URL)
+    address = (where.hostname or "127.0.0.1", where.port or 5432)
     try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+        with socket.create_connection(address, timeout=1):
             return True
     except OSError:
         return False
@@ -81,11 +197,16 @@ def pg_server() -> str:
 
 
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
+def pg_url(pg_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards.
 
     Returned as a `postgresql://` URL (ringcast's --db form).
     """
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(
+            "this test gets a PostgreSQL database without the postgres marker: "
+            "name how it does in PEER_FIXTURES / PEER_PARAMS (tests/conftest.py)"
+        )
     import asyncio
     import concurrent.futures
 

@@ -21,6 +21,10 @@ from pathlib import Path
 from conftest import free_port
 
 SCENARIOS = Path(__file__).parent / "sipp"
+# Whether the running test carries the `sipp` marker (set by tests/conftest.py;
+# None outside pytest, e.g. in a benchmark). A test that starts SIPp without it
+# fails, so `-m "not sipp"` can be trusted to leave SIPp out.
+current_test_marked: bool | None = None
 _RECEIVED = re.compile(
     r"^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*\n"
     r"(?:UDP|TCP) message received \[\d+\] bytes :\s*\n(.*?)(?=^-{10,} \d{4}-|\Z)",
@@ -79,6 +83,11 @@ class SippUas:
         return f"sip:{user}@127.0.0.1:{self.port}"
 
     def start(self) -> SippUas:
+        if current_test_marked is False:
+            raise RuntimeError(
+                "this test starts SIPp without the sipp marker: name how it does in "
+                "PEER_FIXTURES / PEER_NAMES (tests/conftest.py)"
+            )
         sipp = shutil.which("sipp")
         if sipp is None:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")

@@ -79,6 +79,9 @@ class Settings:
     # nameserver for SIP's RFC 3263 lookups (NAPTR, SRV, A): IP or IP:PORT; None: the system's
     dns_server: str | None = None
     event_loop: str = "auto"  # auto (uvloop where installed), uvloop or asyncio
+    # the install secret that signs webhooks of requests made without an API key
+    # (RINGCAST_WEBHOOK_SECRET; see webhooks.deliver.install_secret): never printed
+    webhook_secret: str | None = field(default=None, repr=False)
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from dbrows import insert_request
 
 from ringcast.domain import Result, now_precise, utcnow
+from ringcast.store import outbox
 from ringcast.store.db import Store, open_store
 from ringcast.store.models import (
     api_keys_table,
@@ -26,7 +27,6 @@ from ringcast.store.models import (
     calls_table,
     webhook_outbox_table,
 )
-from ringcast.webhooks import outbox
 from ringcast.webhooks.deliver import Backoff, WebhookDeliverer
 from ringcast.webhooks.sign import SignatureError, generate_secret, verify
 
@@ -656,3 +656,21 @@ async def test_lifespan_hook_runs_a_deliverer(store: Store, receiver: Receiver) 
         await until(lambda: state.webhooks.delivered == 1, within=5)
     assert state.webhooks.in_flight == 0
     assert [h.verified for h in receiver.of("/life")] == [wid]
+
+
+async def test_the_install_secret_comes_from_the_settings(store: Store) -> None:
+    """A request without an API key is signed with Settings.webhook_secret
+    (RINGCAST_WEBHOOK_SECRET), read through the settings, not the environment."""
+    from types import SimpleNamespace
+
+    from ringcast.config import Settings
+    from ringcast.webhooks.deliver import deliverer_lifespan
+
+    install = generate_secret()
+    settings = Settings(allow_private_urls=True, webhook_secret=install)
+    state = SimpleNamespace(store=store)
+    with Receiver({"": install}) as receiver:
+        (wid,) = await add_events(store, receiver.url("/install"), 1)
+        async with deliverer_lifespan(settings, poll_interval=0.05)(state):
+            await until(lambda: len(receiver.of("/install")) == 1, within=10)
+    assert [h.verified for h in receiver.of("/install")] == [wid]

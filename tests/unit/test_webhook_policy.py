@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ringcast.config import Settings
 from ringcast.errors import ConfigError
-from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
-from ringcast.webhooks.outbox import (
+from ringcast.store.outbox import (
     WEBHOOK_ID_MAX,
     build_payload,
     call_event_id,
@@ -19,6 +19,7 @@ from ringcast.webhooks.outbox import (
     origin_of,
     request_completed_id,
 )
+from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
 from ringcast.webhooks.sign import decode_secret, generate_secret
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -110,30 +111,32 @@ def test_payload_shape_and_body_bytes() -> None:
         build_payload("call.exploded", {})
 
 
-def test_install_secret_from_env_wins() -> None:
+def test_install_secret_from_the_settings_wins() -> None:
     secret = generate_secret()
-    env = {"RINGCAST_WEBHOOK_SECRET": secret}
-    assert install_secret("postgresql://u@db/rc", env) == secret
+    settings = Settings.from_sources(env={"RINGCAST_WEBHOOK_SECRET": secret})
+    assert settings.webhook_secret == secret
+    assert secret not in repr(settings)
+    assert install_secret("postgresql://u@db/rc", settings.webhook_secret) == secret
     with pytest.raises(ConfigError, match="RINGCAST_WEBHOOK_SECRET: webhook secret is not"):
-        install_secret("sqlite:///x.db", {"RINGCAST_WEBHOOK_SECRET": "whsec_%%%"})
+        install_secret("sqlite:///x.db", "whsec_%%%")
 
 
 def test_install_secret_file_beside_sqlite(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "ringcast.db"
     url = f"sqlite:///{db}"
-    first = install_secret(url, {})
+    first = install_secret(url)
     assert first is not None and len(decode_secret(first)) == 32
     path = Path(str(db) + ".webhook-secret")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert install_secret(url, {}) == first  # every later process reads the same
+    assert install_secret(url) == first  # every later process reads the same
     path.write_text("garbage\n")
     with pytest.raises(ConfigError, match="webhook secret file .*webhook-secret"):
-        install_secret(url, {})
+        install_secret(url)
 
 
 def test_no_install_secret_for_postgresql_or_memory() -> None:
-    assert install_secret("postgresql://u@db/rc", {}) is None
-    assert install_secret("sqlite:///:memory:", {}) is None
+    assert install_secret("postgresql://u@db/rc") is None
+    assert install_secret("sqlite:///:memory:") is None
 
 
 @pytest.mark.parametrize(

@@ -46,10 +46,10 @@ from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, limiter, queue
+from ringcast.store import outbox as webhooks
 from ringcast.store.db import DB_ERRORS, Outage, Store, lost_database
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 from ringcast.store.requests import WORK_CHANNEL
-from ringcast.webhooks import outbox as webhooks
 from ringcast.webhooks.deliver import deliverer_lifespan
 
 log = logging.getLogger(__name__)

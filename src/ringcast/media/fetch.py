@@ -45,10 +45,8 @@ USER_AGENT = f"ringcast/{__version__} (media fetch)"
 
 
 def default_cache_dir() -> Path:
-    """`$RINGCAST_MEDIA_CACHE`, else `<tmp>/ringcast-media-cache`."""
-    env = os.environ.get("RINGCAST_MEDIA_CACHE")
-    if env:
-        return Path(env)
+    """`<tmp>/ringcast-media-cache`, for a fetcher made without `cache_dir`; ringcast's
+    processes pass the setting `media_cache_dir` (`RINGCAST_MEDIA_CACHE_DIR`)."""
     return Path(tempfile.gettempdir()) / "ringcast-media-cache"
 
 

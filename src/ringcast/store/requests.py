@@ -687,7 +687,7 @@ async def cancel_request(
         )
         if not live:
             # Nothing left for the dialer to end: the request is complete now.
-            from ringcast.webhooks.outbox import notify_request_completed
+            from ringcast.store.outbox import notify_request_completed
 
             await notify_request_completed(session, request_id)
     logger.info("request %s canceled: %s queued calls, %s live", request_id, canceled, live)

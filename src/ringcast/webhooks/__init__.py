@@ -1,13 +1,12 @@
 """Webhooks: call and request events POSTed to a request's `callback_url`.
 
 Events are written to a durable outbox in the same transaction as the state
-change they report (:mod:`ringcast.webhooks.outbox`), signed per Standard
+change they report (:mod:`ringcast.store.outbox`), signed per Standard
 Webhooks (:mod:`ringcast.webhooks.sign`) and delivered with retries by
 :class:`~ringcast.webhooks.deliver.WebhookDeliverer`.
 """
 
-from ringcast.webhooks.deliver import Backoff, WebhookDeliverer, deliverer_lifespan, install_secret
-from ringcast.webhooks.outbox import (
+from ringcast.store.outbox import (
     CALL_ANSWERED,
     CALL_CANCELED,
     CALL_COMPLETED,
@@ -24,6 +23,7 @@ from ringcast.webhooks.outbox import (
     request_finished,
     request_summary,
 )
+from ringcast.webhooks.deliver import Backoff, WebhookDeliverer, deliverer_lifespan, install_secret
 from ringcast.webhooks.sign import SignatureError, generate_secret, sign, signed_headers, verify
 
 __all__ = [

@@ -55,8 +55,8 @@ import ringcast
 from ringcast.domain import now_precise
 from ringcast.errors import ConfigError, RingcastError
 from ringcast.netguard import AddressRefused, NetPolicy, guarded_transport
+from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
-from ringcast.webhooks import outbox
 from ringcast.webhooks.sign import decode_secret, generate_secret, signed_headers
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,12 @@ class Backoff:
 # --- the install secret -------------------------------------------------------------------
 
 
-def install_secret(db_url: str, env: Mapping[str, str] | None = None) -> str | None:
+def install_secret(db_url: str, configured: str | None = None) -> str | None:
     """The secret that signs webhooks of requests made without an API key.
 
-    1. ``RINGCAST_WEBHOOK_SECRET`` (``whsec_`` + base64 of at least 24 bytes), if
-       set: required when several machines share PostgreSQL, and must be the
-       same on all of them;
+    1. `configured`, the setting ``webhook_secret`` (``RINGCAST_WEBHOOK_SECRET``:
+       ``whsec_`` + base64 of at least 24 bytes), if set: required when several
+       machines share PostgreSQL, and must be the same on all of them;
     2. else, for a SQLite file, the file beside it (``ringcast.db.webhook-secret``,
        mode 0600), generated on first use and read by every later process;
     3. else None (PostgreSQL without the variable): such webhooks cannot be
@@ -134,8 +134,7 @@ def install_secret(db_url: str, env: Mapping[str, str] | None = None) -> str | N
 
     A malformed variable or file raises ConfigError naming it.
     """
-    env = os.environ if env is None else env
-    given = env.get(ENV_SECRET, "").strip()
+    given = (configured or "").strip()
     if given:
         try:
             decode_secret(given)
@@ -238,6 +237,7 @@ class WebhookDeliverer:
         allow_private: bool = False,
         allow_networks: tuple[str, ...] = (),
         secret: str | None = None,
+        configured_secret: str | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], datetime] = now_precise,
         rand: Callable[[], float] = random.random,
@@ -262,6 +262,7 @@ class WebhookDeliverer:
         self.lease = timedelta(seconds=timeout + LEASE_MARGIN)
         self._secret = secret
         self._secret_given = secret is not None
+        self._configured_secret = configured_secret  # Settings.webhook_secret, checked in start()
         self._transport = transport
         self._http: httpx.AsyncBaseTransport | None = None
         self._task: asyncio.Task[None] | None = None
@@ -286,11 +287,13 @@ class WebhookDeliverer:
 
     @classmethod
     def from_settings(cls, settings: Any, store: Store, **kwargs: Any) -> WebhookDeliverer:
-        """With the SSRF policy of a Settings (`allow_private_urls`, `private_url_allowlist`)."""
+        """With the SSRF policy of a Settings (`allow_private_urls`, `private_url_allowlist`)
+        and its install secret (`webhook_secret`)."""
         return cls(
             store,
             allow_private=bool(getattr(settings, "allow_private_urls", False)),
             allow_networks=tuple(getattr(settings, "private_url_allowlist", ()) or ()),
+            configured_secret=getattr(settings, "webhook_secret", None),
             **kwargs,
         )
 
@@ -301,7 +304,7 @@ class WebhookDeliverer:
         if self._task is not None:
             return
         if not self._secret_given:
-            self._secret = install_secret(self.store.url)
+            self._secret = install_secret(self.store.url, self._configured_secret)
         if self._secret is None:
             log.warning(
                 "no webhook install secret: webhooks of requests without an API key "
