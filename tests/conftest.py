@@ -1,6 +1,7 @@
 """Shared fixtures: free loopback ports, real PostgreSQL databases, the SIPp binary.
 
-With CI=true a missing SIPp or PostgreSQL fails the run instead of skipping it.
+With CI=true a missing SIPp, baresip, Kamailio or PostgreSQL fails the run
+instead of skipping it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ def sipp_bin() -> str:
     path = shutil.which("sipp")
     if path is None:
         _missing("sipp (Debian package sip-tester)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def baresip_bin() -> str:
+    """baresip, the real SIP callee of tests/e2e/test_real_peers.py (scripts/test installs it)."""
+    path = shutil.which("baresip")
+    if path is None:
+        _missing("baresip (Debian package baresip-core)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def kamailio_bin() -> str:
+    """Kamailio, the real SIP proxy of tests/e2e/test_real_peers.py (scripts/test installs it)."""
+    path = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
+    if path is None:
+        _missing("kamailio (Debian package kamailio)")
     assert path is not None
     return path
 
