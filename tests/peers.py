@@ -317,6 +317,11 @@ class Kamailio(_Process):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def listening(self) -> set[tuple[str, str]]:
+        """(protocol, address) of every socket Kamailio said it listens on."""
+        block = self.output().split("Listening on", 1)[-1].split("Aliases:", 1)[0]
+        return set(re.findall(r"^\s*(udp|tcp|tls|sctp): (\S+)", block, re.M))
+
     def events(self) -> list[tuple[str, dict[str, str]]]:
         """The RCLOG lines of the script: (what, {field: value}) in order."""
         out = []

@@ -82,7 +82,8 @@ def assert_heard_intact(callee: Baresip, source: np.ndarray) -> None:
 
 
 def assert_loopback_only(callee: Baresip) -> None:
-    """Every address baresip put in its SDP, Contact and Via is 127.0.0.1."""
+    """Every address baresip advertised (SDP, Contact, Via, any IPv4 literal in
+    what it sent) is 127.0.0.1, and 127.0.0.1 is the only local address it took."""
     sent = callee.sent()
     answers = [m for m in sent if m.startswith("SIP/2.0 200") and "application/sdp" in m]
     assert answers, callee.output()[-3000:]
@@ -92,7 +93,9 @@ def assert_loopback_only(callee: Baresip) -> None:
     for msg in sent:
         hosts = re.findall(r"^(?:Contact|m)\s*:.*?<sips?:(?:[^@>]*@)?([^:;>]+)", msg, re.M | re.I)
         assert set(hosts) <= {"127.0.0.1"}, msg
-    assert "192.0.2" not in callee.output() and "IPv6=" not in callee.output()
+        assert set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", msg)) == {"127.0.0.1"}, msg
+    local = re.findall(r"^Local network address:(.*)$", callee.output(), re.M)
+    assert local and all(line.split() == ["IPv4=lo|127.0.0.1"] for line in local), local
 
 
 def run_call(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -165,6 +168,7 @@ async def test_call_through_kamailio_with_digest_and_record_route(
         server_log = rc.output()
     assert proxy.password not in json.dumps(status) + server_log
 
+    assert proxy.listening() == {("udp", "127.0.0.1"), ("tcp", "127.0.0.1")}
     events = proxy.events()
     kinds = [kind for kind, _ in events]
     # The first INVITE is challenged; the second carries credentials Kamailio accepts.
