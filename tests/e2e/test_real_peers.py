@@ -7,10 +7,16 @@ the tone sequence ringcast played. Kamailio challenges the INVITE with digest
 (qop=auth, a static password) and Record-Routes; its script logs every request
 with the Route it carried, so the test sees the ACK and BYE take the route set,
 over UDP and over TCP. Every peer listens on and advertises 127.0.0.1 only.
+
+The last two tests are calls whose BYE is never answered (a SIPp scenario that
+ignores it; SIPp's stock UAS behind Kamailio, whose 200 goes to the proxy):
+the record's duration must be the call's, not the call's plus Timer F. They
+fail until src/ringcast/sip/call.py ends the session when the BYE is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -226,5 +232,59 @@ def test_unanswered_bye_bills_the_call_not_the_bye_timeout(tmp_path: Path, sipp_
     assert isinstance(duration, int)
     assert abs(duration - prompt) <= 1.5, (
         f"duration {duration} s for a {prompt:.1f} s call: the BYE's timeout was billed ({record})"
+    )
+    assert "408" in str(record.get("error")), record
+
+
+def dump_stock_uas(sipp: str, path: Path) -> Path:
+    """SIPp's built-in `uas` scenario (`sipp -sn uas`), as a file."""
+    dumped = subprocess.run([sipp, "-sd", "uas"], capture_output=True, text=True, timeout=10)
+    assert "<scenario" in dumped.stdout, dumped.stderr  # sipp -sd exits 99 after dumping
+    path.write_text(dumped.stdout)
+    return path
+
+
+@pytest.mark.sipp
+@pytest.mark.kamailio
+async def test_unanswered_bye_behind_kamailio_with_sipps_stock_uas(
+    tmp_path: Path, sipp_bin: str, kamailio_bin: str
+) -> None:
+    """The issue's own sighting: ringcast → Kamailio → SIPp's built-in `uas`
+    scenario (`sipp -sd uas`). That UAS does not copy the Record-Route into its
+    200, so the dialog has no route set and ringcast's BYE goes straight to its
+    Contact (RFC 3261 §12.1.2), as it should; but SIPp sends its 200 to the
+    address the INVITE came from, the proxy, which knows no such transaction.
+    ringcast never hears the 200: the record must still bill the call, not the
+    BYE's Timer F, and carry the 408."""
+    stock = await asyncio.to_thread(dump_stock_uas, sipp_bin, tmp_path / "stock_uas.xml")
+    source = write_tones(tmp_path / "tones.wav")
+    prompt = source.size / RATE
+    with (
+        MediaServer(tmp_path) as media,
+        SippUas(stock, tmp_path) as uas,
+        Kamailio(tmp_path) as proxy,
+        RingcastServer(tmp_path, env={"RINGCAST_SIP_T1": "0.1"}) as rc,
+    ):
+        body = {
+            "to": uas.uri("alice"),
+            "playlist": [{"play": media.url("tones.wav")}],
+            "sip": {
+                "proxy": proxy.uri(),
+                "username": proxy.username,
+                "password": proxy.password,
+            },
+        }
+        async with httpx.AsyncClient(timeout=10) as client:
+            r = await client.post(f"{rc.base}/voice/call/play", json=body)
+        assert r.status_code == 200, r.text
+        record = (await rc.wait_ready_async(r.json()["request_id"], 60))["record"]
+        byes = uas.requests_per_call("BYE")
+    kinds = [kind for kind, _ in proxy.events()]
+    assert kinds.count("authorized") == 1 and "routed" not in kinds  # no route set: BYE direct
+    assert list(byes.values()) and min(byes.values()) >= 2, byes  # its 200 never came back
+    assert (record["result"], record["answered"]) == ("completed", True), record
+    assert abs(record["duration"] - prompt) <= 1.5, (
+        f"duration {record['duration']} s for a {prompt:.1f} s call: the BYE's timeout was "
+        f"billed ({record})"
     )
     assert "408" in str(record.get("error")), record
