@@ -1,6 +1,7 @@
 """Shared fixtures: free loopback ports, real PostgreSQL databases, the SIPp binary.
 
-With CI=true a missing SIPp or PostgreSQL fails the run instead of skipping it.
+With CI=true a missing SIPp, baresip, Kamailio or PostgreSQL fails the run
+instead of skipping it.
 
 Markers follow the real peers a test needs, set at collection from what the test
 uses (see PEER_FIXTURES), so `-m "not sipp"` and `-m "not postgres"` deselect
@@ -40,6 +41,8 @@ TESTS = Path(__file__).parent
 PEER_FIXTURES: dict[str, frozenset[str]] = {
     "sipp": frozenset({"sipp_bin"}),
     "postgres": frozenset({"pg_server", "pg_url"}),
+    "baresip": frozenset({"baresip_bin"}),
+    "kamailio": frozenset({"kamailio_bin"}),
 }
 # Parametrized fixtures whose parameter picks the peer: (fixture, param) -> marker.
 PEER_PARAMS: dict[tuple[str, str], str] = {("db_url", "postgresql"): "postgres"}
@@ -174,6 +177,26 @@ def sipp_bin() -> str:
     path = shutil.which("sipp")
     if path is None:
         _missing("sipp (Debian package sip-tester)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def baresip_bin() -> str:
+    """baresip, the real SIP callee of tests/e2e/test_real_peers.py (scripts/test installs it)."""
+    path = shutil.which("baresip")
+    if path is None:
+        _missing("baresip (Debian package baresip-core)")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def kamailio_bin() -> str:
+    """Kamailio, the real SIP proxy of tests/e2e/test_real_peers.py (scripts/test installs it)."""
+    path = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
+    if path is None:
+        _missing("kamailio (Debian package kamailio)")
     assert path is not None
     return path
 

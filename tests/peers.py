@@ -1,0 +1,331 @@
+"""Run real SIP peers other than SIPp in tests: baresip as a callee, Kamailio as a proxy.
+
+Each starts from a configuration generated into the test's tmp dir, listens on
+and advertises 127.0.0.1 only, logs to a file there, and is stopped by its own
+PID. Nothing here sends a packet anywhere but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from conftest import free_port
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# baresip -s: "ESC[36;1m#\nUDP 127.0.0.1:a -> 127.0.0.1:b\n<message>ESC[;m"
+_TRACE = re.compile(r"\x1b\[36;1m#\n(UDP|TCP) (\S+) -> (\S+)\n(.*?)\x1b\[;m", re.S)
+
+
+class _Process:
+    """A child process with its output in a log file, stopped by its PID."""
+
+    name = "peer"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.log = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, cmd: list[str]) -> None:
+        out = open(self.log, "wb")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        out.close()
+
+    def raw_output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def output(self) -> str:
+        return _ANSI.sub("", self.raw_output())
+
+    def _wait_for(self, ready: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if ready in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.output()[-3000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not become ready:\n{self.output()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+class Baresip(_Process):
+    """baresip 1.x as an auto-answering callee that records what it hears.
+
+    The `sndfile` audio filter writes the decoded audio of each call to
+    `recordings/dump-<time>-dec.wav` (what the callee hears) before baresip's
+    player, which is `aubridge` (no sound card). `net_interface 127.0.0.1`
+    keeps the machine's other addresses out of its SDP and Contact; `-s`
+    traces every SIP message into the log, so a test can read them.
+    """
+
+    name = "baresip"
+
+    def __init__(self, workdir: Path, *, user: str = "bob") -> None:
+        self.root = workdir / "baresip"
+        self.root.mkdir()
+        super().__init__(self.root)
+        self.user = user
+        self.port = free_port(socket.SOCK_STREAM)  # free for UDP and TCP
+        self.recordings = self.root / "recordings"
+        self.recordings.mkdir()
+        rtp = free_port()
+        (self.root / "config").write_text(
+            "\n".join(
+                [
+                    "poll_method epoll",
+                    f"sip_listen 127.0.0.1:{self.port}",
+                    "net_interface 127.0.0.1",
+                    "net_af ipv4",
+                    "call_local_timeout 60",
+                    "call_max_calls 4",
+                    "audio_player aubridge,nil",
+                    "audio_source aubridge,nil",
+                    "audio_alert aubridge,nil",
+                    f"rtp_ports {rtp}-{rtp + 9}",
+                    "jitter_buffer_delay 5-10",
+                    "module_path /usr/lib/baresip/modules",
+                    "module g711.so",
+                    "module sndfile.so",
+                    "module aubridge.so",
+                    "module_tmp account.so",
+                    f"snd_path {self.recordings}",
+                    "",
+                ]
+            )
+        )
+        # answermode=auto: answer at once; regint=0: never REGISTER anywhere.
+        (self.root / "accounts").write_text(
+            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"
+        )
+
+    def uri(self, transport: str = "udp") -> str:
+        suffix = ";transport=tcp" if transport == "tcp" else ""
+        return f"sip:{self.user}@127.0.0.1:{self.port}{suffix}"
+
+    def start(self) -> Baresip:
+        exe = shutil.which("baresip")
+        if exe is None:
+            raise RuntimeError("baresip is not installed (Debian package baresip-core)")
+        self._spawn([exe, "-s", "-f", str(self.root)])
+        self._wait_for("baresip is ready.")
+        return self
+
+    def __enter__(self) -> Baresip:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def messages(self) -> list[tuple[str, str, str, str]]:
+        """(transport, from, to, text) of every SIP message baresip sent or received."""
+        return [
+            (m.group(1), m.group(2), m.group(3), m.group(4).replace("\r\n", "\n").strip())
+            for m in _TRACE.finditer(self.raw_output())
+        ]
+
+    def sent(self) -> list[str]:
+        mine = f"127.0.0.1:{self.port}"
+        return [text for _, src, _, text in self.messages() if src == mine]
+
+    def heard(self, timeout: float = 10.0) -> tuple[np.ndarray, int]:
+        """The decoded audio of the one call baresip took, as float samples and rate.
+
+        Read once baresip has closed the file (the call ended); a WAV header
+        still holding no length means it is still being written.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            files = sorted(self.recordings.glob("dump-*-dec.wav"))
+            if len(files) == 1 and "terminated (duration" in self.output():
+                samples, rate = sf.read(files[0], dtype="float64")
+                return np.asarray(samples), int(rate)
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no single finished recording in {self.recordings}: {files}\n"
+                    f"{self.output()[-3000:]}"
+                )
+            time.sleep(0.1)
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+# Generated by tests/peers.py: a proxy on 127.0.0.1 only that challenges every
+# INVITE with digest (qop=auth, password checked by pv_proxy_authenticate, no
+# database), Record-Routes, and logs each request with its route (RCLOG lines).
+debug=2
+log_stderror=yes
+children=2
+tcp_children=2
+auto_aliases=no
+dns=no
+rev_dns=no
+use_dns_cache=off
+dns_try_ipv6=no
+listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "auth.so"
+modparam("rr", "append_fromtag", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{
+        sl_send_reply("483", "Too Many Hops");
+        exit;
+    }}
+    xlog("L_NOTICE", "RCLOG in method=$rm proto=$pr ruri=$ru route=$hdr(Route) callid=$ci\\n");
+    if (has_totag()) {{
+        if (loose_route()) {{
+            xlog("L_NOTICE", "RCLOG routed method=$rm proto=$pr ruri=$ru callid=$ci\\n");
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK") && t_check_trans()) {{
+            t_relay();
+            exit;
+        }}
+        xlog("L_NOTICE", "RCLOG unrouted method=$rm callid=$ci\\n");
+        if (!is_method("ACK")) {{
+            sl_send_reply("404", "Not Here");
+        }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    t_check_trans();
+    loose_route();  # the caller's pre-loaded Route naming this proxy
+    if (is_method("INVITE")) {{
+        if ($au != "{username}" || !pv_proxy_authenticate("{realm}", "{password}", "0")) {{
+            xlog("L_NOTICE", "RCLOG challenge callid=$ci\\n");
+            proxy_challenge("{realm}", "1");
+            exit;
+        }}
+        consume_credentials();
+        xlog("L_NOTICE", "RCLOG authorized user=$au callid=$ci\\n");
+        record_route();
+    }}
+    if (!t_relay()) {{
+        sl_reply_error();
+    }}
+    exit;
+}}
+"""
+
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+_RCLOG = re.compile(r"RCLOG (\w+) (.*)$", re.M)
+
+
+class Kamailio(_Process):
+    """Kamailio as a digest-challenging, Record-Routing proxy on 127.0.0.1 (UDP and TCP)."""
+
+    name = "kamailio"
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        username: str = "acct",
+        password: str = "s3cret-kama",
+        realm: str = "ringcast.test",
+    ) -> None:
+        self.root = workdir / "kamailio"
+        self.root.mkdir()
+        super().__init__(self.root)
+        self.port = free_port(socket.SOCK_STREAM)
+        self.username = username
+        self.password = password
+        self.realm = realm
+        self.cfg = self.root / "kamailio.cfg"
+        self.cfg.write_text(
+            KAMAILIO_CFG.format(
+                port=self.port,
+                modules=KAMAILIO_MODULES,
+                username=username,
+                password=password,
+                realm=realm,
+            )
+        )
+
+    def uri(self) -> str:
+        return f"sip:127.0.0.1:{self.port}"
+
+    def start(self) -> Kamailio:
+        exe = shutil.which("kamailio") or "/usr/sbin/kamailio"
+        if not os.path.exists(exe):
+            raise RuntimeError("kamailio is not installed (Debian package kamailio)")
+        run = self.root / "run"
+        run.mkdir()
+        # -DD: stay in the foreground (workers are its children and end with it);
+        # -E: log to stderr, i.e. our log file; small shared/private memory.
+        self._spawn(
+            [exe, "-DD", "-E", "-f", str(self.cfg), "-Y", str(run), "-P", str(run / "pid")]
+            + ["-m", "32", "-M", "8"]
+        )
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kamailio exited early:\n{self.output()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"kamailio did not listen in time:\n{self.output()[-3000:]}")
+
+    def __enter__(self) -> Kamailio:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def listening(self) -> set[tuple[str, str]]:
+        """(protocol, address) of every socket Kamailio said it listens on."""
+        block = self.output().split("Listening on", 1)[-1].split("Aliases:", 1)[0]
+        return set(re.findall(r"^\s*(udp|tcp|tls|sctp): (\S+)", block, re.M))
+
+    def events(self) -> list[tuple[str, dict[str, str]]]:
+        """The RCLOG lines of the script: (what, {field: value}) in order."""
+        out = []
+        for m in _RCLOG.finditer(self.output()):
+            fields = dict(re.findall(r"(\w+)=(<[^>]*>(?:;\S*)?|\S+)", m.group(2)))
+            out.append((m.group(1), fields))
+        return out
