@@ -22,8 +22,6 @@ refused or ignored until ringcast speaks it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import random
 import socket
@@ -42,6 +40,8 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.IN.NAPTR import NAPTR
 from dns.rdtypes.IN.SRV import SRV
+
+from ringcast.sip.message import is_ip_literal
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +99,6 @@ class Srv:
     weight: int
     port: int
     target: str
-
-
-@functools.lru_cache(maxsize=4096)
-def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def is_localhost(host: str) -> bool:
