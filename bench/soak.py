@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dialer import metric_values, pct  # noqa: E402
+from dialer import metric_values, pct, receiver  # noqa: E402
 from e2e.server import RingcastServer  # noqa: E402
 from sipp import SippUas  # noqa: E402
 
@@ -46,32 +46,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def receiver(sock_fd: int, conn: Connection) -> None:
-    """Timestamp every packet of the one stream sent here; report gaps on request."""
-    sock = socket.socket(fileno=sock_fd)
-    sock.settimeout(0.2)
-    last: float | None = None
-    gaps: list[float] = []
-    while True:
-        if conn.poll():
-            cmd = conn.recv()
-            if cmd == "take":
-                conn.send(gaps)
-                gaps, last = [], None
-            elif cmd == "quit":
-                return
-        try:
-            data = sock.recv(2048)
-        except TimeoutError:
-            continue
-        if len(data) < 12 or data[1] & 0x7F == 101:  # RTCP is elsewhere; skip events
-            continue
-        now = time.monotonic()
-        if last is not None:
-            gaps.append(now - last)
-        last = now
 
 
 def gc_figures(base: str) -> dict[str, float]:
@@ -121,11 +95,11 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
             },
         ).json()["request_id"]
         time.sleep(3)
-        pipe.send("take")
-        pipe.recv()
+        pipe.send("start")
         time.sleep(args.quiet)
-        pipe.send("take")
+        pipe.send("stop")
         quiet = pipe.recv()
+        pipe.send("start")
         rss_idle = rss_mb(pid)
         gc0 = gc_figures(rc.base)
         started = time.monotonic()
@@ -158,7 +132,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         elapsed = time.monotonic() - started
         rss_end = rss_mb(pid)
         gc1 = gc_figures(rc.base)
-        pipe.send("take")
+        pipe.send("stop")
         loaded = pipe.recv()
         http.delete(f"/voice/call/{rid}")
         http.delete(f"/voice/call/{long_call}")
