@@ -447,10 +447,15 @@ class SipEndpoint:
 
     def on_packet(self, data: bytes, addr: Addr, transport: str) -> None:
         """Entry point for every datagram / framed TCP message."""
-        if not data.strip(b"\r\n\x00 \t"):
+        if len(data) < 8 and not data.strip(b"\r\n\x00 \t"):
             return  # keep-alive (RFC 5626 §3.5.1)
         flood = self.flood
-        if flood is not None and not exempt(data, self._calls) and not flood.admit(addr[0]):
+        if (
+            flood is not None
+            and not (self._calls and exempt(data, self._calls))
+            and not data.startswith(b"SIP/2.0 ")
+            and not flood.admit(addr[0])
+        ):
             return  # over a budget: no parsing, no answer (FloodGate logs)
         try:
             msg = SipMessage.parse(data)
