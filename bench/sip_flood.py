@@ -163,7 +163,9 @@ def server(work: Path, label: str, src: Path, extra_env: dict[str, str]) -> Ring
     return RingcastServer(run, args=["--max-calls", "10"], env=env)
 
 
-def run_rss(work: Path, label: str, src: Path, env: dict[str, str], args: argparse.Namespace) -> str:
+def run_rss(
+    work: Path, label: str, src: Path, env: dict[str, str], args: argparse.Namespace
+) -> str:
     with server(work, label, src, env) as rc:
         assert rc.proc is not None
         time.sleep(2.0)
@@ -336,7 +338,8 @@ def main() -> None:
         for variant in args.variant:
             name, _, value = variant.partition("=")
             runs.append((f"this tree, {name}={value}", ROOT / "src", {name: value}))
-        print(f"sip_flood on {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
+        now = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+        print(f"sip_flood on {os.cpu_count()} CPUs, {now} UTC")
         if args.what in ("rss", "all"):
             print("(a) memory: RSS growth of `ringcast serve` under a flood of strangers' OPTIONS")
             for label, src, env in runs:
