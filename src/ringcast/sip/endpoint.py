@@ -524,8 +524,9 @@ class SipEndpoint:
         via = request.headers.get_first("via") or ""
         source = response_destination(via, addr, transport)  # where our answers go
         if call is not None and not call.ended.is_set() and _in_dialog(call, request):
+            response = call.on_request(request, source)  # first: if it raises, nothing is kept
             entry = self.transactions.start_server(request, source)
-            self.transactions.respond(entry, call.on_request(request, source))
+            self.transactions.respond(entry, response)
             return
         response = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
         if response is not None:
