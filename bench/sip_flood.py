@@ -215,6 +215,20 @@ def receiver(sock_fd: int, conn: Connection) -> None:
         last = when
 
 
+CLOCK = ("ringcast_rtp_clock_ticks_total", "ringcast_rtp_late_ticks_total")
+
+
+def clock_counters(base: str) -> tuple[float, float]:
+    """(ticks, late ticks) of ringcast's shared RTP clock so far."""
+    ticks_, late = (metric(base, name) for name in CLOCK)
+    return (ticks_ or 0.0, late or 0.0)
+
+
+def ticks(before: tuple[float, float], after: tuple[float, float]) -> str:
+    n, late = after[0] - before[0], after[1] - before[1]
+    return f"{late:,.0f} of {n:,.0f} ticks late"
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -274,17 +288,19 @@ def run_gaps(
             else:
                 raise RuntimeError(f"the call was not answered: {record}")
             time.sleep(1.0)
+            late0 = clock_counters(rc.base)
             here.send("start")
             time.sleep(window)
             here.send("stop")
             quiet = here.recv()
-            assert rc.proc is not None
+            late1 = clock_counters(rc.base)
             cpu0 = cpu_seconds(rc.proc.pid)
             here.send("start")
             sent, seconds, _answered = flood(rc.sip_port, args, count)
             here.send("stop")
             loud = here.recv()
             cpu = (cpu_seconds(rc.proc.pid) - cpu0) / (seconds + 1.0)  # + the 1 s drain
+            late2 = clock_counters(rc.base)
             httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=10)
     finally:
         here.send("quit")
@@ -293,9 +309,11 @@ def run_gaps(
             rec.kill()
         sink.close()
     return (
-        f"  {label}: RTP gaps of one live call, no flood: {summary(quiet)}\n"
+        f"  {label}: RTP gaps of one live call, no flood: {summary(quiet)}; "
+        f"clock {ticks(late0, late1)}\n"
         f"  {label}: during {sent:,} stranger OPTIONS in {seconds:.1f} s "
-        f"({sent / seconds:,.0f}/s): {summary(loud)}; ringcast used {cpu:.0%} of a core;"
+        f"({sent / seconds:,.0f}/s): {summary(loud)}; clock {ticks(late1, late2)}; "
+        f"ringcast used {cpu:.0%} of a core;"
         f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, ringcast at nice"
         f" {args.nice}"
     )

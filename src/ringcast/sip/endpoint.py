@@ -528,9 +528,9 @@ class SipEndpoint:
             entry = self.transactions.start_server(request, source)
             self.transactions.respond(entry, response)
             return
-        response = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
-        if response is not None:
-            self.send_raw(bytes(response), source)
+        answer = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
+        if answer is not None:
+            self.send_raw(answer, source)
 
 
 def _target(uri: str, transport: str | None) -> tuple[str, int | None, str]:
