@@ -447,8 +447,8 @@ class SipEndpoint:
 
     def on_packet(self, data: bytes, addr: Addr, transport: str) -> None:
         """Entry point for every datagram / framed TCP message."""
-        if len(data) < 8 and not data.strip(b"\r\n\x00 \t"):
-            return  # keep-alive (RFC 5626 §3.5.1)
+        if data[:1] in b"\r\n\x00 \t" and not data.strip(b"\r\n\x00 \t"):
+            return  # keep-alive (RFC 5626 §3.5.1); no copy of a message that starts with text
         flood = self.flood
         if (
             flood is not None
