@@ -25,6 +25,7 @@ the processes this script started are stopped, by their PIDs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import resource
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -163,10 +165,20 @@ def server(work: Path, label: str, src: Path, extra_env: dict[str, str]) -> Ring
     return RingcastServer(run, args=["--max-calls", "10"], env=env)
 
 
+@contextlib.contextmanager
+def serving(work: Path, label: str, src: Path, env: dict[str, str]) -> Iterator[RingcastServer]:
+    """`ringcast serve` of ``src``, given a minute to start on a busy machine."""
+    rc = server(work, label, src, env)
+    try:
+        yield rc.start(timeout=120)
+    finally:
+        rc.stop()
+
+
 def run_rss(
     work: Path, label: str, src: Path, env: dict[str, str], args: argparse.Namespace
 ) -> str:
-    with server(work, label, src, env) as rc:
+    with serving(work, label, src, env) as rc:
         assert rc.proc is not None
         time.sleep(2.0)
         before = rss_mb(rc.proc.pid)
@@ -263,7 +275,7 @@ def run_gaps(
                 keys={"rtp_port": str(sink.getsockname()[1])},
                 trace=False,
             ) as uas,
-            server(work, f"gaps-{label}", src, env) as rc,
+            serving(work, f"gaps-{label}", src, env) as rc,
         ):
             assert rc.proc is not None
             if args.nice:  # shield ringcast (only it) from other work on a shared machine
