@@ -72,7 +72,7 @@ class Settings:
     db_pool_overflow: int = 10  # extra PostgreSQL connections a process may open at peaks
     sip_flood_rate: float = 50.0  # SIP requests per second one source IP may send (0: no limit)
     sip_flood_burst: int = 100  # requests a source may send at once before the rate applies
-    sip_flood_total_rate: float = 1000.0  # SIP requests/s from all sources together (0: no limit)
+    sip_flood_total_rate: float = 200.0  # SIP requests/s from all sources together (0: no limit)
     sip_silent_invites: bool = False  # out-of-dialog INVITEs get no answer instead of 403
     sip_user_agent: str = "ringcast/0.1"  # User-Agent of the requests our calls send
     sip_identify_to_strangers: bool = False  # strangers' answers carry Server: <sip_user_agent>

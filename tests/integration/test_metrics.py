@@ -3,6 +3,8 @@ counters of `ringcast serve` after a real broadcast answered by SIPp."""
 
 from __future__ import annotations
 
+import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,36 @@ def test_live_dialer_counters_after_a_broadcast(
     writes = value(m, "ringcast_db_writes_total") or 0
     assert writes >= 4 * 3  # per call at least: setup, answered, final
     assert 1 <= (value(m, "ringcast_db_write_batches_total") or 0) <= writes
+
+
+def test_strangers_and_flood_drops_are_counted(tmp_path: Path) -> None:
+    """`ringcast serve` answers a stranger's OPTIONS statelessly until its source's
+    bucket is empty, then drops them; /metrics counts both."""
+    env = {"RINGCAST_SIP_FLOOD_RATE": "0.01", "RINGCAST_SIP_FLOOD_BURST": "2"}
+    with (
+        RingcastServer(tmp_path, env=env) as rc,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe,
+    ):
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(5)
+        port = probe.getsockname()[1]
+        for n in range(5):
+            probe.sendto(
+                (
+                    f"OPTIONS sip:x@127.0.0.1:{rc.sip_port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK-m{n}\r\n"
+                    f"From: <sip:probe@127.0.0.1>;tag=p{n}\r\nTo: <sip:x@127.0.0.1>\r\n"
+                    f"Call-ID: metrics-{n}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                ).encode(),
+                ("127.0.0.1", rc.sip_port),
+            )
+        answers = [probe.recv(65535) for _ in range(2)]  # the burst is answered
+        for _ in range(50):  # bounded: the endpoint may still be reading the other three
+            m = samples(httpx.get(f"{rc.base}/metrics", timeout=10).text)
+            if value(m, "ringcast_sip_flood_dropped_total") == 3:
+                break
+            time.sleep(0.1)
+    assert all(a.startswith(b"SIP/2.0 200 ") for a in answers)
+    assert all(b"User-Agent" not in a and b"Server:" not in a for a in answers)
+    assert value(m, "ringcast_sip_stateless_answers_total") == 2
+    assert value(m, "ringcast_sip_flood_dropped_total") == 3

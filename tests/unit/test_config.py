@@ -212,7 +212,7 @@ def test_sip_flood_settings_reach_the_endpoint() -> None:
     default = sip_endpoint(Settings.from_sources({}, env={}))
     assert default.stateless.server is None  # strangers learn no product name by default
     assert default.user_agent == "ringcast/0.1"  # what our calls' peers see is unchanged
-    assert default.flood is not None and default.flood.total_rate == 1000.0
+    assert default.flood is not None and default.flood.total_rate == 200.0
     no_total = sip_endpoint(Settings.from_sources({}, env={"RINGCAST_SIP_FLOOD_TOTAL_RATE": "0"}))
     assert no_total.flood is not None and no_total.flood.total_rate is None
     with pytest.raises(ConfigError, match="sip_user_agent must be 1..128 printable"):

@@ -451,10 +451,15 @@ class SipEndpoint:
 
     def on_packet(self, data: bytes, addr: Addr, transport: str) -> None:
         """Entry point for every datagram / framed TCP message."""
-        if not data.strip(b"\r\n\x00 \t"):
-            return  # keep-alive (RFC 5626 §3.5.1)
+        if data[:1] in b"\r\n\x00 \t" and not data.strip(b"\r\n\x00 \t"):
+            return  # keep-alive (RFC 5626 §3.5.1); no copy of a message that starts with text
         flood = self.flood
-        if flood is not None and not exempt(data, self._calls) and not flood.admit(addr[0]):
+        if (
+            flood is not None
+            and not (self._calls and exempt(data, self._calls))
+            and not data.startswith(b"SIP/2.0 ")
+            and not flood.admit(addr[0])
+        ):
             return  # over a budget: no parsing, no answer (FloodGate logs)
         try:
             msg = SipMessage.parse(data)
@@ -523,12 +528,13 @@ class SipEndpoint:
         via = request.headers.get_first("via") or ""
         source = response_destination(via, addr, transport)  # where our answers go
         if call is not None and not call.ended.is_set() and _in_dialog(call, request):
+            response = call.on_request(request, source)  # first: if it raises, nothing is kept
             entry = self.transactions.start_server(request, source)
-            self.transactions.respond(entry, call.on_request(request, source))
+            self.transactions.respond(entry, response)
             return
-        response = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
-        if response is not None:
-            self.send_raw(bytes(response), source)
+        answer = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
+        if answer is not None:
+            self.send_raw(answer, source)
 
 
 def _in_dialog(call: DialogUser, request: SipRequest) -> bool:

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 FLOOD_RATE = 50.0  # requests per second per source IP, sustained
 FLOOD_BURST = 100  # requests a source may send at once before the rate applies
-FLOOD_TOTAL_RATE = 1000.0  # requests per second from all sources together
+FLOOD_TOTAL_RATE = 200.0  # requests per second from all sources together
 FLOOD_LOG_WINDOW = 10.0  # seconds between two flood warnings about one source
 FLOOD_TABLE_SIZE = 10_000  # sources tracked at once; the least recently seen is forgotten
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:([^\r\n]*)", re.I | re.M)  # raw, before parsing

@@ -16,12 +16,26 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 
-from aiosipua.message import SipRequest, SipResponse
+from aiosipua.message import SipRequest
 
-from ringcast.sip.message import ALLOW, branch_of, build_response
+from ringcast.sip.causes import reason_phrase
+from ringcast.sip.message import ALLOW, branch_of
 
 logger = logging.getLogger(__name__)
+
+_TAG = re.compile(r";\s*tag\s*=\s*([^;,\s]+)", re.I)
+
+
+def header_tag(value: str) -> str | None:
+    """The ``tag`` parameter of a From/To value (§20.20, §20.39), outside any <URI>.
+
+    A plain search instead of a full address parse: this runs for every admitted
+    request of a flood.
+    """
+    found = _TAG.search(value, value.rfind(">") + 1)
+    return found.group(1) if found else None
 
 
 class StatelessResponder:
@@ -39,40 +53,56 @@ class StatelessResponder:
 
     def to_tag(self, request: SipRequest) -> str:
         """The same tag for every copy of one request (Call-ID, From tag, branch)."""
-        frm = request.from_addr
+        headers = request.headers
         key = "\n".join(
             (
-                request.call_id or "",
-                (frm.tag if frm is not None else None) or "",
-                branch_of(request.headers.get_first("via") or ""),
+                headers.get_first("call-id") or "",
+                header_tag(headers.get_first("from") or "") or "",
+                branch_of(headers.get_first("via") or ""),
             )
         )
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()[:12]
 
-    def answer(self, request: SipRequest, *, source: str = "") -> SipResponse | None:
-        """The response to send, or None when the request gets no answer (ACK, silent INVITE)."""
+    def answer(self, request: SipRequest, *, source: str = "") -> bytes | None:
+        """The response's bytes, or None when the request gets no answer (ACK, silent INVITE).
+
+        Written straight to bytes (the headers of §8.2.6, as :func:`build_response`
+        would), since this path runs for every admitted request of a flood.
+        """
         method = request.method.upper()
         if method == "ACK":
             return None  # the ACK of a 403 we sent, or junk: nothing to answer
-        to = request.to_addr
-        headers: dict[str, str] = {}
-        if self.server is not None:
-            headers["Server"] = self.server
-        if to is not None and to.tag:
-            response = build_response(request, 481, headers=headers)  # no such dialog (§12.2.2)
+        headers = request.headers
+        to_value = headers.get_first("to") or ""
+        extra: list[str] = []
+        to_tag: str | None = None
+        if header_tag(to_value):
+            status = 481  # no such dialog (§12.2.2)
         elif method == "OPTIONS":
-            headers = {"Allow": ALLOW, "Accept": "application/sdp", **headers}
-            response = build_response(request, 200, to_tag=self.to_tag(request), headers=headers)
+            status, to_tag = 200, self.to_tag(request)
+            extra = [f"Allow: {ALLOW}", "Accept: application/sdp"]
         elif method == "INVITE":
             if self.silent_invites:
                 logger.info("ignored incoming INVITE from %s (silent_invites)", source)
                 return None
             logger.info("refused incoming INVITE from %s (ringcast only calls out)", source)
-            response = build_response(request, 403, to_tag=self.to_tag(request), headers=headers)
+            status, to_tag = 403, self.to_tag(request)
         elif method in ("BYE", "CANCEL"):
-            response = build_response(request, 481, to_tag=self.to_tag(request), headers=headers)
+            status, to_tag = 481, self.to_tag(request)
         else:
-            headers = {"Allow": ALLOW, **headers}
-            response = build_response(request, 405, to_tag=self.to_tag(request), headers=headers)
+            status, to_tag = 405, self.to_tag(request)
+            extra = [f"Allow: {ALLOW}"]
+        if self.server is not None:
+            extra.append(f"Server: {self.server}")
+        lines = [f"SIP/2.0 {status} {reason_phrase(status)}"]
+        lines += [f"Via: {via}" for via in headers.get("via")]
+        lines.append(f"From: {headers.get_first('from') or ''}")
+        if to_tag is not None:
+            to_value = f"{to_value};tag={to_tag}"
+        lines.append(f"To: {to_value}")
+        lines.append(f"Call-ID: {headers.get_first('call-id') or ''}")
+        lines.append(f"CSeq: {headers.get_first('cseq') or ''}")
+        lines += extra
+        lines.append("Content-Length: 0\r\n\r\n")
         self.answered += 1
-        return response
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")

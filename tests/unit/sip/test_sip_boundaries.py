@@ -29,3 +29,12 @@ def test_sip_imports_no_other_layer() -> None:
         found = imported_modules(path)
         bad = [m for m in found if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
         assert not bad, f"{path.name} imports {bad}"
+
+
+def test_endpoint_never_imports_the_call() -> None:
+    """The endpoint routes to calls through its DialogUser protocol (no import cycle);
+    nor do the transaction layer, the stateless responder, the flood gate or messages."""
+    root = Path(ringcast.sip.__file__).parent
+    for name in ("endpoint.py", "layer.py", "stateless.py", "flood.py", "message.py"):
+        found = imported_modules(root / name)
+        assert "ringcast.sip.call" not in found, f"{name} imports ringcast.sip.call"

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from ringcast.sip.flood import FLOOD_LOG_WINDOW, FloodGate, exempt
+from ringcast.sip.stateless import header_tag
 
 
 class FakeClock:
@@ -94,3 +95,18 @@ def test_bad_limits(rate: float, burst: int, total: float | None, message: str) 
 )
 def test_exempt(data: bytes, exempted: bool) -> None:
     assert exempt(data, {"ours@ringcast"}) is exempted
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ("<sip:a@b>;tag=abc", "abc"),
+        ("<sip:a@b> ; TAG = x-1 ;other=2", "x-1"),
+        ('"x;tag=no" <sip:a@b;tag=no>', None),  # inside the display name / URI: not a tag
+        ("sip:a@b;tag=t9", "t9"),
+        ("<sip:a@b>", None),
+        ("", None),
+    ],
+)
+def test_header_tag(value: str, tag: str | None) -> None:
+    assert header_tag(value) == tag
