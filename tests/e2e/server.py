@@ -129,6 +129,8 @@ class RingcastServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        # Not left running: `with RingcastServer(...)` never reaches __exit__ from here.
+        self.stop(timeout=5)
         raise RuntimeError(f"ringcast {self.command} did not become ready: {self.output()}")
 
     def output(self) -> str:
