@@ -203,7 +203,9 @@ async def _run(
             _aim(media, answer, call.signalling_host)
 
     try:
-        call = ctx.sip.create_call(spec, on_state=events.put_nowait, on_media=on_media)
+        call = ctx.sip.create_call(
+            spec, on_state=events.put_nowait, on_media=on_media, on_dtmf=media.on_digit
+        )  # SIP INFO digits take the RFC 4733 path: gather, opt-out, barge-in
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(
@@ -279,9 +281,9 @@ async def _play(
         elif play in done:
             log.error("call %s: playback failed: %s", job.call_id, play.exception())
             report.error = f"playback failed: {play.exception()}"
-        else:
-            received = getattr(media, "dtmf_received", "")
-            report.dtmf = received or None
+        else:  # the callee hung up, or max_duration: what was pressed still counts
+            report.dtmf = media.dtmf_received or None
+            report.optout = media.optout
             if not done:
                 log.info("call %s: max_duration %.0fs reached", job.call_id, job.max_duration)
     finally:

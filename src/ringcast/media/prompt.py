@@ -110,11 +110,14 @@ class DtmfSegment:
 
 @dataclass(frozen=True, slots=True)
 class GatherSegment:
-    """Wait up to `timeout` seconds for `digits` RFC 4733 digits (or `optout`)."""
+    """Wait up to `timeout` seconds for `digits` digits (or `optout`); a digit pressed
+    during the segments before it answers it unless `barge_in` is False
+    (see :mod:`ringcast.media.digits`)."""
 
     digits: int
     timeout: float
     optout: str | None = None
+    barge_in: bool = True
 
     @property
     def duration(self) -> float:
@@ -397,6 +400,7 @@ class PromptCache:
                     digits=int(g.get("digits", 1)),
                     timeout=float(g.get("timeout", 5)),
                     optout=str(optout) if optout not in (None, "") else None,
+                    barge_in=g.get("barge_in", True) is not False,
                 ),
             )
         raise MediaError(f"unknown playlist item: {sorted(item)!r}")
