@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
 from ringcast import metrics
-from ringcast.api import dashboard, dnc, errors, routes
+from ringcast.api import dashboard, dnc, errors, routes, voices
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
+from ringcast.media import tts
 from ringcast.store.db import Store, store_for
 
 logger = logging.getLogger(__name__)
@@ -162,11 +163,13 @@ def create_app(
         responses=errors.ERROR_RESPONSES,
     )
     _document_play_body(app)
+    tts.configure_piper_voices(settings.piper_voices)  # the voices requests may name
     app.state.settings = settings
     app.state.store = store
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(dnc.router)
+    app.include_router(voices.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

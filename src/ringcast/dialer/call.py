@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ringcast import sealing
 from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
+from ringcast.errors import RingcastError
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
+from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
@@ -103,6 +106,32 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         flood_burst=settings.sip_flood_burst,
         silent_invites=settings.sip_silent_invites,
     )
+
+
+class TrunkGone(RingcastError):
+    """The request's trunk is no longer in the config file."""
+
+
+def resolve_sip(
+    stored: Mapping[str, Any] | None, trunks: Mapping[str, Mapping[str, Any]], sealer: Sealer | None
+) -> dict[str, Any]:
+    """How to route one call, at dial time: the request's stored "sip" with its sealed
+    password opened, over its trunk as the config says now (the trunk's headers
+    under the request's own). TrunkGone when the trunk was removed: such a call
+    is never sent around the carrier."""
+    sip = sealing.unseal_sip(stored or {}, sealer)
+    name = sip.pop("trunk", None)
+    if not name:
+        return sip
+    trunk = trunks.get(name)
+    if trunk is None:
+        raise TrunkGone(f"trunk {name!r} is not in the config file any more")
+    headers = {**dict(trunk.get("headers") or {}), **dict(sip.get("headers") or {})}
+    out = {k: v for k, v in trunk.items() if k not in ("headers", "max_calls", "cps")}
+    out.update(sip)
+    if headers:
+        out["headers"] = headers
+    return out
 
 
 def media_fetcher(settings: Settings) -> MediaFetcher:
