@@ -50,6 +50,36 @@ def assert_error(resp: httpx.Response, status: int, code: int) -> dict[str, Any]
     return dict(body["error"])
 
 
+async def test_the_api_reference_is_open_and_declares_the_bearer_scheme(store: Store) -> None:
+    await store_keys.create_key(store, "ops")
+    async with client_for(store) as c:
+        docs = await c.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        spec = await c.get("/openapi.json")
+        assert spec.status_code == 200, spec.text
+        doc = spec.json()
+        assert doc["components"]["securitySchemes"]["bearer"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ringcast keys create",
+        }
+        assert doc["security"] == [{"bearer": []}]
+        assert doc["paths"]["/health"]["get"]["security"] == []
+        assert "/voices" in doc["paths"] and "/dnc" in doc["paths"]
+        # a key-less 401 reads like every other error: the same envelope, the same JSON
+        denied = await c.get("/report/x")
+        not_found = await c.get("/report/x", headers=bearer((await _key(store)).key))
+        assert denied.status_code == 401 and not_found.status_code == 404
+        for resp in (denied, not_found):
+            assert resp.headers["content-type"] == "application/json"
+            assert set(resp.json()) == {"code", "status", "data", "request_id", "error"}
+            assert resp.content == json.dumps(resp.json(), separators=(",", ":")).encode()
+
+
+async def _key(store: Store) -> store_keys.CreatedKey:
+    return await store_keys.create_key(store, "reader")
+
+
 async def test_open_on_loopback_while_no_key_exists(store: Store) -> None:
     async with client_for(store) as c:
         resp = await c.post("/voice/call/play", json=BODY)
@@ -73,7 +103,6 @@ async def test_every_endpoint_but_health_needs_a_key_once_one_exists(store: Stor
             ("DELETE", "/voice/call/x"),
             ("GET", "/dnc"),
             ("GET", "/metrics"),
-            ("GET", "/openapi.json"),
             ("GET", "/no/such/path"),
         ]:
             resp = await c.request(method, path, json=BODY if method == "POST" else None)
@@ -81,6 +110,7 @@ async def test_every_endpoint_but_health_needs_a_key_once_one_exists(store: Stor
             assert resp.headers["www-authenticate"].startswith("Bearer")
         assert (await c.get("/health")).status_code == 200
         wrong = await c.get("/dnc", headers=bearer(made.key + "x"))
+        assert wrong.content == json.dumps(wrong.json(), separators=(",", ":")).encode()
         assert "not valid" in assert_error(wrong, 401, 1007)["message"]
         assert_error(await c.get("/dnc", headers={"Authorization": made.key}), 401, 1007)
         assert_error(await c.get("/dnc", headers=bearer("x" * 5000)), 401, 1007)
