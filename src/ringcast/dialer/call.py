@@ -20,7 +20,7 @@ from typing import Any
 from ringcast import sealing
 from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
-from ringcast.errors import RingcastError
+from ringcast.errors import RingcastError, public_text
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
@@ -76,6 +76,8 @@ class CallReport:
         out = {k: v for k, v in self.__dict__.items() if k != "optout"}
         out["result"] = str(self.result)
         out["outcome"] = str(self.outcome)
+        if self.error:
+            out["error"] = public_text(self.error)  # what a user reads: no Python reprs
         return out
 
 

@@ -307,7 +307,8 @@ class PromptCache:
                 prompt = await self._build(playlist, variables, codecs, max_duration)
             except (ValueError, TypeError, KeyError, RuntimeError, OSError, MemoryError) as exc:
                 log.exception("prompt preparation failed unexpectedly")
-                raise MediaError(f"the prompt could not be prepared: {exc!r}") from exc
+                why = f"{type(exc).__name__}: {exc}"
+                raise MediaError(f"the prompt could not be prepared: {why}") from exc
         except MediaError as exc:
             if self.error_ttl > 0:
                 self._errors[key] = (time.monotonic(), exc)
@@ -315,7 +316,8 @@ class PromptCache:
             fut.exception()  # retrieved: waiters re-raise it, no "never retrieved" warning
             raise
         except BaseException as exc:
-            fut.set_exception(MediaError(f"prompt preparation was interrupted: {exc!r}"))
+            why = type(exc).__name__
+            fut.set_exception(MediaError(f"prompt preparation was interrupted: {why}"))
             fut.exception()
             raise
         else:
