@@ -20,7 +20,7 @@ from ringcast.api import create_app
 from ringcast.api.auth import check_bind_policy
 from ringcast.config import Settings
 from ringcast.errors import ConfigError
-from ringcast.store import Store
+from ringcast.store import Store, dnc
 from ringcast.store import keys as store_keys
 from ringcast.store.models import api_keys_table, requests_table
 
@@ -299,3 +299,42 @@ def test_keys_cli_and_serve_refusal(tmp_path: Path, db_url: str) -> None:
     assert refused.returncode != 0
     assert "--insecure-no-auth" in refused.stderr
     assert "refusing to serve" in refused.stderr
+
+
+async def test_the_install_wide_list_needs_an_operator_key(store: Store) -> None:
+    plain = await store_keys.create_key(store, "shop", tenant="acme")
+    operator = await store_keys.create_key(store, "ops", tenant="acme", operator=True)
+    async with client_for(store) as c:
+        install = {"list": "install"}
+        body = {"entries": ["+1 555 010 0009"]}
+        denied = await c.post("/dnc", params=install, json=body, headers=bearer(plain.key))
+        assert assert_error(denied, 403, 1010)["field"] == "list"
+        assert_error(await c.get("/dnc", params=install, headers=bearer(plain.key)), 403, 1010)
+        ok = await c.post("/dnc", params=install, json=body, headers=bearer(operator.key))
+        assert ok.status_code == 200 and ok.json()["added"] == 1
+        listed = await c.get("/dnc", params=install, headers=bearer(operator.key))
+        assert [e["entry"] for e in listed.json()["entries"]] == ["+15550100009"]
+        # the tenant's own list is apart
+        assert (await c.get("/dnc", headers=bearer(plain.key))).json()["entries"] == []
+    assert await dnc.listed(store, "anyone", ["sip:+15550100009@127.0.0.1"])
+
+
+async def test_data_from_before_the_first_key_belongs_to_the_default_tenant(
+    store: Store,
+) -> None:
+    async with client_for(store) as c:  # no key yet: open on loopback, tenant default
+        assert (await c.post("/dnc", json={"entries": ["optme"]})).status_code == 200
+        made = await c.post("/voice/call/play", json=BODY)
+        rid = made.json()["request_id"]
+    acme = await store_keys.create_key(store, "acme", tenant="acme")
+    default = await store_keys.create_key(store, "ops", tenant="default")
+    async with client_for(store) as c:
+        hidden = await c.get(f"/voice/call/status/{rid}", headers=bearer(acme.key))
+        assert hidden.status_code == 404
+        assert (await c.get("/dnc", headers=bearer(acme.key))).json()["entries"] == []
+        seen = await c.get(f"/voice/call/status/{rid}", headers=bearer(default.key))
+        assert seen.status_code == 200, seen.text
+        entries = (await c.get("/dnc", headers=bearer(default.key))).json()["entries"]
+        assert [e["entry"] for e in entries] == ["optme"]
+    # and the default tenant's list still stops its calls
+    assert await dnc.listed(store, "default", ["sip:optme@127.0.0.1:5071"])
