@@ -570,14 +570,14 @@ def dnc_list(tenant: DncTenant = None, db: Db = None, as_json: AsJson = False) -
         typer.echo(f"{entry}\t{created}")
 
 
-_DNC_COLUMNS = ("number", "entry", "to", "phone", "user", "name")
+_DNC_COLUMNS = ("number", "entry", "to", "phone", "user")  # by preference
 
 
 @dnc_app.command("import")
 def dnc_import(
     file: Annotated[
         Path, typer.Argument(help="CSV: numbers or users in the first column, or in a column "
-                             "headed number, entry, to, phone, user or name")
+                             "headed number, entry, to, phone or user")
     ],
     tenant: DncTenant = None,
     db: Db = None,
@@ -594,9 +594,9 @@ def dnc_import(
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise _fail(f"cannot read {file}: {exc}") from None
     column = 0
-    if rows:  # a header row names the column: number, entry, to, phone, user or name
+    if rows:  # a header row names the column: number, entry, to, phone or user
         header = [c.strip().lower() for c in rows[0]]
-        named = [i for i, c in enumerate(header) if c in _DNC_COLUMNS]
+        named = [header.index(c) for c in _DNC_COLUMNS if c in header]
         if named:
             column, rows = named[0], rows[1:]
     entries = [row[column].strip() for row in rows if len(row) > column and row[column].strip()]

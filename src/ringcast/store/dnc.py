@@ -31,23 +31,29 @@ MAX_ENTRY = 512  # characters
 _NUMBER_CHARS = frozenset("0123456789+-.() \t")  # a phone number as people write it
 
 
-def _user_part(text: str) -> str:
-    """The user of a sip:/sips: URI (its host when it has none), the number of a tel:
-    URI, else the text itself."""
+def _host(hostport: str) -> str:
+    """The lowercase host of `host[:port][;params]` (an IPv6 reference keeps its brackets)."""
+    host = hostport.split(";", 1)[0]
+    if host.startswith("[") and "]" in host:
+        return host[: host.index("]") + 1].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _user_part(text: str) -> tuple[str, bool]:
+    """(the user of a sip:/sips: URI, the number of a tel: URI, else the text itself;
+    whether it is a host instead: a URI with no user part names its callee by host)."""
     scheme, colon, rest = text.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in ("sip", "sips", "tel"):
-        return text
+        return text, False
     if scheme == "tel":
-        return rest.split(";", 1)[0]
+        return rest.split(";", 1)[0], False
     rest = rest.split("?", 1)[0]
     user, at, hostport = rest.rpartition("@")
-    if not at:  # no user part: the host names the callee
-        host = hostport.split(";", 1)[0]
-        host = host[1 : host.index("]") + 1] if host.startswith("[") and "]" in host else host
-        return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+    if not at:
+        return _host(hostport), True
     user = user.split(":", 1)[0]  # a password part is not the user
-    return user.split(";", 1)[0] if user.startswith("+") or user[:1].isdigit() else user
+    return (user.split(";", 1)[0] if user.startswith("+") or user[:1].isdigit() else user), False
 
 
 def normalize(entry: str, region: str | None = None) -> str:
@@ -55,9 +61,14 @@ def normalize(entry: str, region: str | None = None) -> str:
 
     `region` (an ISO country such as "US") lets a national number become E.164.
     """
-    user = unquote(_user_part(entry.strip())).strip()
-    if not user or not set(user) <= _NUMBER_CHARS or not any(c.isdigit() for c in user):
+    part, is_host = _user_part(entry.strip())
+    if is_host:
+        return part
+    user = unquote(part).strip()
+    if not set(user) <= _NUMBER_CHARS:
         return user  # a name (letters) matches itself
+    if not any(c.isdigit() for c in user):
+        return ""  # punctuation alone is no entry
     digits = phonenumbers.normalize_digits_only(user)
     if user.startswith("+") or region:
         try:
