@@ -31,7 +31,6 @@ from ringcast.api import dashboard, dnc, errors, routes, voices
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
-from ringcast.media import tts
 from ringcast.store.db import Store, store_for
 
 logger = logging.getLogger(__name__)
@@ -166,7 +165,10 @@ def create_app(
         responses=errors.ERROR_RESPONSES,
     )
     _document_play_body(app)
-    tts.configure_piper_voices(settings.piper_voices)  # the voices requests may name
+    if settings.piper_voices:  # the voices requests may name (media loads only then)
+        from ringcast.media import tts
+
+        tts.configure_piper_voices(settings.piper_voices)
     app.state.settings = settings
     app.state.store = store
     errors.install(app)

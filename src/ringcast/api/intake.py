@@ -24,8 +24,9 @@ from typing import Any
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import SIP_TRANSPORTS
 from ringcast.errors import MediaError, ValidationFailed
-from ringcast.media import tts
-from ringcast.media.prompt import DTMF_GAP, DTMF_TONE, substitute
+
+# The audio stack (numpy, libsndfile, eSpeak NG) is imported when a request first
+# needs it, so `ringcast api` starts without it.
 
 SPOKEN_TRANSPORTS = frozenset(SIP_TRANSPORTS)  # what the SIP layer can send over
 TLS = "tls" in SPOKEN_TRANSPORTS  # sips: URIs are accepted once TLS exists
@@ -83,6 +84,8 @@ async def check_voices(payload: PlayRequest) -> None:
         if voice is None:
             continue
         if voice not in _voices_seen:
+            from ringcast.media import tts
+
             try:  # a thread: eSpeak's lock may be held by a synthesis in this process
                 await asyncio.to_thread(tts.check_voice, voice)
                 _voices_seen[voice] = None
@@ -100,6 +103,8 @@ def _speech_bound(text: str, rate: int) -> float:
 
 
 async def _speech_seconds(text: str, voice: str, rate: int) -> float:
+    from ringcast.media import tts
+
     try:
         speech = await tts.synthesize_async(text, voice=voice, rate=rate)
     except MediaError:
@@ -113,6 +118,9 @@ async def check_fixed_duration(payload: PlayRequest) -> None:
     items: list[dict[str, Any]] = [item.model_dump() for item in payload.playlist]
     if any("gather" in item for item in items):
         return
+    from ringcast.media import tts
+    from ringcast.media.prompt import DTMF_GAP, DTMF_TONE, substitute
+
     limit = payload.max_duration
     known = 0.0
     speech: list[tuple[str, str, int, int]] = []

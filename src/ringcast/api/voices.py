@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ringcast.api.errors import envelope, request_id_of
-from ringcast.media import tts
 
 router = APIRouter()
 
@@ -18,6 +17,8 @@ async def voices(request: Request) -> JSONResponse:
     """Every voice `"voice"` may name: `engine` (espeak, piper), `name` (the value
     to give), `language`. Piper voices are the operator's (the config file's
     `[piper_voices]`, and `"piper"`, the default model, when one is installed)."""
+    from ringcast.media import tts  # the audio stack loads when first needed, not at start-up
+
     found = await asyncio.to_thread(tts.list_voices)  # loads eSpeak NG once: off the loop
     listed = [
         {"engine": v.engine, "name": v.name, "language": v.language, "description": v.description}
