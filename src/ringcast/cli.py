@@ -362,6 +362,7 @@ def _key_json(info: Any) -> dict[str, Any]:
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
         "rate_limit": info.rate_limit,
         "allow": {k: list(v) for k, v in info.allow.items()},
+        "operator": info.operator,
     }
 
 
@@ -383,10 +384,16 @@ def keys_create(
     allow_prefix: Annotated[
         list[str] | None, typer.Option("--allow-prefix", help="recipient user-part prefix")
     ] = None,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="may edit the install-wide do-not-call list")
+    ] = False,
     db: Db = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create a key; prints the key and its webhook signing secret once (only hashes are kept)."""
+    """Create a key; prints the key and its webhook signing secret once (only hashes are kept).
+
+    What was made while the server had no key belongs to the tenant `default`:
+    create the key with `--tenant default` to see it."""
     from ringcast.store.keys import create_key
 
     allow = {
@@ -396,7 +403,9 @@ def keys_create(
     }
 
     async def create(store: Any) -> Any:
-        return await create_key(store, name, tenant=tenant, rate_limit=rate, allow=allow)
+        return await create_key(
+            store, name, tenant=tenant, rate_limit=rate, allow=allow, operator=operator
+        )
 
     url = _keys_db(db)
     created: list[Any] = []
@@ -438,7 +447,7 @@ def keys_list(db: Db = None, as_json: AsJson = False) -> None:
         allow = ";".join(f"{kind}={','.join(v)}" for kind, v in k.allow.items()) or "-"
         typer.echo(
             f"{k.id}  {k.key_prefix}...  {state:7}  tenant={k.tenant}  name={k.name}  "
-            f"rate={rate_text}  allow={allow}"
+            f"rate={rate_text}  allow={allow}{'  operator' if k.operator else ''}"
         )
 
 
@@ -463,6 +472,139 @@ def keys_revoke(
     if done[0] is None:
         raise _fail(f"no API key {ident!r}", 1)
     typer.echo(f"revoked {done[0].id} ({done[0].name})")
+
+
+# --- ringcast dnc -------------------------------------------------------------------------
+
+dnc_app = typer.Typer(
+    help="Do-not-call lists (stored in --db): the install-wide list, or --tenant's.",
+    no_args_is_help=True,
+)
+app.add_typer(dnc_app, name="dnc")
+DncTenant = Annotated[
+    str | None,
+    typer.Option("--tenant", help="a tenant's list (default: the install-wide list)"),
+]
+
+
+def _dnc_owner(tenant: str | None) -> str:
+    from ringcast.store.dnc import INSTALL_WIDE
+
+    if tenant is None:
+        return INSTALL_WIDE
+    if not tenant.strip():
+        raise _fail("--tenant must not be blank")
+    return tenant.strip()
+
+
+def _dnc_run(db: str | None, action: Callable[[Any], Any]) -> Any:
+    url = _keys_db(db)
+    out: list[Any] = []
+
+    async def run() -> None:
+        out.append(await _with_store(url, action))
+
+    _run(run())
+    return out[0]
+
+
+@dnc_app.command("add")
+def dnc_add(
+    entries: Annotated[list[str], typer.Argument(help="numbers or users: +15550100001, alice")],
+    tenant: DncTenant = None,
+    db: Db = None,
+) -> None:
+    """Add numbers or users (sip:/tel: URIs are reduced to their number or user)."""
+    from ringcast.store import dnc
+
+    owner = _dnc_owner(tenant)
+    keys = [dnc.normalize(e) for e in entries]
+    if not all(keys):
+        raise _fail("an entry must hold a number or a user name")
+    added = _dnc_run(db, lambda store: dnc.add_entries(store, owner, entries))
+    typer.echo(f"added {added} of {len(set(keys))} ({', '.join(dict.fromkeys(keys))})")
+
+
+@dnc_app.command("remove")
+def dnc_remove(
+    entries: Annotated[list[str], typer.Argument(help="numbers or users to remove")],
+    tenant: DncTenant = None,
+    db: Db = None,
+) -> None:
+    """Remove numbers or users; exit 1 when one was not listed."""
+    from ringcast.store import dnc
+
+    owner = _dnc_owner(tenant)
+
+    async def remove(store: Any) -> list[str]:
+        return [e for e in entries if not await dnc.remove_entry(store, owner, e)]
+
+    missing = _dnc_run(db, remove)
+    typer.echo(f"removed {len(entries) - len(missing)}")
+    if missing:
+        raise _fail(f"not on the list: {', '.join(missing)}", 1)
+
+
+@dnc_app.command("list")
+def dnc_list(tenant: DncTenant = None, db: Db = None, as_json: AsJson = False) -> None:
+    """Print the list, one entry a line (with the time it was added)."""
+    from ringcast.store import dnc
+
+    owner = _dnc_owner(tenant)
+
+    async def read(store: Any) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = []
+        after = None
+        while True:
+            page = await dnc.list_entries(store, owner, after=after, limit=10_000)
+            rows.extend(page)
+            if len(page) < 10_000:
+                return rows
+            after = page[-1][0]
+
+    rows = _dnc_run(db, read)
+    if as_json:
+        typer.echo(json.dumps([{"entry": e, "created_at": t} for e, t in rows], indent=2))
+        return
+    for entry, created in rows:
+        typer.echo(f"{entry}\t{created}")
+
+
+_DNC_COLUMNS = ("number", "entry", "to", "phone", "user")  # by preference
+
+
+@dnc_app.command("import")
+def dnc_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV: numbers or users in the first column, or in a column "
+                             "headed number, entry, to, phone or user")
+    ],
+    tenant: DncTenant = None,
+    db: Db = None,
+) -> None:
+    """Add every number or user of a CSV file (a header row is recognised and skipped)."""
+    import csv
+
+    from ringcast.store import dnc
+
+    owner = _dnc_owner(tenant)
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as f:
+            rows = [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _fail(f"cannot read {file}: {exc}") from None
+    column = 0
+    if rows:  # a header row names the column: number, entry, to, phone or user
+        header = [c.strip().lower() for c in rows[0]]
+        named = [header.index(c) for c in _DNC_COLUMNS if c in header]
+        if named:
+            column, rows = named[0], rows[1:]
+    entries = [row[column].strip() for row in rows if len(row) > column and row[column].strip()]
+    bad = [e for e in entries if not dnc.normalize(e)]
+    if bad:
+        raise _fail(f"{file}: {len(bad)} rows hold no number or user (first: {bad[0][:64]!r})")
+    added = _dnc_run(db, lambda store: dnc.add_entries(store, owner, entries))
+    typer.echo(f"imported {len(entries)} rows: {added} new entries")
 
 
 @app.command()

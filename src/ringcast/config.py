@@ -6,7 +6,8 @@ A bad value fails here with :class:`~ringcast.errors.ConfigError` naming the key
 
 Besides the field names, three composite keys are accepted in every source and
 split into fields: `http` (`HOST:PORT`), `sip` (`HOST:PORT`) and `rtp_ports`
-(`LO-HI`). The TOML file may also hold `[trunks.NAME]` tables.
+(`LO-HI`). The TOML file may also hold `[trunks.NAME]` tables and a
+`[piper_voices]` table (voice name -> piper model file or voice package).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Settings:
     trunks: Mapping[str, Mapping[str, Any]] = field(
         default_factory=dict, repr=False, hash=False
     )  # holds passwords: never printed
+    # piper voices requests may name ("piper:NAME"): NAME -> model file or voice package
+    piper_voices: Mapping[str, str] = field(default_factory=dict, hash=False)
+    secret_key: str | None = field(default=None, repr=False)  # RINGCAST_SECRET_KEY (base64)
     config_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -150,7 +154,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     names = [*_FIELDS, *COMPOSITE_KEYS, "config"]
     for name in names:
-        if name == "trunks":
+        if name in ("trunks", "piper_voices"):
             continue
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":
@@ -175,6 +179,8 @@ def _from_toml(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name == "trunks":
             out["trunks"] = _trunks(value)
+        elif name == "piper_voices":
+            out["piper_voices"] = _piper_voices(value)
         elif name in _FIELDS or name in COMPOSITE_KEYS:
             if name == "config_file":
                 raise ConfigError("config_file cannot be set inside the config file", field=key)
@@ -240,6 +246,25 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
             )
         trunks[name] = dict(table)
     return trunks
+
+
+_VOICE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _piper_voices(value: Any) -> dict[str, str]:
+    """`[piper_voices]`: NAME = "model.onnx path or voice package" (checked at start-up,
+    when the engine resolves them)."""
+    if not isinstance(value, dict):
+        raise ConfigError("piper_voices must be a table of NAME = model", field="piper_voices")
+    out = {}
+    for name, model in value.items():
+        where = f"piper_voices.{name}"
+        if not name or not set(name) <= _VOICE_NAME or len(name) > 48:
+            raise ConfigError(f"{where}: a name is 1..48 of A-Z a-z 0-9 - _ .", field=where)
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{where} must name a model file or voice package", field=where)
+        out[name] = model.strip()
+    return out
 
 
 def _split_host_port(key: str, value: Any) -> tuple[str, int]:

@@ -20,7 +20,7 @@ from ringcast.api import create_app
 from ringcast.api.auth import check_bind_policy
 from ringcast.config import Settings
 from ringcast.errors import ConfigError
-from ringcast.store import Store
+from ringcast.store import Store, dnc
 from ringcast.store import keys as store_keys
 from ringcast.store.models import api_keys_table, requests_table
 
@@ -50,6 +50,36 @@ def assert_error(resp: httpx.Response, status: int, code: int) -> dict[str, Any]
     return dict(body["error"])
 
 
+async def test_the_api_reference_is_open_and_declares_the_bearer_scheme(store: Store) -> None:
+    await store_keys.create_key(store, "ops")
+    async with client_for(store) as c:
+        docs = await c.get("/docs")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        spec = await c.get("/openapi.json")
+        assert spec.status_code == 200, spec.text
+        doc = spec.json()
+        assert doc["components"]["securitySchemes"]["bearer"] == {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "ringcast keys create",
+        }
+        assert doc["security"] == [{"bearer": []}]
+        assert doc["paths"]["/health"]["get"]["security"] == []
+        assert "/voices" in doc["paths"] and "/dnc" in doc["paths"]
+        # a key-less 401 reads like every other error: the same envelope, the same JSON
+        denied = await c.get("/report/x")
+        not_found = await c.get("/report/x", headers=bearer((await _key(store)).key))
+        assert denied.status_code == 401 and not_found.status_code == 404
+        for resp in (denied, not_found):
+            assert resp.headers["content-type"] == "application/json"
+            assert set(resp.json()) == {"code", "status", "data", "request_id", "error"}
+            assert resp.content == json.dumps(resp.json(), separators=(",", ":")).encode()
+
+
+async def _key(store: Store) -> store_keys.CreatedKey:
+    return await store_keys.create_key(store, "reader")
+
+
 async def test_open_on_loopback_while_no_key_exists(store: Store) -> None:
     async with client_for(store) as c:
         resp = await c.post("/voice/call/play", json=BODY)
@@ -73,7 +103,6 @@ async def test_every_endpoint_but_health_needs_a_key_once_one_exists(store: Stor
             ("DELETE", "/voice/call/x"),
             ("GET", "/dnc"),
             ("GET", "/metrics"),
-            ("GET", "/openapi.json"),
             ("GET", "/no/such/path"),
         ]:
             resp = await c.request(method, path, json=BODY if method == "POST" else None)
@@ -81,6 +110,7 @@ async def test_every_endpoint_but_health_needs_a_key_once_one_exists(store: Stor
             assert resp.headers["www-authenticate"].startswith("Bearer")
         assert (await c.get("/health")).status_code == 200
         wrong = await c.get("/dnc", headers=bearer(made.key + "x"))
+        assert wrong.content == json.dumps(wrong.json(), separators=(",", ":")).encode()
         assert "not valid" in assert_error(wrong, 401, 1007)["message"]
         assert_error(await c.get("/dnc", headers={"Authorization": made.key}), 401, 1007)
         assert_error(await c.get("/dnc", headers=bearer("x" * 5000)), 401, 1007)
@@ -269,3 +299,42 @@ def test_keys_cli_and_serve_refusal(tmp_path: Path, db_url: str) -> None:
     assert refused.returncode != 0
     assert "--insecure-no-auth" in refused.stderr
     assert "refusing to serve" in refused.stderr
+
+
+async def test_the_install_wide_list_needs_an_operator_key(store: Store) -> None:
+    plain = await store_keys.create_key(store, "shop", tenant="acme")
+    operator = await store_keys.create_key(store, "ops", tenant="acme", operator=True)
+    async with client_for(store) as c:
+        install = {"list": "install"}
+        body = {"entries": ["+1 555 010 0009"]}
+        denied = await c.post("/dnc", params=install, json=body, headers=bearer(plain.key))
+        assert assert_error(denied, 403, 1010)["field"] == "list"
+        assert_error(await c.get("/dnc", params=install, headers=bearer(plain.key)), 403, 1010)
+        ok = await c.post("/dnc", params=install, json=body, headers=bearer(operator.key))
+        assert ok.status_code == 200 and ok.json()["added"] == 1
+        listed = await c.get("/dnc", params=install, headers=bearer(operator.key))
+        assert [e["entry"] for e in listed.json()["entries"]] == ["+15550100009"]
+        # the tenant's own list is apart
+        assert (await c.get("/dnc", headers=bearer(plain.key))).json()["entries"] == []
+    assert await dnc.listed(store, "anyone", ["sip:+15550100009@127.0.0.1"])
+
+
+async def test_data_from_before_the_first_key_belongs_to_the_default_tenant(
+    store: Store,
+) -> None:
+    async with client_for(store) as c:  # no key yet: open on loopback, tenant default
+        assert (await c.post("/dnc", json={"entries": ["optme"]})).status_code == 200
+        made = await c.post("/voice/call/play", json=BODY)
+        rid = made.json()["request_id"]
+    acme = await store_keys.create_key(store, "acme", tenant="acme")
+    default = await store_keys.create_key(store, "ops", tenant="default")
+    async with client_for(store) as c:
+        hidden = await c.get(f"/voice/call/status/{rid}", headers=bearer(acme.key))
+        assert hidden.status_code == 404
+        assert (await c.get("/dnc", headers=bearer(acme.key))).json()["entries"] == []
+        seen = await c.get(f"/voice/call/status/{rid}", headers=bearer(default.key))
+        assert seen.status_code == 200, seen.text
+        entries = (await c.get("/dnc", headers=bearer(default.key))).json()["entries"]
+        assert [e["entry"] for e in entries] == ["optme"]
+    # and the default tenant's list still stops its calls
+    assert await dnc.listed(store, "default", ["sip:optme@127.0.0.1:5071"])

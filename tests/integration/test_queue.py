@@ -124,19 +124,41 @@ async def test_prompt_failure_fails_every_call_of_the_request(store: Store) -> N
         assert r.result == "failed" and r.error.endswith("HTTP 404")
 
 
-async def test_dnc_matches_user_part_and_uri(store: Store) -> None:
+async def test_dnc_entries_are_numbers_or_users_not_uris(store: Store) -> None:
     assert await dnc.add_entries(store, "default", ["alice", "alice"]) == 1
     assert await dnc.add_entries(store, "default", ["alice", "sip:bob@x"]) == 1  # idempotent
     assert await dnc.matches(store, "default", "sip:alice@127.0.0.1:5060")
     assert not await dnc.matches(store, "other", "sip:alice@127.0.0.1:5060")
-    assert not await dnc.matches(store, "default", "sip:bob@127.0.0.1:5060")
+    # bob is a user, wherever he is reached
+    assert await dnc.matches(store, "default", "sip:bob@127.0.0.1:5060")
     assert await dnc.matches(store, "default", "sip:bob@x")
+    assert not await dnc.matches(store, "default", "sip:bobby@x")
     assert [e for e, _ in await dnc.list_entries(store, "default", after=None, limit=10)] == [
         "alice",
-        "sip:bob@x",
+        "bob",
     ]
-    assert await dnc.remove_entry(store, "default", "alice")
+    assert await dnc.remove_entry(store, "default", "sip:alice@elsewhere:5070")
     assert not await dnc.remove_entry(store, "default", "alice")
+
+
+async def test_dnc_one_number_however_it_is_written(store: Store) -> None:
+    assert await dnc.add_entries(store, "t", ["sip:+1 (555) 010-0001@gw:5070"]) == 1
+    assert await dnc.add_entries(store, "t", ["tel:+15550100001", "+15550100001"]) == 0
+    assert [e for e, _ in await dnc.list_entries(store, "t", after=None, limit=10)] == [
+        "+15550100001"
+    ]
+    assert await dnc.matches(store, "t", "sip:+15550100001@127.0.0.1:5070;user=phone")
+    assert await dnc.matches(store, "t", "sip:+1-555-010-0001@carrier.example")
+    assert not await dnc.matches(store, "t", "sip:+15550100002@127.0.0.1")
+
+
+async def test_dnc_install_wide_list_suppresses_every_tenant(store: Store) -> None:
+    await dnc.add_entries(store, dnc.INSTALL_WIDE, ["+15550100009"])
+    await dnc.add_entries(store, "acme", ["carol"])
+    uris = ["sip:+15550100009@127.0.0.1", "sip:carol@127.0.0.1", "sip:dave@127.0.0.1"]
+    assert await dnc.listed(store, "acme", uris) == set(uris[:2])
+    assert await dnc.listed(store, "other", uris) == {uris[0]}
+    assert [e for e, _ in await dnc.list_entries(store, "acme", after=None, limit=10)] == ["carol"]
 
 
 async def test_a_node_declared_dead_claims_nothing_until_it_rejoins(store: Store) -> None:

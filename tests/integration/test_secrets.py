@@ -18,7 +18,12 @@ import sqlalchemy as sa
 from e2e.server import RingcastServer
 from sipp import SippUas
 
-from ringcast.store.models import call_attempts_table, calls_table, webhook_outbox_table
+from ringcast.store.models import (
+    call_attempts_table,
+    calls_table,
+    requests_table,
+    webhook_outbox_table,
+)
 
 RINGCAST = str(Path(sys.executable).parent / "ringcast")
 
@@ -146,13 +151,13 @@ def test_passwords_and_secrets_never_leak(tmp_path: Path, sipp_bin: str) -> None
 
 
 def _stored_rows(db_file: Path) -> str:
-    """Call records, earlier attempts and queued webhooks as stored (not the request body,
-    which keeps the password for the dialer by design)."""
+    """Requests (their bodies keep a trunk's name and an inline password sealed, see
+    test_secrets_at_rest.py), call records, earlier attempts and queued webhooks."""
     engine = sa.create_engine(f"sqlite:///{db_file}")
     try:
         with engine.connect() as conn:
             out: list[str] = []
-            for table in (calls_table, call_attempts_table, webhook_outbox_table):
+            for table in (requests_table, calls_table, call_attempts_table, webhook_outbox_table):
                 out.extend(repr(tuple(row)) for row in conn.execute(sa.select(table)))
     finally:
         engine.dispose()

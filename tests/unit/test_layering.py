@@ -67,7 +67,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "domain": "limits and times in schemas and the dashboard",
         "errors": "the error envelope maps RingcastError",
         "metrics": "/metrics",
+        "media": "voices and speech length checked at intake, GET /voices (issue 13)",
         "netguard": "callback and media URLs are checked at intake",
+        "sealing": "inline SIP passwords sealed before they are stored",
         "store": "requests, reports, keys, do-not-call list, dashboard queries",
     },
     "dialer": {
@@ -76,9 +78,15 @@ ALLOWED: dict[str, dict[str, str]] = {
         "errors": "MediaError and RingcastError of a call",
         "media": "fetch and prepare the playlist",
         "rtp": "ports, the shared clock and one media session per call",
+        "sealing": "inline SIP passwords opened at dial time, erased when final",
         "sip": "the endpoint and one outbound call",
         "store": "claim, update and finish calls; webhook events in the same transaction",
         "webhooks": "runs the deliverer beside the dialer (deliverer_lifespan)",
+    },
+    "sealing": {
+        "domain": "final results, after which sealed passwords are erased",
+        "errors": "ConfigError for a bad secret key",
+        "store": "the request and call rows holding sealed passwords",
     },
     "cli": {
         "api": "create_app and the bind policy for `serve` / `api`",
@@ -99,7 +107,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "media": {"sip", "rtp", "store", "dialer", "api", "webhooks", "config"},
     "store": {"webhooks", "dialer", "api", "sip", "rtp", "media"},
     "webhooks": {"dialer", "api", "sip", "rtp", "media"},
-    "api": {"dialer", "sip", "rtp", "media"},
+    "api": {"dialer", "sip", "rtp"},
 }
 ENTRY_POINTS = {"cli"}  # imported by nothing in ringcast
 

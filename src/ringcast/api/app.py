@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,12 +21,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
 from ringcast import metrics
-from ringcast.api import dashboard, dnc, errors, routes
+from ringcast.api import dashboard, dnc, errors, routes, voices
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest
 from ringcast.config import Settings
@@ -94,25 +94,22 @@ class BodyLimit:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         exc = errors.BodyTooLarge(f"the request body is larger than {self.limit} bytes")
-        payload = json.dumps(
-            errors.error_body(exc.code, exc.http_status, exc.message, None, str(uuid.uuid4()))
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": exc.http_status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        body = errors.error_body(exc.code, exc.http_status, exc.message, None, str(uuid.uuid4()))
+        response = JSONResponse(body, status_code=exc.http_status, headers={"connection": "close"})
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+BEARER = {"bearer": {"type": "http", "scheme": "bearer", "description": "ringcast keys create"}}
 
 
 def _document_play_body(app: FastAPI) -> None:
-    """Put PlayRequest (parsed by hand in the route) into the OpenAPI components."""
+    """Put PlayRequest (parsed by hand in the route) into the OpenAPI components, and
+    declare the bearer scheme every operation but /health needs (the "Authorize"
+    button of /docs)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -126,6 +123,12 @@ def _document_play_body(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(body.pop("$defs", {}))
             components["PlayRequest"] = body
+            schema["components"]["securitySchemes"] = BEARER
+            schema["security"] = [{"bearer": []}]
+            for path, operations in schema.get("paths", {}).items():
+                if path == "/health":
+                    for operation in operations.values():
+                        operation["security"] = []  # open: no key needed
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -162,11 +165,16 @@ def create_app(
         responses=errors.ERROR_RESPONSES,
     )
     _document_play_body(app)
+    if settings.piper_voices:  # the voices requests may name (media loads only then)
+        from ringcast.media import tts
+
+        tts.configure_piper_voices(settings.piper_voices)
     app.state.settings = settings
     app.state.store = store
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(dnc.router)
+    app.include_router(voices.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

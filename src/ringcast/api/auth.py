@@ -22,7 +22,6 @@ working for at most that long in a running server.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ringcast.api.errors import error_body
@@ -45,14 +45,15 @@ logger = logging.getLogger(__name__)
 
 CACHE_TTL = 2.0  # seconds a key lookup (or "no key exists") is reused
 CACHE_MAX = 10_000  # cached lookups before the cache is cleared
-OPEN_PATHS = frozenset({"/health", "/"})  # "/" is the dashboard's page: it holds no data
+# "/" is the dashboard's page; /docs and /openapi.json are the API reference: no data
+OPEN_PATHS = frozenset({"/health", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 OPEN_PREFIXES = ("/static/",)  # the dashboard's static files
 DEFAULT_TENANT = "default"
 MAX_KEY_LENGTH = 256  # characters; longer Bearer values are refused without a lookup
 
 
 class Unauthorized(RingcastError):
-    """A valid API key is required: send Authorization: Bearer KEY."""
+    """a valid API key is required: send Authorization: Bearer KEY"""
 
     code = 1007
     http_status = 401
@@ -196,7 +197,7 @@ class AuthMiddleware:
         except StoreError as exc:
             outcome = _Denied(exc, {})
         if isinstance(outcome, _Denied):
-            await _send_error(send, outcome.exc, outcome.headers)
+            await _send_error(scope, receive, send, outcome.exc, outcome.headers)
             return
         state = scope.setdefault("state", {})
         state["tenant"] = outcome.tenant if outcome is not None else DEFAULT_TENANT
@@ -238,17 +239,13 @@ class AuthMiddleware:
         return key
 
 
-async def _send_error(send: Send, exc: RingcastError, headers: Mapping[str, str]) -> None:
-    payload = json.dumps(
-        error_body(exc.code, exc.http_status, exc.message, exc.field, str(uuid.uuid4()))
-    ).encode()
-    raw = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})
+async def _send_error(
+    scope: Scope, receive: Receive, send: Send, exc: RingcastError, headers: Mapping[str, str]
+) -> None:
+    """The error envelope, rendered exactly as the routes' errors are (one JSONResponse)."""
+    body = error_body(exc.code, exc.http_status, exc.message, exc.field, str(uuid.uuid4()))
+    response = JSONResponse(body, status_code=exc.http_status, headers=dict(headers))
+    await response(scope, receive, send)
 
 
 # --- destination allowlist -----------------------------------------------------------------

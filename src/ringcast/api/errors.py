@@ -79,6 +79,7 @@ _ERROR_SCHEMA: dict[str, Any] = {
 _ERROR_STATUSES = {
     400: "The body is not valid JSON, or is empty",
     401: "A valid API key is required (Authorization: Bearer KEY)",
+    403: "This API key may not do that (the install-wide do-not-call list: operator keys)",
     404: "No such request, call, report or entry (or another tenant's)",
     413: "The body is too large",
     422: "The request is not valid",

@@ -18,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError as PydanticValidationError
 
+from ringcast import sealing
+from ringcast.api import intake
 from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
@@ -32,6 +34,7 @@ from ringcast.api.schemas import (
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
 from ringcast.netguard import NetPolicy
+from ringcast.sealing import Sealer
 from ringcast.store import requests as q
 from ringcast.store.db import Store
 from ringcast.store.records import RECORD_FIELDS, record_dict
@@ -60,6 +63,15 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _sealer(request: Request) -> Sealer | None:
+    """The install's key for inline credentials (ringcast.sealing), made once."""
+    state = request.app.state
+    if not hasattr(state, "sealer"):
+        state.sealer = sealing.sealer_for(store_of(request).url, _settings(request).secret_key)
+    sealer: Sealer | None = state.sealer
+    return sealer
+
+
 def tenant_of(request: Request) -> str:
     """The caller's tenant; authentication middleware sets `request.state.tenant`."""
     return str(getattr(request.state, "tenant", "default"))
@@ -72,26 +84,28 @@ def _json(body: dict[str, Any], status: int = 200) -> JSONResponse:
 # --- POST /voice/call/play -------------------------------------------------------------
 
 
-def _resolve_sip(payload: PlayRequest, settings: Settings) -> dict[str, Any] | None:
+def _resolve_sip(
+    payload: PlayRequest, settings: Settings, sealer: Sealer | None
+) -> dict[str, Any] | None:
+    """The request's "sip" as stored: a named trunk is checked here but stored by name
+    (the dialer reads its proxy and credentials from the config when it dials, so a
+    rotated password reaches queued calls); an inline password is sealed."""
     if payload.sip is None:
         return None
     given = payload.sip.model_dump(exclude_none=True)
     name = given.get("trunk")
-    if name is None:
-        return given
-    trunk = settings.trunks.get(name)
-    if trunk is None:
-        raise ValidationFailed(f"unknown trunk {name!r}", field="sip.trunk")
-    resolved: dict[str, Any] = {k: v for k, v in trunk.items() if k != "headers"}
+    if name is not None:
+        trunk = settings.trunks.get(name)
+        if trunk is None:
+            raise ValidationFailed(f"unknown trunk {name!r}", field="sip.trunk")
+        try:
+            check_sip_uri(str(trunk.get("proxy", "")))
+        except ValueError as exc:
+            raise ValidationFailed(f"trunk {name!r}: proxy {exc}", field="sip.trunk") from None
     try:
-        check_sip_uri(str(resolved.get("proxy", "")))
+        return sealing.seal_sip(given, sealer)
     except ValueError as exc:
-        raise ValidationFailed(f"trunk {name!r}: proxy {exc}", field="sip.trunk") from None
-    headers = {**dict(trunk.get("headers") or {}), **given.pop("headers", {})}
-    resolved.update(given)
-    if headers:
-        resolved["headers"] = headers
-    return resolved
+        raise ValidationFailed(str(exc), field="sip.password") from None
 
 
 async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
@@ -117,7 +131,9 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
             raise result
 
 
-def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], list[q.NewCall]]:
+def normalize(
+    parsed: PlayInput, settings: Settings, sealer: Sealer | None = None
+) -> tuple[dict[str, Any], list[q.NewCall]]:
     """The stored body (everything but the recipients) and one NewCall per recipient."""
     payload, recipients = parsed.payload, parsed.recipients
     if (payload.to is None) == (recipients is None):
@@ -139,7 +155,7 @@ def normalize(parsed: PlayInput, settings: Settings) -> tuple[dict[str, Any], li
         "max_concurrent": payload.max_concurrent,
         "cps": payload.cps,
         "schedule": payload.schedule.model_dump(exclude_none=True) if payload.schedule else None,
-        "sip": _resolve_sip(payload, settings),
+        "sip": _resolve_sip(payload, settings, sealer),
         "callback_url": payload.callback_url,
     }
     if payload.to is not None:
@@ -242,7 +258,7 @@ async def play(
             no_control(idempotency_key)
         except ValueError as exc:
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
-    body, calls = normalize(parsed, settings)
+    body, calls = normalize(parsed, settings, _sealer(request))
     key = api_key_of(request.state)
     check_destinations(
         key,
@@ -252,6 +268,11 @@ async def play(
         ),
         payload.sip.proxy if payload.sip is not None else None,
     )
+    intake.check_uris(intake.recipient_fields(payload.to, (c.to_uri for c in calls)))
+    if payload.sip is not None and payload.sip.proxy is not None:
+        intake.check_uri(payload.sip.proxy, "sip.proxy")
+    await intake.check_voices(payload)
+    await intake.check_fixed_duration(payload)
     await _check_urls(payload, settings)
     schedule = payload.schedule
     accepted = await q.create_request(
@@ -409,6 +430,9 @@ async def cancel(request: Request, request_id: str) -> JSONResponse:
     if counts is None:
         raise NotFound(f"no request {request_id[:ID_MAX]!r}", field="request_id")
     canceled, in_progress = counts
+    if not in_progress:  # final now: its sealed SIP password goes (else at its last call)
+        async with _store(request).session() as s, s.begin():
+            await sealing.erase_if_final(s, request_id)
     return _json(envelope(200, "canceled", request_id, canceled=canceled, in_progress=in_progress))
 
 

@@ -192,6 +192,8 @@ class GatherSpec(Model):
     digits: Annotated[int, Field(ge=1, le=32)] = 1
     timeout: Annotated[float, Field(gt=0, le=120)] = 5.0  # seconds
     optout: Annotated[str, Field(pattern=r"^[0-9*#]$")] | None = None
+    # a digit pressed while the items before this gather play stops them and answers it
+    barge_in: bool = True
 
 
 class GatherItem(Model):

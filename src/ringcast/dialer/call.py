@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ringcast import sealing
 from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
+from ringcast.errors import RingcastError, public_text
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
+from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
@@ -73,6 +76,8 @@ class CallReport:
         out = {k: v for k, v in self.__dict__.items() if k != "optout"}
         out["result"] = str(self.result)
         out["outcome"] = str(self.outcome)
+        if self.error:
+            out["error"] = public_text(self.error)  # what a user reads: no Python reprs
         return out
 
 
@@ -107,6 +112,32 @@ def sip_endpoint(settings: Settings) -> SipEndpoint:
         identify_to_strangers=settings.sip_identify_to_strangers,
         dns_server=settings.dns_nameserver,
     )
+
+
+class TrunkGone(RingcastError):
+    """The request's trunk is no longer in the config file."""
+
+
+def resolve_sip(
+    stored: Mapping[str, Any] | None, trunks: Mapping[str, Mapping[str, Any]], sealer: Sealer | None
+) -> dict[str, Any]:
+    """How to route one call, at dial time: the request's stored "sip" with its sealed
+    password opened, over its trunk as the config says now (the trunk's headers
+    under the request's own). TrunkGone when the trunk was removed: such a call
+    is never sent around the carrier."""
+    sip = sealing.unseal_sip(stored or {}, sealer)
+    name = sip.pop("trunk", None)
+    if not name:
+        return sip
+    trunk = trunks.get(name)
+    if trunk is None:
+        raise TrunkGone(f"trunk {name!r} is not in the config file any more")
+    headers = {**dict(trunk.get("headers") or {}), **dict(sip.get("headers") or {})}
+    out = {k: v for k, v in trunk.items() if k not in ("headers", "max_calls", "cps")}
+    out.update(sip)
+    if headers:
+        out["headers"] = headers
+    return out
 
 
 def media_fetcher(settings: Settings) -> MediaFetcher:
@@ -207,7 +238,9 @@ async def _run(
             _aim(media, answer, call.signalling_host)
 
     try:
-        call = OutboundCall(ctx.sip, spec, on_state=events.put_nowait, on_media=on_media)
+        call = OutboundCall(
+            ctx.sip, spec, on_state=events.put_nowait, on_media=on_media, on_dtmf=media.on_digit
+        )  # SIP INFO digits take the RFC 4733 path: gather, opt-out, barge-in
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
     watcher = asyncio.create_task(
@@ -283,9 +316,9 @@ async def _play(
         elif play in done:
             log.error("call %s: playback failed: %s", job.call_id, play.exception())
             report.error = f"playback failed: {play.exception()}"
-        else:
-            received = getattr(media, "dtmf_received", "")
-            report.dtmf = received or None
+        else:  # the callee hung up, or max_duration: what was pressed still counts
+            report.dtmf = media.dtmf_received or None
+            report.optout = media.optout
             if not done:
                 log.info("call %s: max_duration %.0fs reached", job.call_id, job.max_duration)
     finally:

@@ -28,13 +28,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from ringcast import sealing
 from ringcast.config import Settings
 from ringcast.dialer.call import (
     CallContext,
     CallJob,
     CallReport,
+    TrunkGone,
     media_fetcher,
     place_call,
+    resolve_sip,
     sip_endpoint,
 )
 from ringcast.dialer.limits import Backoff, NodeLimits
@@ -42,6 +45,7 @@ from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
+from ringcast.media import tts
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
@@ -98,6 +102,8 @@ class Dialer:
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
         self._requests: OrderedDict[str, RequestInfo] = OrderedDict()
+        tts.configure_piper_voices(settings.piper_voices)  # the voices requests may name
+        self.sealer = sealing.sealer_for(store.url, settings.secret_key)  # inline passwords
         self.prompts = PromptCache(http=media_fetcher(settings))
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -359,7 +365,8 @@ class Dialer:
         and put a callee who opted out on the do-not-call list."""
         leased = bool(self._fleet_limits(info))
         hooked = bool(info.body.get("callback_url"))
-        if not (leased or hooked or optout or retry_at):
+        sealed = sealing.SEALED in (info.body.get("sip") or {})
+        if not (leased or hooked or optout or retry_at or sealed):
             return await self.writer.update_call(call.id, self._fence(call), values)
 
         async def write(s: Any) -> bool:
@@ -370,6 +377,8 @@ class Dialer:
                 await webhooks.notify_call(s, call.id)  # final event, then request.completed
             if ok and optout:
                 await dnc.add(s, info.tenant, [call.to_uri])
+            if ok and sealed and retry_at is None:
+                await sealing.erase_if_final(s, call.request_id)  # the last call: erase it
             return ok
 
         return bool(await self.writer.submit(write))
@@ -394,6 +403,8 @@ class Dialer:
             if not referenced_variables(playlist):
                 # The same prompt for everyone: no one of this request is called.
                 n = await queue.fail_request(self.store, info.id, error)
+                async with self.store.session() as s, s.begin():
+                    await sealing.erase_if_final(s, info.id)  # final: no password kept
                 if body.get("callback_url"):
                     async with self.store.session() as s, s.begin():
                         await webhooks.notify_request_completed(s, info.id)
@@ -439,6 +450,8 @@ class Dialer:
             if live.cut and report.answered and not report.error:
                 report.error = live.cut  # the playlist did not play to its end
             await self._record(call, info, report)
+        except TrunkGone as exc:
+            await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=exc.message)
         except Exception:
             log.exception("call %s crashed", call.id)
             with contextlib.suppress(Exception):
@@ -451,11 +464,7 @@ class Dialer:
             self._wake.set()
 
     def _sip_options(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        sip = dict(body.get("sip") or {})
-        trunk = sip.pop("trunk", None)
-        if trunk:
-            sip = {**self.settings.trunks.get(trunk, {}), **sip}
-        return sip
+        return resolve_sip(body.get("sip"), self.settings.trunks, self.sealer)
 
     def _progress(
         self, call: ClaimedCall, info: RequestInfo

@@ -21,6 +21,13 @@ from ringcast.media.codecs import SAMPLE_RATE, Samples
 log = logging.getLogger(__name__)
 
 
+def _reason(exc: Exception) -> str:
+    """libsndfile's own words ("Format not recognised."), not soundfile's message,
+    which names the in-memory file by its Python repr."""
+    reason = getattr(exc, "error_string", None)
+    return str(reason) if reason else str(exc)
+
+
 def to_mono(frames: np.ndarray) -> Samples:
     """(n, channels) or (n,) float samples -> (n,) float32 mono (mean of the channels)."""
     if frames.ndim == 2:
@@ -53,7 +60,7 @@ def decode_audio(
         info = soundfile.info(io.BytesIO(data))
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as exc:
         raise MediaError(
-            f"{source} is not audio that can be decoded (WAV, MP3, OGG, FLAC): {exc}"
+            f"{source} is not audio that can be decoded (WAV, MP3, OGG, FLAC): {_reason(exc)}"
         ) from exc
     if info.samplerate <= 0 or info.channels <= 0:
         raise MediaError(f"{source} has no audio (rate {info.samplerate}, {info.channels} ch)")
@@ -64,7 +71,7 @@ def decode_audio(
     try:
         frames, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.SoundFileError, RuntimeError, TypeError, ValueError) as exc:
-        raise MediaError(f"{source} could not be decoded: {exc}") from exc
+        raise MediaError(f"{source} could not be decoded: {_reason(exc)}") from exc
     mono = to_mono(frames)
     if max_duration is not None and mono.size / file_rate > max_duration:
         raise MediaError(

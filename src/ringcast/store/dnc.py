@@ -1,32 +1,96 @@
-"""The do-not-call list: per tenant, entries are SIP URIs or user parts (numbers)."""
+"""The do-not-call lists: one install-wide (operators), one per tenant.
+
+An entry is a number or a user, never a URI (DESIGN.md, "Do-not-call"):
+``sip:+1 (555) 010-0001@gw:5070``, ``tel:+15550100001`` and ``+15550100001``
+are one entry, ``+15550100001``. :func:`normalize` makes entries and
+recipients comparable: the user part of a ``sip:``/``sips:`` URI or the
+number of a ``tel:`` URI; a number with a ``+`` is parsed by `phonenumbers`
+and written in E.164, a number without one (no country known) keeps its
+digits; a user part with letters (``alice``) matches itself; a URI with no
+user part is its host. A recipient is suppressed when its entry is on its
+tenant's list or on the install-wide one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import unquote
 
+import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ringcast.domain import utcnow
+from ringcast.domain import format_time, utcnow
 from ringcast.store.db import Store
 from ringcast.store.models import dnc_table
 
 dnc = dnc_table
 
+INSTALL_WIDE = ""  # the tenant value of the operators' list (no API key's tenant is blank)
+MAX_ENTRY = 512  # characters
+_NUMBER_CHARS = frozenset("0123456789+-.() \t")  # a phone number as people write it
+
+
+def _host(hostport: str) -> str:
+    """The lowercase host of `host[:port][;params]` (an IPv6 reference keeps its brackets)."""
+    host = hostport.split(";", 1)[0]
+    if host.startswith("[") and "]" in host:
+        return host[: host.index("]") + 1].lower()
+    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
+
+
+def _user_part(text: str) -> tuple[str, bool]:
+    """(the user of a sip:/sips: URI, the number of a tel: URI, else the text itself;
+    whether it is a host instead: a URI with no user part names its callee by host)."""
+    scheme, colon, rest = text.partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in ("sip", "sips", "tel"):
+        return text, False
+    if scheme == "tel":
+        return rest.split(";", 1)[0], False
+    rest = rest.split("?", 1)[0]
+    user, at, hostport = rest.rpartition("@")
+    if not at:
+        return _host(hostport), True
+    user = user.split(":", 1)[0]  # a password part is not the user
+    return (user.split(";", 1)[0] if user.startswith("+") or user[:1].isdigit() else user), False
+
+
+def normalize(entry: str, region: str | None = None) -> str:
+    """The do-not-call entry of a recipient or of an entry as given (see the module doc).
+
+    `region` (an ISO country such as "US") lets a national number become E.164.
+    """
+    part, is_host = _user_part(entry.strip())
+    if is_host:
+        return part
+    user = unquote(part).strip()
+    if not set(user) <= _NUMBER_CHARS:
+        return user  # a name (letters) matches itself
+    if not any(c.isdigit() for c in user):
+        return ""  # punctuation alone is no entry
+    digits = phonenumbers.normalize_digits_only(user)
+    if user.startswith("+") or region:
+        try:
+            number = phonenumbers.parse(user, None if user.startswith("+") else region)
+        except phonenumbers.NumberParseException:
+            return ("+" if user.startswith("+") else "") + digits
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return digits
+
 
 def keys_for(to_uri: str) -> list[str]:
-    """The entries that match a recipient: its full URI and its user part."""
-    keys = [to_uri]
-    rest = to_uri.split(":", 1)[1] if ":" in to_uri else to_uri
-    user = rest.split("@", 1)[0] if "@" in rest else ""
-    if user:
-        keys.append(user)
-    return keys
+    """The entries that match a recipient (its normalized number or user)."""
+    key = normalize(to_uri)
+    return [key] if key else []
 
 
 async def add(s: AsyncSession, tenant: str, entries: Sequence[str]) -> int:
-    """Add entries inside an open transaction (duplicates ignored); return how many were new."""
-    wanted = list(dict.fromkeys(entries))
+    """Add entries (normalized; duplicates ignored) inside an open transaction;
+    return how many were new."""
+    wanted = list(dict.fromkeys(e for e in map(normalize, entries) if e))
+    if not wanted:
+        return 0
     have = set(
         (
             await s.execute(
@@ -49,28 +113,28 @@ async def add_entries(store: Store, tenant: str, entries: Sequence[str]) -> int:
 
 
 async def matches(store: Store, tenant: str, to_uri: str) -> bool:
-    """Is this recipient on the tenant's do-not-call list?"""
+    """Is this recipient on the tenant's or the install-wide do-not-call list?"""
     return bool(await listed(store, tenant, [to_uri]))
 
 
 async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
-    """Which of these recipients are on the tenant's do-not-call list (one query)."""
-    keys = {uri: keys_for(uri) for uri in to_uris}
-    wanted = {k for ks in keys.values() for k in ks}
+    """Which of these recipients are on the tenant's or the install-wide list (one query)."""
+    keys = {uri: normalize(uri) for uri in to_uris}
+    wanted = {k for k in keys.values() if k}
     if not wanted:
         return set()
-    stmt = sa.select(dnc.c.entry).where(dnc.c.tenant == tenant, dnc.c.entry.in_(wanted))
+    stmt = sa.select(dnc.c.entry).where(
+        dnc.c.tenant.in_(list({tenant, INSTALL_WIDE})), dnc.c.entry.in_(wanted)
+    )
     async with store.session(readonly=True) as s, s.begin():
         hits = set((await s.execute(stmt)).scalars())
-    return {uri for uri, ks in keys.items() if hits.intersection(ks)}
+    return {uri for uri, key in keys.items() if key in hits}
 
 
 async def list_entries(
     store: Store, tenant: str, *, after: str | None, limit: int
 ) -> list[tuple[str, str]]:
     """(entry, created_at as the article's time format) in entry order, after `after`."""
-    from ringcast.domain import format_time
-
     stmt = sa.select(dnc.c.entry, dnc.c.created_at).where(dnc.c.tenant == tenant)
     if after is not None:
         stmt = stmt.where(dnc.c.entry > after)
@@ -81,6 +145,8 @@ async def list_entries(
 
 
 async def remove_entry(store: Store, tenant: str, entry: str) -> bool:
+    """Remove the entry `entry` normalizes to; False when it was not listed."""
+    key = normalize(entry)
     async with store.session() as s, s.begin():
-        res = await s.execute(sa.delete(dnc).where(dnc.c.tenant == tenant, dnc.c.entry == entry))
+        res = await s.execute(sa.delete(dnc).where(dnc.c.tenant == tenant, dnc.c.entry == key))
     return bool(res.rowcount)  # type: ignore[attr-defined]

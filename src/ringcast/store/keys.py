@@ -64,6 +64,7 @@ class ApiKey:
     revoked_at: datetime | None = None
     rate_limit: float | None = None  # POSTs per minute
     allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    operator: bool = False  # may edit the install-wide do-not-call list
 
     @property
     def active(self) -> bool:
@@ -113,6 +114,7 @@ def _info(row: Any) -> ApiKey:
         revoked_at=row.revoked_at,
         rate_limit=row.rate_limit,
         allow={k: tuple(allow.get(k) or ()) for k in ALLOW_KINDS if allow.get(k)},
+        operator=bool(row.operator),
     )
 
 
@@ -126,8 +128,13 @@ async def create_key(
     tenant: str | None = None,
     rate_limit: float | None = None,
     allow: Mapping[str, Sequence[str]] | None = None,
+    operator: bool = False,
 ) -> CreatedKey:
-    """Create a key; without `tenant` the key is its own tenant (its id)."""
+    """Create a key; without `tenant` the key is its own tenant (its id).
+
+    What was made while the server had no key belongs to the tenant ``default``:
+    a key created with ``tenant="default"`` sees it. An `operator` key may also
+    edit the install-wide do-not-call list."""
     name = name.strip()
     if not name or len(name) > MAX_NAME:
         raise ValidationFailed(f"name must be 1..{MAX_NAME} characters", field="name")
@@ -152,6 +159,7 @@ async def create_key(
         "revoked_at": None,
         "rate_limit": rate_limit,
         "allow": stored_allow,
+        "operator": operator,
     }
     async with wrap_errors(), store.session() as s, s.begin():
         await s.execute(sa.insert(api_keys_table).values(**values))
@@ -164,6 +172,7 @@ async def create_key(
         created_at=now,
         rate_limit=rate_limit,
         allow={k: tuple(v) for k, v in (stored_allow or {}).items()},
+        operator=operator,
     )
     return CreatedKey(key, secret, info)
 

@@ -134,7 +134,8 @@ class CallAttemptRow(Base):
 
 
 class DncRow(Base):
-    """The do-not-call list, per tenant."""
+    """The do-not-call lists: per tenant, and install-wide (tenant "", see store/dnc.py).
+    An entry is a normalized number or user, never a URI."""
 
     __tablename__ = "dnc"
     __table_args__ = (sa.UniqueConstraint("tenant", "entry"),)
@@ -172,6 +173,8 @@ class ApiKeyRow(Base):
     revoked_at: Mapped[datetime | None]
     rate_limit: Mapped[float | None] = mapped_column(sa.Float)  # POSTs per minute
     allow: Mapped[dict[str, Any] | None]  # destination allowlist: hosts, domains, prefixes
+    # may edit the install-wide do-not-call list (`ringcast keys create --operator`)
+    operator: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
 
 
 class WebhookOutboxRow(Base):

