@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
+from ringcast.store.fair import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -338,6 +339,21 @@ class PlayRequest(Model):
     schedule: Schedule | None = None
     sip: Sip | None = None
     callback_url: HttpUrl | None = None
+    # weight of this request's share of the channels against other requests (store/fair.py)
+    priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = PRIORITY_DEFAULT
+
+
+OutcomeName = Literal[
+    "answered", "busy", "no-answer", "declined", "rejected", "failed", "canceled", "suppressed"
+]
+
+
+class ReplayRequest(PlayRequest):
+    """POST /voice/call/{request_id}/replay: a play request without `to` /
+    `recipients` (the earlier request's recipients are called again), and
+    optionally `only` the recipients whose last outcome is one of these."""
+
+    only: list[OutcomeName] | None = Field(default=None, min_length=1, max_length=8)
 
 
 # --- the lean path for long recipient lists -----------------------------------------------

@@ -7,9 +7,9 @@ this claim), and inside it to the request with the fewest live calls per unit
 of weight (`priority`, 1..10). Ties go to the request that was served least
 lately: its stride-scheduling pass `vtime`, advanced by `k / priority` for
 every `k` calls it is given, so equal requests alternate even when calls end
-at once (no live calls to compare). A request that had nothing due keeps its
-old pass, but is never served ahead of the others for more than one round: a
-pass is read as at least the lowest pass among the candidates.
+at once (no live calls to compare). A new request, or one that had nothing
+due for a while, has a low pass, but banks no credit: a pass is read as at
+least the highest pass among the candidates less MAX_LAG (one round).
 
 Live calls and passes are in the database, so every dialer of a fleet divides
 its claims the same way. This module is pure: `shares` takes the candidates
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 PRIORITY_MIN = 1
 PRIORITY_MAX = 10
 PRIORITY_DEFAULT = 5
+MAX_LAG = 1.0  # pass units a request may be behind the most served one (5 calls at 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,10 @@ class Candidate:
     priority: int
     live: int  # its calls dialing, ringing or in progress, on every node
     vtime: float  # its stride pass
+
+
+def _floor(candidates: Sequence[Candidate]) -> float:
+    return max(c.vtime for c in candidates) - MAX_LAG
 
 
 def weight(priority: int) -> int:
@@ -54,7 +59,7 @@ def shares(
     """
     if slots <= 0 or not candidates:
         return {}
-    floor = min(c.vtime for c in candidates)
+    floor = _floor(candidates)
     caps = {c.id: (slots if cap is None else max(0, min(slots, cap(c)))) for c in candidates}
     given: dict[str, int] = {}
     # per tenant: a heap of (live per weight, pass, id); tenants: (live, best pass, name)
@@ -95,10 +100,10 @@ def advanced_passes(
     candidates: Sequence[Candidate], claimed: Mapping[str, int]
 ) -> dict[str, float]:
     """The new pass of each request that was given calls: its pass (at least the
-    lowest of the candidates') plus `k / priority` for its `k` calls."""
+    highest of the candidates' less MAX_LAG) plus `k / priority` for its `k` calls."""
     if not candidates:
         return {}
-    floor = min(c.vtime for c in candidates)
+    floor = _floor(candidates)
     out = {}
     for c in candidates:
         k = claimed.get(c.id, 0)
