@@ -35,7 +35,7 @@ from ringcast.store.models import (
     nodes_table,
     requests_table,
 )
-from ringcast.store.records import record_dict
+from ringcast.store.records import attempt_log_entry, record_dict
 
 log = logging.getLogger(__name__)
 
@@ -691,16 +691,17 @@ async def _queue_next_attempt(s: AsyncSession, call_id: str, retry_at: datetime)
     """Keep the finished attempt's record in `call_attempts`, then queue the
     next attempt of the call for `retry_at` with its outcome fields cleared."""
     row = (await s.execute(sa.select(calls).where(calls.c.id == call_id))).one()
+    record = record_dict(row)
     await s.execute(
-        sa.insert(call_attempts_table).values(
-            call_id=call_id, attempt=row.attempt, record=record_dict(row)
-        )
+        sa.insert(call_attempts_table).values(call_id=call_id, attempt=row.attempt, record=record)
     )
+    entry = attempt_log_entry(record)
     await s.execute(
         sa.update(calls)
         .where(calls.c.id == call_id)
         .values(
             **_CLEARED_ON_RETRY,
+            attempts_log=f"{row.attempts_log},{entry}" if row.attempts_log else entry,
             result=Result.QUEUED.value,
             attempt=row.attempt + 1,
             not_before=retry_at,
