@@ -202,7 +202,8 @@ def record_json_sql(dialect: Dialect) -> str:
         for field, column, kind in _RECORD_SOURCES
     ]
     # concat() skips the NULL parts: a null column's field is left out
-    return f"concat('{{\"type\":\"voice\"', {', '.join(parts)}, {_attempts_json_sql(dialect)}, '}}')"
+    attempts = _attempts_json_sql(dialect)
+    return f"concat('{{\"type\":\"voice\"', {', '.join(parts)}, {attempts}, '}}')"
 
 
 def _attempts_json_sql(dialect: Dialect) -> str:
