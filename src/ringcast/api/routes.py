@@ -321,8 +321,9 @@ async def replay(
     ] = None,
 ) -> JSONResponse:
     """A new request to the recipients of `request_id` (all, or `only` those whose
-    last outcome is listed), in their order, with their variables and time
-    zones, and the fields of this body; answered like POST /voice/call/play."""
+    last outcome is listed), in their order, with their variables, time zones
+    and own `from`, and the fields of this body (without `from`, the earlier
+    request's); answered like POST /voice/call/play."""
     payload = await _parse_replay(request)
     settings = _settings(request)
     if idempotency_key is not None:
@@ -340,6 +341,8 @@ async def replay(
     if not source.calls:
         raise ValidationFailed("no recipient of the request has those outcomes", field="only")
     body = stored_body(payload, settings)
+    if payload.from_ is None and source.sender:
+        body["from"] = source.sender  # the same caller as before unless told otherwise
     sender = body["from"]
     calls = [
         c if c.from_uri != source.sender else c._replace(from_uri=sender) for c in source.calls
