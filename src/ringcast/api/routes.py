@@ -27,6 +27,7 @@ from ringcast.api.schemas import (
     RecipientIn,
     ReplayRequest,
     check_sip_uri,
+    decode_play_lean,
     no_control,
     validate_play,
 )
@@ -215,6 +216,9 @@ async def parse_play(request: Request) -> PlayInput:
     raw = await request.body()
     if not raw.strip():
         raise BadRequest("the request body is empty")
+    lean = decode_play_lean(raw)  # a long recipient list without a dict each
+    if lean is not None:
+        return lean
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
