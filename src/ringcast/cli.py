@@ -701,6 +701,7 @@ def broadcast(
         int | None, typer.Option("--ring-timeout", help="seconds of ringing before no-answer")
     ] = None,
     interval: Annotated[float, typer.Option("--interval", help="seconds between polls")] = 1.0,
+    priority: Priority = None,
     url: Url = DEFAULT_URL,
     key: ApiKey = None,
 ) -> None:
@@ -728,7 +729,12 @@ def broadcast(
     with _client_errors(), _client(url, key) as api:
         recipients = rc.read_recipients(csv_file)
         body = rc.build_request(
-            recipients, play=play, say=say, from_=from_, ring_timeout=ring_timeout
+            recipients,
+            play=play,
+            say=say,
+            from_=from_,
+            ring_timeout=ring_timeout,
+            priority=priority,
         )
         request_id = api.submit(body, idempotency_key=str(uuid.uuid4()))
         err = Console(stderr=True)
@@ -777,6 +783,69 @@ def broadcast(
             f" · pace: {final['calls_per_minute']:.1f} calls/min"
         )
         out.print(f"report: ringcast report {final['report_id']} --format csv > report.csv")
+
+
+Priority = Annotated[
+    int | None,
+    typer.Option(
+        "--priority", min=1, max=10, help="share of the channels against other requests, 1-10"
+    ),
+]
+
+
+@app.command()
+def pause(
+    request_id: Annotated[str, typer.Argument(help="request id")],
+    url: Url = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Stop dialing a request's queued calls (POST /voice/call/ID/pause); live calls finish."""
+    with _client_errors(), _client(url, key) as api:
+        answer = api.pause(request_id)
+        typer.echo(f"request {request_id} paused: {answer['queued']} calls wait")
+
+
+@app.command()
+def resume(
+    request_id: Annotated[str, typer.Argument(help="request id")],
+    url: Url = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Dial a paused request's queued calls again (POST /voice/call/ID/resume)."""
+    with _client_errors(), _client(url, key) as api:
+        answer = api.pause(request_id, resume=True)
+        typer.echo(f"request {request_id} resumed: {answer['queued']} calls queued")
+
+
+@app.command()
+def replay(
+    request_id: Annotated[str, typer.Argument(help="the earlier request's id")],
+    play: Annotated[str | None, typer.Option("--play", help="URL of audio to play")] = None,
+    say: Annotated[
+        str | None, typer.Option("--say", help='text to speak, e.g. "Hello {name}"')
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="only recipients with these outcomes, e.g. busy,no-answer"),
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="From user or SIP URI")] = None,
+    priority: Priority = None,
+    url: Url = DEFAULT_URL,
+    key: ApiKey = None,
+) -> None:
+    """Call a request's recipients again with a new message
+    (POST /voice/call/ID/replay); prints the new request id."""
+    import uuid
+
+    from ringcast import client as rc
+
+    if (play is None) == (say is None):
+        raise _fail("give exactly one of --play URL or --say TEXT")
+    body = rc.build_request(None, play=play, say=say, from_=from_, priority=priority)
+    if only is not None:
+        body["only"] = [o.strip() for o in only.split(",") if o.strip()]
+    with _client_errors(), _client(url, key) as api:
+        typer.echo(api.replay(request_id, body, idempotency_key=str(uuid.uuid4())))
 
 
 @app.command()

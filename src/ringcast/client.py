@@ -89,24 +89,29 @@ def read_recipients(path: Path) -> list[dict[str, Any]]:
 
 
 def build_request(
-    recipients: list[dict[str, Any]],
+    recipients: list[dict[str, Any]] | None,
     *,
     play: str | None,
     say: str | None,
     from_: str | None,
     ring_timeout: int | None = None,
+    priority: int | None = None,
 ) -> dict[str, Any]:
-    """The POST /voice/call/play body."""
+    """The POST /voice/call/play body (without `recipients` when None: a replay)."""
     playlist: list[dict[str, Any]] = []
     if play is not None:
         playlist.append({"play": play})
     if say is not None:
         playlist.append({"say": say})
-    body: dict[str, Any] = {"recipients": recipients, "playlist": playlist}
+    body: dict[str, Any] = {"playlist": playlist}
+    if recipients is not None:
+        body = {"recipients": recipients, **body}
     if from_ is not None:
         body["from"] = from_
     if ring_timeout is not None:
         body["ring_timeout"] = ring_timeout
+    if priority is not None:
+        body["priority"] = priority
     return body
 
 
@@ -166,6 +171,32 @@ class Client:
 
     def status(self, id: str) -> dict[str, Any]:
         return self.get_json(f"/voice/call/status/{id}")
+
+    def post_json(
+        self, path: str, body: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self._call("POST", path, json=body, headers=headers, timeout=SUBMIT_TIMEOUT)
+        try:
+            answer = response.json()
+        except ValueError:
+            raise ClientError(f"{path}: the server did not answer JSON") from None
+        if not isinstance(answer, dict):
+            raise ClientError(f"{path}: unexpected answer")
+        return answer
+
+    def pause(self, request_id: str, *, resume: bool = False) -> dict[str, Any]:
+        """POST /voice/call/ID/pause (or /resume)."""
+        return self.post_json(f"/voice/call/{request_id}/{'resume' if resume else 'pause'}")
+
+    def replay(
+        self, request_id: str, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> str:
+        """POST /voice/call/ID/replay: the new request's id."""
+        answer = self.post_json(
+            f"/voice/call/{request_id}/replay", body, idempotency_key=idempotency_key
+        )
+        return str(answer["request_id"])
 
     def progress(self, request_id: str) -> dict[str, Any]:
         """The dashboard's view of a request: counts by state, pace, ETA."""

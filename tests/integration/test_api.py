@@ -565,7 +565,10 @@ BAD_BODIES: list[tuple[str, dict[str, Any] | list[Any], str | None]] = [
     ("sip unknown key", with_(sip={"outbound": "x"}), "sip.outbound"),
     ("callback not http", with_(callback_url="ftp://app.example.com/h"), "callback_url"),
     ("callback private", with_(callback_url="http://10.0.0.1/hook"), "callback_url"),
-    ("unknown top-level key", with_(priority=1), "priority"),
+    ("unknown top-level key", with_(urgency=1), "urgency"),
+    ("priority above 10", with_(priority=11), "priority"),
+    ("priority below 1", with_(priority=0), "priority"),
+    ("priority not an integer", with_(priority="high"), "priority"),
     ("body is a list", [GOOD], None),
 ]
 

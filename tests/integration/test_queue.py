@@ -363,9 +363,11 @@ async def test_a_claim_reads_only_the_calls_it_takes(store: Store) -> None:
     from ringcast.store import requests as rq
 
     calls = [rq.NewCall(f"sip:u{i}@127.0.0.1:5", "me") for i in range(20_000)]
-    await rq.create_request(store, body={"from": "me"}, calls=calls, body_hash="h")
+    accepted = await rq.create_request(store, body={"from": "me"}, calls=calls, body_hash="h")
     node = Fence("n", await queue.register_node(store, "n"))
-    pick = queue.due_calls(store, node, 161, now=utcnow() + timedelta(seconds=1))
+    pick = queue.due_calls(
+        store, node, {accepted.request_id: 161}, now=utcnow() + timedelta(seconds=1)
+    )
     compiled = pick.compile(dialect=store.engine.dialect, compile_kwargs={"literal_binds": True})
     async with store.session() as s, s.begin():
         await queue.prefer_claim_order(s)

@@ -265,6 +265,16 @@ def test_record_dict_order_and_omissions() -> None:
         "answered": False,
         "outcome": "busy",
         "attempt": 1,
+        "attempts": [
+            {
+                "attempt": 1,
+                "setup_time": "2018-05-02 12:15:32",
+                "disconnect_time": "2018-05-02 12:16:42",
+                "disconnect_cause_code": "486",
+                "disconnect_cause_text": "User Busy",
+                "outcome": "busy",
+            }
+        ],
     }
     assert list(record_dict(row)) == [
         "type",
@@ -281,6 +291,7 @@ def test_record_dict_order_and_omissions() -> None:
         "answered",
         "outcome",
         "attempt",
+        "attempts",
     ]
     queued = SimpleNamespace(
         **{
@@ -299,7 +310,8 @@ def test_record_dict_order_and_omissions() -> None:
     rec = record_dict(queued)
     assert "setup_time" not in rec and "disconnect_cause_code" not in rec
     assert (rec["codec"], rec["dtmf"], rec["error"]) == ("PCMA", "12", "media fetch failed")
-    assert list(rec)[-3:] == ["codec", "error", "dtmf"]
+    assert list(rec)[-4:] == ["codec", "error", "dtmf", "attempts"]
+    assert rec["attempts"] == []  # queued: not attempted yet
 
 
 async def test_cancel_request(store: Store) -> None:

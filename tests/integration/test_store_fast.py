@@ -161,6 +161,13 @@ _SAMPLES: dict[str, Any] = {
 }
 
 
+_EARLIER = (
+    '{"attempt":1,"setup_time":"2026-05-02 12:00:00","disconnect_time":"2026-05-02 12:00:30",'
+    '"disconnect_cause_code":"486","disconnect_cause_text":"Busy \\"Here\\"","outcome":"busy"}',
+    '{"attempt":2,"outcome":"failed"}',
+)
+
+
 async def _finished_calls(store: Store) -> str:
     """A request of 512 calls covering every combination of the optional fields."""
     n = 1 << len(_OPTIONAL)
@@ -187,6 +194,7 @@ async def _finished_calls(store: Store) -> str:
                     "duration": sa.bindparam("v_duration"),
                     "answered": sa.bindparam("v_answered"),
                     "attempt": sa.bindparam("v_attempt"),
+                    "attempts_log": sa.bindparam("v_log"),
                 }
             ),
             [
@@ -196,7 +204,9 @@ async def _finished_calls(store: Store) -> str:
                         f"v_{name}": _SAMPLES[name] if i >> bit & 1 else None
                         for bit, name in enumerate(_OPTIONAL)
                     },
-                    "v_result": "completed" if i % 3 else "failed",
+                    "v_result": "queued" if i % 5 == 0 else "completed" if i % 3 else "failed",
+                    # attempt - 1 earlier attempts, one of them with every optional field
+                    "v_log": ",".join(_EARLIER[: i % 3]) or None,
                     "v_duration": i % 7 * 1000,
                     "v_answered": i % 2 == 0,
                     "v_attempt": 1 + i % 3,
@@ -248,6 +258,7 @@ async def test_report_csv_equals_csv_writer_of_record_dict(store: Store) -> None
     writer = csv.writer(buf, lineterminator="\r\n")
     async for row in q.iter_report(store, request_id):
         record = record_dict(row)
+        record["attempts"] = len(record["attempts"])  # CSV: how many
         writer.writerow([_csv_value(record.get(f)) for f in RECORD_FIELDS])
     chunks = [
         chunk
@@ -275,7 +286,7 @@ async def test_report_lines_page_over_gaps_in_seq(store: Store) -> None:
 def test_record_sources_follow_record_fields() -> None:
     from ringcast.store.records import _RECORD_SOURCES
 
-    assert ("type", *(field for field, _, _ in _RECORD_SOURCES)) == RECORD_FIELDS
+    assert ("type", *(field for field, _, _ in _RECORD_SOURCES), "attempts") == RECORD_FIELDS
     for build in (record_json_sql, record_csv_sql):
         with pytest.raises(ValueError, match="unsupported dialect"):
             build("mysql")  # type: ignore[arg-type]

@@ -241,3 +241,23 @@ def _reference_hash(parsed: PlayInput) -> str:
 def test_body_hash_is_the_canonical_json_hash(data: dict[str, Any]) -> None:
     parsed = validate_play(data)
     assert body_hash(parsed) == _reference_hash(parsed)
+
+
+@pytest.mark.parametrize("recipient", RECIPIENTS, ids=repr)
+def test_the_msgspec_decoder_gives_the_models_verdict_or_passes(recipient: Any) -> None:
+    """decode_play_lean (msgspec, no dict per recipient) answers the model's values
+    for a valid body, and None (the json + pydantic path decides) otherwise."""
+    from ringcast.api.schemas import decode_play_lean
+
+    good = {"to": "sip:first@example.com"}
+    for recipients in ([recipient], [good, recipient], [recipient, good, recipient], [good]):
+        data = {"recipients": recipients, "from": "me", "playlist": PLAY, "priority": 7}
+        lean = decode_play_lean(json.dumps(data).encode())
+        verdict = _verdict(data)
+        if lean is None:
+            assert verdict[0] == "error" or recipients != [good], recipients
+            continue
+        assert verdict == ("ok", (lean.payload, lean.recipients))
+    assert decode_play_lean(b'{"to": "sip:a@b.c", "playlist": [{"pause": 1}]}') is None
+    assert decode_play_lean(b'{"recipients": [{"to": "sip:a@b.c"}], "playlist": []}') is None
+    assert decode_play_lean(b'{"recipients": [') is None

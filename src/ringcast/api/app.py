@@ -29,7 +29,7 @@ import ringcast
 from ringcast import metrics
 from ringcast.api import dashboard, dnc, errors, routes, voices
 from ringcast.api.auth import AuthMiddleware
-from ringcast.api.schemas import PlayRequest
+from ringcast.api.schemas import PlayRequest, ReplayRequest
 from ringcast.config import Settings
 from ringcast.store.db import Store, store_for
 
@@ -107,9 +107,9 @@ BEARER = {"bearer": {"type": "http", "scheme": "bearer", "description": "ringcas
 
 
 def _document_play_body(app: FastAPI) -> None:
-    """Put PlayRequest (parsed by hand in the route) into the OpenAPI components, and
-    declare the bearer scheme every operation but /health needs (the "Authorize"
-    button of /docs)."""
+    """Put PlayRequest and ReplayRequest (parsed by hand in the routes) into the
+    OpenAPI components, and declare the bearer scheme every operation but /health
+    needs (the "Authorize" button of /docs)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -119,10 +119,11 @@ def _document_play_body(app: FastAPI) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            body = PlayRequest.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["PlayRequest"] = body
+            for model in (PlayRequest, ReplayRequest):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
             schema["components"]["securitySchemes"] = BEARER
             schema["security"] = [{"bearer": []}]
             for path, operations in schema.get("paths", {}).items():

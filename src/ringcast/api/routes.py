@@ -27,7 +27,9 @@ from ringcast.api.schemas import (
     PlayInput,
     PlayRequest,
     RecipientIn,
+    ReplayRequest,
     check_sip_uri,
+    decode_play_lean,
     no_control,
     validate_play,
 )
@@ -146,8 +148,24 @@ def normalize(
                 f"at most {settings.max_recipients} recipients per request", field="recipients"
             )
     sender = payload.from_ or DEFAULT_FROM
-    body: dict[str, Any] = {
-        "from": sender,
+    body = stored_body(payload, settings, sealer)
+    if payload.to is not None:
+        calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
+    else:
+        new_call = q.NewCall
+        calls = [
+            new_call(to, from_ or sender, variables, timezone)
+            for to, from_, variables, timezone in recipients or ()
+        ]
+    return body, calls
+
+
+def stored_body(
+    payload: PlayRequest, settings: Settings, sealer: Sealer | None = None
+) -> dict[str, Any]:
+    """What is stored of a request besides its recipients (requests.body)."""
+    return {
+        "from": payload.from_ or DEFAULT_FROM,
         "playlist": [item.model_dump(exclude_none=True) for item in payload.playlist],
         "ring_timeout": payload.ring_timeout,
         "max_duration": payload.max_duration,
@@ -158,15 +176,6 @@ def normalize(
         "sip": _resolve_sip(payload, settings, sealer),
         "callback_url": payload.callback_url,
     }
-    if payload.to is not None:
-        calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
-    else:
-        new_call = q.NewCall
-        calls = [
-            new_call(to, from_ or sender, variables, timezone)
-            for to, from_, variables, timezone in recipients or ()
-        ]
-    return body, calls
 
 
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
@@ -225,6 +234,9 @@ async def parse_play(request: Request) -> PlayInput:
     raw = await request.body()
     if not raw.strip():
         raise BadRequest("the request body is empty")
+    lean = decode_play_lean(raw)  # a long recipient list without a dict each
+    if lean is not None:
+        return lean
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
@@ -284,8 +296,130 @@ async def play(
         idempotency_key=idempotency_key,
         not_before=schedule.not_before_utc(c.timezone for c in calls) if schedule else None,
         api_key_id=key.id if key is not None else None,
+        priority=payload.priority,
     )
     return _json(envelope(200, "accepted", accepted.request_id))
+
+
+# --- POST /voice/call/{request_id}/replay --------------------------------------------------
+
+REPLAY_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReplayRequest"}}},
+    }
+}
+
+
+async def _parse_replay(request: Request) -> ReplayRequest:
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequest("the request body is empty")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("the request body must be a JSON object", field=None)
+    for name in ("to", "recipients"):
+        if name in data:
+            raise ValidationFailed(
+                f"a replay calls the request's own recipients: {name} is not allowed", field=name
+            )
+    try:
+        return ReplayRequest.model_validate(data)
+    except PydanticValidationError as exc:
+        errors = [
+            {**e, "loc": ("body", *_untag(e["loc"]))} for e in exc.errors(include_input=False)
+        ]
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/voice/call/{request_id}/replay",
+    summary="Call a request's recipients again, with a new playlist",
+    openapi_extra=REPLAY_BODY_DOC,
+)
+async def replay(
+    request: Request,
+    request_id: str,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", max_length=255, min_length=1)
+    ] = None,
+) -> JSONResponse:
+    """A new request to the recipients of `request_id` (all, or `only` those whose
+    last outcome is listed), in their order, with their variables, time zones
+    and own `from`, and the fields of this body (without `from`, the earlier
+    request's); answered like POST /voice/call/play."""
+    payload = await _parse_replay(request)
+    settings = _settings(request)
+    if idempotency_key is not None:
+        try:
+            no_control(idempotency_key)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="Idempotency-Key") from None
+    store = _store(request)
+    tenant = tenant_of(request)
+    source = None
+    if len(request_id) <= ID_MAX:
+        source = await q.replay_source(store, request_id, tenant=tenant, only=payload.only)
+    if source is None:
+        raise NotFound(f"no request {request_id[:ID_MAX]!r}", field="request_id")
+    if not source.calls:
+        raise ValidationFailed("no recipient of the request has those outcomes", field="only")
+    body = stored_body(payload, settings, _sealer(request))
+    if payload.from_ is None and source.sender:
+        body["from"] = source.sender  # the same caller as before unless told otherwise
+    sender = body["from"]
+    calls = [
+        c if c.from_uri != source.sender else c._replace(from_uri=sender) for c in source.calls
+    ]
+    key = api_key_of(request.state)
+    check_destinations(
+        key,
+        ((f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)),
+        payload.sip.proxy if payload.sip is not None else None,
+    )
+    await _check_urls(payload, settings)
+    dump = payload.model_dump(mode="json", by_alias=True)
+    digest = hashlib.sha256(_canonical({"replay": request_id, **dump}).encode()).hexdigest()
+    schedule = payload.schedule
+    accepted = await q.create_request(
+        store,
+        body=body,
+        calls=calls,
+        body_hash=digest,
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        not_before=schedule.not_before_utc(c.timezone for c in calls) if schedule else None,
+        api_key_id=key.id if key is not None else None,
+        priority=payload.priority,
+    )
+    return _json(envelope(200, "accepted", accepted.request_id, replay_of=request_id))
+
+
+# --- POST /voice/call/{request_id}/pause and /resume ---------------------------------------
+
+
+async def _pause(request: Request, request_id: str, paused: bool) -> JSONResponse:
+    queued = None
+    if len(request_id) <= ID_MAX:
+        queued = await q.set_paused(_store(request), request_id, paused, tenant=tenant_of(request))
+    if queued is None:
+        raise NotFound(f"no request {request_id[:ID_MAX]!r}", field="request_id")
+    return _json(envelope(200, "paused" if paused else "resumed", request_id, queued=queued))
+
+
+@router.post("/voice/call/{request_id}/pause", summary="Stop claiming a request's queued calls")
+async def pause(request: Request, request_id: str) -> JSONResponse:
+    """Queued calls stay queued and are not dialed until `resume`; live calls finish;
+    `DELETE /voice/call/{request_id}` still cancels."""
+    return await _pause(request, request_id, True)
+
+
+@router.post("/voice/call/{request_id}/resume", summary="Claim a paused request's calls again")
+async def resume(request: Request, request_id: str) -> JSONResponse:
+    return await _pause(request, request_id, False)
 
 
 # --- GET /voice/call/status/{id} ---------------------------------------------------------

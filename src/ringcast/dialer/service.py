@@ -3,8 +3,12 @@
 One `Dialer` per process. Its tasks (each named, owned and stopped here):
 
 - the claim loop: claims as many due calls as free channels and the CPS pacer
-  allow, checks window / do-not-call / cancellation, prepares the request's
-  prompt once, then starts one call task per call, spaced by the pacer;
+  allow, shared fairly among requests (store/fair.py), checks window /
+  do-not-call / cancellation, then starts one call task per call, spaced by
+  the pacer;
+- prompt tasks: a request's prompt is prepared (fetched, decoded, spoken) in
+  its own task, at most PROMPT_WORKERS at once; its calls are not claimed here
+  until it is ready, so a slow URL or a long text holds up no other request;
 - the watcher: every half second, hangs up live calls of requests canceled
   through the API, and refreshes the node's heartbeat (rescuing the calls of
   dead nodes on PostgreSQL);
@@ -49,7 +53,7 @@ from ringcast.media import tts
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
-from ringcast.store import dnc, limiter, queue
+from ringcast.store import dnc, fair, limiter, queue
 from ringcast.store import outbox as webhooks
 from ringcast.store.db import DB_ERRORS, Outage, Store, lost_database
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
@@ -61,6 +65,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
 WATCH_INTERVAL = 0.5  # seconds between cancellation checks
 REQUEST_CACHE_SIZE = 4096  # requests whose bodies the dialer keeps in memory
+PROMPT_WORKERS = 4  # prompts prepared at once on one node
+SWEEP_INTERVAL = 5.0  # seconds between marking finished requests inactive
 
 
 @dataclass
@@ -105,6 +111,11 @@ class Dialer:
         tts.configure_piper_voices(settings.piper_voices)  # the voices requests may name
         self.sealer = sealing.sealer_for(store.url, settings.secret_key)  # inline passwords
         self.prompts = PromptCache(http=media_fetcher(settings))
+        # requests whose prompt is prepared on this node (claimable), and the
+        # preparations under way
+        self._ready: OrderedDict[str, None] = OrderedDict()
+        self._preparing: dict[str, asyncio.Task[None]] = {}
+        self._prompt_slots = asyncio.Semaphore(PROMPT_WORKERS)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,9 +167,11 @@ class Dialer:
         grace = self.settings.shutdown_grace if grace is None else grace
         self._stop.set()
         self._wake.set()
-        for t in self._tasks:
+        for t in self._preparing.values():
             t.cancel()
         for t in self._tasks:
+            t.cancel()
+        for t in [*self._tasks, *self._preparing.values()]:
             try:
                 await t
             except asyncio.CancelledError:
@@ -202,31 +215,36 @@ class Dialer:
                     await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
                 continue
             suppressed = await self._on_dnc(claimed)
+            refused: set[str] = set()  # requests refused by a fleet limit in this batch
             for call in claimed:
-                if self._stop.is_set():
+                if self._stop.is_set() or call.request_id in refused:
+                    # keep the request's recipient order: its later calls go back too
                     await self._give_back(call)
                     continue
-                await self._dispatch_safely(call, outage, on_dnc=call.id in suppressed)
+                if not await self._dispatch_safely(call, outage, on_dnc=call.id in suppressed):
+                    refused.add(call.request_id)
 
-    async def _dispatch_safely(self, call: ClaimedCall, outage: Outage, *, on_dnc: bool) -> None:
+    async def _dispatch_safely(self, call: ClaimedCall, outage: Outage, *, on_dnc: bool) -> bool:
         """`_dispatch` one claimed call; whatever goes wrong with it, the claim loop
         goes on. A lost database gives the call back to the queue (the writer
         waits out the outage); anything else fails this call alone, with its error
-        in the record, instead of stopping every later call of the node."""
+        in the record, instead of stopping every later call of the node.
+        False when a fleet limit refused the call (it went back to the queue)."""
         try:
-            await self._dispatch(call, on_dnc=on_dnc)
+            return await self._dispatch(call, on_dnc=on_dnc)
         except Exception as exc:
             try:
                 if lost_database(exc):
                     outage.failed(exc)
                     await self._give_back(call)
-                    return
+                    return False
                 log.error("call %s could not be placed", call.id, exc_info=exc)
                 first_line = str(exc).strip().split("\n", 1)[0][:200]  # no SQL or parameters
                 error = f"could not be placed: {type(exc).__name__}: {first_line}"
                 await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
             except Exception:
                 log.exception("call %s: could not record why it was not placed", call.id)
+            return True
 
     async def _claim_batch(self) -> list[ClaimedCall]:
         wait = self.limits.ready_in()
@@ -237,9 +255,90 @@ class Dialer:
         # calls wait in memory, and a crash would give them back anyway.
         free = self.limits.free_channels()
         batch = max(1, min(free, int(self.settings.cps * POLL_INTERVAL) + 1))
-        return await queue.claim_calls(
-            self.store, self.fence, batch, exclude_requests=self.backoff.held()
+        claim = await queue.claim_fair(
+            self.store,
+            self.fence,
+            batch,
+            exclude_requests=self.backoff.held(),
+            ready=self._ready,
+            cap=self._cap,
         )
+        for rid in claim.waiting:
+            self._prepare(rid)
+        for call in claim.calls:
+            self._ready.move_to_end(call.request_id)
+        return claim.calls
+
+    def _cap(self, candidate: fair.Candidate) -> int:
+        """How many calls one claim may take from a request: what its own
+        `max_concurrent` leaves free, and about one poll interval of its `cps`."""
+        info = self._requests.get(candidate.id)
+        if info is None:
+            return 1_000_000
+        body = info.body
+        cap = 1_000_000
+        if body.get("max_concurrent"):
+            cap = int(body["max_concurrent"]) - candidate.live
+        if body.get("cps"):
+            cap = min(cap, int(float(body["cps"]) * POLL_INTERVAL) + 1)
+        return cap
+
+    # --- prompts, prepared in the background ------------------------------------
+
+    def _prepare(self, request_id: str) -> None:
+        """Prepare the prompt of a request with due calls in its own task (at most
+        PROMPT_WORKERS at once on this node); its calls are claimable here once
+        it is ready. A prompt that cannot be prepared fails the request's calls."""
+        if request_id in self._preparing or request_id in self._ready or self._stop.is_set():
+            return
+        task = asyncio.create_task(self._prepare_one(request_id), name=f"prompt-{request_id}")
+        self._preparing[request_id] = task
+        task.add_done_callback(lambda _t: self._preparing.pop(request_id, None))
+
+    async def _prepare_one(self, request_id: str) -> None:
+        try:
+            async with self._prompt_slots:
+                info = await self._request(request_id)
+                body = info.body
+                playlist = list(body["playlist"])
+                # `say` items with per-recipient {variables} are spoken per call; all
+                # the rest (URLs above all) is shared, and prepared now.
+                shared = [i for i in playlist if not referenced_variables([i])]
+                try:
+                    if shared:
+                        await self.prompts.get(
+                            shared,
+                            codecs=self._codecs(body),
+                            max_duration=float(body.get("max_duration", 3600)),
+                        )
+                except MediaError as exc:
+                    await self._fail_request(info, f"prompt could not be prepared: {exc.message}")
+                    return
+            self._ready[request_id] = None
+            while len(self._ready) > REQUEST_CACHE_SIZE:
+                self._ready.popitem(last=False)
+            self._wake.set()
+        except asyncio.CancelledError:
+            raise
+        except DB_ERRORS as exc:
+            log.warning("request %s: prompt not prepared (database: %s)", request_id, exc)
+        except Exception:
+            log.exception("request %s: prompt preparation crashed", request_id)
+
+    async def _fail_request(self, info: RequestInfo, error: str) -> None:
+        """No one of this request is called: every call not yet final fails with `error`."""
+        n = await queue.fail_request(self.store, info.id, error)
+        async with self.store.session() as s, s.begin():
+            await sealing.erase_if_final(s, info.id)  # final: no password kept
+        if info.body.get("callback_url"):
+            async with self.store.session() as s, s.begin():
+                await webhooks.notify_request_completed(s, info.id)
+        self._requests[info.id] = RequestInfo(info.id, info.tenant, info.body, info.canceled, error)
+        log.warning("request %s: %s (%d calls failed)", info.id, error, n)
+
+    @staticmethod
+    def _codecs(body: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
 
     def _fence(self, call: ClaimedCall) -> Fence:
         """The fence of `call`'s writes: this node and the epoch it was claimed
@@ -274,46 +373,47 @@ class Dialer:
             out.update(c.id for c in group if c.to_uri in listed)
         return out
 
-    async def _dispatch(self, call: ClaimedCall, *, on_dnc: bool = False) -> None:
+    async def _dispatch(self, call: ClaimedCall, *, on_dnc: bool = False) -> bool:
+        """Start one claimed call (or end it at once: canceled, failed prompt,
+        do-not-call; or queue it for its window). False when a fleet limit
+        refused it: it went back to the queue, keeping its place."""
         info = await self._request(call.request_id)
         if info.canceled:
             await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
-            return
+            return True
         if info.prompt_error:
             await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=info.prompt_error)
-            return
+            return True
         now = now_precise()
         due = earliest_dial_time(now, info.body.get("schedule"), call.timezone)
         if due > now:
             await self.writer.submit(
                 lambda s: queue.requeue_later(s, call.id, self._fence(call), due)
             )
-            return
+            return True
         if on_dnc:
             await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
-            return
-        prompt = await self._prompt(info, call)
-        if prompt is None:
-            return
+            return True
         while (wait := self.limits.ready_in()) > 0:
             if self._stop.is_set():
                 await self._give_back(call)
-                return
+                return True
             await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
         refusal = await limiter.acquire(self.store, call.id, self.node_id, self._fleet_limits(info))
         if refusal is not None:
             # A request's or trunk's fleet-wide limit is reached: back to the queue.
             self.backoff.hold(call.request_id, refusal.retry_in)
-            await self._give_back(call, after=refusal.retry_in)
-            return
+            await self._give_back(call)
+            return False
         self.limits.started()
         live = LiveCall(call)
         self.live[call.id] = live
-        live.task = asyncio.create_task(self._run_call(live, info, prompt), name=f"call-{call.id}")
+        live.task = asyncio.create_task(self._run_call(live, info), name=f"call-{call.id}")
+        return True
 
-    async def _give_back(self, call: ClaimedCall, after: float = 0.0) -> None:
-        at = now_precise() + timedelta(seconds=after)
-        await self.writer.submit(lambda s: queue.requeue_later(s, call.id, self._fence(call), at))
+    async def _give_back(self, call: ClaimedCall) -> None:
+        """Back to the queue, unchanged: it keeps its place in recipient order."""
+        await self.writer.submit(lambda s: queue.requeue(s, call.id, self._fence(call)))
 
     def _fleet_limits(self, info: RequestInfo) -> list[limiter.Limit]:
         """The limits this call shares with the whole fleet: its request's own
@@ -387,10 +487,11 @@ class Dialer:
 
     async def _prompt(self, info: RequestInfo, call: ClaimedCall) -> Prompt | None:
         """The call's prompt, built once per request (and per `say` variant)
-        by the process-wide PromptCache, before any INVITE."""
+        by the process-wide PromptCache, before any INVITE: in the call's own
+        task, so a per-recipient text holds up only its own call."""
         body = info.body
         playlist = list(body["playlist"])
-        codecs = tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
+        codecs = self._codecs(body)
         try:
             return await self.prompts.get(
                 playlist,
@@ -402,26 +503,21 @@ class Dialer:
             error = f"prompt could not be prepared: {exc.message}"
             if not referenced_variables(playlist):
                 # The same prompt for everyone: no one of this request is called.
-                n = await queue.fail_request(self.store, info.id, error)
-                async with self.store.session() as s, s.begin():
-                    await sealing.erase_if_final(s, info.id)  # final: no password kept
-                if body.get("callback_url"):
-                    async with self.store.session() as s, s.begin():
-                        await webhooks.notify_request_completed(s, info.id)
-                self._requests[info.id] = RequestInfo(
-                    info.id, info.tenant, info.body, info.canceled, error
-                )
-                log.warning("request %s: %s (%d calls failed)", info.id, error, n)
+                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
+                await self._fail_request(info, error)
             else:
                 await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
             return None
 
     # --- one call ------------------------------------------------------------------
 
-    async def _run_call(self, live: LiveCall, info: RequestInfo, prompt: Prompt) -> None:
+    async def _run_call(self, live: LiveCall, info: RequestInfo) -> None:
         call = live.claimed
         body = info.body
         try:
+            prompt = await self._prompt(info, call)
+            if prompt is None:
+                return
             started = await self.writer.start_dialing(call.id, self._fence(call), utcnow())
             if started is queue.Start.CANCELED:
                 await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
@@ -511,13 +607,17 @@ class Dialer:
     # --- watcher -------------------------------------------------------------------
 
     async def _watch_loop(self) -> None:
-        beat = 0.0
+        beat = swept = 0.0
         interval = self.settings.node_timeout / 3  # seconds between heartbeats
         outage = Outage("dialer watcher", log)
         while not self._stop.is_set():
             await asyncio.sleep(WATCH_INTERVAL)
             try:
                 await self._check_cancellations()
+                swept += WATCH_INTERVAL
+                if swept >= SWEEP_INTERVAL:
+                    swept = 0.0
+                    await queue.sweep_drained(self.store)
                 beat += WATCH_INTERVAL
                 if beat >= interval:
                     beat = 0.0

@@ -109,6 +109,8 @@ class Progress:
     canceled_at: datetime | None
     total: int
     sender: str | None = None
+    paused_at: datetime | None = None
+    priority: int = 5
     counts: dict[str, int] = field(default_factory=dict)
     first_setup: datetime | None = None
     last_disconnect: datetime | None = None
@@ -125,6 +127,8 @@ class Progress:
             return "canceled" if canceled else "done"
         if self.canceled_at is not None:
             return "canceling"
+        if self.paused_at is not None:
+            return "paused"
         if self.counts.get(IN_PROGRESS) or self.done:
             return "running"
         return "queued"
@@ -163,6 +167,8 @@ class Progress:
             "canceled_at": _fmt(self.canceled_at),
             "from": self.sender,
             "status": self.status,
+            "paused_at": _fmt(self.paused_at),
+            "priority": self.priority,
             "total": self.total,
             "done": self.done,
             "counts": {s: self.counts.get(s, 0) for s in STATES}
@@ -183,6 +189,8 @@ _REQ_COLS = (
     requests_table.c.canceled_at,
     requests_table.c.total,
     requests_table.c.body["from"].as_string().label("sender"),
+    requests_table.c.paused_at,
+    requests_table.c.priority,
 )
 
 
@@ -201,7 +209,14 @@ async def _progress_of(
     requests come from the cache)."""
     out = {
         r.id: Progress(
-            r.id, r.report_id, r.created_at, r.canceled_at, int(r.total), sender=r.sender
+            r.id,
+            r.report_id,
+            r.created_at,
+            r.canceled_at,
+            int(r.total),
+            sender=r.sender,
+            paused_at=r.paused_at,
+            priority=int(r.priority),
         )
         for r in rows
     }

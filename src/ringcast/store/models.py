@@ -76,6 +76,15 @@ class RequestRow(Base):
     prompt_error: Mapped[str | None] = mapped_column(sa.Text)
     # The API key that submitted it (webhooks are signed with that key's secret).
     api_key_id: Mapped[str | None] = mapped_column(sa.String(36))
+    # Fair claims (store/fair.py): the request's weight 1..10, whether it may still
+    # have queued calls (False once drained; any path that queues a call sets it
+    # back), its stride-scheduling pass, and when it was paused through the API.
+    priority: Mapped[int] = mapped_column(sa.Integer, default=5, server_default="5")
+    active: Mapped[bool] = mapped_column(
+        sa.Boolean, default=True, server_default=sa.true(), index=True
+    )
+    vtime: Mapped[float] = mapped_column(sa.Float, default=0.0, server_default="0")
+    paused_at: Mapped[datetime | None]
 
 
 class CallRow(Base):
@@ -84,7 +93,8 @@ class CallRow(Base):
     __tablename__ = "calls"
     __table_args__ = (
         sa.UniqueConstraint("request_id", "seq"),
-        sa.Index("ix_calls_claim_order", "result", "not_before", "seq"),  # claims: store/queue.py
+        # claims, per request (store/queue.py); live calls per request (store/fair.py)
+        sa.Index("ix_calls_claim_order", "result", "request_id", "not_before", "seq"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
@@ -117,6 +127,9 @@ class CallRow(Base):
     node_id: Mapped[str | None] = mapped_column(sa.String(64))
     claim_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The earlier attempts' summaries (records.ATTEMPT_FIELDS) as JSON objects
+    # joined by ",": text, so the report's SQL appends the current attempt to it.
+    attempts_log: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class CallAttemptRow(Base):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, now_precise, utcnow
 from ringcast.errors import StoreError
+from ringcast.store import fair
 from ringcast.store.db import Store, db_now
 from ringcast.store.models import (
     call_attempts_table,
@@ -34,7 +35,7 @@ from ringcast.store.models import (
     nodes_table,
     requests_table,
 )
-from ringcast.store.records import record_dict
+from ringcast.store.records import attempt_log_entry, record_dict
 
 log = logging.getLogger(__name__)
 
@@ -108,34 +109,109 @@ def _wrap(exc: SQLAlchemyError) -> StoreError:
     return StoreError(f"database error: {type(exc).__name__}")
 
 
+_QUEUED: sa.ColumnElement[str] = sa.literal_column(f"'{Result.QUEUED.value}'")
+
+
 def due_calls(
-    store: Store,
-    node: Fence,
-    limit: int,
-    *,
-    now: datetime,
-    exclude_requests: Sequence[str] = (),
+    store: Store, node: Fence, shares: Mapping[str, int], *, now: datetime
 ) -> sa.Select[tuple[str]]:
-    """The ids of the next `limit` due queued calls, in (not_before, seq) order:
-    what a claim takes. ix_calls_claim_order holds that order, so the database
-    reads just those rows (with `prefer_claim_order` on PostgreSQL)."""
+    """The ids of the calls a claim takes: of each request in `shares`, its next
+    `shares[id]` due queued calls in (not_before, seq) order, which is recipient
+    order (a call given back keeps its not_before). ix_calls_claim_order
+    (result, request_id, not_before, seq) holds that order per request, so the
+    database reads just the rows it takes, whatever is queued behind them.
+
+    PostgreSQL: one LATERAL pick per request, `FOR UPDATE SKIP LOCKED`; SQLite:
+    a UNION ALL of the per-request picks (one writer, nothing to skip)."""
     alive = sa.exists().where(nodes_table.c.id == node.node_id, nodes_table.c.epoch == node.epoch)
-    due = sa.and_(calls.c.result == Result.QUEUED.value, calls.c.not_before <= now, alive)
-    if exclude_requests:
-        due = sa.and_(due, calls.c.request_id.not_in(list(exclude_requests)))
-    pick = sa.select(calls.c.id).where(due).order_by(calls.c.not_before, calls.c.seq).limit(limit)
     if store.dialect == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    return pick
+        q = (
+            sa.select(
+                sa.func.unnest(sa.literal(list(shares), ARRAY(sa.String))).label("rid"),
+                sa.func.unnest(sa.literal(list(shares.values()), ARRAY(sa.Integer))).label("k"),
+            )
+        ).subquery("q")
+        per_request = (
+            sa.select(calls.c.id)
+            .where(
+                calls.c.result == _QUEUED,
+                calls.c.request_id == q.c.rid,
+                calls.c.not_before <= now,
+            )
+            .order_by(calls.c.not_before, calls.c.seq)
+            .limit(q.c.k)
+            .with_for_update(skip_locked=True)
+            .lateral("p")
+        )
+        return sa.select(per_request.c.id).select_from(q).join(per_request, sa.true()).where(alive)
+    picks = [
+        sa.select(calls.c.id)
+        .where(calls.c.result == _QUEUED, calls.c.request_id == rid, calls.c.not_before <= now)
+        .order_by(calls.c.not_before, calls.c.seq)
+        .limit(k)
+        .subquery()
+        for rid, k in shares.items()
+    ]
+    if len(picks) == 1:
+        return sa.select(picks[0].c.id).where(alive)
+    union = sa.union_all(*(sa.select(p.c.id) for p in picks)).subquery()
+    return sa.select(union.c.id).where(alive)
+
+
+def candidates_query(
+    store: Store, node: Fence, *, now: datetime, exclude_requests: Sequence[str] = ()
+) -> sa.Select[Any]:
+    """The requests a claim divides its calls among (store/fair.py): active, not
+    paused, canceled or failed, with a due queued call; with their live calls
+    (on every node) and stride pass. Two index lookups per active request."""
+    due = calls.alias("due")
+    live = calls.alias("live")
+    live_count = (
+        sa.select(sa.func.count())
+        .select_from(live)
+        .where(live.c.result.in_(_live_values()), live.c.request_id == requests.c.id)
+        .scalar_subquery()
+    )
+    has_due = sa.exists().where(
+        due.c.result == _QUEUED, due.c.request_id == requests.c.id, due.c.not_before <= now
+    )
+    alive = sa.exists().where(nodes_table.c.id == node.node_id, nodes_table.c.epoch == node.epoch)
+    stmt = sa.select(
+        requests.c.id,
+        requests.c.tenant,
+        requests.c.priority,
+        requests.c.vtime,
+        live_count.label("live"),
+    ).where(
+        requests.c.active == sa.true(),
+        requests.c.paused_at.is_(None),
+        requests.c.canceled_at.is_(None),
+        requests.c.prompt_error.is_(None),
+        has_due,
+        alive,
+    )
+    if exclude_requests:
+        stmt = stmt.where(requests.c.id.not_in(list(exclude_requests)))
+    return stmt
 
 
 async def prefer_claim_order(s: AsyncSession) -> None:
     """On PostgreSQL, make this transaction's claim walk ix_calls_claim_order and
     stop after its rows. A queue's statistics are always stale (a request adds
     its calls all at once): estimating few queued rows, the planner would
-    gather every queued call and sort them (~50 ms per claim at 57,600)."""
+    gather every queued call of a request and sort them (~50 ms per claim at
+    57,600)."""
     if s.get_bind().dialect.name == "postgresql":
         await s.execute(sa.text("SET LOCAL enable_sort = off"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim took, and the requests it could not take from because
+    their prompt is not ready on this node (`waiting`: prepare them)."""
+
+    calls: list[ClaimedCall]
+    waiting: list[str]
 
 
 async def claim_calls(
@@ -146,40 +222,109 @@ async def claim_calls(
     now: datetime | None = None,
     exclude_requests: Sequence[str] = (),
 ) -> list[ClaimedCall]:
-    """Claim up to `limit` due queued calls for `node`, oldest first.
+    """Claim up to `limit` due queued calls for `node`, shared fairly among
+    the requests that have some (see :func:`claim_fair`)."""
+    claim = await claim_fair(store, node, limit, now=now, exclude_requests=exclude_requests)
+    return claim.calls
 
-    Only a live node claims: its row must exist with the epoch it holds, so a
-    node declared dead (its row deleted by a rescue) claims nothing until it
-    has rejoined under a new epoch.
+
+_CLAIMED_COLUMNS = (
+    calls.c.id,
+    calls.c.request_id,
+    calls.c.seq,
+    calls.c.to_uri,
+    calls.c.from_uri,
+    calls.c.variables,
+    calls.c.timezone,
+    calls.c.attempt,
+)
+
+
+async def claim_fair(
+    store: Store,
+    node: Fence,
+    limit: int,
+    *,
+    now: datetime | None = None,
+    exclude_requests: Sequence[str] = (),
+    ready: Container[str] | None = None,
+    cap: Callable[[fair.Candidate], int] | None = None,
+) -> Claim:
+    """Claim up to `limit` due queued calls for `node` in one transaction:
+    round-robin across tenants, then requests, weighted by priority
+    (store/fair.py), each request's calls in recipient order.
+
+    Only requests in `ready` (when given: their prompt is prepared on this
+    node) are claimed from; the other candidates are answered in `waiting`.
+    `cap(candidate)` bounds one request's share (its own limits). Each
+    request's pass advances by what it got. Only a live node claims: its row
+    must exist with the epoch it holds, so a node declared dead (its row
+    deleted by a rescue) claims nothing until it has rejoined under a new epoch.
     """
     if limit <= 0:
-        return []
+        return Claim([], [])
     now = now or now_precise()
-    pick = due_calls(store, node, limit, now=now, exclude_requests=exclude_requests)
-    stmt = (
-        sa.update(calls)
-        .where(calls.c.id.in_(pick.scalar_subquery()))
-        .values(
-            result=Result.DIALING.value,
-            node_id=node.node_id,
-            claim_epoch=node.epoch,
-            updated_at=now,
-        )
-        .returning(
-            calls.c.id,
-            calls.c.request_id,
-            calls.c.seq,
-            calls.c.to_uri,
-            calls.c.from_uri,
-            calls.c.variables,
-            calls.c.timezone,
-            calls.c.attempt,
-        )
-    )
+    rows: list[Any] = []
+    waiting: list[str] = []
     try:
         async with store.session() as s, s.begin():
             await prefer_claim_order(s)
-            rows = (await s.execute(stmt)).all()
+            found = (
+                await s.execute(
+                    candidates_query(store, node, now=now, exclude_requests=exclude_requests)
+                )
+            ).all()
+            candidates = []
+            for r in found:
+                if ready is not None and r.id not in ready:
+                    waiting.append(r.id)
+                else:
+                    candidates.append(fair.Candidate(r.id, r.tenant, r.priority, r.live, r.vtime))
+            got: dict[str, int] = {}
+            wanted = limit
+            for _round in range(2):  # a request with fewer due calls leaves its share over
+                split = fair.shares(candidates, wanted, cap)
+                if not split:
+                    break
+                taken = (
+                    await s.execute(
+                        sa.update(calls)
+                        .where(calls.c.id.in_(due_calls(store, node, split, now=now)))
+                        .values(
+                            result=Result.DIALING.value,
+                            node_id=node.node_id,
+                            claim_epoch=node.epoch,
+                            updated_at=now,
+                        )
+                        .returning(*_CLAIMED_COLUMNS)
+                    )
+                ).all()
+                rows.extend(taken)
+                counts: dict[str, int] = {}
+                for t in taken:
+                    counts[t.request_id] = counts.get(t.request_id, 0) + 1
+                for rid, k in counts.items():
+                    got[rid] = got.get(rid, 0) + k
+                wanted = limit - len(rows)
+                full = {rid for rid, k in split.items() if counts.get(rid, 0) >= k}
+                if wanted <= 0 or len(full) == len(split):
+                    break
+                candidates = [
+                    fair.Candidate(c.id, c.tenant, c.priority, c.live + got.get(c.id, 0), c.vtime)
+                    for c in candidates
+                    if c.id in full
+                ]
+            passes = fair.advanced_passes(
+                [fair.Candidate(r.id, r.tenant, r.priority, r.live, r.vtime) for r in found],
+                got,
+            )
+            if passes:
+                await s.execute(
+                    sa.update(requests)
+                    .where(requests.c.id == sa.bindparam("_rid"))
+                    .values(vtime=sa.bindparam("_vtime")),
+                    [{"_rid": rid, "_vtime": v} for rid, v in sorted(passes.items())],
+                )
     except SQLAlchemyError as exc:
         raise _wrap(exc) from exc
     out = [
@@ -196,8 +341,42 @@ async def claim_calls(
         )
         for r in rows
     ]
-    out.sort(key=lambda c: (c.request_id, c.seq))
-    return out
+    return Claim(_round_robin(out), waiting)
+
+
+def _round_robin(claimed: list[ClaimedCall]) -> list[ClaimedCall]:
+    """The claimed calls in the order to start them: each request's calls in
+    recipient order, the requests interleaved (the first of each, then the
+    second of each, ...)."""
+    by_request: dict[str, list[ClaimedCall]] = {}
+    for c in sorted(claimed, key=lambda c: (c.request_id, c.seq)):
+        by_request.setdefault(c.request_id, []).append(c)
+    rank = {c.id: i for group in by_request.values() for i, c in enumerate(group)}
+    return sorted(claimed, key=lambda c: (rank[c.id], c.request_id))
+
+
+async def sweep_drained(store: Store) -> int:
+    """Mark requests whose calls are all final as no longer active, so claims stop
+    looking at them. A final call never becomes queued again (a retry is queued
+    in the transaction that ends its attempt), so nothing can race this."""
+    not_final = calls.alias("nf")
+    stmt = (
+        sa.update(requests)
+        .where(
+            requests.c.active == sa.true(),
+            ~sa.exists().where(
+                not_final.c.request_id == requests.c.id,
+                not_final.c.result.in_([*_live_values(), Result.QUEUED.value]),
+            ),
+        )
+        .values(active=False)
+    )
+    try:
+        async with store.session() as s, s.begin():
+            res = await s.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise _wrap(exc) from exc
+    return int(res.rowcount)  # type: ignore[attr-defined]
 
 
 async def load_requests(store: Store, ids: Iterable[str]) -> dict[str, RequestInfo]:
@@ -512,22 +691,34 @@ async def _queue_next_attempt(s: AsyncSession, call_id: str, retry_at: datetime)
     """Keep the finished attempt's record in `call_attempts`, then queue the
     next attempt of the call for `retry_at` with its outcome fields cleared."""
     row = (await s.execute(sa.select(calls).where(calls.c.id == call_id))).one()
+    record = record_dict(row)
     await s.execute(
-        sa.insert(call_attempts_table).values(
-            call_id=call_id, attempt=row.attempt, record=record_dict(row)
-        )
+        sa.insert(call_attempts_table).values(call_id=call_id, attempt=row.attempt, record=record)
     )
+    entry = attempt_log_entry(record)
     await s.execute(
         sa.update(calls)
         .where(calls.c.id == call_id)
         .values(
             **_CLEARED_ON_RETRY,
+            attempts_log=f"{row.attempts_log},{entry}" if row.attempts_log else entry,
             result=Result.QUEUED.value,
             attempt=row.attempt + 1,
             not_before=retry_at,
             updated_at=utcnow(),
         )
     )
+
+
+async def requeue(s: AsyncSession, call_id: str, fence: Fence) -> bool:
+    """Give back a claimed, not yet dialed call as it was: its not_before
+    unchanged, so it keeps its place in its request's recipient order."""
+    stmt = (
+        sa.update(calls)
+        .where(calls.c.id == call_id, fence.where(), calls.c.result == Result.DIALING.value)
+        .values(result=Result.QUEUED.value, node_id=None, updated_at=utcnow())
+    )
+    return bool((await s.execute(stmt)).rowcount)  # type: ignore[attr-defined]
 
 
 async def requeue_later(s: AsyncSession, call_id: str, fence: Fence, not_before: datetime) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -28,6 +29,19 @@ RECORD_FIELDS: tuple[str, ...] = (
     "codec",
     "error",
     "dtmf",
+    "attempts",  # the record: every attempt's summary; CSV: how many attempts
+)
+
+# What the record keeps of each attempt, in `attempts` (the last one is the
+# record's own top-level fields).
+ATTEMPT_FIELDS: tuple[str, ...] = (
+    "attempt",
+    "setup_time",
+    "connect_time",
+    "disconnect_time",
+    "disconnect_cause_code",
+    "disconnect_cause_text",
+    "outcome",
 )
 
 
@@ -100,7 +114,22 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         value = getattr(call, name)
         if value is not None:
             record[name] = value
+    earlier = getattr(call, "attempts_log", None)
+    attempts = json.loads(f"[{earlier}]") if earlier else []
+    if call.result != "queued":
+        attempts.append(attempt_summary(record))
+    record["attempts"] = attempts
     return record
+
+
+def attempt_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """One attempt's entry of `attempts`, from the record it ended with."""
+    return {k: record[k] for k in ATTEMPT_FIELDS if k in record}
+
+
+def attempt_log_entry(record: dict[str, Any]) -> str:
+    """The finished attempt's summary as `calls.attempts_log` keeps it (compact JSON)."""
+    return json.dumps(attempt_summary(record), separators=(",", ":"))
 
 
 # --- the same record, built by the database --------------------------------------------
@@ -173,7 +202,35 @@ def record_json_sql(dialect: Dialect) -> str:
         for field, column, kind in _RECORD_SOURCES
     ]
     # concat() skips the NULL parts: a null column's field is left out
-    return f"concat('{{\"type\":\"voice\"', {', '.join(parts)}, '}}')"
+    attempts = _attempts_json_sql(dialect)
+    return f"concat('{{\"type\":\"voice\"', {', '.join(parts)}, {attempts}, '}}')"
+
+
+def _attempts_json_sql(dialect: Dialect) -> str:
+    """`,"attempts":[...]`: the earlier attempts (`attempts_log`), then the current
+    one's summary unless the call is queued (not yet attempted again)."""
+    if dialect == "postgresql":
+        parts = [
+            f"',\"{field}\":' || {_json_value_sql(column, kind, dialect)}"
+            for field, column, kind in _RECORD_SOURCES
+            if field in ATTEMPT_FIELDS and field != "attempt"
+        ]
+        current = f"concat('{{\"attempt\":', attempt::text, {', '.join(parts)}, '}}')"
+        return (
+            "concat(',\"attempts\":[', attempts_log, CASE WHEN result = 'queued' THEN NULL"
+            f" ELSE concat(CASE WHEN attempts_log IS NOT NULL THEN ',' END, {current}) END, ']')"
+        )
+    pieces = []
+    for field, column, kind in _RECORD_SOURCES:
+        if field not in ATTEMPT_FIELDS or field == "attempt":
+            continue
+        value = _json_value_sql(column, kind, "sqlite")
+        pieces.append(f"iif({column} IS NULL, '', ',\"{field}\":' || {value})")
+    current = "'{\"attempt\":' || CAST(attempt AS INTEGER) || " + " || ".join(pieces) + " || '}'"
+    return (
+        "',\"attempts\":[' || coalesce(attempts_log, '') || iif(result = 'queued', '',"
+        f" iif(attempts_log IS NULL, '', ',') || {current}) || ']'"
+    )
 
 
 def _record_json_sqlite() -> str:
@@ -195,7 +252,8 @@ def _record_json_sqlite() -> str:
         else:
             template.append(f"{key}%s{end}")
             args.append(value)
-    template.append("}")
+    template.append("%s}")
+    args.append(_attempts_json_sql("sqlite"))
     return f"printf('{''.join(template)}', {', '.join(args)})"
 
 
@@ -236,6 +294,11 @@ def record_csv_sql(dialect: Dialect) -> str:
             )
         else:
             fields.append(_csv_text_sql(column, dialect))
+    # attempts: how many (the earlier ones, and the current one unless queued)
+    if dialect == "sqlite":
+        fields.append("CAST(attempt - iif(result = 'queued', 1, 0) AS TEXT)")
+    else:
+        fields.append("(attempt - CASE WHEN result = 'queued' THEN 1 ELSE 0 END)::text")
     if dialect == "sqlite":  # one printf instead of 34 || (every field is text or '')
         return f"printf('{','.join(['%s'] * len(fields))}', {', '.join(fields)})"
     return " || ',' || ".join(fields)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from ringcast.domain import FINAL_RESULTS, LIVE_RESULTS, Outcome, Result, utcnow
 from ringcast.errors import StoreError, ValidationFailed
 from ringcast.store.db import Dialect, Store, wrap_errors
+from ringcast.store.fair import PRIORITY_DEFAULT
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
 from ringcast.store.records import record_csv_sql, record_json_sql
 
@@ -86,6 +87,7 @@ async def create_request(
     idempotency_key: str | None = None,
     not_before: datetime | None = None,
     api_key_id: str | None = None,
+    priority: int = PRIORITY_DEFAULT,
 ) -> Accepted:
     """Store a request and all its calls in one transaction.
 
@@ -113,6 +115,7 @@ async def create_request(
                     idempotency_key=idempotency_key,
                     body_hash=body_hash,
                     api_key_id=api_key_id,
+                    priority=priority,
                 )
             )
             await _insert_calls(session, store, request_id, calls, now, due)
@@ -692,3 +695,91 @@ async def cancel_request(
             await notify_request_completed(session, request_id)
     logger.info("request %s canceled: %s queued calls, %s live", request_id, canceled, live)
     return canceled, int(live or 0)
+
+
+# --- pause, resume, replay ---------------------------------------------------------------
+
+
+async def _notify_work(session: AsyncSession, store: Store) -> None:
+    if store.dialect == "postgresql":
+        await session.execute(sa.text(f"NOTIFY {WORK_CHANNEL}"))
+
+
+async def set_paused(
+    store: Store, request_id: str, paused: bool, *, tenant: str | None = None
+) -> int | None:
+    """Pause (or resume) the claiming of a request's queued calls; live calls go on.
+    Returns how many calls are queued, or None for an unknown request."""
+    now = utcnow()
+    async with wrap_errors(), store.session() as session, session.begin():
+        lookup = sa.update(requests_table).where(requests_table.c.id == request_id)
+        if tenant is not None:
+            lookup = lookup.where(requests_table.c.tenant == tenant)
+        if paused:  # the first pause's time is kept
+            lookup = lookup.values(paused_at=sa.func.coalesce(requests_table.c.paused_at, now))
+        else:
+            lookup = lookup.values(paused_at=None)
+        found = await session.execute(lookup.returning(requests_table.c.id))
+        if found.first() is None:
+            return None
+        queued = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(calls_table)
+            .where(
+                calls_table.c.result == Result.QUEUED.value,
+                calls_table.c.request_id == request_id,
+            )
+        )
+        if not paused:
+            await _notify_work(session, store)  # delivered at commit: dialers claim now
+    logger.info("request %s %s", request_id, "paused" if paused else "resumed")
+    return int(queued or 0)
+
+
+async def is_paused(store: Store, request_id: str) -> bool:
+    async with wrap_errors(), store.session(readonly=True) as session:
+        at = await session.scalar(
+            sa.select(requests_table.c.paused_at).where(requests_table.c.id == request_id)
+        )
+    return at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The recipients of an earlier request, to call again (`replay`)."""
+
+    calls: list[NewCall]
+    sender: str  # the earlier request's `from`: recipients with it take the new one
+
+
+async def replay_source(
+    store: Store, request_id: str, *, tenant: str | None = None, only: Sequence[str] | None = None
+) -> Source | None:
+    """The recipients of `request_id` in recipient order, with their own `from`,
+    variables and time zone; with `only`, those whose last outcome is one of
+    them. None for an unknown request. Read through the raw driver in one
+    statement (a 100k-recipient replay reads like a 100k-recipient POST parses)."""
+    lookup = sa.select(requests_table.c.body).where(requests_table.c.id == request_id)
+    if tenant is not None:
+        lookup = lookup.where(requests_table.c.tenant == tenant)
+    async with wrap_errors(), store.session(readonly=True) as session:
+        body = await session.scalar(lookup)
+        if body is None:
+            return None
+        stmt = (
+            sa.select(
+                calls_table.c.to_uri,
+                calls_table.c.from_uri,
+                calls_table.c.variables,
+                calls_table.c.timezone,
+            )
+            .where(calls_table.c.request_id == request_id)
+            .order_by(calls_table.c.seq)
+        )
+        if only is not None:
+            stmt = stmt.where(calls_table.c.outcome.in_(list(only)))
+        rows = (await session.execute(stmt)).all()
+    new_call = NewCall
+    return Source(
+        [new_call(r[0], r[1], r[2] or None, r[3]) for r in rows], str(body.get("from") or "")
+    )

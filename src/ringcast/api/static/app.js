@@ -1,6 +1,6 @@
 // ringcast dashboard: plain JavaScript, no build step. It polls the public API
 // (GET /requests, /requests/{id}, /requests/{id}/calls, /requests/{id}/timeline;
-// DELETE /voice/call/{id}) with the key saved in localStorage as a Bearer token.
+// DELETE /voice/call/{id}; POST /voice/call/{id}/pause, /resume, /replay) with the key saved in localStorage as a Bearer token.
 "use strict";
 
 const POLL_MS = 1500;
@@ -320,6 +320,13 @@ async function refreshDetail() {
   const cancel = $("#detail-cancel");
   cancel.dataset.requestId = req.request_id;
   cancel.disabled = FINAL_STATUS.has(req.status) || req.status === "canceling";
+  const pause = $("#detail-pause");
+  pause.dataset.requestId = req.request_id;
+  pause.dataset.paused = req.paused_at ? "true" : "false";
+  pause.textContent = req.paused_at ? "Resume" : "Pause";
+  pause.title = req.paused_at ? "dial the queued calls again" : "stop dialing the queued calls (live calls finish)";
+  pause.disabled = FINAL_STATUS.has(req.status) || req.status === "canceling";
+  $("#detail-replay").dataset.requestId = req.request_id;
   renderFilters(req);
   if (timeline) renderChart(timeline);
   if (calls) {
@@ -335,6 +342,37 @@ async function cancelRequest(requestId) {
     showBanner(null);
   } catch (err) {
     showBanner(`Cancel failed: ${err.message}`);
+  }
+  await refreshAll();
+}
+
+async function pauseRequest(requestId, resume) {
+  const action = resume ? "resume" : "pause";
+  try {
+    await api(`/voice/call/${encodeURIComponent(requestId)}/${action}`, { method: "POST" });
+    showBanner(null);
+  } catch (err) {
+    showBanner(`${resume ? "Resume" : "Pause"} failed: ${err.message}`);
+  }
+  await refreshAll();
+}
+
+async function replayRequest(requestId) {
+  const say = window.prompt(`Replay ${shortId(requestId)} to its recipients: text to say`);
+  if (!say) return;
+  const only = window.prompt("Only recipients whose outcome was (comma-separated, e.g. busy,no-answer; empty: everyone)", "");
+  if (only === null) return;
+  const body = { playlist: [{ say }] };
+  const outcomes = only.split(",").map((s) => s.trim()).filter(Boolean);
+  if (outcomes.length) body.only = outcomes;
+  try {
+    const answer = await api(`/voice/call/${encodeURIComponent(requestId)}/replay`, {
+      method: "POST", body: JSON.stringify(body),
+    });
+    showBanner(null);
+    select(answer.request_id);
+  } catch (err) {
+    showBanner(`Replay failed: ${err.message}`);
   }
   await refreshAll();
 }
@@ -375,6 +413,14 @@ function init() {
   $("#calls-more").addEventListener("click", () => {
     view.callsLimit = Math.min(view.callsLimit + 100, 1000);
     refreshAll();
+  });
+  $("#detail-pause").addEventListener("click", () => {
+    const button = $("#detail-pause");
+    if (button.dataset.requestId) pauseRequest(button.dataset.requestId, button.dataset.paused === "true");
+  });
+  $("#detail-replay").addEventListener("click", () => {
+    const id = $("#detail-replay").dataset.requestId;
+    if (id) replayRequest(id);
   });
   $("#detail-cancel").addEventListener("click", () => {
     const id = $("#detail-cancel").dataset.requestId;
