@@ -323,6 +323,13 @@ class Sip(Model):
         return codecs
 
 
+class MachineDetection(Model):
+    """Answering-machine detection on the callee's first seconds (README "Machine detection")."""
+
+    mode: Literal["detect", "drop", "hangup"] = "detect"
+    timeout: Annotated[float, Field(ge=2, le=30)] = 6.0  # seconds to decide, from the answer
+
+
 class PlayRequest(Model):
     """POST /voice/call/play."""
 
@@ -338,6 +345,8 @@ class PlayRequest(Model):
     schedule: Schedule | None = None
     sip: Sip | None = None
     callback_url: HttpUrl | None = None
+    machine_detection: MachineDetection | None = None
+    voicemail: list[PlaylistItem] | None = Field(default=None, min_length=1, max_length=100)
 
 
 # --- the lean path for long recipient lists -----------------------------------------------

@@ -289,6 +289,11 @@ class Dialer:
         prompt = await self._prompt(info, call)
         if prompt is None:
             return
+        voicemail = None
+        if info.body.get("voicemail"):
+            voicemail = await self._prompt(info, call, "voicemail")
+            if voicemail is None:
+                return
         while (wait := self.limits.ready_in()) > 0:
             if self._stop.is_set():
                 await self._give_back(call)
@@ -303,7 +308,9 @@ class Dialer:
         self.limits.started()
         live = LiveCall(call)
         self.live[call.id] = live
-        live.task = asyncio.create_task(self._run_call(live, info, prompt), name=f"call-{call.id}")
+        live.task = asyncio.create_task(
+            self._run_call(live, info, prompt, voicemail), name=f"call-{call.id}"
+        )
 
     async def _give_back(self, call: ClaimedCall, after: float = 0.0) -> None:
         at = now_precise() + timedelta(seconds=after)
@@ -376,11 +383,13 @@ class Dialer:
 
     # --- prompts -----------------------------------------------------------------
 
-    async def _prompt(self, info: RequestInfo, call: ClaimedCall) -> Prompt | None:
-        """The call's prompt, built once per request (and per `say` variant)
-        by the process-wide PromptCache, before any INVITE."""
+    async def _prompt(
+        self, info: RequestInfo, call: ClaimedCall, key: str = "playlist"
+    ) -> Prompt | None:
+        """The call's prompt (`key`: its playlist, or its voicemail), built once per
+        request (and per `say` variant) by the process-wide PromptCache, before any INVITE."""
         body = info.body
-        playlist = list(body["playlist"])
+        playlist = list(body[key])
         codecs = tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
         try:
             return await self.prompts.get(
@@ -407,7 +416,9 @@ class Dialer:
 
     # --- one call ------------------------------------------------------------------
 
-    async def _run_call(self, live: LiveCall, info: RequestInfo, prompt: Prompt) -> None:
+    async def _run_call(
+        self, live: LiveCall, info: RequestInfo, prompt: Prompt, voicemail: Prompt | None = None
+    ) -> None:
         call = live.claimed
         body = info.body
         try:
@@ -427,6 +438,7 @@ class Dialer:
                 ring_timeout=float(body.get("ring_timeout", 30)),
                 max_duration=float(body.get("max_duration", 3600)),
                 sip=self._sip_options(body),
+                machine_detection=body.get("machine_detection"),
             )
             self.calls_placed += 1
             report = await place_call(
@@ -435,6 +447,7 @@ class Dialer:
                 self.ctx,
                 on_progress=self._progress(call, info),
                 cancel=live.cancel,
+                voicemail=voicemail,
             )
             if live.cut and report.answered and not report.error:
                 report.error = live.cut  # the playlist did not play to its end
@@ -468,9 +481,12 @@ class Dialer:
                 await self.writer.update_call(call.id, self._fence(call), values)
                 return
 
+            # call.ringing / call.answered, or call.machine_detected with its fields
+            event = webhooks.CALL_MACHINE_DETECTED if "answered_by" in fields else None
+
             async def write(s: Any) -> None:
                 if await queue.update_call(s, call.id, self._fence(call), values) and hooked:
-                    await webhooks.notify_call(s, call.id)  # call.ringing / call.answered
+                    await webhooks.notify_call(s, call.id, event)
 
             await self.writer.submit(write)
 

@@ -49,6 +49,9 @@ class _Record:
     codec: str | None
     error: str | None
     dtmf: str | None
+    answered_by: str | None = None
+    machine_detection_ms: int | None = None
+    voicemail: str | None = None
 
 
 def report_record(
