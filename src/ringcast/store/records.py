@@ -116,7 +116,7 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         "machine_detection_ms",
         "voicemail",
     ):
-        value = getattr(call, name)
+        value = getattr(call, name, None)  # rows from before machine detection lack the last 3
         if value is not None:
             record[name] = value
     return record
