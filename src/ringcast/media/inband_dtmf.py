@@ -103,26 +103,28 @@ class InbandDtmfDetector:
 
     def _classify(self, blocks: npt.NDArray[np.float64]) -> list[str | None]:
         """The digit each block shows, or None (level, peak, twist and ratio rules)."""
+        n = len(blocks)
         proj = blocks @ _BASIS  # (n, 16)
-        power = (proj[:, :8] ** 2 + proj[:, 8:] ** 2) * (2.0 / BLOCK**2)  # mean power per tone
-        energy = np.einsum("ij,ij->i", blocks, blocks) / BLOCK  # mean power of the block
+        proj *= proj
+        power = (proj[:, :8] + proj[:, 8:]) * (2.0 / BLOCK**2)  # mean power per tone
         rows, cols = power[:, :4], power[:, 4:]
+        pr, pc = rows.max(axis=1), cols.max(axis=1)
+        energy = np.einsum("ij,ij->i", blocks, blocks) / BLOCK  # mean power of the block
+        # the cheap tests first: most audio (speech, silence) fails them and stops here
+        ok = (pr + pc >= energy * self.params.tone_ratio) & (np.minimum(pr, pc) >= self._min_power)
+        if not ok.any():
+            return [None] * n
         r = rows.argmax(axis=1)
         c = cols.argmax(axis=1)
-        idx = np.arange(len(blocks))
-        pr, pc = rows[idx, r], cols[idx, c]
         rows2 = np.sort(rows, axis=1)[:, -2]
         cols2 = np.sort(cols, axis=1)[:, -2]
-        ok = (
-            (pr >= self._min_power)
-            & (pc >= self._min_power)
-            & (pr >= rows2 * self._peak)
+        ok &= (
+            (pr >= rows2 * self._peak)
             & (pc >= cols2 * self._peak)
             & (pr <= pc * self._normal)
             & (pc <= pr * self._reverse)
-            & (pr + pc >= energy * self.params.tone_ratio)
         )
-        return [KEYS[r[i]][c[i]] if ok[i] else None for i in range(len(blocks))]
+        return [KEYS[r[i]][c[i]] if ok[i] else None for i in range(n)]
 
     def _step(self, key: str | None) -> str | None:
         """Q.24 timing over block verdicts: returns a digit when one begins."""
