@@ -147,16 +147,25 @@ class MachineDetector:
         return self.state is AmdState.DONE
 
     def feed(self, pcm: npt.NDArray[np.int16]) -> list[Action]:
-        """Analyse more of the callee's audio; the actions it led to."""
+        """Analyse more of the callee's audio; the actions it led to.
+
+        The frames' levels and spectra are computed for the whole chunk at once
+        (feeding 100 ms at a time costs less per frame than 20 ms at a time)."""
         if self.done:
             return []
         buf = np.concatenate((self._buf, pcm)) if len(self._buf) else np.asarray(pcm, np.int16)
         out: list[Action] = []
         n = len(buf) // FRAME
-        for i in range(n):
-            out += self._frame(buf[i * FRAME : (i + 1) * FRAME])
-            if self.done:
-                break
+        if n:
+            frames = buf[: n * FRAME].reshape(n, FRAME)
+            x = frames.astype(np.float64)
+            power = np.einsum("ij,ij->i", x, x) / FRAME + 1e-9
+            levels = 10 * np.log10(power / (32768.0**2))
+            tones = self._tones(x, levels)
+            for i in range(n):
+                out += self._frame(frames[i], float(levels[i]), tones[i])
+                if self.done:
+                    break
         self._buf = buf[n * FRAME :]
         return out
 
@@ -171,17 +180,15 @@ class MachineDetector:
 
     # -- one frame -------------------------------------------------------------------
 
-    def _frame(self, frame: npt.NDArray[np.int16]) -> list[Action]:
+    def _frame(
+        self, frame: npt.NDArray[np.int16], level_db: float, tone: float | None
+    ) -> list[Action]:
         p = self.params
         self._ms += FRAME_MS
-        x = frame.astype(np.float64)
-        power = float(np.dot(x, x)) / FRAME + 1e-9
-        level_db = 10 * float(np.log10(power / (32768.0**2)))
         # noise floor: the quietest frame of the last NOISE_WINDOW (minimum statistics)
         self._levels[int(self._ms / FRAME_MS) % NOISE_WINDOW] = level_db
         self._noise_db = float(self._levels.min())
         out: list[Action] = []
-        tone = self._tone(x, level_db)
         out += self._track_tone(tone, level_db)
         if self.state is AmdState.DONE:
             return out
@@ -194,21 +201,29 @@ class MachineDetector:
             out.append(self._end(GreetingEndReason.TIMEOUT, self._ms))
         return out
 
-    def _tone(self, x: npt.NDArray[np.float64], level_db: float) -> float | None:
-        """The frequency of a pure tone filling this frame's telephone band, else None."""
-        if level_db < self.params.min_level_db + 10:
-            return None
-        spec = np.abs(np.fft.rfft(x * _WINDOW, NFFT)) ** 2
-        band = spec[_BAND]
-        k = int(band.argmax())
-        if k < 2 or k > len(band) - 3:
-            return None
-        if float(band[k - 2 : k + 3].sum()) < self.params.tone_purity * float(band.sum()):
-            return None
-        a, b, c = np.log(band[k - 1 : k + 2] + 1e-12)  # parabolic interpolation
-        den = a - 2 * b + c
-        shift = 0.5 * (a - c) / den if den != 0 else 0.0
-        return float((k + _BAND.start + shift) * _BIN_HZ)
+    def _tones(
+        self, x: npt.NDArray[np.float64], levels: npt.NDArray[np.float64]
+    ) -> list[float | None]:
+        """Per frame, the frequency of a pure tone filling its telephone band, else None."""
+        out: list[float | None] = [None] * len(x)
+        loud = np.flatnonzero(levels >= self.params.min_level_db + 10)
+        if not len(loud):
+            return out
+        band = (np.abs(np.fft.rfft(x[loud] * _WINDOW, NFFT, axis=1)) ** 2)[:, _BAND]
+        k = band.argmax(axis=1)
+        width = band.shape[1]
+        inner = (k >= 2) & (k <= width - 3)
+        kk = np.clip(k, 2, width - 3)
+        rows = np.arange(len(loud))
+        peak = sum(band[rows, kk + d] for d in (-2, -1, 0, 1, 2))
+        pure = inner & (peak >= self.params.tone_purity * band.sum(axis=1))
+        for j in np.flatnonzero(pure):
+            i = int(kk[j])
+            a, b, c = np.log(band[j, i - 1 : i + 2] + 1e-12)  # parabolic interpolation
+            den = a - 2 * b + c
+            shift = 0.5 * (a - c) / den if den != 0 else 0.0
+            out[int(loud[j])] = float((i + _BAND.start + shift) * _BIN_HZ)
+        return out
 
     def _track_tone(self, hz: float | None, level_db: float) -> list[Action]:
         """Follow a tone across frames; a beep or fax tone once it lasts long enough."""

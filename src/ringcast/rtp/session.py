@@ -81,6 +81,7 @@ SYNC_EVERY = 50  # packets between write-backs of the fast path's counters (1 s)
 RECV_BATCH = 64  # datagrams read per readiness callback
 BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
+INBAND_BATCH = 640  # G.711 bytes (80 ms) of audio the in-band DTMF receiver takes at once
 
 _SEQ_TS = struct.Struct("!HI")
 Packet = bytes | bytearray  # header + payload, as handed to socket.send
@@ -147,6 +148,7 @@ class MediaSession:
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self._listeners: list[AudioListener] = []
         self._inband: InbandDtmfDetector | None = None  # no telephone-event: tones in audio
+        self._inband_held = bytearray()  # audio waiting for the in-band receiver
         self._hearing = False  # decode received audio (a listener or in-band DTMF)
         self._decode: Callable[[bytes], Pcm16] = get_codec("PCMU").decode
         self.inband_digits = 0  # digits found as tones in the audio
@@ -641,13 +643,32 @@ class MediaSession:
         end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RFC 3550 §5.1 padding
         if end <= pos:
             return
+        inband = self._inband
+        if not self._listeners:  # in-band DTMF alone: decode and analyse 80 ms at a time
+            if inband is not None:
+                held = self._inband_held
+                held += data[pos:end]
+                if len(held) >= INBAND_BATCH:
+                    pcm = self._decode(bytes(held))
+                    held.clear()
+                    self._inband_feed(inband, pcm)
+            return
         pcm = self._decode(data[pos:end])
-        if self._inband is not None:
-            for found in self._inband.feed(pcm):
-                self.inband_digits += 1
-                self._on_digit(found.digit)
+        if inband is not None:
+            self._inband_feed(inband, pcm)
         for listener in self._listeners:
             listener(pcm)
+
+    def _inband_feed(self, inband: InbandDtmfDetector, pcm: Pcm16) -> None:
+        if self._inband_held:  # audio held back before a listener came
+            held = self._decode(bytes(self._inband_held))
+            self._inband_held.clear()
+            for found in inband.feed(held):
+                self.inband_digits += 1
+                self._on_digit(found.digit)
+        for found in inband.feed(pcm):
+            self.inband_digits += 1
+            self._on_digit(found.digit)
 
     def _on_digit(self, digit: str) -> None:
         """A digit from the callee, an RFC 4733 event or an in-band tone alike."""
