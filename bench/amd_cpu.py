@@ -122,22 +122,74 @@ async def measure(n: int, window: float, mode: str, pcm: np.ndarray) -> tuple[fl
     return used, rate
 
 
+async def per_packet(pcm: np.ndarray, count: int = 20_000) -> None:
+    """CPU (process time: what other processes do does not count) per callee packet
+    handled in Python, against sending one RTP packet on a connected socket, the
+    per-packet work of a call that only streams (same run, same payload size)."""
+    from ringcast.dialer.call import _AmdListener
+
+    payload = get_codec("PCMU").encode(pcm)
+    pkts = [
+        build_rtp(payload[i : i + 160], payload_type=0, seq=n & 0xFFFF, timestamp=160 * n, ssrc=1)
+        for n, i in enumerate(range(0, len(payload) - 159, 160))
+    ]
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    out.connect(sink.getsockname())
+    t0 = time.process_time()
+    for i in range(count):
+        out.send(pkts[i % len(pkts)])
+    send = (time.process_time() - t0) / count
+    out.close()
+    sink.close()
+    clock = RtpClock()
+    ports = PortAllocator(31000, 31100)
+    results = {}
+    for mode in ("inband", "amd"):
+        media = await MediaSession.open(clock, ports, bind_host="127.0.0.1")
+        media.start("127.0.0.1", 9, 0, "PCMU", None if mode == "inband" else 101, 101)
+        listener = None
+        if mode == "amd":
+            listener = _AmdListener(MachineDetector(timeout=30))
+            media.listen(listener)
+        t0 = time.process_time()
+        for i in range(count):
+            if listener is not None and listener.detector.done:
+                listener.detector = MachineDetector(timeout=30)  # keep detecting
+            media._on_audio(pkts[i % len(pkts)])
+        results[mode] = (time.process_time() - t0) / count
+        await media.close()
+    await clock.stop()
+    print(f"per packet (process time, {count} packets):")
+    print(f"  send one RTP packet (a streaming call's work per packet): {send * 1e6:.1f} µs")
+    for mode, cost in results.items():
+        print(
+            f"  {mode:<7} decode + analyse one callee packet: {cost * 1e6:.1f} µs "
+            f"(+ its recvfrom); {cost / send:.1f}x a send"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=500, help="concurrent calls")
     parser.add_argument("--window", type=float, default=8.0, help="seconds measured")
+    parser.add_argument("--micro", action="store_true", help="only the per-packet costs")
     args = parser.parse_args()
     clip = next(c for c in amd_corpus.build() if c.label == "machine")
     pcm = clip.pcm[: 8000 * 8]
+    asyncio.run(per_packet(pcm))
+    if args.micro:
+        return
     print(f"{args.n} calls streaming, a callee sending 50 packets/s to each:")
     base, _ = asyncio.run(measure(args.n, args.window, "baseline", pcm))
     full = args.n * 50  # callee packets per second when every callee keeps pace
     for mode in ("amd", "inband"):
         used, rate = asyncio.run(measure(args.n, args.window, mode, pcm))
-        per_packet = (used - base) / max(rate, 1.0)  # CPU seconds per callee packet read
-        projected = base + per_packet * full
+        cost = (used - base) / max(rate, 1.0)  # CPU seconds per callee packet read
+        projected = base + cost * full
         print(
-            f"    {mode}: {per_packet * 1e6:.1f} µs per callee packet; measured "
+            f"    {mode}: {cost * 1e6:.1f} µs per callee packet; measured "
             f"{used / base:.2f}x the baseline; at the full {full} packets/s "
             f"{projected / base:.2f}x"
         )

@@ -209,14 +209,15 @@ class MachineDetector:
         loud = np.flatnonzero(levels >= self.params.min_level_db + 10)
         if not len(loud):
             return out
-        band = (np.abs(np.fft.rfft(x[loud] * _WINDOW, NFFT, axis=1)) ** 2)[:, _BAND]
+        spec = np.fft.rfft(x[loud] * _WINDOW, NFFT, axis=1)[:, _BAND]
+        band = spec.real**2 + spec.imag**2
         k = band.argmax(axis=1)
         width = band.shape[1]
-        inner = (k >= 2) & (k <= width - 3)
         kk = np.clip(k, 2, width - 3)
+        total = np.cumsum(band, axis=1)  # the 5 bins around the peak: two lookups
         rows = np.arange(len(loud))
-        peak = sum(band[rows, kk + d] for d in (-2, -1, 0, 1, 2))
-        pure = inner & (peak >= self.params.tone_purity * band.sum(axis=1))
+        peak = total[rows, kk + 2] - total[rows, kk - 3] * (kk > 2)
+        pure = (k == kk) & (peak >= self.params.tone_purity * total[:, -1])
         for j in np.flatnonzero(pure):
             i = int(kk[j])
             a, b, c = np.log(band[j, i - 1 : i + 2] + 1e-12)  # parabolic interpolation
