@@ -25,8 +25,10 @@ from media_stream_lib import encode_audio, make_signal, normalized_xcorr, to_8k
 from sipp import SippUas
 
 from e2e.server import MediaServer, RingcastServer, post
+from e2e.test_webhooks_e2e import Receiver
 from ringcast.media import tts
 from ringcast.media.codecs import float_to_pcm16, get_codec
+from ringcast.webhooks.sign import generate_secret
 
 RATE = 8000
 GREETING = (
@@ -281,15 +283,26 @@ def test_drop_plays_the_voicemail_after_the_beep(sipp_bin: str, tmp_path: Path) 
 
 @pytest.mark.sipp
 def test_hangup_sends_no_audio_to_a_machine(sipp_bin: str, tmp_path: Path) -> None:
+    """hangup: BYE after the decision, no RTP audio sent; call.machine_detected posted."""
     greeting, _ = machine_greeting()
-    with RingcastServer(tmp_path) as rc, callee(tmp_path, greeting, telephone_event=True) as uas:
+    secret = generate_secret()
+    env = {"RINGCAST_WEBHOOK_SECRET": secret}
+    with (
+        Receiver(lambda: secret) as rx,
+        RingcastServer(tmp_path, env=env) as rc,
+        callee(tmp_path, greeting, telephone_event=True) as uas,
+    ):
         cap = _capture(uas)
         try:
-            record = _call(rc, uas, machine_detection={"mode": "hangup"})
+            record = _call(rc, uas, machine_detection={"mode": "hangup"}, callback_url=rx.url())
         finally:
             if cap is not None:
                 cap.close()
         bye = [m for m in uas.received() if m.startswith("BYE ")]
+        (event,) = rx.wait_for("call.machine_detected")
+    assert event["verified"] == event["id"]
+    assert event["payload"]["data"]["answered_by"] == "machine"
+    assert event["payload"]["data"]["machine_detection_ms"] == record["machine_detection_ms"]
     assert record["answered_by"] == "machine", (record, rc.output())
     assert len(bye) == 1
     assert "voicemail" not in record
