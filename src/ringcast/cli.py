@@ -615,6 +615,13 @@ def call(
     from_: Annotated[str, typer.Option("--from", help="From user or SIP URI")] = "ringcast",
     ring_timeout: Annotated[float, typer.Option("--ring-timeout", help="seconds")] = 30.0,
     max_duration: Annotated[float, typer.Option("--max-duration", help="seconds")] = 3600.0,
+    machine_detection: Annotated[
+        str | None,
+        typer.Option(
+            "--machine-detection",
+            help="detect | drop | hangup: tell a person from a machine (record: answered_by)",
+        ),
+    ] = None,
     sip: Sip = None,
     sip_transport: SipTransport = None,
     rtp_ports: RtpPorts = None,
@@ -624,6 +631,8 @@ def call(
     """Place one call from the terminal and print its record (no server, no database)."""
     if play is None and say is None:
         raise _fail("give --play URL and/or --say TEXT")
+    if machine_detection not in (None, "detect", "drop", "hangup"):
+        raise _fail("--machine-detection is detect, drop or hangup")
     settings = _settings(
         sip=sip,
         sip_transport=sip_transport,
@@ -647,6 +656,7 @@ def call(
                 from_=from_,
                 ring_timeout=ring_timeout,
                 max_duration=max_duration,
+                machine_detection=machine_detection,
             )
         )
 

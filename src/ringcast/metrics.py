@@ -94,6 +94,7 @@ class DbSnapshot:
     queue_due: int = 0
     webhooks: dict[str, int] = field(default_factory=dict)  # state -> n
     webhook_attempts: int = 0
+    answered_by: dict[str, int] = field(default_factory=dict)  # machine detection -> n
     seconds: float = 0.0
 
 
@@ -108,6 +109,12 @@ async def read_db(store: Store) -> DbSnapshot:
             sa.select(c.result, c.outcome, sa.func.count()).group_by(c.result, c.outcome)
         )
         snap.calls = {(r[0], r[1] or ""): int(r[2]) for r in rows}
+        rows = await s.execute(
+            sa.select(c.answered_by, sa.func.count())
+            .where(c.answered_by.is_not(None))
+            .group_by(c.answered_by)
+        )
+        snap.answered_by = {str(r[0]): int(r[1]) for r in rows}
         snap.queue_due = int(
             await s.scalar(
                 sa.select(sa.func.count())
@@ -230,6 +237,14 @@ class RingcastCollector(Collector):
         for outcome, n in sorted(outcomes.items()):
             by_outcome.add_metric([outcome], float(n))
         yield by_outcome
+        answered_by = GaugeMetricFamily(
+            "ringcast_calls_answered_by",
+            "Calls with machine detection by its decision (human, machine, fax, unknown)",
+            labels=["answered_by"],
+        )
+        for name in ("human", "machine", "fax", "unknown"):
+            answered_by.add_metric([name], float(snap.answered_by.get(name, 0)))
+        yield answered_by
         hooks = GaugeMetricFamily(
             "ringcast_webhook_deliveries",
             "Webhook deliveries by state (failed = given up)",

@@ -435,6 +435,26 @@ async def test_named_trunk_is_stored_by_name_not_resolved(
 
 # --- bad input: status, envelope, field, and nothing stored ------------------------------
 
+async def test_machine_detection_and_voicemail_are_stored(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    body = {
+        "to": "sip:alice@example.com",
+        "playlist": [{"say": "Hello"}],
+        "machine_detection": {"mode": "drop", "timeout": 5},
+        "voicemail": [{"say": "Sorry we missed you"}, {"pause": 0.5}],
+    }
+    resp = await client.post("/voice/call/play", json=body)
+    assert resp.status_code == 200, resp.text
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(sa.select(requests_table))).one().body
+    assert stored["machine_detection"] == {"mode": "drop", "timeout": 5.0}
+    assert stored["voicemail"] == [
+        {"say": "Sorry we missed you", "loop": 1},
+        {"pause": 0.5, "loop": 1},
+    ]
+
+
 GOOD: dict[str, Any] = {"to": "sip:alice@example.com", "from": "me", "playlist": PLAY}
 
 
@@ -569,6 +589,14 @@ BAD_BODIES: list[tuple[str, dict[str, Any] | list[Any], str | None]] = [
     ("priority above 10", with_(priority=11), "priority"),
     ("priority below 1", with_(priority=0), "priority"),
     ("priority not an integer", with_(priority="high"), "priority"),
+    ("amd unknown mode", with_(machine_detection={"mode": "x"}), "machine_detection.mode"),
+    ("amd timeout", with_(machine_detection={"timeout": 99}), "machine_detection.timeout"),
+    ("voicemail without drop", with_(voicemail=[{"say": "hi"}]), "voicemail"),
+    (
+        "voicemail bad item",
+        with_(machine_detection={"mode": "drop"}, voicemail=[{"beep": 1}]),
+        "voicemail[0]",
+    ),
     ("body is a list", [GOOD], None),
 ]
 

@@ -116,10 +116,11 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
     if policy.allow_private:
         return
     urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
-    for i, item in enumerate(payload.playlist):
-        url = getattr(item, "play", None)
-        if isinstance(url, str):
-            urls.setdefault(urlsplit(url).netloc.lower(), (url, f"playlist[{i}].play"))
+    for name, items in (("playlist", payload.playlist), ("voicemail", payload.voicemail or [])):
+        for i, item in enumerate(items):
+            url = getattr(item, "play", None)
+            if isinstance(url, str):
+                urls.setdefault(urlsplit(url).netloc.lower(), (url, f"{name}[{i}].play"))
     if payload.callback_url is not None:
         url = payload.callback_url
         urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))
@@ -164,7 +165,7 @@ def stored_body(
     payload: PlayRequest, settings: Settings, sealer: Sealer | None = None
 ) -> dict[str, Any]:
     """What is stored of a request besides its recipients (requests.body)."""
-    return {
+    body: dict[str, Any] = {
         "from": payload.from_ or DEFAULT_FROM,
         "playlist": [item.model_dump(exclude_none=True) for item in payload.playlist],
         "ring_timeout": payload.ring_timeout,
@@ -176,6 +177,15 @@ def stored_body(
         "sip": _resolve_sip(payload, settings, sealer),
         "callback_url": payload.callback_url,
     }
+    if payload.machine_detection is not None:
+        body["machine_detection"] = payload.machine_detection.model_dump()
+    if payload.voicemail is not None:
+        if payload.machine_detection is None or payload.machine_detection.mode != "drop":
+            raise ValidationFailed(
+                'voicemail needs "machine_detection": {"mode": "drop"}', field="voicemail"
+            )
+        body["voicemail"] = [item.model_dump(exclude_none=True) for item in payload.voicemail]
+    return body
 
 
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
@@ -223,7 +233,7 @@ PLAY_BODY_DOC = {
 def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """Drop the union tag pydantic puts in a playlist item's error location:
     ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate")."""
-    if len(loc) > 3 and loc[0] == "playlist" and loc[2] in PLAYLIST_KINDS:
+    if len(loc) > 3 and loc[0] in ("playlist", "voicemail") and loc[2] in PLAYLIST_KINDS:
         return (*loc[:2], *loc[3:])
     return loc
 

@@ -327,6 +327,13 @@ class Sip(Model):
         return codecs
 
 
+class MachineDetection(Model):
+    """Answering-machine detection on the callee's first seconds (README "Machine detection")."""
+
+    mode: Literal["detect", "drop", "hangup"] = "detect"
+    timeout: Annotated[float, Field(ge=2, le=30)] = 6.0  # seconds to decide, from the answer
+
+
 class PlayRequest(Model):
     """POST /voice/call/play."""
 
@@ -344,6 +351,8 @@ class PlayRequest(Model):
     callback_url: HttpUrl | None = None
     # weight of this request's share of the channels against other requests (store/fair.py)
     priority: Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] = PRIORITY_DEFAULT
+    machine_detection: MachineDetection | None = None
+    voicemail: list[PlaylistItem] | None = Field(default=None, min_length=1, max_length=100)
 
 
 OutcomeName = Literal[

@@ -13,14 +13,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from ringcast import sealing
 from ringcast.config import Settings
 from ringcast.domain import Outcome, Result, utcnow
 from ringcast.errors import RingcastError, public_text
+from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
@@ -47,6 +50,7 @@ class CallJob:
     ring_timeout: float
     max_duration: float
     sip: Mapping[str, Any] = field(default_factory=dict)
+    machine_detection: Mapping[str, Any] | None = None  # {"mode", "timeout"}
 
     @property
     def codecs(self) -> tuple[str, ...]:
@@ -70,6 +74,9 @@ class CallReport:
     error: str | None = None
     dtmf: str | None = None
     optout: bool = False
+    answered_by: str | None = None
+    machine_detection_ms: int | None = None
+    voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
 
     def fields(self) -> dict[str, Any]:
         """Column values for the store (everything but `optout`)."""
@@ -188,8 +195,15 @@ async def place_call(
     *,
     on_progress: ProgressFn | None = None,
     cancel: asyncio.Event | None = None,
+    voicemail: Prompt | None = None,
 ) -> CallReport:
-    """Place one call and play `prompt` to the callee; return its record fields."""
+    """Place one call and play `prompt` to the callee; return its record fields.
+
+    With `job.machine_detection`, the callee's audio is analysed after the answer
+    (see `_detect`); `voicemail` is what `drop` mode plays to a machine (default:
+    `prompt`). The decision is reported through `on_progress` with the fields
+    `answered_by` and `machine_detection_ms`.
+    """
     cancel = cancel or asyncio.Event()
     try:
         media = await MediaSession.open(ctx.clock, ctx.ports, bind_host=ctx.rtp_bind_host)
@@ -197,7 +211,7 @@ async def place_call(
         log.warning("call %s: no RTP port: %s", job.call_id, exc)
         return failed_report(f"no RTP port available: {exc}")
     try:
-        return await _run(job, prompt, ctx, media, on_progress, cancel)
+        return await _run(job, prompt, ctx, media, on_progress, cancel, voicemail)
     finally:
         with contextlib.suppress(Exception):
             await media.close()
@@ -210,6 +224,7 @@ async def _run(
     media: MediaSession,
     on_progress: ProgressFn | None,
     cancel: asyncio.Event,
+    voicemail: Prompt | None = None,
 ) -> CallReport:
     sip = job.sip
     offer = MediaOffer(
@@ -251,7 +266,12 @@ async def _run(
         report = CallReport(result=Result.COMPLETED, outcome=call.outcome)
         report.setup_time = call.invite_sent_at
         if answered and call.answer is not None and not cancel.is_set():
-            await _play(job, prompt, call, media, cancel, report)
+            if job.machine_detection:
+                await _detect(
+                    job, prompt, voicemail or prompt, call, media, cancel, report, on_progress
+                )
+            else:
+                await _play(job, prompt, call, media, cancel, report)
         elif answered:
             await call.hangup()
     finally:
@@ -297,11 +317,14 @@ async def _play(
     media: MediaSession,
     cancel: asyncio.Event,
     report: CallReport,
-) -> None:
+) -> bool:
+    """Play `prompt` until it ends, the callee hangs up, cancel or max_duration; hang
+    up. True when the prompt played to its end."""
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
     _aim(media, answer, call.signalling_host)
+    completed = False
     play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
     ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
     stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
@@ -313,6 +336,7 @@ async def _play(
             result = play.result()
             report.dtmf = result.dtmf or None
             report.optout = result.optout
+            completed = result.completed
         elif play in done:
             log.error("call %s: playback failed: %s", job.call_id, play.exception())
             report.error = f"playback failed: {play.exception()}"
@@ -329,6 +353,168 @@ async def _play(
                 await task
     if not call.ended.is_set():
         await call.hangup()
+    return completed
+
+
+# --- answering-machine detection -----------------------------------------------------------
+
+GREETING_WAIT = 30.0  # seconds a machine's greeting may last before the voicemail starts anyway
+AMD_BATCH = 4  # packets of the callee's audio analysed together (80 ms: cheaper per frame)
+
+
+class _AmdListener:
+    """Feeds the callee's audio to a `MachineDetector` (in the RTP read callback) and
+    applies its actions: futures resolved, nothing else."""
+
+    def __init__(self, detector: MachineDetector) -> None:
+        loop = asyncio.get_running_loop()
+        self.detector = detector
+        self.decision: asyncio.Future[Decision] = loop.create_future()
+        self.greeting_end: asyncio.Future[GreetingEnd] = loop.create_future()
+        self._held: list[Any] = []
+
+    def __call__(self, pcm: Any) -> None:
+        self._held.append(pcm)
+        if len(self._held) >= AMD_BATCH:
+            chunk = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+            self._held = []
+            self.apply(self.detector.feed(chunk))
+
+    def apply(self, actions: list[Decision | GreetingEnd]) -> None:
+        for action in actions:
+            fut: asyncio.Future[Any] = (
+                self.decision if isinstance(action, Decision) else self.greeting_end
+            )
+            if not fut.done():
+                fut.set_result(action)
+
+
+async def _first(
+    fut: asyncio.Future[Any], call: OutboundCall, cancel: asyncio.Event, seconds: float
+) -> bool:
+    """Wait for `fut`, the callee's hang-up, cancel or `seconds`; True when `fut` is done."""
+    ended = asyncio.create_task(call.ended.wait(), name="amd-call-ended")
+    stop = asyncio.create_task(cancel.wait(), name="amd-cancel")
+    try:
+        await asyncio.wait({fut, ended, stop}, timeout=seconds, return_when="FIRST_COMPLETED")
+    finally:
+        for task in (ended, stop):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return fut.done()
+
+
+async def _decide(
+    listener: _AmdListener,
+    job: CallJob,
+    call: OutboundCall,
+    cancel: asyncio.Event,
+    report: CallReport,
+    on_progress: ProgressFn | None,
+    limit: float,
+) -> AnsweredBy:
+    """Wait for the detector's decision (or its timeout on the wall clock: a callee
+    sending no audio); record and report it."""
+    connected = call.answered_at or utcnow()
+    if not await _first(listener.decision, call, cancel, limit + 0.5):
+        elapsed = (utcnow() - connected).total_seconds() * 1000
+        listener.apply(listener.detector.expire(max(elapsed, limit * 1000)))
+    decision = listener.decision.result() if listener.decision.done() else None
+    who = decision.answered_by if decision is not None else AnsweredBy.UNKNOWN
+    report.answered_by = str(who)
+    report.machine_detection_ms = max(0, int((utcnow() - connected).total_seconds() * 1000))
+    log.info(
+        "call %s: answered by %s (%s) after %d ms",
+        job.call_id,
+        who,
+        decision.cause if decision else "hung up",
+        report.machine_detection_ms,
+    )
+    if not call.ended.is_set():
+        fields = {
+            "answered_by": report.answered_by,
+            "machine_detection_ms": report.machine_detection_ms,
+        }
+        await _notify(on_progress, Result.IN_PROGRESS, fields)
+    return who
+
+
+async def _detect(
+    job: CallJob,
+    prompt: Prompt,
+    voicemail: Prompt,
+    call: OutboundCall,
+    media: MediaSession,
+    cancel: asyncio.Event,
+    report: CallReport,
+    on_progress: ProgressFn | None,
+) -> None:
+    """A call with machine detection (DESIGN "Listening to the callee").
+
+    `detect`: the playlist starts at once while the detector listens. `drop` and
+    `hangup`: nothing is sent until the decision; a person (or `unknown`) then
+    hears the playlist; a fax is hung up on; a machine is hung up on (`hangup`)
+    or, after its greeting's end (beep, silence, or GREETING_WAIT), hears
+    `voicemail`, and then the call ends.
+    """
+    settings = job.machine_detection or {}
+    mode = str(settings.get("mode", "detect"))
+    timeout = float(settings.get("timeout", 6.0))
+    answer = call.answer
+    assert answer is not None  # checked by the caller
+    report.codec = answer.codec
+    _aim(media, answer, call.signalling_host)
+    listener = _AmdListener(MachineDetector(timeout))
+    media.listen(listener)
+    try:
+        if mode == "detect":
+            decide = asyncio.create_task(
+                _decide(listener, job, call, cancel, report, on_progress, timeout),
+                name=f"call-amd-{job.call_id}",
+            )
+            decide.add_done_callback(lambda _: media.unlisten(listener))
+            try:
+                await _play(job, prompt, call, media, cancel, report)
+            finally:
+                if not decide.done():
+                    decide.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await decide
+            if report.answered_by is None:  # the call ended before a decision
+                report.answered_by = str(AnsweredBy.UNKNOWN)
+            return
+        connected = call.answered_at or utcnow()
+
+        def rest() -> CallJob:  # max_duration counts from the answer, detection included
+            spent = (utcnow() - connected).total_seconds()
+            return replace(job, max_duration=max(0.1, job.max_duration - spent))
+
+        who = await _decide(listener, job, call, cancel, report, on_progress, timeout)
+        if call.ended.is_set() or cancel.is_set():
+            return
+        if who in (AnsweredBy.HUMAN, AnsweredBy.UNKNOWN):
+            media.unlisten(listener)
+            await _play(rest(), prompt, call, media, cancel, report)
+            return
+        if who is AnsweredBy.FAX or mode == "hangup":
+            await call.hangup()
+            return
+        # drop: a machine; the voicemail starts when its greeting has ended
+        await _first(listener.greeting_end, call, cancel, min(GREETING_WAIT, rest().max_duration))
+        media.unlisten(listener)
+        if call.ended.is_set() or cancel.is_set():
+            return
+        end = listener.greeting_end.result() if listener.greeting_end.done() else None
+        log.info(
+            "call %s: greeting ended (%s); voicemail starts",
+            job.call_id,
+            end.reason if end else "wait over",
+        )
+        completed = await _play(rest(), voicemail, call, media, cancel, report)
+        report.voicemail = "left" if completed else "cut"
+    finally:
+        media.unlisten(listener)
 
 
 def _aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) -> None:

@@ -485,12 +485,14 @@ class Dialer:
 
     # --- prompts -----------------------------------------------------------------
 
-    async def _prompt(self, info: RequestInfo, call: ClaimedCall) -> Prompt | None:
-        """The call's prompt, built once per request (and per `say` variant)
-        by the process-wide PromptCache, before any INVITE: in the call's own
-        task, so a per-recipient text holds up only its own call."""
+    async def _prompt(
+        self, info: RequestInfo, call: ClaimedCall, key: str = "playlist"
+    ) -> Prompt | None:
+        """The call's prompt (`key`: its playlist, or its voicemail), built once per
+        request (and per `say` variant) by the process-wide PromptCache, before any
+        INVITE: in the call's own task, so a per-recipient text holds up only its own call."""
         body = info.body
-        playlist = list(body["playlist"])
+        playlist = list(body[key])
         codecs = self._codecs(body)
         try:
             return await self.prompts.get(
@@ -518,6 +520,11 @@ class Dialer:
             prompt = await self._prompt(info, call)
             if prompt is None:
                 return
+            voicemail = None
+            if body.get("voicemail"):
+                voicemail = await self._prompt(info, call, "voicemail")
+                if voicemail is None:
+                    return
             started = await self.writer.start_dialing(call.id, self._fence(call), utcnow())
             if started is queue.Start.CANCELED:
                 await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
@@ -534,6 +541,7 @@ class Dialer:
                 ring_timeout=float(body.get("ring_timeout", 30)),
                 max_duration=float(body.get("max_duration", 3600)),
                 sip=self._sip_options(body),
+                machine_detection=body.get("machine_detection"),
             )
             self.calls_placed += 1
             report = await place_call(
@@ -542,6 +550,7 @@ class Dialer:
                 self.ctx,
                 on_progress=self._progress(call, info),
                 cancel=live.cancel,
+                voicemail=voicemail,
             )
             if live.cut and report.answered and not report.error:
                 report.error = live.cut  # the playlist did not play to its end
@@ -573,9 +582,12 @@ class Dialer:
                 await self.writer.update_call(call.id, self._fence(call), values)
                 return
 
+            # call.ringing / call.answered, or call.machine_detected with its fields
+            event = webhooks.CALL_MACHINE_DETECTED if "answered_by" in fields else None
+
             async def write(s: Any) -> None:
                 if await queue.update_call(s, call.id, self._fence(call), values) and hooked:
-                    await webhooks.notify_call(s, call.id)  # call.ringing / call.answered
+                    await webhooks.notify_call(s, call.id, event)
 
             await self.writer.submit(write)
 

@@ -49,6 +49,9 @@ class _Record:
     codec: str | None
     error: str | None
     dtmf: str | None
+    answered_by: str | None = None
+    machine_detection_ms: int | None = None
+    voicemail: str | None = None
 
 
 def report_record(
@@ -77,6 +80,7 @@ async def run_single_call(
     ring_timeout: float = 30.0,
     max_duration: float = 3600.0,
     sip_options: dict[str, Any] | None = None,
+    machine_detection: str | None = None,
 ) -> dict[str, Any]:
     """Place one call to `to` playing `play` (URL) and/or `say` (text); return its record."""
     playlist: list[dict[str, Any]] = []
@@ -118,6 +122,7 @@ async def run_single_call(
             ring_timeout=ring_timeout,
             max_duration=max_duration,
             sip=sip_options,
+            machine_detection={"mode": machine_detection} if machine_detection else None,
         )
         report = await place_call(job, prompt, ctx)
     finally:

@@ -18,6 +18,12 @@ Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
 and the first RTP packet from the callee sets where we send; then the socket is
 connected, which puts sends on the fast path and filters strangers out.
 
+Received audio is read only while someone listens: an audio listener
+(`listen()`, e.g. the answering-machine detector) or the in-band DTMF
+detector, which runs when the SDP answer has no telephone-event (digits then
+come as Q.23 tones in the audio and count exactly like RFC 4733 events).
+Otherwise the kernel drops the callee's audio unread (`_filter_incoming`).
+
 Only a trusted source IP may latch (the "RTP bleed" attack, Asterisk
 AST-2017-005: whoever sends first would get the call's audio and could inject
 digits): the SDP connection address, on any port, or an address the SIP
@@ -50,8 +56,9 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ringcast.errors import MediaError
-from ringcast.media.codecs import FRAME_SAMPLES, get_codec
+from ringcast.media.codecs import FRAME_SAMPLES, Pcm16, get_codec
 from ringcast.media.digits import DigitRouter
+from ringcast.media.inband_dtmf import InbandDtmfDetector
 from ringcast.media.prompt import AudioSegment, DtmfSegment, GatherSegment, Prompt
 from ringcast.rtp.clock import RtpClock
 from ringcast.rtp.packet import (
@@ -75,9 +82,11 @@ SYNC_EVERY = 50  # packets between write-backs of the fast path's counters (1 s)
 RECV_BATCH = 64  # datagrams read per readiness callback
 BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
+INBAND_BATCH = 640  # G.711 bytes (80 ms) of audio the in-band DTMF receiver takes at once
 
 _SEQ_TS = struct.Struct("!HI")
 Packet = bytes | bytearray  # header + payload, as handed to socket.send
+AudioListener = Callable[[Pcm16], None]  # gets the callee's decoded audio, packet by packet
 _U32 = 0xFFFFFFFF
 
 
@@ -137,6 +146,12 @@ class MediaSession:
         self._prompt: Prompt | None = None
         self._router: DigitRouter | None = None  # the playing prompt's digits
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
+        self._listeners: list[AudioListener] = []
+        self._inband: InbandDtmfDetector | None = None  # no telephone-event: tones in audio
+        self._inband_held = bytearray()  # audio waiting for the in-band receiver
+        self._hearing = False  # decode received audio (a listener or in-band DTMF)
+        self._decode: Callable[[bytes], Pcm16] = get_codec("PCMU").decode
+        self.inband_digits = 0  # digits found as tones in the audio
         self.dtmf_received = ""
         self.packets_sent = 0
         self.event_packets_sent = 0
@@ -218,8 +233,14 @@ class MediaSession:
         except ValueError as exc:
             raise MediaError(str(exc)) from exc
         self.codec = c.name
+        self._decode = c.decode
         self.payload_type = payload_type & 0x7F
         self.dtmf_payload_type = dtmf_payload_type
+        if dtmf_payload_type is None and self._inband is None:
+            self._inband = InbandDtmfDetector()
+        elif dtmf_payload_type is not None:
+            self._inband = None
+        self._hearing = bool(self._listeners) or self._inband is not None
         pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
@@ -328,6 +349,31 @@ class MediaSession:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    def listen(self, listener: AudioListener) -> None:
+        """Hand the callee's decoded audio (16-bit PCM, 8 kHz) to `listener` from now on.
+
+        Called in the socket's read callback for every audio packet: keep it cheap.
+        """
+        self._listeners.append(listener)
+        self._hearing = True
+        if self._connected:
+            self._filter_incoming()
+
+    def unlisten(self, listener: AudioListener) -> None:
+        """Stop handing audio to `listener`; with no one left, the kernel drops it again."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+        hearing = bool(self._listeners) or self._inband is not None
+        if hearing != self._hearing:
+            self._hearing = hearing
+            if self._connected:
+                self._filter_incoming()
+
+    @property
+    def inband_dtmf(self) -> bool:
+        """Digits are read from the audio (the answer had no telephone-event)."""
+        return self._inband is not None
 
     def _paused_tick(self) -> None:
         self._skipped += 1
@@ -577,12 +623,15 @@ class MediaSession:
         A classic BPF socket filter (Linux SO_ATTACH_FILTER) on the RTP socket
         accepts a datagram only when its RTP payload type is one of the
         telephone-event types we receive (none at all without one). The callee's 50 packets
-        per second of audio then cost no Python time. Elsewhere, Python filters.
+        per second of audio then cost no Python time. While someone listens to the
+        audio (see the module docstring) its payload type passes too. Elsewhere,
+        Python filters.
         """
         if not sys.platform.startswith("linux"):
             return
+        wanted = self._receive_dtmf_pts + ((self.payload_type,) if self._hearing else ())
         try:
-            attach_payload_type_filter(self._sock, self._receive_dtmf_pts)
+            attach_payload_type_filter(self._sock, wanted)
         except OSError as exc:
             log.debug("media session %s: no socket filter: %s", self.local_port, exc)
 
@@ -603,8 +652,11 @@ class MediaSession:
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch(addr)
-            if data[1] & 0x7F in self._receive_dtmf_pts:
+            pt = data[1] & 0x7F
+            if pt in self._receive_dtmf_pts:
                 self._on_event(data)
+            elif self._hearing and pt == self.payload_type:
+                self._on_audio(data)
 
     def _on_rtcp(self) -> None:
         """Drain the callee's RTCP (receiver reports, BYE): counted, not used."""
@@ -631,6 +683,41 @@ class MediaSession:
         digit = DTMF_EVENTS[event]
         log.debug("media session %s: dtmf %s", self.local_port, digit)
         self.on_digit(digit)
+
+    def _on_audio(self, data: bytes) -> None:
+        """One packet of the callee's audio: to in-band DTMF and the listeners."""
+        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
+        if data[0] & 0x10 and len(data) >= pos + 4:
+            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RFC 3550 §5.1 padding
+        if end <= pos:
+            return
+        inband = self._inband
+        if not self._listeners:  # in-band DTMF alone: decode and analyse 80 ms at a time
+            if inband is not None:
+                held = self._inband_held
+                held += data[pos:end]
+                if len(held) >= INBAND_BATCH:
+                    pcm = self._decode(bytes(held))
+                    held.clear()
+                    self._inband_feed(inband, pcm)
+            return
+        pcm = self._decode(data[pos:end])
+        if inband is not None:
+            self._inband_feed(inband, pcm)
+        for listener in self._listeners:
+            listener(pcm)
+
+    def _inband_feed(self, inband: InbandDtmfDetector, pcm: Pcm16) -> None:
+        if self._inband_held:  # audio held back before a listener came
+            held = self._decode(bytes(self._inband_held))
+            self._inband_held.clear()
+            for found in inband.feed(held):
+                self.inband_digits += 1
+                self.on_digit(found.digit)
+        for found in inband.feed(pcm):
+            self.inband_digits += 1
+            self.on_digit(found.digit)
 
 
 SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>

@@ -115,6 +115,7 @@ class Progress:
     first_setup: datetime | None = None
     last_disconnect: datetime | None = None
     recent: int = 0  # calls finished within RATE_WINDOW seconds of now
+    answered_by: dict[str, int] = field(default_factory=dict)  # machine detection's verdicts
 
     @property
     def done(self) -> int:
@@ -173,6 +174,7 @@ class Progress:
             "done": self.done,
             "counts": {s: self.counts.get(s, 0) for s in STATES}
             | {s: n for s, n in self.counts.items() if s not in STATES},
+            "answered_by": dict(sorted(self.answered_by.items())),
             "calls_per_minute": round(cpm, 1),
             "eta_seconds": None if eta is None else round(eta),
         }
@@ -200,6 +202,7 @@ class _Aggregates:
     first_setup: datetime | None
     last_disconnect: datetime | None
     recent: int
+    answered_by: dict[str, int] = field(default_factory=dict)
 
 
 async def _progress_of(
@@ -227,6 +230,7 @@ async def _progress_of(
             todo.append(rid)
             continue
         p.counts = dict(cached.counts)
+        p.answered_by = dict(cached.answered_by)
         p.first_setup, p.last_disconnect, p.recent = (
             cached.first_setup,
             cached.last_disconnect,
@@ -240,18 +244,21 @@ async def _progress_of(
                 c.request_id,
                 c.result,
                 c.outcome,
+                c.answered_by,
                 sa.func.count().label("n"),
                 sa.func.min(c.setup_time).label("first_setup"),
                 sa.func.max(c.disconnect_time).label("last_disconnect"),
                 sa.func.sum(sa.case((c.disconnect_time >= since, 1), else_=0)).label("recent"),
             )
             .where(c.request_id.in_(todo))
-            .group_by(c.request_id, c.result, c.outcome)
+            .group_by(c.request_id, c.result, c.outcome, c.answered_by)
         )
         for g in grouped:
             p = out[g.request_id]
             state = state_of(g.result, g.outcome)
             p.counts[state] = p.counts.get(state, 0) + int(g.n)
+            if g.answered_by:
+                p.answered_by[g.answered_by] = p.answered_by.get(g.answered_by, 0) + int(g.n)
             if state not in (QUEUED, IN_PROGRESS):
                 p.recent += int(g.recent or 0)
                 last = _aware(g.last_disconnect)
@@ -263,7 +270,9 @@ async def _progress_of(
         for rid in todo:
             p = out[rid]
             if p.total and p.done >= p.total:
-                agg = _Aggregates(dict(p.counts), p.first_setup, p.last_disconnect, 0)
+                agg = _Aggregates(
+                    dict(p.counts), p.first_setup, p.last_disconnect, 0, dict(p.answered_by)
+                )
                 _final.put(store, "progress", rid, agg)
     return [out[r.id] for r in rows]
 

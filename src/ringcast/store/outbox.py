@@ -53,9 +53,18 @@ CALL_ANSWERED = "call.answered"
 CALL_COMPLETED = "call.completed"
 CALL_FAILED = "call.failed"
 CALL_CANCELED = "call.canceled"
+CALL_MACHINE_DETECTED = "call.machine_detected"  # answered_by decided (machine detection)
 REQUEST_COMPLETED = "request.completed"
 EVENT_TYPES = frozenset(
-    {CALL_RINGING, CALL_ANSWERED, CALL_COMPLETED, CALL_FAILED, CALL_CANCELED, REQUEST_COMPLETED}
+    {
+        CALL_RINGING,
+        CALL_ANSWERED,
+        CALL_MACHINE_DETECTED,
+        CALL_COMPLETED,
+        CALL_FAILED,
+        CALL_CANCELED,
+        REQUEST_COMPLETED,
+    }
 )
 FINAL_CALL_EVENTS = frozenset({CALL_COMPLETED, CALL_FAILED, CALL_CANCELED})
 

@@ -53,6 +53,9 @@ _CLEARED_ON_RETRY: dict[str, Any] = {
     "codec": None,
     "error": None,
     "dtmf": None,
+    "answered_by": None,
+    "machine_detection_ms": None,
+    "voicemail": None,
     "outcome": None,
     "node_id": None,
 }

@@ -29,6 +29,9 @@ RECORD_FIELDS: tuple[str, ...] = (
     "codec",
     "error",
     "dtmf",
+    "answered_by",
+    "machine_detection_ms",
+    "voicemail",
     "attempts",  # the record: every attempt's summary; CSV: how many attempts
 )
 
@@ -82,6 +85,12 @@ class CallLike(Protocol):
     def error(self) -> str | None: ...
     @property
     def dtmf(self) -> str | None: ...
+    @property
+    def answered_by(self) -> str | None: ...
+    @property
+    def machine_detection_ms(self) -> int | None: ...
+    @property
+    def voicemail(self) -> str | None: ...
 
 
 def record_dict(call: CallLike) -> dict[str, Any]:
@@ -89,7 +98,8 @@ def record_dict(call: CallLike) -> dict[str, Any]:
 
     `setup_time`, `connect_time`, `disconnect_time` and the disconnect cause are
     left out while unset (the article omits `connect_time` for unanswered calls);
-    the added fields `outcome`, `attempt`, `codec`, `error`, `dtmf` are left out
+    the added fields `outcome`, `attempt`, `codec`, `error`, `dtmf` and machine
+    detection's `answered_by`, `machine_detection_ms`, `voicemail` are left out
     when null.
     """
     record: dict[str, Any] = {
@@ -110,8 +120,17 @@ def record_dict(call: CallLike) -> dict[str, Any]:
             record[name] = value
     record["duration"] = int(call.duration or 0)
     record["answered"] = bool(call.answered)
-    for name in ("outcome", "attempt", "codec", "error", "dtmf"):
-        value = getattr(call, name)
+    for name in (
+        "outcome",
+        "attempt",
+        "codec",
+        "error",
+        "dtmf",
+        "answered_by",
+        "machine_detection_ms",
+        "voicemail",
+    ):
+        value = getattr(call, name, None)  # rows from before machine detection lack the last 3
         if value is not None:
             record[name] = value
     earlier = getattr(call, "attempts_log", None)
@@ -164,6 +183,9 @@ _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("codec", "codec", "text"),
     ("error", "error", "text"),
     ("dtmf", "dtmf", "text"),
+    ("answered_by", "answered_by", "text"),
+    ("machine_detection_ms", "machine_detection_ms", "int"),
+    ("voicemail", "voicemail", "text"),
 )
 
 

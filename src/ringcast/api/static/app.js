@@ -131,6 +131,13 @@ function summaryText(req) {
   return `${req.done} of ${req.total} done` + (parts.length ? ": " + parts.join(", ") : "");
 }
 
+// Machine detection's verdicts ("humans 3 · machines 2"), empty when none was asked for.
+function answeredByText(req) {
+  const names = { human: "humans", machine: "machines", fax: "fax", unknown: "unknown" };
+  const counts = req.answered_by || {};
+  return Object.keys(names).filter((k) => counts[k]).map((k) => `${names[k]} ${counts[k]}`).join(" · ");
+}
+
 function countCell(req, ...states) {
   const n = states.reduce((sum, s) => sum + (req.counts[s] || 0), 0);
   return el("td", { class: "num", "data-count": states[0], text: n });
@@ -218,7 +225,8 @@ function renderCalls(records) {
     el("td", { class: "num", text: i + 1 }),
     el("td", null, el("code", { text: r.to })),
     el("td", { text: r.result }),
-    el("td", null, el("span", { class: "dot", style: `background:${color(r.state)}` }), LABELS[r.state] || r.state),
+    el("td", null, el("span", { class: "dot", style: `background:${color(r.state)}` }), LABELS[r.state] || r.state,
+      r.answered_by ? el("span", { class: "answered-by", "data-answered-by": r.answered_by, text: ` (${r.answered_by})` }) : null),
     el("td", { text: r.disconnect_cause_code ? `${r.disconnect_cause_code} ${r.disconnect_cause_text || ""}` : "" }),
     el("td", { class: "num", text: r.answered ? `${r.duration}s` : "" }),
     el("td", { text: r.setup_time || "" }),
@@ -317,6 +325,8 @@ async function refreshDetail() {
   $("#detail-summary").textContent =
     `${summaryText(req)} · ${req.calls_per_minute.toFixed(1)} calls/min · ETA ${fmtEta(req.eta_seconds, req.status)}` +
     (req.from ? ` · from ${req.from}` : "");
+  const amd = answeredByText(req);
+  $("#detail-amd").textContent = amd ? `Answered by: ${amd}` : "";
   const cancel = $("#detail-cancel");
   cancel.dataset.requestId = req.request_id;
   cancel.disabled = FINAL_STATUS.has(req.status) || req.status === "canceling";
