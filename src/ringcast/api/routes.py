@@ -8,9 +8,9 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Query, Request
@@ -136,7 +136,7 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
 
 def normalize(
     parsed: PlayInput, settings: Settings, sealer: Sealer | None = None
-) -> tuple[dict[str, Any], list[q.NewCall]]:
+) -> tuple[dict[str, Any], Sequence[q.NewCall]]:
     """The stored body (everything but the recipients) and one NewCall per recipient."""
     payload, recipients = parsed.payload, parsed.recipients
     if (payload.to is None) == (recipients is None):
@@ -150,15 +150,39 @@ def normalize(
             )
     sender = payload.from_ or DEFAULT_FROM
     body = stored_body(payload, settings, sealer)
+    calls: Sequence[q.NewCall]
     if payload.to is not None:
         calls = [q.NewCall(to_uri=payload.to, from_uri=sender)]
     else:
-        new_call = q.NewCall
-        calls = [
-            new_call(to, from_ or sender, variables, timezone)
-            for to, from_, variables, timezone in recipients or ()
-        ]
+        calls = CallsView(recipients or [], sender)
     return body, calls
+
+
+class CallsView(Sequence[q.NewCall]):
+    """The recipients as the calls to store, made one at a time when read (a list
+    of 1M NewCall tuples beside the recipients' would cost ~80 MB more)."""
+
+    def __init__(self, recipients: list[RecipientIn], sender: str) -> None:
+        self.recipients = recipients
+        self.sender = sender
+
+    def __len__(self) -> int:
+        return len(self.recipients)
+
+    @overload
+    def __getitem__(self, index: int) -> q.NewCall: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[q.NewCall]: ...
+    def __getitem__(self, index: int | slice) -> q.NewCall | Sequence[q.NewCall]:
+        if isinstance(index, slice):
+            return CallsView(self.recipients[index], self.sender)
+        to, from_, variables, timezone = self.recipients[index]
+        return q.NewCall(to, from_ or self.sender, variables, timezone)
+
+    def __iter__(self) -> Iterator[q.NewCall]:
+        new_call, sender = q.NewCall, self.sender
+        for to, from_, variables, timezone in self.recipients:
+            yield new_call(to, from_ or sender, variables, timezone)
 
 
 def stored_body(
@@ -198,28 +222,40 @@ def body_hash(parsed: PlayInput) -> str:
     model_dump with the recipients as Recipient models would dump them. Written
     key by key here so that the recipients' part is built without a dict each."""
     dump = parsed.payload.model_dump(mode="json", by_alias=True)
-    fields = {key: _canonical(value) for key, value in dump.items()}
-    if parsed.recipients is not None:
-        fields["recipients"] = _recipients_json(parsed.recipients)
-    canonical = "{" + ",".join(f"{_json_str(key)}:{fields[key]}" for key in sorted(fields)) + "}"
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    keys = sorted({*dump, *(["recipients"] if parsed.recipients is not None else [])})
+    digest = hashlib.sha256(b"{")
+    for i, key in enumerate(keys):
+        digest.update(f"{',' if i else ''}{_json_str(key)}:".encode())
+        if key == "recipients" and parsed.recipients is not None:
+            _hash_recipients(digest, parsed.recipients)  # fed in pieces: no 1M-part string
+        else:
+            digest.update(_canonical(dump[key]).encode())
+    digest.update(b"}")
+    return digest.hexdigest()
 
 
 _BARE_HEAD = '{"from":null,"timezone":null,"to":'  # a recipient with only `to`
 _BARE_TAIL = ',"variables":null}'
+_HASH_CHUNK = 10_000  # recipients per update of the hash
 
 
-def _recipients_json(recipients: list[RecipientIn]) -> str:
-    """The canonical JSON of the recipients' model_dump (keys sorted)."""
-    parts = []
-    for to, from_, variables, timezone in recipients:
-        if from_ is None and variables is None and timezone is None:
-            parts.append(f"{_BARE_HEAD}{_json_str(to)}{_BARE_TAIL}")
-        else:
-            parts.append(
-                _canonical({"from": from_, "timezone": timezone, "to": to, "variables": variables})
-            )
-    return "[" + ",".join(parts) + "]"
+def _hash_recipients(digest: Any, recipients: Sequence[RecipientIn]) -> None:
+    """Feed `digest` the canonical JSON of the recipients' model_dump (keys sorted),
+    a chunk of recipients at a time."""
+    digest.update(b"[")
+    for start in range(0, len(recipients), _HASH_CHUNK):
+        parts = []
+        for to, from_, variables, timezone in recipients[start : start + _HASH_CHUNK]:
+            if from_ is None and variables is None and timezone is None:
+                parts.append(f"{_BARE_HEAD}{_json_str(to)}{_BARE_TAIL}")
+            else:
+                parts.append(
+                    _canonical(
+                        {"from": from_, "timezone": timezone, "to": to, "variables": variables}
+                    )
+                )
+        digest.update((("," if start else "") + ",".join(parts)).encode())
+    digest.update(b"]")
 
 
 PLAY_BODY_DOC = {

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, SupportsIndex, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -500,6 +500,40 @@ def checked_uris(tos: list[str]) -> bool:
     )
 
 
+class BareRecipients(list[RecipientIn]):
+    """Recipients that are only a `to` each, kept as the list of their URIs: the
+    RecipientIn of each is made when read (1M tuples would cost ~72 MB)."""
+
+    def __init__(self, tos: list[str]) -> None:
+        super().__init__()
+        self.tos = tos
+
+    def __len__(self) -> int:
+        return len(self.tos)
+
+    def __bool__(self) -> bool:
+        return bool(self.tos)
+
+    def __iter__(self) -> Iterator[RecipientIn]:
+        return map(RecipientIn, self.tos)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> RecipientIn: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[RecipientIn]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> RecipientIn | list[RecipientIn]:
+        if isinstance(index, slice):
+            return BareRecipients(self.tos[index])
+        return RecipientIn(self.tos[index])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, list) and len(other) == len(self) and all(
+            a == b for a, b in zip(self, other, strict=False)
+        )
+
+    __hash__ = None
+
+
 class _LeanRecipient(msgspec.Struct, forbid_unknown_fields=True):
     """One recipient as msgspec decodes it straight from the body's bytes: four
     slots instead of a dict (a 1M-recipient body then fits in ~1/3 the memory)."""
@@ -539,7 +573,7 @@ def decode_play_lean(raw: bytes) -> PlayInput | None:
         tos = [r.to for r in items]
         del items
         if checked_uris(tos):
-            return PlayInput(payload, [RecipientIn(to) for to in tos])
+            return PlayInput(payload, BareRecipients(tos))
         return None
     as_dicts: list[Any] = [
         {

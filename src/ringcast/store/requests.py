@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import sqlite3
@@ -151,24 +152,35 @@ _NEW_CALL_COLUMNS = (
     "updated_at",
 )
 _UUID_GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # hex digit ranges
+_ID_CHUNK = 50_000  # ids formatted at once
 
 
 def new_ids(n: int) -> list[str]:
+    """`n` random (version 4) UUID strings in ascending order (see new_id_chunks)."""
+    return [i for chunk in new_id_chunks(n) for i in chunk]
+
+
+def new_id_chunks(n: int) -> Iterator[list[str]]:
     """`n` random (version 4) UUID strings, as `str(uuid.uuid4())` writes them, in
-    ascending order, made from one `os.urandom` call with numpy doing the bits,
-    the sorting and the hex layout for all of them at once (~20x cheaper than
-    `uuid4()` per id, ~3x cheaper than slicing one hex string per id)."""
+    ascending order, in lists of up to _ID_CHUNK made when asked for (1M id
+    strings at once would cost ~90 MB): one `os.urandom` call, numpy doing the
+    bits and the sorting for all of them and the hex layout a chunk at a time
+    (~20x cheaper than `uuid4()` per id, ~3x cheaper than slicing one hex
+    string per id)."""
     raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
     raw[:, 6] = raw[:, 6] & 0x0F | 0x40  # version 4
     raw[:, 8] = raw[:, 8] & 0x3F | 0x80  # RFC 9562 variant
     halves = raw.view(">u8")  # byte order = the order of the hex strings
     raw = raw[np.lexsort((halves[:, 1], halves[:, 0]))]
-    hexed = np.frombuffer(raw.tobytes().hex().encode(), dtype=np.uint8).reshape(n, 32)
-    text = np.full((n, 37), ord("-"), dtype=np.uint8)  # 8-4-4-4-12 digits, then a space
-    for at, (start, stop) in zip((0, 9, 14, 19, 24), _UUID_GROUPS, strict=True):
-        text[:, at : at + stop - start] = hexed[:, start:stop]
-    text[:, 36] = ord(" ")
-    return text.tobytes().decode("ascii").split()
+    for first in range(0, n, _ID_CHUNK):  # written a chunk at a time: small temporaries
+        part = raw[first : first + _ID_CHUNK]
+        m = len(part)
+        hexed = np.frombuffer(part.tobytes().hex().encode(), dtype=np.uint8).reshape(m, 32)
+        text = np.full((m, 37), ord("-"), dtype=np.uint8)  # 8-4-4-4-12 digits, then a space
+        for at, (start, stop) in zip((0, 9, 14, 19, 24), _UUID_GROUPS, strict=True):
+            text[:, at : at + stop - start] = hexed[:, start:stop]
+        text[:, 36] = ord(" ")
+        yield text.tobytes().decode("ascii").split()
 
 
 def _processor(store: Store, column: str) -> Callable[[Any], Any]:
@@ -213,7 +225,7 @@ async def _insert_calls(
     """
     # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
     # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
-    batch = _NewRows(store, new_ids(len(calls)), request_id, calls, now, due)
+    batch = _NewRows(store, new_id_chunks(len(calls)), request_id, calls, now, due)
     columns = batch.columns
     driver = await _driver(await session.connection())
     try:
@@ -239,7 +251,7 @@ class _NewRows:
     SQLite's executemany, or binary COPY chunks for PostgreSQL."""
 
     store: Store
-    ids: list[str]
+    ids: Iterator[list[str]]  # ascending, in chunks: made as the rows are written
     request_id: str
     calls: Sequence[NewCall]
     now: datetime
@@ -256,14 +268,15 @@ class _NewRows:
 
     def sqlite_rows(self) -> Iterator[tuple[Any, ...]]:
         """The rows of :attr:`columns`, as the driver takes them."""
-        store, ids, request_id, with_zone = self.store, self.ids, self.request_id, self.with_zone
+        store, request_id, with_zone = self.store, self.request_id, self.with_zone
+        ids = itertools.chain.from_iterable(self.ids)
         stamp = _bind(store, "request_time", self.now)
         due_at = _bind(store, "not_before", self.due)
         no_variables = _bind(store, "variables", None)
         to_json = _processor(store, "variables")
         for seq, (to_uri, from_uri, variables, zone) in enumerate(self.calls):
             row = (
-                ids[seq],
+                next(ids),
                 request_id,
                 seq,
                 to_uri,
@@ -307,7 +320,8 @@ async def _copy_chunks(batch: _NewRows) -> AsyncIterator[bytes]:
     encoded here in one pass with every constant field encoded once (asyncpg's
     per-value encoding of the same rows costs ~5x more CPU). Yielded in chunks,
     so the server stores one chunk while the next is encoded."""
-    store, ids, calls, with_zone = batch.store, batch.ids, batch.calls, batch.with_zone
+    store, calls, with_zone = batch.store, batch.calls, batch.with_zone
+    ids = itertools.chain.from_iterable(batch.ids)
     now, due, request_id = batch.now, batch.due, batch.request_id
     count = struct.pack(">h", len(batch.columns))
     request = _copy_text(request_id)
@@ -326,7 +340,7 @@ async def _copy_chunks(batch: _NewRows) -> AsyncIterator[bytes]:
                 sender = senders[from_uri] = _copy_text(from_uri)
             row: tuple[bytes, ...] = (
                 count,
-                _copy_text(ids[seq]),
+                _copy_text(next(ids)),
                 request,
                 _pack_seq(4, seq),
                 _copy_text(to_uri),
