@@ -325,7 +325,7 @@ async def test_tcp_target_without_listener_fails_over(
     with callees(tmp_path, ("uas_answer.xml", "t1")) as (good,):
         dns.set(srv("tcp", (10, 0, closed), (20, 0, good.port)))
         call = call_to(ep, f"sip:alice@{DOMAIN};transport=tcp")
-        assert await asyncio.wait_for(call.setup(), 5) is True, call.error
+        assert await asyncio.wait_for(call.setup(), 15) is True, call.error
         await call.hangup()
         assert await sipp_done(good) == 0, good.errors()
         assert methods_received(good) == ["INVITE", "ACK", "BYE"]
@@ -347,7 +347,7 @@ async def test_silent_target_times_out_and_fails_over(
         hole.setblocking(False)
         dns.set(srv("udp", (10, 0, hole.getsockname()[1]), (20, 0, good.port)))
         call = call_to(ep, f"sip:alice@{DOMAIN}")
-        assert await asyncio.wait_for(call.setup(), 10) is True, call.error
+        assert await asyncio.wait_for(call.setup(), 20) is True, call.error
         await call.hangup()
         assert await sipp_done(good) == 0, good.errors()
         assert methods_received(good) == ["INVITE", "ACK", "BYE"]
