@@ -493,7 +493,11 @@ class OutboundCall:
         if not tag:
             logger.warning("call %s: 2xx without To tag (RFC 2543 peer)", self.call_id)
         if self.dialog is None or self.dialog.remote_tag != (tag or ""):
-            self.dialog = Dialog.from_response(invite, response)
+            try:
+                self.dialog = Dialog.from_response(invite, response)
+            except ValueError as exc:  # no To tag: no dialog to ACK or BYE in (§12.1.2)
+                self._on_2xx_unroutable(response, f"unusable 2xx: {exc}")
+                return
         else:
             self.dialog.confirm(response)
         if self._dest_for_dialog(self.dialog) is None:

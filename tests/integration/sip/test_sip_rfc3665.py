@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
-from ringcast.sip import CallSpec, MediaOffer, SipEndpoint
+from ringcast.sip import CallSpec, MediaOffer, OutboundCall, SipEndpoint
 
 DATA = Path(__file__).parents[2] / "data" / "sip" / "rfc3665"
 _LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)", re.I | re.M)
@@ -199,7 +199,7 @@ async def _answer_and_hang_up(endpoint: SipEndpoint, bob: Bob, invite: bytes) ->
 
 async def test_3_1_successful_session_establishment(endpoint: SipEndpoint, bob: Bob) -> None:
     """RFC 3665 §3.1: INVITE, 180, 200 with SDP, ACK, BYE from Bob, 200."""
-    call = endpoint.create_call(_spec(bob))
+    call = OutboundCall(endpoint, _spec(bob))
     setup = asyncio.create_task(call.setup(), name="test-rfc3665-setup")
     invite = await bob.next("INVITE ")
     await _answer_and_hang_up(endpoint, bob, invite)
@@ -215,7 +215,7 @@ async def test_3_2_proxy_challenge_then_session(endpoint: SipEndpoint, bob: Bob)
     Proxy-Authenticate, qop "auth", an empty opaque); ringcast ACKs it and asks
     again with credentials for that realm and nonce, which this test checks
     with the digest of RFC 2617 §3.2.2. Then §3.1's answer and Bob's BYE."""
-    call = endpoint.create_call(_spec(bob, username="alice", password="rfc3665-secret"))
+    call = OutboundCall(endpoint, _spec(bob, username="alice", password="rfc3665-secret"))
     setup = asyncio.create_task(call.setup(), name="test-rfc3665-auth-setup")
     first = await bob.next("INVITE ")
     bob.send(uas_copy(flow("3.2-F2-407-proxy-authorization-required.sip"), first, contact_port=0))
