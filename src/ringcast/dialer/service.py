@@ -249,6 +249,9 @@ class Dialer:
     async def _claim_batch(self) -> list[ClaimedCall]:
         wait = self.limits.ready_in()
         if wait > 0:
+            if wait > POLL_INTERVAL:  # every channel busy: prepare what comes next
+                for rid in await queue.waiting_requests(self.store, self.fence, self._ready):
+                    self._prepare(rid)
             await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
             return []
         # Claim what can start within about one poll interval, no more: claimed

@@ -347,6 +347,20 @@ async def claim_fair(
     return Claim(_round_robin(out), waiting)
 
 
+async def waiting_requests(
+    store: Store, node: Fence, ready: Container[str], *, now: datetime | None = None
+) -> list[str]:
+    """The requests with due calls whose prompt is not ready on this node (while
+    every channel is busy: their prompts are prepared before one frees)."""
+    stmt = candidates_query(store, node, now=now or now_precise())
+    try:
+        async with store.session(readonly=True) as s:
+            rows = (await s.execute(stmt)).all()
+    except SQLAlchemyError as exc:
+        raise _wrap(exc) from exc
+    return [r.id for r in rows if r.id not in ready]
+
+
 def _round_robin(claimed: list[ClaimedCall]) -> list[ClaimedCall]:
     """The claimed calls in the order to start them: each request's calls in
     recipient order, the requests interleaved (the first of each, then the
