@@ -109,12 +109,13 @@ async def run(calls: int, concurrency: int, max_seconds: float, port: int, sipp_
         async with sem:
             if time.monotonic() > deadline:
                 return
-            call = OutboundCall(endpoint,
+            call = OutboundCall(
+                endpoint,
                 CallSpec(
                     to=f"sip:bench{i}@127.0.0.1:{port}",
                     from_="bench",
                     media=MediaOffer("127.0.0.1", 20000 + 2 * (i % 5000)),
-                )
+                ),
             )
             if await call.setup():
                 answered += 1

@@ -576,8 +576,11 @@ _DNC_COLUMNS = ("number", "entry", "to", "phone", "user")  # by preference
 @dnc_app.command("import")
 def dnc_import(
     file: Annotated[
-        Path, typer.Argument(help="CSV: numbers or users in the first column, or in a column "
-                             "headed number, entry, to, phone or user")
+        Path,
+        typer.Argument(
+            help="CSV: numbers or users in the first column, or in a column "
+            "headed number, entry, to, phone or user"
+        ),
     ],
     tenant: DncTenant = None,
     db: Db = None,

@@ -38,6 +38,7 @@ def fresh_synthesis(tmp_path: Path) -> tuple[np.ndarray, int]:
     )
     return np.load(out), int(done.stdout.split()[-1])
 
+
 SCENARIO = Path(__file__).parents[1] / "integration" / "media" / "uas_answer_sink.xml"
 MP3 = make_signal(1.5, 44100, channels=2)
 SAY = {"say": "Press one to confirm", "voice": "en-us", "rate": 175}

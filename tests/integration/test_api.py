@@ -435,6 +435,7 @@ async def test_named_trunk_is_stored_by_name_not_resolved(
 
 # --- bad input: status, envelope, field, and nothing stored ------------------------------
 
+
 async def test_machine_detection_and_voicemail_are_stored(
     client: httpx.AsyncClient, store: Store
 ) -> None:

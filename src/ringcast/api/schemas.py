@@ -527,8 +527,10 @@ class BareRecipients(list[RecipientIn]):
         return RecipientIn(self.tos[index])
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, list) and len(other) == len(self) and all(
-            a == b for a, b in zip(self, other, strict=False)
+        return (
+            isinstance(other, list)
+            and len(other) == len(self)
+            and all(a == b for a, b in zip(self, other, strict=False))
         )
 
     __hash__ = None

@@ -82,6 +82,8 @@ logger = logging.getLogger(__name__)
 
 MAX_REDIRECT_TARGETS = 4  # Contacts of a 3xx tried in turn (§8.1.3.4)
 MAX_REINVITE_ACKS = 4  # ACKs of our re-INVITEs' 2xx kept to answer late retransmissions
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

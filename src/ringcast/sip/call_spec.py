@@ -133,8 +133,6 @@ def from_header(from_: str, local_host: str) -> tuple[str, str | None]:
     return stringify_address(addr), addr.uri.user
 
 
-
-
 def validate_headers(headers: dict[str, str]) -> None:
     """Extra headers of a spec: never one ringcast manages, never a line break (ValueError)."""
     for name, value in headers.items():

@@ -502,7 +502,6 @@ class SipEndpoint:
         else:
             self._garbage_suppressed += 1
 
-
     def _on_response(self, response: SipResponse, addr: Addr) -> None:
         if self.transactions.on_response(response):
             return

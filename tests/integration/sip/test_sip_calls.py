@@ -394,12 +394,13 @@ async def test_silent_udp_peer_is_timer_b_408(sipp_bin: str) -> None:
         black_hole.bind(("127.0.0.1", 0))  # bound, never read: no answer, no ICMP
         port = black_hole.getsockname()[1]
         try:
-            call = OutboundCall(ep,
+            call = OutboundCall(
+                ep,
                 CallSpec(
                     to=f"sip:nobody@127.0.0.1:{port}",
                     from_="me",
                     media=MediaOffer("127.0.0.1", 40000),
-                )
+                ),
             )
             started = time.monotonic()
             assert await call.setup() is False
@@ -418,12 +419,13 @@ async def test_closed_udp_port_is_503_from_icmp(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port()
-        call = OutboundCall(ep,
+        call = OutboundCall(
+            ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
                 media=MediaOffer("127.0.0.1", 40000),
-            )
+            ),
         )
         started = time.monotonic()
         assert await asyncio.wait_for(call.setup(), 5) is False
@@ -440,13 +442,14 @@ async def test_unreachable_tcp_is_503(sipp_bin: str) -> None:
     await ep.start()
     try:
         port = free_port(socket.SOCK_STREAM)
-        call = OutboundCall(ep,
+        call = OutboundCall(
+            ep,
             CallSpec(
                 to=f"sip:nobody@127.0.0.1:{port}",
                 from_="me",
                 media=MediaOffer("127.0.0.1", 40000),
                 transport="tcp",
-            )
+            ),
         )
         assert await asyncio.wait_for(call.setup(), 5) is False
         assert (call.status_code, call.reason) == (503, "Service Unavailable")
@@ -522,12 +525,13 @@ async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
     with pytest.raises(ValueError, match="to must be a sip: URI"):
         OutboundCall(endpoint, CallSpec(to="tel:+15551234", from_="me", media=media))
     with pytest.raises(ValueError, match="header 'Via' is managed by ringcast"):
-        OutboundCall(endpoint,
-            CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"Via": "x"})
+        OutboundCall(
+            endpoint, CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"Via": "x"})
         )
     with pytest.raises(ValueError, match="invalid header"):
-        OutboundCall(endpoint,
-            CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"})
+        OutboundCall(
+            endpoint,
+            CallSpec(to="sip:a@127.0.0.1", from_="me", media=media, headers={"X-A": "1\r\nB: 2"}),
         )
 
 
@@ -630,8 +634,8 @@ async def call_to_cluster(
         for uas in sipps:
             uas.start()
         await ep.start()
-        yield OutboundCall(ep,
-            CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
+        yield OutboundCall(
+            ep, CallSpec(to="sip:alice@localhost", from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
     finally:
         for uas in sipps:

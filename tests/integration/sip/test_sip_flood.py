@@ -139,8 +139,9 @@ async def test_requests_of_live_calls_pass_an_exhausted_bucket() -> None:
     await ep.start()
     try:
         sent = _capture(ep)
-        call = OutboundCall(ep,   # in the dialog index; nothing is sent before setup()
-            CallSpec(to="sip:bob@127.0.0.1:9", from_="me", media=MediaOffer("127.0.0.1", 1))
+        call = OutboundCall(
+            ep,  # in the dialog index; nothing is sent before setup()
+            CallSpec(to="sip:bob@127.0.0.1:9", from_="me", media=MediaOffer("127.0.0.1", 1)),
         )
         for n in range(5):
             ep.on_packet(_options(ep.local_port, n), ("127.0.0.1", 5999), "udp")
@@ -225,8 +226,8 @@ async def test_flood_is_dropped_while_a_call_completes(
     uas.start()
     try:
         with caplog.at_level(logging.WARNING, logger="ringcast.sip.flood"):
-            call = OutboundCall(ep,
-                CallSpec(to=uas.uri("flood"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+            call = OutboundCall(
+                ep, CallSpec(to=uas.uri("flood"), from_="me", media=MediaOffer("127.0.0.1", 40000))
             )
             started = time.monotonic()
             flood = asyncio.create_task(asyncio.to_thread(_blast, ep.local_port), name="flood")

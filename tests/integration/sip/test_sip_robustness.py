@@ -213,8 +213,9 @@ async def test_garbage_is_ignored_and_calls_still_work(
     uas = SippUas("uas_answer.xml", tmp_path, max_calls=1)
     uas.start()
     try:
-        call = OutboundCall(endpoint,
-            CallSpec(to=uas.uri("after"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        call = OutboundCall(
+            endpoint,
+            CallSpec(to=uas.uri("after"), from_="me", media=MediaOffer("127.0.0.1", 40000)),
         )
         assert await call.setup() is True
         await call.hangup()
@@ -231,13 +232,14 @@ async def test_public_ip_in_contact_and_sdp() -> None:
     callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
     port = callee.get_extra_info("sockname")[1]
     try:
-        call = OutboundCall(ep,
+        call = OutboundCall(
+            ep,
             CallSpec(
                 to=f"sip:bob@127.0.0.1:{port}",
                 from_="me",
                 media=MediaOffer("0.0.0.0", 41000),
                 headers={"X-Campaign": "spring"},
-            )
+            ),
         )
         setup = asyncio.create_task(call.setup(), name="test-public-ip-setup")
         raw = await asyncio.wait_for(probe.queue.get(), 2)
@@ -291,12 +293,13 @@ async def test_hundreds_of_concurrent_calls_share_one_socket(sipp_bin: str, tmp_
     uas.start()
     try:
         live = [
-            OutboundCall(ep,
+            OutboundCall(
+                ep,
                 CallSpec(
                     to=uas.uri(f"u{i}"),
                     from_="me",
                     media=MediaOffer("127.0.0.1", 20000 + 2 * i),
-                )
+                ),
             )
             for i in range(calls)
         ]
@@ -332,12 +335,13 @@ async def test_close_ends_calls_that_never_get_an_answer() -> None:
     await ep.start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))
-        call = OutboundCall(ep,
+        call = OutboundCall(
+            ep,
             CallSpec(
                 to=f"sip:x@127.0.0.1:{hole.getsockname()[1]}",
                 from_="me",
                 media=MediaOffer("127.0.0.1", 40000),
-            )
+            ),
         )
         setup = asyncio.create_task(call.setup(), name="test-close-setup")
         await asyncio.sleep(0.1)
@@ -375,8 +379,9 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = OutboundCall(ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        call = OutboundCall(
+            ep,
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
         )
         setup = asyncio.create_task(call.setup(), name="test-fork-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
@@ -423,8 +428,8 @@ async def test_in_dialog_requests_follow_record_route(
     uas.keys["proxy_host"] = proxy_host
     try:
         uas.start()
-        call = OutboundCall(endpoint,
-            CallSpec(to=uas.uri("rr"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        call = OutboundCall(
+            endpoint, CallSpec(to=uas.uri("rr"), from_="me", media=MediaOffer("127.0.0.1", 40000))
         )
         assert await call.setup() is True
         assert call.dialog is not None
@@ -463,10 +468,11 @@ async def test_outbound_proxy_is_not_preloaded_in_dialog(
     proxy_uri = f"sip:127.0.0.1:{proxy.port}"
     try:
         uas.start()
-        call = OutboundCall(endpoint,
+        call = OutboundCall(
+            endpoint,
             CallSpec(
                 to=uas.uri("obp"), from_="me", media=MediaOffer("127.0.0.1", 40000), proxy=proxy_uri
-            )
+            ),
         )
         assert await call.setup() is True
         await call.hangup()
@@ -497,8 +503,9 @@ async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = OutboundCall(ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        call = OutboundCall(
+            ep,
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
         )
         setup = asyncio.create_task(call.setup(), name="test-reack-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
@@ -569,8 +576,9 @@ async def test_in_dialog_bye_answered_at_the_via_port() -> None:
     port = callee.get_extra_info("sockname")[1]
     ours = ("127.0.0.1", ep.local_port)
     try:
-        call = OutboundCall(ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1))
+        call = OutboundCall(
+            ep,
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
         )
         setup = asyncio.create_task(call.setup(), name="test-via-bye-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
@@ -623,8 +631,9 @@ async def test_remote_target_host_name_is_resolved(
     uas.keys["contact_uri"] = contact.format(port=hop.port)
     try:
         uas.start()
-        call = OutboundCall(endpoint,
-            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        call = OutboundCall(
+            endpoint,
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000)),
         )
         assert await call.setup() is True
         await call.hangup()
@@ -669,8 +678,9 @@ async def test_unresolvable_remote_target_fails_the_call(
     uas.keys["contact_uri"] = contact.format(port=hop.port)
     try:
         uas.start()
-        call = OutboundCall(endpoint,
-            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        call = OutboundCall(
+            endpoint,
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000)),
         )
         assert await asyncio.wait_for(call.setup(), 5) is False
         assert call.ended.is_set() and call.outcome is Outcome.FAILED
@@ -698,8 +708,9 @@ async def test_target_refresh_to_host_name_is_resolved_for_bye(
     uas.keys["contact_uri"] = f"sip:alice@localhost:{hop.port}"
     try:
         uas.start()
-        call = OutboundCall(endpoint,
-            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000))
+        call = OutboundCall(
+            endpoint,
+            CallSpec(to=uas.uri("alice"), from_="me", media=MediaOffer("127.0.0.1", 40000)),
         )
         assert await call.setup() is True
         deadline = time.monotonic() + 5

@@ -375,13 +375,14 @@ def run_with_endpoint(scenario: Callable[[Harness], Coroutine[Any, Any, None]]) 
 
 
 async def start_call(h: Harness, ring_timeout: float = 30.0) -> tuple[OutboundCall, bytes]:
-    call = OutboundCall(h.ep,
+    call = OutboundCall(
+        h.ep,
         CallSpec(
             to=f"sip:bob@{PEER[0]}:{PEER[1]}",
             from_="me",
             media=MediaOffer("127.0.0.1", 40000),
             ring_timeout=ring_timeout,
-        )
+        ),
     )
     setup = asyncio.create_task(call.setup(), name=f"fuzz-setup-{call.call_id}")
     call.fuzz_setup = setup  # type: ignore[attr-defined]
