@@ -45,12 +45,14 @@ from ringcast.sip.locate import (
 from ringcast.sip.locate import locate as locate_servers
 from ringcast.sip.message import (
     Destination,
+    build_response,
     new_branch,
     response_destination,
 )
 from ringcast.sip.stateless import StatelessResponder
 from ringcast.sip.transaction import ClientTransaction, Timers
 from ringcast.sip.transport import Addr, TcpTransport, UdpTransport
+from ringcast.sip.uas_checks import refusal, request_version
 
 __all__ = ["MAX_TARGETS", "Destination", "DialogUser", "Locator", "SipEndpoint"]
 
@@ -475,7 +477,7 @@ class SipEndpoint:
             if isinstance(msg, SipResponse):
                 self._on_response(msg, addr)
             else:
-                self._on_request(msg, addr, transport)
+                self._on_request(msg, addr, transport, request_version(data))
         except (ValueError, IndexError, KeyError) as exc:
             self._garbage(addr, f"unprocessable message: {exc}", data)
         except Exception:  # never let one message kill the endpoint
@@ -513,7 +515,9 @@ class SipEndpoint:
             return
         logger.debug("stray %s response to %s from %s:%s", response.status_code, method, *addr)
 
-    def _on_request(self, request: SipRequest, addr: Addr, transport: str) -> None:
+    def _on_request(
+        self, request: SipRequest, addr: Addr, transport: str, version: str = "SIP/2.0"
+    ) -> None:
         if self.transactions.on_request(request):
             return  # a retransmission (or the ACK of a non-2xx) its server transaction took
         method = request.method.upper()
@@ -526,12 +530,16 @@ class SipEndpoint:
             return
         via = request.headers.get_first("via") or ""
         source = response_destination(via, addr, transport)  # where our answers go
+        refused = refusal(request, version=version)
         if call is not None and not call.ended.is_set() and _in_dialog(call, request):
-            response = call.on_request(request, source)  # first: if it raises, nothing is kept
+            if refused is not None:
+                response = build_response(request, refused.status, headers=dict(refused.headers))
+            else:
+                response = call.on_request(request, source)  # first: if it raises, nothing is kept
             entry = self.transactions.start_server(request, source)
             self.transactions.respond(entry, response)
             return
-        answer = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}")
+        answer = self.stateless.answer(request, source=f"{addr[0]}:{addr[1]}", refused=refused)
         if answer is not None:
             self.send_raw(answer, source)
 

@@ -22,6 +22,7 @@ from aiosipua.message import SipRequest
 
 from ringcast.sip.causes import reason_phrase
 from ringcast.sip.message import ALLOW, branch_of
+from ringcast.sip.uas_checks import Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,13 @@ class StatelessResponder:
         )
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()[:12]
 
-    def answer(self, request: SipRequest, *, source: str = "") -> bytes | None:
+    def answer(
+        self, request: SipRequest, *, source: str = "", refused: Refusal | None = None
+    ) -> bytes | None:
         """The response's bytes, or None when the request gets no answer (ACK, silent INVITE).
+
+        ``refused``: what :func:`ringcast.sip.uas_checks.refusal` found wrong with
+        the request; it is answered with that instead of the method's answer.
 
         Written straight to bytes (the headers of §8.2.6, as :func:`build_response`
         would), since this path runs for every admitted request of a flood.
@@ -76,7 +82,12 @@ class StatelessResponder:
         to_value = headers.get_first("to") or ""
         extra: list[str] = []
         to_tag: str | None = None
-        if header_tag(to_value):
+        if refused is not None:
+            status, to_tag = refused.status, self.to_tag(request)
+            extra = [f"{name}: {value}" for name, value in refused.headers]
+            if status == 501:
+                extra.append(f"Allow: {ALLOW}")
+        elif header_tag(to_value):
             status = 481  # no such dialog (§12.2.2)
         elif method == "OPTIONS":
             status, to_tag = 200, self.to_tag(request)
