@@ -50,7 +50,7 @@ _BIN_HZ = SAMPLE_RATE / NFFT
 _BAND = slice(int(250 / _BIN_HZ), int(3500 / _BIN_HZ))  # FFT bins of the telephone band
 
 
-def _band_dft() -> npt.NDArray[np.float64]:
+def _band_dft() -> npt.NDArray[np.float32]:
     """The Hann-windowed NFFT-point DFT of a frame, telephone-band bins only, as one
     real matrix (cosines then sines): a frame times it gives the band's spectrum in
     one matrix product, cheaper for a few frames than a windowed rfft and a slice."""
@@ -58,7 +58,8 @@ def _band_dft() -> npt.NDArray[np.float64]:
     k = np.arange(_BAND.start, _BAND.stop)[None, :]
     phase = 2 * np.pi * t * k / NFFT
     window = np.hanning(FRAME)[:, None]
-    return np.ascontiguousarray(np.concatenate((np.cos(phase), np.sin(phase)), axis=1) * window)
+    dft = np.concatenate((np.cos(phase), np.sin(phase)), axis=1) * window
+    return np.ascontiguousarray(dft, dtype=np.float32)
 
 
 _DFT = _band_dft()
@@ -182,7 +183,7 @@ class MachineDetector:
         if not n:
             return []
         frames = buf[: n * FRAME]
-        x = frames.reshape(n, FRAME).astype(np.float64)
+        x = frames.reshape(n, FRAME).astype(np.float32)
         power: list[float] = np.einsum("ij,ij->i", x, x).tolist()
         levels = [10.0 * math.log10(e * _LEVEL_SCALE + _LEVEL_FLOOR) for e in power]
         tones = self._tones(x, levels)
@@ -236,7 +237,7 @@ class MachineDetector:
             out.append(self._end(GreetingEndReason.TIMEOUT, self._ms))
         return out
 
-    def _tones(self, x: npt.NDArray[np.float64], levels: list[float]) -> list[float | None]:
+    def _tones(self, x: npt.NDArray[np.float32], levels: list[float]) -> list[float | None]:
         """Per frame, the frequency of a pure tone filling its telephone band, else None.
 
         A chunk without a loud frame costs nothing here; otherwise one matrix product
