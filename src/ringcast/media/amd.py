@@ -243,8 +243,8 @@ class MachineDetector:
         A chunk without a loud frame costs nothing here; otherwise one matrix product
         gives every frame's band spectrum. A frame is a tone when the 5 bins around
         its peak hold `tone_purity` of its band's energy, so its loudest bin must hold
-        at least a fifth of that: frames failing this cheap test (nearly all speech)
-        skip the rest."""
+        at least a fifth of that: frames failing this cheap test (about nine in ten
+        loud speech frames) skip the rest."""
         out: list[float | None] = [None] * len(levels)
         floor = self.params.min_level_db + 10
         if max(levels) < floor:
