@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -209,6 +210,15 @@ def report(name: str, outcomes: list[Outcome]) -> None:
     print("  truth \\ answer " + "".join(f"{a:>9}" for a in ANSWERS))
     for t in LABELS:
         print(f"  {t:<15}" + "".join(f"{counts[(t, a)]:>9}" for a in ANSWERS))
+    for label in LABELS:
+        hit = counts[(label, label)]
+        called = sum(1 for o in outcomes if o.answer == label)
+        actual = sum(1 for o in outcomes if o.truth == label)
+        precision = f"{100 * hit / called:5.1f} %" if called else "    —"
+        print(
+            f"  {label:<8} precision {precision} ({hit}/{called}), "
+            f"recall {100 * hit / actual:5.1f} % ({hit}/{actual})"
+        )
     for t in ("human", "machine"):
         times = [o.at_ms for o in outcomes if o.truth == t and o.answer == t]
         print(
@@ -249,7 +259,7 @@ def report_greeting_end(outcomes: list[Outcome]) -> None:
 
 # --- tuning ------------------------------------------------------------------------------
 
-GRID = {
+GRID: dict[str, list[Any]] = {
     "greeting": [1300.0, 1500.0, 1700.0],
     "after_greeting_silence": [600.0, 700.0, 800.0, 900.0],
     "max_words": [4, 5, 6],

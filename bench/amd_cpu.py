@@ -10,9 +10,10 @@ call, like a real callee). Measured in the same run, over the same window,
 the session process's CPU (user + system) in three set-ups:
 
 - baseline: no one listens; the kernel's socket filter drops the callee's audio;
-- detection: every session has a MachineDetector listening (re-armed when it
-  finishes, so all N detect for the whole window: the worst case; a real
-  call listens for its first seconds only);
+- detection: every session has a MachineDetector listening through the
+  dialer's own listener (80 ms batches), re-armed when it finishes, so all N
+  detect for the whole window: the worst case; a real call listens for its
+  first seconds only;
 - in-band DTMF: the sessions negotiated no telephone-event, so every audio
   packet goes through the Q.24 DTMF receiver for the whole call.
 """
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 import amd_corpus  # noqa: E402
 
+from ringcast.dialer.call import _AmdListener  # noqa: E402
 from ringcast.media import prepare_prompt  # noqa: E402
 from ringcast.media.amd import MachineDetector  # noqa: E402
 from ringcast.media.codecs import get_codec  # noqa: E402
@@ -75,7 +77,7 @@ async def measure(n: int, window: float, mode: str, pcm: np.ndarray) -> tuple[fl
     """(CPU share of one core used by this process over `window` with `mode`,
     callee packets read in Python per second over the same window)."""
     clock = RtpClock()
-    ports = PortAllocator(30000, 30000 + 4 * n + 20)
+    ports = PortAllocator(20000, 32767)  # wide: other processes may hold some (retried)
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink_port = sink.getsockname()[1]
@@ -86,12 +88,13 @@ async def measure(n: int, window: float, mode: str, pcm: np.ndarray) -> tuple[fl
     for s in sessions:
         s.start("127.0.0.1", sink_port, 0, "PCMU", te, 101)
         if mode == "amd":
-            holder: list[MachineDetector] = [MachineDetector(timeout=30)]
+            # the dialer's own listener (80 ms batches), re-armed when its detector is done
+            listener = _AmdListener(MachineDetector(timeout=30))
 
-            def listen(pcm: np.ndarray, holder: list[MachineDetector] = holder) -> None:
-                if holder[0].done:
-                    holder[0] = MachineDetector(timeout=30)
-                holder[0].feed(pcm)
+            def listen(pcm: np.ndarray, listener: _AmdListener = listener) -> None:
+                if listener.detector.done:
+                    listener.detector = MachineDetector(timeout=30)
+                listener(pcm)
 
             s.listen(listen)
         plays.append(asyncio.create_task(s.play(prompt), name=f"bench-play-{s.local_port}"))
@@ -126,8 +129,6 @@ async def per_packet(pcm: np.ndarray, count: int = 20_000) -> None:
     """CPU (process time: what other processes do does not count) per callee packet
     handled in Python, against sending one RTP packet on a connected socket, the
     per-packet work of a call that only streams (same run, same payload size)."""
-    from ringcast.dialer.call import _AmdListener
-
     payload = get_codec("PCMU").encode(pcm)
     pkts = [
         build_rtp(payload[i : i + 160], payload_type=0, seq=n & 0xFFFF, timestamp=160 * n, ssrc=1)
@@ -144,7 +145,7 @@ async def per_packet(pcm: np.ndarray, count: int = 20_000) -> None:
     out.close()
     sink.close()
     clock = RtpClock()
-    ports = PortAllocator(31000, 31100)
+    ports = PortAllocator(20000, 32767)
     results = {}
     for mode in ("inband", "amd"):
         media = await MediaSession.open(clock, ports, bind_host="127.0.0.1")

@@ -8,7 +8,7 @@ import numpy.typing as npt
 import pytest
 import soxr
 
-from ringcast.media import tts
+from ringcast.media import amd, tts
 from ringcast.media.amd import (
     AmdState,
     AnsweredBy,
@@ -120,6 +120,47 @@ def test_long_initial_silence_is_a_machine_and_no_audio_is_unknown() -> None:
 def test_chunking_does_not_change_the_result() -> None:
     audio = pcm(silence(0.3), speech(GREETING), silence(0.5), tone(1000, 0.4), silence(2.0))
     assert run(MachineDetector(), audio, 160) == run(MachineDetector(), audio, 237)
+
+
+@pytest.mark.parametrize("hz", [350.0, 1000.0, 1800.0, 2450.0])
+def test_beeps_across_the_band_in_noise(hz: float) -> None:
+    """The band DFT finds a beep anywhere in 300-2,500 Hz, 12 dB above white noise."""
+    audio = pcm(silence(0.5), tone(hz, 0.3, amp=0.05), silence(1.0), noise=0.05 / 4 / np.sqrt(2))
+    actions = run(MachineDetector(), audio, 640)
+    assert isinstance(actions[0], Decision)
+    assert (actions[0].answered_by, actions[0].cause) == (AnsweredBy.MACHINE, "beep")
+    assert isinstance(actions[1], GreetingEnd) and actions[1].reason is GreetingEndReason.BEEP
+    assert abs(actions[1].at_ms - 800.0) <= 40
+
+
+def test_band_dft_is_the_windowed_fft_of_the_band() -> None:
+    """The one matrix product gives what a Hann-windowed 256-point rfft gives in the band."""
+    x = np.random.default_rng(16).standard_normal((5, amd.FRAME)) * 3000
+    parts = (x.astype(np.float32) @ amd._DFT).reshape(5, 2, amd._BINS)
+    mine = (parts.astype(np.float64) ** 2).sum(axis=1)
+    spec = np.fft.rfft(x * np.hanning(amd.FRAME), amd.NFFT, axis=1)[:, amd._BAND]
+    np.testing.assert_allclose(mine, np.abs(spec) ** 2, rtol=1e-3, atol=1e-3 * mine.max())
+
+
+def test_noise_floor_is_the_quietest_of_the_last_75_frames() -> None:
+    rng = np.random.default_rng(75)
+    # one level per 20 ms frame of white noise, rising ramps: the floor is the frame 74
+    # back until a ramp restarts; fed in chunks of 1-7 frames
+    amps = np.tile(np.geomspace(0.001, 0.3, 100), 3)
+    audio = np.concatenate([a * rng.standard_normal(160) for a in amps])
+    never = amd.AmdParams(initial_silence=1e9, greeting=1e9, max_words=10**6, end_silence=1e9)
+    det = MachineDetector(timeout=30, params=never)
+    levels: list[float] = []
+    i = 0
+    while i < len(amps):
+        n = int(rng.integers(1, 8))
+        chunk = float_to_pcm16(audio[i * 160 : (i + n) * 160].astype(np.float32))
+        det.feed(chunk)
+        x = chunk.astype(np.float64).reshape(-1, 160)
+        levels += [10 * np.log10((f @ f) / 160 / 32768.0**2 + 1e-18) for f in x]
+        assert det._noise_db == pytest.approx(min(levels[-75:]), abs=1e-4)  # float32 sums
+        i += n
+    assert not det.done and len(levels) == 300
 
 
 # --- in-band DTMF -------------------------------------------------------------------------
