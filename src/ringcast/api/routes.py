@@ -201,6 +201,8 @@ def stored_body(
         "sip": _resolve_sip(payload, settings, sealer),
         "callback_url": payload.callback_url,
     }
+    if payload.country is not None:
+        body["country"] = payload.country
     if payload.machine_detection is not None:
         body["machine_detection"] = payload.machine_detection.model_dump()
     if payload.voicemail is not None:
@@ -318,15 +320,15 @@ async def play(
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
     body, calls = normalize(parsed, settings, _sealer(request))
     key = api_key_of(request.state)
-    check_destinations(
-        key,
-        (
-            (f"recipients[{i}].to" if payload.to is None else "to", c.to_uri)
-            for i, c in enumerate(calls)
-        ),
-        payload.sip.proxy if payload.sip is not None else None,
+    # numbers go through a trusted trunk: checked here, not against the key's allowlist
+    uris = intake.check_numbers(
+        intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
+        trunk=payload.sip.trunk if payload.sip is not None else None,
+        country=payload.country,
+        settings=settings,
     )
-    intake.check_uris(intake.recipient_fields(payload.to, (c.to_uri for c in calls)))
+    check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
+    intake.check_uris(uris)
     if payload.sip is not None and payload.sip.proxy is not None:
         intake.check_uri(payload.sip.proxy, "sip.proxy")
     await intake.check_voices(payload)
@@ -421,11 +423,13 @@ async def replay(
         c if c.from_uri != source.sender else c._replace(from_uri=sender) for c in source.calls
     ]
     key = api_key_of(request.state)
-    check_destinations(
-        key,
-        ((f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)),
-        payload.sip.proxy if payload.sip is not None else None,
+    uris = intake.check_numbers(
+        [(f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)],
+        trunk=payload.sip.trunk if payload.sip is not None else None,
+        country=payload.country,
+        settings=settings,
     )
+    check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
     await _check_urls(payload, settings)
     dump = payload.model_dump(mode="json", by_alias=True)
     digest = hashlib.sha256(_canonical({"replay": request_id, **dump}).encode()).hexdigest()

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from ringcast import numbers
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
 from ringcast.store.fair import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
@@ -105,6 +106,41 @@ def sip_uri_ok(value: str) -> bool:
     return port is None or 1 <= int(port) <= 65535
 
 
+def check_to(value: str) -> str:
+    """A recipient: a SIP URI, a ``tel:`` URI or a phone number (DESIGN "Phone numbers
+    and carriers"). An E.164 number is checked here; a national one needs the
+    request's or trunk's country and is checked with it (routes)."""
+    if numbers.is_sip_uri(value):
+        return check_sip_uri(value)
+    no_control(value)
+    if not numbers.looks_like_number(value):
+        raise ValueError(
+            "must be a SIP URI like sip:user@host[:port], a tel: URI or a phone number "
+            "like +15550100001"
+        )
+    if (numbers.number_text(value) or "").startswith("+"):
+        try:
+            numbers.e164(value)
+        except numbers.NumberError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+def to_ok(value: str) -> bool:
+    """:func:`check_to`'s verdict without building an error (the lean recipients path)."""
+    if numbers.is_sip_uri(value):
+        return sip_uri_ok(value)
+    try:
+        check_to(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_country(value: str) -> str:
+    return numbers.check_country(value)
+
+
 def check_from(value: str) -> str:
     """A user part (`me`), a SIP URI, or `"Name" <sip:uri>`."""
     no_control(value)
@@ -155,6 +191,8 @@ def check_timezone(value: str) -> str:
 
 
 SipUri = Annotated[str, Field(max_length=512), AfterValidator(check_sip_uri)]
+ToStr = Annotated[str, Field(max_length=512), AfterValidator(check_to)]
+Country = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(check_country)]
 FromStr = Annotated[str, Field(max_length=512), AfterValidator(check_from)]
 HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(check_http_url)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
@@ -230,7 +268,7 @@ PlaylistItem = Annotated[
 
 
 class Recipient(Model):
-    to: SipUri
+    to: ToStr
     from_: FromStr | None = Field(default=None, alias="from")
     variables: dict[VarName, VarValue] | None = Field(default=None, max_length=100)
     timezone: TimeZone | None = None
@@ -337,8 +375,10 @@ class MachineDetection(Model):
 class PlayRequest(Model):
     """POST /voice/call/play."""
 
-    to: SipUri | None = None
+    to: ToStr | None = None
     recipients: list[Recipient] | None = None
+    # the country national numbers of `to` are read in (ISO 3166 alpha-2, e.g. "US")
+    country: Country | None = None
     from_: FromStr | None = Field(default=None, alias="from")
     playlist: list[PlaylistItem] = Field(min_length=1, max_length=100)
     ring_timeout: Annotated[int, Field(ge=1, le=300)] = 30  # seconds
@@ -602,7 +642,7 @@ def lean_recipients(items: list[Any]) -> list[RecipientIn] | None:
     out: list[RecipientIn] = []
     append = out.append
     zones: dict[str, bool] = {}
-    uri_ok = sip_uri_ok
+    uri_ok = to_ok
     for item in items:
         if type(item) is dict:
             to = item.get("to")
