@@ -631,4 +631,16 @@ async def health(request: Request) -> JSONResponse:
     except StoreError as exc:
         body = error_body(exc.code, 503, exc.message, None, rid, db="error")
         return _json(body, 503)
-    return _json(envelope(200, "ok", rid, db="ok"))
+    trunks = _trunk_registrations(request)
+    if trunks is None:
+        return _json(envelope(200, "ok", rid, db="ok"))
+    return _json(envelope(200, "ok", rid, db="ok", trunks=trunks))
+
+
+def _trunk_registrations(request: Request) -> dict[str, Any] | None:
+    """The REGISTER bindings of this process's dialer, by trunk (issue 15), when it
+    runs one (`ringcast serve`) and a trunk registers; no secrets in them."""
+    dialer = getattr(request.app.state, "dialer", None)
+    registrations = getattr(dialer, "registrations", None)
+    status = registrations.status() if registrations is not None else None
+    return dict(status) if status else None
