@@ -75,9 +75,20 @@ def _run(tmp_path: Path, media: MediaServer, carrier: SippUas) -> None:
             timeout=10,
         )
         assert second.status_code == 200, second.text
+        # on the do-not-call list in E.164; given nationally, read in the trunk's country
+        listed = httpx.post(f"{rc.base}/dnc", json={"entries": ["+12015550124"]}, timeout=10)
+        assert listed.status_code == 200, listed.text
+        third = httpx.post(
+            f"{rc.base}/voice/call/play",
+            json={"to": "201.555.0124", "playlist": play, "sip": {"trunk": "national"}},
+            timeout=10,
+        )
+        assert third.status_code == 200, third.text
         report = rc.wait_ready(first.json()["request_id"], timeout=60)["report"]
         records = httpx.get(f"{rc.base}{report['location']}", timeout=10).json()["records"]
         single = rc.wait_ready(second.json()["request_id"], timeout=60)["record"]
+        suppressed = rc.wait_ready(third.json()["request_id"], timeout=60)["record"]
+    assert (suppressed["to"], suppressed["outcome"]) == ("201.555.0124", "suppressed"), suppressed
     # reports show `to` as given
     assert [r["to"] for r in records] == given
     assert [r["result"] for r in records] == ["completed", "completed"], records

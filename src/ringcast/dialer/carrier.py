@@ -50,6 +50,16 @@ def trunk_name(body: Mapping[str, Any], to: str, settings: Settings) -> str | No
     return None
 
 
+def region_of(body: Mapping[str, Any], settings: Settings) -> str | None:
+    """The country national numbers of a request are read in: the request's, else
+    its trunk's (the request's named trunk, else `default_trunk`)."""
+    if body.get("country"):
+        return str(body["country"])
+    name = (body.get("sip") or {}).get("trunk") or settings.default_trunk
+    trunk = settings.trunks.get(name) if name else None
+    return str(trunk["country"]) if trunk and trunk.get("country") else None
+
+
 def route(body: Mapping[str, Any], to: str, from_: str, settings: Settings) -> Route:
     """How to dial `to` (see the module doc); NotRoutable names what is missing."""
     name = trunk_name(body, to, settings)

@@ -44,7 +44,7 @@ from ringcast.dialer.call import (
     resolve_sip,
     sip_endpoint,
 )
-from ringcast.dialer.carrier import NotRoutable, Route, TrunkRegistrations, route
+from ringcast.dialer.carrier import NotRoutable, Route, TrunkRegistrations, region_of, route
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
@@ -377,7 +377,10 @@ class Dialer:
             by_tenant.setdefault(tenant, []).append(call)
         out: set[str] = set()
         for tenant, group in by_tenant.items():
-            listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group])
+            regions = [
+                region_of((await self._request(c.request_id)).body, self.settings) for c in group
+            ]
+            listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group], regions)
             out.update(c.id for c in group if c.to_uri in listed)
         return out
 

@@ -70,9 +70,20 @@ async def matches(store: Store, tenant: str, to_uri: str) -> bool:
     return bool(await listed(store, tenant, [to_uri]))
 
 
-async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
-    """Which of these recipients are on the tenant's or the install-wide list (one query)."""
-    keys = {uri: normalize(uri) for uri in to_uris}
+async def listed(
+    store: Store,
+    tenant: str,
+    to_uris: Sequence[str],
+    regions: Sequence[str | None] | None = None,
+) -> set[str]:
+    """Which of these recipients are on the tenant's or the install-wide list (one query).
+
+    `regions` (one per recipient) is the country a national number is read in
+    (the request's or its trunk's), so ``(201) 555-0123`` meets ``+12015550123``."""
+    zones = regions if regions is not None else [None] * len(to_uris)
+    keys = {
+        (uri, region): normalize(uri, region) for uri, region in zip(to_uris, zones, strict=True)
+    }
     wanted = {k for k in keys.values() if k}
     if not wanted:
         return set()
@@ -81,7 +92,7 @@ async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
     )
     async with store.session(readonly=True) as s, s.begin():
         hits = set((await s.execute(stmt)).scalars())
-    return {uri for uri, key in keys.items() if key in hits}
+    return {uri for (uri, _), key in keys.items() if key in hits}
 
 
 async def list_entries(
