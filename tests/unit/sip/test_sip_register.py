@@ -183,3 +183,27 @@ def test_backoff(failures: int, jitter: float, expected: float) -> None:
 )
 def test_refresh_after(granted: int, expected: float) -> None:
     assert refresh_after(granted) == pytest.approx(expected)
+
+
+def test_binding_config_never_shows_the_password() -> None:
+    from ringcast.sip.registration import BindingConfig
+
+    config = BindingConfig(name="c", registrar="sip:r.example", username="u", password="pw-42")
+    assert "pw-42" not in repr(config) + str(config)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<sip:a@h:5>;expires=60", ["<sip:a@h:5>;expires=60"]),
+        (
+            '"A, B" <sip:a@h>;expires=10, <sip:b@h;x=1,2>;expires=20',
+            ['"A, B" <sip:a@h>;expires=10', "<sip:b@h;x=1,2>;expires=20"],
+        ),
+        ("", []),
+    ],
+)
+def test_contact_entries(value: str, expected: list[str]) -> None:
+    from ringcast.sip.registration import _split_contacts
+
+    assert _split_contacts(value) == expected
