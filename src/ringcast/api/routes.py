@@ -321,7 +321,7 @@ async def play(
     body, calls = normalize(parsed, settings, _sealer(request))
     key = api_key_of(request.state)
     # numbers go through a trusted trunk: checked here, not against the key's allowlist
-    uris = intake.check_numbers(
+    uris = await intake.check_numbers(
         intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,
@@ -423,7 +423,7 @@ async def replay(
         c if c.from_uri != source.sender else c._replace(from_uri=sender) for c in source.calls
     ]
     key = api_key_of(request.state)
-    uris = intake.check_numbers(
+    uris = await intake.check_numbers(
         [(f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)],
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,

@@ -108,8 +108,9 @@ def sip_uri_ok(value: str) -> bool:
 
 def check_to(value: str) -> str:
     """A recipient: a SIP URI, a ``tel:`` URI or a phone number (DESIGN "Phone numbers
-    and carriers"). An E.164 number is checked here; a national one needs the
-    request's or trunk's country and is checked with it (routes)."""
+    and carriers"). A number's syntax is checked here; whether it is a number of
+    its country (which may come from the trunk) is checked once, with
+    `phonenumbers`, at intake (:func:`ringcast.api.intake.check_numbers`)."""
     if numbers.is_sip_uri(value):
         return check_sip_uri(value)
     no_control(value)
@@ -118,11 +119,6 @@ def check_to(value: str) -> str:
             "must be a SIP URI like sip:user@host[:port], a tel: URI or a phone number "
             "like +15550100001"
         )
-    if (numbers.number_text(value) or "").startswith("+"):
-        try:
-            numbers.e164(value)
-        except numbers.NumberError as exc:
-            raise ValueError(str(exc)) from None
     return value
 
 
@@ -130,11 +126,7 @@ def to_ok(value: str) -> bool:
     """:func:`check_to`'s verdict without building an error (the lean recipients path)."""
     if numbers.is_sip_uri(value):
         return sip_uri_ok(value)
-    try:
-        check_to(value)
-    except ValueError:
-        return False
-    return True
+    return _CONTROL.search(value) is None and numbers.looks_like_number(value)
 
 
 def check_country(value: str) -> str:
@@ -614,7 +606,9 @@ def decode_play_lean(raw: bytes) -> PlayInput | None:
     if all(r.from_ is None and r.variables is None and r.timezone is None for r in items):
         tos = [r.to for r in items]
         del items
-        if checked_uris(tos):
+        if checked_uris(tos) or (
+            all(len(t) <= _MAX_URI for t in tos) and all(map(to_ok, tos))  # numbers among them
+        ):
             return PlayInput(payload, BareRecipients(tos))
         return None
     as_dicts: list[Any] = [
