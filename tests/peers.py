@@ -420,6 +420,10 @@ class KamailioRegistrar(Kamailio):
             )
         )
 
+    def __enter__(self) -> KamailioRegistrar:
+        self.start()
+        return self
+
     def aor(self) -> str:
         return self.username  # usrloc keys bindings by user alone (use_domain 0)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from peers import KamailioRegistrar
@@ -61,7 +62,7 @@ def test_trunk_registers_serves_calls_and_unregisters_at_shutdown(
             contacts = registrar.contacts()
             assert len(contacts) == 1 and f"127.0.0.1:{rc.sip_port}" in contacts[0], contacts
 
-            def trunks() -> dict[str, dict[str, object]]:
+            def trunks() -> dict[str, dict[str, Any]]:
                 return dict(httpx.get(f"{rc.base}/health", timeout=5).json()["trunks"])
 
             wait_for(lambda: trunks()["refused"]["failures"] >= 1, 15, "a refused binding")
