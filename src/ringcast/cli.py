@@ -612,7 +612,13 @@ def dnc_import(
 
 @app.command()
 def call(
-    uri: Annotated[str, typer.Argument(help="SIP URI to call, e.g. sip:alice@192.0.2.1:5060")],
+    uri: Annotated[
+        str,
+        typer.Argument(
+            help="SIP URI to call, e.g. sip:alice@192.0.2.1:5060, or a number "
+            "(+15550100001, tel:...) dialled through --trunk or the config's default_trunk"
+        ),
+    ],
     play: Annotated[str | None, typer.Option("--play", help="URL of audio to play")] = None,
     say: Annotated[str | None, typer.Option("--say", help="text to speak")] = None,
     from_: Annotated[str, typer.Option("--from", help="From user or SIP URI")] = "ringcast",
@@ -624,6 +630,12 @@ def call(
             "--machine-detection",
             help="detect | drop | hangup: tell a person from a machine (record: answered_by)",
         ),
+    ] = None,
+    trunk: Annotated[
+        str | None, typer.Option("--trunk", help="trunk of the config file to call through")
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option("--country", help="country of a national number, e.g. US")
     ] = None,
     sip: Sip = None,
     sip_transport: SipTransport = None,
@@ -643,6 +655,8 @@ def call(
         public_ip=public_ip,
         config=config,
     )
+    if trunk is not None and trunk not in settings.trunks:
+        raise _fail(f"--trunk {trunk}: no [trunks.{trunk}] table in the config file (--config)")
     try:
         from ringcast.dialer.single import run_single_call
     except ImportError as exc:
@@ -660,6 +674,8 @@ def call(
                 ring_timeout=ring_timeout,
                 max_duration=max_duration,
                 machine_detection=machine_detection,
+                trunk=trunk,
+                country=country,
             )
         )
 
@@ -700,7 +716,8 @@ def broadcast(
     csv_file: Annotated[
         Path,
         typer.Argument(
-            help="CSV with a header row: to (SIP URI), optional from and timezone; "
+            help="CSV with a header row: to (SIP URI, tel: URI or phone number), optional "
+            "from and timezone; "
             "other columns become say variables ({name})",
             metavar="RECIPIENTS.csv",
         ),
@@ -709,9 +726,17 @@ def broadcast(
     say: Annotated[
         str | None, typer.Option("--say", help='text to speak, e.g. "Hello {name}"')
     ] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="From user or SIP URI")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="From user, SIP URI or E.164 caller ID")
+    ] = None,
     ring_timeout: Annotated[
         int | None, typer.Option("--ring-timeout", help="seconds of ringing before no-answer")
+    ] = None,
+    trunk: Annotated[
+        str | None, typer.Option("--trunk", help="the server's trunk numbers go through")
+    ] = None,
+    country: Annotated[
+        str | None, typer.Option("--country", help="country of national numbers, e.g. US")
     ] = None,
     interval: Annotated[float, typer.Option("--interval", help="seconds between polls")] = 1.0,
     priority: Priority = None,
@@ -748,6 +773,8 @@ def broadcast(
             from_=from_,
             ring_timeout=ring_timeout,
             priority=priority,
+            trunk=trunk,
+            country=country,
         )
         request_id = api.submit(body, idempotency_key=str(uuid.uuid4()))
         err = Console(stderr=True)

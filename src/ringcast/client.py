@@ -96,8 +96,11 @@ def build_request(
     from_: str | None,
     ring_timeout: int | None = None,
     priority: int | None = None,
+    trunk: str | None = None,
+    country: str | None = None,
 ) -> dict[str, Any]:
-    """The POST /voice/call/play body (without `recipients` when None: a replay)."""
+    """The POST /voice/call/play body (without `recipients` when None: a replay);
+    `trunk` and `country` route recipients given as numbers."""
     playlist: list[dict[str, Any]] = []
     if play is not None:
         playlist.append({"play": play})
@@ -112,6 +115,10 @@ def build_request(
         body["ring_timeout"] = ring_timeout
     if priority is not None:
         body["priority"] = priority
+    if trunk is not None:
+        body["sip"] = {"trunk": trunk}
+    if country is not None:
+        body["country"] = country
     return body
 
 

@@ -25,12 +25,16 @@ from typing import Any
 
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
 from ringcast.errors import ConfigError
+from ringcast.trunks import CARRIER_KEYS, check_carrier_keys
 
 ENV_PREFIX = "RINGCAST_"
 SIP_TRANSPORTS = ("udp", "tcp")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
-TRUNK_KEYS = frozenset(
-    {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
+TRUNK_KEYS = (
+    frozenset(
+        {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
+    )
+    | CARRIER_KEYS
 )
 CODECS = ("PCMU", "PCMA")
 COMPOSITE_KEYS = ("http", "sip", "rtp_ports")
@@ -88,6 +92,7 @@ class Settings:
     )  # holds passwords: never printed
     # piper voices requests may name ("piper:NAME"): NAME -> model file or voice package
     piper_voices: Mapping[str, str] = field(default_factory=dict, hash=False)
+    default_trunk: str | None = None  # the trunk numbers go through when a request names none
     secret_key: str | None = field(default=None, repr=False)  # RINGCAST_SECRET_KEY (base64)
     config_file: str | None = None
 
@@ -244,6 +249,7 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
             raise ConfigError(
                 f"{where}.headers must be a table of strings", field=f"{where}.headers"
             )
+        check_carrier_keys(where, table)
         trunks[name] = dict(table)
     return trunks
 
@@ -417,6 +423,10 @@ def _validate(s: Settings) -> None:
         "sip_user_agent",
         "must be 1..128 printable characters",
     )
+    if s.default_trunk is not None and s.default_trunk not in s.trunks:
+        raise ConfigError(
+            f"default_trunk {s.default_trunk!r} is not a [trunks.NAME] table", field="default_trunk"
+        )
     if s.dns_server is not None:
         try:
             _nameserver(s.dns_server)

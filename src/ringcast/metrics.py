@@ -176,6 +176,29 @@ def _gc_metrics() -> Iterator[Metric]:
     )
 
 
+def _trunk_metrics(dialer: Any) -> Iterator[Metric]:
+    """This dialer's REGISTER bindings (issue 15): up or not, and failures in a row."""
+    registrations = getattr(dialer, "registrations", None)
+    status = registrations.status() if registrations is not None else {}
+    if not status:
+        return
+    up = GaugeMetricFamily(
+        "ringcast_trunk_registered",
+        "1 while this dialer's REGISTER binding with the trunk's registrar is up",
+        labels=["trunk"],
+    )
+    failures = GaugeMetricFamily(
+        "ringcast_trunk_register_failures",
+        "REGISTER attempts in a row that failed for the trunk (0 once one succeeds)",
+        labels=["trunk"],
+    )
+    for trunk, info in status.items():
+        up.add_metric([trunk], 1.0 if info["registered"] else 0.0)
+        failures.add_metric([trunk], float(info["failures"]))
+    yield up
+    yield failures
+
+
 class RingcastCollector(Collector):
     """Reads the app's dialer (``state.dialer``) and the last DB snapshot at scrape time."""
 
@@ -207,6 +230,7 @@ class RingcastCollector(Collector):
             value = _attr(dialer, path)
             if value is not None:
                 yield CounterMetricFamily(name, doc, value=value)
+        yield from _trunk_metrics(dialer)
 
     def _db(self) -> Iterator[Metric]:
         snap = self.snapshot

@@ -127,3 +127,32 @@ def test_call_to_nobody_fails_with_an_error(tmp_path: Path) -> None:
     assert record["result"] == "failed"
     assert record["disconnect_cause_code"] in ("408", "503")
     assert record["error"]
+
+
+def test_call_a_number_through_a_trunk(tmp_path: Path, sipp_bin: str, rtp_sink: str) -> None:
+    """`ringcast call +1... --trunk`: the trunk's rules make the Request-URI SIPp gets."""
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as carrier:
+        config = tmp_path / "ringcast.toml"
+        config.write_text(
+            f'[trunks.carrier]\nproxy = "sip:{carrier.uri_host}"\nstrip = "+"\nprefix = "00"\n'
+        )
+        done = run_call(
+            "(201) 555-0123",
+            "--trunk",
+            "carrier",
+            "--country",
+            "US",
+            "--say",
+            "Hi",
+            "--config",
+            str(config),
+            cwd=tmp_path,
+        )
+        invites = [m for m in carrier.received() if m.startswith("INVITE ")]
+        unknown = run_call("+15550100001", "--trunk", "nope", "--say", "Hi", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["to"], record["result"]) == ("(201) 555-0123", "completed"), record
+    assert [m.split()[1] for m in invites] == [f"sip:0012015550123@{carrier.uri_host}"]
+    assert unknown.returncode != 0
+    assert "--trunk nope: no [trunks.nope] table" in unknown.stderr

@@ -256,3 +256,44 @@ def test_dashboard_uses_the_saved_api_key_and_its_tenant(
             "status": "ready",
             "done": 2,
         }
+
+
+def test_dashboard_shows_trunk_registrations(
+    tmp_path: Path, sipp_bin: str, kamailio_bin: str, chromium_path: str
+) -> None:
+    """The header's trunk cells: one binding up (with its time left), one refused
+    (its state and the registrar's reason), as /health reports them."""
+    from peers import KamailioRegistrar
+    from playwright.sync_api import expect, sync_playwright
+
+    from e2e.test_trunk_registration_e2e import registrar_config
+
+    with (
+        KamailioRegistrar(tmp_path, max_expires=60) as registrar,
+        SippUas("uas_answer.xml", tmp_path) as callee,
+    ):
+        config = registrar_config(tmp_path / "ringcast.toml", registrar, callee)
+        with (
+            RingcastServer(tmp_path, args=["--config", str(config)]) as rc,
+            sync_playwright() as pw,
+        ):
+            browser = pw.chromium.launch(
+                executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 600})
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(rc.base + "/", wait_until="domcontentloaded")
+                up = page.locator('#trunks .trunk[data-trunk="carrier"]')
+                expect(up).to_have_attribute("data-state", "registered", timeout=UI_TIMEOUT_MS)
+                expect(up).to_have_class("trunk up")
+                expect(up).to_contain_text("carrier: registered (")
+                down = page.locator('#trunks .trunk[data-trunk="refused"]')
+                expect(down).to_have_class("trunk down", timeout=UI_TIMEOUT_MS)
+                expect(down).to_contain_text("authentication failed", timeout=UI_TIMEOUT_MS)
+                page.screenshot(path=str(tmp_path / "dashboard-trunks.png"))
+                assert errors == []
+                assert registrar.password not in page.content()
+            finally:
+                browser.close()

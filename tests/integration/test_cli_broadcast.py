@@ -145,3 +145,38 @@ def test_broadcast_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
         # the rejected broadcast queued nothing
         listed = httpx.get(f"{rc.base}/requests", timeout=10).json()
         assert listed["requests"] == []
+
+
+def test_broadcast_a_csv_of_numbers_through_a_trunk(
+    tmp_path: Path, sipp_bin: str, rtp_sink: str
+) -> None:
+    """A CSV whose `to` column holds numbers (E.164 and national), sent with
+    --trunk and --country: SIPp, as the carrier, gets the trunk's Request-URIs."""
+    with SippUas("uas_answer.xml", tmp_path, keys={"rtp_port": rtp_sink}) as carrier:
+        config = tmp_path / "ringcast.toml"
+        config.write_text(f'[trunks.carrier]\nproxy = "sip:{carrier.uri_host}"\n')
+        with RingcastServer(tmp_path, args=["--config", str(config)]) as rc:
+            recipients = write_csv(
+                tmp_path / "numbers.csv",
+                [{"to": "+15550100001", "name": "Ann"}, {"to": "(201) 555-0123", "name": "Bob"}],
+            )
+            out = cli(
+                "broadcast",
+                str(recipients),
+                "--say",
+                "Hello {name}.",
+                "--from",
+                "+15550100099",
+                "--trunk",
+                "carrier",
+                "--country",
+                "US",
+                "--url",
+                rc.base,
+                "--interval",
+                "0.3",
+            )
+            assert out.returncode == 0, out.stderr + rc.output()
+        uris = sorted(m.split()[1] for m in carrier.received() if m.startswith("INVITE "))
+    assert table_row(out.stdout, "answered")[1] == "2", out.stdout
+    assert uris == [f"sip:+12015550123@{carrier.uri_host}", f"sip:+15550100001@{carrier.uri_host}"]

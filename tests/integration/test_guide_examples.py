@@ -54,3 +54,15 @@ async def test_the_do_not_call_examples(client: httpx.AsyncClient) -> None:
     assert (await client.delete("/dnc/%2B15550100001")).status_code == 200
     # an open server is its operator's: the install-wide list is there too
     assert (await client.get("/dnc", params={"list": "install"})).json()["entries"] == []
+
+
+TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", GUIDE.read_text(), re.S)
+
+
+@pytest.mark.parametrize("block", TOML_BLOCKS, ids=[str(i) for i in range(len(TOML_BLOCKS))])
+def test_each_config_example_loads(tmp_path: Path, block: str) -> None:
+    """Every config file the guide shows is one ringcast starts with."""
+    path = tmp_path / "ringcast.toml"
+    path.write_text(block)
+    settings = Settings.from_sources({"config": str(path)}, env={})
+    assert settings.trunks or settings.piper_voices

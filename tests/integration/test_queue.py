@@ -152,6 +152,15 @@ async def test_dnc_one_number_however_it_is_written(store: Store) -> None:
     assert not await dnc.matches(store, "t", "sip:+15550100002@127.0.0.1")
 
 
+async def test_dnc_recipients_given_as_numbers(store: Store) -> None:
+    """E.164 and tel: recipients meet their entry; a national one does in its country."""
+    await dnc.add_entries(store, "t", ["+12015550123", "+15550100001"])
+    tos = ["+1 555 010 0001", "tel:+1-201-555-0123", "(201) 555-0123", "+15550100002"]
+    assert await dnc.listed(store, "t", tos) == set(tos[:2])  # no country: digits only
+    assert await dnc.listed(store, "t", tos, ["US", None, "US", "US"]) == set(tos[:3])
+    assert await dnc.listed(store, "t", ["(201) 555-0123"], ["GB"]) == set()
+
+
 async def test_dnc_install_wide_list_suppresses_every_tenant(store: Store) -> None:
     await dnc.add_entries(store, dnc.INSTALL_WIDE, ["+15550100009"])
     await dnc.add_entries(store, "acme", ["carol"])

@@ -106,3 +106,11 @@ def test_play_or_say_exactly_one(tmp_path: Path) -> None:
     for args in ([], ["--play", "http://x/a.wav", "--say", "hi"]):
         out = runner.invoke(app, ["broadcast", str(path), *args])
         assert out.exit_code == 2 and "exactly one of --play" in out.stderr
+
+
+def test_numbers_go_through_a_trunk_in_a_country() -> None:
+    body = build_request(
+        [{"to": "(201) 555-0123"}], play=None, say="Hi", from_=None, trunk="carrier", country="US"
+    )
+    assert (body["sip"], body["country"]) == ({"trunk": "carrier"}, "US")
+    assert "sip" not in build_request([], play=None, say="Hi", from_=None)

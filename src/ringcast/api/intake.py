@@ -21,8 +21,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ringcast import numbers
 from ringcast.api.schemas import PlayRequest
-from ringcast.config import SIP_TRANSPORTS
+from ringcast.config import SIP_TRANSPORTS, Settings
 from ringcast.errors import MediaError, ValidationFailed
 
 # The audio stack (numpy, libsndfile, eSpeak NG) is imported when a request first
@@ -155,3 +156,47 @@ def recipient_fields(to: str | None, uris: Iterable[str]) -> list[tuple[str, str
     if to is not None:
         return [("to", to)]
     return [(f"recipients[{i}].to", uri) for i, uri in enumerate(uris)]
+
+
+NUMBERS_IN_THREAD = 200  # numbers checked off the event loop from this many (~50 µs each)
+
+
+async def check_numbers(
+    fields: list[tuple[str, str]], *, trunk: str | None, country: str | None, settings: Settings
+) -> list[tuple[str, str]]:
+    """:func:`numbers_checked` in a worker thread when the request holds many
+    numbers (100,000 take seconds of phonenumbers' parsing)."""
+    if len(fields) < NUMBERS_IN_THREAD:
+        return numbers_checked(fields, trunk=trunk, country=country, settings=settings)
+    return await asyncio.to_thread(
+        numbers_checked, fields, trunk=trunk, country=country, settings=settings
+    )
+
+
+def numbers_checked(
+    fields: list[tuple[str, str]], *, trunk: str | None, country: str | None, settings: Settings
+) -> list[tuple[str, str]]:
+    """The recipients that are SIP URIs; ValidationFailed naming the first number
+    that has no trunk to go through (the request's `sip.trunk`, else the config's
+    `default_trunk`) or that is no phone number in its country (the request's,
+    else the trunk's: DESIGN "Phone numbers and carriers")."""
+    uris = [f for f in fields if numbers.is_sip_uri(f[1])]
+    if len(uris) == len(fields):
+        return uris
+    name = trunk or settings.default_trunk
+    table = settings.trunks.get(name) if name else None
+    region = country or (str(table["country"]) if table and table.get("country") else None)
+    for where, to in fields:
+        if numbers.is_sip_uri(to):
+            continue
+        if table is None:
+            raise ValidationFailed(
+                f"recipient {to} is a phone number: it needs a trunk "
+                '("sip": {"trunk": ...} or default_trunk in the config)',
+                field=where,
+            )
+        try:
+            numbers.e164(to, region)
+        except numbers.NumberError as exc:
+            raise ValidationFailed(f"recipient {exc}", field=where) from None
+    return uris

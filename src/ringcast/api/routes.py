@@ -201,6 +201,8 @@ def stored_body(
         "sip": _resolve_sip(payload, settings, sealer),
         "callback_url": payload.callback_url,
     }
+    if payload.country is not None:
+        body["country"] = payload.country
     if payload.machine_detection is not None:
         body["machine_detection"] = payload.machine_detection.model_dump()
     if payload.voicemail is not None:
@@ -318,15 +320,15 @@ async def play(
             raise ValidationFailed(str(exc), field="Idempotency-Key") from None
     body, calls = normalize(parsed, settings, _sealer(request))
     key = api_key_of(request.state)
-    check_destinations(
-        key,
-        (
-            (f"recipients[{i}].to" if payload.to is None else "to", c.to_uri)
-            for i, c in enumerate(calls)
-        ),
-        payload.sip.proxy if payload.sip is not None else None,
+    # numbers go through a trusted trunk: checked here, not against the key's allowlist
+    uris = await intake.check_numbers(
+        intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
+        trunk=payload.sip.trunk if payload.sip is not None else None,
+        country=payload.country,
+        settings=settings,
     )
-    intake.check_uris(intake.recipient_fields(payload.to, (c.to_uri for c in calls)))
+    check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
+    intake.check_uris(uris)
     if payload.sip is not None and payload.sip.proxy is not None:
         intake.check_uri(payload.sip.proxy, "sip.proxy")
     await intake.check_voices(payload)
@@ -421,11 +423,13 @@ async def replay(
         c if c.from_uri != source.sender else c._replace(from_uri=sender) for c in source.calls
     ]
     key = api_key_of(request.state)
-    check_destinations(
-        key,
-        ((f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)),
-        payload.sip.proxy if payload.sip is not None else None,
+    uris = await intake.check_numbers(
+        [(f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)],
+        trunk=payload.sip.trunk if payload.sip is not None else None,
+        country=payload.country,
+        settings=settings,
     )
+    check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
     await _check_urls(payload, settings)
     dump = payload.model_dump(mode="json", by_alias=True)
     digest = hashlib.sha256(_canonical({"replay": request_id, **dump}).encode()).hexdigest()
@@ -627,4 +631,16 @@ async def health(request: Request) -> JSONResponse:
     except StoreError as exc:
         body = error_body(exc.code, 503, exc.message, None, rid, db="error")
         return _json(body, 503)
-    return _json(envelope(200, "ok", rid, db="ok"))
+    trunks = _trunk_registrations(request)
+    if trunks is None:
+        return _json(envelope(200, "ok", rid, db="ok"))
+    return _json(envelope(200, "ok", rid, db="ok", trunks=trunks))
+
+
+def _trunk_registrations(request: Request) -> dict[str, Any] | None:
+    """The REGISTER bindings of this process's dialer, by trunk (issue 15), when it
+    runs one (`ringcast serve`) and a trunk registers; no secrets in them."""
+    dialer = getattr(request.app.state, "dialer", None)
+    registrations = getattr(dialer, "registrations", None)
+    status = registrations.status() if registrations is not None else None
+    return dict(status) if status else None

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from ringcast import numbers
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
 from ringcast.store.fair import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
@@ -105,6 +106,33 @@ def sip_uri_ok(value: str) -> bool:
     return port is None or 1 <= int(port) <= 65535
 
 
+def check_to(value: str) -> str:
+    """A recipient: a SIP URI, a ``tel:`` URI or a phone number (DESIGN "Phone numbers
+    and carriers"). A number's syntax is checked here; whether it is a number of
+    its country (which may come from the trunk) is checked once, with
+    `phonenumbers`, at intake (:func:`ringcast.api.intake.check_numbers`)."""
+    if numbers.is_sip_uri(value):
+        return check_sip_uri(value)
+    no_control(value)
+    if not numbers.looks_like_number(value):
+        raise ValueError(
+            "must be a SIP URI like sip:user@host[:port], a tel: URI or a phone number "
+            "like +15550100001"
+        )
+    return value
+
+
+def to_ok(value: str) -> bool:
+    """:func:`check_to`'s verdict without building an error (the lean recipients path)."""
+    if numbers.is_sip_uri(value):
+        return sip_uri_ok(value)
+    return _CONTROL.search(value) is None and numbers.looks_like_number(value)
+
+
+def check_country(value: str) -> str:
+    return numbers.check_country(value)
+
+
 def check_from(value: str) -> str:
     """A user part (`me`), a SIP URI, or `"Name" <sip:uri>`."""
     no_control(value)
@@ -155,6 +183,8 @@ def check_timezone(value: str) -> str:
 
 
 SipUri = Annotated[str, Field(max_length=512), AfterValidator(check_sip_uri)]
+ToStr = Annotated[str, Field(max_length=512), AfterValidator(check_to)]
+Country = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(check_country)]
 FromStr = Annotated[str, Field(max_length=512), AfterValidator(check_from)]
 HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(check_http_url)]
 TimeZone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
@@ -230,7 +260,7 @@ PlaylistItem = Annotated[
 
 
 class Recipient(Model):
-    to: SipUri
+    to: ToStr
     from_: FromStr | None = Field(default=None, alias="from")
     variables: dict[VarName, VarValue] | None = Field(default=None, max_length=100)
     timezone: TimeZone | None = None
@@ -337,8 +367,10 @@ class MachineDetection(Model):
 class PlayRequest(Model):
     """POST /voice/call/play."""
 
-    to: SipUri | None = None
+    to: ToStr | None = None
     recipients: list[Recipient] | None = None
+    # the country national numbers of `to` are read in (ISO 3166 alpha-2, e.g. "US")
+    country: Country | None = None
     from_: FromStr | None = Field(default=None, alias="from")
     playlist: list[PlaylistItem] = Field(min_length=1, max_length=100)
     ring_timeout: Annotated[int, Field(ge=1, le=300)] = 30  # seconds
@@ -574,7 +606,9 @@ def decode_play_lean(raw: bytes) -> PlayInput | None:
     if all(r.from_ is None and r.variables is None and r.timezone is None for r in items):
         tos = [r.to for r in items]
         del items
-        if checked_uris(tos):
+        if checked_uris(tos) or (
+            all(len(t) <= _MAX_URI for t in tos) and all(map(to_ok, tos))  # numbers among them
+        ):
             return PlayInput(payload, BareRecipients(tos))
         return None
     as_dicts: list[Any] = [
@@ -602,7 +636,7 @@ def lean_recipients(items: list[Any]) -> list[RecipientIn] | None:
     out: list[RecipientIn] = []
     append = out.append
     zones: dict[str, bool] = {}
-    uri_ok = sip_uri_ok
+    uri_ok = to_ok
     for item in items:
         if type(item) is dict:
             to = item.get("to")

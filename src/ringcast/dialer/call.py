@@ -32,6 +32,7 @@ from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.sdp import MediaAnswer, MediaOffer
+from ringcast.trunks import CARRIER_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,11 @@ def resolve_sip(
     if trunk is None:
         raise TrunkGone(f"trunk {name!r} is not in the config file any more")
     headers = {**dict(trunk.get("headers") or {}), **dict(sip.get("headers") or {})}
-    out = {k: v for k, v in trunk.items() if k not in ("headers", "max_calls", "cps")}
+    out = {
+        k: v
+        for k, v in trunk.items()
+        if k not in ("headers", "max_calls", "cps") and k not in CARRIER_KEYS
+    }
     out.update(sip)
     if headers:
         out["headers"] = headers

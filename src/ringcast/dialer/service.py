@@ -44,6 +44,7 @@ from ringcast.dialer.call import (
     resolve_sip,
     sip_endpoint,
 )
+from ringcast.dialer.carrier import NotRoutable, Route, TrunkRegistrations, region_of, route
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
@@ -120,6 +121,7 @@ class Dialer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.calls_placed = 0
+        self.registrations = TrunkRegistrations(self.sip, {})  # made at start()
 
     # --- life cycle ------------------------------------------------------------
 
@@ -135,6 +137,8 @@ class Dialer:
             )
         if self._own_sip:
             await self.sip.start()
+        self.registrations = TrunkRegistrations(self.sip, self.settings.trunks)
+        self.registrations.start()
         self.clock.start()
         self.writer.start()
         epoch = await queue.register_node(self.store, self.node_id)
@@ -191,6 +195,7 @@ class Dialer:
         with contextlib.suppress(Exception):
             await queue.unregister_node(self.store, self.node_id)
         await self.clock.stop()
+        await self.registrations.stop()  # expires 0 for every binding (RFC 3261 §10.2.2)
         if self._own_sip:
             await self.sip.close()
         log.info("dialer %s stopped", self.node_id)
@@ -372,7 +377,10 @@ class Dialer:
             by_tenant.setdefault(tenant, []).append(call)
         out: set[str] = set()
         for tenant, group in by_tenant.items():
-            listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group])
+            regions = [
+                region_of((await self._request(c.request_id)).body, self.settings) for c in group
+            ]
+            listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group], regions)
             out.update(c.id for c in group if c.to_uri in listed)
         return out
 
@@ -520,9 +528,11 @@ class Dialer:
         call = live.claimed
         body = info.body
         try:
+            dial = route(body, call.to_uri, call.from_uri, self.settings)  # a number: its trunk
             prompt = await self._prompt(info, call)
             if prompt is None:
                 return
+            await self.registrations.ready(dial.trunk)  # a registering trunk's binding
             voicemail = None
             if body.get("voicemail"):
                 voicemail = await self._prompt(info, call, "voicemail")
@@ -538,12 +548,12 @@ class Dialer:
             job = CallJob(
                 call_id=call.id,
                 request_id=call.request_id,
-                to=call.to_uri,
+                to=dial.request_uri,
                 from_=call.from_uri,
                 attempt=call.attempt,
                 ring_timeout=float(body.get("ring_timeout", 30)),
                 max_duration=float(body.get("max_duration", 3600)),
-                sip=self._sip_options(body),
+                sip=self._sip_options(body, dial),
                 machine_detection=body.get("machine_detection"),
             )
             self.calls_placed += 1
@@ -558,7 +568,7 @@ class Dialer:
             if live.cut and report.answered and not report.error:
                 report.error = live.cut  # the playlist did not play to its end
             await self._record(call, info, report)
-        except TrunkGone as exc:
+        except (TrunkGone, NotRoutable) as exc:
             await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=exc.message)
         except Exception:
             log.exception("call %s crashed", call.id)
@@ -571,8 +581,14 @@ class Dialer:
             self.limits.finished()
             self._wake.set()
 
-    def _sip_options(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return resolve_sip(body.get("sip"), self.settings.trunks, self.sealer)
+    def _sip_options(self, body: Mapping[str, Any], dial: Route | None = None) -> dict[str, Any]:
+        stored = body.get("sip")
+        if dial is not None and dial.trunk and not (stored or {}).get("trunk"):
+            stored = {**(stored or {}), "trunk": dial.trunk}  # the default trunk of a number
+        options = resolve_sip(stored, self.settings.trunks, self.sealer)
+        if dial is not None and dial.headers:
+            options["headers"] = {**dial.headers, **dict(options.get("headers") or {})}
+        return options
 
     def _progress(
         self, call: ClaimedCall, info: RequestInfo

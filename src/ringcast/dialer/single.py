@@ -16,11 +16,14 @@ from ringcast.dialer.call import (
     CallContext,
     CallJob,
     CallReport,
+    TrunkGone,
     failed_report,
     media_fetcher,
     place_call,
+    resolve_sip,
     sip_endpoint,
 )
+from ringcast.dialer.carrier import NotRoutable, TrunkRegistrations, route
 from ringcast.domain import utcnow
 from ringcast.errors import MediaError
 from ringcast.media.prompt import prepare_prompt
@@ -81,8 +84,14 @@ async def run_single_call(
     max_duration: float = 3600.0,
     sip_options: dict[str, Any] | None = None,
     machine_detection: str | None = None,
+    trunk: str | None = None,
+    country: str | None = None,
 ) -> dict[str, Any]:
-    """Place one call to `to` playing `play` (URL) and/or `say` (text); return its record."""
+    """Place one call to `to` playing `play` (URL) and/or `say` (text); return its record.
+
+    `to` may be a number (DESIGN "Phone numbers and carriers"): it goes through
+    `trunk` (else the config's `default_trunk`), read in `country` when national;
+    a trunk with ``register = true`` is registered for the call and unregistered after."""
     playlist: list[dict[str, Any]] = []
     if play:
         playlist.append({"play": play})
@@ -92,7 +101,15 @@ async def run_single_call(
         raise ValueError("give --play URL or --say TEXT")
     call_id = str(uuid.uuid4())
     request_time = utcnow()
-    sip_options = dict(sip_options or {})
+    body: dict[str, Any] = {"sip": {"trunk": trunk} if trunk else None, "country": country}
+    try:
+        dial = route(body, to, from_, settings)
+        via_trunk = resolve_sip({"trunk": dial.trunk}, settings.trunks, None) if dial.trunk else {}
+    except (NotRoutable, TrunkGone) as exc:
+        return report_record(call_id, to, from_, request_time, failed_report(exc.message))
+    sip_options = {**via_trunk, **dict(sip_options or {})}
+    if dial.headers:
+        sip_options["headers"] = {**dial.headers, **dict(sip_options.get("headers") or {})}
     codecs = tuple(sip_options.get("codecs") or ("PCMU", "PCMA"))
     try:
         fetcher = media_fetcher(settings)
@@ -106,7 +123,11 @@ async def run_single_call(
     clock = RtpClock()
     await sip.start()
     clock.start()
+    trunks = {dial.trunk: settings.trunks[dial.trunk]} if dial.trunk else {}
+    registrations = TrunkRegistrations(sip, trunks)
+    registrations.start()
     try:
+        await registrations.ready(dial.trunk)
         ctx = CallContext(
             sip=sip,
             clock=clock,
@@ -116,7 +137,7 @@ async def run_single_call(
         job = CallJob(
             call_id=call_id,
             request_id=call_id,
-            to=to,
+            to=dial.request_uri,
             from_=from_,
             attempt=1,
             ring_timeout=ring_timeout,
@@ -125,7 +146,10 @@ async def run_single_call(
             machine_detection={"mode": machine_detection} if machine_detection else None,
         )
         report = await place_call(job, prompt, ctx)
+    except NotRoutable as exc:  # its trunk's registration stayed down
+        report = failed_report(exc.message)
     finally:
+        await registrations.stop()
         await clock.stop()
         await sip.close()
     return report_record(call_id, to, from_, request_time, report)

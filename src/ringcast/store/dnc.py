@@ -7,20 +7,20 @@ recipients comparable: the user part of a ``sip:``/``sips:`` URI or the
 number of a ``tel:`` URI; a number with a ``+`` is parsed by `phonenumbers`
 and written in E.164, a number without one (no country known) keeps its
 digits; a user part with letters (``alice``) matches itself; a URI with no
-user part is its host. A recipient is suppressed when its entry is on its
+user part is its host (:func:`ringcast.numbers.dnc_entry`: numbers are dialled
+with the same parser). A recipient is suppressed when its entry is on its
 tenant's list or on the install-wide one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import unquote
 
-import phonenumbers
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import format_time, utcnow
+from ringcast.numbers import dnc_entry
 from ringcast.store.db import Store
 from ringcast.store.models import dnc_table
 
@@ -28,55 +28,8 @@ dnc = dnc_table
 
 INSTALL_WIDE = ""  # the tenant value of the operators' list (no API key's tenant is blank)
 MAX_ENTRY = 512  # characters
-_NUMBER_CHARS = frozenset("0123456789+-.() \t")  # a phone number as people write it
 
-
-def _host(hostport: str) -> str:
-    """The lowercase host of `host[:port][;params]` (an IPv6 reference keeps its brackets)."""
-    host = hostport.split(";", 1)[0]
-    if host.startswith("[") and "]" in host:
-        return host[: host.index("]") + 1].lower()
-    return host.rsplit(":", 1)[0].lower() if host.count(":") == 1 else host.lower()
-
-
-def _user_part(text: str) -> tuple[str, bool]:
-    """(the user of a sip:/sips: URI, the number of a tel: URI, else the text itself;
-    whether it is a host instead: a URI with no user part names its callee by host)."""
-    scheme, colon, rest = text.partition(":")
-    scheme = scheme.lower()
-    if not colon or scheme not in ("sip", "sips", "tel"):
-        return text, False
-    if scheme == "tel":
-        return rest.split(";", 1)[0], False
-    rest = rest.split("?", 1)[0]
-    user, at, hostport = rest.rpartition("@")
-    if not at:
-        return _host(hostport), True
-    user = user.split(":", 1)[0]  # a password part is not the user
-    return (user.split(";", 1)[0] if user.startswith("+") or user[:1].isdigit() else user), False
-
-
-def normalize(entry: str, region: str | None = None) -> str:
-    """The do-not-call entry of a recipient or of an entry as given (see the module doc).
-
-    `region` (an ISO country such as "US") lets a national number become E.164.
-    """
-    part, is_host = _user_part(entry.strip())
-    if is_host:
-        return part
-    user = unquote(part).strip()
-    if not set(user) <= _NUMBER_CHARS:
-        return user  # a name (letters) matches itself
-    if not any(c.isdigit() for c in user):
-        return ""  # punctuation alone is no entry
-    digits = phonenumbers.normalize_digits_only(user)
-    if user.startswith("+") or region:
-        try:
-            number = phonenumbers.parse(user, None if user.startswith("+") else region)
-        except phonenumbers.NumberParseException:
-            return ("+" if user.startswith("+") else "") + digits
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return digits
+normalize = dnc_entry  # one normalisation for entries, recipients and dialled numbers
 
 
 def keys_for(to_uri: str) -> list[str]:
@@ -117,9 +70,20 @@ async def matches(store: Store, tenant: str, to_uri: str) -> bool:
     return bool(await listed(store, tenant, [to_uri]))
 
 
-async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
-    """Which of these recipients are on the tenant's or the install-wide list (one query)."""
-    keys = {uri: normalize(uri) for uri in to_uris}
+async def listed(
+    store: Store,
+    tenant: str,
+    to_uris: Sequence[str],
+    regions: Sequence[str | None] | None = None,
+) -> set[str]:
+    """Which of these recipients are on the tenant's or the install-wide list (one query).
+
+    `regions` (one per recipient) is the country a national number is read in
+    (the request's or its trunk's), so ``(201) 555-0123`` meets ``+12015550123``."""
+    zones = regions if regions is not None else [None] * len(to_uris)
+    keys = {
+        (uri, region): normalize(uri, region) for uri, region in zip(to_uris, zones, strict=True)
+    }
     wanted = {k for k in keys.values() if k}
     if not wanted:
         return set()
@@ -128,7 +92,7 @@ async def listed(store: Store, tenant: str, to_uris: Sequence[str]) -> set[str]:
     )
     async with store.session(readonly=True) as s, s.begin():
         hits = set((await s.execute(stmt)).scalars())
-    return {uri for uri, key in keys.items() if key in hits}
+    return {uri for (uri, _), key in keys.items() if key in hits}
 
 
 async def list_entries(

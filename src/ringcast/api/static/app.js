@@ -387,12 +387,42 @@ async function replayRequest(requestId) {
   await refreshAll();
 }
 
+// --- trunk registrations (GET /health, issue 15) ----------------------------------------
+
+function trunkText(name, info) {
+  if (info.registered) {
+    const left = info.expires_at ? Math.max(0, Math.round(info.expires_at - Date.now() / 1000)) : null;
+    return `${name}: registered` + (left === null ? "" : ` (${left} s left)`);
+  }
+  return `${name}: ${info.state}` + (info.error ? ` \u2014 ${info.error}` : "");
+}
+
+async function refreshTrunks() {
+  const response = await fetch("/health", { cache: "no-store" });
+  const body = await response.json().catch(() => ({}));
+  const trunks = body.trunks || {};
+  const box = $("#trunks");
+  const names = Object.keys(trunks).sort();
+  box.hidden = names.length === 0;
+  box.querySelectorAll(".trunk").forEach((node) => node.remove());
+  for (const name of names) {
+    const info = trunks[name];
+    box.append(el("span", {
+      class: `trunk ${info.registered ? "up" : "down"}`,
+      "data-trunk": name,
+      "data-state": info.state,
+      title: info.aor ? `${info.aor} at ${info.registrar}` : "",
+    }, trunkText(name, info)));
+  }
+}
+
 // --- loop ------------------------------------------------------------------------------
 
 async function refreshAll() {
   try {
     await refreshList();
     if (view.selected) await refreshDetail();
+    await refreshTrunks();
     showBanner(null);
     $("#live").classList.remove("stale");
   } catch (err) {
