@@ -30,6 +30,7 @@ from ringcast.sip.transport import (
     Addr,
     TcpTransport,
     TransportUser,
+    _TcpConnection,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,10 +159,33 @@ class TlsTransport(TcpTransport):
         self.handshake_failures = 0
 
     def set_peer(self, addr: Addr, peer: TlsPeer) -> None:
-        """Remember the name and options to use when connecting to ``addr``."""
-        if addr not in self._peers and len(self._peers) >= MAX_TLS_PEERS:
+        """Remember the name and options to use when connecting to ``addr``.
+
+        A live connection made under other options (another trunk's CA, another
+        name, verification off) is not reused for what comes next: it is retired
+        (it still delivers what arrives on it, and closes after the idle
+        timeout), and the next request opens a connection checked as ``peer``
+        says. So a trunk never rides on a connection it would not have accepted.
+        """
+        old = self._peers.get(addr)
+        if old is None and len(self._peers) >= MAX_TLS_PEERS:
             self._peers.pop(next(iter(self._peers)))
         self._peers[addr] = peer
+        conn = self._conns.get(addr)
+        if old is not None and old != peer and conn is not None:
+            logger.info(
+                "SIP TLS connection to %s:%s retired: asked for with other TLS settings", *addr
+            )
+            del self._conns[addr]
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
+            loop = asyncio.get_running_loop()
+            conn.idle_timer = loop.call_later(self.idle_timeout, self._close_retired, conn)
+
+    def _close_retired(self, conn: _TcpConnection) -> None:
+        conn.idle_timer = None
+        if conn.writer is not None and not conn.writer.is_closing():
+            conn.writer.close()
 
     def peer(self, addr: Addr) -> TlsPeer:
         return self._peers.get(addr) or TlsPeer(addr[0])
