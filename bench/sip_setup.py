@@ -176,6 +176,7 @@ async def run(
     sipp_cpu1 = process_cpu_seconds(sipp_pid)
     proxy_cpu1 = tree_cpu_seconds(proxy_pid) if proxy_pid else None
     tls_connections = endpoint.tls_connections
+    retransmissions = endpoint.retransmissions
     await endpoint.close()
     done = answered
     if label:
@@ -187,6 +188,7 @@ async def run(
     if failed:
         print(f"calls failed         {sum(failed.values())} by status {failed}")
     print(f"concurrency          {concurrency}")
+    print(f"retransmissions      {retransmissions} (Timers A and E)")
     print(f"wall seconds         {wall:.2f}")
     print(f"setups/s             {done / wall:.0f}" if wall > 0 else "setups/s n/a")
     if done:
@@ -207,7 +209,7 @@ def compare_tls(calls: int, concurrency: int, max_seconds: float, rounds: int) -
     with tempfile.TemporaryDirectory(prefix="ringcast-bench-tls-") as tmp:
         workdir = Path(tmp)
         pki = Pki(workdir / "pki")
-        proxy = KamailioTls(workdir, pki.issue("server"))
+        proxy = KamailioTls(workdir, pki.issue("server"), shm_mb=512)
         sipp = start_sipp(port, calls, workdir, SCENARIO_RR)
         try:
             proxy.start()

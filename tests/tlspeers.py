@@ -134,8 +134,8 @@ KAMAILIO_TLS_CFG = """#!KAMAILIO
 # relays to the Request-URI, accepts RFC 5923 Via aliases, and logs each request.
 debug=2
 log_stderror=yes
-children=2
-tcp_children=2
+children={children}
+tcp_children={children}
 auto_aliases=no
 dns=no
 rev_dns=no
@@ -223,11 +223,22 @@ class KamailioTls(_Process):
     """Kamailio with ``listen=tls:127.0.0.1:PORT``, presenting ``server``.
 
     ``client_ca``: demand a client certificate issued by that CA (mutual TLS).
+    ``shm_mb``: Kamailio's shared memory (transactions, TLS sessions): the
+    benchmark's thousands of calls need more than a test's few.
     """
 
     name = "kamailio-tls"
 
-    def __init__(self, workdir: Path, server: Issued, *, client_ca: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        server: Issued,
+        *,
+        client_ca: Path | None = None,
+        shm_mb: int = 32,
+        children: int = 2,
+    ) -> None:
+        self.shm_mb = shm_mb
         self.root = workdir / f"kamailio-tls-{free_port()}"
         self.root.mkdir()
         super().__init__(self.root)
@@ -249,6 +260,7 @@ class KamailioTls(_Process):
                 tls_port=self.tls_port,
                 modules=KAMAILIO_MODULES,
                 tls_cfg=tls_cfg,
+                children=children,
             )
         )
 
@@ -267,7 +279,7 @@ class KamailioTls(_Process):
         run.mkdir()
         self._spawn(
             [exe, "-DD", "-E", "-f", str(self.cfg), "-Y", str(run), "-P", str(run / "pid")]
-            + ["-m", "32", "-M", "8"]
+            + ["-m", str(self.shm_mb), "-M", "8"]
         )
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:

@@ -92,3 +92,26 @@ def test_handshake_reasons_are_readable() -> None:
     assert handshake_reason(err) == "certificate verify failed: certificate has expired"
     assert handshake_reason(TimeoutError()) == "timed out"
     assert handshake_reason(ConnectionResetError()) == "connection closed by the server"
+
+
+def test_the_guides_tls_trunk_loads(tmp_path: Path) -> None:
+    """docs/guide.md "SIP over TLS": its trunk, with files made here at its paths."""
+    import re
+
+    guide = (Path(__file__).parents[2] / "docs" / "guide.md").read_text()
+    toml = re.search(r"```toml\n(# ringcast.toml[^`]*?\[trunks\.secure\][^`]*?)```", guide)
+    assert toml is not None
+    pki = Pki(tmp_path / "pki")
+    client = pki.issue("client", client=True)
+    text = (
+        toml.group(1)
+        .replace("/etc/ringcast/carrier-ca.pem", str(pki.ca_file))
+        .replace("/etc/ringcast/ringcast-client.pem", str(client.cert))
+        .replace("/etc/ringcast/ringcast-client.key", str(client.key))
+    )
+    path = tmp_path / "ringcast.toml"
+    path.write_text(text)
+    settings = Settings.from_sources({"config_file": str(path)}, env={})
+    options = tls_options(settings.trunks["secure"])
+    assert options == TlsOptions(str(pki.ca_file), str(client.cert), str(client.key))
+    check_trunk_tls(settings.trunks)
