@@ -176,7 +176,7 @@ class OutboundCall:
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None  # our BYE, once sent
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
-        self._hops = Hops(endpoint, self.call_id)  # dialog next hops (RFC 3263)
+        self._hops = Hops(endpoint, self.call_id, tls=spec.tls)  # dialog next hops (RFC 3263)
         self._peer_allows_update = False
         # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
         # when that 2xx is retransmitted after Timer M ended the transaction.

@@ -358,7 +358,9 @@ class SipEndpoint:
             self._resolved[target] = targets[0]
         return targets
 
-    async def resolve(self, uri: str, transport: str | None = None) -> Destination:
+    async def resolve(
+        self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
+    ) -> Destination:
         """The first server of :meth:`locate` (cached per host, port and transport).
 
         A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
@@ -366,16 +368,25 @@ class SipEndpoint:
         OSError when the host name cannot be resolved, ValueError for an
         unusable URI.
         """
-        known = self.resolve_now(uri, transport)
+        known = self.resolve_now(uri, transport, tls=tls)
         if known is not None:
             return known
-        return (await self.locate(uri, transport))[0]
+        return (await self.locate(uri, transport, tls=tls))[0]
 
-    def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
-        """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
+    def resolve_now(
+        self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
+    ) -> Destination | None:
+        """Like :meth:`resolve` without waiting: IP literals and cached names, else None.
+
+        A TLS address met here for the first time is checked as ``tls`` says,
+        against the URI's host; one already known keeps its settings (and its
+        connection: a dialog's Record-Route naming the proxy by its IP)."""
         target = target_of(uri, transport)
         if target.numeric:
-            return Destination(target.host, target.default_port, target.default_transport)
+            dest = Destination(target.host, target.default_port, target.default_transport)
+            if dest.transport == "tls" and not self._tls.knows(dest.addr):
+                self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
+            return dest
         return self._resolved.get(target)
 
     def via_for(self, dest: Destination, branch: str) -> str:

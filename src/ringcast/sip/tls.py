@@ -187,6 +187,9 @@ class TlsTransport(TcpTransport):
         if conn.writer is not None and not conn.writer.is_closing():
             conn.writer.close()
 
+    def knows(self, addr: Addr) -> bool:
+        return addr in self._peers
+
     def peer(self, addr: Addr) -> TlsPeer:
         return self._peers.get(addr) or TlsPeer(addr[0])
 
