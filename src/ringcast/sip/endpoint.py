@@ -1,7 +1,7 @@
 """One SIP endpoint per process: the sockets, and who gets each message.
 
 :class:`SipEndpoint` multiplexes every call over one UDP socket (plus TCP
-connections when asked). What arrives goes, in this order: through the flood
+and TLS connections when asked: :mod:`ringcast.sip.tls`). What arrives goes, in this order: through the flood
 gate (:mod:`ringcast.sip.flood`; responses and our calls' requests exempt),
 the parser (garbage is logged, rate-limited, and dropped), then responses to
 their client transactions and requests to their server transactions
