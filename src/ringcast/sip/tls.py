@@ -129,6 +129,8 @@ def handshake_reason(exc: BaseException) -> str:
         return _reason(exc)
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, ConnectionAbortedError):
+        return str(exc) or "aborted"
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return "connection closed by the server"
     if isinstance(exc, OSError) and exc.strerror:
@@ -212,9 +214,9 @@ class TlsTransport(TcpTransport):
                 ),
                 TCP_CONNECT_TIMEOUT + TLS_HANDSHAKE_TIMEOUT,
             )
-        except ConnectionRefusedError:
-            raise  # no TLS yet: a plain transport error
-        except (OSError, TimeoutError) as exc:
+        except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                raise  # nobody listens: a plain transport error, as over TCP
             self.handshake_failures += 1
             why = handshake_reason(exc)
             logger.warning(
