@@ -1,17 +1,18 @@
 """One SIP endpoint per process: the sockets, and who gets each message.
 
-:class:`SipEndpoint` multiplexes every call over one UDP socket (plus TCP and
-TLS connections when asked: :mod:`ringcast.sip.tls`). What arrives goes, in
-this order: through the flood gate (:mod:`ringcast.sip.flood`; responses and
-our calls' requests exempt), the parser (garbage is logged, rate-limited, and
-dropped), then responses to their client transactions and requests to their
-server transactions (:mod:`ringcast.sip.layer`), in-dialog requests to the
-call whose Call-ID, To tag (ours) and From tag (the callee's) all match
-(§12.2.2) through a new server transaction, and everything else to the
-stateless responder (:mod:`ringcast.sip.stateless`), which keeps nothing.
-Nothing a peer sends can raise out of :meth:`on_packet`.
+:class:`SipEndpoint` multiplexes every call over one UDP socket (plus TCP
+connections when asked). What arrives goes, in this order: through the flood
+gate (:mod:`ringcast.sip.flood`; responses and our calls' requests exempt),
+the parser (garbage is logged, rate-limited, and dropped), then responses to
+their client transactions and requests to their server transactions
+(:mod:`ringcast.sip.layer`), in-dialog requests to the call whose Call-ID, To
+tag (ours) and From tag (the callee's) all match (§12.2.2) through a new
+server transaction, and everything else to the stateless responder
+(:mod:`ringcast.sip.stateless`), which keeps nothing. Nothing a peer sends
+can raise out of :meth:`on_packet`.
 
 The endpoint never imports the call module: a call is a :class:`DialogUser`.
+SIP over TLS (client connections, certificate checks): :mod:`ringcast.sip.tls`.
 """
 
 from __future__ import annotations
