@@ -28,13 +28,16 @@ from ringcast.errors import ConfigError
 from ringcast.trunks import CARRIER_KEYS, check_carrier_keys
 
 ENV_PREFIX = "RINGCAST_"
-SIP_TRANSPORTS = ("udp", "tcp")
+SIP_TRANSPORTS = ("udp", "tcp")  # what `--sip-transport` listens on
+CALL_TRANSPORTS = ("udp", "tcp", "tls")  # what a trunk or request may send over
+TLS_TRUNK_KEYS = ("ca_file", "cert_file", "key_file")  # file paths (RFC 5630 trunks)
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 TRUNK_KEYS = (
     frozenset(
         {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
     )
     | CARRIER_KEYS
+    | {*TLS_TRUNK_KEYS, "tls_verify"}
 )
 CODECS = ("PCMU", "PCMA")
 COMPOSITE_KEYS = ("http", "sip", "rtp_ports")
@@ -214,8 +217,11 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"{where}.{key} must be a string", field=f"{where}.{key}")
         if not str(table["proxy"]).lower().startswith(("sip:", "sips:")):
             raise ConfigError(f"{where}.proxy must be a sip: URI", field=f"{where}.proxy")
-        if "transport" in table and table["transport"] not in SIP_TRANSPORTS:
-            raise ConfigError(f"{where}.transport must be udp or tcp", field=f"{where}.transport")
+        if "transport" in table and table["transport"] not in CALL_TRANSPORTS:
+            raise ConfigError(
+                f"{where}.transport must be udp, tcp or tls", field=f"{where}.transport"
+            )
+        _check_trunk_tls(where, table)
         # fleet-wide limits of the trunk (capacity leases and a token bucket in the database)
         if "max_calls" in table and (
             isinstance(table["max_calls"], bool)
@@ -252,6 +258,25 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
         check_carrier_keys(where, table)
         trunks[name] = dict(table)
     return trunks
+
+
+def _check_trunk_tls(where: str, table: Mapping[str, Any]) -> None:
+    """A trunk's TLS keys: readable files, a boolean ``tls_verify`` (loaded at start-up
+    by the dialer, which names the file OpenSSL refuses)."""
+    for key in TLS_TRUNK_KEYS:
+        if key not in table:
+            continue
+        value = table[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{key} must be a file path", field=f"{where}.{key}")
+        if not os.access(value, os.R_OK) or not Path(value).is_file():
+            raise ConfigError(
+                f"{where}.{key}: {value} is not a readable file", field=f"{where}.{key}"
+            )
+    if "key_file" in table and "cert_file" not in table:
+        raise ConfigError(f"{where}.key_file needs cert_file", field=f"{where}.key_file")
+    if "tls_verify" in table and not isinstance(table["tls_verify"], bool):
+        raise ConfigError(f"{where}.tls_verify must be true or false", field=f"{where}.tls_verify")
 
 
 _VOICE_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

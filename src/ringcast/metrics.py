@@ -54,6 +54,11 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
         "sip.flood_dropped",
     ),
     (
+        "ringcast_sip_tls_handshake_failures",
+        "TLS connections to SIP servers that failed (certificate, name, alert)",
+        "sip.tls_handshake_failures",
+    ),
+    (
         "ringcast_sip_stateless_answers",
         "SIP requests from strangers answered statelessly",
         "sip.stateless_answers",

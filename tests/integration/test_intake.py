@@ -1,5 +1,5 @@
 """Intake refuses at the door what would fail every call (HTTP 422 naming the field,
-nothing queued), on SQLite and PostgreSQL: sips: recipients, bad ;transport=,
+nothing queued), on SQLite and PostgreSQL: bad ;transport= (sips: over UDP),
 unknown voices, piper voices the operator did not name, a fixed playlist longer
 than max_duration. GET /voices lists what is installed."""
 
@@ -59,13 +59,20 @@ def refused(resp: httpx.Response, field: str, *words: str) -> str:
 @pytest.mark.parametrize(
     ("request_body", "field", "words"),
     [
-        (body(to="sips:alice@127.0.0.1:5061"), "to", ("sips:alice@127.0.0.1:5061", "TLS")),
         (
-            body(to=None, recipients=[{"to": "sip:a@127.0.0.1"}, {"to": "sips:b@127.0.0.1"}]),
+            body(to="sips:alice@127.0.0.1:5061;transport=udp"),
+            "to",
+            ("sips:alice@127.0.0.1:5061", "TLS, not ;transport=udp"),
+        ),
+        (
+            body(
+                to=None,
+                recipients=[{"to": "sip:a@127.0.0.1"}, {"to": "sips:b@127.0.0.1;transport=UDP"}],
+            ),
             "recipients[1].to",
             ("sips:b@127.0.0.1",),
         ),
-        (body(to="sip:alice@127.0.0.1;transport=tls"), "to", ("'tls' is not supported",)),
+        (body(to="sip:alice@127.0.0.1;transport=ws"), "to", ("'ws' is not supported",)),
         (body(to="sip:alice@127.0.0.1;transport=sctp"), "to", ("sctp",)),
         (body(to="sip:alice@127.0.0.1;transport="), "to", ("once, with a value",)),
         (body(to="sip:a@h;transport=udp;transport=tcp"), "to", ("once",)),
@@ -122,6 +129,9 @@ async def test_a_piper_path_is_never_read(client: httpx.AsyncClient, store: Stor
     [
         body(to="sip:alice@127.0.0.1:5070;transport=tcp"),
         body(to="sip:alice@127.0.0.1:5070;TRANSPORT=UDP;lr"),
+        # SIP over TLS (RFC 5630): sips: URIs, ;transport=tls, "sip": {"transport": "tls"}
+        body(to="sips:alice@127.0.0.1:5061"),
+        body(to="sip:alice@127.0.0.1:5061;transport=tls", sip={"transport": "tls"}),
         body(playlist=[{"say": "Hallo", "voice": "de"}, {"say": "Hi", "voice": "en_US"}]),
         # a playlist with a gather is cut at max_duration instead
         body(playlist=[{"pause": 10}, {"gather": {"digits": 1}}], max_duration=5),

@@ -2,9 +2,9 @@
 call of a request fail is refused at the door (HTTP 422 naming the field;
 nothing queued).
 
-- Recipients (and ``sip.proxy``): ``sips:`` needs TLS, which ringcast does not
-  speak yet; a ``;transport=`` parameter must be one ringcast speaks (udp, tcp)
-  and be written once, with a value.
+- Recipients (and ``sip.proxy``): a ``;transport=`` parameter must be one
+  ringcast speaks (udp, tcp, tls) and be written once, with a value; a
+  ``sips:`` URI is reached over TLS (RFC 5630), never ``;transport=udp``.
 - ``say`` voices: one an installed engine has (GET /voices lists them); piper
   voices are only those the operator configured (never a path).
 - A fixed playlist (no ``gather``) that certainly lasts longer than
@@ -23,13 +23,13 @@ from typing import Any
 
 from ringcast import numbers
 from ringcast.api.schemas import PlayRequest
-from ringcast.config import SIP_TRANSPORTS, Settings
+from ringcast.config import CALL_TRANSPORTS, Settings
 from ringcast.errors import MediaError, ValidationFailed
 
 # The audio stack (numpy, libsndfile, eSpeak NG) is imported when a request first
 # needs it, so `ringcast api` starts without it.
 
-SPOKEN_TRANSPORTS = frozenset(SIP_TRANSPORTS)  # what the SIP layer can send over
+SPOKEN_TRANSPORTS = frozenset(CALL_TRANSPORTS)  # what the SIP layer can send over
 TLS = "tls" in SPOKEN_TRANSPORTS  # sips: URIs are accepted once TLS exists
 # Bound of eSpeak/piper speech: no word is shorter than two characters, and every
 # punctuation mark pauses under a second; doubled for margin.
@@ -53,7 +53,7 @@ def check_uri(uri: str, where: str) -> None:
         return
     if len(transports) > 1 or not transports[0][1] or not transports[0][2]:
         raise ValidationFailed(
-            f"{where} {uri[:128]}: write ;transport= once, with a value (udp or tcp)",
+            f"{where} {uri[:128]}: write ;transport= once, with a value (udp, tcp or tls)",
             field=where,
         )
     value = transports[0][2].lower()
@@ -61,6 +61,11 @@ def check_uri(uri: str, where: str) -> None:
         spoken = " or ".join(sorted(SPOKEN_TRANSPORTS))
         raise ValidationFailed(
             f"{where} {uri[:128]}: transport {value[:16]!r} is not supported (use {spoken})",
+            field=where,
+        )
+    if scheme == "sips" and value == "udp":
+        raise ValidationFailed(
+            f"{where} {uri[:128]}: a sips: URI is reached over TLS, not ;transport=udp",
             field=where,
         )
 

@@ -342,7 +342,7 @@ class Sip(Model):
     proxy: SipUri | None = None
     username: Annotated[SafeStr, Field(min_length=1, max_length=256)] | None = None
     password: Annotated[SafeStr, Field(max_length=256)] | None = None
-    transport: Literal["udp", "tcp"] | None = None
+    transport: Literal["udp", "tcp", "tls"] | None = None
     codecs: list[Literal["PCMU", "PCMA"]] | None = Field(default=None, min_length=1, max_length=2)
     headers: Annotated[dict[str, str], AfterValidator(_check_headers)] | None = Field(
         default=None, max_length=32

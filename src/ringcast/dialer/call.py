@@ -21,6 +21,7 @@ import numpy as np
 
 from ringcast import sealing
 from ringcast.config import Settings
+from ringcast.dialer.trunk_tls import check_trunk_tls, tls_options
 from ringcast.domain import Outcome, Result, utcnow
 from ringcast.errors import RingcastError, public_text
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
@@ -104,7 +105,10 @@ class CallContext:
 
 
 def sip_endpoint(settings: Settings) -> SipEndpoint:
-    """The process's SIP endpoint, as the settings say (`--sip`, `--public-ip`, T1/T2)."""
+    """The process's SIP endpoint, as the settings say (`--sip`, `--public-ip`, T1/T2).
+
+    The trunks' TLS files are loaded first (:func:`check_trunk_tls`)."""
+    check_trunk_tls(settings.trunks)
     return SipEndpoint(
         host=settings.sip_host,
         port=settings.sip_port,
@@ -244,6 +248,7 @@ async def _run(
         media=offer,
         proxy=sip.get("proxy"),
         transport=sip.get("transport"),  # None: the URI's ;transport=, else the DNS
+        tls=tls_options(sip),  # the trunk's CA, client certificate, tls_verify
         username=sip.get("username"),
         password=sip.get("password"),
         headers=dict(sip.get("headers") or {}),

@@ -152,7 +152,7 @@ class OutboundCall:
         self._sdp = OfferAnswer(spec.media)
         self._to = parse_address(spec.to)
         if not _SIP_URI.search(spec.to):
-            raise ValueError(f"to must be a sip: URI, not {spec.to!r}")
+            raise ValueError(f"to must be a sip: or sips: URI, not {spec.to!r}")
         if not self._to.uri.host:
             raise ValueError(f"to has no host: {spec.to!r}")
         self._to.params.pop("tag", None)
@@ -176,7 +176,7 @@ class OutboundCall:
         self._setup_done: asyncio.Future[bool] = endpoint.loop.create_future()
         self._bye_done: asyncio.Future[None] | None = None  # our BYE, once sent
         self._forks: dict[str, tuple[bytes, Destination]] = {}  # other 2xx tags -> our ACK
-        self._hops = Hops(endpoint, self.call_id)  # dialog next hops (RFC 3263)
+        self._hops = Hops(endpoint, self.call_id, tls=spec.tls)  # dialog next hops (RFC 3263)
         self._peer_allows_update = False
         # CSeq of our re-INVITE -> the ACK sent for its 2xx (§13.2.2.4), re-sent
         # when that 2xx is retransmitted after Timer M ended the transaction.
@@ -276,10 +276,10 @@ class OutboundCall:
         dest = self._dest
         if dest is None:
             return False
-        if dest.transport == "tcp" and dest.addr == addr:
+        if dest.transport in ("tcp", "tls") and dest.addr == addr:
             return True
         hop = self._in_dialog_destination() if self.dialog is not None else None
-        return hop is not None and hop.transport == "tcp" and hop.addr == addr
+        return hop is not None and hop.transport in ("tcp", "tls") and hop.addr == addr
 
     def abort(self, why: str) -> None:
         """End the call locally without signalling (the endpoint is going away)."""
@@ -365,7 +365,7 @@ class OutboundCall:
         try:
             # The URI's ;transport= first (RFC 3263 §4.1), then the call's, then the DNS.
             transport = uri_transport(target) or self.spec.transport
-            servers = await self.endpoint.locate(target, transport)
+            servers = await self.endpoint.locate(target, transport, tls=self.spec.tls)
         except (OSError, ValueError) as exc:
             if self.state is CallState.ENDED:
                 return
@@ -734,7 +734,7 @@ class OutboundCall:
             # §4.1, §19.1.1); the call's own transport otherwise.
             transport = uri_transport(target) or self.spec.transport
             try:
-                servers = await self.endpoint.locate(target, transport)
+                servers = await self.endpoint.locate(target, transport, tls=self.spec.tls)
             except (OSError, ValueError) as exc:
                 if self.ended.is_set():  # hung up while the target was looked up
                     return
@@ -1297,7 +1297,7 @@ class _InDialogRequest:
         self.handler(self.request, response, step)
 
 
-_SIP_URI = re.compile(r"^\s*(?:\"[^\"]*\"\s*|[^<\"]*)?<?\s*sip:[^\s]", re.I)
+_SIP_URI = re.compile(r"^\s*(?:\"[^\"]*\"\s*|[^<\"]*)?<?\s*sips?:[^\s]", re.I)
 
 
 def _session_expires_header(message: SipRequest | SipResponse) -> str | None:

@@ -16,6 +16,7 @@ from aiosipua.headers import parse_address, stringify_address
 from aiosipua.message import SipResponse
 
 from ringcast.sip.sdp import MediaOffer
+from ringcast.sip.tls import TlsOptions
 
 GLARE_RETRY_MIN_CS = 210  # RFC 3261 §14.1: the Call-ID owner retries a 491'd re-INVITE
 GLARE_RETRY_MAX_CS = 400  # after 2.1 to 4 s, chosen at random in units of 10 ms
@@ -58,6 +59,7 @@ class CallSpec:
     messages to the outbound proxy"). ACK and BYE thus always take the same
     path. ``username``/``password`` answer 401/407 digest challenges.
     ``max_duration`` (seconds after answer) sends BYE when it runs out.
+    ``tls`` says how a TLS server is checked (``sips:``, ``transport="tls"``).
     """
 
     to: str
@@ -65,6 +67,7 @@ class CallSpec:
     media: MediaOffer
     proxy: str | None = None
     transport: str | None = None  # None: the URI's ;transport=, else the DNS (RFC 3263)
+    tls: TlsOptions | None = None  # CA, client certificate, verify (None: system CAs, verified)
     username: str | None = None
     password: str | None = None
     headers: dict[str, str] = field(default_factory=_empty_headers)

@@ -53,7 +53,7 @@ def redirect_targets(response: SipResponse, *, limit: int, skip: str = "") -> li
     §20.10: ``q`` (0 to 1, 1 when absent) is a header parameter, after ``>`` or
     after the URI when there are no brackets. Ties keep the order listed (one
     header or several, comma-joined). A ``q`` that is not a number ranks last.
-    Only ``sip:`` URIs (we cannot call ``tel:``, ``sips:`` needs TLS, ``http:``
+    Only ``sip:`` and ``sips:`` URIs (we cannot call ``tel:``, ``http:``
     is for people); ``skip`` (the URI just tried) and repeats are left out,
     at most ``limit`` returned.
     """
@@ -67,7 +67,7 @@ def redirect_targets(response: SipResponse, *, limit: int, skip: str = "") -> li
         else:
             uri, _, params = raw.partition(";")
         uri = uri.strip()
-        if not uri.lower().startswith("sip:") or uri in seen:
+        if not uri.lower().startswith(("sip:", "sips:")) or uri in seen:
             continue
         seen.add(uri)
         ranked.append((-_q_value(parse_params(params.strip().lstrip(";")).get("q")), index, uri))

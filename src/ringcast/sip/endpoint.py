@@ -12,6 +12,7 @@ server transaction, and everything else to the stateless responder
 can raise out of :meth:`on_packet`.
 
 The endpoint never imports the call module: a call is a :class:`DialogUser`.
+SIP over TLS (client connections, certificate checks): :mod:`ringcast.sip.tls`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from ringcast.sip.flood import FLOOD_BURST, FLOOD_RATE, FLOOD_TOTAL_RATE, FloodG
 from ringcast.sip.layer import ResponseHandler, TransactionLayer
 from ringcast.sip.locate import (
     MAX_TARGETS,
-    SIP_PORT,
     Resolver,
     Server,
     Target,
@@ -50,6 +50,7 @@ from ringcast.sip.message import (
     response_destination,
 )
 from ringcast.sip.stateless import StatelessResponder
+from ringcast.sip.tls import TlsOptions, TlsPeer, TlsTransport
 from ringcast.sip.transaction import ClientTransaction, Timers
 from ringcast.sip.transport import Addr, TcpTransport, UdpTransport
 from ringcast.sip.uas_checks import refusal, request_version
@@ -166,6 +167,7 @@ class SipEndpoint:
         )
         self._udp = UdpTransport(self)
         self._tcp = TcpTransport(self, idle_timeout=tcp_idle_timeout)
+        self._tls = TlsTransport(self, idle_timeout=tcp_idle_timeout)  # client side (RFC 5630)
         self._calls: dict[str, DialogUser] = {}
         self._local_hosts: dict[str, str] = {}
         self._locator = locator
@@ -252,6 +254,7 @@ class SipEndpoint:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._udp.close()
         await self._tcp.close()
+        await self._tls.close()
         self._started = False
 
     async def __aenter__(self) -> SipEndpoint:
@@ -323,7 +326,9 @@ class SipEndpoint:
             return self._tcp.local_addr[1]
         return self.local_port
 
-    async def locate(self, uri: str, transport: str | None = None) -> list[Destination]:
+    async def locate(
+        self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
+    ) -> list[Destination]:
         """Every server to try for a SIP URI, in order (RFC 3263 §4, :mod:`.locate`).
 
         §4.3: when the first one fails (a transport error, a timeout) or
@@ -336,10 +341,12 @@ class SipEndpoint:
         is not an IP literal and a port is skipped (no name is ever sent to).
         ``maddr`` and ``transport`` count as in :meth:`resolve`.
         Raises OSError when no server is found, ValueError for an unusable URI.
+        A TLS server's certificate must name the URI's host (RFC 5922 §7), checked
+        as ``tls`` says (default: the system's CAs).
         """
         target = target_of(uri, transport)
         if self._locator is not None and not target.numeric:
-            name = target.transport or "udp"
+            name = target.default_transport
             found = await self._locator(target.host, target.port, name)
             servers = usable_servers(Server(ip, port, name) for ip, port in found)
         else:
@@ -347,11 +354,16 @@ class SipEndpoint:
         if not servers:
             raise OSError(f"cannot resolve {target.host}")
         targets = [Destination(*server) for server in servers]
+        for dest in targets:
+            if dest.transport == "tls":
+                self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
         if not target.numeric:
             self._resolved[target] = targets[0]
         return targets
 
-    async def resolve(self, uri: str, transport: str | None = None) -> Destination:
+    async def resolve(
+        self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
+    ) -> Destination:
         """The first server of :meth:`locate` (cached per host, port and transport).
 
         A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
@@ -359,30 +371,43 @@ class SipEndpoint:
         OSError when the host name cannot be resolved, ValueError for an
         unusable URI.
         """
-        known = self.resolve_now(uri, transport)
+        known = self.resolve_now(uri, transport, tls=tls)
         if known is not None:
             return known
-        return (await self.locate(uri, transport))[0]
+        return (await self.locate(uri, transport, tls=tls))[0]
 
-    def resolve_now(self, uri: str, transport: str | None = None) -> Destination | None:
-        """Like :meth:`resolve` without waiting: IP literals and cached names, else None."""
+    def resolve_now(
+        self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
+    ) -> Destination | None:
+        """Like :meth:`resolve` without waiting: IP literals and cached names, else None.
+
+        A TLS address met here for the first time is checked as ``tls`` says,
+        against the URI's host; one already known keeps its settings (and its
+        connection: a dialog's Record-Route naming the proxy by its IP)."""
         target = target_of(uri, transport)
         if target.numeric:
-            return Destination(target.host, target.port or SIP_PORT, target.transport or "udp")
+            dest = Destination(target.host, target.default_port, target.default_transport)
+            if dest.transport == "tls" and not self._tls.knows(dest.addr):
+                self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
+            return dest
         return self._resolved.get(target)
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""
         host = self.local_host_for(dest)
+        # TLS: RFC 5923 alias, so the server sends our dialog's requests on this connection
+        alias = ";alias" if dest.transport == "tls" else ""
         return (
             f"SIP/2.0/{dest.transport.upper()} {host}:{self.local_port_for(dest.transport)}"
-            f";rport;branch={branch}"
+            f";rport{alias};branch={branch}"
         )
 
     def contact_for(self, dest: Destination, user: str | None) -> str:
         host = self.local_host_for(dest)
         port = self.local_port_for(dest.transport)
         userpart = f"{user}@" if user else ""
+        if dest.transport == "tls":  # §8.1.1.8: SIPS Contact for a sips: request (RFC 5630)
+            return f"<sips:{userpart}{host}:{port}>"
         params = ";transport=tcp" if dest.transport == "tcp" else ""
         return f"<sip:{userpart}{host}:{port}{params}>"
 
@@ -392,6 +417,8 @@ class SipEndpoint:
         """Send bytes outside any client transaction (2xx ACK, our responses)."""
         if dest.transport == "tcp":
             self._tcp.send(data, dest.addr)
+        elif dest.transport == "tls":
+            self._tls.send(data, dest.addr)
         else:
             self._udp.send(data, dest.addr)
 
@@ -440,6 +467,15 @@ class SipEndpoint:
     @property
     def tcp_connections(self) -> int:
         return self._tcp.connections
+
+    @property
+    def tls_connections(self) -> int:
+        return self._tls.connections
+
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes that failed (bad certificate, wrong name, not TLS): metrics."""
+        return self._tls.handshake_failures
 
     def on_transport_error(self, addr: Addr, exc: BaseException, transport: str) -> None:
         """Every live transaction bound to ``addr`` hears of it (client ones: a 503)."""

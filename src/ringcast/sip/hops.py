@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.message import Destination, uri_transport
+from ringcast.sip.tls import TlsOptions
 
 if TYPE_CHECKING:
     from ringcast.sip.endpoint import SipEndpoint
@@ -29,9 +30,12 @@ MAX_HOPS = 8  # next hops one call remembers (its dialog, forks, refreshed targe
 class Hops:
     """One call's resolved next hops (URI -> Destination) and failed look-ups."""
 
-    def __init__(self, endpoint: SipEndpoint, call_id: str) -> None:
+    def __init__(
+        self, endpoint: SipEndpoint, call_id: str, *, tls: TlsOptions | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._call_id = call_id
+        self._tls = tls  # the call's TLS settings, for next hops over TLS
         self._known: dict[str, Destination] = {}
         self._failures: dict[str, str] = {}  # next-hop URI -> why it cannot be resolved
 
@@ -45,7 +49,7 @@ class Hops:
         if dest is not None:
             return dest
         try:
-            dest = self._endpoint.resolve_now(uri, uri_transport(uri) or transport)
+            dest = self._endpoint.resolve_now(uri, uri_transport(uri) or transport, tls=self._tls)
         except ValueError:
             return None  # resolve() reports it
         if dest is not None:
@@ -62,7 +66,7 @@ class Hops:
             raise OSError(why)
         try:
             dest = await asyncio.wait_for(
-                self._endpoint.resolve(uri, uri_transport(uri) or transport),
+                self._endpoint.resolve(uri, uri_transport(uri) or transport, tls=self._tls),
                 self._endpoint.timers.b,
             )
         except (OSError, ValueError) as exc:  # TimeoutError is an OSError

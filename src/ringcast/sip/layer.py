@@ -43,6 +43,8 @@ from ringcast.sip.transport import Addr
 
 logger = logging.getLogger(__name__)
 
+RELIABLE = frozenset({"tcp", "tls"})  # transports without retransmission (§17.1.1.2)
+
 ResponseHandler = Callable[[SipResponse], None]
 Sender = Callable[[bytes, Destination], None]
 
@@ -95,7 +97,7 @@ class TransactionLayer:
         self, request: SipRequest, dest: Destination, tu: ResponseHandler | None, *, branch: str
     ) -> ClientTransaction:
         """Run ``request`` (its top Via already carries ``branch``) as a client transaction."""
-        reliable = dest.transport == "tcp"
+        reliable = dest.transport in RELIABLE
         txn: ClientTransaction
         if request.method == "INVITE":
             txn = InviteClientTransaction(request, reliable=reliable, timers=self.timers)
@@ -151,7 +153,7 @@ class TransactionLayer:
     def start_server(self, request: SipRequest, source: Destination) -> _Entry:
         """A server transaction for a request inside a live dialog; answer it with
         :meth:`respond`."""
-        reliable = source.transport == "tcp"
+        reliable = source.transport in RELIABLE
         key = server_key(request)
         txn: ServerTransaction
         entry: _Entry

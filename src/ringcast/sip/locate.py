@@ -15,8 +15,11 @@ for it, else A; otherwise NAPTR -> SRV -> A, with SRV ``_sip._udp`` then
 there are no SRV records either. The list feeds the §4.3 failover of a call
 (503, a transport error or a timeout -> the next server).
 
-TLS (``sips:``, ``;transport=tls``, NAPTR ``SIPS+D2T``, ``_sips._tcp``) is
-refused or ignored until ringcast speaks it.
+TLS (RFC 3263 §4.1, RFC 5630): a ``sips:`` URI is reached over TLS only
+(NAPTR ``SIPS+D2T``, SRV ``_sips._tcp``, else port 5061); ``;transport=tls``
+asks for TLS on a ``sip:`` URI; for a plain ``sip:`` URI NAPTR ``SIPS+D2T``
+counts in its order and ``_sips._tcp`` is asked after ``_sip._udp`` and
+``_sip._tcp``.
 """
 
 from __future__ import annotations
@@ -46,12 +49,12 @@ from ringcast.sip.message import is_ip_literal
 logger = logging.getLogger(__name__)
 
 SIP_PORT = 5060  # RFC 3261 §19.1.2, the port when neither the URI nor SRV names one
-TRANSPORTS = ("udp", "tcp")  # spoken, in the order tried when nothing says which
-NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp"}  # RFC 3263 §4.1; SIPS+D2T needs TLS
+SIPS_PORT = 5061  # RFC 3261 §19.1.2, the same for sips: and transport=tls
+TRANSPORTS = ("udp", "tcp", "tls")  # spoken, in the order tried when nothing says which
+NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}  # RFC 3263 §4.1
 MAX_TARGETS = 4  # servers one request may try in turn (RFC 3263 §4.3 failover)
 MAX_SRV_TARGETS = 8  # SRV targets whose addresses are looked up for one request
 DNS_LIFETIME = 3.0  # seconds one DNS query may take, retries included
-NO_TLS = "which ringcast does not speak yet"
 
 
 class DnsTimeout(OSError):
@@ -74,10 +77,21 @@ class Target:
     host: str  # a host name (lower case) or an IP literal (no brackets)
     port: int | None
     transport: str | None
+    secure: bool = False  # a sips: URI: TLS only (RFC 3261 §26.2.2)
 
     @property
     def numeric(self) -> bool:
         return is_ip_literal(self.host)
+
+    @property
+    def default_transport(self) -> str:
+        """The transport when neither the URI nor the DNS names one."""
+        return self.transport or ("tls" if self.secure else "udp")
+
+    @property
+    def default_port(self) -> int:
+        """The port when neither the URI nor SRV names one (§19.1.2)."""
+        return self.port or (SIPS_PORT if self.default_transport == "tls" else SIP_PORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,44 +125,52 @@ def target_of(uri: str, transport: str | None = None) -> Target:
     """The host, port and transport to look up for ``uri`` (RFC 3263 §4.1).
 
     ``maddr`` replaces the host (RFC 3261 §19.1.1); ``transport`` (when given)
-    wins over the URI's ``;transport=``. A ``sips:`` URI and ``transport=tls``
-    raise ValueError (no TLS yet), as does any transport but udp and tcp.
+    wins over the URI's ``;transport=``. A ``sips:`` URI is TLS (its
+    ``transport=tcp`` means TLS over TCP, RFC 5630 §3.2); asking it for UDP
+    raises ValueError, as does any transport but udp, tcp and tls.
     """
     parsed = parse_uri(uri)
-    if parsed.scheme.lower() == "sips":
-        raise ValueError(f"a sips: URI needs TLS, {NO_TLS}")
+    secure = parsed.scheme.lower() == "sips"
     host = (parsed.params.get("maddr") or parsed.host or "").strip("[]").lower()
     if not host:
         raise ValueError(f"no host in {uri!r}")
     name = transport or parsed.params.get("transport")
     name = name.lower() if name else None
-    if name == "tls":
-        raise ValueError(f"transport=tls needs TLS, {NO_TLS}")
     if name is not None and name not in TRANSPORTS:
         raise ValueError(f"unsupported transport {name!r}")
+    if secure and name == "udp":
+        raise ValueError(f"a sips: URI is reached over TLS, not UDP: {uri!r}")
+    if secure and name is not None:
+        name = "tls"
     port = parsed.port or None
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"invalid port {port} in {uri!r}")
-    return Target(host, port, name)
+    return Target(host, port, name, secure)
 
 
 def srv_name(transport: str, host: str) -> str:
-    """The SRV owner name for SIP over ``transport`` at ``host`` (§4.1, RFC 2782)."""
+    """The SRV owner name for SIP over ``transport`` at ``host`` (§4.1, RFC 2782):
+    ``_sips._tcp`` for TLS."""
+    if transport == "tls":
+        return f"_sips._tcp.{host.rstrip('.')}."
     return f"_sip._{transport}.{host.rstrip('.')}."
 
 
-def naptr_services(records: Iterable[Naptr]) -> list[tuple[str, str]]:
+def naptr_services(records: Iterable[Naptr], *, secure: bool = False) -> list[tuple[str, str]]:
     """(transport, SRV name) of the usable NAPTR records, best first (§4.1).
 
     Sorted by order, then preference (RFC 3403 §4.1). Usable: flag ``S`` (the
     next lookup is SRV) and a service ringcast speaks (``SIP+D2U``,
-    ``SIP+D2T``); ``SIPS+D2T`` and unknown services are discarded.
+    ``SIP+D2T``, ``SIPS+D2T``; only ``SIPS+D2T`` when ``secure``, for a
+    ``sips:`` URI); unknown services are discarded.
     """
     ordered = sorted(records, key=lambda r: (r.order, r.preference))
     out: list[tuple[str, str]] = []
     for record in ordered:
         transport = NAPTR_SERVICES.get(record.service.upper())
         if transport is None or record.flags.lower() != "s":
+            continue
+        if secure and transport != "tls":
             continue
         name = record.replacement.rstrip(".")
         if not name:
@@ -309,14 +331,14 @@ async def locate(
     """
     host = target.host
     if target.numeric:
-        return [Server(host, target.port or SIP_PORT, target.transport or "udp")]
+        return [Server(host, target.default_port, target.default_transport)]
     if is_localhost(host):
-        return [Server("127.0.0.1", target.port or SIP_PORT, target.transport or "udp")]
+        return [Server("127.0.0.1", target.default_port, target.default_transport)]
     if target.port is not None:  # §4.2: an explicit port, so no SRV; UDP unless named (§4.1)
-        transport = target.transport or "udp"
+        transport = target.default_transport
         servers = [Server(ip, target.port, transport) for ip in await resolver.addresses(host)]
         return _found(usable_servers(servers, limit), f"no address for {host}")
-    transport = target.transport or "udp"
+    transport = target.default_transport
     try:
         servers, transport = await _by_srv(target, resolver, rng, limit)
     except DnsTimeout as exc:  # not answering NAPTR/SRV: the addresses may still be had
@@ -324,8 +346,9 @@ async def locate(
         servers = []
     if servers:
         return servers
-    # §4.2: no SRV records: the host's own addresses, port 5060
-    servers = [Server(ip, SIP_PORT, transport) for ip in await resolver.addresses(host)]
+    # §4.2: no SRV records: the host's own addresses, port 5060 (5061 for TLS)
+    port = SIPS_PORT if transport == "tls" else SIP_PORT
+    servers = [Server(ip, port, transport) for ip in await resolver.addresses(host)]
     return _found(usable_servers(servers, limit), f"no address for {host}")
 
 
@@ -340,11 +363,14 @@ async def _by_srv(
         services = [(target.transport, srv_name(target.transport, host))]
     else:
         naptrs = await resolver.naptr(host)
-        services = naptr_services(naptrs)
+        services = naptr_services(naptrs, secure=target.secure)
         if not services and offers_sip(naptrs):
-            raise OSError(f"{host} offers SIP over TLS only (NAPTR SIPS+D2T), {NO_TLS}")
+            if target.secure:
+                raise OSError(f"{host} offers no SIP over TLS (NAPTR SIPS+D2T) for a sips: URI")
+            raise OSError(f"{host} offers SIP only over transports ringcast does not speak")
         if not services:  # §4.1: no NAPTR records, SRV for each transport spoken
-            services = [(t, srv_name(t, host)) for t in TRANSPORTS]
+            spoken = ("tls",) if target.secure else TRANSPORTS
+            services = [(t, srv_name(t, host)) for t in spoken]
     had_srv = False
     for transport, name in services:
         records = await resolver.srv(name)

@@ -224,7 +224,7 @@ class TcpTransport:
     def send(self, data: bytes, addr: Addr) -> None:
         """Write to the peer's connection, opening one if needed; errors are reported."""
         if self._closing:
-            self.user.on_transport_error(addr, ConnectionError("TCP transport closed"), "tcp")
+            self.user.on_transport_error(addr, ConnectionError("transport closed"), self.name)
             return
         conn = self._conns.get(addr)
         if conn is None:
@@ -246,16 +246,22 @@ class TcpTransport:
         conn.last_used = time.monotonic()
         conn.writer.write(data)
 
+    async def _open(self, addr: Addr) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the stream to ``addr`` (TLS overrides this: :mod:`ringcast.sip.tls`)."""
+        return await asyncio.wait_for(
+            asyncio.open_connection(addr[0], addr[1], limit=MAX_TCP_MESSAGE),
+            TCP_CONNECT_TIMEOUT,
+        )
+
     async def _connect(self, conn: _TcpConnection) -> None:
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(conn.addr[0], conn.addr[1], limit=MAX_TCP_MESSAGE),
-                TCP_CONNECT_TIMEOUT,
-            )
+            reader, writer = await self._open(conn.addr)
         except (OSError, TimeoutError) as exc:
             self._drop(conn)
-            logger.info("SIP TCP connect to %s:%s failed: %s", conn.addr[0], conn.addr[1], exc)
-            self.user.on_transport_error(conn.addr, exc, "tcp")
+            logger.info(
+                "SIP %s connect to %s:%s failed: %s", self.name, conn.addr[0], conn.addr[1], exc
+            )
+            self.user.on_transport_error(conn.addr, exc, self.name)
             return
         conn.writer = writer
         for data in conn.pending:
@@ -270,11 +276,17 @@ class TcpTransport:
                 if data is None:
                     break
                 conn.last_used = time.monotonic()
-                self.user.on_packet(data, conn.addr, "tcp")
+                self.user.on_packet(data, conn.addr, self.name)
         except (ValueError, OSError, asyncio.IncompleteReadError) as exc:
-            logger.info("SIP TCP connection %s:%s closed: %s", conn.addr[0], conn.addr[1], exc)
+            logger.info(
+                "SIP %s connection %s:%s closed: %s", self.name, conn.addr[0], conn.addr[1], exc
+            )
+            self._read_failed(conn.addr, exc)
         finally:
             self._drop(conn)
+
+    def _read_failed(self, addr: Addr, exc: BaseException) -> None:
+        """A connection broke while reading (TLS reports its alerts here)."""
 
     @property
     def connections(self) -> int:

@@ -522,7 +522,7 @@ async def test_unanswered_bye_ends_the_session_when_sent(
 
 async def test_create_call_validates_input(endpoint: SipEndpoint) -> None:
     media = MediaOffer("127.0.0.1", 40000)
-    with pytest.raises(ValueError, match="to must be a sip: URI"):
+    with pytest.raises(ValueError, match="to must be a sip: or sips: URI"):
         OutboundCall(endpoint, CallSpec(to="tel:+15551234", from_="me", media=media))
     with pytest.raises(ValueError, match="header 'Via' is managed by ringcast"):
         OutboundCall(

@@ -94,15 +94,13 @@ def call_to(ep: SipEndpoint, to: str) -> OutboundCall:
 # --- which servers, in which order (the DNS steps, no SIP) -------------------------
 
 
-async def test_naptr_order_picks_the_transport_and_sips_is_ignored(
-    ep: SipEndpoint, dns: ZoneServer
-) -> None:
-    """§4.1: NAPTR records by order then preference; SIPS+D2T (TLS) is skipped and
-    its `_sips._tcp` SRV never asked; the first usable one's SRV gives the servers."""
+async def test_naptr_order_picks_the_transport(ep: SipEndpoint, dns: ZoneServer) -> None:
+    """§4.1: NAPTR records by order then preference; the first usable one's SRV gives
+    the servers (SIPS+D2T, TLS, when it comes first: see the test below)."""
     dns.set(
         "\n".join(
             [
-                naptr(10, 10, "SIPS+D2T", "_sips._tcp"),
+                naptr(30, 10, "SIPS+D2T", "_sips._tcp"),
                 naptr(20, 20, "SIP+D2U", "_sip._udp"),
                 naptr(20, 10, "SIP+D2T", "_sip._tcp"),
                 srv("tcp", (10, 0, 5061), service="_sips"),
@@ -116,6 +114,39 @@ async def test_naptr_order_picks_the_transport_and_sips_is_ignored(
         (f"{DOMAIN}.", "NAPTR"),
         (f"_sip._tcp.{DOMAIN}.", "SRV"),
         (f"sip-tcp0.{DOMAIN}.", "A"),
+    ]
+
+
+async def test_naptr_sips_first_means_tls(ep: SipEndpoint, dns: ZoneServer) -> None:
+    """§4.1: SIPS+D2T first in order: TLS to the `_sips._tcp` SRV target, also for
+    a sip: URI (ringcast speaks TLS)."""
+    dns.set(
+        "\n".join(
+            [
+                naptr(10, 10, "SIPS+D2T", "_sips._tcp"),
+                naptr(20, 10, "SIP+D2U", "_sip._udp"),
+                srv("tcp", (10, 0, 5061), service="_sips"),
+                srv("udp", (10, 0, 5072)),
+            ]
+        )
+    )
+    assert await ep.locate(f"sip:alice@{DOMAIN}") == [Destination("127.0.0.1", 5061, "tls")]
+    assert dns.queries == [
+        (f"{DOMAIN}.", "NAPTR"),
+        (f"_sips._tcp.{DOMAIN}.", "SRV"),
+        (f"sips-tcp0.{DOMAIN}.", "A"),
+    ]
+
+
+async def test_sips_uri_asks_for_tls_only(ep: SipEndpoint, dns: ZoneServer) -> None:
+    """RFC 3263 §4.1 / RFC 5630: a sips: URI without NAPTR records asks `_sips._tcp`
+    only (never `_sip._udp`), then the host's address on port 5061."""
+    dns.set(f"{DOMAIN}. 60 IN A 127.0.0.1\n" + srv("udp", (10, 0, 5072)))
+    assert await ep.locate(f"sips:alice@{DOMAIN}") == [Destination("127.0.0.1", 5061, "tls")]
+    assert dns.queries == [
+        (f"{DOMAIN}.", "NAPTR"),
+        (f"_sips._tcp.{DOMAIN}.", "SRV"),
+        (f"{DOMAIN}.", "A"),
     ]
 
 
@@ -161,6 +192,7 @@ async def test_no_naptr_no_srv_is_the_a_record_on_5060(ep: SipEndpoint, dns: Zon
         (f"{DOMAIN}.", "NAPTR"),
         (f"_sip._udp.{DOMAIN}.", "SRV"),
         (f"_sip._tcp.{DOMAIN}.", "SRV"),
+        (f"_sips._tcp.{DOMAIN}.", "SRV"),  # §4.1: each transport spoken, TLS included
         (f"{DOMAIN}.", "A"),
     ]
 
@@ -196,11 +228,9 @@ async def test_explicit_transport_asks_its_srv_only(ep: SipEndpoint, dns: ZoneSe
     [
         ("", f"sip:alice@{DOMAIN}", f"no address for {DOMAIN}"),
         (
-            naptr(10, 10, "SIPS+D2T", "_sips._tcp")
-            + "\n"
-            + srv("tcp", (1, 0, 5061), service="_sips"),
-            f"sip:alice@{DOMAIN}",
-            "offers SIP over TLS only",
+            naptr(10, 10, "SIP+D2U", "_sip._udp") + "\n" + srv("udp", (1, 0, 5060)),
+            f"sips:alice@{DOMAIN}",
+            "offers no SIP over TLS",
         ),
         (  # RFC 2782: target "." means the service is not there; no A fallback
             f"_sip._udp.{DOMAIN}. 60 IN SRV 0 0 0 .\n{DOMAIN}. 60 IN A 127.0.0.1",
@@ -222,9 +252,11 @@ async def test_nothing_to_call_is_an_error(
         await ep.locate(uri)
 
 
-async def test_sips_uri_is_refused_before_any_query(ep: SipEndpoint, dns: ZoneServer) -> None:
-    with pytest.raises(ValueError, match="sips: URI needs TLS"):
-        await ep.locate(f"sips:alice@{DOMAIN}")
+async def test_sips_uri_over_udp_is_refused_before_any_query(
+    ep: SipEndpoint, dns: ZoneServer
+) -> None:
+    with pytest.raises(ValueError, match="reached over TLS, not UDP"):
+        await ep.locate(f"sips:alice@{DOMAIN}", "udp")
     assert dns.queries == []
 
 
@@ -392,15 +424,15 @@ async def test_recipient_transport_tcp_is_honoured(
 @pytest.mark.parametrize(
     ("to", "error"),
     [
-        ("sip:alice@127.0.0.1:5999;transport=tls", "transport=tls needs TLS"),
+        ("sips:alice@127.0.0.1:5999;transport=udp", "reached over TLS, not UDP"),
         ("sip:alice@127.0.0.1:5999;transport=sctp", "unsupported transport 'sctp'"),
     ],
 )
 async def test_recipient_transport_ringcast_cannot_speak_fails(
     ep: SipEndpoint, to: str, error: str
 ) -> None:
-    """Refused before anything is sent (no TLS yet; RFC 3261 §26.2.2 forbids
-    sending a sips:/tls request over anything else)."""
+    """Refused before anything is sent (RFC 3261 §26.2.2 forbids sending a sips:
+    request over anything but TLS)."""
     call = call_to(ep, to)
     assert await call.setup() is False
     assert call.outcome is Outcome.FAILED and call.error is not None

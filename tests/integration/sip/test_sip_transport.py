@@ -82,3 +82,33 @@ async def test_tcp_connect_refused_is_reported() -> None:
         assert user.errors and user.errors[0][0] == ("127.0.0.1", port)
     finally:
         await tcp.close()
+
+
+async def test_tls_to_a_server_that_does_not_speak_tls_is_a_transport_error() -> None:
+    """A plain SIP-over-TCP server on the TLS port: the handshake fails, the error
+    says why, and it counts as a handshake failure (RFC 3263 §4.3 fail-over)."""
+    from ringcast.sip.tls import TlsTransport
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(b"SIP/2.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(plain, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    user = _User()
+    tls = TlsTransport(user)
+    try:
+        tls.send(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n", ("127.0.0.1", port))
+        for _ in range(100):
+            if user.errors:
+                break
+            await asyncio.sleep(0.02)
+        assert user.errors and user.errors[0][0] == ("127.0.0.1", port)
+        assert user.errors[0][1].startswith("TLS handshake failed: "), user.errors
+        assert tls.handshake_failures == 1 and user.packets == []
+    finally:
+        await tls.close()
+        server.close()
+        await server.wait_closed()

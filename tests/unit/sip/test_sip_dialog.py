@@ -132,6 +132,7 @@ def test_redirect_targets_by_q_value_then_listed_order() -> None:
     )
     assert redirect_targets(response, limit=10) == [
         "sip:d@127.0.0.1:5004",  # no q: 1.0
+        "sips:f@127.0.0.1:5006",  # SIP over TLS (RFC 5630)
         "sip:g@127.0.0.1:5007;q=0.2",
         "sip:b@127.0.0.1:5002;transport=tcp",
         "sip:c@127.0.0.1:5003",
@@ -139,7 +140,7 @@ def test_redirect_targets_by_q_value_then_listed_order() -> None:
         "sip:e@127.0.0.1:5005",  # unreadable q: last
     ]
     assert redirect_targets(response, limit=2, skip="sip:d@127.0.0.1:5004") == [
+        "sips:f@127.0.0.1:5006",
         "sip:g@127.0.0.1:5007;q=0.2",
-        "sip:b@127.0.0.1:5002;transport=tcp",
     ]
     assert redirect_targets(_redirect("*"), limit=4) == []

@@ -35,18 +35,31 @@ from ringcast.sip.locate import (
         ("sip:alice@carrier.example;transport=TCP", None, Target("carrier.example", None, "tcp")),
         ("sip:alice@carrier.example;transport=tcp", "udp", Target("carrier.example", None, "udp")),
         ("sip:carrier.example;maddr=127.0.0.2;lr", None, Target("127.0.0.2", None, None)),
+        # RFC 5630: sips: is TLS; its transport=tcp means TLS over TCP
+        ("sips:alice@carrier.example", None, Target("carrier.example", None, None, True)),
+        ("sips:alice@c.example;transport=tcp", None, Target("c.example", None, "tls", True)),
+        ("sip:alice@carrier.example;transport=TLS", None, Target("carrier.example", None, "tls")),
+        ("sip:alice@127.0.0.1", "tls", Target("127.0.0.1", None, "tls")),
     ],
 )
 def test_target_of_a_uri(uri: str, transport: str | None, expected: Target) -> None:
     assert target_of(uri, transport) == expected
 
 
+def test_tls_targets_default_to_port_5061() -> None:
+    """RFC 3261 §19.1.2: 5061 for sips: and transport=tls, 5060 otherwise."""
+    assert target_of("sips:a@127.0.0.1").default_port == 5061
+    assert target_of("sips:a@127.0.0.1").default_transport == "tls"
+    assert target_of("sip:a@127.0.0.1;transport=tls").default_port == 5061
+    assert target_of("sip:a@127.0.0.1").default_port == 5060
+    assert target_of("sips:a@127.0.0.1:5071").default_port == 5071
+
+
 @pytest.mark.parametrize(
     ("uri", "transport", "message"),
     [
-        ("sips:alice@carrier.example", None, "a sips: URI needs TLS"),
-        ("sip:alice@carrier.example;transport=tls", None, "transport=tls needs TLS"),
-        ("sip:alice@127.0.0.1", "tls", "transport=tls needs TLS"),
+        ("sips:alice@carrier.example;transport=udp", None, "reached over TLS, not UDP"),
+        ("sips:alice@carrier.example", "udp", "reached over TLS, not UDP"),
         ("sip:alice@carrier.example;transport=sctp", None, "unsupported transport 'sctp'"),
     ],
 )
@@ -62,6 +75,7 @@ def test_localhost_names_and_srv_names() -> None:
     assert not is_localhost("localhost.example") and not is_localhost("mylocalhost")
     assert srv_name("udp", "carrier.example") == "_sip._udp.carrier.example."
     assert srv_name("tcp", "carrier.example.") == "_sip._tcp.carrier.example."
+    assert srv_name("tls", "carrier.example") == "_sips._tcp.carrier.example."
 
 
 def naptr(order: int, pref: int, service: str, replacement: str, flags: str = "s") -> Naptr:
@@ -72,13 +86,17 @@ def naptr(order: int, pref: int, service: str, replacement: str, flags: str = "s
     ("records", "expected"),
     [
         ([], []),
-        (  # order first, then preference; SIPS+D2T (TLS) is discarded
+        (  # order first, then preference; SIPS+D2T is TLS
             [
                 naptr(20, 10, "SIP+D2U", "_sip._udp.c.example."),
                 naptr(10, 50, "SIPS+D2T", "_sips._tcp.c.example."),
                 naptr(10, 60, "SIP+D2T", "_sip._tcp.c.example."),
             ],
-            [("tcp", "_sip._tcp.c.example."), ("udp", "_sip._udp.c.example.")],
+            [
+                ("tls", "_sips._tcp.c.example."),
+                ("tcp", "_sip._tcp.c.example."),
+                ("udp", "_sip._udp.c.example."),
+            ],
         ),
         (  # preference within one order; service names are case-insensitive
             [
@@ -100,6 +118,16 @@ def naptr(order: int, pref: int, service: str, replacement: str, flags: str = "s
 )
 def test_naptr_services(records: list[Naptr], expected: list[tuple[str, str]]) -> None:
     assert naptr_services(records) == expected
+
+
+def test_naptr_services_of_a_sips_uri_are_tls_only() -> None:
+    """RFC 3263 §4.1: a sips: URI takes only the SIPS services."""
+    records = [
+        naptr(10, 10, "SIP+D2U", "_sip._udp.c.example."),
+        naptr(20, 10, "SIPS+D2T", "_sips._tcp.c.example."),
+    ]
+    assert naptr_services(records, secure=True) == [("tls", "_sips._tcp.c.example.")]
+    assert naptr_services(records[:1], secure=True) == []
 
 
 def test_offers_sip_tells_a_tls_only_domain_from_one_without_sip_records() -> None:
