@@ -129,6 +129,12 @@ def _dialer_hook(settings: Settings, *, required: bool) -> LifespanHook | None:
             raise _fail(f"the dialer is not available in this build ({exc})") from None
         logger.warning("dialer not available (%s): serving the API only, calls stay queued", exc)
         return None
+    from ringcast.dialer.call import check_addresses
+
+    try:
+        check_addresses(settings)  # one line at start, not a traceback from the lifespan
+    except RingcastError as exc:
+        raise _fail(exc.message, 1) from None
     hook: LifespanHook = dialer_lifespan(settings)
     return hook
 
@@ -647,6 +653,12 @@ def call(
         from ringcast.dialer.single import run_single_call
     except ImportError as exc:
         raise _fail(f"single calls are not available in this build ({exc})") from None
+    from ringcast.dialer.call import check_addresses
+
+    try:
+        check_addresses(settings)
+    except RingcastError as exc:
+        raise _fail(exc.message, 1) from None
     record: dict[str, Any] = {}
 
     async def one() -> None:

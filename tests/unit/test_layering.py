@@ -30,19 +30,25 @@ ALLOWED: dict[str, dict[str, str]] = {
     "domain": {},
     "heap": {},
     "logfmt": {},
+    "inet": {},
     "netguard": {"errors": "ValidationFailed for a refused URL"},
     "config": {
         "domain": "the CPS and max-calls limits validated here",
         "errors": "ConfigError naming the key",
+        "inet": "HOST:PORT with [IPv6], public_ip per family",
     },
     "client": {"errors": "RingcastError as the client's base error"},
-    "sip": {"domain": "Outcome: SIP causes map to call outcomes"},
+    "sip": {
+        "domain": "Outcome: SIP causes map to call outcomes",
+        "inet": "address families of sockets, [IPv6] in Via/Contact/From",
+    },
     "media": {
         "errors": "MediaError",
         "netguard": "fetch goes through the SSRF guard",
     },
     "rtp": {
         "errors": "MediaError",
+        "inet": "RTP sockets of the callee's family, v4-mapped on dual stack",
         "media": "codecs (frame size, ptime) and the prepared Prompt it streams",
     },
     "store": {
@@ -66,6 +72,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "config": "Settings of the app",
         "domain": "limits and times in schemas and the dashboard",
         "errors": "the error envelope maps RingcastError",
+        "inet": "a bracketed recipient host is an IPv6 address",
         "metrics": "/metrics",
         "media": "voices and speech length checked at intake, GET /voices (issue 13)",
         "netguard": "callback and media URLs are checked at intake",
@@ -76,6 +83,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "config": "Settings of the node",
         "domain": "outcomes and results of calls",
         "errors": "MediaError and RingcastError of a call",
+        "inet": "RTP bind family from the SIP bind address",
         "media": "fetch and prepare the playlist",
         "rtp": "ports, the shared clock and one media session per call",
         "sealing": "inline SIP passwords opened at dial time, erased when final",

@@ -42,6 +42,7 @@ from ringcast.dialer.call import (
     media_fetcher,
     place_call,
     resolve_sip,
+    rtp_bind_host,
     sip_endpoint,
 )
 from ringcast.dialer.limits import Backoff, NodeLimits
@@ -104,6 +105,7 @@ class Dialer:
             clock=self.clock,
             ports=self.ports,
             public_ip=settings.public_ip,
+            rtp_bind_host=rtp_bind_host(settings),
         )
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)

@@ -19,6 +19,7 @@ from ringcast.dialer.call import (
     failed_report,
     media_fetcher,
     place_call,
+    rtp_bind_host,
     sip_endpoint,
 )
 from ringcast.domain import utcnow
@@ -112,6 +113,7 @@ async def run_single_call(
             clock=clock,
             ports=PortAllocator(settings.rtp_port_min, settings.rtp_port_max),
             public_ip=settings.public_ip,
+            rtp_bind_host=rtp_bind_host(settings),
         )
         job = CallJob(
             call_id=call_id,

@@ -310,8 +310,9 @@ async def locate(
     host = target.host
     if target.numeric:
         return [Server(host, target.port or SIP_PORT, target.transport or "udp")]
-    if is_localhost(host):
-        return [Server("127.0.0.1", target.port or SIP_PORT, target.transport or "udp")]
+    if is_localhost(host):  # the loopback of a family the sockets reach
+        loopback = "127.0.0.1" if "A" in resolver.families else "::1"
+        return [Server(loopback, target.port or SIP_PORT, target.transport or "udp")]
     if target.port is not None:  # §4.2: an explicit port, so no SRV; UDP unless named (§4.1)
         transport = target.transport or "udp"
         servers = [Server(ip, target.port, transport) for ip in await resolver.addresses(host)]
