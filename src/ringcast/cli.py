@@ -49,9 +49,15 @@ Db = Annotated[
     typer.Option("--db", envvar="RINGCAST_DB", help="sqlite:///PATH or postgresql://..."),
 ]
 Http = Annotated[
-    str | None, typer.Option("--http", envvar="RINGCAST_HTTP", help="HTTP bind HOST:PORT")
+    str | None,
+    typer.Option("--http", envvar="RINGCAST_HTTP", help="HTTP bind HOST:PORT or [IPv6]:PORT"),
 ]
-Sip = Annotated[str | None, typer.Option("--sip", envvar="RINGCAST_SIP", help="SIP bind HOST:PORT")]
+Sip = Annotated[
+    str | None,
+    typer.Option(
+        "--sip", envvar="RINGCAST_SIP", help="SIP bind HOST:PORT, [IPv6]:PORT, [::]:PORT dual stack"
+    ),
+]
 SipTransport = Annotated[
     str | None,
     typer.Option("--sip-transport", envvar="RINGCAST_SIP_TRANSPORT", help="udp or tcp"),
@@ -62,7 +68,11 @@ RtpPorts = Annotated[
 ]
 PublicIp = Annotated[
     str | None,
-    typer.Option("--public-ip", envvar="RINGCAST_PUBLIC_IP", help="address for SDP and Contact"),
+    typer.Option(
+        "--public-ip",
+        envvar="RINGCAST_PUBLIC_IP",
+        help="address for SDP and Contact (one per family: IPv4,IPv6)",
+    ),
 ]
 MaxCalls = Annotated[
     int | None,
