@@ -178,6 +178,28 @@ def test_host_name_with_only_an_aaaa_record(tmp_path: Path, sipp_bin: str) -> No
     assert asked_v4 == [("v6.carrier.test.", "A")]
 
 
+def test_tcp_on_a_dual_stack_server_to_an_ipv6_callee(tmp_path: Path, sipp_bin: str) -> None:
+    """`--sip [::]:P --sip-transport tcp` and `;transport=tcp` to a SIPp on TCP ::1:
+    the connection is IPv6, and Via and Contact name [::1] with TCP."""
+    with SippUas("uas_answer_any_family.xml", tmp_path, host="::1", transport="t1") as uas:
+        lo = 20000 + (free_port() % 300) * 20
+        done = subprocess.run(
+            [RINGCAST, "call", f"{uas.uri('alice')};transport=tcp", "--say", "Hi"]
+            + ["--sip", "[::]:0", "--sip-transport", "tcp", "--rtp-ports", f"{lo}-{lo + 9}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert (record["result"], record["answered"]) == ("completed", True), record
+    invite = invite_of(uas)
+    assert re.search(r"^Via: SIP/2.0/TCP \[::1\]:\d+;", invite, re.M), invite
+    assert re.search(r"^Contact: <sip:ringcast@\[::1\]:\d+;transport=tcp>", invite, re.M), invite
+    assert "\nc=IN IP6 ::1" in invite
+
+
 def test_ipv4_only_server_refuses_an_ipv6_recipient_in_its_record(tmp_path: Path) -> None:
     """`sip:alice@[::1]:P` from a server bound to 127.0.0.1: the call fails with a
     record that says which family is missing and how to get it; nothing is sent."""

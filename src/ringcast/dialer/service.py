@@ -50,6 +50,7 @@ from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
+from ringcast.inet import hostport
 from ringcast.media import tts
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
@@ -151,12 +152,11 @@ class Dialer:
                 asyncio.create_task(self._listen_loop(), name=f"dialer-listen-{self.node_id}")
             )
         log.info(
-            "dialer %s started (max_calls=%d cps=%s sip=%s:%s loop=%s)",
+            "dialer %s started (max_calls=%d cps=%s sip=%s loop=%s)",
             self.node_id,
             self.settings.max_calls,
             self.settings.cps,
-            self.settings.sip_host,
-            self.sip.local_port,
+            hostport(self.settings.sip_host, self.sip.local_port),
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
