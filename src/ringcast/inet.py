@@ -12,6 +12,7 @@ speaking plain IPv4.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 IPV4 = 4
@@ -19,6 +20,7 @@ IPV6 = 6
 WILDCARDS = {"0.0.0.0": (IPV4,), "::": (IPV4, IPV6), "": (IPV4,)}  # bind host -> families
 
 
+@functools.lru_cache(maxsize=4096)
 def ip_version(host: str) -> int | None:
     """4 or 6 for an IP literal (brackets and an IPv6 zone allowed), None for a name."""
     text = host.strip()

@@ -39,7 +39,7 @@ def rtp_socket(host: str) -> socket.socket:
 
 def drain(sock: socket.socket) -> list[tuple[bytes, str]]:
     """Every datagram queued on `sock`: (payload, source IP)."""
-    out = []
+    out: list[tuple[bytes, str]] = []
     while True:
         try:
             data, addr = sock.recvfrom(2048)
