@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,6 +32,7 @@ import ringcast
 from ringcast import heap
 from ringcast.config import Settings
 from ringcast.errors import ConfigError, RingcastError
+from ringcast.inet import IPV6, ip_version
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
         from ringcast.api.auth import check_bind_policy
 
         await check_bind_policy(settings, store)  # no key beyond loopback: refuse
+        _check_http_bind(settings)
         app_ = create_app(settings, store, lifespan_hooks=[*hooks, _settle_heap])
         config = uvicorn.Config(
             app_,
@@ -201,6 +204,19 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
             raise RingcastError(f"could not serve HTTP on {settings.http_bind}")
     finally:
         await store.close()
+
+
+def _check_http_bind(settings: Settings) -> None:
+    """A RingcastError in one line when `--http` cannot be bound (an address this
+    host lacks, a family it has not, a port in use), before anything listens."""
+    family = socket.AF_INET6 if ip_version(settings.http_host) == IPV6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise RingcastError(f"cannot serve HTTP on --http {settings.http_bind}: {why}") from None
 
 
 def _run(coro: Any, event_loop: str = "auto") -> None:

@@ -215,10 +215,13 @@ def test_ipv4_only_server_refuses_an_ipv6_recipient_in_its_record(tmp_path: Path
 
 def serve_fails(tmp_path: Path, *args: str) -> str:
     """`ringcast serve` with `args`: it must exit non-zero with one error line."""
-    http = free_port(socket.SOCK_STREAM)
+    http = ["--http", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"]
+    if "--http" in args:
+        http = []
+    if "--sip" not in args:
+        http += ["--sip", "127.0.0.1:0"]
     done = subprocess.run(
-        [RINGCAST, "serve", "--db", f"sqlite:///{tmp_path / 'rc.db'}"]
-        + ["--http", f"127.0.0.1:{http}", *args],
+        [RINGCAST, "serve", "--db", f"sqlite:///{tmp_path / 'rc.db'}", *http, *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -249,3 +252,8 @@ def test_unusable_addresses_are_one_line_at_start(tmp_path: Path) -> None:
     assert "put an IPv6 address in brackets, like [::1]:5060" in line
     line = serve_fails(tmp_path, "--sip", "[::]:0", "--public-ip", "::1,::2")
     assert "two IPv6 addresses" in line
+    line = serve_fails(tmp_path, "--http", "[2001:db8::1]:8080", "--insecure-no-auth")
+    assert line == (
+        "ringcast: error: cannot serve HTTP on --http [2001:db8::1]:8080:"
+        " Cannot assign requested address"
+    )

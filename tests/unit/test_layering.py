@@ -103,6 +103,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "dialer": "the dialer of `serve` / `dialer`, one call for `call`",
         "errors": "errors printed to the user",
         "heap": "the frozen start-up heap",
+        "inet": "the --http address family, checked at start",
         "logfmt": "JSON log lines",
         "store": "the store of `keys`",
     },
