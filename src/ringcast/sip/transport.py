@@ -46,6 +46,7 @@ class TransportUser(Protocol):
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors per destination
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)  # the same for ICMPv6
+ERRQUEUE_DRAIN = 64  # error-queue entries read per wake-up
 
 
 def family_socket(host: str, kind: socket.SocketKind) -> socket.socket:
@@ -66,9 +67,6 @@ def family_socket(host: str, kind: socket.SocketKind) -> socket.socket:
 def reaches(families: tuple[int, ...], host: str) -> bool:
     """Whether a socket reaching ``families`` can send to ``host`` (an IP literal)."""
     return (ip_version(host) or 4) in families
-
-
-ERRQUEUE_DRAIN = 64  # error-queue entries read per wake-up
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -110,12 +108,16 @@ class UdpTransport:
                     sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
                 except OSError:
                     pass
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-                if sock.family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-            except OSError:
-                logger.debug("IP_RECVERR not available: ICMP errors fall back to Timer B")
+            options = [(socket.IPPROTO_IP, IP_RECVERR)]  # also IPv4 peers of a dual-stack socket
+            if sock.family == socket.AF_INET6:
+                options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
+            for level, option in options:
+                try:
+                    sock.setsockopt(level, option, 1)
+                except OSError:
+                    logger.debug(
+                        "RECVERR %s not available: ICMP errors fall back to Timer B", level
+                    )
             sock.bind((host, port))
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), sock=sock
