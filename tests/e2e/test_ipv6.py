@@ -142,6 +142,32 @@ def test_dual_stack_server_calls_each_callee_in_its_family(tmp_path: Path, sipp_
     assert len(packets6) >= 10 and {s for _, s in packets6} == {"::1"}
 
 
+def test_outbound_proxy_on_ipv6(tmp_path: Path, sipp_bin: str) -> None:
+    """A request's `sip.proxy` `sip:[::1]:P`: the INVITE for a callee named by host
+    name goes to the proxy over IPv6 (the name is never looked up), with a
+    bracketed loose Route."""
+    with (
+        SippUas("uas_answer_any_family.xml", tmp_path, host="::1") as proxy,
+        RingcastServer(tmp_path, sip_host="::") as rc,
+    ):
+        rid = post(
+            rc,
+            {
+                "to": "sip:alice@pbx.invalid",
+                "from": "me",
+                "playlist": [{"pause": 0.3}],
+                "sip": {"proxy": f"sip:[::1]:{proxy.port}"},
+            },
+        )
+        record = record_of(rc, rid)
+    assert (record["result"], record["answered"]) == ("completed", True), record
+    invite = invite_of(proxy)
+    assert invite.startswith("INVITE sip:alice@pbx.invalid SIP/2.0")
+    assert re.search(rf"^Route: <sip:\[::1\]:{proxy.port};lr>", invite, re.M), invite
+    assert re.search(rf"^Via: SIP/2.0/UDP \[::1\]:{rc.sip_port};", invite, re.M), invite
+    assert "\nc=IN IP6 ::1" in invite
+
+
 def ringcast_call(uri: str, cwd: Path, sip: str, **env: str) -> subprocess.CompletedProcess[str]:
     lo = 20000 + (free_port() % 300) * 20
     return subprocess.run(

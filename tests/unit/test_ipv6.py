@@ -7,6 +7,7 @@ and the endpoint's Via, Contact and From for a peer of each family.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from ringcast.inet import (
     unmapped,
     v4_mapped,
 )
+from ringcast.netguard import NetPolicy
 from ringcast.sip.call_spec import from_header
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.message import Destination, response_destination
@@ -210,3 +212,15 @@ def test_responses_to_an_ipv6_via() -> None:
     assert dest == Destination("::1", 5099)
     dest = response_destination("SIP/2.0/UDP [::1]:5070;branch=z9hG4bKa", ("::1", 5099), "udp")
     assert dest == Destination("::1", 5070)
+
+
+def test_netguard_judges_ipv6_and_its_allowlist_frees_what_it_judged() -> None:
+    """A v4-mapped loopback is refused as loopback; an IPv4 CIDR in
+    private_url_allowlist frees it as it frees 127.0.0.1 (the address judged)."""
+    mapped = ipaddress.ip_address("::ffff:127.0.0.1")
+    assert NetPolicy.build().refusal(mapped) == "loopback"
+    assert NetPolicy.build().refusal(ipaddress.ip_address("fd00::1")) == "private"
+    allow = NetPolicy.build(allow_networks=["127.0.0.0/8"])
+    assert allow.refusal(mapped) is None
+    assert allow.refusal(ipaddress.ip_address("::1")) == "loopback"
+    assert NetPolicy.build(allow_networks=["::1/128"]).refusal(ipaddress.ip_address("::1")) is None
