@@ -283,7 +283,9 @@ class Resolver:
     async def addresses(self, host: str) -> list[str]:
         """The host's IP addresses (A, then AAAA when wanted), in the order given."""
         if self.nameserver is None:
-            family = socket.AF_INET if self.families == ("A",) else socket.AF_UNSPEC
+            family = socket.AF_UNSPEC  # both: the endpoint keeps what its sockets reach
+            if tuple(self.families) in (("A",), ("AAAA",)):
+                family = socket.AF_INET if self.families == ("A",) else socket.AF_INET6
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(
                     host.rstrip("."), SIP_PORT, family=family, type=socket.SOCK_DGRAM
