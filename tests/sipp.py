@@ -56,8 +56,10 @@ class SippUas:
         max_calls: int | None = None,
         extra: list[str] | None = None,
         trace: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
         path = Path(scenario)
+        self.host = host  # 127.0.0.1, or ::1 for SIPp on IPv6 (`-i ::1`)
         if not path.is_absolute():
             path = SCENARIOS / path
         self.scenario = path
@@ -77,10 +79,11 @@ class SippUas:
 
     @property
     def uri_host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     def uri(self, user: str = "service") -> str:
-        return f"sip:{user}@127.0.0.1:{self.port}"
+        return f"sip:{user}@{self.uri_host}"
 
     def start(self) -> SippUas:
         if current_test_marked is False:
@@ -96,7 +99,7 @@ class SippUas:
             "-sf",
             str(self.scenario),
             "-i",
-            "127.0.0.1",
+            self.host,
             "-p",
             str(self.port),
             "-t",
@@ -133,9 +136,10 @@ class SippUas:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sipp exited early: {self.output()}")
             kind = socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
-            with socket.socket(socket.AF_INET, kind) as s:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            with socket.socket(family, kind) as s:
                 try:
-                    s.bind(("127.0.0.1", self.port))
+                    s.bind((self.host, self.port))
                 except OSError:
                     return  # sipp holds the port
             time.sleep(0.05)

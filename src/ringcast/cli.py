@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,6 +32,7 @@ import ringcast
 from ringcast import heap
 from ringcast.config import Settings
 from ringcast.errors import ConfigError, RingcastError
+from ringcast.inet import IPV6, ip_version
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +51,15 @@ Db = Annotated[
     typer.Option("--db", envvar="RINGCAST_DB", help="sqlite:///PATH or postgresql://..."),
 ]
 Http = Annotated[
-    str | None, typer.Option("--http", envvar="RINGCAST_HTTP", help="HTTP bind HOST:PORT")
+    str | None,
+    typer.Option("--http", envvar="RINGCAST_HTTP", help="HTTP bind HOST:PORT or [IPv6]:PORT"),
 ]
-Sip = Annotated[str | None, typer.Option("--sip", envvar="RINGCAST_SIP", help="SIP bind HOST:PORT")]
+Sip = Annotated[
+    str | None,
+    typer.Option(
+        "--sip", envvar="RINGCAST_SIP", help="SIP bind HOST:PORT, [IPv6]:PORT, [::]:PORT dual stack"
+    ),
+]
 SipTransport = Annotated[
     str | None,
     typer.Option("--sip-transport", envvar="RINGCAST_SIP_TRANSPORT", help="udp or tcp"),
@@ -62,7 +70,11 @@ RtpPorts = Annotated[
 ]
 PublicIp = Annotated[
     str | None,
-    typer.Option("--public-ip", envvar="RINGCAST_PUBLIC_IP", help="address for SDP and Contact"),
+    typer.Option(
+        "--public-ip",
+        envvar="RINGCAST_PUBLIC_IP",
+        help="address for SDP and Contact (one per family: IPv4,IPv6)",
+    ),
 ]
 MaxCalls = Annotated[
     int | None,
@@ -129,6 +141,12 @@ def _dialer_hook(settings: Settings, *, required: bool) -> LifespanHook | None:
             raise _fail(f"the dialer is not available in this build ({exc})") from None
         logger.warning("dialer not available (%s): serving the API only, calls stay queued", exc)
         return None
+    from ringcast.dialer.call import check_addresses
+
+    try:
+        check_addresses(settings)  # one line at start, not a traceback from the lifespan
+    except RingcastError as exc:
+        raise _fail(exc.message, 1) from None
     hook: LifespanHook = dialer_lifespan(settings)
     return hook
 
@@ -159,6 +177,7 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
         from ringcast.api.auth import check_bind_policy
 
         await check_bind_policy(settings, store)  # no key beyond loopback: refuse
+        _check_http_bind(settings)
         app_ = create_app(settings, store, lifespan_hooks=[*hooks, _settle_heap])
         config = uvicorn.Config(
             app_,
@@ -185,6 +204,19 @@ async def _serve(settings: Settings, hooks: Sequence[LifespanHook]) -> None:
             raise RingcastError(f"could not serve HTTP on {settings.http_bind}")
     finally:
         await store.close()
+
+
+def _check_http_bind(settings: Settings) -> None:
+    """A RingcastError in one line when `--http` cannot be bound (an address this
+    host lacks, a family it has not, a port in use), before anything listens."""
+    family = socket.AF_INET6 if ip_version(settings.http_host) == IPV6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((settings.http_host, settings.http_port))
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise RingcastError(f"cannot serve HTTP on --http {settings.http_bind}: {why}") from None
 
 
 def _run(coro: Any, event_loop: str = "auto") -> None:
@@ -661,6 +693,12 @@ def call(
         from ringcast.dialer.single import run_single_call
     except ImportError as exc:
         raise _fail(f"single calls are not available in this build ({exc})") from None
+    from ringcast.dialer.call import check_addresses
+
+    try:
+        check_addresses(settings)
+    except RingcastError as exc:
+        raise _fail(exc.message, 1) from None
     record: dict[str, Any] = {}
 
     async def one() -> None:

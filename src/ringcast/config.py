@@ -25,6 +25,7 @@ from typing import Any
 
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
 from ringcast.errors import ConfigError
+from ringcast.inet import IPV6, bind_families, hostport, ip_version, public_ips, split_host_port
 from ringcast.trunks import CARRIER_KEYS, check_carrier_keys
 
 ENV_PREFIX = "RINGCAST_"
@@ -146,7 +147,7 @@ class Settings:
 
     @property
     def http_bind(self) -> str:
-        return f"{self.http_host}:{self.http_port}"
+        return hostport(self.http_host, self.http_port)
 
     @property
     def dns_nameserver(self) -> tuple[str, int] | None:
@@ -217,6 +218,12 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"{where}.{key} must be a string", field=f"{where}.{key}")
         if not str(table["proxy"]).lower().startswith(("sip:", "sips:")):
             raise ConfigError(f"{where}.proxy must be a sip: URI", field=f"{where}.proxy")
+        try:
+            proxy_host = _uri_hostport(str(table["proxy"]))
+            if ":" in split_host_port(proxy_host)[0] and not proxy_host.startswith("["):
+                raise ValueError(f"write an IPv6 host in brackets, like sip:[{proxy_host}]")
+        except ValueError as exc:
+            raise ConfigError(f"{where}.proxy: {exc}", field=f"{where}.proxy") from None
         if "transport" in table and table["transport"] not in CALL_TRANSPORTS:
             raise ConfigError(
                 f"{where}.transport must be udp, tcp or tls", field=f"{where}.transport"
@@ -298,12 +305,23 @@ def _piper_voices(value: Any) -> dict[str, str]:
     return out
 
 
+def _uri_hostport(uri: str) -> str:
+    """The ``host[:port]`` of a SIP URI (RFC 3261 §19.1.1), brackets kept."""
+    rest = uri.strip().strip("<>").split(":", 1)[1]
+    return rest.rsplit("@", 1)[-1].split(";", 1)[0].split("?", 1)[0].split(">", 1)[0]
+
+
 def _split_host_port(key: str, value: Any) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` (RFC 3986 §3.2.2 brackets) -> (host, port)."""
     text = str(value).strip()
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{key} must be HOST:PORT, got {text!r}", field=key)
-    return host.strip("[]"), int(port)
+    try:
+        host, port = split_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be HOST:PORT or [IPv6]:PORT: {exc}", field=key) from None
+    if port is None:
+        hint = ": put an IPv6 address in brackets, like [::1]:5060" if ":" in host else ""
+        raise ConfigError(f"{key} must be HOST:PORT or [IPv6]:PORT, got {text!r}{hint}", field=key)
+    return host, port
 
 
 def _expand(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -396,6 +414,33 @@ def _nameserver(text: str) -> tuple[str, int]:
     return host, port
 
 
+def _validate_addresses(s: Settings) -> None:
+    """``sip_host``/``http_host`` without brackets, IPv6 ones well formed; ``public_ip``
+    one address per family, each of a family SIP is bound to."""
+    for key in ("sip_host", "http_host"):
+        host = getattr(s, key)
+        if ":" in host and ip_version(host) != IPV6:
+            raise ConfigError(f"{key} {host!r} is not an IPv6 address", field=key)
+    if s.public_ip is None:
+        return
+    try:
+        public = public_ips(s.public_ip)
+    except ValueError as exc:
+        raise ConfigError(
+            f"public_ip must be an IP address, or an IPv4 and an IPv6 one comma-separated: {exc}",
+            field="public_ip",
+        ) from None
+    bound = bind_families(s.sip_host)
+    for version, ip in public.items():
+        if version not in bound:
+            raise ConfigError(
+                f"public_ip {ip} is IPv{version}, but SIP is bound to"
+                f" {hostport(s.sip_host, s.sip_port)} (IPv{bound[0]} only); use"
+                + (" --sip [::]:PORT" if version == IPV6 else " --sip 0.0.0.0:PORT or [::]:PORT"),
+                field="public_ip",
+            )
+
+
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key} {message}", field=key)
@@ -414,13 +459,7 @@ def _validate(s: Settings) -> None:
     _check(s.event_loop in EVENT_LOOPS, "event_loop", "must be auto, uvloop or asyncio")
     _check(1024 <= s.rtp_port_min <= 65534, "rtp_port_min", "must be 1024..65534")
     _check(s.rtp_port_min < s.rtp_port_max <= 65535, "rtp_port_max", "must be above rtp_port_min")
-    if s.public_ip is not None:
-        try:
-            ipaddress.ip_address(s.public_ip)
-        except ValueError:
-            raise ConfigError(
-                f"public_ip must be an IP address, got {s.public_ip!r}", field="public_ip"
-            ) from None
+    _validate_addresses(s)
     _check(1 <= s.max_calls <= MAX_CALLS_LIMIT, "max_calls", f"must be 1..{MAX_CALLS_LIMIT}")
     _check(CPS_MIN <= s.cps <= CPS_MAX, "cps", f"must be {CPS_MIN}..{CPS_MAX:g}")
     _check(s.max_recipients >= 1, "max_recipients", "must be at least 1")

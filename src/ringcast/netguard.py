@@ -51,12 +51,9 @@ def classify(ip: IPAddress) -> str | None:
 
     IPv4-mapped, 6to4 and NAT64 IPv6 addresses are judged by the IPv4 address inside.
     """
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour
-        if inner is None and ip in _NAT64:
-            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if inner is not None:
-            return classify(inner)
+    inner = embedded_ipv4(ip)
+    if inner is not None:
+        return classify(inner)
     if ip.is_unspecified:
         return "unspecified"
     if ip.is_loopback:
@@ -72,6 +69,16 @@ def classify(ip: IPAddress) -> str | None:
     if not ip.is_global:
         return "non-public"
     return None
+
+
+def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside an IPv4-mapped, 6to4 or NAT64 IPv6 address, else None."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    inner = ip.ipv4_mapped or ip.sixtofour
+    if inner is None and ip in _NAT64:
+        inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return inner
 
 
 def _parse_ip(text: str) -> IPAddress | None:
@@ -128,7 +135,12 @@ class NetPolicy:
         reason = classify(ip)
         if reason is None:
             return None
-        if any(ip.version == net.version and ip in net for net in self.allow_networks):
+        judged = embedded_ipv4(ip) or ip  # what classify judged, so what the allowlist frees
+        if any(
+            a.version == net.version and a in net
+            for net in self.allow_networks
+            for a in {ip, judged}
+        ):
             return None
         return reason
 

@@ -76,6 +76,7 @@ class RingcastServer:
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
         command: str = "serve",
+        sip_host: str = "127.0.0.1",
     ) -> None:
         self.workdir = workdir
         self.command = command
@@ -89,7 +90,9 @@ class RingcastServer:
             if command == "api"
             else [
                 "--sip",
-                f"127.0.0.1:{self.sip_port}",
+                f"[{sip_host}]:{self.sip_port}"
+                if ":" in sip_host
+                else f"{sip_host}:{self.sip_port}",
                 "--rtp-ports",
                 f"{rtp_lo}-{rtp_lo + 199}",
             ]

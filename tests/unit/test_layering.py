@@ -30,6 +30,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "domain": {},
     "heap": {},
     "logfmt": {},
+    "inet": {},
     "netguard": {"errors": "ValidationFailed for a refused URL"},
     "numbers": {},
     "trunks": {
@@ -40,15 +41,20 @@ ALLOWED: dict[str, dict[str, str]] = {
         "domain": "the CPS and max-calls limits validated here",
         "errors": "ConfigError naming the key",
         "trunks": "the carrier keys of [trunks.NAME] (numbers, registration) validated here",
+        "inet": "HOST:PORT with [IPv6], public_ip per family",
     },
     "client": {"errors": "RingcastError as the client's base error"},
-    "sip": {"domain": "Outcome: SIP causes map to call outcomes"},
+    "sip": {
+        "domain": "Outcome: SIP causes map to call outcomes",
+        "inet": "address families of sockets, [IPv6] in Via/Contact/From",
+    },
     "media": {
         "errors": "MediaError",
         "netguard": "fetch goes through the SSRF guard",
     },
     "rtp": {
         "errors": "MediaError",
+        "inet": "RTP sockets of the callee's family, v4-mapped on dual stack",
         "media": "codecs (frame size, ptime) and the prepared Prompt it streams",
     },
     "store": {
@@ -73,6 +79,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "config": "Settings of the app",
         "domain": "limits and times in schemas and the dashboard",
         "errors": "the error envelope maps RingcastError",
+        "inet": "a bracketed recipient host is an IPv6 address",
         "metrics": "/metrics",
         "media": "voices and speech length checked at intake, GET /voices (issue 13)",
         "netguard": "callback and media URLs are checked at intake",
@@ -84,6 +91,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "config": "Settings of the node",
         "domain": "outcomes and results of calls",
         "errors": "MediaError and RingcastError of a call",
+        "inet": "RTP bind family from the SIP bind address",
         "media": "fetch and prepare the playlist",
         "numbers": "a number recipient becomes its trunk's Request-URI (issue 15)",
         "rtp": "ports, the shared clock and one media session per call",
@@ -105,6 +113,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "dialer": "the dialer of `serve` / `dialer`, one call for `call`",
         "errors": "errors printed to the user",
         "heap": "the frozen start-up heap",
+        "inet": "the --http address family, checked at start",
         "logfmt": "JSON log lines",
         "store": "the store of `keys`",
     },

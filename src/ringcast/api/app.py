@@ -155,7 +155,7 @@ def create_app(
                 app.state.store = own
             for hook in lifespan_hooks:
                 await stack.enter_async_context(hook(app.state))
-            logger.info("API ready on %s:%s", settings.http_host, settings.http_port)
+            logger.info("API ready on %s", settings.http_bind)
             yield
         logger.info("API stopped")
 

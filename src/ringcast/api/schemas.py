@@ -29,6 +29,7 @@ from pydantic import (
 
 from ringcast import numbers
 from ringcast.domain import CPS_MAX, CPS_MIN, MAX_CALLS_LIMIT
+from ringcast.inet import IPV6, ip_version
 from ringcast.store.fair import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -91,7 +92,14 @@ def check_sip_uri(value: str) -> str:
     port = m.group("port")
     if port is not None and not 1 <= int(port) <= 65535:
         raise ValueError("port must be 1..65535")
+    if not _host_ok(m.group("host")):
+        raise ValueError("a host in brackets must be an IPv6 address, like sip:a@[2001:db8::10]")
     return value
+
+
+def _host_ok(host: str) -> bool:
+    """A bracketed host is an IPv6 address (RFC 3261 §25 ``IPv6reference``)."""
+    return not host.startswith("[") or ip_version(host) == IPV6
 
 
 def sip_uri_ok(value: str) -> bool:
@@ -103,7 +111,7 @@ def sip_uri_ok(value: str) -> bool:
     if m is None:
         return False
     port = m.group("port")
-    return port is None or 1 <= int(port) <= 65535
+    return (port is None or 1 <= int(port) <= 65535) and _host_ok(m.group("host"))
 
 
 def check_to(value: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -24,6 +25,7 @@ from ringcast.config import Settings
 from ringcast.dialer.trunk_tls import check_trunk_tls, tls_options
 from ringcast.domain import Outcome, Result, utcnow
 from ringcast.errors import RingcastError, public_text
+from ringcast.inet import IPV6, bind_families, hostport
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
@@ -33,6 +35,7 @@ from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.sdp import MediaAnswer, MediaOffer
+from ringcast.sip.transport import family_socket
 from ringcast.trunks import CARRIER_KEYS
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,32 @@ class CallContext:
     public_ip: str | None = None
 
 
+def rtp_bind_host(settings: Settings) -> str:
+    """Where RTP sockets bind: ``::`` (dual stack, a callee of either family)
+    when SIP listens on IPv6, else ``0.0.0.0`` as ever."""
+    return "::" if IPV6 in bind_families(settings.sip_host) else "0.0.0.0"
+
+
+def check_addresses(settings: Settings) -> None:
+    """Fail at start, in one line, when SIP or RTP cannot bind where the settings
+    say (an address this host does not have, a family it lacks, a port in use):
+    a RingcastError naming the flag, before anything else starts."""
+    host, port = settings.sip_host, settings.sip_port
+    kinds = [("udp", socket.SOCK_DGRAM)]
+    if settings.sip_transport == "tcp":
+        kinds.append(("tcp", socket.SOCK_STREAM))
+    rtp = rtp_bind_host(settings)
+    checks = [(f"--sip {hostport(host, port)} ({name})", host, port, kind) for name, kind in kinds]
+    checks.append((f"RTP on {hostport(rtp, 0)}", rtp, 0, socket.SOCK_DGRAM))
+    for what, bind_host, bind_port, kind in checks:
+        try:
+            with family_socket(bind_host, kind) as sock:
+                sock.bind((bind_host, bind_port))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise RingcastError(f"cannot listen for {what}: {why}") from None
+
+
 def sip_endpoint(settings: Settings) -> SipEndpoint:
     """The process's SIP endpoint, as the settings say (`--sip`, `--public-ip`, T1/T2).
 
@@ -169,8 +198,8 @@ def sdp_address(ctx: CallContext) -> str:
     """The address written into our SDP: `--public-ip`, else the RTP bind
     address if it is a specific one, else "0.0.0.0", which the SIP layer
     replaces with the local address it uses toward the callee (cached there)."""
-    if ctx.public_ip:
-        return ctx.public_ip
+    if ctx.public_ip and "," not in ctx.public_ip:
+        return ctx.public_ip  # one per family: the SIP layer picks the callee's
     if ctx.rtp_bind_host in ("", "::", "0.0.0.0"):
         return "0.0.0.0"
     return ctx.rtp_bind_host

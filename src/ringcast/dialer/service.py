@@ -42,6 +42,7 @@ from ringcast.dialer.call import (
     media_fetcher,
     place_call,
     resolve_sip,
+    rtp_bind_host,
     sip_endpoint,
 )
 from ringcast.dialer.carrier import NotRoutable, Route, TrunkRegistrations, region_of, route
@@ -50,6 +51,7 @@ from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
+from ringcast.inet import hostport
 from ringcast.media import tts
 from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
 from ringcast.rtp import PortAllocator, RtpClock
@@ -105,6 +107,7 @@ class Dialer:
             clock=self.clock,
             ports=self.ports,
             public_ip=settings.public_ip,
+            rtp_bind_host=rtp_bind_host(settings),
         )
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
@@ -153,12 +156,11 @@ class Dialer:
                 asyncio.create_task(self._listen_loop(), name=f"dialer-listen-{self.node_id}")
             )
         log.info(
-            "dialer %s started (max_calls=%d cps=%s sip=%s:%s loop=%s)",
+            "dialer %s started (max_calls=%d cps=%s sip=%s loop=%s)",
             self.node_id,
             self.settings.max_calls,
             self.settings.cps,
-            self.settings.sip_host,
-            self.sip.local_port,
+            hostport(self.settings.sip_host, self.sip.local_port),
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 

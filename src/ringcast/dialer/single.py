@@ -21,6 +21,7 @@ from ringcast.dialer.call import (
     media_fetcher,
     place_call,
     resolve_sip,
+    rtp_bind_host,
     sip_endpoint,
 )
 from ringcast.dialer.carrier import NotRoutable, TrunkRegistrations, route
@@ -133,6 +134,7 @@ async def run_single_call(
             clock=clock,
             ports=PortAllocator(settings.rtp_port_min, settings.rtp_port_max),
             public_ip=settings.public_ip,
+            rtp_bind_host=rtp_bind_host(settings),
         )
         job = CallJob(
             call_id=call_id,

@@ -56,6 +56,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ringcast.errors import MediaError
+from ringcast.inet import IPV6, bind_families, canonical_ip, unmapped, v4_mapped
 from ringcast.media.codecs import FRAME_SAMPLES, Pcm16, get_codec
 from ringcast.media.digits import DigitRouter
 from ringcast.media.inband_dtmf import InbandDtmfDetector
@@ -170,14 +171,21 @@ class MediaSession:
     async def open(
         cls, clock: RtpClock, allocator: PortAllocator, bind_host: str = "0.0.0.0"
     ) -> MediaSession:
-        """Bind an even RTP port and port+1 for RTCP from `allocator`."""
+        """Bind an even RTP port and port+1 for RTCP from `allocator`.
+
+        The sockets are of `bind_host`'s family; `::` is dual stack, one pair
+        for a callee of either family (see `ringcast.inet`)."""
         for _ in range(BIND_ATTEMPTS):
             try:
                 port = allocator.allocate()
             except RuntimeError as exc:
                 raise MediaError(str(exc)) from exc
-            rtp = _udp_socket()
-            rtcp = _udp_socket()
+            try:
+                rtp = _udp_socket(bind_host)
+            except OSError as exc:
+                allocator.release(port)
+                raise MediaError(f"cannot open an RTP socket for {bind_host}: {exc}") from exc
+            rtcp = _udp_socket(bind_host)
             try:
                 rtp.bind((bind_host, port))
                 rtcp.bind((bind_host, port + 1))
@@ -195,7 +203,15 @@ class MediaSession:
     @property
     def remote(self) -> tuple[str, int] | None:
         """Where RTP goes now: the SDP address, or the latched source."""
-        return self._remote
+        if self._remote is None:
+            return None
+        return (unmapped(self._remote[0]), self._remote[1])
+
+    def _peer(self, host: str) -> str:
+        """`host` as this session's socket writes and reads it: one canonical text
+        per address, v4-mapped on a dual-stack socket (``ringcast.inet``)."""
+        host = canonical_ip(host)
+        return v4_mapped(host) if self._sock.family == socket.AF_INET6 else host
 
     def _set_state(self, new: SessionState) -> None:
         log.debug("media session %s: %s -> %s", self.local_port, self.state.value, new.value)
@@ -243,9 +259,10 @@ class MediaSession:
         self._hearing = bool(self._listeners) or self._inband is not None
         pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
-        self._remote = (remote_host, remote_port)
-        self._rtcp_remote = (remote_host, remote_port + 1)
-        self._latch_ips = frozenset((remote_host, *latch_hosts))
+        peer = self._peer(remote_host)
+        self._remote = (peer, remote_port)
+        self._rtcp_remote = (peer, remote_port + 1)
+        self._latch_ips = frozenset(self._peer(h) for h in (remote_host, *latch_hosts))
         if self._latch_handle is not None:
             self._latch_handle.cancel()
         self._set_state(SessionState.STARTED)
@@ -574,7 +591,7 @@ class MediaSession:
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
-        if self._rtcp_remote is None or self._rtcp_remote[0] == "0.0.0.0":
+        if self._rtcp_remote is None or unmapped(self._rtcp_remote[0]) == "0.0.0.0":
             return  # c=0.0.0.0: the callee named no address (RFC 3264 §8.4)
         pkt = build_sender_report(
             ssrc=self.ssrc,
@@ -597,7 +614,7 @@ class MediaSession:
         """Fix where RTP goes (the callee's source, else the SDP address) and connect."""
         if self._latched or self.state is not SessionState.STARTED or self._remote is None:
             return
-        if self._remote[0] == "0.0.0.0":
+        if unmapped(self._remote[0]) == "0.0.0.0":
             return  # a c=0.0.0.0 hold: no address to connect to until a resume re-aims
         if addr is not None and addr != self._remote:
             log.info(
@@ -651,7 +668,7 @@ class MediaSession:
                 continue
             self.packets_received += 1
             if not self._latched and self._remote is not None:
-                self._latch(addr)
+                self._latch((addr[0], addr[1]))  # an IPv6 source has flow info and scope too
             pt = data[1] & 0x7F
             if pt in self._receive_dtmf_pts:
                 self._on_event(data)
@@ -768,8 +785,18 @@ def _rtcp_packets() -> int:
     return max(1, round(RTCP_INTERVAL * random.uniform(0.5, 1.5) / 0.020))
 
 
-def _udp_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def _udp_socket(bind_host: str = "0.0.0.0") -> socket.socket:
+    """A non-blocking UDP socket of `bind_host`'s family (dual stack for ``::``)."""
+    families = bind_families(bind_host)
+    if IPV6 not in families:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if len(families) > 1 else 1)
+        except OSError:
+            s.close()
+            raise
     s.setblocking(False)
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)

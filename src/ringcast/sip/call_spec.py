@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiosipua.headers import parse_address, stringify_address
 from aiosipua.message import SipResponse
 
+from ringcast.inet import bracket
 from ringcast.sip.sdp import MediaOffer
 from ringcast.sip.tls import TlsOptions
 
@@ -131,7 +132,7 @@ def from_header(from_: str, local_host: str) -> tuple[str, str | None]:
     if "<" in raw or raw.lower().startswith(("sip:", "sips:")):
         addr = parse_address(raw)
     else:
-        addr = parse_address(f"sip:{raw}@{local_host}")
+        addr = parse_address(f"sip:{raw}@{bracket(local_host)}")
     addr.params.pop("tag", None)
     return stringify_address(addr), addr.uri.user
 

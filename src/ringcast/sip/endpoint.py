@@ -31,6 +31,7 @@ from typing import Protocol
 from aiosipua.headers import CaseInsensitiveDict
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
+from ringcast.inet import IPV4, IPV6, bind_families, bracket, hostport, ip_version, public_ips
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.flood import FLOOD_BURST, FLOOD_RATE, FLOOD_TOTAL_RATE, FloodGate, exempt
 from ringcast.sip.layer import ResponseHandler, TransactionLayer
@@ -52,7 +53,7 @@ from ringcast.sip.message import (
 from ringcast.sip.stateless import StatelessResponder
 from ringcast.sip.tls import TlsOptions, TlsPeer, TlsTransport
 from ringcast.sip.transaction import ClientTransaction, Timers
-from ringcast.sip.transport import Addr, TcpTransport, UdpTransport
+from ringcast.sip.transport import Addr, TcpTransport, UdpTransport, reaches
 from ringcast.sip.uas_checks import refusal, request_version
 
 __all__ = ["MAX_TARGETS", "Destination", "DialogUser", "Locator", "SipEndpoint"]
@@ -109,9 +110,14 @@ class SipEndpoint:
 
     ``t1``/``t2``/``t4`` are RFC 3261 §17 base timers in seconds (small T1
     makes tests fast). ``public_ip`` goes into Via, Contact and SDP instead of
-    the local address (NAT). ``transport`` picks the listening transports:
-    ``"udp"`` listens on UDP only (TCP is still used, client side, for calls
-    whose :class:`CallSpec` asks for it), ``"tcp"`` listens on both.
+    the local address (NAT): one address, or an IPv4 and an IPv6 one
+    comma-separated, each used towards peers of its family. ``host`` ``::`` is
+    dual stack: a peer's family picks the local (or public) address written
+    for it; an IPv4 ``host`` reaches IPv4 peers only, an IPv6 one IPv6 peers
+    only, and host names resolve to the addresses it can reach. ``transport``
+    picks the listening transports: ``"udp"`` listens on UDP only (TCP is
+    still used, client side, for calls whose :class:`CallSpec` asks for it),
+    ``"tcp"`` listens on both.
 
     ``flood_rate``/``flood_burst`` bound the requests one source IP may send,
     ``flood_total_rate`` those of all sources together (token buckets;
@@ -152,6 +158,8 @@ class SipEndpoint:
         self.port = port
         self.transport = transport
         self.public_ip = public_ip
+        self._public = public_ips(public_ip) if public_ip else {}  # IP version -> address
+        self.families = bind_families(host)  # IP versions our sockets reach
         self.timers = Timers(t1=t1, t2=t2, t4=t4)
         self.user_agent = user_agent
         self.flood: FloodGate | None = (
@@ -172,7 +180,8 @@ class SipEndpoint:
         self._local_hosts: dict[str, str] = {}
         self._locator = locator
         self.dns_server = dns_server
-        self._dns = Resolver(dns_server)  # RFC 3263 lookups; IPv4 only, as the sockets
+        records = tuple({IPV4: "A", IPV6: "AAAA"}[v] for v in self.families)
+        self._dns = Resolver(dns_server, families=records)  # RFC 3263: what the sockets reach
         self._random = random.Random()  # SRV weights (RFC 2782)
         self._resolved: dict[Target, Destination] = {}  # first server of each name
         self._tasks: set[asyncio.Task[None]] = set()
@@ -304,20 +313,27 @@ class SipEndpoint:
     # --- addressing -------------------------------------------------------------
 
     def local_host_for(self, dest: Destination) -> str:
-        """The address we write in Via/Contact/SDP for traffic to ``dest``."""
-        if self.public_ip:
-            return self.public_ip
+        """The address we write in Via/Contact/SDP for traffic to ``dest``: the
+        public IP of its family, else the bound address, else the one the kernel
+        would send from (an IPv6 peer gets an IPv6 address, RFC 5954 §4)."""
+        version = ip_version(dest.host) or IPV4
+        public = self._public.get(version)
+        if public is None and len(self._public) == 1 and len(self.families) == 1:
+            public = next(iter(self._public.values()))  # a one-family server, as before
+        if public is not None:
+            return public
         if self.host not in ("0.0.0.0", "", "::"):
             return self.host
         cached = self._local_hosts.get(dest.host)
         if cached is not None:
             return cached
+        family = socket.AF_INET6 if version == IPV6 else socket.AF_INET
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
                 probe.connect((dest.host, dest.port or 9))  # no packet is sent
                 local = str(probe.getsockname()[0])
         except OSError:
-            local = "127.0.0.1"
+            local = "::1" if version == IPV6 else "127.0.0.1"
         self._local_hosts[dest.host] = local
         return local
 
@@ -353,6 +369,15 @@ class SipEndpoint:
             servers = await locate_servers(target, self._dns, self._random)
         if not servers:
             raise OSError(f"cannot resolve {target.host}")
+        usable = [s for s in servers if reaches(self.families, s.host)]
+        if not usable:
+            version = ip_version(servers[0].host)
+            raise OSError(
+                f"{bracket(target.host)} is reached over IPv{version} only, and SIP is bound"
+                f" to {hostport(self.host, self.local_port)} (IPv{self.families[0]} only):"
+                " listen on [::] for both"
+            )
+        servers = usable
         targets = [Destination(*server) for server in servers]
         for dest in targets:
             if dest.transport == "tls":
@@ -386,6 +411,8 @@ class SipEndpoint:
         connection: a dialog's Record-Route naming the proxy by its IP)."""
         target = target_of(uri, transport)
         if target.numeric:
+            if not reaches(self.families, target.host):
+                return None  # locate() says why
             dest = Destination(target.host, target.default_port, target.default_transport)
             if dest.transport == "tls" and not self._tls.knows(dest.addr):
                 self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
@@ -394,7 +421,7 @@ class SipEndpoint:
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""
-        host = self.local_host_for(dest)
+        host = bracket(self.local_host_for(dest))
         # TLS: RFC 5923 alias, so the server sends our dialog's requests on this connection
         alias = ";alias" if dest.transport == "tls" else ""
         return (
@@ -403,7 +430,7 @@ class SipEndpoint:
         )
 
     def contact_for(self, dest: Destination, user: str | None) -> str:
-        host = self.local_host_for(dest)
+        host = bracket(self.local_host_for(dest))
         port = self.local_port_for(dest.transport)
         userpart = f"{user}@" if user else ""
         if dest.transport == "tls":  # §8.1.1.8: SIPS Contact for a sips: request (RFC 5630)
@@ -483,7 +510,7 @@ class SipEndpoint:
             why = os.strerror(exc.errno)
         else:
             why = str(exc) or type(exc).__name__
-        detail = f"cannot reach {addr[0]}:{addr[1]} over {transport}: {why}"
+        detail = f"cannot reach {hostport(*addr)} over {transport}: {why}"
         logger.info("SIP transport error: %s", detail)
         self.transactions.on_transport_error(addr, transport, detail)
 

@@ -305,7 +305,9 @@ class Resolver:
     async def addresses(self, host: str) -> list[str]:
         """The host's IP addresses (A, then AAAA when wanted), in the order given."""
         if self.nameserver is None:
-            family = socket.AF_INET if self.families == ("A",) else socket.AF_UNSPEC
+            family = socket.AF_UNSPEC  # both: the endpoint keeps what its sockets reach
+            if tuple(self.families) in (("A",), ("AAAA",)):
+                family = socket.AF_INET if self.families == ("A",) else socket.AF_INET6
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(
                     host.rstrip("."), SIP_PORT, family=family, type=socket.SOCK_DGRAM
@@ -332,8 +334,9 @@ async def locate(
     host = target.host
     if target.numeric:
         return [Server(host, target.default_port, target.default_transport)]
-    if is_localhost(host):
-        return [Server("127.0.0.1", target.default_port, target.default_transport)]
+    if is_localhost(host):  # the loopback of a family the sockets reach
+        loopback = "127.0.0.1" if "A" in resolver.families else "::1"
+        return [Server(loopback, target.default_port, target.default_transport)]
     if target.port is not None:  # §4.2: an explicit port, so no SRV; UDP unless named (§4.1)
         transport = target.default_transport
         servers = [Server(ip, target.port, transport) for ip in await resolver.addresses(host)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiosipua.headers import CaseInsensitiveDict, parse_uri, parse_via
 from aiosipua.message import SipRequest, SipResponse
 
+from ringcast.inet import hostport
 from ringcast.sip.causes import reason_phrase
 from ringcast.sip.transport import Addr
 
@@ -34,7 +35,7 @@ class Destination:
         return (self.host, self.port)
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return hostport(self.host, self.port)
 
 
 def new_branch() -> str:

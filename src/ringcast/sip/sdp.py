@@ -135,19 +135,27 @@ def build_offer_message(
     media = MediaDescription(
         media="audio", port=offer.port, proto="RTP/AVP", formats=formats, attributes=attributes
     )
+    addr_type = address_type(offer.host)
     return SdpMessage(
         version=0,
         origin=Origin(
             username="ringcast",
             session_id=session_id,
             session_version=str(session_version),
+            addr_type=addr_type,
             address=offer.host,
         ),
         session_name="ringcast",
-        connection=ConnectionData(address=offer.host),
+        connection=ConnectionData(addr_type=addr_type, address=offer.host),
         timing=TimingField(0, 0),
         media=[media],
     )
+
+
+def address_type(host: str) -> str:
+    """The ``<addrtype>`` of ``o=``/``c=`` for ``host`` (RFC 4566 §5.7): IP6 for
+    an IPv6 address (written without brackets), else IP4."""
+    return "IP6" if ":" in host else "IP4"
 
 
 def build_answer_message(
@@ -223,6 +231,8 @@ def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
     conn = audio.connection or sdp.connection
     if conn is None:
         raise ValueError("SDP answer has no connection address")
+    if conn.addr_type.upper() not in ("IP4", "IP6"):
+        raise ValueError(f"SDP answer has an unknown address type {conn.addr_type!r}")
     direction = _direction(audio.attributes) or _direction(sdp.attributes) or "sendrecv"
     if conn.address == "0.0.0.0":  # RFC 3264 §8.4: old-style hold, nowhere to send to
         direction = {"sendrecv": "sendonly", "recvonly": "inactive"}.get(direction, direction)

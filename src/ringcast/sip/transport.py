@@ -19,6 +19,8 @@ import struct
 import time
 from typing import Protocol
 
+from ringcast.inet import IPV6, bind_families, hostport, ip_version, unmapped, v4_mapped
+
 logger = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
@@ -43,7 +45,28 @@ class TransportUser(Protocol):
 
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors per destination
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)  # the same for ICMPv6
 ERRQUEUE_DRAIN = 64  # error-queue entries read per wake-up
+
+
+def family_socket(host: str, kind: socket.SocketKind) -> socket.socket:
+    """An unbound socket for listening on ``host``: AF_INET6 for an IPv6 address,
+    dual stack (``IPV6_V6ONLY`` off) for ``::``, else AF_INET."""
+    families = bind_families(host)
+    if IPV6 not in families:
+        return socket.socket(socket.AF_INET, kind)
+    sock = socket.socket(socket.AF_INET6, kind)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if len(families) > 1 else 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def reaches(families: tuple[int, ...], host: str) -> bool:
+    """Whether a socket reaching ``families`` can send to ``host`` (an IP literal)."""
+    return (ip_version(host) or 4) in families
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -52,7 +75,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int] | object) -> None:
         if isinstance(addr, tuple) and len(addr) >= 2:
-            self._owner.user.on_packet(data, (str(addr[0]), int(addr[1])), "udp")
+            self._owner.user.on_packet(data, (unmapped(str(addr[0])), int(addr[1])), "udp")
 
     def error_received(self, exc: Exception) -> None:
         self._owner.drain_errors(exc)
@@ -69,11 +92,15 @@ class UdpTransport:
         self._transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self.local_addr: Addr = ("0.0.0.0", 0)
+        self.families: tuple[int, ...] = (4,)  # IP versions the socket sends to
 
     async def start(self, host: str, port: int) -> None:
-        """Bind the socket; ICMP errors are queued per destination (IP_RECVERR, §18.4)."""
+        """Bind the socket; ICMP errors are queued per destination (IP_RECVERR, §18.4).
+
+        ``::`` is one dual-stack socket for IPv4 and IPv6 peers (IPv4 ones are
+        v4-mapped on the wire of the socket API only: see :mod:`ringcast.inet`)."""
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = family_socket(host, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -81,10 +108,16 @@ class UdpTransport:
                     sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
                 except OSError:
                     pass
-            try:
-                sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-            except OSError:
-                logger.debug("IP_RECVERR not available: ICMP errors fall back to Timer B")
+            options = [(socket.IPPROTO_IP, IP_RECVERR)]  # also IPv4 peers of a dual-stack socket
+            if sock.family == socket.AF_INET6:
+                options.append((socket.IPPROTO_IPV6, IPV6_RECVERR))
+            for level, option in options:
+                try:
+                    sock.setsockopt(level, option, 1)
+                except OSError:
+                    logger.debug(
+                        "RECVERR %s not available: ICMP errors fall back to Timer B", level
+                    )
             sock.bind((host, port))
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), sock=sock
@@ -94,9 +127,10 @@ class UdpTransport:
             raise
         self._transport = transport
         self._sock = sock
+        self.families = bind_families(host)
         name = sock.getsockname()
         self.local_addr = (str(name[0]), int(name[1]))
-        logger.info("SIP UDP listening on %s:%s", *self.local_addr)
+        logger.info("SIP UDP listening on %s", hostport(*self.local_addr))
 
     def drain_errors(self, exc: Exception) -> None:
         """Turn queued ICMP errors into transport errors for their destinations (§18.4)."""
@@ -113,10 +147,14 @@ class UdpTransport:
                 return
             code = errno.ECONNREFUSED
             for level, kind, payload in ancdata:
-                if level == socket.IPPROTO_IP and kind == IP_RECVERR and len(payload) >= 4:
+                recverr = (level, kind) in (
+                    (socket.IPPROTO_IP, IP_RECVERR),
+                    (socket.IPPROTO_IPV6, IPV6_RECVERR),
+                )
+                if recverr and len(payload) >= 4:
                     code = struct.unpack_from("=I", payload)[0] or code
             if isinstance(addr, tuple) and len(addr) >= 2:
-                dest = (str(addr[0]), int(addr[1]))
+                dest = (unmapped(str(addr[0])), int(addr[1]))
                 logger.debug("ICMP error for %s:%s: %s", dest[0], dest[1], os.strerror(code))
                 self.user.on_transport_error(dest, OSError(code, os.strerror(code)), "udp")
 
@@ -126,17 +164,24 @@ class UdpTransport:
         if transport is None or transport.is_closing():
             self.user.on_transport_error(addr, ConnectionError("UDP transport closed"), "udp")
             return
+        to = addr
+        if not reaches(self.families, addr[0]):
+            why = f"IPv{ip_version(addr[0])} destination, SIP UDP is bound to {self.local_addr[0]}"
+            self.user.on_transport_error(addr, ConnectionError(why), "udp")
+            return
+        if len(self.families) > 1:
+            to = (v4_mapped(addr[0]), addr[1])  # the dual-stack socket sends IPv6 only
         sock = self._sock
         if sock is not None and transport.get_write_buffer_size() == 0:  # type: ignore[attr-defined]
             try:
-                sock.sendto(data, addr)
+                sock.sendto(data, to)
                 return
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:
                 self.user.on_transport_error(addr, exc, "udp")
                 return
-        transport.sendto(data, addr)
+        transport.sendto(data, to)
 
     async def close(self) -> None:
         """Close the socket; the port is free again when this returns."""
@@ -198,13 +243,27 @@ class TcpTransport:
         self._closing = False
 
     async def start(self, host: str, port: int) -> None:
-        """Listen on host:port (for requests the callee opens towards our Contact)."""
-        self._server = await asyncio.start_server(
-            self._accepted, host=host, port=port, limit=MAX_TCP_MESSAGE, reuse_address=True
-        )
+        """Listen on host:port (for requests the callee opens towards our Contact);
+        ``::`` is one dual-stack socket, as for UDP."""
+        if len(bind_families(host)) > 1:
+            sock = family_socket(host, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.setblocking(False)
+                self._server = await asyncio.start_server(
+                    self._accepted, sock=sock, limit=MAX_TCP_MESSAGE
+                )
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            self._server = await asyncio.start_server(
+                self._accepted, host=host, port=port, limit=MAX_TCP_MESSAGE, reuse_address=True
+            )
         name = self._server.sockets[0].getsockname()
         self.local_addr = (str(name[0]), int(name[1]))
-        logger.info("SIP TCP listening on %s:%s", *self.local_addr)
+        logger.info("SIP TCP listening on %s", hostport(*self.local_addr))
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -214,7 +273,7 @@ class TcpTransport:
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        addr: Addr = (str(peer[0]), int(peer[1]))
+        addr: Addr = (unmapped(str(peer[0])), int(peer[1]))
         conn = _TcpConnection(addr)
         conn.writer = writer
         self._conns[addr] = conn
