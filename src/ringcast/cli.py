@@ -229,6 +229,9 @@ def _main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from ringcast.logfmt import install_key_redaction
+
+    install_key_redaction()  # SDES-SRTP keys never reach a log line
     if log_json:
         from ringcast.logfmt import JsonFormatter
 
@@ -625,6 +628,10 @@ def call(
             help="detect | drop | hangup: tell a person from a machine (record: answered_by)",
         ),
     ] = None,
+    srtp: Annotated[
+        str,
+        typer.Option("--srtp", help="off | optional | required: SDES-SRTP media (record: srtp)"),
+    ] = "off",
     sip: Sip = None,
     sip_transport: SipTransport = None,
     rtp_ports: RtpPorts = None,
@@ -636,6 +643,8 @@ def call(
         raise _fail("give --play URL and/or --say TEXT")
     if machine_detection not in (None, "detect", "drop", "hangup"):
         raise _fail("--machine-detection is detect, drop or hangup")
+    if srtp not in ("off", "optional", "required"):
+        raise _fail("--srtp is off, optional or required")
     settings = _settings(
         sip=sip,
         sip_transport=sip_transport,
@@ -660,6 +669,7 @@ def call(
                 ring_timeout=ring_timeout,
                 max_duration=max_duration,
                 machine_detection=machine_detection,
+                sip_options={"srtp": srtp} if srtp != "off" else None,
             )
         )
 

@@ -52,6 +52,7 @@ class _Record:
     answered_by: str | None = None
     machine_detection_ms: int | None = None
     voicemail: str | None = None
+    srtp: str | None = None
 
 
 def report_record(
