@@ -620,7 +620,10 @@ class MediaSession:
         if bye:
             pkt += build_bye(self.ssrc)
         if self._srtp is not None:
-            pkt = self._srtp.protect_rtcp(pkt)  # SRTCP (RFC 3711 §3.4)
+            protected = self._srtp.protect_rtcp(pkt)  # SRTCP (RFC 3711 §3.4)
+            if protected is None:
+                return
+            pkt = protected
         try:
             self._rtcp_sock.sendto(pkt, self._rtcp_remote)
             self.rtcp_sent += 1

@@ -8,16 +8,28 @@ callee's that checks and decrypts what it sends. The keys come from SDES
 
 Prompts are encoded once and shared by every call; protection is per call,
 on the clock's send path (:meth:`wrap_send`), so the shared frames stay plain.
+That path calls libsrtp's ``srtp_protect`` through pylibsrtp's own cffi
+binding with a buffer kept per call: ``Session.protect`` allocates and copies
+on every packet, which nearly doubled the cost per packet (bench/RESULTS.md).
+Without that binding (a future pylibsrtp) it falls back to ``Session.protect``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pylibsrtp
 
+try:  # pylibsrtp's cffi binding: the send path's fast route (see the module docstring)
+    from pylibsrtp._binding import ffi as _ffi
+    from pylibsrtp._binding import lib as _lib
+except ImportError:  # pragma: no cover - a pylibsrtp without it
+    _ffi = _lib = None
+
 log = logging.getLogger(__name__)
+SRTP_BUFFER = 1500  # bytes: an RTP packet plus the largest auth tag fits (we send 172 + 16)
 
 PROFILES: dict[str, int] = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -26,6 +38,7 @@ PROFILES: dict[str, int] = {
 }
 
 SendFn = Callable[[bytes | bytearray], object]
+RawSend = Callable[[Any], object]  # socket.send / sendto-bound: takes any buffer
 
 
 class SrtpContext:
@@ -79,9 +92,14 @@ class SrtpContext:
         """RTP → SRTP (RFC 3711 §3.3): payload encrypted, auth tag appended."""
         return self._tx.protect(bytes(packet))
 
-    def protect_rtcp(self, packet: bytes) -> bytes:
-        """RTCP → SRTCP (§3.4): encrypted, E flag and index, auth tag appended."""
-        return self._tx.protect_rtcp(packet)
+    def protect_rtcp(self, packet: bytes) -> bytes | None:
+        """RTCP → SRTCP (§3.4): encrypted, E flag and index, auth tag appended
+        (None when libsrtp refuses, e.g. the key's packet limit: not sent)."""
+        try:
+            return self._tx.protect_rtcp(packet)
+        except pylibsrtp.Error as exc:
+            log.warning("srtcp protect failed: %s", exc)
+            return None
 
     def open(self, packet: bytes) -> bytes | None:
         """SRTP → RTP, or None (counted) when it fails authentication or replay checks."""
@@ -99,11 +117,43 @@ class SrtpContext:
             self.auth_failures += 1
             return None
 
-    def wrap_send(self, send: SendFn) -> SendFn:
-        """``send`` that protects each packet first: the clock's per-packet send path."""
+    def wrap_send(self, send: RawSend) -> SendFn:
+        """``send`` that protects each packet first: the clock's per-packet send path.
+
+        A packet libsrtp refuses raises OSError, which the clock counts as a
+        send error (as a full socket buffer) without stopping the stream.
+        """
+        if _ffi is None or _lib is None:
+            return self._wrap_public(send)
+        buf = _ffi.new("unsigned char[]", SRTP_BUFFER)
+        view = _ffi.buffer(buf)
+        out = memoryview(view)
+        size = _ffi.new("int *")
+        ctx = self._tx._srtp[0]  # the srtp_t the Session owns (kept alive by self._tx)
+        protect = _lib.srtp_protect
+        limit = SRTP_BUFFER - 16 - 128  # room for the tag and an MKI (pylibsrtp's trailer)
+
+        def send_protected(packet: bytes | bytearray) -> object:
+            n = len(packet)
+            if n > limit:
+                raise OSError(f"RTP packet of {n} bytes is too long for SRTP")
+            view[0:n] = packet
+            size[0] = n
+            rc = protect(ctx, buf, size)
+            if rc:
+                raise OSError(f"srtp_protect failed ({rc})")
+            return send(out[: size[0]])
+
+        send_protected.buffers = (buf, size, self._tx)  # type: ignore[attr-defined]
+        return send_protected
+
+    def _wrap_public(self, send: RawSend) -> SendFn:
         protect = self._tx.protect
 
         def send_protected(packet: bytes | bytearray) -> object:
-            return send(protect(bytes(packet)))
+            try:
+                return send(protect(bytes(packet)))
+            except pylibsrtp.Error as exc:
+                raise OSError(f"srtp_protect failed: {exc}") from None
 
         return send_protected

@@ -133,3 +133,21 @@ def test_context_rekey_and_repr() -> None:
     assert ctx.auth_failures == 1
     with pytest.raises(ValueError, match="unsupported SRTP crypto-suite 'NULL'"):
         SrtpContext("NULL", a, b)
+
+
+def test_fast_send_path_equals_pylibsrtp_protect() -> None:
+    """The per-call-buffer send path writes exactly what ``Session.protect`` would."""
+    key, other = secrets.token_bytes(30), secrets.token_bytes(30)
+    fast: list[bytes] = []
+    public: list[bytes] = []
+    send_fast = SrtpContext("AES_CM_128_HMAC_SHA1_80", key, other).wrap_send(
+        lambda b: fast.append(bytes(b))
+    )
+    send_public = SrtpContext("AES_CM_128_HMAC_SHA1_80", key, other)._wrap_public(public.append)
+    for seq in range(1, 4):
+        pkt = bytearray(build_rtp(bytes([seq]) * 160, payload_type=0, seq=seq, timestamp=0, ssrc=1))
+        send_fast(pkt)
+        send_public(pkt)
+    assert fast == public and len(fast[0]) == 172 + 10
+    with pytest.raises(OSError, match="too long for SRTP"):
+        send_fast(bytes(1400))
