@@ -16,12 +16,20 @@ has connected the sockets), the p50/p99 inter-packet gap seen by a receiver in
 a separate process for a sample of streams, and the share of due packets that
 were actually sent (a sender that falls behind shows < 100 % and a low CPU per
 stream: read the two together), and the CPU time per packet sent (which stays
-comparable when the machine's other load starves the sender). The machine's other load shows in the gaps. All traffic stays on
-127.0.0.1; every run is bounded in streams and seconds.
+comparable when the machine's other load starves the sender). The machine's
+other load shows in the gaps. All traffic stays on 127.0.0.1; every run is
+bounded in streams and seconds.
 
     .venv/bin/python bench/media.py                 # N = 500, 1000, 2000, 3000
     .venv/bin/python bench/media.py --n 1000 --seconds 3 --mode clock
     .venv/bin/python bench/media.py --n 2000 --mode clock,srtp   # SRTP against plain
+    .venv/bin/python bench/media.py --n 2000 --send-path         # the tick alone, no waiting
+
+`--send-path` times the clock's tick without its 20 ms waits: the same N
+connected sessions, plain and SRTP alternately (``--repeat`` rounds), each
+round running ticks back to back for ``--seconds``; it prints CPU time per
+packet and the streams one core could carry at that cost (20 ms / cost).
+It is less sensitive to the machine's other load than the paced runs.
 """
 
 from __future__ import annotations
@@ -175,6 +183,44 @@ async def run_one(
     }
 
 
+async def send_path(n: int, seconds: float, rounds: int, prompt: Prompt, suite: str) -> None:
+    """The tick's cost per packet, plain and SRTP, alternating (see the module docstring)."""
+    drop = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never read: the kernel drops
+    drop.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    drop.bind(("127.0.0.1", 0))
+    clock = RtpClock()  # never started: the loop below is its tick, without the waits
+    allocator = PortAllocator(30000, 39999)
+    print(f"{'N':>5} {'mode':>5} {'us/pkt':>7} {'streams/core':>12} {'x plain':>8}")
+    for _ in range(rounds):
+        plain_cost = 0.0
+        for mode in ("clock", "srtp"):
+            sessions = [await MediaSession.open(clock, allocator, "127.0.0.1") for _ in range(n)]
+            for s in sessions:
+                if mode == "srtp":
+                    size = SUITES[suite].key_salt_len
+                    s.secure(suite, secrets.token_bytes(size), secrets.token_bytes(size))
+                s.start("127.0.0.1", drop.getsockname()[1], 0, "PCMU", 101)
+                s._latch(None)  # connected, as after the latch window
+            gens = [(s._packets(prompt).__next__, s._send) for s in sessions]
+            sent = 0
+            cpu0 = time.process_time()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for nxt, send in gens:  # RtpClock._tick's body
+                    pkt = nxt()
+                    if pkt is not None:
+                        with contextlib.suppress(OSError):
+                            send(pkt)
+                        sent += 1
+            cost = (time.process_time() - cpu0) / sent * 1e6
+            plain_cost = cost if mode == "clock" else plain_cost
+            ratio = f"{cost / plain_cost:8.2f}" if mode == "srtp" else f"{'':>8}"
+            print(f"{n:>5} {mode:>5} {cost:>7.2f} {20000 / cost:>12.0f} {ratio}", flush=True)
+            for s in sessions:
+                await s.close()
+    drop.close()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", default="500,1000,2000,3000", help="stream counts, comma-separated")
@@ -183,6 +229,8 @@ async def main() -> None:
         "--mode", default="both", help="clock, task, srtp, comma-separated (both: clock,task)"
     )
     ap.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80", choices=sorted(SUITES))
+    ap.add_argument("--send-path", action="store_true", help="time the tick alone (no pacing)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of --send-path")
     args = ap.parse_args()
     modes = ["clock", "task"] if args.mode == "both" else args.mode.split(",")
     if not set(modes) <= {"clock", "task", "srtp"}:
@@ -196,6 +244,10 @@ async def main() -> None:
     )
     if prompt.duration < total:
         raise SystemExit(f"prompt is {prompt.duration:.1f} s, need {total:.1f} s")
+    if args.send_path:
+        for n in counts:
+            await send_path(n, min(seconds, 5.0), min(args.repeat, 10), prompt, args.suite)
+        return
     print(
         f"{'N':>5} {'mode':>5} {'CPU %':>7} {'%/stream':>9} {'streams/core':>12} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'sent %':>7} {'late ticks':>10} {'us/pkt':>7}"
