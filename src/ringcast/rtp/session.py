@@ -24,6 +24,16 @@ detector, which runs when the SDP answer has no telephone-event (digits then
 come as Q.23 tones in the audio and count exactly like RFC 4733 events).
 Otherwise the kernel drops the callee's audio unread (`_filter_incoming`).
 
+SRTP (RFC 3711, `secure()` with the SDES keys the SIP layer negotiated):
+every packet is protected on the clock's send path (the prompt's shared
+frames stay plain) and RTCP goes as SRTCP; what the callee sends is
+authenticated and decrypted before anything reads it, so only an authentic
+packet latches, counts as a digit or reaches a listener. The RTP header stays
+in the clear, so the kernel's payload-type filter still works; libsrtp then
+sees only the packets it lets through, and guesses the rollover counter from
+their sequence numbers (RFC 3711 §3.3.1), which holds while they come less
+than 2^15 packets (~11 min) apart.
+
 Only a trusted source IP may latch (the "RTP bleed" attack, Asterisk
 AST-2017-005: whoever sends first would get the call's audio and could inject
 digits): the SDP connection address, on any port, or an address the SIP

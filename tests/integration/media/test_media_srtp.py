@@ -98,15 +98,23 @@ async def test_srtp_digits_count_forged_ones_do_not(
     ours, theirs = secrets.token_bytes(30), secrets.token_bytes(30)
     prompt = await prepare_prompt([{"gather": {"digits": 1, "timeout": 3}}])
     session = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    # before the answer is applied (start) nothing is read: no packet is taken for plain RTP
+    early = build_rtp(
+        build_event(3, end=False, duration=160), payload_type=101, seq=1, timestamp=1, ssrc=9
+    )
+    sink.rtp.sendto(early, ("127.0.0.1", session.local_port))
+    await asyncio.sleep(0.05)
+    assert session.dtmf_received == "" and session.packets_received == 0
+    assert session.strangers == 1
     session.secure(suite, ours, theirs)
     session.start("127.0.0.1", sink.port, 0, "PCMU", 101)
     play = asyncio.create_task(session.play(prompt), name="test-srtp-play")
     await asyncio.sleep(0.2)
     forger = _peer(suite, secrets.token_bytes(30), inbound=False)  # a key it never agreed
     protect = _peer(suite, theirs, inbound=False)
-    for seq, (sender, event) in enumerate([(forger, 7)] * 6 + [(protect, 4)] * 6, start=1):
-        payload = build_event(event, end=seq % 6 == 0, duration=160)
-        rtp = build_rtp(payload, payload_type=101, seq=seq, timestamp=1000 * (seq > 6), ssrc=9)
+    for seq, (sender, event) in enumerate([(forger, 7)] * 6 + [(protect, 4)] * 6, start=2):
+        payload = build_event(event, end=seq % 6 == 1, duration=160)
+        rtp = build_rtp(payload, payload_type=101, seq=seq, timestamp=1000 * (seq > 7), ssrc=9)
         sink.rtp.sendto(sender.protect(rtp), ("127.0.0.1", session.local_port))
         await asyncio.sleep(0.01)
     plain_rtcp = b"\x81\xc9\x00\x01\x00\x00\x00\x09"  # an unprotected RR: not authentic either
