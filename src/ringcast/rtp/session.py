@@ -291,7 +291,7 @@ class MediaSession:
         if srtp is not None and srtp.keeps_local(suite, local_key):
             srtp.rekey_remote(remote_key)
             return
-        self._srtp = SrtpContext(suite, local_key, remote_key)
+        self._srtp = SrtpContext(suite, local_key, remote_key, ssrc=self.ssrc)
         self._clock.srtp_streams += 1
         self._set_send(self._sock.send if self._connected else self._send_unconnected)
 
