@@ -189,7 +189,7 @@ async def send_path(n: int, seconds: float, rounds: int, prompt: Prompt, suite: 
     drop.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     drop.bind(("127.0.0.1", 0))
     clock = RtpClock()  # never started: the loop below is its tick, without the waits
-    allocator = PortAllocator(30000, 39999)
+    allocator = PortAllocator(40000, 59999)
     print(f"{'N':>5} {'mode':>5} {'us/pkt':>7} {'streams/core':>12} {'x plain':>8}")
     for _ in range(rounds):
         plain_cost = 0.0
