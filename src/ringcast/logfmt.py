@@ -83,5 +83,5 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_") and key not in out:
                 out[key] = value if isinstance(value, str | int | float | bool) else repr(value)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+            out["exc"] = record.exc_text or self.formatException(record.exc_info)
+        return redact_keys(json.dumps(out, ensure_ascii=False))  # extra= fields too

@@ -204,3 +204,22 @@ def test_redaction_of_sdp_and_log_records(caplog: pytest.LogCaptureFixture) -> N
     assert "inline:[redacted]" in text
     assert key not in text
     assert all(key not in r.getMessage() for r in caplog.records)
+
+
+def test_json_log_lines_are_redacted() -> None:
+    from ringcast.logfmt import JsonFormatter
+
+    key = "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+    record = logging.LogRecord(
+        "ringcast.sip", logging.INFO, __file__, 1, "answer %s", (RFC4568_EXAMPLE,), None
+    )
+    record.sdp = f"a=crypto:{RFC4568_EXAMPLE}"  # an extra= field
+    try:
+        raise ValueError(RFC4568_EXAMPLE)
+    except ValueError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert key not in line
+    assert line.count("inline:[redacted]") == 3
