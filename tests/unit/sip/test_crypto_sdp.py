@@ -223,3 +223,18 @@ def test_json_log_lines_are_redacted() -> None:
     line = JsonFormatter().format(record)
     assert key not in line
     assert line.count("inline:[redacted]") == 3
+
+
+def test_captured_baresip_srtp_answer() -> None:
+    """baresip 1.0.0 (mediaenc=srtp-mand) answering ringcast's RTP/SAVP offer."""
+    from pathlib import Path
+
+    raw = (Path(__file__).parents[2] / "data" / "sip" / "baresip_200_ok_srtp.sip").read_bytes()
+    body = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1]
+    answer = parse_answer(body, ["PCMU", "PCMA"])
+    assert (answer.proto, answer.codec, answer.port) == ("RTP/SAVP", "PCMU", 41854)
+    offered = new_offer()
+    srtp = negotiate(offered, list(answer.crypto))
+    assert srtp is not None and srtp.suite == "AES_CM_128_HMAC_SHA1_80"
+    assert srtp.remote_key == base64.b64decode("XGYqqdg2JnyA5DdqyLkNP8zLgERWU3cO/fG9YGpX")
+    assert srtp.local_key == offered[0].key
