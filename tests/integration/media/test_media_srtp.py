@@ -11,19 +11,29 @@ SRTP count, forged ones are dropped and counted, and never latch the stream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
+import re
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import pylibsrtp
 import pytest
-from media_stream_lib import RtpSink
+from media_stream_lib import RtpSink, job_to
+from sipp import SippUas
 
+from ringcast.dialer.call import CallContext, place_call
+from ringcast.domain import Outcome
 from ringcast.media import prepare_prompt
 from ringcast.media.prompt import AudioSegment
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
 from ringcast.rtp.packet import RTCP_BYE, RTCP_SR, build_event, build_rtp, parse_rtcp, parse_rtp
 from ringcast.rtp.srtp import PROFILES, SrtpContext
+from ringcast.sip import SipEndpoint
+
+HERE = Path(__file__).parent
 
 SUITES = [
     ("AES_CM_128_HMAC_SHA1_80", 30, 10),
@@ -159,3 +169,65 @@ def test_fast_send_path_equals_pylibsrtp_protect() -> None:
     assert fast == public and len(fast[0]) == 172 + 10
     with pytest.raises(OSError, match="too long for SRTP"):
         send_fast(bytes(1400))
+
+
+@pytest.mark.sipp
+async def test_reinvite_rekeys_and_a_plain_reoffer_is_refused(
+    endpoint: SipEndpoint, tmp_path: Path, sipp_bin: str
+) -> None:
+    """A real SIPp callee re-keys mid-call (RFC 4568 §7.1.4): our answer keeps our key
+    under its tag, its digits under the new key count; a plain re-offer gets 488."""
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    key1, key2 = secrets.token_bytes(30), secrets.token_bytes(30)
+    sinks = [RtpSink.open(), RtpSink.open()]
+    keys = {
+        "sink1": str(sinks[0].port),
+        "sink2": str(sinks[1].port),
+        "key1": base64.b64encode(key1).decode(),
+        "key2": base64.b64encode(key2).decode(),
+    }
+    uas = SippUas(HERE / "uas_srtp_rekey.xml", tmp_path, keys=keys, max_calls=1)
+    uas.start()
+    clock = RtpClock()
+    base = random.randrange(40000, 59000, 2)
+    ctx = CallContext(
+        sip=endpoint, clock=clock, ports=PortAllocator(base, base + 20), rtp_bind_host="127.0.0.1"
+    )
+    prompt = await prepare_prompt([{"pause": 3.0}])
+    job = replace(job_to(uas.uri("alice"), max_duration=8), sip={"srtp": "required"})
+    try:
+        call = asyncio.create_task(place_call(job, prompt, ctx), name="test-srtp-rekey")
+        for _ in range(150):  # the stream moved to sink2: the re-key is applied
+            if sinks[1].packets:
+                break
+            await asyncio.sleep(0.02)
+        invite = uas.received()[0]
+        our_port = int(re.findall(r"^m=audio (\d+) ", invite, re.M)[0])
+        rekeyed = _peer(suite, key2, inbound=False)
+        for i in range(6):
+            payload = build_event(4, end=i >= 3, duration=160 * min(i + 1, 4))
+            rtp = build_rtp(payload, payload_type=101, seq=100 + i, timestamp=5000, ssrc=77)
+            sinks[1].rtp.sendto(rekeyed.protect(rtp), ("127.0.0.1", our_port))
+        report = await asyncio.wait_for(call, 15)
+        rc = await asyncio.to_thread(uas.wait, 5)
+    finally:
+        uas.stop()
+        await clock.stop()
+        for s in sinks:
+            s.close()
+    assert rc == 0, uas.errors()  # SIPp saw 200, 200 (re-key), 488 (plain), BYE
+    assert report.outcome is Outcome.ANSWERED and report.srtp == suite
+    assert report.dtmf == "4"  # sent under the new key
+    ours = [a for a in re.findall(r"^a=crypto:(\d+) (\S+) inline:(\S+)", invite, re.M)]
+    assert [(tag, name) for tag, name, _ in ours][0] == ("1", suite)
+    our_key = base64.b64decode(ours[0][2])
+    answers = [m for m in uas.received() if m.startswith("SIP/2.0 200") and "m=audio" in m]
+    assert len(answers) == 1, answers  # the 200 to the re-key (the 2xx to BYE has no SDP)
+    assert f"a=crypto:5 {suite} inline:{ours[0][2]}" in answers[0]
+    assert " RTP/SAVP " in answers[0]
+    # our stream, before and after the move, opens with our one key: no new one mid-call
+    opener = _peer(suite, our_key, inbound=True)
+    assert sinks[0].packets and sinks[1].packets
+    for s in sinks:
+        for p in s.packets:
+            opener.unprotect(p.data)
