@@ -22,7 +22,8 @@ from media_stream_lib import normalized_xcorr
 from peers import Baresip
 from sipp import SippUas
 
-from e2e.server import MediaServer, RingcastServer
+from e2e.server import MediaServer, RingcastServer, post
+from e2e.test_dashboard import CHROMIUM_ARGS, UI_TIMEOUT_MS, chromium_path  # noqa: F401
 from e2e.test_real_peers import run_call
 
 RATE = 8000
@@ -143,3 +144,42 @@ def test_optional_is_srtp_when_the_callee_can_plain_when_not(
     else:
         assert record["srtp"] == INLINE.findall(sdp_of(callee, "SIP/2.0 200"))[0][1]
     assert normalized_xcorr(heard, source) >= 0.9
+
+
+@pytest.mark.baresip
+def test_dashboard_marks_an_srtp_call(
+    tmp_path: Path,
+    baresip_bin: str,
+    chromium_path: str,  # noqa: F811 - the fixture imported from test_dashboard
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with (
+        Baresip(tmp_path, mediaenc="srtp-mand") as callee,
+        RingcastServer(tmp_path) as rc,
+        sync_playwright() as pw,
+    ):
+        plain = post(rc, {"to": callee.uri(), "playlist": [{"pause": 0.3}]})
+        secure = post(
+            rc,
+            {"to": callee.uri(), "playlist": [{"pause": 0.3}], "sip": {"srtp": "required"}},
+        )
+        record = rc.wait_ready(secure, timeout=40)["record"]
+        refused = rc.wait_ready(plain, timeout=40)["record"]  # srtp-mand refuses plain RTP
+        assert record["srtp"] == "AES_CM_128_HMAC_SHA1_80", record
+        assert "srtp" not in refused
+        browser = pw.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.goto(rc.base + "/", wait_until="domcontentloaded")
+            page.locator(f'#requests tr[data-request-id="{secure}"]').click()
+            marker = page.locator("#calls tbody span.srtp")
+            expect(marker).to_have_attribute("data-srtp", record["srtp"], timeout=UI_TIMEOUT_MS)
+            expect(marker).to_have_text(" SRTP")
+            page.locator(f'#requests tr[data-request-id="{plain}"]').click()
+            expect(page.locator("#calls tbody tr")).to_have_count(1, timeout=UI_TIMEOUT_MS)
+            expect(page.locator("#calls tbody span.srtp")).to_have_count(0)
+        finally:
+            browser.close()
