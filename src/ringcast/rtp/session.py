@@ -305,6 +305,20 @@ class MediaSession:
         """SRTP/SRTCP packets from the callee dropped for failed authentication or replay."""
         return self._srtp.auth_failures if self._srtp is not None else 0
 
+    def _srtp_failed(self, kind: str, addr: tuple[str, int] | None, data: bytes) -> None:
+        """Count a packet that failed SRTP/SRTCP checks; log the first of the session."""
+        self._clock.srtp_auth_failures += 1
+        if self.srtp_auth_failures == 1:
+            log.info(
+                "media session %s: S%s packet from %s failed authentication (%s bytes, "
+                "header %s); further ones are counted only",
+                self.local_port,
+                kind,
+                addr,
+                len(data),
+                data[:12].hex(),
+            )
+
     def _set_send(self, raw: Callable[[Packet], object]) -> None:
         self._send = raw if self._srtp is None else self._srtp.wrap_send(raw)
 
@@ -701,7 +715,7 @@ class MediaSession:
             if self._srtp is not None:  # only an authentic packet latches or is read
                 opened = self._srtp.open(data)
                 if opened is None:
-                    self._clock.srtp_auth_failures += 1
+                    self._srtp_failed("RTP", addr, data)
                     continue
                 data = opened
             self.packets_received += 1
@@ -723,7 +737,7 @@ class MediaSession:
             except OSError:
                 continue
             if self._srtp is not None and self._srtp.open_rtcp(data) is None:
-                self._clock.srtp_auth_failures += 1
+                self._srtp_failed("RTCP", None, data)
                 continue
             self.rtcp_received += 1
 
