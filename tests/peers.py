@@ -82,11 +82,13 @@ class Baresip(_Process):
     player, which is `aubridge` (no sound card). `net_interface 127.0.0.1`
     keeps the machine's other addresses out of its SDP and Contact; `-s`
     traces every SIP message into the log, so a test can read them.
+    `mediaenc="srtp-mand"` (or `"srtp"`, best effort) loads baresip's `srtp`
+    module and makes the account answer with SDES-SRTP (RFC 4568).
     """
 
     name = "baresip"
 
-    def __init__(self, workdir: Path, *, user: str = "bob") -> None:
+    def __init__(self, workdir: Path, *, user: str = "bob", mediaenc: str | None = None) -> None:
         self.root = workdir / "baresip"
         self.root.mkdir()
         super().__init__(self.root)
@@ -113,6 +115,7 @@ class Baresip(_Process):
                     "module g711.so",
                     "module sndfile.so",
                     "module aubridge.so",
+                    *(["module srtp.so"] if mediaenc else []),
                     "module_tmp account.so",
                     f"snd_path {self.recordings}",
                     "",
@@ -120,8 +123,9 @@ class Baresip(_Process):
             )
         )
         # answermode=auto: answer at once; regint=0: never REGISTER anywhere.
+        enc = f";mediaenc={mediaenc}" if mediaenc else ""
         (self.root / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"
+            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA{enc}\n"
         )
 
     def uri(self, transport: str = "udp") -> str:

@@ -261,6 +261,9 @@ def _main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    from ringcast.logfmt import install_key_redaction
+
+    install_key_redaction()  # SDES-SRTP keys never reach a log line
     if log_json:
         from ringcast.logfmt import JsonFormatter
 
@@ -669,6 +672,10 @@ def call(
     country: Annotated[
         str | None, typer.Option("--country", help="country of a national number, e.g. US")
     ] = None,
+    srtp: Annotated[
+        str,
+        typer.Option("--srtp", help="off | optional | required: SDES-SRTP media (record: srtp)"),
+    ] = "off",
     sip: Sip = None,
     sip_transport: SipTransport = None,
     rtp_ports: RtpPorts = None,
@@ -680,6 +687,8 @@ def call(
         raise _fail("give --play URL and/or --say TEXT")
     if machine_detection not in (None, "detect", "drop", "hangup"):
         raise _fail("--machine-detection is detect, drop or hangup")
+    if srtp not in ("off", "optional", "required"):
+        raise _fail("--srtp is off, optional or required")
     settings = _settings(
         sip=sip,
         sip_transport=sip_transport,
@@ -714,6 +723,7 @@ def call(
                 machine_detection=machine_detection,
                 trunk=trunk,
                 country=country,
+                sip_options={"srtp": srtp} if srtp != "off" else None,
             )
         )
 

@@ -38,8 +38,9 @@ TRUNK_KEYS = (
         {"proxy", "username", "password", "transport", "codecs", "headers", "max_calls", "cps"}
     )
     | CARRIER_KEYS
-    | {*TLS_TRUNK_KEYS, "tls_verify"}
+    | {*TLS_TRUNK_KEYS, "tls_verify", "srtp"}
 )
+SRTP_MODES = ("off", "optional", "required")  # RFC 4568 SDES-SRTP policy of a trunk
 CODECS = ("PCMU", "PCMA")
 COMPOSITE_KEYS = ("http", "sip", "rtp_ports")
 
@@ -253,6 +254,10 @@ def _trunks(value: Any) -> dict[str, dict[str, Any]]:
         ):
             raise ConfigError(
                 f"{where}.codecs must be a non-empty list of PCMU, PCMA", field=f"{where}.codecs"
+            )
+        if "srtp" in table and table["srtp"] not in SRTP_MODES:
+            raise ConfigError(
+                f"{where}.srtp must be off, optional or required", field=f"{where}.srtp"
             )
         headers = table.get("headers")
         if headers is not None and (

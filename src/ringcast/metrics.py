@@ -68,6 +68,12 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ringcast_rtp_clock_ticks", "20 ms ticks of the shared RTP clock", "clock.ticks"),
     ("ringcast_rtp_late_ticks", "20 ms clock ticks that ran late", "clock.late_ticks"),
     ("ringcast_rtp_skipped_ticks", "Clock ticks dropped when far behind", "clock.skipped_ticks"),
+    ("ringcast_srtp_streams", "Calls whose media was SRTP (RFC 3711)", "clock.srtp_streams"),
+    (
+        "ringcast_srtp_auth_failures",
+        "SRTP/SRTCP packets from callees dropped: failed authentication or replay check",
+        "clock.srtp_auth_failures",
+    ),
     ("ringcast_db_write_batches", "Group-commit transactions of call writes", "writer.batches"),
     ("ringcast_db_writes", "Call writes committed by the group writer", "writer.writes"),
     ("ringcast_prompt_cache_hits", "Prompts served from the prompt cache", "prompts.hits"),

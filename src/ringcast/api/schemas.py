@@ -356,6 +356,10 @@ class Sip(Model):
         default=None, max_length=32
     )
     trunk: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
+    # SDES-SRTP (RFC 4568 / RFC 3711): "optional" offers RTP/AVP with a=crypto and
+    # falls back to plain RTP; "required" offers RTP/SAVP and fails a plain answer.
+    # A trunk's stricter setting wins.
+    srtp: Literal["off", "optional", "required"] | None = None
 
     @field_validator("codecs")
     @classmethod

@@ -33,6 +33,7 @@ from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
 from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
+from ringcast.sip.crypto_sdp import new_offer, stricter
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.sdp import MediaAnswer, MediaOffer
 from ringcast.sip.transport import family_socket
@@ -82,6 +83,7 @@ class CallReport:
     answered_by: str | None = None
     machine_detection_ms: int | None = None
     voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
+    srtp: str | None = None  # the SRTP crypto-suite (RFC 4568), None for plain RTP
 
     def fields(self) -> dict[str, Any]:
         """Column values for the store (everything but `optout`)."""
@@ -180,6 +182,8 @@ def resolve_sip(
         if k not in ("headers", "max_calls", "cps") and k not in CARRIER_KEYS
     }
     out.update(sip)
+    if trunk.get("srtp") or sip.get("srtp"):  # a trunk's "required" holds over a request
+        out["srtp"] = stricter(trunk.get("srtp"), sip.get("srtp"))
     if headers:
         out["headers"] = headers
     return out
@@ -265,11 +269,14 @@ async def _run(
     voicemail: Prompt | None = None,
 ) -> CallReport:
     sip = job.sip
+    srtp = str(sip.get("srtp") or "off")
     offer = MediaOffer(
         host=sdp_address(ctx),
         port=media.local_port,
         codecs=list(job.codecs),
         telephone_event=True,
+        srtp=srtp,
+        crypto=new_offer() if srtp != "off" else (),  # fresh keys for every call
     )
     spec = CallSpec(
         to=job.to,
@@ -362,6 +369,7 @@ async def _play(
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
+    report.srtp = answer.srtp.suite if answer.srtp is not None else None
     _aim(media, answer, call.signalling_host)
     completed = False
     play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
@@ -503,6 +511,7 @@ async def _detect(
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
+    report.srtp = answer.srtp.suite if answer.srtp is not None else None
     _aim(media, answer, call.signalling_host)
     listener = _AmdListener(MachineDetector(timeout))
     media.listen(listener)
@@ -565,6 +574,8 @@ def _aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) 
     latch on the SDP address or on the IP the call's SIP goes to (a callee
     behind NAT), never on another (RTP bleed; see ringcast.rtp.session).
     """
+    if answer.srtp is not None:  # SDES keys (RFC 4568): SRTP/SRTCP both ways
+        media.secure(answer.srtp.suite, answer.srtp.local_key, answer.srtp.remote_key)
     if answer.host != "0.0.0.0" or media.state is not SessionState.STARTED:
         media.start(
             answer.host,

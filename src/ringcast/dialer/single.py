@@ -56,6 +56,7 @@ class _Record:
     answered_by: str | None = None
     machine_detection_ms: int | None = None
     voicemail: str | None = None
+    srtp: str | None = None
 
 
 def report_record(

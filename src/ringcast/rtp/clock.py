@@ -56,6 +56,8 @@ class RtpClock:
         self.packets_sent = 0
         self.late_packets = 0  # packets sent by ticks that ran late (all streams)
         self.max_lateness = 0.0  # seconds
+        self.srtp_streams = 0  # sessions secured with SRTP (RFC 3711) since start
+        self.srtp_auth_failures = 0  # SRTP/SRTCP packets dropped: failed authentication
 
     @property
     def running(self) -> bool:

@@ -24,6 +24,16 @@ detector, which runs when the SDP answer has no telephone-event (digits then
 come as Q.23 tones in the audio and count exactly like RFC 4733 events).
 Otherwise the kernel drops the callee's audio unread (`_filter_incoming`).
 
+SRTP (RFC 3711, `secure()` with the SDES keys the SIP layer negotiated):
+every packet is protected on the clock's send path (the prompt's shared
+frames stay plain) and RTCP goes as SRTCP; what the callee sends is
+authenticated and decrypted before anything reads it, so only an authentic
+packet latches, counts as a digit or reaches a listener. The RTP header stays
+in the clear, so the kernel's payload-type filter still works; libsrtp then
+sees only the packets it lets through, and guesses the rollover counter from
+their sequence numbers (RFC 3711 §3.3.1), which holds while they come less
+than 2^15 packets (~11 min) apart.
+
 Only a trusted source IP may latch (the "RTP bleed" attack, Asterisk
 AST-2017-005: whoever sends first would get the call's audio and could inject
 digits): the SDP connection address, on any port, or an address the SIP
@@ -73,6 +83,7 @@ from ringcast.rtp.packet import (
     ntp_timestamp,
 )
 from ringcast.rtp.ports import PortAllocator
+from ringcast.rtp.srtp import SrtpContext
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +141,7 @@ class MediaSession:
         self._rtcp_remote: tuple[str, int] | None = None
         self._connected = False
         self._send: Callable[[Packet], object] = self._send_unconnected
+        self._srtp: SrtpContext | None = None  # RFC 3711: set by secure(), per call
         self._latched = False
         self._latch_ips: frozenset[str] = frozenset()  # source IPs that may latch
         self.strangers = 0  # packets dropped before the latch: from an untrusted IP
@@ -280,6 +292,52 @@ class MediaSession:
             self.payload_type,
             dtmf_payload_type,
         )
+
+    def secure(self, suite: str, local_key: bytes, remote_key: bytes) -> None:
+        """Protect this call's RTP and RTCP with SRTP/SRTCP (RFC 3711) from now on.
+
+        The SDES keys the SIP layer negotiated: ours protects what we send, the
+        callee's opens what it sends (packets that fail authentication are
+        dropped and counted). Called again with the same suite and our key, only
+        the callee's key changes (a re-key); the send path encrypts per packet,
+        so the shared prompt frames stay plain.
+        """
+        srtp = self._srtp
+        if srtp is not None and srtp.same_keys(suite, local_key, remote_key):
+            return
+        if srtp is not None and srtp.keeps_local(suite, local_key):
+            srtp.rekey_remote(remote_key)
+            return
+        self._srtp = SrtpContext(suite, local_key, remote_key, ssrc=self.ssrc)
+        self._clock.srtp_streams += 1
+        self._set_send(self._sock.send if self._connected else self._send_unconnected)
+
+    @property
+    def srtp_suite(self) -> str | None:
+        """The SRTP crypto-suite in use, or None for plain RTP."""
+        return self._srtp.suite if self._srtp is not None else None
+
+    @property
+    def srtp_auth_failures(self) -> int:
+        """SRTP/SRTCP packets from the callee dropped for failed authentication or replay."""
+        return self._srtp.auth_failures if self._srtp is not None else 0
+
+    def _srtp_failed(self, kind: str, addr: tuple[str, int] | None, data: bytes) -> None:
+        """Count a packet that failed SRTP/SRTCP checks; log the first of the session."""
+        self._clock.srtp_auth_failures += 1
+        if self.srtp_auth_failures == 1:
+            log.info(
+                "media session %s: S%s packet from %s failed authentication (%s bytes, "
+                "header %s); further ones are counted only",
+                self.local_port,
+                kind,
+                addr,
+                len(data),
+                data[:12].hex(),
+            )
+
+    def _set_send(self, raw: Callable[[Packet], object]) -> None:
+        self._send = raw if self._srtp is None else self._srtp.wrap_send(raw)
 
     async def play(self, prompt: Prompt) -> PlayResult:
         """Stream `prompt` on the shared clock; return when it ends or `stop()` is called.
@@ -602,6 +660,11 @@ class MediaSession:
         ) + build_sdes_cname(self.ssrc, f"ringcast@{self.local_port}")
         if bye:
             pkt += build_bye(self.ssrc)
+        if self._srtp is not None:
+            protected = self._srtp.protect_rtcp(pkt)  # SRTCP (RFC 3711 §3.4)
+            if protected is None:
+                return
+            pkt = protected
         try:
             self._rtcp_sock.sendto(pkt, self._rtcp_remote)
             self.rtcp_sent += 1
@@ -626,7 +689,7 @@ class MediaSession:
         try:
             self._sock.connect(self._remote)
             self._connected = True
-            self._send = self._sock.send  # the fast path: no address per packet
+            self._set_send(self._sock.send)  # the fast path: no address per packet
         except OSError as exc:
             log.warning(
                 "media session %s: connect %s failed: %s", self.local_port, self._remote, exc
@@ -666,6 +729,12 @@ class MediaSession:
             if not self._connected and addr[0] not in self._latch_ips:
                 self.strangers += 1  # neither latch on it nor read its digits
                 continue
+            if self._srtp is not None:  # only an authentic packet latches or is read
+                opened = self._srtp.open(data)
+                if opened is None:
+                    self._srtp_failed("RTP", addr, data)
+                    continue
+                data = opened
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch((addr[0], addr[1]))  # an IPv6 source has flow info and scope too
@@ -679,10 +748,13 @@ class MediaSession:
         """Drain the callee's RTCP (receiver reports, BYE): counted, not used."""
         for _ in range(RECV_BATCH):
             try:
-                self._rtcp_sock.recv(2048)
+                data = self._rtcp_sock.recv(2048)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
+                continue
+            if self._srtp is not None and self._srtp.open_rtcp(data) is None:
+                self._srtp_failed("RTCP", None, data)
                 continue
             self.rtcp_received += 1
 

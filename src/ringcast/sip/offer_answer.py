@@ -11,6 +11,7 @@ import dataclasses
 
 from aiosipua.sdp import serialize_sdp
 
+from ringcast.sip.crypto_sdp import CryptoAttribute, SrtpParams, negotiate, parse_crypto
 from ringcast.sip.sdp import (
     TELEPHONE_EVENT_PT,
     MediaAnswer,
@@ -42,8 +43,36 @@ class OfferAnswer:
         return build_offer(self.media, session_version=self.version, session_id=self.session_id)
 
     def answer_to_us(self, body: bytes) -> MediaAnswer:
-        """The callee's answer to our initial offer (``ValueError`` when unusable)."""
-        return self.as_answer_to_us(parse_answer(body, self.media.codecs))
+        """The callee's answer to our initial offer (``ValueError`` when unusable).
+
+        With SRTP offered, its keys are negotiated here (RFC 4568 §5.1.2):
+        ``required`` and an answer without ``a=crypto`` is unusable, so the
+        call fails with that error; ``optional`` falls back to plain RTP.
+        """
+        answer = self.as_answer_to_us(parse_answer(body, self.media.codecs))
+        return dataclasses.replace(answer, srtp=self._negotiate(self.media.crypto, answer))
+
+    def _negotiate(
+        self, offered: tuple[CryptoAttribute, ...], answer: MediaAnswer
+    ) -> SrtpParams | None:
+        if self.media.srtp == "off" or not offered:
+            return None
+        srtp = negotiate(offered, list(answer.crypto))
+        if srtp is None and self.media.srtp == "required":
+            raise ValueError(
+                "SDP answer has no a=crypto: the callee does not do SRTP (srtp is required)"
+            )
+        return srtp
+
+    def _current_crypto(self) -> tuple[CryptoAttribute, ...] | None:
+        """Our one negotiated ``a=crypto`` (same tag, suite and key) for later offers."""
+        srtp = self.answer.srtp if self.answer is not None else None
+        if srtp is None:
+            return None if self.answer is None else ()
+        for attr in self.media.crypto:
+            if attr.key == srtp.local_key:
+                return (attr,)
+        return ()
 
     def as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
         """An answer to our offer: the callee's events come with the type *we* offered (§5.1)."""
@@ -65,9 +94,30 @@ class OfferAnswer:
         """
         wanted = [self.answer.codec] if self.answer is not None else self.media.codecs
         remote = parse_answer(body, wanted)
+        srtp = self._remote_srtp(remote, offer=offer)
         if offer:
-            return dataclasses.replace(remote, receive_dtmf_payload_type=remote.dtmf_payload_type)
-        return self.as_answer_to_us(remote)
+            return dataclasses.replace(
+                remote, receive_dtmf_payload_type=remote.dtmf_payload_type, srtp=srtp
+            )
+        return dataclasses.replace(self.as_answer_to_us(remote), srtp=srtp)
+
+    def _remote_srtp(self, remote: MediaAnswer, *, offer: bool) -> SrtpParams | None:
+        """SRTP stays as negotiated across re-offers (RFC 4568 §7.1.4): our key and suite
+        are kept; the callee may re-key with a new attribute of the same suite."""
+        current = self.answer.srtp if self.answer is not None else None
+        if current is None:
+            return None
+        mine = self._current_crypto() or ()
+        if offer:  # their tags: answer the one with our suite, with our key
+            mine = tuple(
+                CryptoAttribute(attr.tag, attr.suite, current.local_key)
+                for attr in _parsed(remote.crypto)
+                if attr.suite == current.suite
+            )
+        srtp = negotiate(mine, list(remote.crypto)) if mine else None
+        if srtp is None:
+            raise ValueError("SDP has no a=crypto for the SRTP stream in use")
+        return srtp
 
     def local_sdp(self, remote: MediaAnswer | None = None) -> bytes:
         """Our unchanged media, SDP version + 1 (§8), narrowed to the chosen codec.
@@ -85,6 +135,11 @@ class OfferAnswer:
             dtmf = answer.receive_dtmf_payload_type
         else:
             dtmf = TELEPHONE_EVENT_PT
+        crypto = self._current_crypto()
+        if remote is not None and remote.srtp is not None:  # echo the tag they offered
+            tags = [a.tag for a in _parsed(remote.crypto) if a.key == remote.srtp.remote_key]
+            if crypto and tags:
+                crypto = (CryptoAttribute(tags[0], crypto[0].suite, crypto[0].key),)
         if remote is not None:
             message = build_answer_message(
                 self.media,
@@ -93,6 +148,7 @@ class OfferAnswer:
                 session_id=self.session_id,
                 codecs=codecs,
                 dtmf_payload_type=dtmf,
+                crypto=crypto,
             )
         else:
             message = build_offer_message(
@@ -101,5 +157,17 @@ class OfferAnswer:
                 session_id=self.session_id,
                 codecs=codecs,
                 dtmf_payload_type=dtmf,
+                crypto=crypto,
             )
         return serialize_sdp(message).encode("ascii")
+
+
+def _parsed(values: tuple[str, ...]) -> list[CryptoAttribute]:
+    """The readable ``a=crypto`` values of a description (unreadable ones skipped)."""
+    out: list[CryptoAttribute] = []
+    for value in values:
+        try:
+            out.append(parse_crypto(value))
+        except ValueError:
+            continue
+    return out

@@ -25,6 +25,14 @@ from aiosipua.sdp import (
     serialize_sdp,
 )
 
+from ringcast.sip.crypto_sdp import (
+    PROTO_PLAIN,
+    PROTO_SECURE,
+    CryptoAttribute,
+    SrtpParams,
+    redact_sdp,
+)
+
 PTIME = 20  # milliseconds of audio per RTP packet
 G711_CLOCK_RATE = 8000  # Hz
 TELEPHONE_EVENT_PT = 101  # dynamic payload type we offer for RFC 4733 events
@@ -51,6 +59,9 @@ class MediaOffer:
     port: int
     codecs: list[str] = field(default_factory=_default_codecs)
     telephone_event: bool = True
+    # SDES-SRTP (RFC 4568, ringcast.sip.crypto_sdp): the policy and our offered keys
+    srtp: str = "off"  # "off" | "optional" (RTP/AVP + a=crypto) | "required" (RTP/SAVP)
+    crypto: tuple[CryptoAttribute, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,11 @@ class MediaAnswer:
     # The description's shape, not what was negotiated: left out of ==.
     media_lines: tuple[MediaLine, ...] = field(default=(), compare=False, repr=False)
     audio_index: int = field(default=0, compare=False, repr=False)
+    # RFC 4568: the stream's transport and raw a=crypto values; ``srtp`` is what
+    # the SIP layer negotiated from them (never shown: it holds keys)
+    proto: str = PROTO_PLAIN
+    crypto: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    srtp: SrtpParams | None = field(default=None, compare=False, repr=False)
 
     @property
     def receives(self) -> bool:
@@ -109,11 +125,15 @@ def build_offer_message(
     codecs: list[str] | None = None,
     dtmf_payload_type: int | None = TELEPHONE_EVENT_PT,
     direction: str = "sendrecv",
+    crypto: tuple[CryptoAttribute, ...] | None = None,
 ) -> SdpMessage:
     """The offer as an aiosipua :class:`SdpMessage` (see :func:`build_offer`).
 
     ``codecs``/``dtmf_payload_type`` narrow the description, e.g. to the one
-    codec already negotiated when answering a re-INVITE (RFC 3264 §8).
+    codec already negotiated when answering a re-INVITE (RFC 3264 §8);
+    ``crypto`` likewise to the one negotiated ``a=crypto`` (RFC 4568 §7.1.4).
+    With keys the proto is ``RTP/SAVP`` when SRTP is required, else ``RTP/AVP``
+    (best effort, see :mod:`ringcast.sip.crypto_sdp`).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown SDP direction {direction!r}")
@@ -130,10 +150,14 @@ def build_offer_message(
         formats.append(str(dtmf_payload_type))
         rtpmap.append(f"{dtmf_payload_type} telephone-event/{G711_CLOCK_RATE}")
         attributes["fmtp"] = [f"{dtmf_payload_type} 0-16"]
+    keys = offer.crypto if crypto is None else crypto
+    if offer.srtp != "off" and keys:
+        attributes["crypto"] = [a.value() for a in keys]
     attributes["ptime"] = [str(PTIME)]
     attributes[direction] = []
+    proto = PROTO_SECURE if offer.srtp == "required" and keys else PROTO_PLAIN
     media = MediaDescription(
-        media="audio", port=offer.port, proto="RTP/AVP", formats=formats, attributes=attributes
+        media="audio", port=offer.port, proto=proto, formats=formats, attributes=attributes
     )
     addr_type = address_type(offer.host)
     return SdpMessage(
@@ -166,6 +190,7 @@ def build_answer_message(
     session_id: str,
     codecs: list[str],
     dtmf_payload_type: int | None,
+    crypto: tuple[CryptoAttribute, ...] | None = None,
 ) -> SdpMessage:
     """Our answer to a mid-call offer ``remote`` (RFC 3264 §6, §8).
 
@@ -181,10 +206,13 @@ def build_answer_message(
         codecs=codecs,
         dtmf_payload_type=dtmf_payload_type,
         direction=MIRROR[remote.direction],
+        crypto=crypto,
     )
+    audio = sdp.media[0]
+    if crypto:  # RFC 4568: the answer keeps the offer's transport, SAVP or AVP
+        audio.proto = remote.proto
     if not remote.media_lines:
         return sdp
-    audio = sdp.media[0]
     sdp.media = [
         audio
         if i == remote.audio_index
@@ -221,8 +249,8 @@ def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
         raise ValueError("SDP answer is not UTF-8 text") from exc
     try:
         sdp = parse_sdp(text)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"SDP answer is malformed: {exc}") from exc
+    except (ValueError, IndexError) as exc:  # the error may quote a line: no key in it
+        raise ValueError(f"SDP answer is malformed: {redact_sdp(str(exc))}") from None
     audio = sdp.audio
     if audio is None:
         raise ValueError("SDP answer has no audio stream")
@@ -257,6 +285,8 @@ def parse_answer(sdp_bytes: bytes, offered_codecs: list[str]) -> MediaAnswer:
                 direction=direction,
                 media_lines=lines,
                 audio_index=audio_index,
+                proto=audio.proto,
+                crypto=tuple(audio.attributes.get("crypto", ())),
             )
     answered = ",".join(c.encoding_name or str(c.payload_type) for c in audio.codecs) or "none"
     raise ValueError(

@@ -32,6 +32,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "answered_by",
     "machine_detection_ms",
     "voicemail",
+    "srtp",
     "attempts",  # the record: every attempt's summary; CSV: how many attempts
 )
 
@@ -91,6 +92,8 @@ class CallLike(Protocol):
     def machine_detection_ms(self) -> int | None: ...
     @property
     def voicemail(self) -> str | None: ...
+    @property
+    def srtp(self) -> str | None: ...
 
 
 def record_dict(call: CallLike) -> dict[str, Any]:
@@ -99,8 +102,8 @@ def record_dict(call: CallLike) -> dict[str, Any]:
     `setup_time`, `connect_time`, `disconnect_time` and the disconnect cause are
     left out while unset (the article omits `connect_time` for unanswered calls);
     the added fields `outcome`, `attempt`, `codec`, `error`, `dtmf` and machine
-    detection's `answered_by`, `machine_detection_ms`, `voicemail` are left out
-    when null.
+    detection's `answered_by`, `machine_detection_ms`, `voicemail` and the SRTP
+    crypto-suite `srtp` are left out when null.
     """
     record: dict[str, Any] = {
         "type": "voice",
@@ -129,8 +132,9 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         "answered_by",
         "machine_detection_ms",
         "voicemail",
+        "srtp",
     ):
-        value = getattr(call, name, None)  # rows from before machine detection lack the last 3
+        value = getattr(call, name, None)  # rows from before machine detection lack the last 4
         if value is not None:
             record[name] = value
     earlier = getattr(call, "attempts_log", None)
@@ -186,6 +190,7 @@ _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("answered_by", "answered_by", "text"),
     ("machine_detection_ms", "machine_detection_ms", "int"),
     ("voicemail", "voicemail", "text"),
+    ("srtp", "srtp", "text"),
 )
 
 

@@ -223,7 +223,8 @@ function renderFilters(req) {
 function renderCalls(records) {
   const rows = records.map((r, i) => el("tr", { "data-call-id": r.id, "data-state": r.state },
     el("td", { class: "num", text: i + 1 }),
-    el("td", null, el("code", { text: r.to })),
+    el("td", null, el("code", { text: r.to }),
+      r.srtp ? el("span", { class: "srtp", "data-srtp": r.srtp, title: `SRTP ${r.srtp}`, text: " SRTP" }) : null),
     el("td", { text: r.result }),
     el("td", null, el("span", { class: "dot", style: `background:${color(r.state)}` }), LABELS[r.state] || r.state,
       r.answered_by ? el("span", { class: "answered-by", "data-answered-by": r.answered_by, text: ` (${r.answered_by})` }) : null),
