@@ -30,6 +30,7 @@ from ringcast.api.schemas import (
     ReplayRequest,
     check_sip_uri,
     decode_play_lean,
+    nested_items,
     no_control,
     validate_play,
 )
@@ -117,10 +118,10 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
         return
     urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
     for name, items in (("playlist", payload.playlist), ("voicemail", payload.voicemail or [])):
-        for i, item in enumerate(items):
+        for where, item in nested_items(list(items), name):
             url = getattr(item, "play", None)
             if isinstance(url, str):
-                urls.setdefault(urlsplit(url).netloc.lower(), (url, f"{name}[{i}].play"))
+                urls.setdefault(urlsplit(url).netloc.lower(), (url, f"{where}.play"))
     if payload.callback_url is not None:
         url = payload.callback_url
         urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))

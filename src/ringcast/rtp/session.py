@@ -147,6 +147,7 @@ class MediaSession:
         self._router: DigitRouter | None = None  # the playing prompt's digits
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self._listeners: list[AudioListener] = []
+        self._tap: Callable[[bytes], None] | None = None  # raw packets (rtp/relay.py)
         self._inband: InbandDtmfDetector | None = None  # no telephone-event: tones in audio
         self._inband_held = bytearray()  # audio waiting for the in-band receiver
         self._hearing = False  # decode received audio (a listener or in-band DTMF)
@@ -240,7 +241,7 @@ class MediaSession:
             self._inband = InbandDtmfDetector()
         elif dtmf_payload_type is not None:
             self._inband = None
-        self._hearing = bool(self._listeners) or self._inband is not None
+        self._hearing = bool(self._listeners) or self._inband is not None or bool(self._tap)
         pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
@@ -360,11 +361,19 @@ class MediaSession:
         if self._connected:
             self._filter_incoming()
 
+    def tap(self, sink: Callable[[bytes], None] | None) -> None:
+        """Hand every RTP packet from the callee (audio and telephone-events, once
+        latched) unparsed to `sink` (a relay, :mod:`ringcast.rtp.relay`); None stops it."""
+        self._tap = sink
+        self._hearing = bool(self._listeners) or self._inband is not None or sink is not None
+        if self._connected:
+            self._filter_incoming()
+
     def unlisten(self, listener: AudioListener) -> None:
         """Stop handing audio to `listener`; with no one left, the kernel drops it again."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
-        hearing = bool(self._listeners) or self._inband is not None
+        hearing = bool(self._listeners) or self._inband is not None or self._tap is not None
         if hearing != self._hearing:
             self._hearing = hearing
             if self._connected:
@@ -652,6 +661,8 @@ class MediaSession:
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch(addr)
+            if self._tap is not None:
+                self._tap(data)
             pt = data[1] & 0x7F
             if pt in self._receive_dtmf_pts:
                 self._on_event(data)

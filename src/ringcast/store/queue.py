@@ -56,6 +56,7 @@ _CLEARED_ON_RETRY: dict[str, Any] = {
     "answered_by": None,
     "machine_detection_ms": None,
     "voicemail": None,
+    "transfer": None,
     "outcome": None,
     "node_id": None,
 }
