@@ -81,7 +81,9 @@ def ringback(codecs: tuple[str, ...]) -> Prompt:
         tone = sum(np.sin(2 * np.pi * f * t) for f in RINGBACK_HZ) * RINGBACK_LEVEL
         pcm = np.concatenate([tone, np.zeros(int(RINGBACK_OFF * SAMPLE_RATE))]).astype(np.float32)
         chunks = {c: (encode_frames(pcm, c),) for c in codecs}
-        prompt = Prompt((AudioSegment(MappingProxyType(chunks)),), codecs, RINGBACK_ON + RINGBACK_OFF)
+        prompt = Prompt(
+            (AudioSegment(MappingProxyType(chunks)),), codecs, RINGBACK_ON + RINGBACK_OFF
+        )
         _RINGBACK[codecs] = prompt
     return prompt
 
@@ -210,9 +212,7 @@ async def _bridge(
             await agent_media.close()
 
 
-async def _agent_setup(
-    setup: asyncio.Task[bool], call: OutboundCall, agent: OutboundCall
-) -> bool:
+async def _agent_setup(setup: asyncio.Task[bool], call: OutboundCall, agent: OutboundCall) -> bool:
     """The agent's answer, or False when the callee hung up first (the agent is canceled)."""
     ended = asyncio.create_task(call.ended.wait(), name="transfer-callee-ended")
     try:
@@ -278,4 +278,3 @@ async def blind(step: Transfer, call: OutboundCall, out: TransferOutcome) -> Non
         out.error = f"transfer failed: {machine.status or ''} {machine.reason}".strip()
     else:
         out.connect_time = utcnow()
-

@@ -100,7 +100,12 @@ class RelayLeg:
             if self.out_event_pt is None:
                 self.dropped += 1  # the target takes no telephone-event
                 return
-            item = (_EVENT, data[pos : pos + 4], time.perf_counter(), _SEQ_TS.unpack_from(data, 2)[1])
+            item = (
+                _EVENT,
+                data[pos : pos + 4],
+                time.perf_counter(),
+                _SEQ_TS.unpack_from(data, 2)[1],
+            )
         else:
             return
         queue = self.queue
