@@ -254,11 +254,11 @@ async def _relay(
                 await task
         a, b = relay.a_to_b.stats(), relay.b_to_a.stats()
         log.info(
-            "bridge ended: callee->agent %s packets (p99 %.1f ms), agent->callee %s (p99 %.1f ms)",
+            "bridge ended: callee->agent %s packets (%s dropped), agent->callee %s (%s dropped)",
             a.packets,
-            a.delay_p99 * 1e3,
+            a.dropped,
             b.packets,
-            b.delay_p99 * 1e3,
+            b.dropped,
         )
         if not agent.ended.is_set():
             await asyncio.shield(agent.hangup())

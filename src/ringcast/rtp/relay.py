@@ -1,24 +1,26 @@
 """Two calls' audio relayed both ways through the shared clock (a bridged transfer).
 
-Each direction is a `RelayLeg`: the packets one session hears (its raw tap)
-wait in a short queue and leave through the other session's socket on the
-clock's ticks, one per 20 ms (re-packetised: our own SSRC, sequence numbers
-and timestamps, RFC 3550 §7.1 as a translator that changes the stream's
-timing). When the two legs negotiated different G.711 laws, every payload is
-transcoded through a 256-byte table (ITU-T G.711 µ-law <-> A-law). RFC 4733
+Each direction is a `RelayLeg`: on every tick of the clock it reads what
+one session's socket holds (the session lends it: no event-loop callback per
+packet) and sends one packet through the other session's socket, 20 ms
+apart (re-packetised: our own SSRC, sequence numbers and timestamps, RFC 3550
+§7.1 as a translator that changes the stream's timing). Audio older than the
+newest waiting packet is dropped, so a source that bunches its packets loses
+a frame rather than adding a tick of delay for the rest of the call. When
+the two legs negotiated different G.711 laws, every payload is transcoded
+through a 256-byte table (ITU-T G.711 µ-law <-> A-law). RFC 4733
 events pass through with the target's telephone-event type, their duration
-untouched and their timestamp moved to our clock (§2.3.4). A packet waits at
-most one tick unless the source bunches them; the queue holds QUEUE_MAX
-packets, so a source that runs ahead loses its oldest audio rather than
-building delay.
+untouched and their timestamp moved to our clock (§2.3.4), none dropped.
+Before the source session has latched on its peer it keeps its socket and
+hands packets over through its tap instead.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import struct
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +32,7 @@ from ringcast.rtp.session import MediaSession
 
 log = logging.getLogger(__name__)
 
-QUEUE_MAX = 5  # packets (100 ms) a direction may hold before it drops the oldest
-DELAY_SAMPLES = 20_000  # per-packet relay delays kept for the figures (the last ones)
+QUEUE_MAX = 8  # packets a direction may hold (RFC 4733 end packets come three at once)
 _U32 = 0xFFFFFFFF
 _SEQ_TS = struct.Struct("!HI")
 _AUDIO, _EVENT = 0, 1
@@ -48,11 +49,8 @@ def transcode_table(src: str, dst: str) -> bytes | None:
 @dataclass(frozen=True)
 class RelayStats:
     packets: int  # relayed
-    dropped: int  # dropped: the queue was full, or an event the target cannot take
+    dropped: int  # stale audio, a full queue, or an event the target cannot take
     events: int  # RFC 4733 packets among them
-    delay_p50: float  # seconds from arrival to departure
-    delay_p99: float
-    delay_max: float
 
 
 class RelayLeg:
@@ -66,7 +64,9 @@ class RelayLeg:
         self.in_event_pts = frozenset(source._receive_dtmf_pts)
         self.out_pt = target.payload_type
         self.out_event_pt = target.dtmf_payload_type
-        self.queue: deque[tuple[int, bytes, float, int]] = deque()
+        self.queue: deque[tuple[int, bytes, int]] = deque()
+        self.sock: socket.socket | None = None  # the source's socket, while lent
+        self.tapped = False  # the source hands packets over (it had not latched yet)
         self.ssrc = secrets.randbits(32)
         self.seq = secrets.randbits(16)
         self.ts = secrets.randbits(32)
@@ -75,7 +75,6 @@ class RelayLeg:
         self.event_key = -1  # the source timestamp of the event being relayed
         self.event_ts = 0  # its timestamp on our clock
         self.packets = self.dropped = self.events = 0
-        self.delays: deque[float] = deque(maxlen=DELAY_SAMPLES)
         # the ClockStream protocol (ringcast.rtp.clock)
         self.late_packets = 0
         self.send_errors = 0
@@ -95,17 +94,12 @@ class RelayLeg:
             payload = data[pos:end]
             if self.table is not None:
                 payload = payload.translate(self.table)
-            item = (_AUDIO, payload, time.perf_counter(), 0)
+            item = (_AUDIO, payload, 0)
         elif pt in self.in_event_pts and end - pos >= 4:
             if self.out_event_pt is None:
                 self.dropped += 1  # the target takes no telephone-event
                 return
-            item = (
-                _EVENT,
-                data[pos : pos + 4],
-                time.perf_counter(),
-                _SEQ_TS.unpack_from(data, 2)[1],
-            )
+            item = (_EVENT, data[pos : pos + 4], _SEQ_TS.unpack_from(data, 2)[1])
         else:
             return
         queue = self.queue
@@ -116,12 +110,28 @@ class RelayLeg:
 
     def _tick(self) -> bytes | bytearray | None:
         """The packet of this tick (the clock calls it every 20 ms)."""
+        sock = self.sock
+        if sock is None and self.tapped and self.source._connected:
+            self.borrow()  # the source has latched since: read its socket from now on
+            sock = self.sock
+        if sock is not None:
+            try:
+                while True:
+                    self.on_packet(sock.recv(2048))
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # an ICMP error queued on the socket: the next tick reads on
+                pass
         ts = self.ts
         self.ts = (ts + FRAME_SAMPLES) & _U32  # our timestamps follow our clock
-        if not self.queue:
+        queue = self.queue
+        if not queue:
             self.marker = True  # nothing came: the next audio starts a talkspurt
             return None
-        kind, payload, arrived, src_ts = self.queue.popleft()
+        while len(queue) > 1 and queue[0][0] == queue[1][0] == _AUDIO:  # stale: newer waits
+            queue.popleft()
+            self.dropped += 1
+        kind, payload, src_ts = queue.popleft()
         hdr = self.hdr
         if kind == _AUDIO:
             hdr[1] = self.out_pt | (0x80 if self.marker else 0)
@@ -136,7 +146,6 @@ class RelayLeg:
             self.events += 1
         self.seq = (self.seq + 1) & 0xFFFF
         self.packets += 1
-        self.delays.append(time.perf_counter() - arrived)
         return hdr + payload
 
     def _to_target(self, pkt: bytes | bytearray) -> object:
@@ -147,19 +156,20 @@ class RelayLeg:
             log.warning("relay to %s stopped: %s", self.target.local_port, error)
 
     def stats(self) -> RelayStats:
-        delays = sorted(self.delays)
+        return RelayStats(self.packets, self.dropped, self.events)
 
-        def pick(q: float) -> float:
-            return delays[min(len(delays) - 1, int(q * len(delays)))] if delays else 0.0
+    def borrow(self) -> None:
+        """Read the source's socket on the ticks (once it has latched), else its tap."""
+        self.sock = self.source.lend_socket()
+        self.tapped = self.sock is None
+        self.source.tap(self.on_packet if self.tapped else None)
 
-        return RelayStats(
-            self.packets,
-            self.dropped,
-            self.events,
-            pick(0.50),
-            pick(0.99),
-            delays[-1] if delays else 0.0,
-        )
+    def give_back(self) -> None:
+        self.tapped = False
+        self.source.tap(None)
+        if self.sock is not None:
+            self.sock = None
+            self.source.take_back()
 
 
 class Bridge:
@@ -174,8 +184,8 @@ class Bridge:
         self.b_to_a = RelayLeg(b, a)
 
     def start(self) -> None:
-        self.a.tap(self.a_to_b.on_packet)
-        self.b.tap(self.b_to_a.on_packet)
+        self.a_to_b.borrow()
+        self.b_to_a.borrow()
         self.clock.add(self.a_to_b)
         self.clock.add(self.b_to_a)
         log.info(
@@ -189,5 +199,5 @@ class Bridge:
     def stop(self) -> None:
         self.clock.remove(self.a_to_b)
         self.clock.remove(self.b_to_a)
-        self.a.tap(None)
-        self.b.tap(None)
+        self.a_to_b.give_back()
+        self.b_to_a.give_back()

@@ -148,6 +148,7 @@ class MediaSession:
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self._listeners: list[AudioListener] = []
         self._tap: Callable[[bytes], None] | None = None  # raw packets (rtp/relay.py)
+        self._lent = False  # the RTP socket is read by a relay, not the event loop
         self._inband: InbandDtmfDetector | None = None  # no telephone-event: tones in audio
         self._inband_held = bytearray()  # audio waiting for the in-band receiver
         self._hearing = False  # decode received audio (a listener or in-band DTMF)
@@ -241,7 +242,7 @@ class MediaSession:
             self._inband = InbandDtmfDetector()
         elif dtmf_payload_type is not None:
             self._inband = None
-        self._hearing = bool(self._listeners) or self._inband is not None or bool(self._tap)
+        self._hearing = self._hears()
         pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         self._remote = (remote_host, remote_port)
@@ -361,19 +362,44 @@ class MediaSession:
         if self._connected:
             self._filter_incoming()
 
+    def _hears(self) -> bool:
+        """Whether the callee's audio is read: a listener, in-band DTMF, a relay."""
+        return bool(self._listeners) or self._inband is not None or bool(self._tap) or self._lent
+
     def tap(self, sink: Callable[[bytes], None] | None) -> None:
         """Hand every RTP packet from the callee (audio and telephone-events, once
         latched) unparsed to `sink` (a relay, :mod:`ringcast.rtp.relay`); None stops it."""
         self._tap = sink
-        self._hearing = bool(self._listeners) or self._inband is not None or sink is not None
+        self._hearing = self._hears()
         if self._connected:
             self._filter_incoming()
+
+    def lend_socket(self) -> socket.socket | None:
+        """Stop reading RTP in the event loop and hand over the connected socket: a
+        relay reads it on the clock's ticks (:mod:`ringcast.rtp.relay`), one system
+        call per tick instead of a readiness callback per packet. None before the
+        latch (the session still has to pick its peer). `take_back()` undoes it."""
+        if not self._connected or self._lent or self.state is not SessionState.STARTED:
+            return None
+        self._loop.remove_reader(self._sock.fileno())
+        self._lent = True
+        self._hearing = True  # the socket filter lets audio through to the relay (_hears)
+        self._filter_incoming()
+        return self._sock
+
+    def take_back(self) -> None:
+        if not self._lent or self.state is SessionState.CLOSED:
+            return
+        self._lent = False
+        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._hearing = self._hears()
+        self._filter_incoming()
 
     def unlisten(self, listener: AudioListener) -> None:
         """Stop handing audio to `listener`; with no one left, the kernel drops it again."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
-        hearing = bool(self._listeners) or self._inband is not None or self._tap is not None
+        hearing = self._hears()
         if hearing != self._hearing:
             self._hearing = hearing
             if self._connected:
