@@ -41,17 +41,20 @@ from ringcast.rtp import MediaSession, PortAllocator, RtpClock
 from ringcast.rtp.relay import Bridge
 
 PTIME = 0.020  # seconds per packet
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux <asm-generic/socket.h>
 MAX_N = 1000  # hard bound on pairs
 
 
 def far_ends(conn: Connection) -> None:
     """Separate process: send 50 packets/s of PCMU (PT 0, the send time in the first 8
     payload bytes) to every port it is given, from one socket, until told to stop;
-    a thread receives what comes back and times the relayed packets."""
+    a thread receives what comes back and times the relayed packets by the kernel's
+    receive timestamp (SO_TIMESTAMPNS: this process's own scheduling does not count)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.2)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     conn.send(sock.getsockname()[1])
     ports: list[int] = conn.recv()
     delays: list[float] = []
@@ -60,12 +63,16 @@ def far_ends(conn: Connection) -> None:
     def receive() -> None:
         while not stop.is_set():
             try:
-                data = sock.recv(2048)
+                data, anc, _, _ = sock.recvmsg(2048, 64)
             except TimeoutError:
                 continue
             except OSError:
                 return
-            now = time.monotonic()
+            stamp = [d for level, kind, d in anc if kind == SO_TIMESTAMPNS]
+            if not stamp:
+                continue
+            sec, nsec = struct.unpack("@ll", stamp[0][:16])
+            now = sec + nsec * 1e-9
             if len(data) >= 20 and data[1] & 0x7F == 0 and data[12:14] == b"\xfa\x11":
                 delays.append(now - struct.unpack_from("!d", data, 14)[0])
 
@@ -83,7 +90,7 @@ def far_ends(conn: Connection) -> None:
         hdr = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, 0xFA11)
         seq += 1
         for port in ports:
-            pkt = hdr + b"\xfa\x11" + struct.pack("!d", time.monotonic()) + rest
+            pkt = hdr + b"\xfa\x11" + struct.pack("!d", time.time()) + rest
             with contextlib.suppress(OSError):
                 sock.sendto(pkt, ("127.0.0.1", port))
     conn.recv()
