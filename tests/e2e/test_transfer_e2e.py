@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from conftest import free_port
@@ -26,6 +27,7 @@ from rtp_pcap import pcap_path
 from sipp import SippUas
 
 from e2e.server import RingcastServer, post
+from e2e.test_webhooks_e2e import Receiver
 from ringcast.media.codecs import get_codec
 
 pytestmark = pytest.mark.sipp
@@ -146,16 +148,25 @@ def _body(callee: str, transfer: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_bridged_transfer_relays_audio_both_ways(tmp_path: Path, sipp_bin: str) -> None:
+    secret = tmp_path / "ringcast.db.webhook-secret"
     with (
+        Receiver(lambda: secret.read_text().strip()) as rx,
         RtpPeer("PCMU", CALLEE_HZ, digit_at=0.3) as caller_side,
         RtpPeer("PCMA", AGENT_HZ) as agent_side,
         _callee(tmp_path, caller_side) as callee,
         _agent(tmp_path, agent_side) as agent,
-        RingcastServer(tmp_path) as rc,
+        RingcastServer(tmp_path, env={"RINGCAST_WEBHOOK_SECRET": ""}) as rc,
     ):
         transfer = {"transfer": agent.uri("agent"), "timeout": 10}
-        record = rc.wait_ready(post(rc, _body(callee.uri("bob"), transfer)), 45)["record"]
-        time.sleep(0.3)
+        body = {**_body(callee.uri("bob"), transfer), "callback_url": rx.url()}
+        record = rc.wait_ready(post(rc, body), 45)["record"]
+        digits = rx.wait_for("call.digits")
+        transferred = rx.wait_for("call.transferred")
+        metrics = httpx.get(f"{rc.base}/metrics", timeout=10).text
+    assert all(e["verified"] == e["id"] for e in digits + transferred)
+    assert digits[0]["payload"]["data"]["dtmf"] == "1", digits
+    assert transferred[0]["payload"]["data"]["transfer"]["result"] == "answered", transferred
+    assert 'ringcast_transfers_total{mode="bridge",result="answered"} 1.0' in metrics
     assert record["dtmf"] == "1", record
     assert agent.invites_per_user() == {"agent": 1}, agent.errors()
     t = record["transfer"]
@@ -232,3 +243,22 @@ def test_refer_refused_falls_back_to_default(tmp_path: Path, sipp_bin: str) -> N
     events = [p for p in caller_side.received if p[1] & 0x7F == 101]
     codes = {p[12] for p in events}
     assert codes == {4, 2}, json.dumps(record)
+
+
+def test_the_agent_leg_counts_against_the_request_limit(tmp_path: Path, sipp_bin: str) -> None:
+    """max_concurrent 1: the callee's call holds the only channel, so the agent is not
+    dialed and the transfer fails (then the default actions run)."""
+    with (
+        RtpPeer("PCMU", CALLEE_HZ, digit_at=0.3) as caller_side,
+        RtpPeer("PCMA", AGENT_HZ) as agent_side,
+        _callee(tmp_path, caller_side) as callee,
+        _agent(tmp_path, agent_side) as agent,
+        RingcastServer(tmp_path) as rc,
+    ):
+        transfer = {"transfer": agent.uri("agent"), "timeout": 5}
+        body = {**_body(callee.uri("bob"), transfer), "max_concurrent": 1}
+        record = rc.wait_ready(post(rc, body), 45)["record"]
+    assert agent.invites_per_user() == {}, agent.errors()
+    t = record["transfer"]
+    assert t["result"] == "failed" and "request:" in t["error"], record
+    assert record["outcome"] == "answered", record
