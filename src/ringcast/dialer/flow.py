@@ -9,6 +9,7 @@ reports `call.transferred` and ends the call once connected.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import deque
@@ -67,7 +68,7 @@ async def _run(
         step = pending.popleft()
         if isinstance(step, script.Media):
             before = media.dtmf_received
-            result = await media.play(await flow.prepare(list(step.items)))
+            result = await _play_until_hangup(call, media, await flow.prepare(list(step.items)))
             if result.optout or not result.completed:
                 return PlayResult(media.dtmf_received, result.optout, False)
         elif isinstance(step, script.Choose):
@@ -95,6 +96,16 @@ async def _run(
                 break  # connected: the call is the agent's (or over)
             pending.extendleft(reversed(script.fallback(chose)))
     return PlayResult(media.dtmf_received, optout, True)
+
+
+async def _play_until_hangup(call: OutboundCall, media: MediaSession, prompt: Prompt) -> PlayResult:
+    """`media.play(prompt)`, stopped at once when the callee hangs up."""
+    ended = asyncio.create_task(call.ended.wait(), name=f"flow-ended-{call.call_id}")
+    ended.add_done_callback(lambda t: None if t.cancelled() else media.stop())
+    try:
+        return await media.play(prompt)
+    finally:
+        ended.cancel()
 
 
 async def _transfer(
