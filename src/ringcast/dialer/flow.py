@@ -77,7 +77,7 @@ async def _run(
             chose = step
             log.info("call %s: digits %r -> actions %r", flow.job.call_id, digits, key)
             report.dtmf = media.dtmf_received or None
-            await notify(flow.on_progress, Result.IN_PROGRESS, {"dtmf": report.dtmf})
+            await _report(flow, {"dtmf": report.dtmf})  # call.digits
             pending.extendleft(reversed(more))
         elif isinstance(step, script.Hangup):
             break
@@ -91,11 +91,20 @@ async def _run(
                     counted = (outcome.mode, outcome.result)
                     flow.counts[counted] = flow.counts.get(counted, 0) + 1
             fields = {"transfer": json.dumps(report.transfer, separators=(",", ":"))}
-            await notify(flow.on_progress, Result.IN_PROGRESS, fields)  # call.transferred
+            await _report(flow, fields)  # call.transferred
             if outcome.result == "answered" or call.ended.is_set():
                 break  # connected: the call is the agent's (or over)
             pending.extendleft(reversed(script.fallback(chose)))
     return PlayResult(media.dtmf_received, optout, True)
+
+
+async def _report(flow: Flow, fields: dict[str, Any]) -> None:
+    """Record the fields (and their webhook) while the call lives; a store error is
+    logged, never the end of the call."""
+    try:
+        await notify(flow.on_progress, Result.IN_PROGRESS, fields)
+    except Exception:
+        log.exception("call %s: progress update failed", flow.job.call_id)
 
 
 async def _play_until_hangup(call: OutboundCall, media: MediaSession, prompt: Prompt) -> PlayResult:
