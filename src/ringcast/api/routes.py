@@ -23,7 +23,7 @@ from ringcast.api import intake
 from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
-    PLAYLIST_KINDS,
+    ACTION_KINDS,
     PlayInput,
     PlayRequest,
     RecipientIn,
@@ -268,10 +268,16 @@ PLAY_BODY_DOC = {
 
 
 def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop the union tag pydantic puts in a playlist item's error location:
-    ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate")."""
-    if len(loc) > 3 and loc[0] in ("playlist", "voicemail") and loc[2] in PLAYLIST_KINDS:
-        return (*loc[:2], *loc[3:])
+    """Drop the union tags pydantic puts in a playlist item's error location:
+    ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate"), also inside gather
+    actions and transfer hold lists (after every list index)."""
+    if len(loc) > 3 and loc[0] in ("playlist", "voicemail"):
+        out: list[int | str] = []
+        for i, part in enumerate(loc):
+            tagged = i >= 2 and isinstance(loc[i - 1], int) and part in ACTION_KINDS
+            if not (tagged and i + 1 < len(loc)):
+                out.append(part)
+        return tuple(out)
     return loc
 
 
