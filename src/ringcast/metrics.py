@@ -242,6 +242,16 @@ class RingcastCollector(Collector):
             if value is not None:
                 yield CounterMetricFamily(name, doc, value=value)
         yield from _trunk_metrics(dialer)
+        transfers = getattr(dialer, "transfers", None)
+        if isinstance(transfers, dict):
+            family = CounterMetricFamily(
+                "ringcast_transfers",
+                "Transfers of answered calls by this node (gather actions), by mode and result",
+                labels=["mode", "result"],
+            )
+            for (mode, result), n in sorted(transfers.items()):
+                family.add_metric([mode, result], float(n))
+            yield family
 
     def _db(self) -> Iterator[Metric]:
         snap = self.snapshot

@@ -534,6 +534,37 @@ BAD_BODIES: list[tuple[str, dict[str, Any] | list[Any], str | None]] = [
     ("gather digits 33", item(gather={"digits": 33}), "playlist[0].gather.digits"),
     ("gather timeout", item(gather={"digits": 1, "timeout": 121}), "playlist[0].gather.timeout"),
     ("gather optout", item(gather={"digits": 1, "optout": "99"}), "playlist[0].gather.optout"),
+    ("transfer outside actions", item(transfer="sip:agent@example.com"), "playlist[0]"),
+    (
+        "actions bad key",
+        item(gather={"actions": {"x": [{"hangup": True}]}}),
+        "playlist[0].gather.actions.x.[key]",
+    ),
+    (
+        "transfer to a number (needs a trunk: not yet)",
+        item(gather={"actions": {"1": [{"transfer": "+15550100001"}]}}),
+        "playlist[0].gather.actions.1[0].transfer",
+    ),
+    (
+        "transfer bad mode",
+        item(gather={"actions": {"1": [{"transfer": "sip:a@b.com", "mode": "attended"}]}}),
+        "playlist[0].gather.actions.1[0].mode",
+    ),
+    (
+        "transfer timeout",
+        item(gather={"actions": {"1": [{"transfer": "sip:a@b.com", "timeout": 0}]}}),
+        "playlist[0].gather.actions.1[0].timeout",
+    ),
+    (
+        "hangup false",
+        item(gather={"actions": {"default": [{"hangup": False}]}}),
+        "playlist[0].gather.actions.default[0].hangup",
+    ),
+    (
+        "hold item unknown",
+        item(gather={"actions": {"1": [{"transfer": "sip:a@b.com", "hold": [{"beep": 1}]}]}}),
+        "playlist[0].gather.actions.1[0].hold[0]",
+    ),
     ("ring_timeout 0", with_(ring_timeout=0), "ring_timeout"),
     ("ring_timeout 301", with_(ring_timeout=301), "ring_timeout"),
     ("max_duration 0", with_(max_duration=0), "max_duration"),

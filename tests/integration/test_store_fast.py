@@ -161,6 +161,10 @@ _SAMPLES: dict[str, Any] = {
 }
 
 
+_TRANSFER = (
+    '{"to":"sip:agent@127.0.0.1:5090","mode":"bridge","result":"answered",'
+    '"connect_time":"2026-05-02 12:16:00","duration":95,"cause":"200","error":"\\"x\\", ü"}'
+)
 _EARLIER = (
     '{"attempt":1,"setup_time":"2026-05-02 12:00:00","disconnect_time":"2026-05-02 12:00:30",'
     '"disconnect_cause_code":"486","disconnect_cause_text":"Busy \\"Here\\"","outcome":"busy"}',
@@ -214,6 +218,12 @@ async def _finished_calls(store: Store) -> str:
                 for i in range(n)
             ],
         )
+        # a gather's transfer (JSON text the dialer writes) on every fourth call
+        await s.execute(
+            sa.update(calls_table)
+            .where(calls_table.c.request_id == accepted.request_id, calls_table.c.seq % 4 == 1)
+            .values(transfer=_TRANSFER)
+        )
     return accepted.request_id
 
 
@@ -249,6 +259,8 @@ def _csv_value(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):  # the transfer: its JSON text, as the dialer wrote it
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return str(value)
 
 

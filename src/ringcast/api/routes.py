@@ -23,13 +23,14 @@ from ringcast.api import intake
 from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
-    PLAYLIST_KINDS,
+    ACTION_KINDS,
     PlayInput,
     PlayRequest,
     RecipientIn,
     ReplayRequest,
     check_sip_uri,
     decode_play_lean,
+    nested_items,
     no_control,
     validate_play,
 )
@@ -117,10 +118,10 @@ async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
         return
     urls: dict[str, tuple[str, str]] = {}  # one check per host and port, the first field
     for name, items in (("playlist", payload.playlist), ("voicemail", payload.voicemail or [])):
-        for i, item in enumerate(items):
+        for where, item in nested_items(list(items), name):
             url = getattr(item, "play", None)
             if isinstance(url, str):
-                urls.setdefault(urlsplit(url).netloc.lower(), (url, f"{name}[{i}].play"))
+                urls.setdefault(urlsplit(url).netloc.lower(), (url, f"{where}.play"))
     if payload.callback_url is not None:
         url = payload.callback_url
         urls.setdefault(urlsplit(url).netloc.lower(), (url, "callback_url"))
@@ -269,10 +270,16 @@ PLAY_BODY_DOC = {
 
 
 def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop the union tag pydantic puts in a playlist item's error location:
-    ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate")."""
-    if len(loc) > 3 and loc[0] in ("playlist", "voicemail") and loc[2] in PLAYLIST_KINDS:
-        return (*loc[:2], *loc[3:])
+    """Drop the union tags pydantic puts in a playlist item's error location:
+    ("playlist", 0, "say", "rate") -> ("playlist", 0, "rate"), also inside gather
+    actions and transfer hold lists (after every list index)."""
+    if len(loc) > 3 and loc[0] in ("playlist", "voicemail"):
+        out: list[int | str] = []
+        for i, part in enumerate(loc):
+            tagged = i >= 2 and isinstance(loc[i - 1], int) and part in ACTION_KINDS
+            if not (tagged and i + 1 < len(loc)):
+                out.append(part)
+        return tuple(out)
     return loc
 
 

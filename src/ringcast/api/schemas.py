@@ -234,13 +234,33 @@ class GatherSpec(Model):
     optout: Annotated[str, Field(pattern=r"^[0-9*#]$")] | None = None
     # a digit pressed while the items before this gather play stops them and answers it
     barge_in: bool = True
+    # what to play or do after the digits (or "default": any other, or none); then
+    # the playlist goes on unless an item ends the call (issue 17)
+    actions: dict[ActionKey, list[ActionItem]] | None = Field(default=None, max_length=20)
 
 
 class GatherItem(Model):
     gather: GatherSpec
 
 
+class TransferItem(Model):
+    """Connect the callee to an agent (issue 17): bridged (ringcast dials the agent
+    and relays the audio) or a blind REFER (RFC 3515). Only inside gather.actions."""
+
+    transfer: SipUri
+    timeout: Annotated[float, Field(gt=0, le=120)] = 20.0  # seconds the agent may ring
+    mode: Literal["bridge", "refer"] = "bridge"
+    from_: FromStr | None = Field(default=None, alias="from")
+    hold: list[PlaylistItem] | None = Field(default=None, min_length=1, max_length=20)
+
+
+class HangupItem(Model):
+    hangup: Literal[True]
+
+
 PLAYLIST_KINDS = ("play", "say", "pause", "dtmf", "gather")
+ACTION_KINDS = (*PLAYLIST_KINDS, "transfer", "hangup")
+ActionKey = Annotated[str, Field(pattern=r"^([0-9*#A-D]{1,32}|default)$")]
 
 
 def _playlist_kind(item: Any) -> str | None:
@@ -265,6 +285,50 @@ PlaylistItem = Annotated[
         "play, say, pause, dtmf, gather",
     ),
 ]
+
+
+def _action_kind(item: Any) -> str | None:
+    if isinstance(item, dict):
+        kinds = [k for k in ACTION_KINDS if k in item]
+        return kinds[0] if len(kinds) == 1 else None
+    if isinstance(item, BaseModel):
+        return next((k for k in ACTION_KINDS if hasattr(item, k)), None)
+    return None
+
+
+ActionItem = Annotated[
+    Annotated[PlayItem, Tag("play")]
+    | Annotated[SayItem, Tag("say")]
+    | Annotated[PauseItem, Tag("pause")]
+    | Annotated[DtmfItem, Tag("dtmf")]
+    | Annotated[GatherItem, Tag("gather")]
+    | Annotated[TransferItem, Tag("transfer")]
+    | Annotated[HangupItem, Tag("hangup")],
+    Discriminator(
+        _action_kind,
+        custom_error_type="action_item",
+        custom_error_message="an action item is an object with exactly one of "
+        "play, say, pause, dtmf, gather, transfer, hangup",
+    ),
+]
+GatherSpec.model_rebuild()
+TransferItem.model_rebuild()
+
+
+def nested_items(items: list[Any], path: str) -> list[tuple[str, Any]]:
+    """Every item of a playlist with its field path, the items inside gather
+    actions and transfer hold playlists too (for checks that look at every URL)."""
+    out: list[tuple[str, Any]] = []
+    for i, item in enumerate(items):
+        here = f"{path}[{i}]"
+        out.append((here, item))
+        gather = getattr(item, "gather", None)
+        for key, actions in ((gather.actions if gather is not None else None) or {}).items():
+            out.extend(nested_items(actions, f"{here}.gather.actions.{key}"))
+        hold = getattr(item, "hold", None)
+        if hold:
+            out.extend(nested_items(hold, f"{here}.hold"))
+    return out
 
 
 class Recipient(Model):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ from ringcast.inet import IPV6, bind_families, hostport
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
-from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
+from ringcast.rtp import MediaSession, PlayResult, PortAllocator, RtpClock, SessionState
 from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
@@ -42,6 +43,7 @@ from ringcast.trunks import CARRIER_KEYS
 log = logging.getLogger(__name__)
 
 DEFAULT_CODECS = ("PCMU", "PCMA")
+SCRIPT_GRACE = 3.0  # seconds a script may take to finish after the callee hung up
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,13 @@ class CallReport:
     machine_detection_ms: int | None = None
     voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
     srtp: str | None = None  # the SRTP crypto-suite (RFC 4568), None for plain RTP
+    transfer: dict[str, Any] | None = None  # gather.actions' transfer (dialer.transfer)
 
     def fields(self) -> dict[str, Any]:
         """Column values for the store (everything but `optout`)."""
         out = {k: v for k, v in self.__dict__.items() if k != "optout"}
+        if self.transfer is not None:
+            out["transfer"] = json.dumps(self.transfer, separators=(",", ":"))
         out["result"] = str(self.result)
         out["outcome"] = str(self.outcome)
         if self.error:
@@ -96,6 +101,9 @@ class CallReport:
 
 
 ProgressFn = Callable[[Result, dict[str, Any]], Awaitable[None] | None]
+# What plays on an answered call instead of one prompt: a playlist with gather
+# actions (ringcast.dialer.flow); it may transfer the call.
+Script = Callable[["OutboundCall", MediaSession, "CallReport"], Coroutine[Any, Any, PlayResult]]
 
 
 @dataclass
@@ -209,7 +217,7 @@ def sdp_address(ctx: CallContext) -> str:
     return ctx.rtp_bind_host
 
 
-async def _notify(fn: ProgressFn | None, result: Result, fields: dict[str, Any]) -> None:
+async def notify(fn: ProgressFn | None, result: Result, fields: dict[str, Any]) -> None:
     if fn is None:
         return
     res = fn(result, fields)
@@ -238,8 +246,10 @@ async def place_call(
     on_progress: ProgressFn | None = None,
     cancel: asyncio.Event | None = None,
     voicemail: Prompt | None = None,
+    script: Script | None = None,
 ) -> CallReport:
-    """Place one call and play `prompt` to the callee; return its record fields.
+    """Place one call and play `prompt` (or run `script`) to the callee; return its
+    record fields.
 
     With `job.machine_detection`, the callee's audio is analysed after the answer
     (see `_detect`); `voicemail` is what `drop` mode plays to a machine (default:
@@ -253,7 +263,7 @@ async def place_call(
         log.warning("call %s: no RTP port: %s", job.call_id, exc)
         return failed_report(f"no RTP port available: {exc}")
     try:
-        return await _run(job, prompt, ctx, media, on_progress, cancel, voicemail)
+        return await _run(job, prompt, ctx, media, on_progress, cancel, voicemail, script)
     finally:
         with contextlib.suppress(Exception):
             await media.close()
@@ -267,6 +277,7 @@ async def _run(
     on_progress: ProgressFn | None,
     cancel: asyncio.Event,
     voicemail: Prompt | None = None,
+    script: Script | None = None,
 ) -> CallReport:
     sip = job.sip
     srtp = str(sip.get("srtp") or "off")
@@ -296,7 +307,7 @@ async def _run(
         # A re-INVITE/UPDATE/ACK moved the callee's media. Before _play the
         # stream is not aimed yet: _play reads call.answer, the latest one.
         if media.state is SessionState.STARTED:
-            _aim(media, answer, call.signalling_host)
+            aim(media, answer, call.signalling_host)
 
     try:
         call = OutboundCall(
@@ -314,10 +325,18 @@ async def _run(
         if answered and call.answer is not None and not cancel.is_set():
             if job.machine_detection:
                 await _detect(
-                    job, prompt, voicemail or prompt, call, media, cancel, report, on_progress
+                    job,
+                    prompt,
+                    voicemail or prompt,
+                    call,
+                    media,
+                    cancel,
+                    report,
+                    on_progress,
+                    script,
                 )
             else:
-                await _play(job, prompt, call, media, cancel, report)
+                await _play(job, prompt, call, media, cancel, report, script)
         elif answered:
             await call.hangup()
     finally:
@@ -348,10 +367,10 @@ async def _forward_progress(
         state = await events.get()
         try:
             if state is CallState.RINGING:
-                await _notify(on_progress, Result.RINGING, {})
+                await notify(on_progress, Result.RINGING, {})
             elif state is CallState.ANSWERED:
                 answered = {"connect_time": call.answered_at, "answered": True}
-                await _notify(on_progress, Result.IN_PROGRESS, answered)
+                await notify(on_progress, Result.IN_PROGRESS, answered)
         except Exception:
             log.exception("progress update failed")
 
@@ -363,22 +382,28 @@ async def _play(
     media: MediaSession,
     cancel: asyncio.Event,
     report: CallReport,
+    script: Script | None = None,
 ) -> bool:
-    """Play `prompt` until it ends, the callee hangs up, cancel or max_duration; hang
-    up. True when the prompt played to its end."""
+    """Play `prompt` (or run `script`) until it ends, the callee hangs up, cancel or
+    max_duration; hang up. True when the prompt played to its end."""
     answer = call.answer
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
     report.srtp = answer.srtp.suite if answer.srtp is not None else None
-    _aim(media, answer, call.signalling_host)
+    aim(media, answer, call.signalling_host)
     completed = False
-    play = asyncio.create_task(media.play(prompt), name=f"call-play-{job.call_id}")
+    playing = script(call, media, report) if script is not None else media.play(prompt)
+    play = asyncio.create_task(playing, name=f"call-play-{job.call_id}")
     ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
     stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
     try:
         done, _ = await asyncio.wait(
             {play, ended, stop}, timeout=job.max_duration, return_when=asyncio.FIRST_COMPLETED
         )
+        if script is not None and play not in done and ended in done:
+            # a bridged transfer ends with the callee's BYE on its own: let it record that
+            done, _ = await asyncio.wait({play}, timeout=SCRIPT_GRACE)
+            done |= {ended}
         if play in done and play.exception() is None:
             result = play.result()
             report.dtmf = result.dtmf or None
@@ -483,7 +508,7 @@ async def _decide(
             "answered_by": report.answered_by,
             "machine_detection_ms": report.machine_detection_ms,
         }
-        await _notify(on_progress, Result.IN_PROGRESS, fields)
+        await notify(on_progress, Result.IN_PROGRESS, fields)
     return who
 
 
@@ -496,6 +521,7 @@ async def _detect(
     cancel: asyncio.Event,
     report: CallReport,
     on_progress: ProgressFn | None,
+    script: Script | None = None,
 ) -> None:
     """A call with machine detection (DESIGN "Listening to the callee").
 
@@ -512,7 +538,7 @@ async def _detect(
     assert answer is not None  # checked by the caller
     report.codec = answer.codec
     report.srtp = answer.srtp.suite if answer.srtp is not None else None
-    _aim(media, answer, call.signalling_host)
+    aim(media, answer, call.signalling_host)
     listener = _AmdListener(MachineDetector(timeout))
     media.listen(listener)
     try:
@@ -523,7 +549,7 @@ async def _detect(
             )
             decide.add_done_callback(lambda _: media.unlisten(listener))
             try:
-                await _play(job, prompt, call, media, cancel, report)
+                await _play(job, prompt, call, media, cancel, report, script)
             finally:
                 if not decide.done():
                     decide.cancel()
@@ -543,7 +569,7 @@ async def _detect(
             return
         if who in (AnsweredBy.HUMAN, AnsweredBy.UNKNOWN):
             media.unlisten(listener)
-            await _play(rest(), prompt, call, media, cancel, report)
+            await _play(rest(), prompt, call, media, cancel, report, script)
             return
         if who is AnsweredBy.FAX or mode == "hangup":
             await call.hangup()
@@ -565,7 +591,7 @@ async def _detect(
         media.unlisten(listener)
 
 
-def _aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) -> None:
+def aim(media: MediaSession, answer: MediaAnswer, signalling_host: str | None) -> None:
     """Point the RTP stream at the callee's current media description (RFC 3264 §8),
     and pause it while the callee does not want to receive (hold, §8.4).
 

@@ -26,7 +26,7 @@ import logging
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +38,8 @@ from ringcast.dialer.call import (
     CallContext,
     CallJob,
     CallReport,
+    ProgressFn,
+    Script,
     TrunkGone,
     media_fetcher,
     place_call,
@@ -46,8 +48,11 @@ from ringcast.dialer.call import (
     sip_endpoint,
 )
 from ringcast.dialer.carrier import NotRoutable, Route, TrunkRegistrations, region_of, route
+from ringcast.dialer.flow import Flow, make_script
+from ringcast.dialer.legs import AgentLegs
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
+from ringcast.dialer.script import has_actions
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
 from ringcast.errors import MediaError, RingcastError
@@ -125,6 +130,7 @@ class Dialer:
         self._tasks: list[asyncio.Task[None]] = []
         self.calls_placed = 0
         self.registrations = TrunkRegistrations(self.sip, {})  # made at start()
+        self.transfers: dict[tuple[str, str], int] = {}  # (mode, result) -> n, for metrics
 
     # --- life cycle ------------------------------------------------------------
 
@@ -559,13 +565,15 @@ class Dialer:
                 machine_detection=body.get("machine_detection"),
             )
             self.calls_placed += 1
+            on_progress = self._progress(call, info)
             report = await place_call(
                 job,
                 prompt,
                 self.ctx,
-                on_progress=self._progress(call, info),
+                on_progress=on_progress,
                 cancel=live.cancel,
                 voicemail=voicemail,
+                script=self._script(info, call, job, on_progress),
             )
             if live.cut and report.answered and not report.error:
                 report.error = live.cut  # the playlist did not play to its end
@@ -592,6 +600,27 @@ class Dialer:
             options["headers"] = {**dial.headers, **dict(options.get("headers") or {})}
         return options
 
+    def _script(
+        self, info: RequestInfo, call: ClaimedCall, job: CallJob, on_progress: ProgressFn
+    ) -> Script | None:
+        """A playlist with gather actions runs step by step (ringcast.dialer.flow)."""
+        playlist = list(info.body["playlist"])
+        if not has_actions(playlist):
+            return None
+        variables = {k: str(v) for k, v in (call.variables or {}).items()}
+
+        def prepare(items: Sequence[Mapping[str, Any]]) -> Awaitable[Prompt]:
+            return self.prompts.get(
+                items,
+                variables=variables,
+                codecs=self._codecs(info.body),
+                max_duration=float(info.body.get("max_duration", 3600)),
+            )
+
+        legs = AgentLegs(self.limits, self.store, self.node_id, self._fleet_limits(info))
+        flow = Flow(job, self.ctx, prepare, on_progress, legs, self.transfers)
+        return make_script(playlist, flow)
+
     def _progress(
         self, call: ClaimedCall, info: RequestInfo
     ) -> Callable[[Result, dict[str, Any]], Any]:
@@ -604,7 +633,13 @@ class Dialer:
                 return
 
             # call.ringing / call.answered, or call.machine_detected with its fields
-            event = webhooks.CALL_MACHINE_DETECTED if "answered_by" in fields else None
+            event = None
+            if "answered_by" in fields:
+                event = webhooks.CALL_MACHINE_DETECTED
+            elif "transfer" in fields:
+                event = webhooks.CALL_TRANSFERRED
+            elif "dtmf" in fields:
+                event = webhooks.CALL_DIGITS
 
             async def write(s: Any) -> None:
                 if await queue.update_call(s, call.id, self._fence(call), values) and hooked:

@@ -160,6 +160,8 @@ class MediaSession:
         self._router: DigitRouter | None = None  # the playing prompt's digits
         self._last_event: tuple[int, int] | None = None  # (ssrc, timestamp) of the last digit
         self._listeners: list[AudioListener] = []
+        self._tap: Callable[[bytes], None] | None = None  # raw packets (rtp/relay.py)
+        self._lent = False  # the RTP socket is read by a relay, not the event loop
         self._inband: InbandDtmfDetector | None = None  # no telephone-event: tones in audio
         self._inband_held = bytearray()  # audio waiting for the in-band receiver
         self._hearing = False  # decode received audio (a listener or in-band DTMF)
@@ -268,7 +270,7 @@ class MediaSession:
             self._inband = InbandDtmfDetector()
         elif dtmf_payload_type is not None:
             self._inband = None
-        self._hearing = bool(self._listeners) or self._inband is not None
+        self._hearing = self._hears()
         pts = {pt & 0x7F for pt in (receive_dtmf_payload_type, dtmf_payload_type) if pt is not None}
         self._receive_dtmf_pts = tuple(sorted(pts))  # a connected socket is re-filtered below
         peer = self._peer(remote_host)
@@ -435,11 +437,44 @@ class MediaSession:
         if self._connected:
             self._filter_incoming()
 
+    def _hears(self) -> bool:
+        """Whether the callee's audio is read: a listener, in-band DTMF, a relay."""
+        return bool(self._listeners) or self._inband is not None or bool(self._tap) or self._lent
+
+    def tap(self, sink: Callable[[bytes], None] | None) -> None:
+        """Hand every RTP packet from the callee (audio and telephone-events, once
+        latched) unparsed to `sink` (a relay, :mod:`ringcast.rtp.relay`); None stops it."""
+        self._tap = sink
+        self._hearing = self._hears()
+        if self._connected:
+            self._filter_incoming()
+
+    def lend_socket(self) -> socket.socket | None:
+        """Stop reading RTP in the event loop and hand over the connected socket: a
+        relay reads it on the clock's ticks (:mod:`ringcast.rtp.relay`), one system
+        call per tick instead of a readiness callback per packet. None before the
+        latch (the session still has to pick its peer). `take_back()` undoes it."""
+        if not self._connected or self._lent or self.state is not SessionState.STARTED:
+            return None
+        self._loop.remove_reader(self._sock.fileno())
+        self._lent = True
+        self._hearing = True  # the socket filter lets audio through to the relay (_hears)
+        self._filter_incoming()
+        return self._sock
+
+    def take_back(self) -> None:
+        if not self._lent or self.state is SessionState.CLOSED:
+            return
+        self._lent = False
+        self._loop.add_reader(self._sock.fileno(), self._on_readable)
+        self._hearing = self._hears()
+        self._filter_incoming()
+
     def unlisten(self, listener: AudioListener) -> None:
         """Stop handing audio to `listener`; with no one left, the kernel drops it again."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
-        hearing = bool(self._listeners) or self._inband is not None
+        hearing = self._hears()
         if hearing != self._hearing:
             self._hearing = hearing
             if self._connected:
@@ -738,6 +773,8 @@ class MediaSession:
             self.packets_received += 1
             if not self._latched and self._remote is not None:
                 self._latch((addr[0], addr[1]))  # an IPv6 source has flow info and scope too
+            if self._tap is not None:
+                self._tap(data)
             pt = data[1] & 0x7F
             if pt in self._receive_dtmf_pts:
                 self._on_event(data)

@@ -130,6 +130,7 @@ class OutboundCall:
         self.on_state = on_state
         self.on_dtmf = on_dtmf
         self.on_media = on_media
+        self.on_notify: Callable[[SipRequest], int] | None = None  # REFER progress: a status
         self.call_id = endpoint.new_call_id()
         self.local_tag = new_tag()
         self.state = CallState.IDLE
@@ -1030,7 +1031,28 @@ class OutboundCall:
             return build_response(request, 200)
         if step is RequestStep.CANCEL:
             return build_response(request, 200)
+        if step is RequestStep.NOTIFY:  # no REFER of ours: no subscription (RFC 6665 §4.1.3)
+            return build_response(request, self.on_notify(request) if self.on_notify else 481)
         return build_response(request, 405, headers={"Allow": ALLOW})
+
+    async def send_request(
+        self, method: str, extra: dict[str, str], on_final: Callable[[SipResponse], None]
+    ) -> bool:
+        """Send ``method`` (a REFER, :mod:`ringcast.sip.refer`) inside the answered
+        dialog; ``on_final`` hears its final response. False when there is no dialog."""
+        if self.dialog is None or self.state is not CallState.ANSWERED:
+            return False
+        dest = await self._in_dialog_hop()
+        if dest is None:
+            return False
+
+        def handler(request: SipRequest, response: SipResponse, step: InDialogStep) -> None:
+            if step is not InDialogStep.WAIT:
+                on_final(response)
+
+        # a REFER creates a subscription usage: it carries our Contact (RFC 3515 §2.4.1)
+        self._send_in_dialog(method, dest, handler, extra={"Contact": self._contact, **extra})
+        return True
 
     def _on_info(self, request: SipRequest) -> None:
         digit = parse_dtmf_info(request.content_type or "", request.body)

@@ -202,6 +202,7 @@ class RequestStep(enum.Enum):
     OPTIONS = "options"
     INFO = "info"
     CANCEL = "cancel"  # a CANCEL that matched nothing of ours to cancel: 200 (§9.2)
+    NOTIFY = "notify"  # the progress of our REFER (RFC 3515 §2.4.4)
     NOT_ALLOWED = "405"
 
 
@@ -241,6 +242,7 @@ def request_step(
         "OPTIONS": RequestStep.OPTIONS,
         "INFO": RequestStep.INFO,
         "CANCEL": RequestStep.CANCEL,
+        "NOTIFY": RequestStep.NOTIFY,
     }
     return steps.get(method, RequestStep.NOT_ALLOWED)
 

@@ -127,6 +127,7 @@ class CallRow(Base):
     machine_detection_ms: Mapped[int | None] = mapped_column(sa.Integer)
     voicemail: Mapped[str | None] = mapped_column(sa.String(16))  # left | cut
     srtp: Mapped[str | None] = mapped_column(sa.String(32))  # SRTP crypto-suite, never a key
+    transfer: Mapped[str | None] = mapped_column(sa.Text)  # the record's `transfer`, JSON text
     not_before: Mapped[datetime]  # earliest time it may be dialed
     node_id: Mapped[str | None] = mapped_column(sa.String(64))
     claim_epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")

@@ -54,12 +54,16 @@ CALL_COMPLETED = "call.completed"
 CALL_FAILED = "call.failed"
 CALL_CANCELED = "call.canceled"
 CALL_MACHINE_DETECTED = "call.machine_detected"  # answered_by decided (machine detection)
+CALL_DIGITS = "call.digits"  # a gather with actions got its digits (or none)
+CALL_TRANSFERRED = "call.transferred"  # a transfer ended: the record's `transfer`
 REQUEST_COMPLETED = "request.completed"
 EVENT_TYPES = frozenset(
     {
         CALL_RINGING,
         CALL_ANSWERED,
         CALL_MACHINE_DETECTED,
+        CALL_DIGITS,
+        CALL_TRANSFERRED,
         CALL_COMPLETED,
         CALL_FAILED,
         CALL_CANCELED,

@@ -57,6 +57,7 @@ _CLEARED_ON_RETRY: dict[str, Any] = {
     "machine_detection_ms": None,
     "voicemail": None,
     "srtp": None,
+    "transfer": None,
     "outcome": None,
     "node_id": None,
 }

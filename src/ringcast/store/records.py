@@ -33,6 +33,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "machine_detection_ms",
     "voicemail",
     "srtp",
+    "transfer",  # gather actions' transfer: {to, mode, result, connect_time, duration, cause}
     "attempts",  # the record: every attempt's summary; CSV: how many attempts
 )
 
@@ -137,6 +138,9 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         value = getattr(call, name, None)  # rows from before machine detection lack the last 4
         if value is not None:
             record[name] = value
+    transfer = getattr(call, "transfer", None)
+    if transfer is not None:
+        record["transfer"] = json.loads(transfer)
     earlier = getattr(call, "attempts_log", None)
     attempts = json.loads(f"[{earlier}]") if earlier else []
     if call.result != "queued":
@@ -191,6 +195,7 @@ _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("machine_detection_ms", "machine_detection_ms", "int"),
     ("voicemail", "voicemail", "text"),
     ("srtp", "srtp", "text"),
+    ("transfer", "transfer", "json"),  # JSON text written by the dialer: copied as it is
 )
 
 
@@ -213,6 +218,8 @@ def _json_value_sql(column: str, kind: str, dialect: Dialect) -> str:
         return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
     if kind == "int":
         return f"CAST({column} AS INTEGER)" if dialect == "sqlite" else f"{column}::text"
+    if kind == "json":
+        return column
     return f"json_quote({column})" if dialect == "sqlite" else f"to_json({column})::text"
 
 

@@ -220,6 +220,16 @@ function renderFilters(req) {
   box.replaceChildren(...chips);
 }
 
+// A call's transfer (gather actions): to, mode, result, connect time, duration, the agent's cause.
+function transferTitle(t) {
+  const parts = [`${t.mode === "refer" ? "blind REFER" : "bridged"} transfer to ${t.to}: ${t.result}`];
+  if (t.connect_time) parts.push(`connected ${t.connect_time}`);
+  if (t.duration) parts.push(`${t.duration}s`);
+  if (t.cause) parts.push(`cause ${t.cause}`);
+  if (t.error) parts.push(t.error);
+  return parts.join(", ");
+}
+
 function renderCalls(records) {
   const rows = records.map((r, i) => el("tr", { "data-call-id": r.id, "data-state": r.state },
     el("td", { class: "num", text: i + 1 }),
@@ -227,7 +237,9 @@ function renderCalls(records) {
       r.srtp ? el("span", { class: "srtp", "data-srtp": r.srtp, title: `SRTP ${r.srtp}`, text: " SRTP" }) : null),
     el("td", { text: r.result }),
     el("td", null, el("span", { class: "dot", style: `background:${color(r.state)}` }), LABELS[r.state] || r.state,
-      r.answered_by ? el("span", { class: "answered-by", "data-answered-by": r.answered_by, text: ` (${r.answered_by})` }) : null),
+      r.answered_by ? el("span", { class: "answered-by", "data-answered-by": r.answered_by, text: ` (${r.answered_by})` }) : null,
+      r.transfer ? el("span", { class: "transfer", "data-transfer": r.transfer.result, title: transferTitle(r.transfer),
+        text: ` \u2192 ${r.transfer.to} (${r.transfer.mode === "refer" ? "REFER " : ""}${r.transfer.result})` }) : null),
     el("td", { text: r.disconnect_cause_code ? `${r.disconnect_cause_code} ${r.disconnect_cause_text || ""}` : "" }),
     el("td", { class: "num", text: r.answered ? `${r.duration}s` : "" }),
     el("td", { text: r.setup_time || "" }),
