@@ -26,6 +26,7 @@ from ringcast.errors import RingcastError, public_text
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
+from ringcast.media.recorder import Recorder
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
 from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
@@ -77,10 +78,11 @@ class CallReport:
     answered_by: str | None = None
     machine_detection_ms: int | None = None
     voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
+    recordings: list[Recorder] = field(default_factory=list)  # the playlist's `record` items
 
     def fields(self) -> dict[str, Any]:
-        """Column values for the store (everything but `optout`)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "optout"}
+        """Column values for the store (everything but `optout` and `recordings`)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("optout", "recordings")}
         out["result"] = str(self.result)
         out["outcome"] = str(self.outcome)
         if self.error:
@@ -351,6 +353,7 @@ async def _play(
         for task in (play, ended, stop):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    report.recordings = list(media.recordings)  # closed with the play task
     if not call.ended.is_set():
         await call.hangup()
     return completed

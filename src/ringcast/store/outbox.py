@@ -54,12 +54,14 @@ CALL_COMPLETED = "call.completed"
 CALL_FAILED = "call.failed"
 CALL_CANCELED = "call.canceled"
 CALL_MACHINE_DETECTED = "call.machine_detected"  # answered_by decided (machine detection)
+CALL_RECORDED = "call.recorded"  # the call's recordings are stored (record has `recordings`)
 REQUEST_COMPLETED = "request.completed"
 EVENT_TYPES = frozenset(
     {
         CALL_RINGING,
         CALL_ANSWERED,
         CALL_MACHINE_DETECTED,
+        CALL_RECORDED,
         CALL_COMPLETED,
         CALL_FAILED,
         CALL_CANCELED,

@@ -32,6 +32,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "answered_by",
     "machine_detection_ms",
     "voicemail",
+    "recordings",  # [{"url": "/recordings/<id>", "duration": s}]; CSV: the JSON text
     "attempts",  # the record: every attempt's summary; CSV: how many attempts
 )
 
@@ -133,6 +134,9 @@ def record_dict(call: CallLike) -> dict[str, Any]:
         value = getattr(call, name, None)  # rows from before machine detection lack the last 3
         if value is not None:
             record[name] = value
+    recordings = getattr(call, "recordings", None)
+    if recordings:
+        record["recordings"] = json.loads(recordings)
     earlier = getattr(call, "attempts_log", None)
     attempts = json.loads(f"[{earlier}]") if earlier else []
     if call.result != "queued":
@@ -186,6 +190,7 @@ _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("answered_by", "answered_by", "text"),
     ("machine_detection_ms", "machine_detection_ms", "int"),
     ("voicemail", "voicemail", "text"),
+    ("recordings", "recordings", "json"),  # JSON text, copied as is
 )
 
 
@@ -208,6 +213,8 @@ def _json_value_sql(column: str, kind: str, dialect: Dialect) -> str:
         return f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
     if kind == "int":
         return f"CAST({column} AS INTEGER)" if dialect == "sqlite" else f"{column}::text"
+    if kind == "json":
+        return column
     return f"json_quote({column})" if dialect == "sqlite" else f"to_json({column})::text"
 
 
