@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +49,27 @@ def _wav(rc: RingcastServer, url: str) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
 
 
+def _cli_get_and_delete(rc: RingcastServer, url: str, out: Path) -> None:
+    """`ringcast recordings get ID -o file.wav` writes the bytes GET serves; `delete`
+    removes it (a second get fails with exit code 1 and leaves no file)."""
+    served = httpx.get(rc.base + url, timeout=30).content
+    rid = url.rsplit("/", 1)[-1]
+    got = _ringcast("recordings", "get", rid, "-o", str(out), "--url", rc.base)
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == served
+    gone = _ringcast("recordings", "delete", url, "--url", rc.base)
+    assert gone.returncode == 0 and gone.stdout.strip() == "deleted", gone.stderr
+    again = _ringcast("recordings", "get", rid, "-o", str(out) + "2", "--url", rc.base)
+    assert again.returncode == 1 and "404" in again.stderr, again.stderr
+    assert not Path(str(out) + "2").exists()
+    assert httpx.get(rc.base + url, timeout=30).status_code == 404
+
+
+def _ringcast(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "ringcast")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.mark.sipp
 def test_recording_stops_on_silence_and_matches_what_was_said(
     sipp_bin: str, tmp_path: Path, db_url: str
@@ -72,6 +95,7 @@ def test_recording_stops_on_silence_and_matches_what_was_said(
         (entry,) = record["recordings"]
         got = _wav(rc, entry["url"])
         (event,) = rx.wait_for("call.recorded")
+        _cli_get_and_delete(rc, entry["url"], tmp_path / "out.wav")
     assert event["payload"]["data"]["recordings"] == record["recordings"]
     said_s = words.size / RATE
     # the speech and up to `silence` of what came before it; the 2 s that ended it cut
