@@ -2,7 +2,7 @@
 
 Same authentication and tenant as the call records: another tenant's
 recording is answered 404, exactly like one that does not exist. GET streams
-the WAV from the database in pieces of :data:`PIECE` bytes; one `bytes=` range
+the WAV from the database in pieces of :data:`PIECE` bytes (1 MiB); one `bytes=` range
 (`a-b`, `a-`, `-n`) gives 206 with Content-Range, an unsatisfiable one 416
 with ``Content-Range: bytes */size``; several ranges, or a malformed header,
 are ignored (the whole file, 200), as RFC 9110 §14.2 allows.
@@ -24,7 +24,10 @@ from ringcast.store.db import Store
 
 router = APIRouter()
 
-PIECE = 64 * 1024  # bytes read from the database per step of a response
+# bytes read from the database per step of a response (~65 s of audio): SQLite's
+# substr() loads the whole BLOB for each piece, so pieces are large; PostgreSQL
+# keeps `wav` uncompressed out of line (STORAGE EXTERNAL) and reads only the piece.
+PIECE = 1024 * 1024
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
