@@ -14,9 +14,10 @@ to the callee"):
   :meth:`Recorder.on_digit` for all three),
 - the owner's :meth:`Recorder.close` (the call ended, the stream stopped).
 
-:class:`Mixer` mixes two streams (the two legs of a bridged call) placed by
-their own sample positions, so a leg that loses packets or sends none
-(silence suppression) stays aligned. :func:`wav_bytes` writes 8 kHz mono
+:class:`Mixer` mixes two streams placed by their own sample positions, and
+:class:`BridgeRecording` feeds it the two legs of a bridged call from the RTP
+relay (positions from arrival and RTP timestamps), so a leg that loses packets
+or sends none (silence suppression) stays aligned. :func:`wav_bytes` writes 8 kHz mono
 16-bit PCM WAV.
 """
 
@@ -238,6 +239,42 @@ class Mixer:
             total[:end] += buf[:end]
         out: Pcm16 = np.clip(total, -32768, 32767).astype(np.int16)
         return out
+
+
+class BridgeRecording:
+    """Both legs of a bridged call (callee and agent) mixed into one recording.
+
+    The RTP relay calls :meth:`feed` with each leg's decoded packet, its RTP
+    timestamp and its arrival time (seconds on any monotonic clock): a leg's
+    first packet is placed by its arrival after `started`, the following ones by
+    their RTP timestamps from that first one (modulo 2**32; a packet from before
+    the first is dropped), so loss, jitter and silence suppression keep the
+    legs aligned. Pure: no clock is read here.
+    """
+
+    LEGS = 2
+
+    def __init__(self, started: float, max_seconds: float = MAX_SECONDS) -> None:
+        self.started = started
+        self.mixer = Mixer(self.LEGS, max_seconds)
+        self._origins: list[tuple[int, int] | None] = [None] * self.LEGS  # (rtp ts, sample)
+
+    def feed(self, leg: int, pcm: Pcm16, rtp_timestamp: int, arrival: float) -> None:
+        origin = self._origins[leg]
+        if origin is None:
+            at = max(0, round((arrival - self.started) * SAMPLE_RATE))
+            origin = self._origins[leg] = (rtp_timestamp & 0xFFFFFFFF, at)
+        offset = (rtp_timestamp - origin[0]) & 0xFFFFFFFF
+        if offset >= 1 << 31:  # before the leg's first packet (reordered): dropped
+            return
+        self.mixer.feed(leg, pcm, origin[1] + offset)
+
+    @property
+    def duration(self) -> float:
+        return self.mixer.duration
+
+    def pcm(self) -> Pcm16:
+        return self.mixer.pcm()
 
 
 def mix(streams: Sequence[Pcm16]) -> Pcm16:

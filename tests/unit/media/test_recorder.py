@@ -178,3 +178,23 @@ def test_beep_is_whole_frames_and_audible() -> None:
     beep = beep_samples()
     assert beep.size % FRAME_SAMPLES == 0 and beep.size == 2400
     assert float(np.max(np.abs(beep))) == pytest.approx(0.3, abs=1e-3)
+
+
+def test_bridge_recording_aligns_legs_by_arrival_then_timestamps() -> None:
+    from ringcast.media.recorder import BridgeRecording
+
+    rec = BridgeRecording(started=100.0)
+    a = np.full(160, 1000, np.int16)
+    b = np.full(160, 10, np.int16)
+    rec.feed(0, a, rtp_timestamp=0xFFFFFF60, arrival=100.0)  # callee: wraps next packet
+    rec.feed(1, b, rtp_timestamp=5000, arrival=100.04)  # agent: joins 40 ms later
+    rec.feed(0, a, rtp_timestamp=0x00000000 + 160, arrival=100.07)  # one lost, wrapped
+    rec.feed(1, b, rtp_timestamp=5160, arrival=100.09)  # late arrival: placed by timestamp
+    rec.feed(1, b, rtp_timestamp=4840, arrival=100.1)  # before the leg's first: dropped
+    out = rec.pcm()
+    assert rec.duration == pytest.approx(0.08)
+    assert out[:160].tolist() == [1000] * 160  # callee packet 0
+    assert out[160:320].tolist() == [0] * 160  # callee packet 1 lost, agent not yet there
+    assert out[320:480].tolist() == [1010] * 160  # callee packet 2 (ts 160 after wrap) + agent
+    assert out[480:640].tolist() == [10] * 160  # agent's second packet
+    assert wav_bytes(out)[:4] == b"RIFF"
