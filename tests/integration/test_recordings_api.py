@@ -93,12 +93,17 @@ async def test_get_range_delete_and_tenants(store: Store) -> None:
         assert_error(await c.get(f"/recordings/{rid}"), 401, 1007)
         assert_error(await c.get("/recordings/nope", headers=bearer(mine.key)), 404, 1004)
 
+        metrics = (await c.get("/metrics", headers=bearer(mine.key))).text
+        assert "ringcast_recordings 1.0" in metrics
+        assert f"ringcast_recording_bytes {float(len(wav))}" in metrics
+
         gone = await c.delete(f"/recordings/{rid}", headers=bearer(mine.key))
         assert gone.status_code == 200 and gone.json()["data"] == "deleted"
         assert_error(await c.get(f"/recordings/{rid}", headers=bearer(mine.key)), 404, 1004)
         assert_error(await c.delete(f"/recordings/{rid}", headers=bearer(mine.key)), 404, 1004)
         status = (await c.get(f"/voice/call/status/{call_id}", headers=bearer(mine.key))).json()
         assert "recordings" not in status["record"]
+        assert "ringcast_recordings 0.0" in (await c.get("/metrics", headers=bearer(mine.key))).text
 
 
 async def test_retention_sweep_deletes_only_expired(store: Store) -> None:
@@ -124,3 +129,19 @@ def test_parse_range_edges(size: int) -> None:
     assert parse_range(None, size) is None
     if size:
         assert parse_range("bytes=0-", size) == (0, 0)
+
+
+async def test_the_dialers_retention_sweep_runs_every_interval(store: Store) -> None:
+    from ringcast.dialer.recordings import RetentionSweep
+
+    _, old = await _recorded_call(store, "default", when=utcnow() - timedelta(days=8))
+    kept_forever = RetentionSweep(retention_days=0, interval=5)
+    assert await kept_forever.tick(store, 5) == 0
+    sweep = RetentionSweep(retention_days=7, interval=10)
+    assert await sweep.tick(store, 5) == 1  # the first tick sweeps at once
+    _, older = await _recorded_call(store, "default", when=utcnow() - timedelta(days=9))
+    assert await sweep.tick(store, 5) == 0  # 5 s of 10: not yet
+    assert await store_recordings.info(store, older, tenant=None) is not None
+    assert await sweep.tick(store, 5) == 1
+    assert sweep.deleted == 2
+    assert await store_recordings.info(store, old, tenant=None) is None
