@@ -169,9 +169,12 @@ class Recorder:
                 self._quiet = 0
         self._pending = data[whole:]
 
-    def on_digit(self, digit: str) -> StopReason | None:
-        """A digit from the callee: a `finish_on` digit ends the recording."""
+    def on_digit(self, digit: str, trim: float = 0.0) -> StopReason | None:
+        """A digit from the callee: a `finish_on` digit ends the recording. `trim`:
+        seconds cut from the end (an in-band tone, heard before it was recognised)."""
         if not self.done and digit and digit in self.settings.finish_on:
+            if trim > 0:
+                self._trim(self._samples - round(trim * SAMPLE_RATE))
             self._set_state(RecorderState.DONE, StopReason.DIGIT)
             return self.reason
         return None

@@ -91,6 +91,7 @@ BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
 INBAND_BATCH = 640  # G.711 bytes (80 ms) of audio the in-band DTMF receiver takes at once
 RECORD_GRACE = 0.5  # seconds a record segment waits past its max for late audio
+INBAND_TONE_TRIM = 0.15  # seconds of an in-band finish_on tone cut from a recording's end
 
 _SEQ_TS = struct.Struct("!HI")
 Packet = bytes | bytearray  # header + payload, as handed to socket.send
@@ -324,7 +325,8 @@ class MediaSession:
         self.dtmf_received += digit
         router = self._router
         if self._recorder is not None:  # recording: the digit may end it, never barges in
-            self._recorder.on_digit(digit)
+            # an in-band digit's tone is already in the recording: cut it
+            self._recorder.on_digit(digit, INBAND_TONE_TRIM if self._inband is not None else 0.0)
             if router is not None and digit in router.optout_keys:
                 router.optout = True
             return

@@ -198,3 +198,11 @@ def test_bridge_recording_aligns_legs_by_arrival_then_timestamps() -> None:
     assert out[320:480].tolist() == [1010] * 160  # callee packet 2 (ts 160 after wrap) + agent
     assert out[480:640].tolist() == [10] * 160  # agent's second packet
     assert wav_bytes(out)[:4] == b"RIFF"
+
+
+def test_a_finish_on_digit_heard_in_band_is_cut() -> None:
+    rec = Recorder(RecordSettings(silence=0))
+    rec.feed(np.concatenate([tone(1.0), tone(0.1, hz=941.0)]))
+    assert rec.on_digit("#", trim=0.1) is StopReason.DIGIT
+    assert rec.duration == pytest.approx(1.0)
+    assert np.array_equal(rec.pcm(), tone(1.0))
