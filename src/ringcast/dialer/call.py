@@ -26,7 +26,7 @@ from ringcast.errors import RingcastError, public_text
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
-from ringcast.media.recorder import Recorder
+from ringcast.media.recorder import BridgeRecording, Recorder
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock, SessionState
 from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
@@ -78,7 +78,9 @@ class CallReport:
     answered_by: str | None = None
     machine_detection_ms: int | None = None
     voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
-    recordings: list[Recorder] = field(default_factory=list)  # the playlist's `record` items
+    # the playlist's `record` items; a bridged transfer with "record": true appends
+    # its BridgeRecording (both legs mixed)
+    recordings: list[Recorder | BridgeRecording] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
         """Column values for the store (everything but `optout` and `recordings`)."""

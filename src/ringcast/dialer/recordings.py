@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from ringcast.domain import utcnow
-from ringcast.media.recorder import Recorder, wav_bytes
+from ringcast.media.recorder import BridgeRecording, Recorder, wav_bytes
 from ringcast.store import recordings as store_recordings
 from ringcast.store.db import Store
 from ringcast.store.recordings import NewRecording
@@ -26,8 +26,9 @@ from ringcast.store.recordings import NewRecording
 log = logging.getLogger(__name__)
 
 
-def stored(recorders: Sequence[Recorder]) -> list[NewRecording]:
-    """One row per recorder (an empty recording too: the record says it was made)."""
+def stored(recorders: Sequence[Recorder | BridgeRecording]) -> list[NewRecording]:
+    """One row per recorder (an empty recording too: the record says it was made):
+    a `record` item's, or a bridged transfer's two legs mixed."""
     out = []
     for r in recorders:
         wav = wav_bytes(r.pcm())

@@ -256,6 +256,7 @@ class BridgeRecording:
     """
 
     LEGS = 2
+    reason: StopReason | None = StopReason.HANGUP  # a bridge ends when a leg hangs up
 
     def __init__(self, started: float, max_seconds: float = MAX_SECONDS) -> None:
         self.started = started

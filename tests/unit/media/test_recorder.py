@@ -206,3 +206,21 @@ def test_a_finish_on_digit_heard_in_band_is_cut() -> None:
     assert rec.on_digit("#", trim=0.1) is StopReason.DIGIT
     assert rec.duration == pytest.approx(1.0)
     assert np.array_equal(rec.pcm(), tone(1.0))
+
+
+def test_a_bridge_recording_is_stored_like_a_record_item() -> None:
+    from ringcast.dialer.recordings import stored
+    from ringcast.media.recorder import BridgeRecording
+
+    bridge = BridgeRecording(started=0.0)
+    bridge.feed(0, tone(0.5), rtp_timestamp=7, arrival=0.0)
+    bridge.feed(1, tone(0.5, hz=700.0), rtp_timestamp=9, arrival=0.25)
+    rec = Recorder(RecordSettings())
+    rec.feed(tone(0.2))
+    rec.close()
+    rows = stored([rec, bridge])
+    assert [(r.reason, len(r.wav), r.duration) for r in rows] == [
+        ("hangup", 44 + 2 * 1600, pytest.approx(0.2)),
+        ("hangup", 44 + 2 * 6000, pytest.approx(0.75)),
+    ]
+    assert rows[0].id != rows[1].id
