@@ -30,6 +30,7 @@ import typer
 
 import ringcast
 from ringcast import heap
+from ringcast.cli_recordings import recordings_app
 from ringcast.config import Settings
 from ringcast.errors import ConfigError, RingcastError
 from ringcast.inet import IPV6, ip_version
@@ -991,6 +992,9 @@ def report(
         if format == "json":
             out.write("\n")
         out.flush()
+
+
+app.add_typer(recordings_app, name="recordings")
 
 
 @app.command()

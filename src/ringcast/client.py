@@ -233,6 +233,24 @@ class Client:
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach {self.url}: {exc}") from None
 
+    def download_recording(self, recording_id: str, out: Any) -> int:
+        """Write GET /recordings/ID (a WAV) to the binary file `out`; the bytes written."""
+        written = 0
+        try:
+            with self.http.stream("GET", f"/recordings/{recording_id}", timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ClientError(error_line(response))
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    written += len(chunk)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach {self.url}: {exc}") from None
+        return written
+
+    def delete_recording(self, recording_id: str) -> None:
+        self._call("DELETE", f"/recordings/{recording_id}")
+
     def iter_records(self, report_id: str) -> Iterator[dict[str, Any]]:
         import json
 

@@ -100,6 +100,9 @@ class Settings:
     default_trunk: str | None = None  # the trunk numbers go through when a request names none
     secret_key: str | None = field(default=None, repr=False)  # RINGCAST_SECRET_KEY (base64)
     config_file: str | None = None
+    # recordings older than this many days are deleted by the dialer's sweep (0: kept forever)
+    recording_retention_days: float = 30.0
+    recording_sweep_interval: float = 3600.0  # seconds between two retention sweeps
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -484,6 +487,8 @@ def _validate(s: Settings) -> None:
                 field="private_url_allowlist",
             ) from None
     _check(s.node_timeout >= 1, "node_timeout", "must be at least 1 second")
+    _check(s.recording_retention_days >= 0, "recording_retention_days", "must not be negative")
+    _check(s.recording_sweep_interval >= 1, "recording_sweep_interval", "must be at least 1 s")
     _check(s.sip_flood_rate >= 0, "sip_flood_rate", "must not be negative")
     _check(s.sip_flood_burst >= 1, "sip_flood_burst", "must be at least 1")
     _check(s.sip_flood_total_rate >= 0, "sip_flood_total_rate", "must not be negative")

@@ -37,7 +37,7 @@ from ringcast import heap
 from ringcast.domain import Result, utcnow
 from ringcast.errors import StoreError
 from ringcast.store.db import Store, wrap_errors
-from ringcast.store.models import calls_table, webhook_outbox_table
+from ringcast.store.models import calls_table, recordings_table, webhook_outbox_table
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ DIALER_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("ringcast_db_writes", "Call writes committed by the group writer", "writer.writes"),
     ("ringcast_prompt_cache_hits", "Prompts served from the prompt cache", "prompts.hits"),
     ("ringcast_prompt_builds", "Prompts built (cache misses)", "prompts.builds"),
+    ("ringcast_recordings_made", "Recordings made by this node", "recordings_made"),
+    ("ringcast_recording_bytes_made", "WAV bytes recorded by this node", "recording_bytes_made"),
+    ("ringcast_recordings_swept", "Recordings deleted by retention", "retention.deleted"),
     (
         "ringcast_media_fetches",
         "Media URL fetches that used the network",
@@ -106,6 +109,8 @@ class DbSnapshot:
     webhooks: dict[str, int] = field(default_factory=dict)  # state -> n
     webhook_attempts: int = 0
     answered_by: dict[str, int] = field(default_factory=dict)  # machine detection -> n
+    recordings: int = 0  # kept in the database
+    recording_bytes: int = 0
     seconds: float = 0.0
 
 
@@ -126,6 +131,15 @@ async def read_db(store: Store) -> DbSnapshot:
             .group_by(c.answered_by)
         )
         snap.answered_by = {str(r[0]): int(r[1]) for r in rows}
+        r = recordings_table.c
+        row = (
+            await s.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(r.size), 0)).select_from(
+                    recordings_table
+                )
+            )
+        ).one()
+        snap.recordings, snap.recording_bytes = int(row[0]), int(row[1])
         snap.queue_due = int(
             await s.scalar(
                 sa.select(sa.func.count())
@@ -290,6 +304,14 @@ class RingcastCollector(Collector):
         for name in ("human", "machine", "fax", "unknown"):
             answered_by.add_metric([name], float(snap.answered_by.get(name, 0)))
         yield answered_by
+        yield GaugeMetricFamily(
+            "ringcast_recordings", "Recordings kept in the database", float(snap.recordings)
+        )
+        yield GaugeMetricFamily(
+            "ringcast_recording_bytes",
+            "Bytes of WAV recordings kept in the database",
+            float(snap.recording_bytes),
+        )
         hooks = GaugeMetricFamily(
             "ringcast_webhook_deliveries",
             "Webhook deliveries by state (failed = given up)",

@@ -27,6 +27,7 @@ TABLES = {
     "leases",
     "counters",
     "webhook_outbox",
+    "recordings",
     "alembic_version",
 }
 

@@ -137,3 +137,29 @@ def test_schedule_not_before_in_timezone() -> None:
     s = Schedule.model_validate({"not_before": "2030-07-01T09:00:00+02:00"})
     assert s.not_before_utc() == datetime(2030, 7, 1, 7, 0, tzinfo=UTC)
     assert Schedule.model_validate({}).not_before_utc() is None
+
+
+@pytest.mark.parametrize(
+    ("item", "ok"),
+    [
+        ({"record": {"max": 30, "silence": 3, "finish_on": "#", "beep": True}}, True),
+        ({"record": True}, True),
+        ({"record": {}}, True),
+        ({"record": {"finish_on": ""}}, True),
+        ({"record": False}, False),
+        ({"record": {"max": 0}}, False),
+        ({"record": {"max": 3601}}, False),
+        ({"record": {"silence": -1}}, False),
+        ({"record": {"finish_on": "x"}}, False),
+        ({"record": {"beep": "yes"}}, False),
+        ({"record": {"maximum": 3}}, False),
+        ({"record": True, "say": "hi"}, False),
+    ],
+)
+def test_record_items(item: dict[str, Any], ok: bool) -> None:
+    body = {"to": "sip:alice@example.com", "playlist": [item]}
+    if ok:
+        PlayRequest.model_validate(body)
+    else:
+        with pytest.raises(ValidationError):
+            PlayRequest.model_validate(body)

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
 from ringcast import metrics
-from ringcast.api import dashboard, dnc, errors, routes, voices
+from ringcast.api import dashboard, dnc, errors, recordings, routes, voices
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest, ReplayRequest
 from ringcast.config import Settings
@@ -176,6 +176,7 @@ def create_app(
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(dnc.router)
+    app.include_router(recordings.router)
     app.include_router(voices.router)
     app.include_router(dashboard.router)
     app.include_router(metrics.router)

@@ -258,7 +258,20 @@ class HangupItem(Model):
     hangup: Literal[True]
 
 
-PLAYLIST_KINDS = ("play", "say", "pause", "dtmf", "gather")
+class RecordSpec(Model):
+    """Record what the callee says (DESIGN "Listening to the callee")."""
+
+    max: Annotated[float, Field(gt=0, le=3600)] = 60.0  # seconds of audio at most
+    silence: Annotated[float, Field(ge=0, le=60)] = 5.0  # seconds of silence end it (0: never)
+    finish_on: Annotated[str, Field(pattern=r"^[0-9*#A-D]{0,16}$")] = "#"  # any of these ends it
+    beep: bool = True  # a short tone before recording starts
+
+
+class RecordItem(Model):
+    record: Literal[True] | RecordSpec
+
+
+PLAYLIST_KINDS = ("play", "say", "pause", "dtmf", "gather", "record")
 ACTION_KINDS = (*PLAYLIST_KINDS, "transfer", "hangup")
 ActionKey = Annotated[str, Field(pattern=r"^([0-9*#A-D]{1,32}|default)$")]
 
@@ -277,12 +290,13 @@ PlaylistItem = Annotated[
     | Annotated[SayItem, Tag("say")]
     | Annotated[PauseItem, Tag("pause")]
     | Annotated[DtmfItem, Tag("dtmf")]
-    | Annotated[GatherItem, Tag("gather")],
+    | Annotated[GatherItem, Tag("gather")]
+    | Annotated[RecordItem, Tag("record")],
     Discriminator(
         _playlist_kind,
         custom_error_type="playlist_item",
         custom_error_message="a playlist item is an object with exactly one of "
-        "play, say, pause, dtmf, gather",
+        "play, say, pause, dtmf, gather, record",
     ),
 ]
 
@@ -302,13 +316,14 @@ ActionItem = Annotated[
     | Annotated[PauseItem, Tag("pause")]
     | Annotated[DtmfItem, Tag("dtmf")]
     | Annotated[GatherItem, Tag("gather")]
+    | Annotated[RecordItem, Tag("record")]
     | Annotated[TransferItem, Tag("transfer")]
     | Annotated[HangupItem, Tag("hangup")],
     Discriminator(
         _action_kind,
         custom_error_type="action_item",
         custom_error_message="an action item is an object with exactly one of "
-        "play, say, pause, dtmf, gather, transfer, hangup",
+        "play, say, pause, dtmf, gather, record, transfer, hangup",
     ),
 ]
 GatherSpec.model_rebuild()

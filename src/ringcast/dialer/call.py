@@ -30,6 +30,7 @@ from ringcast.inet import IPV6, bind_families, hostport
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.fetch import MediaFetcher
 from ringcast.media.prompt import Prompt
+from ringcast.media.recorder import BridgeRecording, Recorder
 from ringcast.rtp import MediaSession, PlayResult, PortAllocator, RtpClock, SessionState
 from ringcast.sealing import Sealer
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
@@ -87,10 +88,13 @@ class CallReport:
     voicemail: str | None = None  # drop mode on a machine: "left" or "cut"
     srtp: str | None = None  # the SRTP crypto-suite (RFC 4568), None for plain RTP
     transfer: dict[str, Any] | None = None  # gather.actions' transfer (dialer.transfer)
+    # the playlist's `record` items; a bridged transfer with "record": true appends
+    # its BridgeRecording (both legs mixed)
+    recordings: list[Recorder | BridgeRecording] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
-        """Column values for the store (everything but `optout`)."""
-        out = {k: v for k, v in self.__dict__.items() if k != "optout"}
+        """Column values for the store (everything but `optout` and `recordings`)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("optout", "recordings")}
         if self.transfer is not None:
             out["transfer"] = json.dumps(self.transfer, separators=(",", ":"))
         out["result"] = str(self.result)
@@ -423,6 +427,7 @@ async def _play(
         for task in (play, ended, stop):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+    report.recordings = list(media.recordings)  # closed with the play task
     if not call.ended.is_set():
         await call.hangup()
     return completed

@@ -52,6 +52,7 @@ from ringcast.dialer.flow import Flow, make_script
 from ringcast.dialer.legs import AgentLegs
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
+from ringcast.dialer.recordings import RetentionSweep, stored
 from ringcast.dialer.script import has_actions
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, now_precise, utcnow
@@ -63,6 +64,7 @@ from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, fair, limiter, queue
 from ringcast.store import outbox as webhooks
+from ringcast.store import recordings as store_recordings
 from ringcast.store.db import DB_ERRORS, Outage, Store, lost_database
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
 from ringcast.store.requests import WORK_CHANNEL
@@ -131,6 +133,11 @@ class Dialer:
         self.calls_placed = 0
         self.registrations = TrunkRegistrations(self.sip, {})  # made at start()
         self.transfers: dict[tuple[str, str], int] = {}  # (mode, result) -> n, for metrics
+        self.recordings_made = 0
+        self.recording_bytes_made = 0
+        self.retention = RetentionSweep(
+            settings.recording_retention_days, settings.recording_sweep_interval
+        )
 
     # --- life cycle ------------------------------------------------------------
 
@@ -478,20 +485,30 @@ class Dialer:
         *,
         retry_at: datetime | None = None,
         optout: bool = False,
+        recordings: list[store_recordings.NewRecording] | None = None,
     ) -> bool:
         """End the attempt in one group-committed transaction: give back its fleet
-        leases, write its final fields (or queue its retry), emit its webhook,
-        and put a callee who opted out on the do-not-call list."""
+        leases, write its final fields (or queue its retry) and its recordings (with
+        the request's tenant), emit its webhooks (call.recorded before the final
+        one), and put a callee who opted out on the do-not-call list."""
         leased = bool(self._fleet_limits(info))
         hooked = bool(info.body.get("callback_url"))
         sealed = sealing.SEALED in (info.body.get("sip") or {})
-        if not (leased or hooked or optout or retry_at or sealed):
+        if recordings:
+            values = {**values, "recordings": store_recordings.record_list_json(recordings)}
+        if not (leased or hooked or optout or retry_at or sealed or recordings):
             return await self.writer.update_call(call.id, self._fence(call), values)
 
         async def write(s: Any) -> bool:
             if leased:
                 await limiter.release(s, call.id)
             ok = await queue.finish_call(s, call.id, self._fence(call), values, retry_at=retry_at)
+            if ok and recordings:
+                await store_recordings.add(
+                    s, tenant=info.tenant, call_id=call.id, attempt=call.attempt, items=recordings
+                )
+                if hooked:
+                    await webhooks.notify_call(s, call.id, webhooks.CALL_RECORDED)
             if ok and hooked:
                 await webhooks.notify_call(s, call.id)  # final event, then request.completed
             if ok and optout:
@@ -657,8 +674,11 @@ class Dialer:
             if decision is not None:
                 retry_at = now_precise() + timedelta(seconds=decision.delay)
         values = report.fields()
+        kept = stored(report.recordings)
+        self.recordings_made += len(kept)
+        self.recording_bytes_made += sum(len(r.wav) for r in kept)
         recorded = await self._write_final(
-            call, info, values, retry_at=retry_at, optout=report.optout
+            call, info, values, retry_at=retry_at, optout=report.optout, recordings=kept
         )
         log.log(
             logging.INFO if recorded else logging.WARNING,
@@ -686,6 +706,7 @@ class Dialer:
                 if swept >= SWEEP_INTERVAL:
                     swept = 0.0
                     await queue.sweep_drained(self.store)
+                    await self.retention.tick(self.store, SWEEP_INTERVAL)
                 beat += WATCH_INTERVAL
                 if beat >= interval:
                     beat = 0.0

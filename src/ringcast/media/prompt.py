@@ -41,6 +41,7 @@ from ringcast.media.codecs import (
 )
 from ringcast.media.decode import decode_audio_async, resample
 from ringcast.media.fetch import MediaFetcher
+from ringcast.media.recorder import RecordSettings, beep_samples
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,19 @@ class GatherSegment:
         return 0.0  # streamed time depends on the callee; see Prompt.max_duration
 
 
-Segment: TypeAlias = AudioSegment | DtmfSegment | GatherSegment
+@dataclass(frozen=True, slots=True)
+class RecordSegment:
+    """Record what the callee says (silence is sent meanwhile) until `settings` say
+    stop (:mod:`ringcast.media.recorder`); a `beep` is an AudioSegment before it."""
+
+    settings: RecordSettings
+
+    @property
+    def duration(self) -> float:
+        return 0.0  # streamed time depends on the callee; see Prompt.max_duration
+
+
+Segment: TypeAlias = AudioSegment | DtmfSegment | GatherSegment | RecordSegment
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +154,9 @@ class Prompt:
 
     @property
     def max_duration(self) -> float:
-        return self.duration + sum(s.timeout for s in self.segments if isinstance(s, GatherSegment))
+        waits = sum(s.timeout for s in self.segments if isinstance(s, GatherSegment))
+        records = sum(s.settings.max for s in self.segments if isinstance(s, RecordSegment))
+        return self.duration + waits + records
 
     @property
     def has_gather(self) -> bool:
@@ -213,10 +228,12 @@ def _loop_count(item: Mapping[str, Any]) -> int:
 
 @dataclass(slots=True)
 class _Part:
-    kind: str  # "audio" | "dtmf" | "gather"
+    kind: str  # "audio" | "dtmf" | "gather" | "record"
     frames: dict[str, Frames] | None = None
     digits: str = ""
     gather: GatherSegment | None = None
+    record: RecordSegment | None = None
+    beep: dict[str, Frames] | None = None  # played before the record
 
 
 def _encode_all(samples: Samples, codecs: Sequence[str]) -> dict[str, Frames]:
@@ -405,6 +422,18 @@ class PromptCache:
                     barge_in=g.get("barge_in", True) is not False,
                 ),
             )
+        if item.get("record") is not None:
+            try:
+                settings = RecordSettings.from_item(item["record"])
+            except (ValueError, TypeError) as exc:
+                raise MediaError(str(exc)) from exc
+            beep = None
+            if settings.beep:
+                key = json.dumps(["beep"])
+                beep = self._cached_item(key, codecs)
+                if beep is None:
+                    beep = await self._encode_item(key, beep_samples(), codecs)
+            return _Part("record", record=RecordSegment(settings), beep=beep)
         raise MediaError(f"unknown playlist item: {sorted(item)!r}")
 
     def _cached_item(self, key: str, codecs: Sequence[str]) -> dict[str, Frames] | None:
@@ -509,6 +538,13 @@ class PromptCache:
             elif part.gather is not None:
                 flush()
                 segments.extend([part.gather] * loop)
+            elif part.record is not None:
+                for _ in range(loop):
+                    if part.beep is not None:
+                        for c in codecs:
+                            pending[c].append(part.beep[c])
+                    flush()
+                    segments.append(part.record)
         flush()
         return tuple(segments)
 

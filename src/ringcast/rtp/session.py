@@ -70,7 +70,14 @@ from ringcast.inet import IPV6, bind_families, canonical_ip, unmapped, v4_mapped
 from ringcast.media.codecs import FRAME_SAMPLES, Pcm16, get_codec
 from ringcast.media.digits import DigitRouter
 from ringcast.media.inband_dtmf import InbandDtmfDetector
-from ringcast.media.prompt import AudioSegment, DtmfSegment, GatherSegment, Prompt
+from ringcast.media.prompt import (
+    AudioSegment,
+    DtmfSegment,
+    GatherSegment,
+    Prompt,
+    RecordSegment,
+)
+from ringcast.media.recorder import Recorder
 from ringcast.rtp.clock import RtpClock
 from ringcast.rtp.packet import (
     DTMF_EVENTS,
@@ -95,6 +102,8 @@ RECV_BATCH = 64  # datagrams read per readiness callback
 BIND_ATTEMPTS = 32  # ports tried before open() gives up
 SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
 INBAND_BATCH = 640  # G.711 bytes (80 ms) of audio the in-band DTMF receiver takes at once
+RECORD_GRACE = 0.5  # seconds a record segment waits past its max for late audio
+INBAND_TONE_TRIM = 0.15  # seconds of an in-band finish_on tone cut from a recording's end
 
 _SEQ_TS = struct.Struct("!HI")
 Packet = bytes | bytearray  # header + payload, as handed to socket.send
@@ -168,6 +177,8 @@ class MediaSession:
         self._decode: Callable[[bytes], Pcm16] = get_codec("PCMU").decode
         self.inband_digits = 0  # digits found as tones in the audio
         self.dtmf_received = ""
+        self._recorder: Recorder | None = None  # the record segment listening now
+        self.recordings: list[Recorder] = []  # every record segment's, in order
         self.packets_sent = 0
         self.event_packets_sent = 0
         self.late_packets = 0
@@ -390,6 +401,12 @@ class MediaSession:
         loop, not from inside a clock tick."""
         self.dtmf_received += digit
         router = self._router
+        if self._recorder is not None:  # recording: the digit may end it, never barges in
+            # an in-band digit's tone is already in the recording: cut it
+            self._recorder.on_digit(digit, INBAND_TONE_TRIM if self._inband is not None else 0.0)
+            if router is not None and digit in router.optout_keys:
+                router.optout = True
+            return
         if router is None or self._gen is None:
             return
         jump = router.on_digit(digit)
@@ -606,6 +623,8 @@ class MediaSession:
                                 yield self._audio_packet(hdr, silence, pack_into)
                     elif isinstance(seg, GatherSegment):
                         yield from self._gather(seg, hdr, silence, pack_into, pt)
+                    elif isinstance(seg, RecordSegment):
+                        yield from self._record(seg, hdr, silence, pack_into, pt)
                     seq, ts, sent = self._seq, self._ts, self.packets_sent
                     in_locals = True
                     marker = False
@@ -681,6 +700,40 @@ class MediaSession:
             if skipped:  # resumed after a hold (see _packets)
                 self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
                 hdr[1] = pt | 0x80
+
+    def _record(
+        self,
+        seg: RecordSegment,
+        hdr: bytearray,
+        silence: bytes,
+        pack_into: Callable[..., None],
+        pt: int,
+    ) -> Generator[Packet, int | None, None]:
+        """Silence while a :class:`Recorder` listens to the callee, until it stops
+        (max, silence, a finish_on digit) or max + RECORD_GRACE of clock time (a
+        callee sending no audio). Its audio is kept in `recordings` however the
+        segment ends (a hang-up closes this generator)."""
+        recorder = Recorder(seg.settings)
+        self.recordings.append(recorder)
+        self._recorder = recorder
+
+        def listener(pcm: Pcm16) -> None:
+            recorder.feed(pcm)
+
+        self.listen(listener)
+        try:
+            for _ in range(max(1, round((seg.settings.max + RECORD_GRACE) / self._clock.ptime))):
+                if recorder.done:
+                    return
+                skipped = yield self._audio_packet(hdr, silence, pack_into)
+                hdr[1] = pt
+                if skipped:  # resumed after a hold (see _packets)
+                    self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
+                    hdr[1] = pt | 0x80
+        finally:
+            self._recorder = None
+            self.unlisten(listener)
+            recorder.close()
 
     def _send_rtcp(self, *, bye: bool = False) -> None:
         """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""

@@ -135,6 +135,9 @@ class CallRow(Base):
     # The earlier attempts' summaries (records.ATTEMPT_FIELDS) as JSON objects
     # joined by ",": text, so the report's SQL appends the current attempt to it.
     attempts_log: Mapped[str | None] = mapped_column(sa.Text)
+    # The record's `recordings`: a JSON array of {"url", "duration"} (text, so the
+    # report's SQL copies it as is); the audio is in `recordings`.
+    recordings: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class CallAttemptRow(Base):
@@ -149,6 +152,26 @@ class CallAttemptRow(Base):
     )
     attempt: Mapped[int] = mapped_column(sa.Integer)
     record: Mapped[dict[str, Any]]
+
+
+class RecordingRow(Base):
+    """What a callee said (a playlist's `record` item), as an 8 kHz mono WAV file.
+    In the database so every API node serves it; swept after the retention days."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(sa.String(64))
+    call_id: Mapped[str] = mapped_column(
+        sa.String(36), sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(sa.Integer)
+    seq: Mapped[int] = mapped_column(sa.Integer)  # the call's recordings in order, from 0
+    created_at: Mapped[datetime] = mapped_column(index=True)  # the retention sweep's key
+    duration: Mapped[float] = mapped_column(sa.Float)  # seconds of audio
+    size: Mapped[int] = mapped_column(sa.Integer)  # bytes of `wav`
+    reason: Mapped[str] = mapped_column(sa.String(16))  # max | silence | digit | hangup
+    wav: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
 
 class DncRow(Base):
@@ -262,3 +285,4 @@ webhook_outbox_table = cast(sa.Table, WebhookOutboxRow.__table__)
 limiters_table = cast(sa.Table, LimiterRow.__table__)
 leases_table = cast(sa.Table, LeaseRow.__table__)
 counters_table = cast(sa.Table, CounterRow.__table__)
+recordings_table = cast(sa.Table, RecordingRow.__table__)

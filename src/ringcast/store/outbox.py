@@ -56,6 +56,7 @@ CALL_CANCELED = "call.canceled"
 CALL_MACHINE_DETECTED = "call.machine_detected"  # answered_by decided (machine detection)
 CALL_DIGITS = "call.digits"  # a gather with actions got its digits (or none)
 CALL_TRANSFERRED = "call.transferred"  # a transfer ended: the record's `transfer`
+CALL_RECORDED = "call.recorded"  # the call's recordings are stored (record has `recordings`)
 REQUEST_COMPLETED = "request.completed"
 EVENT_TYPES = frozenset(
     {
@@ -64,6 +65,7 @@ EVENT_TYPES = frozenset(
         CALL_MACHINE_DETECTED,
         CALL_DIGITS,
         CALL_TRANSFERRED,
+        CALL_RECORDED,
         CALL_COMPLETED,
         CALL_FAILED,
         CALL_CANCELED,

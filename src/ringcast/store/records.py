@@ -34,6 +34,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "voicemail",
     "srtp",
     "transfer",  # gather actions' transfer: {to, mode, result, connect_time, duration, cause}
+    "recordings",  # [{"url": "/recordings/<id>", "duration": s}]; CSV: the JSON text
     "attempts",  # the record: every attempt's summary; CSV: how many attempts
 )
 
@@ -141,6 +142,9 @@ def record_dict(call: CallLike) -> dict[str, Any]:
     transfer = getattr(call, "transfer", None)
     if transfer is not None:
         record["transfer"] = json.loads(transfer)
+    recordings = getattr(call, "recordings", None)
+    if recordings:
+        record["recordings"] = json.loads(recordings)
     earlier = getattr(call, "attempts_log", None)
     attempts = json.loads(f"[{earlier}]") if earlier else []
     if call.result != "queued":
@@ -196,6 +200,7 @@ _RECORD_SOURCES: tuple[tuple[str, str, str], ...] = (
     ("voicemail", "voicemail", "text"),
     ("srtp", "srtp", "text"),
     ("transfer", "transfer", "json"),  # JSON text written by the dialer: copied as it is
+    ("recordings", "recordings", "json"),  # JSON text, copied as is
 )
 
 

@@ -205,3 +205,32 @@ async def test_without_a_cache_prompts_are_built_each_time_but_items_are_shared(
     b = await prepare_prompt([{"say": "Shared item"}])
     assert cache.builds == before + 2 and a is not b
     assert a.segments[0].chunks["PCMU"][0] is b.segments[0].chunks["PCMU"][0]  # type: ignore[union-attr]
+
+
+async def test_record_items_become_a_beep_and_a_record_segment() -> None:
+    from ringcast.media.prompt import RecordSegment
+    from ringcast.media.recorder import BEEP_SECONDS, RecordSettings
+
+    prompt = await prepare_prompt(
+        [
+            {"pause": 0.2},
+            {"record": {"max": 30, "silence": 3, "finish_on": "#", "beep": True}},
+            {"record": True},
+            {"record": {"max": 5, "beep": False}},
+        ],
+        codecs=["PCMU"],
+    )
+    kinds = [type(s) for s in prompt.segments]
+    assert kinds == [AudioSegment, RecordSegment, AudioSegment, RecordSegment, RecordSegment]
+    first, rec1, beep2, rec2, rec3 = prompt.segments
+    assert isinstance(first, AudioSegment) and first.frames == 10 + BEEP_SECONDS / 0.02
+    assert isinstance(beep2, AudioSegment) and beep2.frames == BEEP_SECONDS / 0.02
+    assert rec1 == RecordSegment(RecordSettings(30, 3, "#", True))
+    assert rec2 == RecordSegment(RecordSettings())
+    assert rec3 == RecordSegment(RecordSettings(max=5, beep=False))
+    assert prompt.max_duration == pytest.approx(prompt.duration + 30 + 60 + 5)
+
+
+async def test_bad_record_items_fail_the_prompt() -> None:
+    with pytest.raises(MediaError, match="record.max"):
+        await prepare_prompt([{"record": {"max": 0}}], codecs=["PCMU"])

@@ -245,8 +245,42 @@ function renderCalls(records) {
     el("td", { text: r.setup_time || "" }),
     el("td", { text: r.disconnect_time || "" }),
     el("td", { class: "num", text: r.attempt || 1 }),
-    el("td", { text: r.dtmf || r.error || "" })));
+    el("td", { text: r.dtmf || r.error || "" }),
+    el("td", { class: "media" }, ...(r.recordings || []).map(recordingButton))));
   $("#calls tbody").replaceChildren(...rows);
+}
+
+// A recording plays in the page's one <audio>: fetched with the saved key (an
+// <audio src> cannot send the Authorization header), kept as a blob URL.
+const blobs = new Map();  // recording url -> blob: URL
+
+function recordingButton(rec) {
+  return el("button", { type: "button", class: "play", "data-recording": rec.url,
+    title: "play this recording", text: `▶ ${Number(rec.duration).toFixed(1)}s`,
+    onclick: () => playRecording(rec).catch((err) => showBanner(errorText(err))) });
+}
+
+async function playRecording(rec) {
+  let src = blobs.get(rec.url);
+  if (!src) {
+    const headers = {};
+    const key = localStorage.getItem(KEY_STORAGE);
+    if (key) headers["Authorization"] = "Bearer " + key;
+    const response = await fetch(rec.url, { headers, cache: "no-store" });
+    if (!response.ok) {
+      let message = `HTTP ${response.status}`;
+      try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+      throw new ApiError(response.status, message);
+    }
+    src = URL.createObjectURL(await response.blob());
+    blobs.set(rec.url, src);
+  }
+  const player = $("#player");
+  $("#player-box").hidden = false;
+  $("#player-name").textContent = `${rec.url.split("/").pop().slice(0, 8)} · ${Number(rec.duration).toFixed(1)} s`;
+  player.dataset.recording = rec.url;
+  player.src = src;
+  await player.play().catch(() => {});  // autoplay may be refused: the controls are there
 }
 
 function renderChart(timeline) {
