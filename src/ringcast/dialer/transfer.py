@@ -23,11 +23,13 @@ import numpy as np
 
 from ringcast.dialer.call import CallContext, CallJob, aim, sdp_address
 from ringcast.dialer.script import Transfer
+from ringcast.dialer.trunk_tls import tls_options
 from ringcast.domain import Outcome, utcnow
 from ringcast.media.prompt import AudioSegment, Prompt, encode_frames
 from ringcast.rtp import MediaSession
 from ringcast.rtp.relay import Bridge
 from ringcast.sip.call import CallSpec, OutboundCall
+from ringcast.sip.crypto_sdp import new_offer
 from ringcast.sip.refer import ReferState, refer, transfer_result
 from ringcast.sip.sdp import MediaOffer
 
@@ -153,6 +155,7 @@ async def _bridge(
     try:
         sip = job.sip
         codecs = [media.codec, *(c for c in job.codecs if c != media.codec)]  # no transcoding
+        srtp = str(sip.get("srtp") or "off")  # the request's (and trunk's) SRTP policy
         spec = CallSpec(
             to=step.to,
             from_=step.from_ or job.from_,
@@ -161,9 +164,12 @@ async def _bridge(
                 port=agent_media.local_port,
                 codecs=codecs,
                 telephone_event=True,
+                srtp=srtp,
+                crypto=new_offer() if srtp != "off" else (),  # the agent leg's own keys
             ),
             proxy=sip.get("proxy"),
             transport=sip.get("transport"),
+            tls=tls_options(sip),
             username=sip.get("username"),
             password=sip.get("password"),
             headers=dict(sip.get("headers") or {}),

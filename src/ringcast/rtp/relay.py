@@ -20,7 +20,6 @@ from __future__ import annotations
 import array
 import fcntl
 import logging
-import secrets
 import socket
 import struct
 import termios
@@ -71,11 +70,14 @@ class RelayLeg:
         self.out_event_pt = target.dtmf_payload_type
         self.queue: deque[tuple[int, bytes, int]] = deque()
         self.sock: socket.socket | None = None  # the source's socket, while lent
+        # SRTP source: what reads its packets (the tap gets them decrypted already); the
+        # target's own send path encrypts what is relayed to it
+        self.opener: Callable[[bytes], bytes | None] | None = source.srtp_opener()
         self.tapped = False  # the source hands packets over (it had not latched yet)
         self._waiting = array.array("i", [0])  # FIONREAD's answer
-        self.ssrc = secrets.randbits(32)
-        self.seq = secrets.randbits(16)
-        self.ts = secrets.randbits(32)
+        # the target's own stream goes on: its SSRC (the one its SRTP context keys), its
+        # sequence numbers and timestamps, from where its prompts left them (RFC 3550 §5.1)
+        self.ssrc, self.seq, self.ts = target.stream_position()
         self.hdr = bytearray(struct.pack("!BBHII", 0x80, 0, 0, 0, self.ssrc))
         self.marker = True  # the first packet, and the first after a gap, starts a talkspurt
         self.event_key = -1  # the source timestamp of the event being relayed
@@ -125,10 +127,11 @@ class RelayLeg:
             # datagram's size, 0 when none) instead of a recv that fails with EAGAIN
             # and raises (three times the cost).
             waiting = self._waiting
+            read = self.on_packet if self.opener is None else self._on_srtp_packet
             try:
-                self.on_packet(sock.recv(2048))
+                read(sock.recv(2048))
                 while not _ioctl(sock.fileno(), _FIONREAD, waiting) and waiting[0]:
-                    self.on_packet(sock.recv(2048))
+                    read(sock.recv(2048))
             except OSError:  # nothing came (EAGAIN), or an ICMP error queued on the socket
                 pass
         ts = self.ts
@@ -156,6 +159,16 @@ class RelayLeg:
         self.seq = (self.seq + 1) & 0xFFFF
         self.packets += 1
         return hdr + payload
+
+    def _on_srtp_packet(self, data: bytes) -> None:
+        """A packet read from an SRTP source's socket: authenticated and decrypted first
+        (RFC 3711), as the source's own reader would; a forged or broken one is dropped."""
+        assert self.opener is not None
+        opened = self.opener(data) if len(data) >= RTP_HEADER_SIZE else None
+        if opened is None:
+            self.dropped += 1
+            return
+        self.on_packet(opened)
 
     def _to_target(self, pkt: bytes | bytearray) -> object:
         return self.target._send(pkt)

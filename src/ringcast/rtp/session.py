@@ -466,6 +466,16 @@ class MediaSession:
         if self._connected:
             self._filter_incoming()
 
+    def stream_position(self) -> tuple[int, int, int]:
+        """Our stream's SSRC and the sequence number and timestamp of its next packet:
+        for a relay that sends on this stream (one SSRC, as its SRTP context keys)."""
+        return self.ssrc, self._seq, self._ts
+
+    def srtp_opener(self) -> Callable[[bytes], bytes | None] | None:
+        """What authenticates and decrypts a packet read from this session's socket
+        (its SRTP context's ``open``), or None for plain RTP: for whoever borrows it."""
+        return self._srtp.open if self._srtp is not None else None
+
     def lend_socket(self) -> socket.socket | None:
         """Stop reading RTP in the event loop and hand over the connected socket: a
         relay reads it on the clock's ticks (:mod:`ringcast.rtp.relay`), one system

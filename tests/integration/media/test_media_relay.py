@@ -149,3 +149,62 @@ async def test_a_source_running_ahead_loses_its_oldest_audio(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_an_srtp_callee_is_relayed_decrypted_to_a_plain_agent_and_back_encrypted(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    """The callee's leg is SRTP (RFC 3711), the agent's plain RTP: what the relay reads
+    from the callee's socket is authenticated and decrypted before it is relayed, a
+    forged packet is dropped, and what goes back to the callee is encrypted."""
+    import secrets
+
+    import pylibsrtp
+
+    from ringcast.rtp.srtp import PROFILES
+
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    ours, theirs = secrets.token_bytes(30), secrets.token_bytes(30)
+
+    def peer(key: bytes, inbound: bool) -> pylibsrtp.Session:
+        kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=PROFILES[suite])
+        )
+
+    callee_out, callee_in = peer(theirs, False), peer(ours, True)
+    callee, agent = peers
+    a = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    b = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    try:
+        a.secure(suite, ours, theirs)
+        a.start(*callee.getsockname(), 0, "PCMU", 101, 101)
+        b.start(*agent.getsockname(), 0, "PCMU", 101, 101)
+        bridge = Bridge(clock, a, b)
+        bridge.start()
+        payloads = [bytes([n]) * 160 for n in range(30, 38)]
+        for n, p in enumerate(payloads):
+            packet = build_rtp(p, payload_type=0, seq=n, timestamp=160 * n, ssrc=7)
+            callee.sendto(callee_out.protect(packet), ("127.0.0.1", a.local_port))
+            await asyncio.sleep(0.02)
+        forged = build_rtp(b"\x01" * 170, payload_type=0, seq=99, timestamp=99 * 160, ssrc=7)
+        callee.sendto(forged, ("127.0.0.1", a.local_port))
+        agent.sendto(
+            build_rtp(b"\x55" * 160, payload_type=0, seq=1, timestamp=0, ssrc=8),
+            ("127.0.0.1", b.local_port),
+        )
+        await asyncio.sleep(0.15)
+        assert bridge.a_to_b.sock is not None  # the relay reads the callee's socket itself
+        bridge.stop()
+        relayed = [p[12:] for p in drain(agent) if p[1] & 0x7F == 0]
+        assert relayed and relayed[-1] == payloads[-1]
+        assert relayed == [p for p in payloads if p in relayed]  # plain, in order
+        assert not any(
+            p.startswith(b"\x01" * 160) for p in relayed
+        )  # the forged packet never reached the agent
+        wire = drain(callee)
+        back = [callee_in.unprotect(p) for p in wire]  # raises unless authentic
+        assert [p[12:] for p in back if p[1] & 0x7F == 0] == [b"\x55" * 160]
+    finally:
+        await a.close()
+        await b.close()
