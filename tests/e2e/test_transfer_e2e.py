@@ -265,3 +265,35 @@ def test_the_agent_leg_counts_against_the_request_limit(tmp_path: Path, sipp_bin
     t = record["transfer"]
     assert t["result"] == "failed" and "request:" in t["error"], record
     assert record["outcome"] == "answered", record
+
+
+def test_a_number_is_transferred_through_the_default_trunk(tmp_path: Path, sipp_bin: str) -> None:
+    """A transfer target that is a phone number goes through the trunk as a recipient
+    would: the agent (here the carrier) gets the trunk's Request-URI (strip and prefix
+    applied); the record keeps the number as given."""
+    with (
+        RtpPeer("PCMU", CALLEE_HZ, digit_at=0.3) as caller_side,
+        _callee(tmp_path, caller_side) as callee,
+        SippUas("uas_busy.xml", tmp_path) as carrier,
+    ):
+        config = tmp_path / "ringcast.toml"
+        config.write_text(
+            'default_trunk = "carrier"\n'
+            "[trunks.carrier]\n"
+            f'proxy = "sip:{carrier.uri_host}"\n'
+            'strip = "+1"\n'
+            'prefix = "9"\n'
+        )
+        with RingcastServer(tmp_path, args=["--config", str(config)]) as rc:
+            transfer = {"transfer": "+15550100001", "timeout": 3}
+            record = rc.wait_ready(post(rc, _body(callee.uri("bob"), transfer)), 45)["record"]
+            # a number that cannot be one is refused at the door, naming the field
+            bad = {"transfer": "+1555", "timeout": 3}
+            refused = httpx.post(
+                f"{rc.base}/voice/call/play", json=_body(callee.uri("bob"), bad), timeout=10
+            )
+    assert carrier.invites_per_user() == {"95550100001": 1}, carrier.errors()
+    t = record["transfer"]
+    assert (t["to"], t["result"], t["cause"]) == ("+15550100001", "busy", "486"), record
+    assert refused.status_code == 422, refused.text
+    assert "playlist[1].gather.actions.1[0].transfer" in refused.text, refused.text

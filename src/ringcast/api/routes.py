@@ -111,6 +111,16 @@ def _resolve_sip(
         raise ValidationFailed(str(exc), field="sip.password") from None
 
 
+def _transfer_fields(payload: Any) -> list[tuple[str, str]]:
+    """(field, target) of every transfer in the playlist's gather actions: numbers need
+    a trunk as recipients do, and SIP URIs are held to the key's destinations."""
+    return [
+        (f"{where}.transfer", str(item.transfer))
+        for where, item in nested_items(list(payload.playlist or []), "playlist")
+        if getattr(item, "transfer", None)
+    ]
+
+
 async def _check_urls(payload: PlayRequest, settings: Settings) -> None:
     """SSRF guard: media and callback URLs must not resolve to non-public addresses."""
     policy = NetPolicy.from_settings(settings)
@@ -329,7 +339,10 @@ async def play(
     key = api_key_of(request.state)
     # numbers go through a trusted trunk: checked here, not against the key's allowlist
     uris = await intake.check_numbers(
-        intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
+        [
+            *intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
+            *_transfer_fields(payload),
+        ],
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,
         settings=settings,
@@ -431,7 +444,10 @@ async def replay(
     ]
     key = api_key_of(request.state)
     uris = await intake.check_numbers(
-        [(f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)],
+        [
+            *((f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)),
+            *_transfer_fields(payload),
+        ],
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,
         settings=settings,

@@ -247,7 +247,7 @@ class TransferItem(Model):
     """Connect the callee to an agent (issue 17): bridged (ringcast dials the agent
     and relays the audio) or a blind REFER (RFC 3515). Only inside gather.actions."""
 
-    transfer: SipUri
+    transfer: ToStr  # a SIP URI, or a number dialled through the request's trunk
     timeout: Annotated[float, Field(gt=0, le=120)] = 20.0  # seconds the agent may ring
     mode: Literal["bridge", "refer"] = "bridge"
     from_: FromStr | None = Field(default=None, alias="from")

@@ -14,13 +14,14 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ringcast.dialer import script
 from ringcast.dialer.call import CallContext, CallJob, CallReport, ProgressFn, Script, notify
 from ringcast.dialer.transfer import LegLimits, TransferOutcome, blind, bridge
 from ringcast.domain import Result
+from ringcast.errors import RingcastError
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, PlayResult
 from ringcast.sip.call import OutboundCall
@@ -40,6 +41,9 @@ class Flow:
     on_progress: ProgressFn | None = None
     limits: LegLimits | None = None
     counts: dict[tuple[str, str], int] | None = None  # (mode, result) -> transfers (metrics)
+    # a transfer target -> (what is dialled or referred to, its SIP options): a number
+    # goes through the request's trunk as recipients do (ringcast.dialer.carrier)
+    route: Callable[[str], tuple[str, Mapping[str, Any]]] | None = None
 
 
 def make_script(playlist: Sequence[Mapping[str, Any]], flow: Flow) -> Script:
@@ -125,8 +129,17 @@ async def _transfer(
     out: TransferOutcome,
 ) -> None:
     log.info("call %s: transfer (%s) to %s", flow.job.call_id, step.mode, step.to)
+    job = flow.job
+    if flow.route is not None:
+        try:
+            target, sip = flow.route(step.to)
+        except RingcastError as exc:
+            out.error = f"cannot transfer to {step.to}: {exc}"
+            return
+        step = replace(step, to=target)
+        job = replace(job, sip=dict(sip))
     if step.mode == "refer":
         await blind(step, call, out)
         return
     hold = await flow.prepare(list(step.hold)) if step.hold else None
-    await bridge(step, flow.job, flow.ctx, call, media, out, hold=hold, limits=flow.limits)
+    await bridge(step, job, flow.ctx, call, media, out, hold=hold, limits=flow.limits)

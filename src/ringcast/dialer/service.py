@@ -634,8 +634,13 @@ class Dialer:
                 max_duration=float(info.body.get("max_duration", 3600)),
             )
 
+        def route_agent(to: str) -> tuple[str, dict[str, Any]]:
+            """A transfer target is routed as a recipient: a number through the trunk."""
+            dial = route(info.body, to, job.from_, self.settings)
+            return dial.request_uri, self._sip_options(info.body, dial)
+
         legs = AgentLegs(self.limits, self.store, self.node_id, self._fleet_limits(info))
-        flow = Flow(job, self.ctx, prepare, on_progress, legs, self.transfers)
+        flow = Flow(job, self.ctx, prepare, on_progress, legs, self.transfers, route_agent)
         return make_script(playlist, flow)
 
     def _progress(
