@@ -11,6 +11,7 @@ correlated with the other side's tone.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import struct
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 from conftest import free_port
 from rtp_pcap import pcap_path
 from sipp import SippUas
@@ -157,12 +159,14 @@ def test_bridged_transfer_relays_audio_both_ways(tmp_path: Path, sipp_bin: str) 
         _agent(tmp_path, agent_side) as agent,
         RingcastServer(tmp_path, env={"RINGCAST_WEBHOOK_SECRET": ""}) as rc,
     ):
-        transfer = {"transfer": agent.uri("agent"), "timeout": 10}
+        transfer = {"transfer": agent.uri("agent"), "timeout": 10, "record": True}
         body = {**_body(callee.uri("bob"), transfer), "callback_url": rx.url()}
         record = rc.wait_ready(post(rc, body), 45)["record"]
         digits = rx.wait_for("call.digits")
         transferred = rx.wait_for("call.transferred")
         metrics = httpx.get(f"{rc.base}/metrics", timeout=10).text
+        recordings = record.get("recordings") or []
+        wav = httpx.get(rc.base + recordings[0]["url"], timeout=10) if recordings else None
     assert all(e["verified"] == e["id"] for e in digits + transferred)
     assert digits[0]["payload"]["data"]["dtmf"] == "1", digits
     assert transferred[0]["payload"]["data"]["transfer"]["result"] == "answered", transferred
@@ -185,6 +189,23 @@ def test_bridged_transfer_relays_audio_both_ways(tmp_path: Path, sipp_bin: str) 
     )
     assert heard[0] > 0.9 and heard[1] > 0.9 and heard[2] < 0.3, (heard, record)
     assert "BYE" in "".join(callee.received()), "ringcast did not hang up the callee"
+    # "record": true: the bridged call is kept, both legs mixed (both tones in it)
+    assert len(recordings) == 1 and recordings[0]["duration"] >= 2, record
+    assert wav is not None and wav.status_code == 200, wav
+    pcm, rate = sf.read(io.BytesIO(wav.content), dtype="float64")
+    assert rate == 8000
+    spectrum = np.abs(np.fft.rfft(pcm))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / 8000)
+
+    def level(hz: float) -> float:
+        return float(spectrum[(freqs > hz - 15) & (freqs < hz + 15)].max())
+
+    floor = float(np.median(spectrum))
+    assert level(CALLEE_HZ) > 50 * floor and level(AGENT_HZ) > 50 * floor, (
+        level(CALLEE_HZ),
+        level(AGENT_HZ),
+        floor,
+    )
 
 
 @pytest.mark.parametrize(

@@ -252,6 +252,7 @@ class TransferItem(Model):
     mode: Literal["bridge", "refer"] = "bridge"
     from_: FromStr | None = Field(default=None, alias="from")
     hold: list[PlaylistItem] | None = Field(default=None, min_length=1, max_length=20)
+    record: bool = False  # record the bridged call, both legs mixed (mode "bridge" only)
 
 
 class HangupItem(Model):
@@ -302,10 +303,15 @@ PlaylistItem = Annotated[
 
 
 def _action_kind(item: Any) -> str | None:
+    # a transfer's own "record" (true: record the bridged call) does not make it a record item
     if isinstance(item, dict):
+        if "transfer" in item:
+            return "transfer"
         kinds = [k for k in ACTION_KINDS if k in item]
         return kinds[0] if len(kinds) == 1 else None
     if isinstance(item, BaseModel):
+        if isinstance(item, TransferItem):
+            return "transfer"
         return next((k for k in ACTION_KINDS if hasattr(item, k)), None)
     return None
 

@@ -427,7 +427,8 @@ async def _play(
         for task in (play, ended, stop):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-    report.recordings = list(media.recordings)  # closed with the play task
+    # the playlist's record items (closed with the play task), and a bridged transfer's
+    report.recordings = [*media.recordings, *report.recordings]
     if not call.ended.is_set():
         await call.hangup()
     return completed

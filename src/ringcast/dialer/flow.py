@@ -91,6 +91,8 @@ async def _run(
                 await _transfer(step, flow, call, media, outcome)
             finally:  # also when the call is torn down meanwhile (max_duration, cancel)
                 report.transfer = outcome.fields()
+                if outcome.recording is not None and outcome.recording.duration > 0:
+                    report.recordings.append(outcome.recording)
                 if flow.counts is not None:
                     counted = (outcome.mode, outcome.result)
                     flow.counts[counted] = flow.counts.get(counted, 0) + 1

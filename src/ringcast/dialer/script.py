@@ -41,6 +41,7 @@ class Transfer:
     mode: str = "bridge"
     from_: str | None = None
     hold: tuple[Mapping[str, Any], ...] = field(default_factory=tuple)
+    record: bool = False  # a bridged call recorded, both legs mixed (media.recorder)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def transfer_step(item: Mapping[str, Any]) -> Transfer:
         mode=str(item.get("mode") or "bridge"),
         from_=str(frm) if frm else None,
         hold=tuple(media_item(i) for i in item.get("hold") or ()),
+        record=bool(item.get("record")),
     )
 
 

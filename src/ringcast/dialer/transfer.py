@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -25,7 +27,9 @@ from ringcast.dialer.call import CallContext, CallJob, aim, sdp_address
 from ringcast.dialer.script import Transfer
 from ringcast.dialer.trunk_tls import tls_options
 from ringcast.domain import Outcome, utcnow
+from ringcast.media.codecs import get_codec
 from ringcast.media.prompt import AudioSegment, Prompt, encode_frames
+from ringcast.media.recorder import BridgeRecording
 from ringcast.rtp import MediaSession
 from ringcast.rtp.relay import Bridge
 from ringcast.sip.call import CallSpec, OutboundCall
@@ -59,6 +63,7 @@ class TransferOutcome:
     duration: int = 0
     cause: str | None = None  # the agent leg's (or the REFER's / sipfrag's) status code
     error: str | None = None
+    recording: BridgeRecording | None = None  # "record": true: both legs, mixed (not a field)
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"to": self.to, "mode": self.mode, "result": self.result}
@@ -207,7 +212,9 @@ async def _bridge(
         out.connect_time = agent.answered_at
         aim(agent_media, agent.answer, agent.signalling_host)
         try:
-            await _relay(ctx, call, media, agent, agent_media)
+            if step.record:
+                out.recording = BridgeRecording(started=time.monotonic())
+            await _relay(ctx, call, media, agent, agent_media, out.recording)
         finally:
             out.cause = str(agent.status_code)
             ended = agent.ended_at or utcnow()
@@ -242,9 +249,14 @@ async def _relay(
     media: MediaSession,
     agent: OutboundCall,
     agent_media: MediaSession,
+    recording: BridgeRecording | None = None,
 ) -> None:
-    """Relay until either leg ends (or this task is cancelled); then hang up both."""
+    """Relay until either leg ends (or this task is cancelled); then hang up both.
+    With `recording`, what each leg says is fed to it (leg 0 the callee, 1 the agent)."""
     relay = Bridge(ctx.clock, media, agent_media)
+    if recording is not None:
+        relay.a_to_b.listener = _feeder(recording, 0, media.codec)
+        relay.b_to_a.listener = _feeder(recording, 1, agent_media.codec)
     relay.start()
     waits = [
         asyncio.create_task(call.ended.wait(), name="bridge-callee-ended"),
@@ -270,6 +282,15 @@ async def _relay(
             await asyncio.shield(agent.hangup())
         if not call.ended.is_set():
             await asyncio.shield(call.hangup())
+
+
+def _feeder(recording: BridgeRecording, leg: int, codec: str) -> Callable[[bytes, int], None]:
+    decode = get_codec(codec).decode
+
+    def feed(payload: bytes, rtp_timestamp: int) -> None:
+        recording.feed(leg, decode(payload), rtp_timestamp, time.monotonic())
+
+    return feed
 
 
 async def blind(step: Transfer, call: OutboundCall, out: TransferOutcome) -> None:

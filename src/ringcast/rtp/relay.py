@@ -73,6 +73,9 @@ class RelayLeg:
         # SRTP source: what reads its packets (the tap gets them decrypted already); the
         # target's own send path encrypts what is relayed to it
         self.opener: Callable[[bytes], bytes | None] | None = source.srtp_opener()
+        # hears every audio payload read from the source, with its RTP timestamp, in the
+        # source's codec (a bridged call's recording, ringcast.media.recorder)
+        self.listener: Callable[[bytes, int], None] | None = None
         self.tapped = False  # the source hands packets over (it had not latched yet)
         self._waiting = array.array("i", [0])  # FIONREAD's answer
         # the target's own stream goes on: its SSRC (the one its SRTP context keys), its
@@ -100,6 +103,8 @@ class RelayLeg:
         pt = data[1] & 0x7F
         if pt == self.in_pt:
             payload = data[pos:end]
+            if self.listener is not None:
+                self.listener(payload, _SEQ_TS.unpack_from(data, 2)[1])
             if self.table is not None:
                 payload = payload.translate(self.table)
             item = (_AUDIO, payload, 0)
