@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -411,7 +412,10 @@ class KamailioRegistrar(Kamailio):
         max_expires: int = 5,
     ) -> None:
         super().__init__(workdir, username=username, password=password, realm=realm)
-        self.rpc_socket = self.root / "rpc.sock"
+        # unix socket paths are limited to 107 bytes: a short directory of its own, not
+        # the test's tmp_path (long under pytest-xdist); removed by stop()
+        self.sockdir = Path(tempfile.mkdtemp(prefix="kam-", dir="/tmp"))
+        self.rpc_socket = self.sockdir / "rpc.sock"
         self.cfg.write_text(
             KAMAILIO_REGISTRAR_CFG.format(
                 port=self.port,
@@ -431,9 +435,15 @@ class KamailioRegistrar(Kamailio):
     def aor(self) -> str:
         return self.username  # usrloc keys bindings by user alone (use_domain 0)
 
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            shutil.rmtree(self.sockdir, ignore_errors=True)
+
     def rpc(self, method: str, *params: str, timeout: float = 5.0) -> Any:
         """One JSON-RPC call over Kamailio's datagram socket; its `result` (or `error`)."""
-        me = self.root / f"rpc-client-{os.getpid()}-{time.monotonic_ns()}.sock"
+        me = self.sockdir / f"c-{os.getpid()}-{time.monotonic_ns()}.sock"
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.bind(str(me))
             sock.settimeout(timeout)

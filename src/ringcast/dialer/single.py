@@ -57,6 +57,7 @@ class _Record:
     machine_detection_ms: int | None = None
     voicemail: str | None = None
     srtp: str | None = None
+    transfer: str | None = None  # JSON text, as stored (a gather action's transfer)
 
 
 def report_record(

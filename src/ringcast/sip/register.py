@@ -25,6 +25,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = 10.0  # seconds before expiry a refresh goes out at the latest
+REFRESH_LEAD = 1.5  # seconds before expiry a refresh goes out, even for short grants
 
 
 class RegState(enum.Enum):
@@ -61,10 +62,14 @@ Action = Send | Arm
 def refresh_after(granted: int) -> float:
     """Seconds after a grant of `granted` seconds to send the refresh: at 80 % of
     the interval, or `REFRESH_MARGIN` before it ends when that is earlier and
-    still past half of it (never under half a second)."""
+    still past half of it; in any case `REFRESH_LEAD` before it ends (registrars
+    that count whole seconds may end a binding up to a second early, and a
+    challenged refresh takes two round trips), but not before half of it, nor
+    under half a second."""
     at = granted * 0.8
     if granted - REFRESH_MARGIN >= granted / 2:
         at = min(at, granted - REFRESH_MARGIN)
+    at = max(granted / 2, min(at, granted - REFRESH_LEAD))
     return max(0.5, at)
 
 

@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sipp import SippUas
@@ -666,10 +667,10 @@ async def test_unresolvable_remote_target_fails_the_call(
     and nothing goes to the INVITE's destination instead."""
     real_resolve = endpoint.resolve
 
-    async def resolve(uri: str, transport: str | None = None) -> object:
+    async def resolve(uri: str, transport: str | None = None, **options: Any) -> object:
         if "localhost" in uri and "sctp" not in uri:
             raise socket.gaierror(-2, "Name or service not known (test)")
-        return await real_resolve(uri, transport)
+        return await real_resolve(uri, transport, **options)
 
     monkeypatch.setattr(endpoint, "resolve", resolve)
     uas = SippUas("uas_contact_uri.xml", tmp_path, max_calls=1)

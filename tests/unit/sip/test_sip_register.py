@@ -179,7 +179,8 @@ def test_backoff(failures: int, jitter: float, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("granted", "expected"), [(3600, 2880.0), (60, 48.0), (30, 20.0), (5, 4.0), (1, 0.8)]
+    ("granted", "expected"),
+    [(3600, 2880.0), (60, 48.0), (30, 20.0), (5, 3.5), (3, 1.5), (2, 1.0), (1, 0.5)],
 )
 def test_refresh_after(granted: int, expected: float) -> None:
     assert refresh_after(granted) == pytest.approx(expected)
