@@ -94,10 +94,22 @@ class Baresip(_Process):
         self.root.mkdir()
         super().__init__(self.root)
         self.user = user
-        self.port = free_port(socket.SOCK_STREAM)  # free for UDP and TCP
         self.recordings = self.root / "recordings"
         self.recordings.mkdir()
+        self.mediaenc = mediaenc
+        self._configure()
+        # answermode=auto: answer at once; regint=0: never REGISTER anywhere.
+        enc = f";mediaenc={mediaenc}" if mediaenc else ""
+        (self.root / "accounts").write_text(
+            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA{enc}\n"
+        )
+
+    def _configure(self) -> None:
+        """The config with free ports: SIP (UDP and TCP; baresip also opens TLS on the
+        next port) and ten RTP ports."""
+        self.port = free_port(socket.SOCK_STREAM)  # free for UDP and TCP
         rtp = free_port()
+        mediaenc = self.mediaenc
         (self.root / "config").write_text(
             "\n".join(
                 [
@@ -123,11 +135,6 @@ class Baresip(_Process):
                 ]
             )
         )
-        # answermode=auto: answer at once; regint=0: never REGISTER anywhere.
-        enc = f";mediaenc={mediaenc}" if mediaenc else ""
-        (self.root / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA{enc}\n"
-        )
 
     def uri(self, transport: str = "udp") -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""
@@ -137,9 +144,18 @@ class Baresip(_Process):
         exe = shutil.which("baresip")
         if exe is None:
             raise RuntimeError("baresip is not installed (Debian package baresip-core)")
-        self._spawn([exe, "-s", "-f", str(self.root)])
-        self._wait_for("baresip is ready.")
-        return self
+        for attempt in range(3):  # a port another worker took meanwhile: new ports
+            self._spawn([exe, "-s", "-f", str(self.root)])
+            try:
+                self._wait_for("baresip is ready.")
+                return self
+            except RuntimeError:
+                if "Address already in use" not in self.output() or attempt == 2:
+                    raise
+                self.stop()
+                self.log.unlink(missing_ok=True)
+                self._configure()
+        raise AssertionError("unreachable")
 
     def __enter__(self) -> Baresip:
         return self.start()

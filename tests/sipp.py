@@ -64,18 +64,25 @@ class SippUas:
             path = SCENARIOS / path
         self.scenario = path
         self.workdir = workdir
-        self.port = port or free_port(
-            socket.SOCK_STREAM if transport.startswith("t") else socket.SOCK_DGRAM
-        )
         self.transport = transport
+        self._port_given = port is not None
+        self.port = port or self._free_port()
         self.keys = {"rtp_port": "6000", **(keys or {})}
         self.max_calls = max_calls
         self.extra = extra or []
         self.trace = trace  # keep SIPp's message log (benchmarks at high rates turn it off)
-        self.message_log = workdir / f"sipp-{self.port}-messages.log"
-        self.error_log = workdir / f"sipp-{self.port}-errors.log"
-        self.stdout_log = workdir / f"sipp-{self.port}-stdout.log"
+        self._name_logs()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _free_port(self) -> int:
+        return free_port(
+            socket.SOCK_STREAM if self.transport.startswith("t") else socket.SOCK_DGRAM
+        )
+
+    def _name_logs(self) -> None:
+        self.message_log = self.workdir / f"sipp-{self.port}-messages.log"
+        self.error_log = self.workdir / f"sipp-{self.port}-errors.log"
+        self.stdout_log = self.workdir / f"sipp-{self.port}-stdout.log"
 
     @property
     def uri_host(self) -> str:
@@ -86,6 +93,20 @@ class SippUas:
         return f"sip:{user}@{self.uri_host}"
 
     def start(self) -> SippUas:
+        """Start SIPp; a port it picked itself that another process took meanwhile (the
+        suite runs in several workers) is picked again, up to three times."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except RuntimeError as exc:
+                if self._port_given or "Unable to bind main socket" not in str(exc) or attempt == 2:
+                    raise
+                self.stop()
+                self.port = self._free_port()
+                self._name_logs()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> SippUas:
         if current_test_marked is False:
             raise RuntimeError(
                 "this test starts SIPp without the sipp marker: name how it does in "
