@@ -28,6 +28,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TRACE = re.compile(r"\x1b\[36;1m#\n(UDP|TCP) (\S+) -> (\S+)\n(.*?)\x1b\[;m", re.S)
 
 
+def _tcp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class _Process:
     """A child process with its output in a log file, stopped by its PID."""
 
@@ -107,7 +116,10 @@ class Baresip(_Process):
     def _configure(self) -> None:
         """The config with free ports: SIP (UDP and TCP; baresip also opens TLS on the
         next port) and ten RTP ports."""
-        self.port = free_port(socket.SOCK_STREAM)  # free for UDP and TCP
+        for _ in range(50):  # UDP and TCP on the port, TLS on the next one
+            self.port = free_port(socket.SOCK_STREAM)
+            if _tcp_port_free(self.port + 1):
+                break
         rtp = free_port()
         mediaenc = self.mediaenc
         (self.root / "config").write_text(
