@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 import pytest
 
 if TYPE_CHECKING:
+    from media_stream_lib import RtpSink
+
+    from ringcast.rtp import PortAllocator, RtpClock
     from ringcast.sip import SipEndpoint
     from ringcast.store.db import Store
 
@@ -278,6 +281,41 @@ async def store(db_url: str) -> AsyncIterator[Store]:
         yield s
     finally:
         await s.close()
+
+
+# --- media sessions on real sockets (tests/integration/media; a module may override) ----
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[RtpClock]:
+    """The shared 20 ms RTP clock, running."""
+    from ringcast.rtp import RtpClock
+
+    c = RtpClock()
+    c.start()
+    yield c
+    await c.stop()
+
+
+@pytest.fixture
+def allocator() -> PortAllocator:
+    """RTP ports from a random even base, so concurrent tests rarely meet."""
+    import random
+
+    from ringcast.rtp import PortAllocator
+
+    base = random.randrange(40000, 59000, 2)
+    return PortAllocator(base, base + 400)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[RtpSink]:
+    """An RTP receiver on 127.0.0.1 that keeps what it gets (media_stream_lib)."""
+    from media_stream_lib import RtpSink
+
+    s = RtpSink.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -8,37 +8,13 @@ times) show whether the prompt was cut: a 10 s pause is 500 packets.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator
 
-import pytest
 from media_stream_lib import RtpSink
 
 from ringcast.media import prepare_prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
 
 TEN_SECONDS = 500  # packets of 20 ms
-
-
-@pytest.fixture
-async def clock() -> AsyncIterator[RtpClock]:
-    c = RtpClock()
-    c.start()
-    yield c
-    await c.stop()
-
-
-@pytest.fixture
-def allocator() -> PortAllocator:
-    base = random.randrange(40000, 59000, 2)
-    return PortAllocator(base, base + 400)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[RtpSink]:
-    s = RtpSink.open()
-    yield s
-    s.close()
 
 
 async def _session(clock: RtpClock, allocator: PortAllocator, sink: RtpSink) -> MediaSession:

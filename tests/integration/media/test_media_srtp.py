@@ -15,7 +15,6 @@ import base64
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,27 +39,6 @@ SUITES = [
     ("AES_CM_128_HMAC_SHA1_32", 30, 4),
     ("AEAD_AES_256_GCM", 44, 16),
 ]
-
-
-@pytest.fixture
-async def clock() -> AsyncIterator[RtpClock]:
-    c = RtpClock()
-    c.start()
-    yield c
-    await c.stop()
-
-
-@pytest.fixture
-def allocator() -> PortAllocator:
-    base = random.randrange(40000, 59000, 2)
-    return PortAllocator(base, base + 400)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[RtpSink]:
-    s = RtpSink.open()
-    yield s
-    s.close()
 
 
 def _peer(suite: str, key: bytes, *, inbound: bool) -> pylibsrtp.Session:

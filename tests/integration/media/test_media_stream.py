@@ -9,8 +9,7 @@ gap 20 ms, DTMF as RFC 4733 events.
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,27 +48,6 @@ def server() -> Iterator[MediaServer]:
 @pytest.fixture
 def fetcher(tmp_path: Path) -> MediaFetcher:
     return MediaFetcher(allow_private=True, cache_dir=tmp_path / "media-cache")
-
-
-@pytest.fixture
-async def clock() -> AsyncIterator[RtpClock]:
-    c = RtpClock()
-    c.start()
-    yield c
-    await c.stop()
-
-
-@pytest.fixture
-def allocator() -> PortAllocator:
-    base = random.randrange(40000, 59000, 2)
-    return PortAllocator(base, base + 400)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[RtpSink]:
-    s = RtpSink.open()
-    yield s
-    s.close()
 
 
 async def play_to_sink(
