@@ -106,10 +106,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "errors": "ConfigError for a bad secret key",
         "store": "the request and call rows holding sealed passwords",
     },
-    "cli_recordings": {"client": "GET/DELETE /recordings/ID of `ringcast recordings`"},
     "cli": {
         "api": "create_app and the bind policy for `serve` / `api`",
-        "cli_recordings": "the `recordings` commands, kept out of cli.py",
         "client": "the HTTP client of `broadcast` / `report`",
         "config": "Settings from flags, environment and the config file",
         "dialer": "the dialer of `serve` / `dialer`, one call for `call`",

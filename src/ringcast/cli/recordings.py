@@ -14,25 +14,15 @@ from typing import Annotated
 
 import typer
 
+from ringcast.cli.common import DEFAULT_URL, ApiKey, Url, fail
+
 recordings_app = typer.Typer(
     help="Recordings of what callees said (GET/DELETE /recordings/ID).", no_args_is_help=True
 )
 
-Url = Annotated[str, typer.Option("--url", envvar="RINGCAST_URL", help="ringcast server URL")]
-ApiKey = Annotated[
-    str | None,
-    typer.Option("--key", envvar="RINGCAST_KEY", help="API key (sent as Authorization: Bearer)"),
-]
-DEFAULT_URL = "http://127.0.0.1:8080"
-
 
 def _id(value: str) -> str:
     return value.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"ringcast: error: {message}", err=True)
-    return typer.Exit(1)
 
 
 @recordings_app.command("get")
@@ -62,9 +52,9 @@ def recordings_get(
                 size = api.download_recording(rid, out)
             os.replace(partial, target)  # a failed download leaves no half file behind
     except ClientError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message, 1) from None
     except OSError as exc:
-        raise _fail(f"cannot write {target}: {exc.strerror or exc}") from None
+        raise fail(f"cannot write {target}: {exc.strerror or exc}", 1) from None
     finally:
         with contextlib.suppress(OSError):
             partial.unlink()
@@ -84,5 +74,5 @@ def recordings_delete(
         with Client(url, key) as api:
             api.delete_recording(_id(id))
     except ClientError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message, 1) from None
     typer.echo("deleted")
