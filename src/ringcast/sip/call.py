@@ -1033,6 +1033,8 @@ class OutboundCall:
             return build_response(request, 200)
         if step is RequestStep.NOTIFY:  # no REFER of ours: no subscription (RFC 6665 §4.1.3)
             return build_response(request, self.on_notify(request) if self.on_notify else 481)
+        if step is RequestStep.DECLINE:
+            return build_response(request, 603)
         return build_response(request, 405, headers={"Allow": ALLOW})
 
     async def send_request(

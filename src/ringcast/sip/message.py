@@ -19,7 +19,10 @@ from ringcast.inet import hostport
 from ringcast.sip.causes import reason_phrase
 from ringcast.sip.transport import Addr
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+# The methods we accept (§20.5). NOTIFY carries the progress of our REFER (RFC 3515
+# §2.4.4) and REFER is one we send; a callee's REFER is declined (603), never
+# refused with a 405 whose Allow would name it.
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER"
 
 
 @dataclass(frozen=True, slots=True)
