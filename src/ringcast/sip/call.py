@@ -285,14 +285,15 @@ class OutboundCall:
         if old is new:
             return
         self.state = new
-        logger.info(
-            "call %s: %s -> %s to=%s status=%s",
-            self.call_id,
-            old.value,
-            new.value,
-            self._request_uri,
-            self.status_code or "-",
-        )
+        if logger.isEnabledFor(logging.INFO):  # the .value look-ups cost on every change
+            logger.info(
+                "call %s: %s -> %s to=%s status=%s",
+                self.call_id,
+                old.value,
+                new.value,
+                self._request_uri,
+                self.status_code or "-",
+            )
         if self.on_state is not None:
             try:
                 self.on_state(new)

@@ -53,7 +53,13 @@ from ringcast.sip.message import (
 from ringcast.sip.stateless import StatelessResponder
 from ringcast.sip.tls import TlsOptions, TlsPeer, TlsTransport
 from ringcast.sip.transaction import ClientTransaction, Timers
-from ringcast.sip.transport import Addr, TcpTransport, UdpTransport, reaches
+from ringcast.sip.transport import (
+    Addr,
+    TcpTransport,
+    UdpTransport,
+    cached_ip_version,
+    reaches,
+)
 from ringcast.sip.uas_checks import refusal, request_version
 
 __all__ = ["MAX_TARGETS", "Destination", "DialogUser", "Locator", "SipEndpoint"]
@@ -316,7 +322,7 @@ class SipEndpoint:
         """The address we write in Via/Contact/SDP for traffic to ``dest``: the
         public IP of its family, else the bound address, else the one the kernel
         would send from (an IPv6 peer gets an IPv6 address, RFC 5954 §4)."""
-        version = ip_version(dest.host) or IPV4
+        version = cached_ip_version(dest.host) or IPV4
         public = self._public.get(version)
         if public is None and len(self._public) == 1 and len(self.families) == 1:
             public = next(iter(self._public.values()))  # a one-family server, as before
@@ -361,7 +367,9 @@ class SipEndpoint:
         as ``tls`` says (default: the system's CAs).
         """
         target = target_of(uri, transport)
-        if self._locator is not None and not target.numeric:
+        if target.numeric:  # an IP literal is the only server (what locate_servers says)
+            servers = [Server(target.host, target.default_port, target.default_transport)]
+        elif self._locator is not None:
             name = target.default_transport
             found = await self._locator(target.host, target.port, name)
             servers = usable_servers(Server(ip, port, name) for ip, port in found)

@@ -60,6 +60,7 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def uri_transport(uri: str) -> str | None:
     """A SIP URI's ``;transport=`` parameter, lower case, or None."""
     value = parse_uri(uri).params.get("transport")
