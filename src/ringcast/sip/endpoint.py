@@ -12,6 +12,7 @@ server transaction, and everything else to the stateless responder
 can raise out of :meth:`on_packet`.
 
 The endpoint never imports the call module: a call is a :class:`DialogUser`.
+Where requests go and the address we write: :mod:`ringcast.sip.addressing`.
 SIP over TLS (client connections, certificate checks): :mod:`ringcast.sip.tls`.
 """
 
@@ -21,29 +22,18 @@ import asyncio
 import errno
 import logging
 import os
-import random
-import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from aiosipua.headers import CaseInsensitiveDict
 from aiosipua.message import SipMessage, SipRequest, SipResponse
 
-from ringcast.inet import IPV4, IPV6, bind_families, bracket, hostport, ip_version, public_ips
+from ringcast.inet import bind_families, bracket, hostport, public_ips
+from ringcast.sip.addressing import MAX_TARGETS, Addressing, Locator
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.flood import FLOOD_BURST, FLOOD_RATE, FLOOD_TOTAL_RATE, FloodGate, exempt
 from ringcast.sip.layer import ResponseHandler, TransactionLayer
-from ringcast.sip.locate import (
-    MAX_TARGETS,
-    Resolver,
-    Server,
-    Target,
-    target_of,
-    usable_servers,
-)
-from ringcast.sip.locate import locate as locate_servers
 from ringcast.sip.message import (
     Destination,
     build_response,
@@ -51,9 +41,13 @@ from ringcast.sip.message import (
     response_destination,
 )
 from ringcast.sip.stateless import StatelessResponder
-from ringcast.sip.tls import TlsOptions, TlsPeer, TlsTransport
+from ringcast.sip.tls import TlsOptions, TlsTransport
 from ringcast.sip.transaction import ClientTransaction, Timers
-from ringcast.sip.transport import Addr, TcpTransport, UdpTransport, reaches
+from ringcast.sip.transport import (
+    Addr,
+    TcpTransport,
+    UdpTransport,
+)
 from ringcast.sip.uas_checks import refusal, request_version
 
 __all__ = ["MAX_TARGETS", "Destination", "DialogUser", "Locator", "SipEndpoint"]
@@ -65,10 +59,6 @@ GARBAGE_LOG_BURST = 10  # log lines per window, the rest are counted
 TRANSPORTS = ("udp", "tcp")
 PORT_ATTEMPTS = 16  # free UDP ports tried for one that is free for TCP too (port 0)
 USER_AGENT = "ringcast/0.1"  # what our calls' requests carry in User-Agent
-
-# (host name, the URI's port or None, transport) -> [(IP, port), ...] in the order
-# to try them: the DNS step of RFC 3263 §4.1-4.2 (see SipEndpoint.locate).
-Locator = Callable[[str, int | None, str], Awaitable[list[tuple[str, int]]]]
 
 
 class DialogUser(Protocol):
@@ -177,13 +167,10 @@ class SipEndpoint:
         self._tcp = TcpTransport(self, idle_timeout=tcp_idle_timeout)
         self._tls = TlsTransport(self, idle_timeout=tcp_idle_timeout)  # client side (RFC 5630)
         self._calls: dict[str, DialogUser] = {}
-        self._local_hosts: dict[str, str] = {}
-        self._locator = locator
         self.dns_server = dns_server
-        records = tuple({IPV4: "A", IPV6: "AAAA"}[v] for v in self.families)
-        self._dns = Resolver(dns_server, families=records)  # RFC 3263: what the sockets reach
-        self._random = random.Random()  # SRV weights (RFC 2782)
-        self._resolved: dict[Target, Destination] = {}  # first server of each name
+        self.addressing = Addressing(
+            host, self.families, self._public, self._tls, locator=locator, dns_server=dns_server
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._garbage_window = 0.0
         self._garbage_logged = 0
@@ -313,29 +300,8 @@ class SipEndpoint:
     # --- addressing -------------------------------------------------------------
 
     def local_host_for(self, dest: Destination) -> str:
-        """The address we write in Via/Contact/SDP for traffic to ``dest``: the
-        public IP of its family, else the bound address, else the one the kernel
-        would send from (an IPv6 peer gets an IPv6 address, RFC 5954 §4)."""
-        version = ip_version(dest.host) or IPV4
-        public = self._public.get(version)
-        if public is None and len(self._public) == 1 and len(self.families) == 1:
-            public = next(iter(self._public.values()))  # a one-family server, as before
-        if public is not None:
-            return public
-        if self.host not in ("0.0.0.0", "", "::"):
-            return self.host
-        cached = self._local_hosts.get(dest.host)
-        if cached is not None:
-            return cached
-        family = socket.AF_INET6 if version == IPV6 else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect((dest.host, dest.port or 9))  # no packet is sent
-                local = str(probe.getsockname()[0])
-        except OSError:
-            local = "::1" if version == IPV6 else "127.0.0.1"
-        self._local_hosts[dest.host] = local
-        return local
+        """:meth:`Addressing.local_host_for`: the address we write for ``dest``."""
+        return self.addressing.local_host_for(dest)
 
     def local_port_for(self, transport: str) -> int:
         if transport == "tcp" and self._tcp.local_addr[1]:
@@ -345,79 +311,20 @@ class SipEndpoint:
     async def locate(
         self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
     ) -> list[Destination]:
-        """Every server to try for a SIP URI, in order (RFC 3263 §4, :mod:`.locate`).
-
-        §4.3: when the first one fails (a transport error, a timeout) or
-        answers 503, the client tries the next, so a carrier's cluster is not
-        lost with one overloaded or dead member. An IP literal is the only
-        target; a host name is looked up by the endpoint's ``locator`` when it
-        has one, else in the DNS: NAPTR, SRV, then A records (the URI's port and
-        transport, when it names them, cut the steps short). At most
-        :data:`MAX_TARGETS`, duplicates dropped; anything a locator returns that
-        is not an IP literal and a port is skipped (no name is ever sent to).
-        ``maddr`` and ``transport`` count as in :meth:`resolve`.
-        Raises OSError when no server is found, ValueError for an unusable URI.
-        A TLS server's certificate must name the URI's host (RFC 5922 §7), checked
-        as ``tls`` says (default: the system's CAs).
-        """
-        target = target_of(uri, transport)
-        if self._locator is not None and not target.numeric:
-            name = target.default_transport
-            found = await self._locator(target.host, target.port, name)
-            servers = usable_servers(Server(ip, port, name) for ip, port in found)
-        else:
-            servers = await locate_servers(target, self._dns, self._random)
-        if not servers:
-            raise OSError(f"cannot resolve {target.host}")
-        usable = [s for s in servers if reaches(self.families, s.host)]
-        if not usable:
-            version = ip_version(servers[0].host)
-            raise OSError(
-                f"{bracket(target.host)} is reached over IPv{version} only, and SIP is bound"
-                f" to {hostport(self.host, self.local_port)} (IPv{self.families[0]} only):"
-                " listen on [::] for both"
-            )
-        servers = usable
-        targets = [Destination(*server) for server in servers]
-        for dest in targets:
-            if dest.transport == "tls":
-                self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
-        if not target.numeric:
-            self._resolved[target] = targets[0]
-        return targets
+        """Every server to try for a SIP URI, in order (:meth:`Addressing.locate`)."""
+        return await self.addressing.locate(uri, transport, self.local_port, tls=tls)
 
     async def resolve(
         self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
     ) -> Destination:
-        """The first server of :meth:`locate` (cached per host, port and transport).
-
-        A ``maddr`` parameter replaces the host (RFC 3261 §19.1.1); ``transport``
-        wins over the URI's ``;transport=`` (then the DNS, then "udp"). Raises
-        OSError when the host name cannot be resolved, ValueError for an
-        unusable URI.
-        """
-        known = self.resolve_now(uri, transport, tls=tls)
-        if known is not None:
-            return known
-        return (await self.locate(uri, transport, tls=tls))[0]
+        """The first server of :meth:`locate` (:meth:`Addressing.resolve`)."""
+        return await self.addressing.resolve(uri, transport, self.local_port, tls=tls)
 
     def resolve_now(
         self, uri: str, transport: str | None = None, *, tls: TlsOptions | None = None
     ) -> Destination | None:
-        """Like :meth:`resolve` without waiting: IP literals and cached names, else None.
-
-        A TLS address met here for the first time is checked as ``tls`` says,
-        against the URI's host; one already known keeps its settings (and its
-        connection: a dialog's Record-Route naming the proxy by its IP)."""
-        target = target_of(uri, transport)
-        if target.numeric:
-            if not reaches(self.families, target.host):
-                return None  # locate() says why
-            dest = Destination(target.host, target.default_port, target.default_transport)
-            if dest.transport == "tls" and not self._tls.knows(dest.addr):
-                self._tls.set_peer(dest.addr, TlsPeer(target.host, tls or TlsOptions()))
-            return dest
-        return self._resolved.get(target)
+        """IP literals and names already looked up, else None (:meth:`Addressing.resolve_now`)."""
+        return self.addressing.resolve_now(uri, transport, tls=tls)
 
     def via_for(self, dest: Destination, branch: str) -> str:
         """Our Via value with ``rport`` (RFC 3581) so NATed responses find us."""

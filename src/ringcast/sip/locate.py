@@ -25,6 +25,7 @@ counts in its order and ``_sips._tcp`` is asked after ``_sip._udp`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
@@ -121,6 +122,7 @@ def is_localhost(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
+@functools.lru_cache(maxsize=4096)  # pure and parsed per call: the same few URIs
 def target_of(uri: str, transport: str | None = None) -> Target:
     """The host, port and transport to look up for ``uri`` (RFC 3263 §4.1).
 

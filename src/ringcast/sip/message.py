@@ -19,7 +19,10 @@ from ringcast.inet import hostport
 from ringcast.sip.causes import reason_phrase
 from ringcast.sip.transport import Addr
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+# The methods we accept (§20.5). NOTIFY carries the progress of our REFER (RFC 3515
+# §2.4.4) and REFER is one we send; a callee's REFER is declined (603), never
+# refused with a 405 whose Allow would name it.
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def uri_transport(uri: str) -> str | None:
     """A SIP URI's ``;transport=`` parameter, lower case, or None."""
     value = parse_uri(uri).params.get("transport")

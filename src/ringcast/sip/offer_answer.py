@@ -49,8 +49,12 @@ class OfferAnswer:
         ``required`` and an answer without ``a=crypto`` is unusable, so the
         call fails with that error; ``optional`` falls back to plain RTP.
         """
-        answer = self.as_answer_to_us(parse_answer(body, self.media.codecs))
-        return dataclasses.replace(answer, srtp=self._negotiate(self.media.crypto, answer))
+        answer = parse_answer(body, self.media.codecs)
+        return dataclasses.replace(  # one copy: this runs for every answered call
+            answer,
+            receive_dtmf_payload_type=self._our_dtmf(answer),
+            srtp=self._negotiate(self.media.crypto, answer),
+        )
 
     def _negotiate(
         self, offered: tuple[CryptoAttribute, ...], answer: MediaAnswer
@@ -76,12 +80,16 @@ class OfferAnswer:
 
     def as_answer_to_us(self, answer: MediaAnswer) -> MediaAnswer:
         """An answer to our offer: the callee's events come with the type *we* offered (§5.1)."""
+        return dataclasses.replace(answer, receive_dtmf_payload_type=self._our_dtmf(answer))
+
+    def _our_dtmf(self, answer: MediaAnswer) -> int | None:
+        """The telephone-event type we receive on with ``answer`` (the one we offered)."""
         ours: int | None = TELEPHONE_EVENT_PT if self.media.telephone_event else None
         if self.answer is not None:
             ours = self.answer.receive_dtmf_payload_type
         if answer.dtmf_payload_type is None:
             ours = None  # no telephone-event negotiated: none to receive either
-        return dataclasses.replace(answer, receive_dtmf_payload_type=ours)
+        return ours
 
     def read_remote(self, body: bytes, *, offer: bool) -> MediaAnswer:
         """The callee's new offer (or answer) for the audio stream we already play.

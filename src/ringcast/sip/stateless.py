@@ -100,6 +100,8 @@ class StatelessResponder:
             status, to_tag = 403, self.to_tag(request)
         elif method in ("BYE", "CANCEL"):
             status, to_tag = 481, self.to_tag(request)
+        elif method == "REFER":  # listed in Allow (we send REFERs): declined, not 405
+            status, to_tag = 603, self.to_tag(request)
         else:
             status, to_tag = 405, self.to_tag(request)
             extra = [f"Allow: {ALLOW}"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import os
 import re
@@ -64,9 +65,14 @@ def family_socket(host: str, kind: socket.SocketKind) -> socket.socket:
     return sock
 
 
+# ip_version, remembered for the few addresses we send to (it parses the literal
+# with ipaddress: several times per call setup otherwise).
+cached_ip_version = functools.lru_cache(maxsize=4096)(ip_version)
+
+
 def reaches(families: tuple[int, ...], host: str) -> bool:
     """Whether a socket reaching ``families`` can send to ``host`` (an IP literal)."""
-    return (ip_version(host) or 4) in families
+    return (cached_ip_version(host) or 4) in families
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -203,6 +203,7 @@ class RequestStep(enum.Enum):
     INFO = "info"
     CANCEL = "cancel"  # a CANCEL that matched nothing of ours to cancel: 200 (§9.2)
     NOTIFY = "notify"  # the progress of our REFER (RFC 3515 §2.4.4)
+    DECLINE = "603"  # a callee's REFER: we transfer, we are never transferred (RFC 3515 §2.4.2)
     NOT_ALLOWED = "405"
 
 
@@ -243,6 +244,7 @@ def request_step(
         "INFO": RequestStep.INFO,
         "CANCEL": RequestStep.CANCEL,
         "NOTIFY": RequestStep.NOTIFY,
+        "REFER": RequestStep.DECLINE,
     }
     return steps.get(method, RequestStep.NOT_ALLOWED)
 

@@ -249,6 +249,10 @@ async def test_public_ip_in_contact_and_sdp() -> None:
         assert "c=IN IP4 198.51.100.7" in text
         assert "From: <sip:me@198.51.100.7>;tag=" in text
         assert ";rport;branch=z9hG4bK" in text
+        # NOTIFY (our REFER's progress) and REFER are ours too (§20.5)
+        assert (
+            "\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER\r\n" in text
+        )
         head = text.split("\r\n\r\n", 1)[0].split("\r\n")
         keep = [h for h in head if h.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")]
         busy = "\r\n".join(["SIP/2.0 486 Busy Here"] + keep) + "\r\nContent-Length: 0\r\n\r\n"
@@ -762,7 +766,7 @@ async def test_strangers_get_stateless_answers_without_a_product_name(
         to_lines = [line for line in answers[0].splitlines() if line.lower().startswith("to:")]
         assert ";tag=" in to_lines[0]
         assert answers[0] == answers[2]  # the retransmission: the same bytes, To tag too
-        assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE" in answers[1]
+        assert "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER" in answers[1]
         assert ep.stateless_answers == 4
         assert ep.transactions.server_count == 0 and ep.transactions.client_count == 0
         assert ep.live_calls == 0

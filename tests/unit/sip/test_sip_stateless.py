@@ -37,6 +37,7 @@ def request(
         ("INVITE", "", 403, [], True),
         ("REGISTER", "", 405, ["Allow"], True),
         ("SUBSCRIBE", "", 405, ["Allow"], True),
+        ("REFER", "", 603, [], True),  # REFER is in our Allow: declined, never 405
         ("BYE", "", 481, [], True),
         ("CANCEL", "", 481, [], True),
         ("INFO", "theirs", 481, [], False),  # names a dialog we do not have: its tag kept
@@ -76,7 +77,7 @@ def test_same_bytes_as_a_built_response() -> None:
         200,
         to_tag=responder.to_tag(req),
         headers={
-            "Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE",
+            "Allow": "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, NOTIFY, REFER",
             "Accept": "application/sdp",
         },
     )

@@ -95,6 +95,9 @@ CONFIRMED = DialogState.CONFIRMED
         ("OPTIONS", {}, RequestStep.OPTIONS),
         ("INFO", {}, RequestStep.INFO),
         ("CANCEL", {}, RequestStep.CANCEL),
+        ("NOTIFY", {}, RequestStep.NOTIFY),
+        ("REFER", {}, RequestStep.DECLINE),  # REFER is in our Allow: 603, not 405
+        ("REFER", {"dialog": None}, RequestStep.NO_DIALOG),
         ("MESSAGE", {}, RequestStep.NOT_ALLOWED),
     ],
 )
