@@ -6,13 +6,11 @@ One `Dialer` per process. Its tasks (each named, owned and stopped here):
   allow, shared fairly among requests (store/fair.py), checks window /
   do-not-call / cancellation, then starts one call task per call, spaced by
   the pacer;
-- prompt tasks: a request's prompt is prepared (fetched, decoded, spoken) in
-  its own task, at most PROMPT_WORKERS at once; its calls are not claimed here
-  until it is ready, so a slow URL or a long text holds up no other request;
-- the watcher: every half second, hangs up live calls of requests canceled
-  through the API, and refreshes the node's heartbeat (rescuing the calls of
-  dead nodes on PostgreSQL);
-- the group writer, which commits call-state changes in batches.
+- prompt tasks (dialer/preparing.py): a request's calls are not claimed here
+  until its prompt is ready;
+- the watcher (dialer/watch.py): cancellations, heartbeat, sweeps;
+- the group writer (dialer/writer.py), which commits call-state changes in
+  batches; what is written is dialer/writes.py's.
 
 Shutdown (SIGTERM): stop claiming, give live calls `shutdown_grace` seconds to
 finish, then hang them up and record them.
@@ -25,11 +23,9 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ringcast import sealing
@@ -52,39 +48,30 @@ from ringcast.dialer.flow import Flow, make_script
 from ringcast.dialer.legs import AgentLegs
 from ringcast.dialer.limits import Backoff, NodeLimits
 from ringcast.dialer.policy import RetryPolicy, earliest_dial_time
+from ringcast.dialer.preparing import PromptPreparation, codecs_of
 from ringcast.dialer.recordings import RetentionSweep, stored
+from ringcast.dialer.requests_cache import RequestCache
 from ringcast.dialer.script import has_actions
+from ringcast.dialer.watch import LiveCall, Watcher, listen_loop
 from ringcast.dialer.writer import GroupWriter
-from ringcast.domain import Outcome, Result, now_precise, utcnow
-from ringcast.errors import MediaError, RingcastError
+from ringcast.dialer.writes import CallWrites
+from ringcast.domain import Outcome, Result, now_precise
+from ringcast.errors import RingcastError
 from ringcast.inet import hostport
 from ringcast.media import tts
-from ringcast.media.prompt import Prompt, PromptCache, referenced_variables
+from ringcast.media.prompt import Prompt, PromptCache
 from ringcast.rtp import PortAllocator, RtpClock
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.store import dnc, fair, limiter, queue
-from ringcast.store import outbox as webhooks
-from ringcast.store import recordings as store_recordings
 from ringcast.store.db import DB_ERRORS, Outage, Store, lost_database
 from ringcast.store.queue import ClaimedCall, Fence, RequestInfo
-from ringcast.store.requests import WORK_CHANNEL
 from ringcast.webhooks.deliver import deliverer_lifespan
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # seconds between claims when the queue is empty
-WATCH_INTERVAL = 0.5  # seconds between cancellation checks
-REQUEST_CACHE_SIZE = 4096  # requests whose bodies the dialer keeps in memory
-PROMPT_WORKERS = 4  # prompts prepared at once on one node
-SWEEP_INTERVAL = 5.0  # seconds between marking finished requests inactive
 
-
-@dataclass
-class LiveCall:
-    claimed: ClaimedCall
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    cut: str | None = None  # why this node hung up a connected call itself (its record's error)
+__all__ = ["Dialer", "LiveCall", "dialer_lifespan"]
 
 
 class Dialer:
@@ -118,15 +105,14 @@ class Dialer:
         )
         self.live: dict[str, LiveCall] = {}
         self.fence = Fence(self.node_id, 0)
-        self._requests: OrderedDict[str, RequestInfo] = OrderedDict()
+        self.requests = RequestCache(store)
+        self.writes = CallWrites(settings, self.writer, self.requests, self.node_id)
         tts.configure_piper_voices(settings.piper_voices)  # the voices requests may name
         self.sealer = sealing.sealer_for(store.url, settings.secret_key)  # inline passwords
         self.prompts = PromptCache(http=media_fetcher(settings))
-        # requests whose prompt is prepared on this node (claimable), and the
-        # preparations under way
-        self._ready: OrderedDict[str, None] = OrderedDict()
-        self._preparing: dict[str, asyncio.Task[None]] = {}
-        self._prompt_slots = asyncio.Semaphore(PROMPT_WORKERS)
+        self.preparation = PromptPreparation(
+            store, self.prompts, self.requests, self.writes, on_ready=self.wake
+        )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -137,6 +123,17 @@ class Dialer:
         self.recording_bytes_made = 0
         self.retention = RetentionSweep(
             settings.recording_retention_days, settings.recording_sweep_interval
+        )
+        self.watcher = Watcher(
+            store=store,
+            node_id=self.node_id,
+            node_timeout=settings.node_timeout,
+            single_node=self.single_node,
+            live=self.live,
+            requests=self.requests,
+            retention=self.retention,
+            declared_dead=self._declared_dead,
+            rescue=lambda: self._rescue(initial=False),
         )
 
     # --- life cycle ------------------------------------------------------------
@@ -162,11 +159,14 @@ class Dialer:
         await self._rescue(initial=True)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name=f"dialer-claim-{self.node_id}"),
-            asyncio.create_task(self._watch_loop(), name=f"dialer-watch-{self.node_id}"),
+            asyncio.create_task(self.watcher.run(self._stop), name=f"dialer-watch-{self.node_id}"),
         ]
         if self.store.dialect == "postgresql":
             self._tasks.append(
-                asyncio.create_task(self._listen_loop(), name=f"dialer-listen-{self.node_id}")
+                asyncio.create_task(
+                    listen_loop(self.store, self._wake, self._stop),
+                    name=f"dialer-listen-{self.node_id}",
+                )
             )
         log.info(
             "dialer %s started (max_calls=%d cps=%s sip=%s loop=%s)",
@@ -186,11 +186,10 @@ class Dialer:
         grace = self.settings.shutdown_grace if grace is None else grace
         self._stop.set()
         self._wake.set()
-        for t in self._preparing.values():
-            t.cancel()
+        preparing = self.preparation.stop()
         for t in self._tasks:
             t.cancel()
-        for t in [*self._tasks, *self._preparing.values()]:
+        for t in [*self._tasks, *preparing]:
             try:
                 await t
             except asyncio.CancelledError:
@@ -239,7 +238,7 @@ class Dialer:
             for call in claimed:
                 if self._stop.is_set() or call.request_id in refused:
                     # keep the request's recipient order: its later calls go back too
-                    await self._give_back(call)
+                    await self.writes.give_back(call)
                     continue
                 if not await self._dispatch_safely(call, outage, on_dnc=call.id in suppressed):
                     refused.add(call.request_id)
@@ -256,12 +255,12 @@ class Dialer:
             try:
                 if lost_database(exc):
                     outage.failed(exc)
-                    await self._give_back(call)
+                    await self.writes.give_back(call)
                     return False
                 log.error("call %s could not be placed", call.id, exc_info=exc)
                 first_line = str(exc).strip().split("\n", 1)[0][:200]  # no SQL or parameters
                 error = f"could not be placed: {type(exc).__name__}: {first_line}"
-                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
+                await self.writes.finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
             except Exception:
                 log.exception("call %s: could not record why it was not placed", call.id)
             return True
@@ -270,8 +269,9 @@ class Dialer:
         wait = self.limits.ready_in()
         if wait > 0:
             if wait > POLL_INTERVAL:  # every channel busy: prepare what comes next
-                for rid in await queue.waiting_requests(self.store, self.fence, self._ready):
-                    self._prepare(rid)
+                ready = self.preparation.ready
+                for rid in await queue.waiting_requests(self.store, self.fence, ready):
+                    self.preparation.prepare(rid)
             await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
             return []
         # Claim what can start within about one poll interval, no more: claimed
@@ -283,19 +283,19 @@ class Dialer:
             self.fence,
             batch,
             exclude_requests=self.backoff.held(),
-            ready=self._ready,
+            ready=self.preparation.ready,
             cap=self._cap,
         )
         for rid in claim.waiting:
-            self._prepare(rid)
+            self.preparation.prepare(rid)
         for call in claim.calls:
-            self._ready.move_to_end(call.request_id)
+            self.preparation.ready.move_to_end(call.request_id)
         return claim.calls
 
     def _cap(self, candidate: fair.Candidate) -> int:
         """How many calls one claim may take from a request: what its own
         `max_concurrent` leaves free, and about one poll interval of its `cps`."""
-        info = self._requests.get(candidate.id)
+        info = self.requests.peek(candidate.id)
         if info is None:
             return 1_000_000
         body = info.body
@@ -306,94 +306,18 @@ class Dialer:
             cap = min(cap, int(float(body["cps"]) * POLL_INTERVAL) + 1)
         return cap
 
-    # --- prompts, prepared in the background ------------------------------------
-
-    def _prepare(self, request_id: str) -> None:
-        """Prepare the prompt of a request with due calls in its own task (at most
-        PROMPT_WORKERS at once on this node); its calls are claimable here once
-        it is ready. A prompt that cannot be prepared fails the request's calls."""
-        if request_id in self._preparing or request_id in self._ready or self._stop.is_set():
-            return
-        task = asyncio.create_task(self._prepare_one(request_id), name=f"prompt-{request_id}")
-        self._preparing[request_id] = task
-        task.add_done_callback(lambda _t: self._preparing.pop(request_id, None))
-
-    async def _prepare_one(self, request_id: str) -> None:
-        try:
-            async with self._prompt_slots:
-                info = await self._request(request_id)
-                body = info.body
-                playlist = list(body["playlist"])
-                # `say` items with per-recipient {variables} are spoken per call; all
-                # the rest (URLs above all) is shared, and prepared now.
-                shared = [i for i in playlist if not referenced_variables([i])]
-                try:
-                    if shared:
-                        await self.prompts.get(
-                            shared,
-                            codecs=self._codecs(body),
-                            max_duration=float(body.get("max_duration", 3600)),
-                        )
-                except MediaError as exc:
-                    await self._fail_request(info, f"prompt could not be prepared: {exc.message}")
-                    return
-            self._ready[request_id] = None
-            while len(self._ready) > REQUEST_CACHE_SIZE:
-                self._ready.popitem(last=False)
-            self._wake.set()
-        except asyncio.CancelledError:
-            raise
-        except DB_ERRORS as exc:
-            log.warning("request %s: prompt not prepared (database: %s)", request_id, exc)
-        except Exception:
-            log.exception("request %s: prompt preparation crashed", request_id)
-
-    async def _fail_request(self, info: RequestInfo, error: str) -> None:
-        """No one of this request is called: every call not yet final fails with `error`."""
-        n = await queue.fail_request(self.store, info.id, error)
-        async with self.store.session() as s, s.begin():
-            await sealing.erase_if_final(s, info.id)  # final: no password kept
-        if info.body.get("callback_url"):
-            async with self.store.session() as s, s.begin():
-                await webhooks.notify_request_completed(s, info.id)
-        self._requests[info.id] = RequestInfo(info.id, info.tenant, info.body, info.canceled, error)
-        log.warning("request %s: %s (%d calls failed)", info.id, error, n)
-
-    @staticmethod
-    def _codecs(body: Mapping[str, Any]) -> tuple[str, ...]:
-        return tuple((body.get("sip") or {}).get("codecs") or ("PCMU", "PCMA"))
-
-    def _fence(self, call: ClaimedCall) -> Fence:
-        """The fence of `call`'s writes: this node and the epoch it was claimed
-        under. A node declared dead rejoins under a new epoch; what it still
-        does for calls claimed before (their tasks are being hung up) must not
-        pass the fence of a call it claims again under the new one."""
-        return Fence(self.node_id, call.epoch)
-
-    async def _request(self, request_id: str) -> RequestInfo:
-        """The request's body and state, cached (a bounded LRU: bodies are immutable;
-        cancellation is refreshed by the watcher and re-checked before each INVITE)."""
-        info = self._requests.get(request_id)
-        if info is None:
-            info = (await queue.load_requests(self.store, [request_id]))[request_id]
-            self._requests[request_id] = info
-            while len(self._requests) > REQUEST_CACHE_SIZE:
-                self._requests.popitem(last=False)
-        else:
-            self._requests.move_to_end(request_id)
-        return info
-
     async def _on_dnc(self, calls: list[ClaimedCall]) -> set[str]:
         """Ids of the claimed calls whose recipient is on the do-not-call list
         (one query per tenant for the whole batch)."""
         by_tenant: dict[str, list[ClaimedCall]] = {}
         for call in calls:
-            tenant = (await self._request(call.request_id)).tenant
+            tenant = (await self.requests.get(call.request_id)).tenant
             by_tenant.setdefault(tenant, []).append(call)
         out: set[str] = set()
         for tenant, group in by_tenant.items():
             regions = [
-                region_of((await self._request(c.request_id)).body, self.settings) for c in group
+                region_of((await self.requests.get(c.request_id)).body, self.settings)
+                for c in group
             ]
             listed = await dnc.listed(self.store, tenant, [c.to_uri for c in group], regions)
             out.update(c.id for c in group if c.to_uri in listed)
@@ -403,33 +327,35 @@ class Dialer:
         """Start one claimed call (or end it at once: canceled, failed prompt,
         do-not-call; or queue it for its window). False when a fleet limit
         refused it: it went back to the queue, keeping its place."""
-        info = await self._request(call.request_id)
+        info = await self.requests.get(call.request_id)
         if info.canceled:
-            await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
+            await self.writes.finish_now(call, Result.CANCELED, Outcome.CANCELED)
             return True
         if info.prompt_error:
-            await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=info.prompt_error)
+            await self.writes.finish_now(
+                call, Result.FAILED, Outcome.FAILED, error=info.prompt_error
+            )
             return True
         now = now_precise()
         due = earliest_dial_time(now, info.body.get("schedule"), call.timezone)
         if due > now:
-            await self.writer.submit(
-                lambda s: queue.requeue_later(s, call.id, self._fence(call), due)
-            )
+            await self.writes.requeue_later(call, due)
             return True
         if on_dnc:
-            await self._finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
+            await self.writes.finish_now(call, Result.COMPLETED, Outcome.SUPPRESSED)
             return True
         while (wait := self.limits.ready_in()) > 0:
             if self._stop.is_set():
-                await self._give_back(call)
+                await self.writes.give_back(call)
                 return True
             await asyncio.sleep(min(max(wait, 0.002), POLL_INTERVAL))
-        refusal = await limiter.acquire(self.store, call.id, self.node_id, self._fleet_limits(info))
+        refusal = await limiter.acquire(
+            self.store, call.id, self.node_id, self.writes.fleet_limits(info)
+        )
         if refusal is not None:
             # A request's or trunk's fleet-wide limit is reached: back to the queue.
             self.backoff.hold(call.request_id, refusal.retry_in)
-            await self._give_back(call)
+            await self.writes.give_back(call)
             return False
         self.limits.started()
         live = LiveCall(call)
@@ -437,115 +363,8 @@ class Dialer:
         live.task = asyncio.create_task(self._run_call(live, info), name=f"call-{call.id}")
         return True
 
-    async def _give_back(self, call: ClaimedCall) -> None:
-        """Back to the queue, unchanged: it keeps its place in recipient order."""
-        await self.writer.submit(lambda s: queue.requeue(s, call.id, self._fence(call)))
-
-    def _fleet_limits(self, info: RequestInfo) -> list[limiter.Limit]:
-        """The limits this call shares with the whole fleet: its request's own
-        `max_concurrent` / `cps`, and its trunk's `max_calls` / `cps`."""
-        out = []
-        body = info.body
-        if body.get("max_concurrent") or body.get("cps"):
-            out.append(
-                limiter.Limit(
-                    f"request:{info.id}",
-                    capacity=body.get("max_concurrent"),
-                    rate=body.get("cps"),
-                )
-            )
-        trunk_name = (body.get("sip") or {}).get("trunk")
-        trunk = self.settings.trunks.get(trunk_name, {}) if trunk_name else {}
-        if trunk.get("max_calls") or trunk.get("cps"):
-            out.append(
-                limiter.Limit(
-                    f"trunk:{trunk_name}", capacity=trunk.get("max_calls"), rate=trunk.get("cps")
-                )
-            )
-        return out
-
-    async def _finish_now(
-        self, call: ClaimedCall, result: Result, outcome: Outcome, *, error: str | None = None
-    ) -> None:
-        values: dict[str, Any] = {
-            "result": str(result),
-            "outcome": str(outcome),
-            "disconnect_time": utcnow(),
-        }
-        if error:
-            values["error"] = error
-
-        await self._write_final(call, await self._request(call.request_id), values)
-
-    async def _write_final(
-        self,
-        call: ClaimedCall,
-        info: RequestInfo,
-        values: dict[str, Any],
-        *,
-        retry_at: datetime | None = None,
-        optout: bool = False,
-        recordings: list[store_recordings.NewRecording] | None = None,
-    ) -> bool:
-        """End the attempt in one group-committed transaction: give back its fleet
-        leases, write its final fields (or queue its retry) and its recordings (with
-        the request's tenant), emit its webhooks (call.recorded before the final
-        one), and put a callee who opted out on the do-not-call list."""
-        leased = bool(self._fleet_limits(info))
-        hooked = bool(info.body.get("callback_url"))
-        sealed = sealing.SEALED in (info.body.get("sip") or {})
-        if recordings:
-            values = {**values, "recordings": store_recordings.record_list_json(recordings)}
-        if not (leased or hooked or optout or retry_at or sealed or recordings):
-            return await self.writer.update_call(call.id, self._fence(call), values)
-
-        async def write(s: Any) -> bool:
-            if leased:
-                await limiter.release(s, call.id)
-            ok = await queue.finish_call(s, call.id, self._fence(call), values, retry_at=retry_at)
-            if ok and recordings:
-                await store_recordings.add(
-                    s, tenant=info.tenant, call_id=call.id, attempt=call.attempt, items=recordings
-                )
-                if hooked:
-                    await webhooks.notify_call(s, call.id, webhooks.CALL_RECORDED)
-            if ok and hooked:
-                await webhooks.notify_call(s, call.id)  # final event, then request.completed
-            if ok and optout:
-                await dnc.add(s, info.tenant, [call.to_uri])
-            if ok and sealed and retry_at is None:
-                await sealing.erase_if_final(s, call.request_id)  # the last call: erase it
-            return ok
-
-        return bool(await self.writer.submit(write))
-
-    # --- prompts -----------------------------------------------------------------
-
-    async def _prompt(
-        self, info: RequestInfo, call: ClaimedCall, key: str = "playlist"
-    ) -> Prompt | None:
-        """The call's prompt (`key`: its playlist, or its voicemail), built once per
-        request (and per `say` variant) by the process-wide PromptCache, before any
-        INVITE: in the call's own task, so a per-recipient text holds up only its own call."""
-        body = info.body
-        playlist = list(body[key])
-        codecs = self._codecs(body)
-        try:
-            return await self.prompts.get(
-                playlist,
-                variables={k: str(v) for k, v in (call.variables or {}).items()},
-                codecs=codecs,
-                max_duration=float(body.get("max_duration", 3600)),
-            )
-        except MediaError as exc:
-            error = f"prompt could not be prepared: {exc.message}"
-            if not referenced_variables(playlist):
-                # The same prompt for everyone: no one of this request is called.
-                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
-                await self._fail_request(info, error)
-            else:
-                await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=error)
-            return None
+    def _fence(self, call: ClaimedCall) -> Fence:
+        return self.writes.fence(call)
 
     # --- one call ------------------------------------------------------------------
 
@@ -554,18 +373,18 @@ class Dialer:
         body = info.body
         try:
             dial = route(body, call.to_uri, call.from_uri, self.settings)  # a number: its trunk
-            prompt = await self._prompt(info, call)
+            prompt = await self.preparation.for_call(info, call)
             if prompt is None:
                 return
             await self.registrations.ready(dial.trunk)  # a registering trunk's binding
             voicemail = None
             if body.get("voicemail"):
-                voicemail = await self._prompt(info, call, "voicemail")
+                voicemail = await self.preparation.for_call(info, call, "voicemail")
                 if voicemail is None:
                     return
-            started = await self.writer.start_dialing(call.id, self._fence(call), utcnow())
+            started = await self.writes.start_dialing(call)
             if started is queue.Start.CANCELED:
-                await self._finish_now(call, Result.CANCELED, Outcome.CANCELED)
+                await self.writes.finish_now(call, Result.CANCELED, Outcome.CANCELED)
                 return
             if started is queue.Start.LOST:
                 log.warning("call %s: claim lost before dialing; not dialed", call.id)
@@ -582,7 +401,7 @@ class Dialer:
                 machine_detection=body.get("machine_detection"),
             )
             self.calls_placed += 1
-            on_progress = self._progress(call, info)
+            on_progress = self.writes.progress(call, info)
             report = await place_call(
                 job,
                 prompt,
@@ -596,11 +415,11 @@ class Dialer:
                 report.error = live.cut  # the playlist did not play to its end
             await self._record(call, info, report)
         except (TrunkGone, NotRoutable) as exc:
-            await self._finish_now(call, Result.FAILED, Outcome.FAILED, error=exc.message)
+            await self.writes.finish_now(call, Result.FAILED, Outcome.FAILED, error=exc.message)
         except Exception:
             log.exception("call %s crashed", call.id)
             with contextlib.suppress(Exception):
-                await self._finish_now(
+                await self.writes.finish_now(
                     call, Result.FAILED, Outcome.FAILED, error="internal error while calling"
                 )
         finally:
@@ -630,7 +449,7 @@ class Dialer:
             return self.prompts.get(
                 items,
                 variables=variables,
-                codecs=self._codecs(info.body),
+                codecs=codecs_of(info.body),
                 max_duration=float(info.body.get("max_duration", 3600)),
             )
 
@@ -639,37 +458,9 @@ class Dialer:
             dial = route(info.body, to, job.from_, self.settings)
             return dial.request_uri, self._sip_options(info.body, dial)
 
-        legs = AgentLegs(self.limits, self.store, self.node_id, self._fleet_limits(info))
+        legs = AgentLegs(self.limits, self.store, self.node_id, self.writes.fleet_limits(info))
         flow = Flow(job, self.ctx, prepare, on_progress, legs, self.transfers, route_agent)
         return make_script(playlist, flow)
-
-    def _progress(
-        self, call: ClaimedCall, info: RequestInfo
-    ) -> Callable[[Result, dict[str, Any]], Any]:
-        hooked = bool(info.body.get("callback_url"))
-
-        async def on_progress(result: Result, fields: dict[str, Any]) -> None:
-            values = {"result": result.value, **fields}
-            if not hooked:
-                await self.writer.update_call(call.id, self._fence(call), values)
-                return
-
-            # call.ringing / call.answered, or call.machine_detected with its fields
-            event = None
-            if "answered_by" in fields:
-                event = webhooks.CALL_MACHINE_DETECTED
-            elif "transfer" in fields:
-                event = webhooks.CALL_TRANSFERRED
-            elif "dtmf" in fields:
-                event = webhooks.CALL_DIGITS
-
-            async def write(s: Any) -> None:
-                if await queue.update_call(s, call.id, self._fence(call), values) and hooked:
-                    await webhooks.notify_call(s, call.id, event)
-
-            await self.writer.submit(write)
-
-        return on_progress
 
     async def _record(self, call: ClaimedCall, info: RequestInfo, report: CallReport) -> None:
         retry_at = None
@@ -682,7 +473,7 @@ class Dialer:
         kept = stored(report.recordings)
         self.recordings_made += len(kept)
         self.recording_bytes_made += sum(len(r.wav) for r in kept)
-        recorded = await self._write_final(
+        recorded = await self.writes.write_final(
             call, info, values, retry_at=retry_at, optout=report.optout, recordings=kept
         )
         log.log(
@@ -697,72 +488,7 @@ class Dialer:
             "" if recorded else " (claim lost: not recorded by this node)",
         )
 
-    # --- watcher -------------------------------------------------------------------
-
-    async def _watch_loop(self) -> None:
-        beat = swept = 0.0
-        interval = self.settings.node_timeout / 3  # seconds between heartbeats
-        outage = Outage("dialer watcher", log)
-        while not self._stop.is_set():
-            await asyncio.sleep(WATCH_INTERVAL)
-            try:
-                await self._check_cancellations()
-                swept += WATCH_INTERVAL
-                if swept >= SWEEP_INTERVAL:
-                    swept = 0.0
-                    await queue.sweep_drained(self.store)
-                    await self.retention.tick(self.store, SWEEP_INTERVAL)
-                beat += WATCH_INTERVAL
-                if beat >= interval:
-                    beat = 0.0
-                    if not await queue.heartbeat(self.store, self.node_id):
-                        await self._declared_dead()
-                    if not self.single_node:
-                        await self._rescue(initial=False)
-                outage.ok()
-            except DB_ERRORS as exc:
-                outage.failed(exc)
-            except RingcastError as exc:
-                log.warning("dialer watcher: %s", exc)
-            except Exception:
-                log.exception("dialer watcher failed")
-
-    async def _listen_loop(self) -> None:
-        """LISTEN for new work on PostgreSQL so idle dialers claim at once; the
-        claim loop's polling covers any gap while this connection is down."""
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
-        dsn = make_url(self.store.url).set(drivername="postgresql")
-        dsn_text = dsn.render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = await asyncpg.connect(dsn_text)
-                await conn.add_listener(WORK_CHANNEL, lambda *_: self._wake.set())
-                while not self._stop.is_set():
-                    await asyncio.sleep(5.0)
-                    await conn.execute("SELECT 1")  # notice a lost connection
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # InterfaceError: asyncpg's own "connection is closed" after a cut
-                log.warning("LISTEN %s lost (%s); polling meanwhile", WORK_CHANNEL, exc)
-                await asyncio.sleep(2.0)
-            finally:
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-
-    async def _check_cancellations(self) -> None:
-        ids = {c.claimed.request_id for c in self.live.values()}
-        for rid in await queue.canceled_among(self.store, ids):
-            info = self._requests.get(rid)
-            if info is not None:
-                self._requests[rid] = RequestInfo(
-                    info.id, info.tenant, info.body, True, info.prompt_error
-                )
-            for c in self.live.values():
-                if c.claimed.request_id == rid:
-                    c.cancel.set()
+    # --- node membership -------------------------------------------------------
 
     async def _declared_dead(self) -> None:
         """Another node declared this one dead (heartbeat lost for node_timeout)
