@@ -27,7 +27,8 @@ from ringcast.store.models import (
     calls_table,
     webhook_outbox_table,
 )
-from ringcast.webhooks.deliver import Backoff, WebhookDeliverer
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.deliver import WebhookDeliverer
 from ringcast.webhooks.sign import SignatureError, generate_secret, verify
 
 SECRET = generate_secret()

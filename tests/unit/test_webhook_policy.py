@@ -19,7 +19,9 @@ from ringcast.store.outbox import (
     origin_of,
     request_completed_id,
 )
-from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
+from ringcast.webhooks.attempt import encode_body
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.secret import install_secret
 from ringcast.webhooks.sign import decode_secret, generate_secret
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
