@@ -27,7 +27,8 @@ from ringcast.store.models import (
     calls_table,
     webhook_outbox_table,
 )
-from ringcast.webhooks.deliver import Backoff, WebhookDeliverer
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.deliver import WebhookDeliverer
 from ringcast.webhooks.sign import SignatureError, generate_secret, verify
 
 SECRET = generate_secret()
@@ -53,15 +54,24 @@ class Receiver:
     `delay[path]` seconds are slept before answering.
     """
 
-    def __init__(self, secrets: dict[str, str] | None = None) -> None:
+    def __init__(self, secrets: dict[str, str] | None = None, *, keep_alive: bool = False) -> None:
         self.secrets = secrets or {"": SECRET}  # path prefix -> secret
         self.hits: list[Hit] = []
+        self.connections = 0  # TCP connections accepted
         self.script: dict[str, list[int]] = {}
         self.delay: dict[str, float] = {}
         self.lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the connection open between requests (1.0 closes it).
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with outer.lock:
+                    outer.connections += 1
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -674,3 +684,60 @@ async def test_the_install_secret_comes_from_the_settings(store: Store) -> None:
         async with deliverer_lifespan(settings, poll_interval=0.05)(state):
             await until(lambda: len(receiver.of("/install")) == 1, within=10)
     assert [h.verified for h in receiver.of("/install")] == [wid]
+
+
+async def test_one_connection_is_reused_for_a_receivers_events(store: Store) -> None:
+    """The response is read, so its HTTP/1.1 connection goes back to the pool:
+    events sent one after another to a keep-alive receiver share one connection
+    (before, each event opened its own)."""
+    with Receiver(keep_alive=True) as receiver:
+        sent = await add_events(store, receiver.url("/kept"), 12)
+        d = deliverer(store, max_concurrency=2, max_per_receiver=1)  # one at a time
+        d.start()
+        try:
+            await until(lambda: d.delivered == 12, within=20)
+        finally:
+            await d.stop()
+        assert sorted(h.verified or "" for h in receiver.of("/kept")) == sorted(sent)
+        assert receiver.connections == 1
+
+
+async def test_a_commit_in_this_process_wakes_the_deliverer(
+    store: Store, receiver: Receiver
+) -> None:
+    """An event committed by this process is sent at once, not at the next poll
+    (an hour away here): outbox.on_commit wakes the deliverer."""
+    (first,) = await add_events(store, receiver.url("/wake"), 1)
+    d = deliverer(store, poll_interval=3600.0)
+    d.start()
+    try:
+        await until(lambda: d.delivered == 1 and d.in_flight == 0, within=10)
+        await asyncio.sleep(0.5)  # the pump's pass after the delivery is over: it sleeps
+        (second,) = await add_events(store, receiver.url("/wake"), 1)
+        await until(lambda: d.delivered == 2, within=10)
+    finally:
+        await d.stop()
+    assert [h.verified for h in receiver.of("/wake")] == [first, second]
+
+
+async def test_a_rolled_back_enqueue_wakes_nobody(store: Store) -> None:
+    woken: list[int] = []
+    unregister = outbox.on_commit(lambda: woken.append(1))
+    try:
+        with pytest.raises(RuntimeError, match="state write failed"):
+            async with store.session() as s, s.begin():
+                await outbox.enqueue(
+                    s,
+                    url="https://example.com/h",
+                    api_key_id=None,
+                    event_type="call.ringing",
+                    payload=outbox.build_payload("call.ringing", {"id": "c1"}),
+                )
+                raise RuntimeError("state write failed")
+        async with store.session() as s, s.begin():  # a commit that enqueued nothing
+            await s.execute(sa.select(1))
+        assert woken == []
+        await add_events(store, "https://example.com/h", 1)
+        assert woken == [1]
+    finally:
+        unregister()

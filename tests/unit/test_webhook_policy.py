@@ -13,13 +13,17 @@ from ringcast.config import Settings
 from ringcast.errors import ConfigError
 from ringcast.store.outbox import (
     WEBHOOK_ID_MAX,
+    Due,
+    Settlement,
     build_payload,
     call_event_id,
     iso_timestamp,
     origin_of,
     request_completed_id,
 )
-from ringcast.webhooks.deliver import Backoff, encode_body, install_secret
+from ringcast.webhooks.attempt import Attempt, decide, encode_body
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.secret import install_secret
 from ringcast.webhooks.sign import decode_secret, generate_secret
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -151,3 +155,53 @@ def test_no_install_secret_for_postgresql_or_memory() -> None:
 )
 def test_origin_of(url: str, origin: str) -> None:
     assert origin_of(url) == origin
+
+
+def _due(event_type: str = "call.completed", attempts: int = 0, key_missing: bool = False) -> Due:
+    data = {"request_id": "r1", "id": "c1"}
+    return Due(
+        id=7,
+        webhook_id="msg_x",
+        api_key_id=None,
+        url="https://example.com/h",
+        event_type=event_type,
+        payload=build_payload(event_type, data),
+        created_at=T0,
+        attempts=attempts,
+        key_missing=key_missing,
+    )
+
+
+def test_decide_delivered_names_the_request_of_a_final_event() -> None:
+    now = T0 + timedelta(seconds=3)
+    got = decide(_due(), Attempt(204, None), now=now, backoff=Backoff(), rand=0.5)
+    assert got == Settlement(7, now, delivered=True, request_id="r1")
+    ringing = decide(_due("call.ringing"), Attempt(200, None), now=now, backoff=Backoff(), rand=0.5)
+    assert ringing == Settlement(7, now, delivered=True)
+
+
+def test_decide_retries_on_the_backoff_and_honours_retry_after() -> None:
+    now = T0 + timedelta(seconds=3)
+    got = decide(_due(attempts=1), Attempt(500, None), now=now, backoff=Backoff(), rand=0.5)
+    assert got == Settlement(7, now, next_attempt_at=now + timedelta(seconds=30), error="HTTP 500")
+    later = decide(
+        _due(), Attempt(503, None, retry_after=90.0), now=now, backoff=Backoff(), rand=0.5
+    )
+    assert later.next_attempt_at == now + timedelta(seconds=90)
+    timed_out = decide(
+        _due(), Attempt(None, "timed out after 10s"), now=now, backoff=Backoff(), rand=0.5
+    )
+    assert timed_out.error == "timed out after 10s" and not timed_out.gave_up
+
+
+def test_decide_gives_up_on_410_a_lost_key_or_past_the_window() -> None:
+    now = T0 + timedelta(seconds=3)
+    gone = decide(_due(), Attempt(410, None), now=now, backoff=Backoff(), rand=0.5)
+    assert gone == Settlement(7, now, gave_up=True, error="HTTP 410", request_id="r1")
+    lost = decide(
+        _due(key_missing=True), Attempt(None, "no key"), now=now, backoff=Backoff(), rand=0.5
+    )
+    assert lost.gave_up and lost.error == "no key"
+    late = T0 + timedelta(hours=24)
+    expired = decide(_due(), Attempt(500, None), now=late, backoff=Backoff(), rand=0.5)
+    assert expired.gave_up and expired.at == late

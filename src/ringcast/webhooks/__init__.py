@@ -3,7 +3,8 @@
 Events are written to a durable outbox in the same transaction as the state
 change they report (:mod:`ringcast.store.outbox`), signed per Standard
 Webhooks (:mod:`ringcast.webhooks.sign`) and delivered with retries by
-:class:`~ringcast.webhooks.deliver.WebhookDeliverer`.
+:class:`~ringcast.webhooks.deliver.WebhookDeliverer` (one attempt: :mod:`ringcast.webhooks.attempt`;
+retry policy: :mod:`ringcast.webhooks.backoff`; install secret: :mod:`ringcast.webhooks.secret`).
 """
 
 from ringcast.store.outbox import (
@@ -27,7 +28,9 @@ from ringcast.store.outbox import (
     request_finished,
     request_summary,
 )
-from ringcast.webhooks.deliver import Backoff, WebhookDeliverer, deliverer_lifespan, install_secret
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.deliver import WebhookDeliverer, deliverer_lifespan
+from ringcast.webhooks.secret import install_secret
 from ringcast.webhooks.sign import SignatureError, generate_secret, sign, signed_headers, verify
 
 __all__ = [

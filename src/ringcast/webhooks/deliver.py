@@ -3,13 +3,16 @@
 One :class:`WebhookDeliverer` per process that should send webhooks (``ringcast
 serve``, each ``ringcast dialer``). It owns one named task, the pump, which
 
-1. records the outcomes of finished attempts (one transaction for all of them),
-2. claims as many due rows as it has free delivery slots (one statement; the
-   rows are leased so other processes skip them),
-3. starts one named delivery task per row: POST with a total time limit, no
-   redirects, through the SSRF-guarded transport (netguard),
+1. records the outcomes of the attempts finished since its last pass and claims
+   as many due rows as it has free delivery slots, in one transaction (one
+   statement claims; the rows are leased so other processes skip them),
+2. starts one named delivery task per row (:func:`~ringcast.webhooks.attempt.post`:
+   POST with a total time limit, no redirects, through the SSRF-guarded
+   transport, connections kept alive per receiver),
 
-then sleeps until a delivery finishes or the poll interval passes. Deliveries
+then sleeps until a delivery finishes, an event is committed in this process
+(:func:`ringcast.store.outbox.on_commit`), or the poll interval passes (what
+other processes commit is found by the poll). Deliveries
 never run on the dialer's tasks, so a slow or dead receiver costs the calls
 nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 `timeout` seconds. Nor does one receiver starve the others: a receiver
@@ -17,52 +20,48 @@ nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 default), and one that timed out or refused the connection is not claimed for
 `receiver_down_for` seconds (its rows wait in the database, unattempted).
 
-Retry (:class:`Backoff`): a failed attempt (non-2xx, timeout, connection error)
-is retried with the same webhook-id after 5 s, 30 s, 2 min, 10 min, 30 min, 1 h,
-then every 2 h (±20 % jitter; a longer ``Retry-After`` is honoured up to the
-cap) until 24 h after the event was created; then the row is given up
+Retry (:class:`~ringcast.webhooks.backoff.Backoff`): a failed attempt (non-2xx,
+timeout, connection error) is retried with the same webhook-id after 5 s, 30 s,
+2 min, 10 min, 30 min, 1 h, then every 2 h (±20 % jitter; a longer
+``Retry-After`` is honoured up to the cap) until 24 h after the event was
+created; then the row is given up
 (`gave_up_at`, `last_error`); a sweep every minute gives up rows past the
 window that were never tried (their receiver stayed down). ``410 Gone`` gives
 up at once (the spec: the receiver asks to stop).
 
 Signing secret: the ``webhook_secret`` of the API key that submitted the
 request. Requests without a key (an open server on loopback) are signed with
-the install secret (:func:`install_secret`).
+the install secret (:func:`~ringcast.webhooks.secret.install_secret`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy.engine import make_url
 
-import ringcast
 from ringcast.domain import now_precise
-from ringcast.errors import ConfigError, RingcastError
-from ringcast.netguard import AddressRefused, NetPolicy, guarded_transport
+from ringcast.errors import RingcastError
+from ringcast.netguard import NetPolicy, guarded_transport
 from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
-from ringcast.webhooks.sign import decode_secret, generate_secret, signed_headers
+from ringcast.webhooks.attempt import Attempt, decide, post, where
+from ringcast.webhooks.backoff import Backoff
+from ringcast.webhooks.secret import ENV_SECRET, install_secret
+
+__all__ = ["Backoff", "WebhookDeliverer", "deliverer_lifespan", "install_secret"]
 
 log = logging.getLogger(__name__)
 
-ENV_SECRET = "RINGCAST_WEBHOOK_SECRET"
-SECRET_FILE_SUFFIX = ".webhook-secret"  # next to the SQLite file: ringcast.db.webhook-secret
 POLL_INTERVAL = 0.5  # seconds between claims when nothing finished
 PRUNE_INTERVAL = 3600.0  # seconds between deletions of old settled rows
 SWEEP_INTERVAL = 60.0  # seconds between give-ups of rows past the retry window
@@ -70,153 +69,9 @@ HOST_DOWN_FOR = 30.0  # seconds a receiver that timed out or refused is left alo
 RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
-MAX_ERROR = 300  # characters of last_error
-USER_AGENT = f"ringcast-webhooks/{ringcast.__version__}"
-
-
-# --- retry policy ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """When to try a failed delivery again, and when to give up.
-
-    `delays` are the waits after the 1st, 2nd, ... failed attempt (seconds);
-    after them every wait is `cap`. Each wait is scaled by a random factor in
-    ``[1 - jitter, 1 + jitter]``. Nothing is scheduled later than `window`
-    seconds after the event was created; a failure at or after that moment
-    gives up.
-    """
-
-    delays: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0)
-    cap: float = 7200.0  # seconds between attempts once `delays` are used up
-    window: float = 24 * 3600.0  # seconds after creation during which attempts are made
-    jitter: float = 0.2  # ± fraction of each delay
-
-    def delay(self, failures: int, rand: float = 0.5) -> float:
-        """The wait after `failures` failed attempts (>= 1); `rand` in [0, 1)."""
-        base = self.delays[failures - 1] if failures <= len(self.delays) else self.cap
-        base = min(base, self.cap)
-        return base * (1.0 - self.jitter + 2.0 * self.jitter * rand)
-
-    def next_attempt(
-        self,
-        *,
-        created_at: datetime,
-        now: datetime,
-        failures: int,
-        rand: float = 0.5,
-        retry_after: float | None = None,
-    ) -> datetime | None:
-        """The time of the next attempt after a failure, or None to give up."""
-        deadline = created_at + timedelta(seconds=self.window)
-        if now >= deadline:
-            return None
-        wait = self.delay(failures, rand)
-        if retry_after is not None and retry_after > wait:
-            wait = min(retry_after, self.cap)
-        return min(now + timedelta(seconds=wait), deadline)
-
-
-# --- the install secret -------------------------------------------------------------------
-
-
-def install_secret(db_url: str, configured: str | None = None) -> str | None:
-    """The secret that signs webhooks of requests made without an API key.
-
-    1. `configured`, the setting ``webhook_secret`` (``RINGCAST_WEBHOOK_SECRET``:
-       ``whsec_`` + base64 of at least 24 bytes), if set: required when several
-       machines share PostgreSQL, and must be the same on all of them;
-    2. else, for a SQLite file, the file beside it (``ringcast.db.webhook-secret``,
-       mode 0600), generated on first use and read by every later process;
-    3. else None (PostgreSQL without the variable): such webhooks cannot be
-       signed and are retried until the variable is set or 24 h pass.
-
-    A malformed variable or file raises ConfigError naming it.
-    """
-    given = (configured or "").strip()
-    if given:
-        try:
-            decode_secret(given)
-        except ValueError as exc:
-            raise ConfigError(f"{ENV_SECRET}: {exc}", field="webhook_secret") from None
-        return given
-    try:
-        url = make_url(db_url)
-    except Exception:  # noqa: BLE001 - not a URL: no file to keep a secret beside
-        return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return _file_secret(Path(url.database + SECRET_FILE_SUFFIX).expanduser())
-
-
-def _file_secret(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        secret = generate_secret()
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        log.info("webhook install secret created in %s", path)
-        return secret
-    # Another process created it: it may still be writing (a few lines above).
-    for _ in range(50):
-        try:
-            text = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"webhook secret file {path}: {exc.strerror}", field="webhook_secret"
-            ) from None
-        if text:
-            try:
-                decode_secret(text)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"webhook secret file {path}: {exc}", field="webhook_secret"
-                ) from None
-            return text
-        time.sleep(0.02)
-    raise ConfigError(f"webhook secret file {path} is empty", field="webhook_secret")
 
 
 # --- the deliverer -------------------------------------------------------------------------
-
-
-def _where(url: str) -> str:
-    """scheme://host:port of a URL, for logs and errors (paths and queries may hold tokens)."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return "<bad url>"
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None  # an HTTP date: the backoff is close enough
-    return seconds if seconds >= 0 else None
-
-
-def encode_body(payload: Mapping[str, Any]) -> bytes:
-    """The exact bytes sent and signed: compact JSON, UTF-8."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    status: int | None
-    error: str | None
-    retry_after: float | None = None
-    unreachable: bool = False  # timed out or could not connect: the receiver looks down
 
 
 class WebhookDeliverer:
@@ -271,6 +126,7 @@ class WebhookDeliverer:
         # alone until a monotonic time after timing out: one slow or dead
         # receiver holds at most `max_per_receiver` of the slots.
         self.max_per_receiver = max_per_receiver or max(1, max_concurrency // 2)
+        self.refill = max(1, self.max_per_receiver // 2)  # finished deliveries that wake the pump
         self.receiver_down_for = receiver_down_for
         self.sweep_interval = sweep_interval
         self._busy: Counter[str] = Counter()
@@ -281,6 +137,9 @@ class WebhookDeliverer:
         self._wake = asyncio.Event()
         self._last_prune = 0.0
         self._warned_no_secret = False
+        self._more = False  # the last claim was full: more rows are due
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.delivered = 0
         self.failed_attempts = 0
         self.gave_up = 0
@@ -324,6 +183,8 @@ class WebhookDeliverer:
         )
         self._stop.clear()
         self._last_prune = self._last_sweep = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = outbox.on_commit(self._committed)
         self._task = asyncio.create_task(self._pump(), name="webhook-deliverer")
         log.info(
             "webhook deliverer started (concurrency %d, timeout %.1fs)",
@@ -335,11 +196,28 @@ class WebhookDeliverer:
         """New rows were committed: claim now rather than at the next poll."""
         self._wake.set()
 
+    def _committed(self) -> None:
+        """outbox.on_commit: a session of this process committed events."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
     async def stop(self) -> None:
         """Stop claiming, let in-flight deliveries end (each is bounded by
         `timeout`), record their outcomes, close the HTTP client."""
         if self._task is None:
             return
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._stop.set()
         self._wake.set()
         try:
@@ -374,9 +252,8 @@ class WebhookDeliverer:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                await self._flush()
                 await self._housekeeping()
-                await self._claim_and_start()
+                await self._settle_and_claim()
                 outage.ok()
             except DB_ERRORS as exc:
                 outage.failed(exc)
@@ -399,15 +276,27 @@ class WebhookDeliverer:
         full = [o for o, n in self._busy.items() if n >= self.max_per_receiver]
         return sorted(set(full) | set(self._down))
 
-    async def _claim_and_start(self) -> None:
-        free = self.max_concurrency - len(self._inflight)
-        if free <= 0:
+    async def _settle_and_claim(self) -> None:
+        """Record the finished attempts and claim rows for the free slots, in one
+        transaction; start their deliveries."""
+        free = max(0, self.max_concurrency - len(self._inflight))
+        batch, self._done = self._done, []
+        if not batch and not free:
             return
         now = self.clock()
-        skip = self._unavailable()
-        rows = await outbox.claim_due(
-            self.store, free, now=now, lease=self.lease, exclude_origins=skip
-        )
+        try:
+            rows = await outbox.settle_and_claim(
+                self.store,
+                batch,
+                free,
+                now=now,
+                lease=self.lease,
+                exclude_origins=self._unavailable(),
+                probe=not self._more,
+            )
+        except RingcastError:
+            self._done = batch + self._done  # kept; the lease stops double sends meanwhile
+            raise
         for row in rows:
             origin = outbox.origin_of(row.url)
             if origin in self._down or self._busy[origin] >= self.max_per_receiver:
@@ -419,7 +308,8 @@ class WebhookDeliverer:
             self._busy[origin] += 1
             task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
             self._inflight[row.id] = task
-        if len(rows) == free:
+        self._more = free > 0 and len(rows) == free
+        if self._more:
             self._wake.set()  # maybe more are due: claim again when a slot frees
 
     async def _flush(self) -> None:
@@ -464,13 +354,16 @@ class WebhookDeliverer:
             self._settle(row, attempt)
         except Exception:
             log.exception("webhook %s: delivery crashed", row.webhook_id)
-            self._settle(row, _Attempt(None, "internal error"))
+            self._settle(row, Attempt(None, "internal error"))
         finally:
             self._inflight.pop(row.id, None)
             self._busy[origin] -= 1
             if self._busy[origin] <= 0:
                 del self._busy[origin]
-            self._wake.set()
+            # Settle and refill in batches: one transaction per `refill` finished
+            # deliveries (or when the last one ends), not one per delivery.
+            if len(self._done) >= self.refill or not self._inflight:
+                self._wake.set()
 
     def _signing_secret(self, row: outbox.Due) -> str | None:
         if row.api_key_id is not None:
@@ -480,105 +373,47 @@ class WebhookDeliverer:
             log.warning("webhook %s has no API key and no install secret is set", row.webhook_id)
         return self._secret
 
-    async def _attempt(self, row: outbox.Due) -> _Attempt:
+    async def _attempt(self, row: outbox.Due) -> Attempt:
         if self._http is None:
             raise RuntimeError("WebhookDeliverer.start() was not called")
         if row.key_missing:
-            return _Attempt(None, "the API key of this webhook no longer exists")
+            return Attempt(None, "the API key of this webhook no longer exists")
         secret = self._signing_secret(row)
         if secret is None:
-            return _Attempt(None, f"no signing secret: set {ENV_SECRET}")
-        body = encode_body(row.payload)
-        stamp = int(time.time())  # the attempt's wall-clock time: receivers check it
-        headers = {
-            **signed_headers(secret, row.webhook_id, stamp, body),
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
-        try:
-            request = httpx.Request(
-                "POST",
-                row.url,
-                content=body,
-                headers=headers,
-                extensions={"timeout": httpx.Timeout(self.timeout).as_dict()},
-            )
-            async with asyncio.timeout(self.timeout):
-                resp = await self._http.handle_async_request(request)
-                try:
-                    retry_after = _retry_after(resp.headers.get("retry-after"))
-                    return _Attempt(resp.status_code, None, retry_after)
-                finally:
-                    await resp.aclose()  # the body is not read: any size, any speed
-        except (TimeoutError, httpx.TimeoutException):
-            return _Attempt(None, f"timed out after {self.timeout:g}s", unreachable=True)
-        except httpx.ConnectError as exc:
-            return _Attempt(
-                None, f"ConnectError: {_clean(str(exc), row.url)}"[:MAX_ERROR], unreachable=True
-            )
-        except AddressRefused as exc:
-            return _Attempt(None, exc.message.split(":", 1)[0] + ": refused (private address)")
-        except httpx.InvalidURL:
-            return _Attempt(None, "invalid URL")
-        except httpx.HTTPError as exc:
-            return _Attempt(None, f"{type(exc).__name__}: {_clean(str(exc), row.url)}")
+            return Attempt(None, f"no signing secret: set {ENV_SECRET}")
+        return await post(self._http, row, secret, within=self.timeout)
 
-    def _settle(self, row: outbox.Due, attempt: _Attempt) -> None:
-        now = self.clock()
-        request_id = None
-        if row.event_type in outbox.FINAL_CALL_EVENTS:
-            data = row.payload.get("data")
-            if isinstance(data, Mapping) and isinstance(data.get("request_id"), str):
-                request_id = data["request_id"]
-        where = _where(row.url)
-        if attempt.status is not None and 200 <= attempt.status < 300:
+    def _settle(self, row: outbox.Due, attempt: Attempt) -> None:
+        """Apply :func:`~ringcast.webhooks.attempt.decide`: count, log, queue the
+        settlement for the pump's next transaction."""
+        st = decide(row, attempt, now=self.clock(), backoff=self.backoff, rand=self.rand())
+        self._done.append(st)
+        at = where(row.url)
+        if st.delivered:
             self.delivered += 1
-            self._done.append(outbox.Settlement(row.id, now, delivered=True, request_id=request_id))
-            log.debug(
-                "webhook %s %s to %s: %d", row.webhook_id, row.event_type, where, attempt.status
-            )
+            log.debug("webhook %s %s to %s: %s", row.webhook_id, row.event_type, at, attempt.status)
             return
         self.failed_attempts += 1
-        error = attempt.error or f"HTTP {attempt.status}"
-        error = error[:MAX_ERROR]
-        next_at = None
-        if attempt.status != 410 and not row.key_missing:
-            next_at = self.backoff.next_attempt(
-                created_at=row.created_at,
-                now=now,
-                failures=row.attempts + 1,
-                rand=self.rand(),
-                retry_after=attempt.retry_after,
-            )
-        if next_at is None:
+        if st.gave_up:
             self.gave_up += 1
-            self._done.append(
-                outbox.Settlement(row.id, now, gave_up=True, error=error, request_id=request_id)
-            )
             log.warning(
                 "webhook %s %s to %s: gave up after %d attempts: %s",
                 row.webhook_id,
                 row.event_type,
-                where,
+                at,
                 row.attempts + 1,
-                error,
+                st.error,
             )
             return
-        self._done.append(outbox.Settlement(row.id, now, next_attempt_at=next_at, error=error))
         log.info(
             "webhook %s %s to %s: attempt %d failed (%s); next in %.0fs",
             row.webhook_id,
             row.event_type,
-            where,
+            at,
             row.attempts + 1,
-            error,
-            (next_at - now).total_seconds(),
+            st.error,
+            ((st.next_attempt_at or st.at) - st.at).total_seconds(),
         )
-
-
-def _clean(message: str, url: str) -> str:
-    """An error message without the URL's path and query (they may hold tokens)."""
-    return message.replace(url, _where(url)) if url else message
 
 
 def deliverer_lifespan(
