@@ -70,6 +70,14 @@ def callees(ports: list[int], seconds: float, pcm: np.ndarray) -> None:
     sock.close()
 
 
+def _ports() -> PortAllocator:
+    """A wide range starting at a random even port: other processes may hold a block
+    of it (a bind is retried 32 times; a fixed start at 20000 failed runs while
+    another process held thousands of ports there)."""
+    lo = 20000 + 2 * random.randrange(3000)
+    return PortAllocator(lo, lo + 6000)
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -79,10 +87,7 @@ async def measure(n: int, window: float, mode: str, pcm: np.ndarray) -> tuple[fl
     """(CPU share of one core used by this process over `window` with `mode`,
     callee packets read in Python per second over the same window)."""
     clock = RtpClock()
-    # wide, and starting at a random even port: other processes may hold a block of
-    # the range (retried); start 20000 every time and 32 held ports in a row fail the run
-    lo = 20000 + 2 * random.randrange(3000)
-    ports = PortAllocator(lo, lo + 6000)
+    ports = _ports()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink_port = sink.getsockname()[1]
@@ -137,7 +142,7 @@ async def per_packet(pcm: np.ndarray, count: int = 20_000) -> None:
     pkts = rtp_packets(pcm)
     send = send_cost(pkts, count)
     clock = RtpClock()
-    ports = PortAllocator(20000, 32767)
+    ports = _ports()
     results = {}
     for mode in ("inband", "amd"):
         media = await MediaSession.open(clock, ports, bind_host="127.0.0.1")
