@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import random
 import resource
 import socket
 import sys
@@ -34,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 import amd_corpus  # noqa: E402
+from send_baseline import rtp_packets, send_cost  # noqa: E402
 
 from ringcast.dialer.call import _AmdListener  # noqa: E402
 from ringcast.media import prepare_prompt  # noqa: E402
@@ -68,6 +70,14 @@ def callees(ports: list[int], seconds: float, pcm: np.ndarray) -> None:
     sock.close()
 
 
+def _ports() -> PortAllocator:
+    """A wide range starting at a random even port: other processes may hold a block
+    of it (a bind is retried 32 times; a fixed start at 20000 failed runs while
+    another process held thousands of ports there)."""
+    lo = 20000 + 2 * random.randrange(3000)
+    return PortAllocator(lo, lo + 6000)
+
+
 def cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -77,7 +87,7 @@ async def measure(n: int, window: float, mode: str, pcm: np.ndarray) -> tuple[fl
     """(CPU share of one core used by this process over `window` with `mode`,
     callee packets read in Python per second over the same window)."""
     clock = RtpClock()
-    ports = PortAllocator(20000, 32767)  # wide: other processes may hold some (retried)
+    ports = _ports()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink_port = sink.getsockname()[1]
@@ -129,23 +139,10 @@ async def per_packet(pcm: np.ndarray, count: int = 20_000) -> None:
     """CPU (process time: what other processes do does not count) per callee packet
     handled in Python, against sending one RTP packet on a connected socket, the
     per-packet work of a call that only streams (same run, same payload size)."""
-    payload = get_codec("PCMU").encode(pcm)
-    pkts = [
-        build_rtp(payload[i : i + 160], payload_type=0, seq=n & 0xFFFF, timestamp=160 * n, ssrc=1)
-        for n, i in enumerate(range(0, len(payload) - 159, 160))
-    ]
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out.connect(sink.getsockname())
-    t0 = time.process_time()
-    for i in range(count):
-        out.send(pkts[i % len(pkts)])
-    send = (time.process_time() - t0) / count
-    out.close()
-    sink.close()
+    pkts = rtp_packets(pcm)
+    send = send_cost(pkts, count)
     clock = RtpClock()
-    ports = PortAllocator(20000, 32767)
+    ports = _ports()
     results = {}
     for mode in ("inband", "amd"):
         media = await MediaSession.open(clock, ports, bind_host="127.0.0.1")

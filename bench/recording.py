@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import sys
 import tempfile
@@ -29,12 +28,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
+from send_baseline import rtp_packets, send_cost  # noqa: E402
+
 from ringcast.api.recordings import PIECE  # noqa: E402
-from ringcast.media.codecs import SAMPLE_RATE, get_codec  # noqa: E402
+from ringcast.media.codecs import SAMPLE_RATE  # noqa: E402
 from ringcast.media.prompt import RecordSegment  # noqa: E402
 from ringcast.media.recorder import Recorder, RecordSettings, wav_bytes  # noqa: E402
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock  # noqa: E402
-from ringcast.rtp.packet import build_rtp  # noqa: E402
 from ringcast.store import recordings as store_recordings  # noqa: E402
 from ringcast.store import requests as q  # noqa: E402
 from ringcast.store.db import open_store  # noqa: E402
@@ -53,21 +53,8 @@ def speechlike(seconds: float) -> np.ndarray:
 
 async def per_packet(count: int = 20_000) -> None:
     pcm = (speechlike(10.0) * 32767).astype(np.int16)
-    payload = get_codec("PCMU").encode(pcm)
-    pkts = [
-        build_rtp(payload[i : i + 160], payload_type=0, seq=n & 0xFFFF, timestamp=160 * n, ssrc=1)
-        for n, i in enumerate(range(0, len(payload) - 159, 160))
-    ]
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    out.connect(sink.getsockname())
-    t0 = time.process_time()
-    for i in range(count):
-        out.send(pkts[i % len(pkts)])
-    send = (time.process_time() - t0) / count
-    out.close()
-    sink.close()
+    pkts = rtp_packets(pcm)
+    send = send_cost(pkts, count)
 
     clock = RtpClock()
     ports = PortAllocator(31200, 31300)

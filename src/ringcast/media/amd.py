@@ -18,7 +18,9 @@ structure is read as Asterisk's app_amd names it (initial silence, greeting
 length, words, silence after the greeting) with values tuned on the tuning
 half of a labelled corpus (bench/amd.py, bench/RESULTS.md):
 
-- a short greeting followed by silence is a person ("Hello?");
+- a short greeting followed by silence is a person ("Hello?"); one that also
+  started soon after the answer (people speak at once, machines often later)
+  and has few words needs less of that silence;
 - a long one, or many words, is a machine;
 - a stable tone of 300-2,500 Hz lasting `min_beep_ms` is a machine's beep;
 - 1,100 Hz (CNG, T.30) or 2,100 Hz (CED, V.25) held long enough is a fax.
@@ -112,6 +114,11 @@ class AmdParams:
     initial_silence: float = 3000.0  # no voice for this long: a machine (app_amd: 2500)
     greeting: float = 1500.0  # a greeting this long before a pause: a machine (app_amd: 1500)
     after_greeting_silence: float = 900.0  # silence after a short greeting: a person (800)
+    # a prompt, short answer ("Hello?" within ~1 s of the answer) needs less silence
+    prompt_start: float = 1200.0  # the greeting's first word began this soon after answer
+    prompt_greeting: float = 1100.0  # ... it lasted at most this long
+    prompt_words: int = 2  # ... in at most this many words
+    prompt_silence: float = 700.0  # ... then this much silence: a person
     min_word: float = 100.0  # voice run that counts as a word (app_amd: 100)
     between_words: float = 100.0  # silence that ends a word (app_amd: 50)
     max_words: int = 5  # more words than this in the greeting: a machine (app_amd: 2)
@@ -354,11 +361,27 @@ class MachineDetector:
             self._run_voice = 0.0
         if self.state is AmdState.INITIAL_SILENCE and self._run_silence >= p.initial_silence:
             out.append(self._decide(AnsweredBy.MACHINE, "initial-silence", self._ms))
-        elif self.state is AmdState.GREETING and self._run_silence >= p.after_greeting_silence:
-            out.append(self._decide(AnsweredBy.HUMAN, "silence-after-greeting", self._ms))
+        elif self.state is AmdState.GREETING and self._run_silence >= min(
+            p.prompt_silence, p.after_greeting_silence
+        ):
+            if self._run_silence >= p.after_greeting_silence:
+                out.append(self._decide(AnsweredBy.HUMAN, "silence-after-greeting", self._ms))
+            elif self._prompt_answer():
+                out.append(self._decide(AnsweredBy.HUMAN, "silence-after-prompt-answer", self._ms))
         elif self.state is AmdState.MACHINE_GREETING and self._run_silence >= p.end_silence:
             out.append(self._end(GreetingEndReason.SILENCE, self._ms))
         return out
+
+    def _prompt_answer(self) -> bool:
+        """The greeting so far is a prompt, short answer: begun soon after the answer,
+        short and of few words (the silence after it is counted by the caller)."""
+        p = self.params
+        length = self._ms - self._run_silence - self._greeting_start
+        return (
+            self._greeting_start <= p.prompt_start
+            and length <= p.prompt_greeting
+            and self._words <= p.prompt_words
+        )
 
     # -- outcomes --------------------------------------------------------------------
 

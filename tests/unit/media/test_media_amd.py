@@ -60,15 +60,39 @@ GREETING = (
 )
 
 
-def test_hello_then_silence_is_a_human() -> None:
+def test_prompt_hello_then_silence_is_a_human_after_the_shorter_silence() -> None:
+    """A "Hello?" that starts 0.3 s after the answer: 700 ms of silence decide."""
     hello = speech("Hello?")
     actions = run(MachineDetector(), pcm(silence(0.3), hello, silence(3.0)))
     assert len(actions) == 1
     (d,) = actions
     assert isinstance(d, Decision)
-    assert (d.answered_by, d.cause) == (AnsweredBy.HUMAN, "silence-after-greeting")
+    assert (d.answered_by, d.cause) == (AnsweredBy.HUMAN, "silence-after-prompt-answer")
     spoken_end = 1000 * (0.3 + len(hello) / RATE)
+    assert spoken_end + 600 <= d.at_ms <= spoken_end + 850  # 700 ms of silence after it
+
+
+def test_late_hello_then_silence_needs_the_full_silence() -> None:
+    """The same "Hello?" begun 1.6 s after the answer is not prompt: 900 ms decide."""
+    hello = speech("Hello?")
+    actions = run(MachineDetector(), pcm(silence(1.6), hello, silence(3.0)))
+    assert len(actions) == 1
+    (d,) = actions
+    assert isinstance(d, Decision)
+    assert (d.answered_by, d.cause) == (AnsweredBy.HUMAN, "silence-after-greeting")
+    spoken_end = 1000 * (1.6 + len(hello) / RATE)
     assert spoken_end + 800 <= d.at_ms <= spoken_end + 1100  # 900 ms of silence after it
+
+
+def test_prompt_phrase_of_many_words_needs_the_full_silence() -> None:
+    """A prompt start alone is not enough: more than `prompt_words` words wait 900 ms."""
+    params = amd.AmdParams(prompt_words=0)
+    hello = speech("Hello?")
+    actions = run(MachineDetector(params=params), pcm(silence(0.3), hello, silence(3.0)))
+    (d,) = actions
+    assert isinstance(d, Decision) and d.cause == "silence-after-greeting"
+    spoken_end = 1000 * (0.3 + len(hello) / RATE)
+    assert spoken_end + 800 <= d.at_ms <= spoken_end + 1100
 
 
 def test_greeting_and_beep_is_a_machine_whose_greeting_ends_at_the_beep() -> None:
