@@ -25,10 +25,11 @@ bounded in streams and seconds.
     .venv/bin/python bench/media.py --n 2000 --mode clock,srtp   # SRTP against plain
     .venv/bin/python bench/media.py --n 2000 --send-path         # the tick alone, no waiting
 
-`--send-path` times the clock's tick without its 20 ms waits: the same N
-connected sessions, plain and SRTP alternately (``--repeat`` rounds), each
-round running ticks back to back for ``--seconds``; it prints CPU time per
-packet and the streams one core could carry at that cost (20 ms / cost).
+`--send-path` times the clock's own tick (`RtpClock._tick`) without its 20 ms
+waits: the same N connected sessions, a bare `send` per socket (the floor),
+plain and SRTP in turn (``--repeat`` rounds), each running ticks back to back
+for ``--seconds``; it prints CPU time per packet, the streams one core could
+carry at that cost (20 ms / cost), and the ratios to plain and to the bare send.
 It is less sensitive to the machine's other load than the paced runs.
 """
 
@@ -191,10 +192,10 @@ async def send_path(n: int, seconds: float, rounds: int, prompt: Prompt, suite: 
     drop.bind(("127.0.0.1", 0))
     clock = RtpClock()  # never started: the loop below is its tick, without the waits
     allocator = PortAllocator(40000, 59999)
-    print(f"{'N':>5} {'mode':>5} {'us/pkt':>7} {'streams/core':>12} {'x plain':>8}")
+    print(f"{'N':>5} {'mode':>5} {'us/pkt':>7} {'streams/core':>12} {'x plain':>8} {'x bare':>7}")
     for _ in range(rounds):
-        plain_cost = 0.0
-        for mode in ("clock", "srtp"):
+        plain_cost = bare_cost = 0.0
+        for mode in ("bare", "clock", "srtp"):
             sessions = [await MediaSession.open(clock, allocator, "127.0.0.1") for _ in range(n)]
             for s in sessions:
                 if mode == "srtp":
@@ -202,21 +203,37 @@ async def send_path(n: int, seconds: float, rounds: int, prompt: Prompt, suite: 
                     s.secure(suite, secrets.token_bytes(size), secrets.token_bytes(size))
                 s.start("127.0.0.1", drop.getsockname()[1], 0, "PCMU", 101)
                 s._latch(None)  # connected, as after the latch window
-            gens = [(s._packets(prompt).__next__, s._send) for s in sessions]
             sent = 0
             cpu0 = time.process_time()
             end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                for nxt, send in gens:  # RtpClock._tick's body
-                    pkt = nxt()
-                    if pkt is not None:
+            if mode == "bare":  # the floor: a bare send of a 172-byte packet per socket
+                sends = [s._sock.send for s in sessions]
+                pkt = bytes(172)
+                while time.monotonic() < end:
+                    for send in sends:
                         with contextlib.suppress(OSError):
                             send(pkt)
-                        sent += 1
+                    sent += len(sends)
+            else:
+                for s in sessions:  # as play() and clock.add() do, without starting the task
+                    s._next = s._packets(prompt).__next__
+                    clock._streams[s] = None
+                clock._dirty = True
+                while time.monotonic() < end:
+                    before = clock.packets_sent
+                    clock._tick(False)
+                    sent += clock.packets_sent - before
+                for s in sessions:
+                    clock.remove(s)
             cost = (time.process_time() - cpu0) / sent * 1e6
             plain_cost = cost if mode == "clock" else plain_cost
+            bare_cost = cost if mode == "bare" else bare_cost
             ratio = f"{cost / plain_cost:8.2f}" if mode == "srtp" else f"{'':>8}"
-            print(f"{n:>5} {mode:>5} {cost:>7.2f} {20000 / cost:>12.0f} {ratio}", flush=True)
+            print(
+                f"{n:>5} {mode:>5} {cost:>7.2f} {20000 / cost:>12.0f} {ratio} "
+                f"{cost / bare_cost:>7.2f}",
+                flush=True,
+            )
             for s in sessions:
                 await s.close()
         alone = libsrtp_alone(n, suite)

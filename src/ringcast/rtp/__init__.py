@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from ringcast.rtp.clock import RtpClock
 from ringcast.rtp.ports import PortAllocator
-from ringcast.rtp.session import MediaSession, PlayResult, SessionState
+from ringcast.rtp.session import MediaSession
+from ringcast.rtp.state import PlayResult, SessionState
 
 __all__ = ["MediaSession", "PlayResult", "PortAllocator", "RtpClock", "SessionState"]

@@ -3,26 +3,17 @@
 `MediaSession.open()` binds the port pair before the INVITE (the SDP offer
 names it); `start()` takes the SDP answer's address, payload type, codec and
 telephone-event type; `play(prompt)` streams a prepared `Prompt` through the
-shared `RtpClock` and returns the digits the callee pressed.
+shared `RtpClock` and returns the digits the callee pressed. The session owns
+the call's sockets, counters and state; its two halves live in their own
+modules: :mod:`ringcast.rtp.sender` (the prompt's packets on the clock's
+ticks, RTCP) and :mod:`ringcast.rtp.receiver` (latching, digits, audio).
 
-RTP per RFC 3550: random SSRC, sequence number and initial timestamp, +160 per
-20 ms packet at 8 kHz, marker on the first packet of a talkspurt and of each
-RFC 4733 event, RTCP sender reports about every 5 s and a BYE on close.
 While the callee holds the call (`pause(True)`, from an SDP sendonly/inactive
 or c=0.0.0.0, RFC 3264 §8.4) nothing is sent and the prompt stands still: a
 broadcast wants its message heard in full, so it resumes where it stopped
 once the callee takes the call back (the call's max_duration still bounds
 it). The RTP timestamp keeps counting real time across the hold and the first
 packet after it carries the marker bit (RFC 3550 §5.1, a new talkspurt).
-Symmetric RTP (RFC 4961): until `latch_timeout` the socket stays unconnected
-and the first RTP packet from the callee sets where we send; then the socket is
-connected, which puts sends on the fast path and filters strangers out.
-
-Received audio is read only while someone listens: an audio listener
-(`listen()`, e.g. the answering-machine detector) or the in-band DTMF
-detector, which runs when the SDP answer has no telephone-event (digits then
-come as Q.23 tones in the audio and count exactly like RFC 4733 events).
-Otherwise the kernel drops the callee's audio unread (`_filter_incoming`).
 
 SRTP (RFC 3711, `secure()` with the SDES keys the SIP layer negotiated):
 every packet is protected on the clock's send path (the prompt's shared
@@ -52,82 +43,92 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import enum
 import errno
 import inspect
 import logging
-import random
 import secrets
 import socket
-import struct
-import sys
-from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterable
 
 from ringcast.errors import MediaError
-from ringcast.inet import IPV6, bind_families, canonical_ip, unmapped, v4_mapped
-from ringcast.media.codecs import FRAME_SAMPLES, Pcm16, get_codec
+from ringcast.inet import canonical_ip, unmapped, v4_mapped
+from ringcast.media.codecs import Pcm16, get_codec
 from ringcast.media.digits import DigitRouter
 from ringcast.media.inband_dtmf import InbandDtmfDetector
-from ringcast.media.prompt import (
-    AudioSegment,
-    DtmfSegment,
-    GatherSegment,
-    Prompt,
-    RecordSegment,
-)
+from ringcast.media.prompt import Prompt
 from ringcast.media.recorder import Recorder
 from ringcast.rtp.clock import RtpClock
-from ringcast.rtp.packet import (
-    DTMF_EVENTS,
-    RTP_HEADER_SIZE,
-    build_bye,
-    build_event,
-    build_sdes_cname,
-    build_sender_report,
-    event_code,
-    ntp_timestamp,
-)
 from ringcast.rtp.ports import PortAllocator
+from ringcast.rtp.receiver import StreamReceiver
+from ringcast.rtp.sender import AudioListener, Packet, StreamSender
 from ringcast.rtp.srtp import SrtpContext
+from ringcast.rtp.state import PlayResult, SessionState
+from ringcast.rtp.udp import udp_socket
 
 log = logging.getLogger(__name__)
 
-RTCP_INTERVAL = 5.0  # seconds between sender reports, randomized 0.5x-1.5x (RFC 3550 §6.3)
 LATCH_TIMEOUT = 2.0  # seconds to wait for the callee's first RTP before connecting
-END_RETRANSMITS = 2  # extra copies of an RFC 4733 end packet (§2.5.1.4 recommends 3 in all)
-SYNC_EVERY = 50  # packets between write-backs of the fast path's counters (1 s)
-RECV_BATCH = 64  # datagrams read per readiness callback
 BIND_ATTEMPTS = 32  # ports tried before open() gives up
-SEND_BUFFER = 64 * 1024  # bytes of SO_SNDBUF per RTP socket
-INBAND_BATCH = 640  # G.711 bytes (80 ms) of audio the in-band DTMF receiver takes at once
-RECORD_GRACE = 0.5  # seconds a record segment waits past its max for late audio
 INBAND_TONE_TRIM = 0.15  # seconds of an in-band finish_on tone cut from a recording's end
 
-_SEQ_TS = struct.Struct("!HI")
-Packet = bytes | bytearray  # header + payload, as handed to socket.send
-AudioListener = Callable[[Pcm16], None]  # gets the callee's decoded audio, packet by packet
-_U32 = 0xFFFFFFFF
 
-
-class SessionState(enum.Enum):
-    OPEN = "open"  # ports bound, no remote yet
-    STARTED = "started"  # remote known, may play
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class PlayResult:
-    """What a `play()` gave: digits received, opt-out pressed, reached the end."""
-
-    dtmf: str
-    optout: bool
-    completed: bool
-
-
-class MediaSession:
+class MediaSession(StreamSender, StreamReceiver):
     """One call's RTP stream on the shared clock (see the module docstring)."""
+
+    # A few thousand live at once: their fields in slots, not a dict of ~1.2 KB each
+    # (bench/dialer.py memory)
+    __slots__ = (
+        "_allocator",
+        "_clock",
+        "_connected",
+        "_decode",
+        "_gen",
+        "_hearing",
+        "_inband",
+        "_inband_held",
+        "_last_event",
+        "_latch_handle",
+        "_latch_ips",
+        "_latched",
+        "_lent",
+        "_listeners",
+        "_loop",
+        "_next",
+        "_paused",
+        "_play_error",
+        "_play_future",
+        "_prompt",
+        "_receive_dtmf_pts",
+        "_recorder",
+        "_remote",
+        "_router",
+        "_rtcp_remote",
+        "_rtcp_sock",
+        "_send",
+        "_seq",
+        "_skipped",
+        "_sock",
+        "_srtp",
+        "_tap",
+        "_ts",
+        "codec",
+        "dtmf_payload_type",
+        "dtmf_received",
+        "event_packets_sent",
+        "inband_digits",
+        "late_packets",
+        "local_port",
+        "packets_received",
+        "packets_sent",
+        "payload_type",
+        "recordings",
+        "rtcp_received",
+        "rtcp_sent",
+        "send_errors",
+        "ssrc",
+        "state",
+        "strangers",
+    )
 
     def __init__(
         self,
@@ -206,11 +207,11 @@ class MediaSession:
             except RuntimeError as exc:
                 raise MediaError(str(exc)) from exc
             try:
-                rtp = _udp_socket(bind_host)
+                rtp = udp_socket(bind_host)
             except OSError as exc:
                 allocator.release(port)
                 raise MediaError(f"cannot open an RTP socket for {bind_host}: {exc}") from exc
-            rtcp = _udp_socket(bind_host)
+            rtcp = udp_socket(bind_host)
             try:
                 rtp.bind((bind_host, port))
                 rtcp.bind((bind_host, port + 1))
@@ -334,20 +335,6 @@ class MediaSession:
     def srtp_auth_failures(self) -> int:
         """SRTP/SRTCP packets from the callee dropped for failed authentication or replay."""
         return self._srtp.auth_failures if self._srtp is not None else 0
-
-    def _srtp_failed(self, kind: str, addr: tuple[str, int] | None, data: bytes) -> None:
-        """Count a packet that failed SRTP/SRTCP checks; log the first of the session."""
-        self._clock.srtp_auth_failures += 1
-        if self.srtp_auth_failures == 1:
-            log.info(
-                "media session %s: S%s packet from %s failed authentication (%s bytes, "
-                "header %s); further ones are counted only",
-                self.local_port,
-                kind,
-                addr,
-                len(data),
-                data[:12].hex(),
-            )
 
     def _set_send(self, raw: Callable[[Packet], object]) -> None:
         self._send = raw if self._srtp is None else self._srtp.wrap_send(raw)
@@ -560,12 +547,6 @@ class MediaSession:
             self.dtmf_received,
         )
 
-    @property
-    def octets_sent(self) -> int:
-        """RTP payload octets sent (RFC 3550 §6.4.1 sender's octet count)."""
-        audio = self.packets_sent - self.event_packets_sent
-        return audio * get_codec(self.codec).bytes_per_frame + 4 * self.event_packets_sent
-
     async def __aenter__(self) -> MediaSession:
         return self
 
@@ -587,389 +568,7 @@ class MediaSession:
             self._play_error = error
             fut.set_result(completed)
 
-    def _packets(
-        self, prompt: Prompt, start: int = 0
-    ) -> Generator[Packet | None, int | None, None]:
-        """Every packet of the prompt from segment `start`, one per clock tick (a
-        generator: cheap to step; a barge-in closes it and starts another).
-
-        The audio fast path keeps seq/timestamp/count in locals and writes them back
-        to the session every SYNC_EVERY packets (and around DTMF and gather, which
-        use the session's fields). After a hold, `_resume_tick` sends in the
-        number of ticks missed: the timestamp jumps by as much and the marker is
-        set (a hold inside an RFC 4733 event or its gap only delays it).
-        """
-        codec = self.codec
-        pt = self.payload_type
-        dtmf_pt = self.dtmf_payload_type
-        silence = get_codec(codec).silence_frame()
-        hdr = bytearray(struct.pack("!BBHII", 0x80, pt | 0x80, 0, 0, self.ssrc))  # marker on
-        pack_into = _SEQ_TS.pack_into
-        seq, ts, sent = self._seq, self._ts, self.packets_sent
-        checkpoint = sent + SYNC_EVERY
-        next_rtcp = sent + _rtcp_packets()
-        marker = True
-        in_locals = True  # False while a helper generator owns the session's counters
-        router = self._router
-        segments = prompt.segments
-        try:
-            for index in range(start, len(segments)):
-                seg = segments[index]
-                if router is not None:
-                    router.enter(index)
-                dtmf_pt = self.dtmf_payload_type  # a re-INVITE may have changed it
-                if isinstance(seg, AudioSegment):
-                    chunks = seg.chunks[codec]
-                elif isinstance(seg, DtmfSegment) and dtmf_pt is None:
-                    chunks = (seg.inband[codec],)  # no telephone-event: in-band Q.23 tones
-                else:
-                    self._seq, self._ts, self.packets_sent = seq, ts, sent
-                    in_locals = False
-                    if isinstance(seg, DtmfSegment) and dtmf_pt is not None:
-                        for digit in seg.digits:
-                            yield from self._event_packets(hdr, event_code(digit), seg, dtmf_pt)
-                            hdr[1] = pt
-                            for _ in range(seg.gap_frames - END_RETRANSMITS):
-                                yield self._audio_packet(hdr, silence, pack_into)
-                    elif isinstance(seg, GatherSegment):
-                        yield from self._gather(seg, hdr, silence, pack_into, pt)
-                    elif isinstance(seg, RecordSegment):
-                        yield from self._record(seg, hdr, silence, pack_into, pt)
-                    seq, ts, sent = self._seq, self._ts, self.packets_sent
-                    in_locals = True
-                    marker = False
-                    continue
-                for frames in chunks:
-                    for payload in frames:
-                        pack_into(hdr, 2, seq, ts)
-                        seq = (seq + 1) & 0xFFFF
-                        ts = (ts + FRAME_SAMPLES) & _U32
-                        sent += 1
-                        if sent >= checkpoint:
-                            self._seq, self._ts, self.packets_sent = seq, ts, sent
-                            checkpoint = sent + SYNC_EVERY
-                            if sent >= next_rtcp:
-                                self._send_rtcp()
-                                next_rtcp = sent + _rtcp_packets()
-                        skipped = yield hdr + payload
-                        if marker:
-                            hdr[1] = pt
-                            marker = False
-                        if skipped:  # resumed after a hold: a new talkspurt
-                            ts = (ts + skipped * FRAME_SAMPLES) & _U32
-                            hdr[1] = pt | 0x80
-                            marker = True
-        finally:
-            if in_locals:
-                self._seq, self._ts, self.packets_sent = seq, ts, sent
-
-    def _audio_packet(
-        self, hdr: bytearray, payload: bytes, pack_into: Callable[..., None]
-    ) -> bytearray:
-        pack_into(hdr, 2, self._seq, self._ts)
-        self._seq = (self._seq + 1) & 0xFFFF
-        self._ts = (self._ts + FRAME_SAMPLES) & _U32
-        self.packets_sent += 1
-        return hdr + payload
-
-    def _event_packets(
-        self, hdr: bytearray, event: int, seg: DtmfSegment, dtmf_pt: int
-    ) -> Iterator[Packet]:
-        """RFC 4733 §2.5: one event, its timestamp fixed at the start, duration growing,
-        marker on the first packet, the end packet sent 1 + END_RETRANSMITS times."""
-        start_ts = self._ts
-        ev = bytearray(hdr)
-        ev[1] = 0x80 | (dtmf_pt & 0x7F)
-        for i in range(seg.tone_frames + END_RETRANSMITS):
-            n = min(i + 1, seg.tone_frames)
-            end = i + 1 >= seg.tone_frames
-            _SEQ_TS.pack_into(ev, 2, self._seq, start_ts)
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._ts = (self._ts + FRAME_SAMPLES) & _U32
-            self.packets_sent += 1
-            self.event_packets_sent += 1
-            yield ev + build_event(event, end=end, duration=n * FRAME_SAMPLES)
-            ev[1] = dtmf_pt & 0x7F
-
-    def _gather(
-        self,
-        seg: GatherSegment,
-        hdr: bytearray,
-        silence: bytes,
-        pack_into: Callable[..., None],
-        pt: int,
-    ) -> Generator[Packet, int | None, None]:
-        """Silence until the gather has its digits (barge-in ones too), the callee
-        opts out, or the timeout."""
-        router = self._router
-        for _ in range(max(1, round(seg.timeout / self._clock.ptime))):
-            if router is not None and router.gather_done:
-                return
-            skipped = yield self._audio_packet(hdr, silence, pack_into)
-            hdr[1] = pt
-            if skipped:  # resumed after a hold (see _packets)
-                self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
-                hdr[1] = pt | 0x80
-
-    def _record(
-        self,
-        seg: RecordSegment,
-        hdr: bytearray,
-        silence: bytes,
-        pack_into: Callable[..., None],
-        pt: int,
-    ) -> Generator[Packet, int | None, None]:
-        """Silence while a :class:`Recorder` listens to the callee, until it stops
-        (max, silence, a finish_on digit) or max + RECORD_GRACE of clock time (a
-        callee sending no audio). Its audio is kept in `recordings` however the
-        segment ends (a hang-up closes this generator)."""
-        recorder = Recorder(seg.settings)
-        self.recordings.append(recorder)
-        self._recorder = recorder
-
-        def listener(pcm: Pcm16) -> None:
-            recorder.feed(pcm)
-
-        self.listen(listener)
-        try:
-            for _ in range(max(1, round((seg.settings.max + RECORD_GRACE) / self._clock.ptime))):
-                if recorder.done:
-                    return
-                skipped = yield self._audio_packet(hdr, silence, pack_into)
-                hdr[1] = pt
-                if skipped:  # resumed after a hold (see _packets)
-                    self._ts = (self._ts + skipped * FRAME_SAMPLES) & _U32
-                    hdr[1] = pt | 0x80
-        finally:
-            self._recorder = None
-            self.unlisten(listener)
-            recorder.close()
-
-    def _send_rtcp(self, *, bye: bool = False) -> None:
-        """A compound SR + SDES CNAME (+ BYE) to the callee's RTCP port (RFC 3550 §6.1)."""
-        if self._rtcp_remote is None or unmapped(self._rtcp_remote[0]) == "0.0.0.0":
-            return  # c=0.0.0.0: the callee named no address (RFC 3264 §8.4)
-        pkt = build_sender_report(
-            ssrc=self.ssrc,
-            ntp=ntp_timestamp(),
-            rtp_timestamp=self._ts,
-            packets=self.packets_sent,
-            octets=self.octets_sent,
-        ) + build_sdes_cname(self.ssrc, f"ringcast@{self.local_port}")
-        if bye:
-            pkt += build_bye(self.ssrc)
-        if self._srtp is not None:
-            protected = self._srtp.protect_rtcp(pkt)  # SRTCP (RFC 3711 §3.4)
-            if protected is None:
-                return
-            pkt = protected
-        try:
-            self._rtcp_sock.sendto(pkt, self._rtcp_remote)
-            self.rtcp_sent += 1
-        except OSError as exc:
-            log.debug("rtcp to %s not sent: %s", self._rtcp_remote, exc)
-
-    # -- receiving -----------------------------------------------------------------------------
-
-    def _latch(self, addr: tuple[str, int] | None) -> None:
-        """Fix where RTP goes (the callee's source, else the SDP address) and connect."""
-        if self._latched or self.state is not SessionState.STARTED or self._remote is None:
-            return
-        if unmapped(self._remote[0]) == "0.0.0.0":
-            return  # a c=0.0.0.0 hold: no address to connect to until a resume re-aims
-        if addr is not None and addr != self._remote:
-            log.info(
-                "media session %s: symmetric RTP %s -> %s", self.local_port, self._remote, addr
-            )
-            self._remote = addr
-            self._rtcp_remote = (addr[0], addr[1] + 1)
-        self._latched = True
-        try:
-            self._sock.connect(self._remote)
-            self._connected = True
-            self._set_send(self._sock.send)  # the fast path: no address per packet
-        except OSError as exc:
-            log.warning(
-                "media session %s: connect %s failed: %s", self.local_port, self._remote, exc
-            )
-            return
-        self._filter_incoming()
-
-    def _filter_incoming(self) -> None:
-        """Let the kernel drop the callee's audio: only telephone-events reach Python.
-
-        A classic BPF socket filter (Linux SO_ATTACH_FILTER) on the RTP socket
-        accepts a datagram only when its RTP payload type is one of the
-        telephone-event types we receive (none at all without one). The callee's 50 packets
-        per second of audio then cost no Python time. While someone listens to the
-        audio (see the module docstring) its payload type passes too. Elsewhere,
-        Python filters.
-        """
-        if not sys.platform.startswith("linux"):
-            return
-        wanted = self._receive_dtmf_pts + ((self.payload_type,) if self._hearing else ())
-        try:
-            attach_payload_type_filter(self._sock, wanted)
-        except OSError as exc:
-            log.debug("media session %s: no socket filter: %s", self.local_port, exc)
-
-    def _on_readable(self) -> None:
-        sock = self._sock
-        for _ in range(RECV_BATCH):
-            try:
-                data, addr = sock.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:  # e.g. an ICMP error queued on the socket
-                continue
-            if len(data) < RTP_HEADER_SIZE or data[0] >> 6 != 2:
-                continue
-            if not self._connected and addr[0] not in self._latch_ips:
-                self.strangers += 1  # neither latch on it nor read its digits
-                continue
-            if self._srtp is not None:  # only an authentic packet latches or is read
-                opened = self._srtp.open(data)
-                if opened is None:
-                    self._srtp_failed("RTP", addr, data)
-                    continue
-                data = opened
-            self.packets_received += 1
-            if not self._latched and self._remote is not None:
-                self._latch((addr[0], addr[1]))  # an IPv6 source has flow info and scope too
-            if self._tap is not None:
-                self._tap(data)
-            pt = data[1] & 0x7F
-            if pt in self._receive_dtmf_pts:
-                self._on_event(data)
-            elif self._hearing and pt == self.payload_type:
-                self._on_audio(data)
-
-    def _on_rtcp(self) -> None:
-        """Drain the callee's RTCP (receiver reports, BYE): counted, not used."""
-        for _ in range(RECV_BATCH):
-            try:
-                data = self._rtcp_sock.recv(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue
-            if self._srtp is not None and self._srtp.open_rtcp(data) is None:
-                self._srtp_failed("RTCP", None, data)
-                continue
-            self.rtcp_received += 1
-
-    def _on_event(self, data: bytes) -> None:
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if len(data) < pos + 4:
-            return
-        event = data[pos]
-        key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[4:8], "big"))
-        if event >= len(DTMF_EVENTS) or key == self._last_event:
-            return  # not a digit, or a repeat of the digit already counted
-        self._last_event = key
-        digit = DTMF_EVENTS[event]
-        log.debug("media session %s: dtmf %s", self.local_port, digit)
-        self.on_digit(digit)
-
-    def _on_audio(self, data: bytes) -> None:
-        """One packet of the callee's audio: to in-band DTMF and the listeners."""
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RFC 3550 §5.1 padding
-        if end <= pos:
-            return
-        inband = self._inband
-        if not self._listeners:  # in-band DTMF alone: decode and analyse 80 ms at a time
-            if inband is not None:
-                held = self._inband_held
-                held += data[pos:end]
-                if len(held) >= INBAND_BATCH:
-                    pcm = self._decode(bytes(held))
-                    held.clear()
-                    self._inband_feed(inband, pcm)
-            return
-        pcm = self._decode(data[pos:end])
-        if inband is not None:
-            self._inband_feed(inband, pcm)
-        for listener in self._listeners:
-            listener(pcm)
-
-    def _inband_feed(self, inband: InbandDtmfDetector, pcm: Pcm16) -> None:
-        if self._inband_held:  # audio held back before a listener came
-            held = self._decode(bytes(self._inband_held))
-            self._inband_held.clear()
-            for found in inband.feed(held):
-                self.inband_digits += 1
-                self.on_digit(found.digit)
-        for found in inband.feed(pcm):
-            self.inband_digits += 1
-            self.on_digit(found.digit)
-
-
-SO_ATTACH_FILTER = 26  # Linux <asm-generic/socket.h>
-_BPF_LD_B_ABS, _BPF_ALU_AND_K, _BPF_JEQ_K, _BPF_RET_K = 0x30, 0x54, 0x15, 0x06
-_UDP_HEADER = 8  # bytes: a UDP socket filter sees the datagram from its UDP header on
-
-
-def attach_payload_type_filter(
-    sock: socket.socket, payload_types: int | Iterable[int] | None
-) -> None:
-    """Attach a BPF filter passing only RTP packets of `payload_types` (None or none: drop all).
-
-    One compare per type: ``ld [9]; and #0x7f; jeq #pt1, accept; jeq #pt2, accept; ...; drop``.
-    """
-    if payload_types is None:
-        wanted: list[int] = []
-    elif isinstance(payload_types, int):
-        wanted = [payload_types & 0x7F]
-    else:
-        wanted = sorted({pt & 0x7F for pt in payload_types})
-    if not wanted:
-        prog = [(_BPF_RET_K, 0, 0, 0)]
-    else:
-        prog = [
-            (_BPF_LD_B_ABS, 0, 0, _UDP_HEADER + 1),  # RTP byte 1: marker | payload type
-            (_BPF_ALU_AND_K, 0, 0, 0x7F),
-        ]
-        last = len(wanted) - 1
-        for i, pt in enumerate(wanted):
-            # true: skip the compares left to reach accept; false: next compare, or drop
-            prog.append((_BPF_JEQ_K, last - i, 1 if i == last else 0, pt))
-        prog += [
-            (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # accept the whole datagram
-            (_BPF_RET_K, 0, 0, 0),  # drop
-        ]
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
-    fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-
 
 def _closed_send(pkt: Packet) -> None:
     """The send path of a closed session: nothing goes out."""
     return None
-
-
-def _rtcp_packets() -> int:
-    """Packets until the next SR: RTCP_INTERVAL randomized by 0.5-1.5 (RFC 3550 §6.3.1)."""
-    return max(1, round(RTCP_INTERVAL * random.uniform(0.5, 1.5) / 0.020))
-
-
-def _udp_socket(bind_host: str = "0.0.0.0") -> socket.socket:
-    """A non-blocking UDP socket of `bind_host`'s family (dual stack for ``::``)."""
-    families = bind_families(bind_host)
-    if IPV6 not in families:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    else:
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if len(families) > 1 else 1)
-        except OSError:
-            s.close()
-            raise
-    s.setblocking(False)
-    with contextlib.suppress(OSError):
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    return s

@@ -307,9 +307,9 @@ async def test_rtcp_sender_reports_while_sending(
 ) -> None:
     import struct
 
-    from ringcast.rtp import session as session_module
+    from ringcast.rtp import sender as sender_module
 
-    monkeypatch.setattr(session_module, "RTCP_INTERVAL", 0.2)  # due at every 1 s checkpoint
+    monkeypatch.setattr(sender_module, "RTCP_INTERVAL", 0.2)  # due at every 1 s checkpoint
     await play_to_sink(clock, allocator, sink, await prepare_prompt([{"pause": 2.1}]))
     reports = []
     for data in sink.rtcp_packets:

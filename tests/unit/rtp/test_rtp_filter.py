@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ringcast.rtp.packet import build_rtp
-from ringcast.rtp.session import attach_payload_type_filter
+from ringcast.rtp.udp import attach_payload_type_filter
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux BPF")
 
