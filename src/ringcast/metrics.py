@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from ringcast import heap
 from ringcast.domain import Result, utcnow
 from ringcast.errors import StoreError
+from ringcast.store import registrations as registration_rows
 from ringcast.store.db import Store, wrap_errors
 from ringcast.store.models import calls_table, recordings_table, webhook_outbox_table
 
@@ -111,13 +112,16 @@ class DbSnapshot:
     answered_by: dict[str, int] = field(default_factory=dict)  # machine detection -> n
     recordings: int = 0  # kept in the database
     recording_bytes: int = 0
+    trunks: dict[str, dict[str, Any]] = field(default_factory=dict)  # live dialers' bindings
     seconds: float = 0.0
 
 
-async def read_db(store: Store) -> DbSnapshot:
-    """Aggregate counts for one scrape (StoreError when the database fails)."""
+async def read_db(store: Store, node_timeout: float = 15.0) -> DbSnapshot:
+    """Aggregate counts for one scrape (StoreError when the database fails);
+    `node_timeout` is the heartbeat age past which a dialer's bindings are not shown."""
     started = time.perf_counter()
     snap = DbSnapshot()
+    snap.trunks = await registration_rows.fleet(store, node_timeout)
     c = calls_table.c
     w = webhook_outbox_table.c
     async with wrap_errors(), store.session(readonly=True) as s:
@@ -201,27 +205,35 @@ def _gc_metrics() -> Iterator[Metric]:
     )
 
 
-def _trunk_metrics(dialer: Any) -> Iterator[Metric]:
-    """This dialer's REGISTER bindings (issue 15): up or not, and failures in a row."""
-    registrations = getattr(dialer, "registrations", None)
-    status = registrations.status() if registrations is not None else {}
-    if not status:
+def _trunk_metrics(trunks: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """The fleet's REGISTER bindings as the dialers wrote them (issue 15): per trunk
+    (up when every live dialer's binding is) and per dialer node."""
+    if not trunks:
         return
     up = GaugeMetricFamily(
         "ringcast_trunk_registered",
-        "1 while this dialer's REGISTER binding with the trunk's registrar is up",
+        "1 while every live dialer's REGISTER binding with the trunk's registrar is up",
         labels=["trunk"],
     )
     failures = GaugeMetricFamily(
         "ringcast_trunk_register_failures",
-        "REGISTER attempts in a row that failed for the trunk (0 once one succeeds)",
+        "REGISTER attempts in a row that failed for the trunk (0 once one succeeds), "
+        "the most of any dialer",
         labels=["trunk"],
     )
-    for trunk, info in status.items():
+    per_node = GaugeMetricFamily(
+        "ringcast_trunk_node_registered",
+        "1 while this dialer node's REGISTER binding with the trunk's registrar is up",
+        labels=["trunk", "node"],
+    )
+    for trunk, info in sorted(trunks.items()):
         up.add_metric([trunk], 1.0 if info["registered"] else 0.0)
         failures.add_metric([trunk], float(info["failures"]))
+        for node, binding in sorted(info["nodes"].items()):
+            per_node.add_metric([trunk, node], 1.0 if binding["registered"] else 0.0)
     yield up
     yield failures
+    yield per_node
 
 
 class RingcastCollector(Collector):
@@ -255,7 +267,6 @@ class RingcastCollector(Collector):
             value = _attr(dialer, path)
             if value is not None:
                 yield CounterMetricFamily(name, doc, value=value)
-        yield from _trunk_metrics(dialer)
         transfers = getattr(dialer, "transfers", None)
         if isinstance(transfers, dict):
             family = CounterMetricFamily(
@@ -274,6 +285,7 @@ class RingcastCollector(Collector):
         )
         if not snap.ok:
             return
+        yield from _trunk_metrics(snap.trunks)
         queued = sum(n for (result, _), n in snap.calls.items() if result == Result.QUEUED.value)
         yield GaugeMetricFamily("ringcast_queue_depth", "Calls waiting to be dialed", float(queued))
         yield GaugeMetricFamily(
@@ -344,7 +356,8 @@ class Metrics:
         snap = DbSnapshot()
         if store is not None:
             try:
-                snap = await read_db(store)
+                settings = getattr(self.collector.state, "settings", None)
+                snap = await read_db(store, getattr(settings, "node_timeout", 15.0))
             except StoreError as exc:
                 logger.warning("metrics: database query failed: %s", exc.message)
         self.collector.snapshot = snap

@@ -13,10 +13,20 @@ the start of the E.164 number and its ``prefix`` put before it (:func:`dial_user
 
 The do-not-call entry of any recipient (:func:`dnc_entry`) comes from the same
 parser, so an entry and a dialled number always agree. Pure: no I/O.
+
+Speed (bench/phone_numbers.py): a number in strict E.164 (``+`` and digits, or
+with RFC 3966 ``-``/``.``/blank separators) whose national part has no leading
+zero and no national prefix takes a fast path: its country code, the national
+prefix pattern and the verdict for its length come from the same metadata,
+looked up once per (country code, length); anything else, and every refusal,
+goes through ``phonenumbers.parse``. :func:`e164` also remembers its last
+answers per (text, country): a number is read at intake and again at dial time.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -27,6 +37,9 @@ E164 = phonenumbers.PhoneNumberFormat.E164
 NUMBER_CHARS = frozenset("0123456789+-.() \t")  # a phone number as people write it
 _VISUAL = frozenset("-.() \t")  # RFC 3966 visual separators (and the blank people type)
 MAX_NUMBER = 64  # characters of a number as written
+E164_CACHE = 8192  # (text, country) answers e164 remembers
+_STRICT_SEPARATORS = str.maketrans("", "", "-. ")  # RFC 3966 visual separators, blank
+_MIN_NSN, _MAX_NSN = 2, 17  # national significant number lengths phonenumbers parses
 
 
 class NumberError(ValueError):
@@ -55,10 +68,81 @@ def looks_like_number(to: str) -> bool:
     return not is_sip_uri(to) and number_text(to) is not None
 
 
+_NO_METADATA = object()
+_prefixes: dict[int, Any] = {}  # country code -> its national prefix pattern (or None)
+_lengths: dict[tuple[int, int], bool] = {}  # (country code, national length) -> possible
+
+
+def _national_prefix(cc: int) -> Any:
+    """The compiled national prefix pattern of a country code (None: it has none),
+    or _NO_METADATA; looked up once per country code."""
+    found = _prefixes.get(cc)
+    if found is None and cc not in _prefixes:
+        region = phonenumbers.region_code_for_country_code(cc)
+        meta = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(cc, region)
+        if meta is None:
+            found = _NO_METADATA
+        else:
+            prefix = meta.national_prefix_for_parsing
+            found = re.compile(prefix) if prefix else None
+        _prefixes[cc] = found
+    return found
+
+
+def _possible(cc: int, national: str) -> bool:
+    """phonenumbers' own verdict on a national number without a leading zero: for
+    such a number it depends on its length alone, so it is asked once per length."""
+    key = (cc, len(national))
+    verdict = _lengths.get(key)
+    if verdict is None:
+        number = phonenumbers.PhoneNumber(country_code=cc, national_number=int(national))
+        verdict = _lengths[key] = bool(phonenumbers.is_possible_number(number))
+    return verdict
+
+
+def _fast_e164(text: str) -> str | None:
+    """The E.164 form of a strict ``+CC...`` number that needs none of parse()'s
+    work (see the module doc), else None: phonenumbers.parse decides."""
+    if text[:1] != "+":
+        return None
+    digits = text[1:].translate(_STRICT_SEPARATORS)
+    if not (digits.isascii() and digits.isdigit()) or digits[:1] == "0":
+        return None
+    for size in (1, 2, 3):  # E.164 country codes are prefix-free (ITU-T E.164 §6.2.1)
+        cc = int(digits[:size])
+        if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return None
+    national = digits[size:]
+    if not _MIN_NSN <= len(national) <= _MAX_NSN or national[0] == "0":
+        return None
+    prefix = _national_prefix(cc)
+    if prefix is _NO_METADATA or (prefix is not None and prefix.match(national)):
+        return None  # a national prefix parse() may strip: its rules decide
+    if not _possible(cc, national):
+        return None  # refused by parse(), with its message
+    return "+" + digits
+
+
 def e164(text: str, country: str | None = None) -> str:
     """The E.164 form of a number (``+15550100001``), read in `country` (ISO 3166
     alpha-2) when it has no ``+``. NumberError when it is none."""
-    number = number_text(text)
+    return _e164(text, country.upper() if country else None)
+
+
+@functools.lru_cache(maxsize=E164_CACHE)
+def _e164(text: str, country: str | None) -> str:
+    if len(text) <= MAX_NUMBER and text[-1:] not in _VISUAL:  # as number_text reads it
+        written = text[4:].split(";", 1)[0] if text[:4].lower() == "tel:" else text
+        fast = _fast_e164(written)
+        if fast is not None:
+            return fast
+    return _e164_parsed(text, number_text(text), country)
+
+
+def _e164_parsed(text: str, number: str | None, country: str | None) -> str:
+    """:func:`e164` through phonenumbers.parse: every case, and every refusal."""
     if number is None:
         raise NumberError(f"{text!r} is not a phone number")
     region = None

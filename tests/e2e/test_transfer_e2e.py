@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import free_port
-from rtp_pcap import pcap_path
+from rtp_pcap import pcap_path, rfc4733_packets
 from sipp import SippUas
 
 from e2e.server import RingcastServer, post
@@ -53,7 +53,13 @@ class RtpPeer(threading.Thread):
     """A test-owned RTP endpoint: speaks a tone (and a digit) once ringcast has sent to it,
     keeps every packet it receives."""
 
-    def __init__(self, codec: str, hz: float, digit_at: float | None = None) -> None:
+    def __init__(
+        self,
+        codec: str,
+        hz: float,
+        digit_at: float | None = None,
+        later: tuple[float, list[bytes]] | None = None,  # (when, RTP packets) of one more
+    ) -> None:
         super().__init__(daemon=True)
         self.codec = get_codec(codec)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -62,6 +68,7 @@ class RtpPeer(threading.Thread):
         self.port = self.sock.getsockname()[1]
         self.hz = hz
         self.digit_at = digit_at
+        self.later = later
         self.received: list[bytes] = []
         self.remote: tuple[str, int] | None = None
         self.stop = threading.Event()
@@ -71,6 +78,8 @@ class RtpPeer(threading.Thread):
         pcm = (np.sin(2 * np.pi * self.hz * t) * 10000).astype(np.int16)
         audio = self.codec.encode(pcm)
         events = pcap_packets(pcap_path("1")) if self.digit_at is not None else []
+        later_at, later = self.later if self.later is not None else (0.0, [])
+        later = list(later)
         seq, ts, n, start = 1, 0, 0, 0.0
         deadline = time.monotonic() + 30
         while not self.stop.is_set() and time.monotonic() < deadline:
@@ -87,6 +96,8 @@ class RtpPeer(threading.Thread):
             while n <= due and (n + 1) * 160 <= len(audio):
                 if self.digit_at is not None and events and n * 0.020 >= self.digit_at:
                     pkt = events.pop(0)
+                elif later and n * 0.020 >= later_at:
+                    pkt = later.pop(0)
                 else:
                     hdr = struct.pack("!BBHII", 0x80, self.codec.payload_type, seq, ts, 0x1234)
                     pkt = hdr + audio[n * 160 : (n + 1) * 160]
@@ -102,6 +113,10 @@ class RtpPeer(threading.Thread):
         self.stop.set()
         self.join(5)
         self.sock.close()
+
+    def events(self) -> list[tuple[int, bool]]:
+        """The RFC 4733 events received (payload type 101): (event, end) of each packet."""
+        return [(p[12], bool(p[13] & 0x80)) for p in self.received if p[1] & 0x7F == 101]
 
     def tone_match(self, hz: float) -> float:
         """The best normalised match of `hz` over 0.5 s windows of each received audio
@@ -318,3 +333,30 @@ def test_a_number_is_transferred_through_the_default_trunk(tmp_path: Path, sipp_
     assert (t["to"], t["result"], t["cause"]) == ("+15550100001", "busy", "486"), record
     assert refused.status_code == 422, refused.text
     assert "playlist[1].gather.actions.1[0].transfer" in refused.text, refused.text
+
+
+def test_digits_during_a_bridge_are_recorded_and_info_digits_relayed(
+    tmp_path: Path, sipp_bin: str
+) -> None:
+    """The callee presses 9 (RFC 4733) while bridged: it reaches the agent and the
+    record (`dtmf` "19"); the agent presses 7 as SIP INFO (application/dtmf-relay):
+    the callee receives it as RFC 4733 events."""
+    nine = rfc4733_packets("9", seq=3000, timestamp=48000)  # an event of its own
+    with (
+        RtpPeer("PCMU", CALLEE_HZ, digit_at=0.3, later=(3.0, nine)) as caller_side,
+        RtpPeer("PCMA", AGENT_HZ) as agent_side,
+        _callee(tmp_path, caller_side) as callee,
+        _agent(tmp_path, agent_side, "uas_bridge_agent_info.xml") as agent,
+        RingcastServer(tmp_path) as rc,
+    ):
+        transfer = {"transfer": agent.uri("agent"), "timeout": 10}
+        record = rc.wait_ready(post(rc, _body(callee.uri("bob"), transfer)), 45)["record"]
+    assert record.get("transfer", {}).get("result") == "answered", json.dumps(record)
+    assert agent.invites_per_user() == {"agent": 1}, agent.errors()
+    assert any(m.startswith("SIP/2.0 200") for m in agent.received() if "CSeq: 1 INFO" in m), (
+        agent.errors()
+    )
+    assert record["dtmf"] == "19", record
+    assert (9, True) in agent_side.events(), agent_side.events()  # passed through
+    relayed = caller_side.events()
+    assert (7, False) in relayed and relayed.count((7, True)) == 3, relayed

@@ -28,6 +28,7 @@ TABLES = {
     "counters",
     "webhook_outbox",
     "recordings",
+    "trunk_registrations",
     "alembic_version",
 }
 

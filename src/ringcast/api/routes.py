@@ -38,6 +38,7 @@ from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
 from ringcast.netguard import NetPolicy
 from ringcast.sealing import Sealer
+from ringcast.store import registrations as registration_rows
 from ringcast.store import requests as q
 from ringcast.store.db import Store
 from ringcast.store.records import RECORD_FIELDS, record_dict
@@ -654,16 +655,20 @@ async def health(request: Request) -> JSONResponse:
     except StoreError as exc:
         body = error_body(exc.code, 503, exc.message, None, rid, db="error")
         return _json(body, 503)
-    trunks = _trunk_registrations(request)
+    trunks = await _trunk_registrations(request)
     if trunks is None:
         return _json(envelope(200, "ok", rid, db="ok"))
     return _json(envelope(200, "ok", rid, db="ok", trunks=trunks))
 
 
-def _trunk_registrations(request: Request) -> dict[str, Any] | None:
-    """The REGISTER bindings of this process's dialer, by trunk (issue 15), when it
-    runs one (`ringcast serve`) and a trunk registers; no secrets in them."""
-    dialer = getattr(request.app.state, "dialer", None)
-    registrations = getattr(dialer, "registrations", None)
-    status = registrations.status() if registrations is not None else None
-    return dict(status) if status else None
+async def _trunk_registrations(request: Request) -> dict[str, Any] | None:
+    """The REGISTER bindings of the fleet's live dialers, by trunk (issue 15), as
+    each dialer wrote them to the database; None when no dialer registers a trunk
+    or they cannot be read. No secrets in them."""
+    settings = request.app.state.settings
+    try:
+        trunks = await registration_rows.fleet(_store(request), settings.node_timeout)
+    except StoreError as exc:
+        logger.warning("health: cannot read the trunk registrations: %s", exc.message)
+        return None
+    return trunks or None

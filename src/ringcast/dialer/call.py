@@ -93,8 +93,12 @@ class CallReport:
     recordings: list[Recorder | BridgeRecording] = field(default_factory=list)
 
     def fields(self) -> dict[str, Any]:
-        """Column values for the store (everything but `optout` and `recordings`)."""
+        """Column values for the store (everything but `optout`). `recordings` is
+        None here: the owner writes this attempt's list once they are stored, so an
+        attempt without any never shows an earlier attempt's (a recording belongs
+        to the attempt that made it; `attempts` keeps each one's)."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("optout", "recordings")}
+        out["recordings"] = None
         if self.transfer is not None:
             out["transfer"] = json.dumps(self.transfer, separators=(",", ":"))
         out["result"] = str(self.result)

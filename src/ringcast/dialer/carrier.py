@@ -7,11 +7,14 @@ with an E.164 caller ID asserted when the trunk says so. The record keeps
 `to` as given. :class:`TrunkRegistrations` keeps one binding per trunk with
 ``register = true`` for this dialer (each dialer holds its own) and makes a
 call on such a trunk wait for it (``register_wait``), or fail with a clear error.
+Given a store, it writes its bindings' state there (by node and trunk) after
+every change, so an API process shows the bindings of separate dialers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,9 +25,13 @@ from ringcast.config import Settings
 from ringcast.errors import RingcastError
 from ringcast.sip.endpoint import SipEndpoint
 from ringcast.sip.registration import Binding, BindingConfig
+from ringcast.store import registrations as registration_rows
+from ringcast.store.db import DB_ERRORS, Store
 from ringcast.trunks import REGISTER_RETRY_MAX, registering
 
 log = logging.getLogger(__name__)
+
+PUBLISH_RETRY = 2.0  # seconds before writing the bindings' state again after a DB error
 
 
 class NotRoutable(RingcastError):
@@ -86,7 +93,16 @@ def route(body: Mapping[str, Any], to: str, from_: str, settings: Settings) -> R
 class TrunkRegistrations:
     """This dialer's REGISTER bindings, one per trunk with ``register = true``."""
 
-    def __init__(self, endpoint: SipEndpoint, trunks: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        trunks: Mapping[str, Mapping[str, Any]],
+        *,
+        store: Store | None = None,
+        node_id: str = "",
+    ) -> None:
+        self.store = store
+        self.node_id = node_id
         self.bindings: dict[str, Binding] = {}
         self.waits: dict[str, float] = {}
         for options in registering(trunks):
@@ -102,15 +118,48 @@ class TrunkRegistrations:
             )
             self.bindings[options.trunk] = Binding(endpoint, config)
             self.waits[options.trunk] = options.wait
+        self._dirty = asyncio.Event()
+        self._publisher: asyncio.Task[None] | None = None
+        self.published = 0  # state writes that reached the database
 
     def start(self) -> None:
+        if self.store is not None and self.bindings:
+            for binding in self.bindings.values():
+                binding.on_change = self._dirty.set
+            self._dirty.set()
+            self._publisher = asyncio.create_task(
+                self._publish_loop(self.store), name=f"trunk-registrations-{self.node_id}"
+            )
         for binding in self.bindings.values():
             binding.start()
 
     async def stop(self) -> None:
-        """Unregister every binding (expires 0), together."""
+        """Unregister every binding (expires 0), together; then forget this node's rows."""
         if self.bindings:
             await asyncio.gather(*(b.stop() for b in self.bindings.values()))
+        if self._publisher is not None and self.store is not None:
+            self._publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
+            self._publisher = None
+            try:
+                await registration_rows.remove(self.store, self.node_id)
+            except DB_ERRORS as exc:
+                log.warning("trunk registrations: cannot remove this node's rows: %s", exc)
+
+    async def _publish_loop(self, store: Store) -> None:
+        """Write the bindings' state after each change; the latest state wins, so
+        changes that come while a write is under way are written together next."""
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await registration_rows.publish(store, self.node_id, self.status())
+                self.published += 1
+            except DB_ERRORS as exc:
+                log.warning("trunk registrations: cannot write their state: %s", exc)
+                self._dirty.set()
+                await asyncio.sleep(PUBLISH_RETRY)
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {name: b.status() for name, b in sorted(self.bindings.items())}

@@ -150,7 +150,9 @@ class Dialer:
             )
         if self._own_sip:
             await self.sip.start()
-        self.registrations = TrunkRegistrations(self.sip, self.settings.trunks)
+        self.registrations = TrunkRegistrations(
+            self.sip, self.settings.trunks, store=self.store, node_id=self.node_id
+        )
         self.registrations.start()
         self.clock.start()
         self.writer.start()

@@ -58,6 +58,7 @@ class _Record:
     voicemail: str | None = None
     srtp: str | None = None
     transfer: str | None = None  # JSON text, as stored (a gather action's transfer)
+    recordings: str | None = None  # JSON text (`ringcast call` stores none)
 
 
 def report_record(

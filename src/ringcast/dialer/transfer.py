@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ringcast.dialer.bridge_digits import hear_digits, relay_info_digit
 from ringcast.dialer.call import CallContext, CallJob, aim, sdp_address
 from ringcast.dialer.script import Transfer
 from ringcast.dialer.trunk_tls import tls_options
@@ -257,6 +258,18 @@ async def _relay(
     if recording is not None:
         relay.a_to_b.listener = _feeder(recording, 0, media.codec)
         relay.b_to_a.listener = _feeder(recording, 1, agent_media.codec)
+    # the callee's digits go on into the record (its session no longer reads them);
+    # INFO digits of either leg reach the other as RFC 4733 events
+    hear_digits(relay.a_to_b, media.on_digit)
+    callee_dtmf = call.on_dtmf
+
+    def callee_info(digit: str) -> None:
+        if callee_dtmf is not None:
+            callee_dtmf(digit)
+        relay_info_digit(relay.a_to_b, digit)
+
+    call.on_dtmf = callee_info
+    agent.on_dtmf = lambda digit: _relayed(relay_info_digit(relay.b_to_a, digit), digit)
     relay.start()
     waits = [
         asyncio.create_task(call.ended.wait(), name="bridge-callee-ended"),
@@ -266,6 +279,8 @@ async def _relay(
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
         relay.stop()
+        call.on_dtmf = callee_dtmf
+        agent.on_dtmf = None
         for task in waits:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -282,6 +297,11 @@ async def _relay(
             await asyncio.shield(agent.hangup())
         if not call.ended.is_set():
             await asyncio.shield(call.hangup())
+
+
+def _relayed(sent: bool, digit: str) -> None:
+    if not sent:
+        log.info("bridge: agent's INFO digit %s not relayed (the callee takes no events)", digit)
 
 
 def _feeder(recording: BridgeRecording, leg: int, codec: str) -> Callable[[bytes, int], None]:

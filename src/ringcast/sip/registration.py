@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,7 @@ class Binding:
         self._changed = asyncio.Event()
         self.registered_at: float | None = None  # time.time() of the last grant
         self.sent = 0  # REGISTER requests sent (also digest retries)
+        self.on_change: Callable[[], None] | None = None  # after every machine step
 
     # --- what others read ----------------------------------------------------
 
@@ -149,6 +151,8 @@ class Binding:
                     self._timer.cancel()
                 self._timer = self.endpoint.loop.call_later(action.seconds, self._on_timer)
         self._changed.set()
+        if self.on_change is not None:
+            self.on_change()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -198,6 +198,25 @@ class NodeRow(Base):
     epoch: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
+class TrunkRegistrationRow(Base):
+    """One dialer's REGISTER binding with one trunk's registrar (RFC 3261 §10),
+    written by that dialer on every state change so any API node can show it.
+    Never holds the password."""
+
+    __tablename__ = "trunk_registrations"
+
+    node_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    trunk: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    registrar: Mapped[str] = mapped_column(sa.String(512))
+    aor: Mapped[str] = mapped_column(sa.String(512))
+    expires: Mapped[int | None] = mapped_column(sa.Integer)  # seconds granted
+    expires_at: Mapped[datetime | None] = mapped_column()
+    failures: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKeyRow(Base):
     """An API key: only its SHA-256 hash is kept. Its webhook signing secret
     must be kept in the clear (HMAC needs it) and is never returned by the API."""
@@ -286,3 +305,4 @@ limiters_table = cast(sa.Table, LimiterRow.__table__)
 leases_table = cast(sa.Table, LeaseRow.__table__)
 counters_table = cast(sa.Table, CounterRow.__table__)
 recordings_table = cast(sa.Table, RecordingRow.__table__)
+trunk_registrations_table = cast(sa.Table, TrunkRegistrationRow.__table__)

@@ -48,6 +48,7 @@ ATTEMPT_FIELDS: tuple[str, ...] = (
     "disconnect_cause_code",
     "disconnect_cause_text",
     "outcome",
+    "recordings",  # a recording belongs to the attempt that made it
 )
 
 

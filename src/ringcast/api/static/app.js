@@ -437,11 +437,14 @@ async function replayRequest(requestId) {
 // --- trunk registrations (GET /health, issue 15) ----------------------------------------
 
 function trunkText(name, info) {
+  // one binding per dialer: "2/3 dialers" once the fleet has more than one
+  const total = info.nodes_total || 1;
+  const fleet = total > 1 ? ` on ${info.nodes_registered}/${total} dialers` : "";
   if (info.registered) {
     const left = info.expires_at ? Math.max(0, Math.round(info.expires_at - Date.now() / 1000)) : null;
-    return `${name}: registered` + (left === null ? "" : ` (${left} s left)`);
+    return `${name}: registered${fleet}` + (left === null ? "" : ` (${left} s left)`);
   }
-  return `${name}: ${info.state}` + (info.error ? ` \u2014 ${info.error}` : "");
+  return `${name}: ${info.state}${fleet}` + (info.error ? ` \u2014 ${info.error}` : "");
 }
 
 async function refreshTrunks() {
