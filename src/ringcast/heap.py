@@ -11,7 +11,7 @@ Finished calls are freed by reference counting (no cycles: issue 14), so the
 collector has little to find, but a collection's pause grows with what it
 scans, and every RTP stream of the process waits it out. So (measured in
 bench/RESULTS.md, "soak" sections): young collections stay small (a young
-pause costs about 1 us of CPU per object scanned here), and full collections,
+pause cost 0.3-5 us of CPU per object scanned here), and full collections,
 which scan every object a live or recently ended call holds and found almost
 nothing, do not run on their own under load: :func:`collect_when_idle` runs one
 when no call is live, and the automatic one remains only as a rare backstop.
