@@ -267,8 +267,11 @@ def setups_round(args: argparse.Namespace, work: Path, n: int) -> tuple[float, f
         SippUas(
             "uas_answer_load.xml", work, keys={"rtp_port": str(bound(dead))}, trace=False
         ) as uas,
-        RingcastServer(work, db=f"sqlite:///{db}", args=rc_args, env=env) as rc,
+        contextlib.ExitStack() as stack,
     ):
+        rc = RingcastServer(work, db=f"sqlite:///{db}", args=rc_args, env=env)
+        stack.callback(rc.stop)
+        rc.start(timeout=120)  # a shared machine may take longer than the default 20 s
         r = httpx.post(
             f"{rc.base}/voice/call/play",
             timeout=120,

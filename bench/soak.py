@@ -101,6 +101,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         quiet = pipe.recv()
         pipe.send("start")
         rss_idle = rss_mb(pid)
+        load_start = os.getloadavg()[0]
         gc0 = gc_figures(rc.base)
         started = time.monotonic()
         rid = http.post(
@@ -137,7 +138,10 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         http.delete(f"/voice/call/{rid}")
         http.delete(f"/voice/call/{long_call}")
     rate = n / elapsed
-    print(f"  soak: {n:,} calls in {elapsed:.0f} s = {rate:,.0f} calls/s (asked --cps {args.cps})")
+    print(
+        f"  soak: {n:,} calls in {elapsed:.0f} s = {rate:,.0f} calls/s (asked --cps {args.cps}); "
+        f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
     print(
         f"  long call RTP gaps, quiet baseline: p99 {pct(quiet, 0.99) * 1e3:.1f} ms, "
         f"max {max(quiet, default=0) * 1e3:.1f} ms over {len(quiet):,} packets"

@@ -5,13 +5,18 @@ has started (FastAPI, SQLAlchemy, pydantic, numpy and their caches). CPython's
 full collections walk all of them: measured at ~200 ms each under call load,
 a stall that every RTP stream of the process feels as a late packet. Objects
 alive at readiness live as long as the process, so `settle` moves them out of
-the collector's sight (gc.freeze) and makes young collections rarer, as
-calls allocate many short-lived containers.
+the collector's sight (gc.freeze).
 
 Finished calls are freed by reference counting (no cycles: issue 14), so the
-collector has little to find; :data:`STATS` measures every collection's pause
-through ``gc.callbacks`` and ``/metrics`` reports it, so an operator sees when
-that stops being true.
+collector has little to find, but a collection's pause grows with what it
+scans, and every RTP stream of the process waits it out. So (measured in
+bench/RESULTS.md, "soak" sections): young collections stay small (a young
+pause cost 0.3-5 us of CPU per object scanned here), and full collections,
+which scan every object a live or recently ended call holds and found almost
+nothing, do not run on their own under load: :func:`collect_when_idle` runs one
+when no call is live, and the automatic one remains only as a rare backstop.
+:data:`STATS` measures every collection's pause through ``gc.callbacks`` and
+``/metrics`` reports it, so an operator sees when that stops being true.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-GEN0_THRESHOLD = 10_000  # CPython's default is 700
+GEN0_THRESHOLD = 1_000  # allocations between young collections (CPython's default: 700)
+GEN1_THRESHOLD = 5  # young collections between generation-1 ones (default: 10)
+# generation-1 collections between automatic full ones (default: 10; CPython also
+# waits until a quarter of the old objects are new): a backstop, far apart under load
+GEN2_THRESHOLD = 10_000
+IDLE_FULL_AFTER = 20  # generation-1 collections since the last full one, before an idle one
 LONG_PAUSE = 0.020  # seconds: one RTP packet interval; a longer pause delays every stream
 PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0)  # seconds, histogram bounds
 
@@ -67,5 +77,13 @@ def settle() -> None:
     STATS.install()
     gc.collect()
     gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+    gc.set_threshold(GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)
+
+
+def collect_when_idle(live_calls: int) -> bool:
+    """Run a full collection now if no call is live and enough has aged since the
+    last one (no stream waits on an idle process); True if it ran."""
+    if live_calls or gc.get_count()[2] < IDLE_FULL_AFTER:
+        return False
+    gc.collect()
+    return True

@@ -7,16 +7,36 @@ import gc
 from ringcast import heap
 
 
-def test_settle_freezes_the_heap_and_raises_the_young_threshold() -> None:
+def test_settle_freezes_the_heap_and_sets_the_thresholds() -> None:
     before = gc.get_threshold()
     try:
         heap.settle()
         assert gc.get_freeze_count() > 1000  # this interpreter's modules, at least
-        assert gc.get_threshold()[0] == heap.GEN0_THRESHOLD
-        assert gc.get_threshold()[1:] == before[1:]
+        assert gc.get_threshold() == (
+            heap.GEN0_THRESHOLD,
+            heap.GEN1_THRESHOLD,
+            heap.GEN2_THRESHOLD,
+        )
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_a_full_collection_waits_until_no_call_is_live() -> None:
+    """Full collections scan every object live calls hold: run one only when idle."""
+    gc.collect()
+    for _ in range(heap.IDLE_FULL_AFTER):
+        gc.collect(1)  # each ages the old generation by one generation-1 collection
+    stats = heap.GcStats()
+    gc.callbacks.append(stats.callback)
+    try:
+        assert not heap.collect_when_idle(live_calls=3)
+        assert stats.collections[2] == 0
+        assert heap.collect_when_idle(live_calls=0)
+        assert stats.collections[2] == 1
+        assert not heap.collect_when_idle(live_calls=0)  # nothing has aged since
+    finally:
+        gc.callbacks.remove(stats.callback)
 
 
 def test_gc_stats_measure_each_collection() -> None:

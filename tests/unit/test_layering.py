@@ -91,6 +91,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "config": "Settings of the node",
         "domain": "outcomes and results of calls",
         "errors": "MediaError and RingcastError of a call",
+        "heap": "a full garbage collection while no call is live (the watcher)",
         "inet": "RTP bind family from the SIP bind address",
         "media": "fetch and prepare the playlist",
         "numbers": "a number recipient becomes its trunk's Request-URI (issue 15)",

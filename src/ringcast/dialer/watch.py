@@ -2,7 +2,8 @@
 
 Every WATCH_INTERVAL the watcher hangs up live calls of requests canceled
 through the API; every SWEEP_INTERVAL it marks drained requests inactive and
-runs the recordings' retention sweep; every third of `node_timeout` it
+runs the recordings' retention sweep (and, with no call live, a full garbage
+collection: ringcast.heap); every third of `node_timeout` it
 refreshes the node's heartbeat (and, on PostgreSQL, rescues the calls of dead
 nodes). On PostgreSQL a LISTEN connection wakes an idle claim loop at once.
 """
@@ -15,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ringcast import heap
 from ringcast.dialer.recordings import RetentionSweep
 from ringcast.dialer.requests_cache import RequestCache
 from ringcast.errors import RingcastError
@@ -64,6 +66,7 @@ class Watcher:
                     swept = 0.0
                     await queue.sweep_drained(self.store)
                     await self.retention.tick(self.store, SWEEP_INTERVAL)
+                    heap.collect_when_idle(len(self.live))  # no stream waits on it
                 beat += WATCH_INTERVAL
                 if beat >= interval:
                     beat = 0.0
