@@ -79,15 +79,18 @@ class BodyLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        del chunks  # held while the app runs otherwise: a second copy of a big body
         replayed = False
 
         async def replay() -> Message:
-            nonlocal replayed
+            nonlocal replayed, body
             if not replayed:
                 replayed = True
                 if disconnected is not None:
                     return disconnected
-                return {"type": "http.request", "body": body, "more_body": False}
+                message: Message = {"type": "http.request", "body": body, "more_body": False}
+                body = b""  # the app holds it from here, and can let it go
+                return message
             return await receive()
 
         await self.app(scope, replay, send)

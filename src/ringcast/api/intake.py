@@ -17,9 +17,10 @@ nothing queued).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 from ringcast import numbers
 from ringcast.api.schemas import PlayRequest
@@ -70,11 +71,18 @@ def check_uri(uri: str, where: str) -> None:
         )
 
 
+_URI_CHUNK = 10_000  # URIs joined at once to look for sips: and ;transport
+
+
 def check_uris(uris: Sequence[tuple[str, str]]) -> None:
-    """:func:`check_uri` for each (field, URI); one pass over the text when none has
-    sips: or ;transport= (the 100,000-recipient case)."""
-    text = "\n".join(u for _, u in uris).lower()
-    if "sips:" not in text and ";transport" not in text:
+    """:func:`check_uri` for each (field, URI); one pass over the text, a chunk at
+    a time, when none has sips: or ;transport= (the 100,000-recipient case)."""
+    every = uris.all_uris() if isinstance(uris, Fields) else (u for _, u in uris)
+    while chunk := list(itertools.islice(every, _URI_CHUNK)):
+        text = "\n".join(chunk).lower()
+        if "sips:" in text or ";transport" in text:
+            break
+    else:
         return
     for where, uri in uris:
         check_uri(uri, where)
@@ -156,19 +164,70 @@ async def check_fixed_duration(payload: PlayRequest) -> None:
         )
 
 
-def recipient_fields(to: str | None, uris: Iterable[str]) -> list[tuple[str, str]]:
-    """(field, URI) of each recipient, as error messages name them."""
-    if to is not None:
-        return [("to", to)]
-    return [(f"recipients[{i}].to", uri) for i, uri in enumerate(uris)]
+class Fields(Sequence[tuple[str, str]]):
+    """(field, URI) of each recipient as error messages name them
+    (``recipients[i].to``), then the `extra` pairs; each pair made when read (1M
+    tuples and field names held at once would cost ~140 MB)."""
+
+    def __init__(
+        self, to: str | None, uris: Sequence[str], extra: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.to = to
+        self.uris: Sequence[str] = [to] if to is not None else uris
+        self.extra = extra
+
+    def __len__(self) -> int:
+        return len(self.uris) + len(self.extra)
+
+    def _name(self, i: int) -> str:
+        return "to" if self.to is not None else f"recipients[{i}].to"
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[str, str]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[str, str] | Sequence[tuple[str, str]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self.uris)
+        if index < 0:
+            index += len(self)
+        if index >= n:
+            return self.extra[index - n]
+        return self._name(index), self.uris[index]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        if self.to is not None:
+            yield "to", self.to
+        else:
+            for i, uri in enumerate(self.uris):
+                yield f"recipients[{i}].to", uri
+        yield from self.extra
+
+    def all_uris(self) -> Iterator[str]:
+        """The URIs alone (no field names made)."""
+        yield from self.uris
+        for _, uri in self.extra:
+            yield uri
+
+
+def recipient_fields(
+    to: str | None, uris: Sequence[str], extra: Sequence[tuple[str, str]] = ()
+) -> Fields:
+    """(field, URI) of each recipient, as error messages name them, then `extra`."""
+    return Fields(to, uris, extra)
 
 
 NUMBERS_IN_THREAD = 200  # numbers checked off the event loop from this many (~50 µs each)
 
 
 async def check_numbers(
-    fields: list[tuple[str, str]], *, trunk: str | None, country: str | None, settings: Settings
-) -> list[tuple[str, str]]:
+    fields: Sequence[tuple[str, str]],
+    *,
+    trunk: str | None,
+    country: str | None,
+    settings: Settings,
+) -> Sequence[tuple[str, str]]:
     """:func:`numbers_checked` in a worker thread when the request holds many
     numbers (100,000 take seconds of phonenumbers' parsing)."""
     if len(fields) < NUMBERS_IN_THREAD:
@@ -179,15 +238,22 @@ async def check_numbers(
 
 
 def numbers_checked(
-    fields: list[tuple[str, str]], *, trunk: str | None, country: str | None, settings: Settings
-) -> list[tuple[str, str]]:
+    fields: Sequence[tuple[str, str]],
+    *,
+    trunk: str | None,
+    country: str | None,
+    settings: Settings,
+) -> Sequence[tuple[str, str]]:
     """The recipients that are SIP URIs; ValidationFailed naming the first number
     that has no trunk to go through (the request's `sip.trunk`, else the config's
     `default_trunk`) or that is no phone number in its country (the request's,
-    else the trunk's: DESIGN "Phone numbers and carriers")."""
-    uris = [f for f in fields if numbers.is_sip_uri(f[1])]
-    if len(uris) == len(fields):
-        return uris
+    else the trunk's: DESIGN "Phone numbers and carriers"). When all are SIP
+    URIs, `fields` itself (no copy)."""
+    is_uri = numbers.is_sip_uri
+    every = fields.all_uris() if isinstance(fields, Fields) else (to for _, to in fields)
+    if all(map(is_uri, every)):
+        return fields
+    uris = [f for f in fields if is_uri(f[1])]
     name = trunk or settings.default_trunk
     table = settings.trunks.get(name) if name else None
     region = country or (str(table["country"]) if table and table.get("country") else None)

@@ -24,6 +24,7 @@ from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
 from ringcast.api.schemas import (
     ACTION_KINDS,
+    BareRecipients,
     PlayInput,
     PlayRequest,
     RecipientIn,
@@ -170,6 +171,13 @@ def normalize(
     return body, calls
 
 
+def to_uris(calls: Sequence[q.NewCall]) -> Sequence[str]:
+    """The calls' `to` URIs: the decoded strings themselves for a bare recipient list."""
+    if isinstance(calls, CallsView) and isinstance(calls.recipients, BareRecipients):
+        return calls.recipients.tos
+    return [c.to_uri for c in calls]
+
+
 class CallsView(Sequence[q.NewCall]):
     """The recipients as the calls to store, made one at a time when read (a list
     of 1M NewCall tuples beside the recipients' would cost ~80 MB more)."""
@@ -297,7 +305,9 @@ def _untag(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 async def parse_play(request: Request) -> PlayInput:
     """The body as JSON whatever its Content-Type (curl -d sends a form type), then
     validated; errors go through the same mapping as FastAPI's own."""
-    raw = await request.body()
+    # Read as a stream, not request.body(): that would keep the bytes on the request
+    # until the response (37 MB for 1M recipients); here they go once decoded.
+    raw = b"".join([chunk async for chunk in request.stream()])
     if not raw.strip():
         raise BadRequest("the request body is empty")
     lean = decode_play_lean(raw)  # a long recipient list without a dict each
@@ -340,16 +350,14 @@ async def play(
     key = api_key_of(request.state)
     # numbers go through a trusted trunk: checked here, not against the key's allowlist
     uris = await intake.check_numbers(
-        [
-            *intake.recipient_fields(payload.to, (c.to_uri for c in calls)),
-            *_transfer_fields(payload),
-        ],
+        intake.recipient_fields(payload.to, to_uris(calls), _transfer_fields(payload)),
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,
         settings=settings,
     )
     check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
     intake.check_uris(uris)
+    del uris  # made when read: nothing per recipient is left for the insert
     if payload.sip is not None and payload.sip.proxy is not None:
         intake.check_uri(payload.sip.proxy, "sip.proxy")
     await intake.check_voices(payload)
@@ -381,7 +389,9 @@ REPLAY_BODY_DOC = {
 
 
 async def _parse_replay(request: Request) -> ReplayRequest:
-    raw = await request.body()
+    # Read as a stream, not request.body(): that would keep the bytes on the request
+    # until the response (37 MB for 1M recipients); here they go once decoded.
+    raw = b"".join([chunk async for chunk in request.stream()])
     if not raw.strip():
         raise BadRequest("the request body is empty")
     try:
@@ -445,15 +455,13 @@ async def replay(
     ]
     key = api_key_of(request.state)
     uris = await intake.check_numbers(
-        [
-            *((f"recipients[{i}].to", c.to_uri) for i, c in enumerate(calls)),
-            *_transfer_fields(payload),
-        ],
+        intake.recipient_fields(None, [c.to_uri for c in calls], _transfer_fields(payload)),
         trunk=payload.sip.trunk if payload.sip is not None else None,
         country=payload.country,
         settings=settings,
     )
     check_destinations(key, uris, payload.sip.proxy if payload.sip is not None else None)
+    del uris
     await _check_urls(payload, settings)
     dump = payload.model_dump(mode="json", by_alias=True)
     digest = hashlib.sha256(_canonical({"replay": request_id, **dump}).encode()).hexdigest()

@@ -665,9 +665,18 @@ class BareRecipients(list[RecipientIn]):
     __hash__ = None
 
 
-class _LeanRecipient(msgspec.Struct, forbid_unknown_fields=True):
+class _BareRecipient(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A recipient that is only a `to` (the broadcast case): one slot, untracked by
+    the garbage collector (24 bytes; 1M of them live while the body decodes)."""
+
+    to: str
+
+
+class _LeanRecipient(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One recipient as msgspec decodes it straight from the body's bytes: four
-    slots instead of a dict (a 1M-recipient body then fits in ~1/3 the memory)."""
+    slots instead of a dict (a 1M-recipient body then fits in ~1/3 the memory).
+    Not tracked by the garbage collector: its fields are strings, a dict of
+    strings or None, which cannot form a cycle."""
 
     to: str
     from_: str | None = msgspec.field(default=None, name="from")
@@ -677,6 +686,7 @@ class _LeanRecipient(msgspec.Struct, forbid_unknown_fields=True):
 
 _decode_top = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _decode_recipients = msgspec.json.Decoder(list[_LeanRecipient])
+_decode_bare = msgspec.json.Decoder(list[_BareRecipient])
 
 
 def decode_play_lean(raw: bytes) -> PlayInput | None:
@@ -691,18 +701,27 @@ def decode_play_lean(raw: bytes) -> PlayInput | None:
         listed = top.pop("recipients", None)
         if listed is None:
             return None
-        items = _decode_recipients.decode(listed)
-        del listed
         rest = {key: msgspec.json.decode(value) for key, value in top.items()}
+        del top
+        try:  # only `to`s: a third of the memory of the four-field structs
+            tos: list[str] | None = [r.to for r in _decode_bare.decode(listed)]
+            items: list[_LeanRecipient] = []
+        except msgspec.ValidationError:
+            tos = None
+            items = _decode_recipients.decode(listed)
+        del listed
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None  # RecursionError: nested too deep; the caller's json refuses it as 400
     try:
         payload = PlayRequest.model_validate(rest)
     except ValidationError:
         return None
-    if all(r.from_ is None and r.variables is None and r.timezone is None for r in items):
+    if tos is None and all(
+        r.from_ is None and r.variables is None and r.timezone is None for r in items
+    ):
         tos = [r.to for r in items]
         del items
+    if tos is not None:
         if checked_uris(tos) or (
             all(len(t) <= _MAX_URI for t in tos) and all(map(to_ok, tos))  # numbers among them
         ):

@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -183,6 +184,14 @@ def open_store(
         **kwargs,
     )
     return Store(url, engine, "postgresql")
+
+
+async def raw_driver(connection: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection (asyncpg / aiosqlite) under `connection`."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None:
+        raise StoreError("the database connection is closed")
+    return driver
 
 
 async def db_now(s: AsyncSession) -> datetime:

@@ -93,7 +93,7 @@ class CallRow(Base):
     __tablename__ = "calls"
     __table_args__ = (
         sa.UniqueConstraint("request_id", "seq"),
-        # claims, per request (store/queue.py); live calls per request (store/fair.py)
+        # claims, per request (store/claims.py); live calls per request (store/fair.py)
         sa.Index("ix_calls_claim_order", "result", "request_id", "not_before", "seq"),
     )
 
