@@ -181,7 +181,7 @@ def test_noise_floor_is_the_quietest_of_the_last_75_frames() -> None:
         chunk = float_to_pcm16(audio[i * 160 : (i + n) * 160].astype(np.float32))
         det.feed(chunk)
         x = chunk.astype(np.float64).reshape(-1, 160)
-        levels += [10 * np.log10((f @ f) / 160 / 32768.0**2 + 1e-18) for f in x]
+        levels += [float(10 * np.log10((f @ f) / 160 / 32768.0**2 + 1e-18)) for f in x]
         assert det._noise_db == pytest.approx(min(levels[-75:]), abs=1e-4)  # float32 sums
         i += n
     assert not det.done and len(levels) == 300
