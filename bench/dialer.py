@@ -55,6 +55,9 @@ from e2e.server import RingcastServer  # noqa: E402
 from sipp import SippUas  # noqa: E402
 
 SAMPLED = 100  # streams whose packet gaps are measured
+# RTP ports of the measured server: above the 20000-29199 the e2e tests' servers take
+# (tests/e2e/server.py), so a bench beside a test run does not take a test's ports
+RTP_LO = 33000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -140,7 +143,7 @@ def concurrency(
             "--cps",
             str(args.ramp_cps),
             "--rtp-ports",
-            f"20000-{20000 + 4 * n + 400}",
+            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
         ramp_limit = 2 * n / args.ramp_cps + 20  # seconds the ramp may take (it slows as N grows)
@@ -220,7 +223,7 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             "--cps",
             str(args.ramp_cps),
             "--rtp-ports",
-            f"20000-{20000 + 4 * n + 400}",
+            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
         ramp_limit = args.ramp_limit  # seconds: a loaded machine ramps slowly, RSS does not care
@@ -262,7 +265,7 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             live = rss_kb(pid)
             with contextlib.suppress(httpx.HTTPError):  # the server stops anyway
                 httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=120)
-        if active < 0.95 * n:  # a loaded machine fails a few setups: count the live ones
+        if active < 0.75 * n:  # a loaded machine fails some setups: count the live ones
             print(f"  N={n:5d}: only {active} calls active after the ramp; stop")
             return
         per_n[active] = (idle, live)
