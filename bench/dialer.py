@@ -158,8 +158,11 @@ def concurrency(
             SippUas(
                 "uas_answer.xml", work, keys={"rtp_port": str(bound(dead))}, trace=False
             ) as other,
-            RingcastServer(work, db=f"sqlite:///{work}/c{n}.db", args=rc_args, env=env) as rc,
+            contextlib.ExitStack() as stack,
         ):
+            rc = RingcastServer(work, db=f"sqlite:///{work}/c{n}.db", args=rc_args, env=env)
+            stack.callback(rc.stop)
+            rc.start(timeout=120)  # a loaded machine takes its time to start one
             r = httpx.post(
                 f"{rc.base}/voice/call/play",
                 timeout=60,
