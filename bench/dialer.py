@@ -14,6 +14,10 @@
     counted), and ringcast CPU seconds per 1,000 such calls against a baseline
     measured in the same run: the SIP engine alone (bench/sip_setup.py:
     signalling only, no media, database or HTTP). --rounds alternate the two.
+(c) memory: the RSS of `ringcast serve` idle (after a few warm-up calls) and with
+    N live calls streaming (default 2,000 and 4,000, a fresh server for each N):
+    KB per live call = (RSS with N - RSS idle) / N, and the marginal KB per call
+    between two N (which leaves out what the first calls load once). Target <= 30.
 
 RTP of SAMPLED streams goes to one sink port (SIPp's SDP answer names it),
 where a receiver process timestamps it; the other streams go to a socket
@@ -22,6 +26,7 @@ a core with the process measured.
 
     .venv/bin/python bench/dialer.py concurrency  # N = 1000 ... 5000, stops at the limit
     .venv/bin/python bench/dialer.py setups --seconds 30 --rounds 2  # --cps 1500: capacity
+    .venv/bin/python bench/dialer.py memory --n 2000,4000
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ from e2e.server import RingcastServer  # noqa: E402
 from sipp import SippUas  # noqa: E402
 
 SAMPLED = 100  # streams whose packet gaps are measured
+# RTP ports of the measured server: above the 20000-29199 the e2e tests' servers take
+# (tests/e2e/server.py), so a bench beside a test run does not take a test's ports
+RTP_LO = 33000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -136,7 +144,7 @@ def concurrency(
             "--cps",
             str(args.ramp_cps),
             "--rtp-ports",
-            f"20000-{20000 + 4 * n + 400}",
+            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
         ramp_limit = 2 * n / args.ramp_cps + 20  # seconds the ramp may take (it slows as N grows)
@@ -151,8 +159,11 @@ def concurrency(
             SippUas(
                 "uas_answer.xml", work, keys={"rtp_port": str(bound(dead))}, trace=False
             ) as other,
-            RingcastServer(work, db=f"sqlite:///{work}/c{n}.db", args=rc_args, env=env) as rc,
+            contextlib.ExitStack() as stack,
         ):
+            rc = RingcastServer(work, db=f"sqlite:///{work}/c{n}.db", args=rc_args, env=env)
+            stack.callback(rc.stop)
+            rc.start(timeout=120)  # a loaded machine takes its time to start one
             r = httpx.post(
                 f"{rc.base}/voice/call/play",
                 timeout=60,
@@ -196,6 +207,91 @@ def concurrency(
             if p99 > 25 or cpu > 95:
                 print(f"  stop: {'p99 gap > 25 ms' if p99 > 25 else 'core saturated'} at N={n}")
                 return
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of `pid` in KB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
+    """RSS idle against RSS with N live calls (see the module docstring, (c))."""
+    per_n: dict[int, tuple[int, int]] = {}
+    for n in [int(x) for x in args.n.split(",")]:
+        rc_args = [
+            "--max-calls",
+            str(n),
+            "--cps",
+            str(args.ramp_cps),
+            "--rtp-ports",
+            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
+        ]
+        env = {"RINGCAST_LOG_LEVEL": "warning"}
+        ramp_limit = args.ramp_limit  # seconds: a loaded machine ramps slowly, RSS does not care
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead,
+            SippUas(
+                "uas_answer.xml", work, keys={"rtp_port": str(bound(dead))}, trace=False
+            ) as uas,
+            contextlib.ExitStack() as stack,
+        ):
+            rc = RingcastServer(work, db=f"sqlite:///{work}/m{n}.db", args=rc_args, env=env)
+            stack.callback(rc.stop)
+            rc.start(timeout=120)  # a loaded machine takes its time to start one
+            pid = rc.proc.pid  # type: ignore[union-attr]
+            warm = httpx.post(
+                f"{rc.base}/voice/call/play",
+                timeout=60,
+                json={
+                    "recipients": [{"to": uas.uri(f"w{i}")} for i in range(20)],
+                    "from": "bench",
+                    "playlist": [{"pause": 1}],
+                },
+            ).json()["request_id"]
+            wait_done(rc.base, warm, 20, deadline=time.monotonic() + 60)
+            time.sleep(3)
+            idle = rss_kb(pid)
+            r = httpx.post(
+                f"{rc.base}/voice/call/play",
+                timeout=60,
+                json={
+                    "recipients": [{"to": uas.uri(f"m{i}")} for i in range(n)],
+                    "from": "bench",
+                    "playlist": [{"pause": 10 + round(ramp_limit)}],
+                },
+            )
+            rid = r.json()["request_id"]
+            active = wait_active(rc.base, n, deadline=time.monotonic() + ramp_limit)
+            time.sleep(3)  # settle: every call streaming
+            live = rss_kb(pid)
+            with contextlib.suppress(httpx.HTTPError):  # the server stops anyway
+                httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=120)
+        if active < 0.75 * n:  # a loaded machine fails some setups: count the live ones
+            print(f"  N={n:5d}: only {active} calls active after the ramp; stop")
+            return
+        per_n[active] = (idle, live)
+        print(
+            f"  N={n:5d}: RSS idle {idle / 1024:.0f} MB, with {active} live calls "
+            f"{live / 1024:.0f} MB: {(live - idle) / active:.1f} KB per live call "
+            "(target <= 30)",
+            flush=True,
+        )
+    ns = sorted(per_n)
+    for a, b in zip(ns, ns[1:], strict=False):
+        grow = (per_n[b][1] - per_n[b][0]) - (per_n[a][1] - per_n[a][0])
+        print(f"  marginal {a} -> {b}: {grow / (b - a):.1f} KB per live call")
+
+
+def wait_done(base: str, rid: str, n: int, deadline: float) -> None:
+    """Poll a request's report until `n` calls are done or `deadline`."""
+    while time.monotonic() < deadline:
+        s = httpx.get(f"{base}/voice/call/status/{rid}", timeout=30).json()
+        if int(s["report"]["done"]) >= n:
+            return
+        time.sleep(0.5)
 
 
 def print_results(db: Path) -> None:
@@ -348,6 +444,10 @@ def main() -> None:
     c.add_argument("--n", default="1000,2000,3000,4000,5000")
     c.add_argument("--window", type=float, default=8.0)
     c.add_argument("--ramp-cps", type=int, default=200)
+    m = sub.add_parser("memory")
+    m.add_argument("--n", default="2000,4000")
+    m.add_argument("--ramp-cps", type=int, default=200)
+    m.add_argument("--ramp-limit", type=float, default=240.0, help="seconds to reach N live")
     s = sub.add_parser("setups")
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--cps", type=float, default=1500.0)  # more than one process does
@@ -367,6 +467,8 @@ def main() -> None:
     try:
         if args.mode == "concurrency":
             concurrency(args, work, sink, parent)
+        elif args.mode == "memory":
+            memory(args, work, sink)
         else:
             setups(args, work, sink)
     finally:

@@ -135,8 +135,12 @@ class RtpClock:
             self._dirty = False
         sent = 0
         for s in self._snapshot:
+            # `f = s.attr; f()`, not `s.attr()`: a plain attribute load specializes (a
+            # session's slot), a method-call load of an instance attribute does not
+            # (CPython 3.11; PyMember_GetOne was 4 % of a dialer's profile)
+            step = s._next
             try:
-                pkt = s._next()
+                pkt = step()
             except StopIteration:
                 self.remove(s)
                 s._clock_done(True, None)
@@ -148,8 +152,9 @@ class RtpClock:
                 continue
             if pkt is None:
                 continue
+            send = s._send
             try:
-                s._send(pkt)
+                send(pkt)
             except OSError:  # full buffer, or ICMP refused on a connected socket
                 s.send_errors += 1
             sent += 1
