@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 import amd_corpus  # noqa: E402
 from send_baseline import rtp_packets, send_cost  # noqa: E402
 
-from ringcast.dialer.call import _AmdListener  # noqa: E402
+from ringcast.dialer.answered import _AmdListener  # noqa: E402
 from ringcast.media import prepare_prompt  # noqa: E402
 from ringcast.media.amd import MachineDetector  # noqa: E402
 from ringcast.media.codecs import get_codec  # noqa: E402

@@ -99,7 +99,16 @@ class Baresip(_Process):
 
     name = "baresip"
 
-    def __init__(self, workdir: Path, *, user: str = "bob", mediaenc: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        user: str = "bob",
+        mediaenc: str | None = None,
+        host: str = "127.0.0.1",  # or "::1": listens, answers and sends media on IPv6 only
+    ) -> None:
+        self.host = host
+        self.hostref = f"[{host}]" if ":" in host else host  # as a URI writes it
         self.root = workdir / "baresip"
         self.root.mkdir()
         super().__init__(self.root)
@@ -111,7 +120,7 @@ class Baresip(_Process):
         # answermode=auto: answer at once; regint=0: never REGISTER anywhere.
         enc = f";mediaenc={mediaenc}" if mediaenc else ""
         (self.root / "accounts").write_text(
-            f"<sip:{user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA{enc}\n"
+            f"<sip:{user}@{self.hostref}>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA{enc}\n"
         )
 
     def _configure(self) -> None:
@@ -127,9 +136,9 @@ class Baresip(_Process):
             "\n".join(
                 [
                     "poll_method epoll",
-                    f"sip_listen 127.0.0.1:{self.port}",
-                    "net_interface 127.0.0.1",
-                    "net_af ipv4",
+                    f"sip_listen {self.hostref}:{self.port}",
+                    f"net_interface {self.host}",
+                    "net_af ipv6" if ":" in self.host else "net_af ipv4",
                     "call_local_timeout 60",
                     "call_max_calls 4",
                     "audio_player aubridge,nil",
@@ -151,7 +160,7 @@ class Baresip(_Process):
 
     def uri(self, transport: str = "udp") -> str:
         suffix = ";transport=tcp" if transport == "tcp" else ""
-        return f"sip:{self.user}@127.0.0.1:{self.port}{suffix}"
+        return f"sip:{self.user}@{self.hostref}:{self.port}{suffix}"
 
     def start(self) -> Baresip:
         exe = shutil.which("baresip")
@@ -184,7 +193,7 @@ class Baresip(_Process):
         ]
 
     def sent(self) -> list[str]:
-        mine = f"127.0.0.1:{self.port}"
+        mine = f"{self.hostref}:{self.port}"
         return [text for _, src, _, text in self.messages() if src == mine]
 
     def heard(self, timeout: float = 10.0) -> tuple[np.ndarray, int]:

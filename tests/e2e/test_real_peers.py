@@ -104,12 +104,15 @@ def assert_loopback_only(callee: Baresip) -> None:
     assert local and all(line.split() == ["IPv4=lo|127.0.0.1"] for line in local), local
 
 
-def run_call(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, object]:
-    """`ringcast call ...` on 127.0.0.1; returns the record it prints."""
+def run_call(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, sip_host: str = "127.0.0.1"
+) -> dict[str, object]:
+    """`ringcast call ...` on 127.0.0.1 (or `sip_host`, e.g. ::1); returns the record it prints."""
     exe = str(Path(sys.executable).parent / "ringcast")
     lo = 20000 + (free_port() % 300) * 20
+    sip = f"[{sip_host}]" if ":" in sip_host else sip_host
     done = subprocess.run(
-        [exe, "call", *args, "--sip", f"127.0.0.1:{free_port()}", "--rtp-ports", f"{lo}-{lo + 9}"],
+        [exe, "call", *args, "--sip", f"{sip}:{free_port()}", "--rtp-ports", f"{lo}-{lo + 9}"],
         cwd=cwd,
         env={**os.environ, "RINGCAST_ALLOW_PRIVATE_URLS": "1", **(env or {})},
         capture_output=True,
@@ -134,6 +137,34 @@ def test_baresip_hears_the_tones_ringcast_plays(tmp_path: Path, baresip_bin: str
         assert record["disconnect_cause_code"] == "200"
         assert_heard_intact(callee, source)
     assert_loopback_only(callee)
+
+
+@pytest.mark.baresip
+def test_baresip_on_ipv6_only_hears_the_tones(tmp_path: Path, baresip_bin: str) -> None:
+    """IPv6 with a real non-SIPp peer (issue 15 part 5): baresip listens on ::1 only
+    (`net_af ipv6`); `ringcast call --sip [::1]:P` reaches it, both SDPs say
+    `c=IN IP6 ::1`, and what baresip heard is the prompt (correlated as on IPv4)."""
+    source = write_tones(tmp_path / "tones.wav")
+    with MediaServer(tmp_path) as media, Baresip(tmp_path, host="::1") as callee:
+        record = run_call(
+            callee.uri(), "--play", media.url("tones.wav"), cwd=tmp_path, sip_host="::1"
+        )
+        assert (record["result"], record["answered"], record["codec"]) == (
+            "completed",
+            True,
+            "PCMU",
+        ), record
+        assert record["to"] == callee.uri(), record
+        assert_heard_intact(callee, source)
+    messages = callee.messages()
+    invites = [text for _, _, _, text in messages if text.startswith("INVITE ")]
+    answers = [m for m in callee.sent() if m.startswith("SIP/2.0 200") and "application/sdp" in m]
+    assert invites and answers, callee.output()[-3000:]
+    assert all(src.startswith("[::1]:") and dst.startswith("[::1]:") for _, src, dst, _ in messages)
+    for msg in invites + answers:  # our offer and baresip's answer: IPv6 media only
+        assert re.findall(r"^c=IN (IP[46]) (\S+)$", msg, flags=re.M) == [("IP6", "::1")], msg
+    local = re.findall(r"^Local network address:(.*)$", callee.output(), re.M)
+    assert local and all("IPv4" not in line and "::1" in line for line in local), local
 
 
 @pytest.mark.baresip

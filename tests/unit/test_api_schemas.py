@@ -163,3 +163,15 @@ def test_record_items(item: dict[str, Any], ok: bool) -> None:
     else:
         with pytest.raises(ValidationError):
             PlayRequest.model_validate(body)
+
+
+def test_an_item_kind_is_its_one_kind_key_options_aside() -> None:
+    """A key that is another kind's option (a transfer's "record") does not make a
+    second kind; two kind keys that are nobody's options stay ambiguous."""
+    from ringcast.api.schemas import _action_kind, _playlist_kind
+
+    assert _action_kind({"transfer": "sip:a@h", "record": True}) == "transfer"
+    assert _action_kind({"record": True}) == "record"
+    assert _action_kind({"play": "https://h/a.wav", "say": "hi"}) is None
+    assert _action_kind({"hangup": True, "transfer": "sip:a@h"}) is None
+    assert _playlist_kind({"transfer": "sip:a@h"}) is None  # not a playlist kind

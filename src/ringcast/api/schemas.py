@@ -275,15 +275,45 @@ class RecordItem(Model):
 PLAYLIST_KINDS = ("play", "say", "pause", "dtmf", "gather", "record")
 ACTION_KINDS = (*PLAYLIST_KINDS, "transfer", "hangup")
 ActionKey = Annotated[str, Field(pattern=r"^([0-9*#A-D]{1,32}|default)$")]
+_ITEM_MODELS: dict[str, type[Model]] = {
+    "play": PlayItem,
+    "say": SayItem,
+    "pause": PauseItem,
+    "dtmf": DtmfItem,
+    "gather": GatherItem,
+    "record": RecordItem,
+    "transfer": TransferItem,
+    "hangup": HangupItem,
+}
+_KIND_OF_MODEL = {model: kind for kind, model in _ITEM_MODELS.items()}
+# the option keys of each kind of item (a transfer's "record", a play's "loop")
+_OPTIONS = {
+    kind: frozenset(
+        name
+        for field, info in model.model_fields.items()
+        for name in (field, info.alias)
+        if name and name != kind
+    )
+    for kind, model in _ITEM_MODELS.items()
+}
+
+
+def _item_kind(item: Any, kinds: tuple[str, ...]) -> str | None:
+    """The one of `kinds` an item is: a model by its class; a JSON object by the
+    kind keys it holds, a key that is an option of another of them not counting
+    (``{"transfer": ..., "record": true}`` is a transfer)."""
+    if isinstance(item, BaseModel):
+        kind = _KIND_OF_MODEL.get(type(item))  # type: ignore[arg-type]
+        return kind if kind in kinds else None
+    if isinstance(item, dict):
+        present = [k for k in kinds if k in item]
+        heads = [k for k in present if not any(k in _OPTIONS[o] for o in present if o != k)]
+        return heads[0] if len(heads) == 1 else None
+    return None
 
 
 def _playlist_kind(item: Any) -> str | None:
-    if isinstance(item, dict):
-        kinds = [k for k in PLAYLIST_KINDS if k in item]
-        return kinds[0] if len(kinds) == 1 else None
-    if isinstance(item, BaseModel):
-        return next((k for k in PLAYLIST_KINDS if hasattr(item, k)), None)
-    return None
+    return _item_kind(item, PLAYLIST_KINDS)
 
 
 PlaylistItem = Annotated[
@@ -303,17 +333,7 @@ PlaylistItem = Annotated[
 
 
 def _action_kind(item: Any) -> str | None:
-    # a transfer's own "record" (true: record the bridged call) does not make it a record item
-    if isinstance(item, dict):
-        if "transfer" in item:
-            return "transfer"
-        kinds = [k for k in ACTION_KINDS if k in item]
-        return kinds[0] if len(kinds) == 1 else None
-    if isinstance(item, BaseModel):
-        if isinstance(item, TransferItem):
-            return "transfer"
-        return next((k for k in ACTION_KINDS if hasattr(item, k)), None)
-    return None
+    return _item_kind(item, ACTION_KINDS)
 
 
 ActionItem = Annotated[

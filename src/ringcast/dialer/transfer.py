@@ -24,19 +24,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from ringcast.dialer.bridge_digits import hear_digits, relay_info_digit
-from ringcast.dialer.call import CallContext, CallJob, aim, sdp_address
+from ringcast.dialer.call import CallContext, CallJob, aim, call_spec
 from ringcast.dialer.script import Transfer
-from ringcast.dialer.trunk_tls import tls_options
 from ringcast.domain import Outcome, utcnow
 from ringcast.media.codecs import get_codec
 from ringcast.media.prompt import AudioSegment, Prompt, encode_frames
 from ringcast.media.recorder import BridgeRecording
 from ringcast.rtp import MediaSession
 from ringcast.rtp.relay import Bridge
-from ringcast.sip.call import CallSpec, OutboundCall
-from ringcast.sip.crypto_sdp import new_offer
+from ringcast.sip.call import OutboundCall
 from ringcast.sip.refer import ReferState, refer, transfer_result
-from ringcast.sip.sdp import MediaOffer
 
 log = logging.getLogger(__name__)
 
@@ -159,26 +156,13 @@ async def _bridge(
         out.error = f"no RTP port for the agent leg: {exc}"
         return
     try:
-        sip = job.sip
-        codecs = [media.codec, *(c for c in job.codecs if c != media.codec)]  # no transcoding
-        srtp = str(sip.get("srtp") or "off")  # the request's (and trunk's) SRTP policy
-        spec = CallSpec(
+        spec = call_spec(
+            job,
+            ctx,
+            agent_media.local_port,
             to=step.to,
             from_=step.from_ or job.from_,
-            media=MediaOffer(
-                host=sdp_address(ctx),
-                port=agent_media.local_port,
-                codecs=codecs,
-                telephone_event=True,
-                srtp=srtp,
-                crypto=new_offer() if srtp != "off" else (),  # the agent leg's own keys
-            ),
-            proxy=sip.get("proxy"),
-            transport=sip.get("transport"),
-            tls=tls_options(sip),
-            username=sip.get("username"),
-            password=sip.get("password"),
-            headers=dict(sip.get("headers") or {}),
+            codecs=[media.codec, *(c for c in job.codecs if c != media.codec)],  # no transcoding
             ring_timeout=step.timeout,
         )
 
