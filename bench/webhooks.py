@@ -414,8 +414,8 @@ def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
                     f"{g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); events "
                     f"{g['unique']}/{g['expected']} distinct, {g['dups']} duplicates, "
                     f"{g['unsigned']} unsigned; received at {g['events_per_s']:.0f} events/s "
-                    f"while dialing; report ready {g['ready_after']:.1f} s after the POST, last event "
-                    f"{g['lag']:+.1f} s after that; "
+                    f"while dialing; report ready {g['ready_after']:.1f} s after the POST, "
+                    f"last event {g['lag']:+.1f} s after that; "
                     f"ringcast CPU {g['cpu']:.1f} s; outbox raw rate right after: "
                     f"{raw_rate:.0f} events/s = {capacity:.1f}x the calls/s; load {loadavg()} "
                     f"-> {'met' if met else 'not met'} (>= 3x, <= 5 s, exactly once)",
