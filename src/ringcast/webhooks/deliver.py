@@ -10,7 +10,8 @@ serve``, each ``ringcast dialer``). It owns one named task, the pump, which
    POST with a total time limit, no redirects, through the SSRF-guarded
    transport, connections kept alive per receiver),
 
-then sleeps until a delivery finishes, an event is committed in this process
+then sleeps until a batch of deliveries finishes (half a receiver's share, or
+the last one in flight), an event is committed in this process
 (:func:`ringcast.store.outbox.on_commit`), or the poll interval passes (what
 other processes commit is found by the poll). Deliveries
 never run on the dialer's tasks, so a slow or dead receiver costs the calls
