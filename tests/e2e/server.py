@@ -106,7 +106,8 @@ class RingcastServer:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 20.0) -> RingcastServer:
+    def start(self, timeout: float = 60.0) -> RingcastServer:
+        # 60 s: a loaded 2-core machine was seen taking 14-23 s to import and migrate
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "ringcast"), self.command, *self.args],

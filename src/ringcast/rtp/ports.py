@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 log = logging.getLogger(__name__)
 
@@ -11,20 +12,28 @@ class PortAllocator:
     """Hands out even ports in [lo, hi] round-robin, so a freed port is reused last.
 
     The allocator only books ports; the caller binds them and gives back (with
-    `release`) a port it could not bind, after `mark_busy` if another process
-    holds it.
+    `release`) a port it could not bind because another process holds it.
+
+    The round starts at a random even port of the range unless `start` is given:
+    processes sharing a range (several dialers on one host, `ringcast call` beside
+    a server) would otherwise all begin at its bottom and try the same ports,
+    which the first of them holds, before finding a free pair.
     """
 
-    def __init__(self, lo: int = 20000, hi: int = 29999) -> None:
+    def __init__(self, lo: int = 20000, hi: int = 29999, *, start: int | None = None) -> None:
         first = lo + (lo % 2)
         last = hi - 1 if hi % 2 else hi - 2  # the last even port whose port+1 fits
         if not (0 < first <= last and hi <= 65535):
             raise ValueError(f"RTP port range {lo}-{hi} holds no even port with port+1")
         self.lo = first
         self.hi = last
-        self._next = self.lo
         self._used: set[int] = set()
         self.capacity = (self.hi - self.lo) // 2 + 1
+        if start is None:
+            start = self.lo + 2 * random.randrange(self.capacity)
+        elif not (self.lo <= start <= self.hi and start % 2 == 0):
+            raise ValueError(f"RTP start port {start} is not an even port of {lo}-{hi}")
+        self._next = start
 
     @property
     def in_use(self) -> int:

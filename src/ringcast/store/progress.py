@@ -43,6 +43,7 @@ _CLEARED_ON_RETRY: dict[str, Any] = {
     "voicemail": None,
     "srtp": None,
     "transfer": None,
+    "recordings": None,  # an attempt's recordings are its own (attempts[] keeps them)
     "outcome": None,
     "node_id": None,
 }
