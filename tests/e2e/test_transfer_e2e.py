@@ -223,6 +223,31 @@ def test_bridged_transfer_relays_audio_both_ways(tmp_path: Path, sipp_bin: str) 
     )
 
 
+def test_each_gather_sends_its_own_call_digits(tmp_path: Path, sipp_bin: str) -> None:
+    """Two gathers in one call: the first hears 1, the second nothing (its default
+    actions hang up); each choice is its own call.digits webhook, numbered."""
+    secret = tmp_path / "ringcast.db.webhook-secret"
+    with (
+        Receiver(lambda: secret.read_text().strip()) as rx,
+        RtpPeer("PCMU", CALLEE_HZ, digit_at=0.3) as caller_side,
+        _callee(tmp_path, caller_side) as callee,
+        RingcastServer(tmp_path, env={"RINGCAST_WEBHOOK_SECRET": ""}) as rc,
+    ):
+        body = _body(callee.uri("bob"), {"pause": 0.1})
+        body["playlist"][1]["gather"]["actions"] = {"1": [{"pause": 0.2}]}
+        body["playlist"].append(
+            {"gather": {"digits": 1, "timeout": 1, "actions": {"default": [{"hangup": True}]}}}
+        )
+        body["callback_url"] = rx.url()
+        record = rc.wait_ready(post(rc, body), 45)["record"]
+        digits = rx.wait_for("call.digits", n=2)
+    assert len(digits) == 2, digits
+    assert len({e["id"] for e in digits}) == 2, digits
+    data = sorted((e["payload"]["data"] for e in digits), key=lambda d: d["gather"])
+    assert [(d["gather"], d["dtmf"]) for d in data] == [(1, "1"), (2, "1")], data
+    assert record["dtmf"] == "1" and record["result"] == "completed", record
+
+
 @pytest.mark.parametrize(
     ("scenario", "result", "cause", "rang"),
     [("uas_busy.xml", "busy", "486", False), ("uas_noanswer.xml", "no-answer", "487", True)],

@@ -89,6 +89,9 @@ def test_event_ids_are_stable_bounded_and_dot_free() -> None:
     assert a == call_event_id(call_id, 1, "call.completed")
     assert a != call_event_id(call_id, 2, "call.completed")
     assert a != call_event_id(call_id, 1, "call.failed")
+    digits = call_event_id(call_id, 1, "call.digits")
+    assert digits == call_event_id(call_id, 1, "call.digits", 1)  # the first gather's
+    assert digits != call_event_id(call_id, 1, "call.digits", 2)  # a second gather's
     assert "." not in a and len(a) <= WEBHOOK_ID_MAX
     long = call_event_id(call_id, 123456789, "call.completed")
     assert long.startswith("msg_") and len(long) <= WEBHOOK_ID_MAX and "." not in long

@@ -19,6 +19,7 @@ from typing import Any
 
 from ringcast.dialer import script
 from ringcast.dialer.call import CallContext, CallJob, CallReport, ProgressFn, Script, notify
+from ringcast.dialer.report import GATHER_FIELD
 from ringcast.dialer.transfer import LegLimits, TransferOutcome, blind, bridge
 from ringcast.domain import Result
 from ringcast.errors import RingcastError
@@ -66,6 +67,7 @@ async def _run(
     before = media.dtmf_received  # the digits before the last media step
     chose: script.Choose | None = None  # the gather whose actions run now
     optout = False
+    gathers = 0  # the choices made so far: each reports its own call.digits
     ran = 0
     while pending and ran < script.MAX_STEPS:
         ran += 1
@@ -81,7 +83,8 @@ async def _run(
             chose = step
             log.info("call %s: digits %r -> actions %r", flow.job.call_id, digits, key)
             report.dtmf = media.dtmf_received or None
-            await _report(flow, {"dtmf": report.dtmf})  # call.digits
+            gathers += 1
+            await _report(flow, {"dtmf": report.dtmf, GATHER_FIELD: gathers})  # call.digits
             pending.extendleft(reversed(more))
         elif isinstance(step, script.Hangup):
             break

@@ -83,6 +83,9 @@ class CallReport:
 
 
 ProgressFn = Callable[[Result, dict[str, Any]], Awaitable[None] | None]
+# A progress field that is not a record field: which gather of the attempt (1, 2,
+# ...) reported its digits, so each gather's `call.digits` is its own webhook.
+GATHER_FIELD = "gather"
 # What plays on an answered call instead of one prompt: a playlist with gather
 # actions (ringcast.dialer.flow); it may transfer the call.
 Script = Callable[["OutboundCall", MediaSession, "CallReport"], Coroutine[Any, Any, PlayResult]]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ringcast import sealing
 from ringcast.config import Settings
+from ringcast.dialer.report import GATHER_FIELD
 from ringcast.dialer.requests_cache import RequestCache
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Outcome, Result, utcnow
@@ -142,7 +143,9 @@ class CallWrites:
         fence = self.fence(call)
 
         async def on_progress(result: Result, fields: dict[str, Any]) -> None:
+            occurrence = int(fields.get(GATHER_FIELD, 1))
             values = {"result": result.value, **fields}
+            values.pop(GATHER_FIELD, None)
             if not hooked:
                 await self.writer.update_call(call.id, fence, values)
                 return
@@ -158,7 +161,7 @@ class CallWrites:
 
             async def write(s: Any) -> None:
                 if await queue.update_call(s, call.id, fence, values) and hooked:
-                    await webhooks.notify_call(s, call.id, event)
+                    await webhooks.notify_call(s, call.id, event, occurrence=occurrence)
 
             await self.writer.submit(write)
 

@@ -88,10 +88,14 @@ def _bounded_id(readable: str) -> str:
     return "msg_" + hashlib.sha256(readable.encode()).hexdigest()[:40]
 
 
-def call_event_id(call_id: str, attempt: int, event_type: str) -> str:
+def call_event_id(call_id: str, attempt: int, event_type: str, occurrence: int = 1) -> str:
     """The id of `event_type` for one attempt of a call: the same on every
-    enqueue, so reporting an event twice inserts one row. Contains no '.'."""
-    return _bounded_id(f"msg_{call_id}_{int(attempt)}_{event_type.replace('.', '_')}")
+    enqueue, so reporting an event twice inserts one row. Contains no '.'.
+
+    `occurrence` tells apart events that happen more than once in an attempt
+    (the second gather's ``call.digits`` is 2); the first keeps the plain id."""
+    suffix = f"_{int(occurrence)}" if occurrence != 1 else ""
+    return _bounded_id(f"msg_{call_id}_{int(attempt)}_{event_type.replace('.', '_')}{suffix}")
 
 
 def request_completed_id(request_id: str) -> str:

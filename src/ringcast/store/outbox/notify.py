@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ringcast.domain import FINAL_RESULTS, Result, format_time
 from ringcast.store.models import call_attempts_table, calls_table, requests_table
 from ringcast.store.outbox.events import (
+    CALL_DIGITS,
     EVENT_OF_RESULT,
     EVENT_TYPES,
     FINAL_CALL_EVENTS,
@@ -190,6 +191,7 @@ async def notify_call(
     call_id: str,
     event_type: str | None = None,
     *,
+    occurrence: int = 1,
     now: datetime | None = None,
 ) -> str | None:
     """Enqueue the event for the call's state as this transaction sees it.
@@ -203,8 +205,11 @@ async def notify_call(
     ``request.completed`` is enqueued when no call of the request is left
     non-final.
 
+    `occurrence` numbers an event that an attempt may send more than once: the
+    n-th gather's ``call.digits`` (its payload says ``"gather": n``).
+
     Returns the webhook id, or None when the request has no callback URL or the
-    call's state has no event. Idempotent per (call, attempt, event). Costs two
+    call's state has no event. Idempotent per (call, attempt, event, occurrence). Costs two
     statements (three after a final event).
     """
     call = (
@@ -247,13 +252,15 @@ async def notify_call(
     if event_type not in EVENT_TYPES or event_type == REQUEST_COMPLETED:
         raise ValueError(f"not a call event type: {event_type!r}")
     data.update(record)
+    if event_type == CALL_DIGITS:
+        data["gather"] = occurrence
     webhook_id = await enqueue(
         s,
         url=url,
         api_key_id=api_key_id,
         event_type=event_type,
         payload=build_payload(event_type, data, at=now),
-        webhook_id=call_event_id(call_id, attempt, event_type),
+        webhook_id=call_event_id(call_id, attempt, event_type, occurrence),
         now=now,
     )
     if event_type in FINAL_CALL_EVENTS and not data.get("retrying"):
