@@ -17,7 +17,7 @@ DIALER = Path(__file__).parents[3] / "src" / "ringcast" / "dialer"
 ALLOWED: dict[str, set[str]] = {
     "requests_cache": set(),
     "writer": set(),
-    "writes": {"requests_cache", "writer"},
+    "writes": {"requests_cache", "writer", "report"},  # report: the progress fields
     "preparing": {"requests_cache", "writes"},
     "watch": {"recordings", "requests_cache"},
 }
