@@ -54,24 +54,15 @@ class Receiver:
     `delay[path]` seconds are slept before answering.
     """
 
-    def __init__(self, secrets: dict[str, str] | None = None, *, keep_alive: bool = False) -> None:
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
         self.secrets = secrets or {"": SECRET}  # path prefix -> secret
         self.hits: list[Hit] = []
-        self.connections = 0  # TCP connections accepted
         self.script: dict[str, list[int]] = {}
         self.delay: dict[str, float] = {}
         self.lock = threading.Lock()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            # HTTP/1.1 keeps the connection open between requests (1.0 closes it).
-            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
-
-            def setup(self) -> None:
-                super().setup()
-                with outer.lock:
-                    outer.connections += 1
-
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 arrived = time.monotonic()
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -684,22 +675,6 @@ async def test_the_install_secret_comes_from_the_settings(store: Store) -> None:
         async with deliverer_lifespan(settings, poll_interval=0.05)(state):
             await until(lambda: len(receiver.of("/install")) == 1, within=10)
     assert [h.verified for h in receiver.of("/install")] == [wid]
-
-
-async def test_one_connection_is_reused_for_a_receivers_events(store: Store) -> None:
-    """The response is read, so its HTTP/1.1 connection goes back to the pool:
-    events sent one after another to a keep-alive receiver share one connection
-    (before, each event opened its own)."""
-    with Receiver(keep_alive=True) as receiver:
-        sent = await add_events(store, receiver.url("/kept"), 12)
-        d = deliverer(store, max_concurrency=2, max_per_receiver=1)  # one at a time
-        d.start()
-        try:
-            await until(lambda: d.delivered == 12, within=20)
-        finally:
-            await d.stop()
-        assert sorted(h.verified or "" for h in receiver.of("/kept")) == sorted(sent)
-        assert receiver.connections == 1
 
 
 async def test_a_commit_in_this_process_wakes_the_deliverer(

@@ -2,10 +2,10 @@
 and decide what the attempt ends in (:func:`decide`: delivered, retried at a
 time from the :class:`~ringcast.webhooks.backoff.Backoff`, or given up).
 
-The response body is read up to :data:`MAX_BODY` bytes within the attempt's
-time limit, so that its HTTP/1.1 connection goes back to the pool and the next
-event to the same receiver reuses it (no TCP or TLS handshake per event); a
-longer or slower body is not waited for: its connection is closed instead.
+The response body is not read (any size, any speed): only the status counts.
+With httpcore that closes the connection; reading the body to keep it alive
+cost about 20 % more CPU per event against a loopback receiver
+(bench/RESULTS.md, webhooks section).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from ringcast.webhooks.backoff import Backoff
 from ringcast.webhooks.sign import signed_headers
 
 MAX_ERROR = 300  # characters of last_error
-MAX_BODY = 64 * 1024  # bytes of a response body read so that its connection is reused
 USER_AGENT = f"ringcast-webhooks/{ringcast.__version__}"
 
 
@@ -78,14 +77,6 @@ def encode_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-async def _drain(resp: httpx.Response) -> None:
-    seen = 0
-    async for chunk in resp.aiter_raw():
-        seen += len(chunk)
-        if seen > MAX_BODY:
-            return
-
-
 async def post(http: httpx.AsyncBaseTransport, row: Due, secret: str, *, within: float) -> Attempt:
     """POST `row` signed with `secret`; the whole attempt ends within `within` seconds."""
     body = encode_body(row.payload)
@@ -119,12 +110,7 @@ async def post(http: httpx.AsyncBaseTransport, row: Due, secret: str, *, within:
     except httpx.HTTPError as exc:
         return Attempt(None, f"{type(exc).__name__}: {clean(str(exc), row.url)}")
     try:
-        got = Attempt(resp.status_code, None, retry_after(resp.headers.get("retry-after")))
-        # The status is what counts; the body only lets the connection be reused.
-        with contextlib.suppress(TimeoutError, httpx.HTTPError):
-            async with asyncio.timeout_at(deadline):
-                await _drain(resp)
-        return got
+        return Attempt(resp.status_code, None, retry_after(resp.headers.get("retry-after")))
     finally:
         with contextlib.suppress(httpx.HTTPError):
             await resp.aclose()

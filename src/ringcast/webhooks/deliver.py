@@ -8,10 +8,10 @@ serve``, each ``ringcast dialer``). It owns one named task, the pump, which
    statement claims; the rows are leased so other processes skip them),
 2. starts one named delivery task per row (:func:`~ringcast.webhooks.attempt.post`:
    POST with a total time limit, no redirects, through the SSRF-guarded
-   transport, connections kept alive per receiver),
+   transport),
 
-then sleeps until a batch of deliveries finishes (half a receiver's share, or
-the last one in flight), an event is committed in this process
+then sleeps until a delivery finishes (the deliveries that finish while a pass
+runs are settled together by the next), an event is committed in this process
 (:func:`ringcast.store.outbox.on_commit`), or the poll interval passes (what
 other processes commit is found by the poll). Deliveries
 never run on the dialer's tasks, so a slow or dead receiver costs the calls
@@ -127,7 +127,6 @@ class WebhookDeliverer:
         # alone until a monotonic time after timing out: one slow or dead
         # receiver holds at most `max_per_receiver` of the slots.
         self.max_per_receiver = max_per_receiver or max(1, max_concurrency // 2)
-        self.refill = max(1, self.max_per_receiver // 2)  # finished deliveries that wake the pump
         self.receiver_down_for = receiver_down_for
         self.sweep_interval = sweep_interval
         self._busy: Counter[str] = Counter()
@@ -361,10 +360,7 @@ class WebhookDeliverer:
             self._busy[origin] -= 1
             if self._busy[origin] <= 0:
                 del self._busy[origin]
-            # Settle and refill in batches: one transaction per `refill` finished
-            # deliveries (or when the last one ends), not one per delivery.
-            if len(self._done) >= self.refill or not self._inflight:
-                self._wake.set()
+            self._wake.set()
 
     def _signing_secret(self, row: outbox.Due) -> str | None:
         if row.api_key_id is not None:
