@@ -48,6 +48,11 @@ class TransportUser(Protocol):
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)  # Linux: queue ICMP errors per destination
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)  # the same for ICMPv6
 ERRQUEUE_DRAIN = 64  # error-queue entries read per wake-up
+# What a send returns for an earlier datagram's ICMP error (not this one's fault)
+ICMP_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+)
+SEND_TRIES = 4  # sends of one datagram while earlier ICMP errors keep coming back
 
 
 def family_socket(host: str, kind: socket.SocketKind) -> socket.socket:
@@ -179,15 +184,21 @@ class UdpTransport:
             to = (v4_mapped(addr[0]), addr[1])  # the dual-stack socket sends IPv6 only
         sock = self._sock
         if sock is not None and transport.get_write_buffer_size() == 0:  # type: ignore[attr-defined]
-            try:
-                sock.sendto(data, to)
-                return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                self.user.on_transport_error(addr, exc, "udp")
-                return
-        transport.sendto(data, to)
+            for _ in range(SEND_TRIES):
+                try:
+                    sock.sendto(data, to)
+                    return
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno not in ICMP_ERRNOS:
+                        self.user.on_transport_error(addr, exc, "udp")
+                        return
+                    # An earlier datagram's ICMP error, whatever its destination, comes
+                    # back from this send (IP_RECVERR), and this datagram was not sent:
+                    # the error queue says whose it was; then send again.
+                    self.drain_errors(exc)
+        transport.sendto(data, to)  # its errors reach drain_errors too
 
     async def close(self) -> None:
         """Close the socket; the port is free again when this returns."""

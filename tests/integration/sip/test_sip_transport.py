@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from ringcast.sip.transport import Addr, TcpTransport, read_framed_message
 
@@ -112,3 +113,35 @@ async def test_tls_to_a_server_that_does_not_speak_tls_is_a_transport_error() ->
         await tls.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_an_icmp_error_is_blamed_on_its_own_destination() -> None:
+    """With IP_RECVERR, Linux reports an earlier datagram's ICMP error on the next send,
+    whatever its destination, and that send goes nowhere. A stranger's closed port (a
+    flood's answers to Via port 9) must neither fail nor swallow the datagram to a
+    live peer (seen: a call's INVITE failed with 503 during a flood)."""
+    from ringcast.sip.transport import UdpTransport
+
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 0))
+    dead = closed.getsockname()
+    closed.close()  # nobody listens there: the kernel answers with port unreachable
+    live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    live.bind(("127.0.0.1", 0))
+    live.settimeout(2)
+    user = _User()
+    udp = UdpTransport(user)
+    await udp.start("127.0.0.1", 0)
+    try:
+        peer = (live.getsockname()[0], live.getsockname()[1])
+        for i in range(3):
+            udp.send(b"to the closed port", (dead[0], dead[1]))
+            udp.send(b"to the live peer %d" % i, peer)
+        got = sorted(live.recv(100) for _ in range(3))
+        await asyncio.sleep(0.1)  # the last ICMP error is read from the error queue
+    finally:
+        await udp.close()
+        live.close()
+    assert got == [b"to the live peer 0", b"to the live peer 1", b"to the live peer 2"]
+    assert {addr for addr, _ in user.errors} == {(dead[0], dead[1])}, user.errors
+    assert all("refused" in why for _, why in user.errors), user.errors
