@@ -52,8 +52,9 @@ async def test_a_picked_port_that_tcp_cannot_have_is_replaced(
     ep = SipEndpoint(host="127.0.0.1", port=0, transport="tcp")
     await ep.start()
     try:
-        assert ports[0] == tcp_taken and len(ports) == 2
-        assert ep.local_port == ports[1] != tcp_taken
+        # the next pick may be taken by chance too (another test process): then a third
+        assert ports[0] == tcp_taken and len(ports) >= 2
+        assert ep.local_port == ports[-1] != tcp_taken
         assert udp_free(tcp_taken)
         with socket.create_connection(("127.0.0.1", ep.local_port), timeout=2):
             pass  # TCP listens on the port the endpoint reports
