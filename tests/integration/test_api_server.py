@@ -39,7 +39,7 @@ class Server:
         self.log = log
         self.sink = sink
 
-    def stop(self, timeout: float = 20.0) -> int:
+    def stop(self, timeout: float = 40.0) -> int:  # a hang guard; loaded machines are slow
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
