@@ -52,6 +52,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from accepted import accepted  # noqa: E402
 from e2e.server import RingcastServer  # noqa: E402
 from sipp import SippUas  # noqa: E402
 
@@ -175,7 +176,7 @@ def concurrency(
                     "playlist": [{"pause": 30 + round(ramp_limit)}],
                 },
             )
-            rid = r.json()["request_id"]
+            rid = accepted(r)
             active = wait_active(rc.base, n, deadline=time.monotonic() + ramp_limit)
             if active < n:
                 print(f"  N={n:5d}: only {active} calls active after the ramp; stop")
@@ -242,15 +243,17 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             stack.callback(rc.stop)
             rc.start(timeout=120)  # a loaded machine takes its time to start one
             pid = rc.proc.pid  # type: ignore[union-attr]
-            warm = httpx.post(
-                f"{rc.base}/voice/call/play",
-                timeout=60,
-                json={
-                    "recipients": [{"to": uas.uri(f"w{i}")} for i in range(20)],
-                    "from": "bench",
-                    "playlist": [{"pause": 1}],
-                },
-            ).json()["request_id"]
+            warm = accepted(
+                httpx.post(
+                    f"{rc.base}/voice/call/play",
+                    timeout=60,
+                    json={
+                        "recipients": [{"to": uas.uri(f"w{i}")} for i in range(20)],
+                        "from": "bench",
+                        "playlist": [{"pause": 1}],
+                    },
+                )
+            )
             wait_done(rc.base, warm, 20, deadline=time.monotonic() + 60)
             time.sleep(3)
             idle = rss_kb(pid)
@@ -263,7 +266,7 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
                     "playlist": [{"pause": 10 + round(ramp_limit)}],
                 },
             )
-            rid = r.json()["request_id"]
+            rid = accepted(r)
             active = wait_active(rc.base, n, deadline=time.monotonic() + ramp_limit)
             time.sleep(3)  # settle: every call streaming
             live = rss_kb(pid)
@@ -339,6 +342,9 @@ def engine_baseline() -> tuple[float, float]:
     return float(rate.group(1)), float(cpu.group(1))
 
 
+MAX_RECIPIENTS = 100_000  # `ringcast serve`'s default --max-recipients
+
+
 def answered_calls(db: Path) -> int:
     """Calls that were answered and completed, from the run's SQLite database: failed,
     canceled, busy or unanswered calls are final too, but they are not setups."""
@@ -368,23 +374,29 @@ def setups_round(args: argparse.Namespace, work: Path, n: int) -> tuple[float, f
         rc = RingcastServer(work, db=f"sqlite:///{db}", args=rc_args, env=env)
         stack.callback(rc.stop)
         rc.start(timeout=120)  # a shared machine may take longer than the default 20 s
-        r = httpx.post(
-            f"{rc.base}/voice/call/play",
-            timeout=120,
-            json={
-                "recipients": [{"to": uas.uri(f"s{i}")} for i in range(total)],
-                "from": "bench",
-                "playlist": [{"pause": 0.2}],
-            },
-        )
-        rid = r.json()["request_id"]
+        rids = []
+        for start in range(0, total, MAX_RECIPIENTS):  # the server's per-request cap
+            r = httpx.post(
+                f"{rc.base}/voice/call/play",
+                timeout=120,
+                json={
+                    "recipients": [
+                        {"to": uas.uri(f"s{i}")}
+                        for i in range(start, min(total, start + MAX_RECIPIENTS))
+                    ],
+                    "from": "bench",
+                    "playlist": [{"pause": 0.2}],
+                },
+            )
+            rids.append(accepted(r))
         time.sleep(3)
         pid = rc.proc.pid  # type: ignore[union-attr]
         d0, c0, t0 = answered_calls(db), cpu_seconds(pid), time.monotonic()
         time.sleep(args.seconds)
         d1, c1, t1 = answered_calls(db), cpu_seconds(pid), time.monotonic()
         batching = writes_per_batch(httpx.get(f"{rc.base}/metrics", timeout=30).text)
-        httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
+        for rid in rids:
+            httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=30)
     print_results(db)
     return (d1 - d0) / (t1 - t0), (c1 - c0) / max(1, d1 - d0) * 1000, batching
 

@@ -30,6 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from accepted import accepted  # noqa: E402
 from e2e.server import RingcastServer  # noqa: E402
 from sipp import SippUas  # noqa: E402
 
@@ -77,7 +78,7 @@ def run(n_dialers: int, args: argparse.Namespace) -> float:
                     "playlist": [{"pause": args.pause}],
                 },
             )
-            rid = r.json()["request_id"]
+            rid = accepted(r)
             status = api.wait_ready(rid, timeout=600)
             lines = httpx.get(
                 f"{api.base}/report/{status['report']['id']}",
