@@ -21,7 +21,7 @@ import time
 
 from ringcast import numbers
 from ringcast.api.intake import numbers_checked
-from ringcast.api.schemas import decode_play_lean, validate_play
+from ringcast.api.recipients import decode_play_lean, validate_play
 from ringcast.config import Settings
 
 SETTINGS = Settings(trunks={"c": {"proxy": "sip:127.0.0.1"}}, default_trunk="c")

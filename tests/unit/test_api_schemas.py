@@ -8,14 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ringcast.api.schemas import (
-    PlayRequest,
-    Schedule,
-    check_from,
-    check_http_url,
-    check_sip_uri,
-    private_host,
-)
+from ringcast.api.fields import check_from, check_http_url, check_sip_uri, private_host
+from ringcast.api.schemas import PlayRequest, Schedule
 
 
 @pytest.mark.parametrize(

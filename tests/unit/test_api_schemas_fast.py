@@ -11,17 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ringcast.api.routes import body_hash
-from ringcast.api.schemas import (
+from ringcast.api.fields import check_sip_uri, sip_uri_ok
+from ringcast.api.recipients import (
     PlayInput,
-    PlayRequest,
     RecipientIn,
-    check_sip_uri,
     lean_recipients,
     plain_recipient_uris,
-    sip_uri_ok,
     validate_play,
 )
+from ringcast.api.routes import body_hash
+from ringcast.api.schemas import PlayRequest
 
 PLAY = [{"pause": 1}]
 
@@ -247,7 +246,7 @@ def test_body_hash_is_the_canonical_json_hash(data: dict[str, Any]) -> None:
 def test_the_msgspec_decoder_gives_the_models_verdict_or_passes(recipient: Any) -> None:
     """decode_play_lean (msgspec, no dict per recipient) answers the model's values
     for a valid body, and None (the json + pydantic path decides) otherwise."""
-    from ringcast.api.schemas import decode_play_lean
+    from ringcast.api.recipients import decode_play_lean
 
     good = {"to": "sip:first@example.com"}
     for recipients in ([recipient], [good, recipient], [recipient, good, recipient], [good]):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiosipua.headers import parse_via
 
-from ringcast.api.schemas import check_sip_uri, sip_uri_ok
+from ringcast.api.fields import check_sip_uri, sip_uri_ok
 from ringcast.config import Settings
 from ringcast.errors import ConfigError
 from ringcast.inet import (

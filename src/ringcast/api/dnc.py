@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ringcast.api.auth import api_key_of
 from ringcast.api.errors import envelope, request_id_of
+from ringcast.api.fields import no_control
 from ringcast.api.routes import _store, tenant_of
-from ringcast.api.schemas import no_control
 from ringcast.errors import NotFound, RingcastError
 from ringcast.store import dnc as store_dnc
 

@@ -22,19 +22,15 @@ from ringcast import sealing
 from ringcast.api import intake
 from ringcast.api.auth import api_key_of, check_destinations
 from ringcast.api.errors import ID_MAX, BadRequest, envelope, error_body, request_id_of
-from ringcast.api.schemas import (
-    ACTION_KINDS,
+from ringcast.api.fields import check_sip_uri, no_control
+from ringcast.api.recipients import (
     BareRecipients,
     PlayInput,
-    PlayRequest,
     RecipientIn,
-    ReplayRequest,
-    check_sip_uri,
     decode_play_lean,
-    nested_items,
-    no_control,
     validate_play,
 )
+from ringcast.api.schemas import ACTION_KINDS, PlayRequest, ReplayRequest, nested_items
 from ringcast.config import Settings
 from ringcast.errors import NotFound, StoreError, ValidationFailed
 from ringcast.netguard import NetPolicy
