@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ringcast.api.fields import check_sip_uri, sip_uri_ok
+from ringcast.api.play import body_hash
 from ringcast.api.recipients import (
     PlayInput,
     RecipientIn,
@@ -19,7 +20,6 @@ from ringcast.api.recipients import (
     plain_recipient_uris,
     validate_play,
 )
-from ringcast.api.routes import body_hash
 from ringcast.api.schemas import PlayRequest
 
 PLAY = [{"pause": 1}]

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import ringcast
 from ringcast import metrics
-from ringcast.api import dashboard, dnc, errors, recordings, routes, voices
+from ringcast.api import dashboard, dnc, errors, play, recordings, routes, voices
 from ringcast.api.auth import AuthMiddleware
 from ringcast.api.schemas import PlayRequest, ReplayRequest
 from ringcast.config import Settings
@@ -177,6 +177,7 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     errors.install(app)
+    app.include_router(play.router)
     app.include_router(routes.router)
     app.include_router(dnc.router)
     app.include_router(recordings.router)

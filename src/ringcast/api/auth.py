@@ -8,7 +8,7 @@ Policy (DESIGN.md, "Authentication"):
   elsewhere it answers 401 unless ``insecure_no_auth`` is set (``ringcast
   serve`` also refuses to start in that case, see :func:`check_bind_policy`).
 - A key's tenant scopes every query: the middleware puts it in
-  ``request.state.tenant`` (read by ``routes.tenant_of``) and the key itself in
+  ``request.state.tenant`` (read by ``common.tenant_of``) and the key itself in
   ``request.state.api_key``.
 - A key with a ``rate_limit`` (POSTs per minute) gets 429 with ``Retry-After``
   past it. The bucket lives in this process's memory: with N API processes a

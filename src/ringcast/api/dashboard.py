@@ -27,8 +27,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 
+from ringcast.api.common import store_of, tenant_of
 from ringcast.api.errors import ID_MAX, envelope, request_id_of
-from ringcast.api.routes import store_of, tenant_of
 from ringcast.domain import utcnow
 from ringcast.errors import NotFound, ValidationFailed
 from ringcast.store import dashboard as dash

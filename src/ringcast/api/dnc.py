@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ringcast.api.auth import api_key_of
+from ringcast.api.common import store_of, tenant_of
 from ringcast.api.errors import envelope, request_id_of
 from ringcast.api.fields import no_control
-from ringcast.api.routes import _store, tenant_of
 from ringcast.errors import NotFound, RingcastError
 from ringcast.store import dnc as store_dnc
 
@@ -79,7 +79,7 @@ def _list_owner(request: Request, which: str) -> str:
 @router.post("/dnc", summary="Add numbers or users to a do-not-call list")
 async def dnc_add(request: Request, body: DncAdd, which: ListName = "tenant") -> JSONResponse:
     owner = _list_owner(request, which)
-    added = await store_dnc.add_entries(_store(request), owner, body.entries)
+    added = await store_dnc.add_entries(store_of(request), owner, body.entries)
     return JSONResponse(envelope(200, "added", request_id_of(request), added=added))
 
 
@@ -91,7 +91,7 @@ async def dnc_list(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JSONResponse:
     owner = _list_owner(request, which)
-    rows = await store_dnc.list_entries(_store(request), owner, after=cursor, limit=limit)
+    rows = await store_dnc.list_entries(store_of(request), owner, after=cursor, limit=limit)
     entries = [{"entry": e, "created_at": t} for e, t in rows]
     next_cursor = rows[-1][0] if len(rows) == limit else None
     return JSONResponse(
@@ -102,6 +102,6 @@ async def dnc_list(
 @router.delete("/dnc/{entry:path}", summary="Remove a number or user from a do-not-call list")
 async def dnc_remove(request: Request, entry: str, which: ListName = "tenant") -> JSONResponse:
     owner = _list_owner(request, which)
-    if not await store_dnc.remove_entry(_store(request), owner, entry):
+    if not await store_dnc.remove_entry(store_of(request), owner, entry):
         raise NotFound(f"{entry[:64]!r} is not on the do-not-call list", field="entry")
     return JSONResponse(envelope(200, "removed", request_id_of(request)))

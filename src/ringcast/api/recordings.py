@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from ringcast.api.common import store_of, tenant_of
 from ringcast.api.errors import envelope, error_response, request_id_of
-from ringcast.api.routes import _store, tenant_of
 from ringcast.errors import NotFound, RingcastError
 from ringcast.store import recordings as store_recordings
 from ringcast.store.db import Store
@@ -85,7 +85,7 @@ async def _pieces(store: Store, recording_id: str, start: int, end: int) -> Asyn
     responses={200: {"content": {"audio/wav": {}}}, 206: {"content": {"audio/wav": {}}}},
 )
 async def get_recording(request: Request, id: str) -> Response:
-    store = _store(request)
+    store = store_of(request)
     found = await store_recordings.info(store, id, tenant=tenant_of(request))
     if found is None:
         raise NotFound(f"no recording {id[:64]!r}", field="id")
@@ -116,6 +116,6 @@ async def get_recording(request: Request, id: str) -> Response:
 
 @router.delete("/recordings/{id}", summary="Delete a recording")
 async def delete_recording(request: Request, id: str) -> JSONResponse:
-    if not await store_recordings.delete(_store(request), id, tenant=tenant_of(request)):
+    if not await store_recordings.delete(store_of(request), id, tenant=tenant_of(request)):
         raise NotFound(f"no recording {id[:64]!r}", field="id")
     return JSONResponse(envelope(200, "deleted", request_id_of(request)))
