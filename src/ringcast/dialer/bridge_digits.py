@@ -21,14 +21,13 @@ import logging
 from collections.abc import Callable
 
 from ringcast.media.codecs import FRAME_SAMPLES
-from ringcast.rtp.packet import DTMF_EVENTS, RTP_HEADER_SIZE, build_event, event_code
+from ringcast.rtp.packet import DTMF_EVENTS, RTP_HEADER_SIZE, build_event, event_code, payload_span
 from ringcast.rtp.relay import RelayLeg
 
 log = logging.getLogger(__name__)
 
 INFO_TICKS = 4  # 20 ms ticks an INFO digit lasts before its end packets (80 ms)
 END_REPEATS = 3  # RFC 4733 §2.5.1.4: the end packet is sent three times
-_EVENT_ITEM = 1  # RelayLeg's queue item kind of an RFC 4733 event
 _keys = itertools.count(1)  # INFO digits' event keys: negative, never an RTP timestamp
 
 
@@ -41,17 +40,15 @@ def hear_digits(leg: RelayLeg, on_digit: Callable[[str], None]) -> None:
     loop = asyncio.get_running_loop()
     # (SSRC, timestamp) of the event counted last: the session's own, so the rest of
     # the digit that started the transfer (its end packets) is not counted again
-    last: tuple[int, int] | None = leg.source._last_event
+    last: tuple[int, int] | None = leg.source.last_event
 
     def on_packet(data: bytes) -> None:
         nonlocal last
         relay(data)
         if len(data) < RTP_HEADER_SIZE or data[1] & 0x7F not in event_pts:
             return
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if len(data) < pos + 4 or data[pos] >= len(DTMF_EVENTS):
+        pos, end = payload_span(data)
+        if end - pos < 4 or data[pos] >= len(DTMF_EVENTS):
             return
         key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[4:8], "big"))
         if key == last:
@@ -80,5 +77,5 @@ def relay_info_digit(leg: RelayLeg, digit: str) -> bool:
     except ValueError:
         return False
     key = -next(_keys)  # one event: its packets share the key, no RTP timestamp equals it
-    leg.queue.extend((_EVENT_ITEM, p, key) for p in payloads)
+    leg.put_event(payloads, key)
     return True

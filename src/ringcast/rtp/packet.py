@@ -83,6 +83,18 @@ class RtpPacket:
     csrcs: tuple[int, ...] = ()
 
 
+def payload_span(data: bytes) -> tuple[int, int]:
+    """Where a received RTP packet's payload starts and ends: after the CSRCs and the
+    header extension (RFC 3550 §5.3.1), before the padding (§5.1). The payload is
+    empty or missing when start >= end. The caller has checked the fixed header;
+    the per-packet paths use this instead of :func:`parse_rtp`, which builds a packet."""
+    b0 = data[0]
+    pos = RTP_HEADER_SIZE + 4 * (b0 & 0x0F)
+    if b0 & 0x10 and len(data) >= pos + 4:
+        pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return pos, len(data) - (data[-1] if b0 & 0x20 else 0)
+
+
 def parse_rtp(data: bytes) -> RtpPacket:
     """Parse an RTP packet; ValueError with an exact reason if it is not one."""
     if len(data) < RTP_HEADER_SIZE:

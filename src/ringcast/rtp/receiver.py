@@ -21,7 +21,7 @@ from ringcast.inet import unmapped
 from ringcast.media.codecs import Pcm16
 from ringcast.media.inband_dtmf import InbandDtmfDetector
 from ringcast.rtp.clock import RtpClock
-from ringcast.rtp.packet import DTMF_EVENTS, RTP_HEADER_SIZE
+from ringcast.rtp.packet import DTMF_EVENTS, RTP_HEADER_SIZE, payload_span
 from ringcast.rtp.srtp import SrtpContext
 from ringcast.rtp.state import SessionState
 from ringcast.rtp.udp import attach_payload_type_filter
@@ -174,11 +174,14 @@ class StreamReceiver:
                 continue
             self.rtcp_received += 1
 
+    @property
+    def last_event(self) -> tuple[int, int] | None:
+        """(SSRC, RTP timestamp) of the RFC 4733 event counted last; None before any."""
+        return self._last_event
+
     def _on_event(self, data: bytes) -> None:
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if len(data) < pos + 4:
+        pos, end = payload_span(data)
+        if end - pos < 4:
             return
         event = data[pos]
         key = (int.from_bytes(data[8:12], "big"), int.from_bytes(data[4:8], "big"))
@@ -191,10 +194,7 @@ class StreamReceiver:
 
     def _on_audio(self, data: bytes) -> None:
         """One packet of the callee's audio: to in-band DTMF and the listeners."""
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RFC 3550 §5.1 padding
+        pos, end = payload_span(data)
         if end <= pos:
             return
         inband = self._inband

@@ -24,12 +24,12 @@ import socket
 import struct
 import termios
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ringcast.media.codecs import FRAME_SAMPLES, get_codec
 from ringcast.rtp.clock import RtpClock
-from ringcast.rtp.packet import RTP_HEADER_SIZE
+from ringcast.rtp.packet import RTP_HEADER_SIZE, payload_span
 from ringcast.rtp.session import MediaSession
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,15 @@ class RelayLeg:
         self._next: Callable[[], bytes | bytearray | None] = self._tick
         self._send: Callable[[bytes | bytearray], object] = self._to_target
 
+    def put_event(self, payloads: Iterable[bytes], key: int) -> None:
+        """Queue telephone-event payloads this leg did not receive (a digit the other
+        side sent by SIP INFO) as one event `key`, one payload per tick, after what
+        is queued; `key` must differ from every source RTP timestamp (negative)."""
+        self.queue.extend((_EVENT, payload, key) for payload in payloads)
+
     def on_packet(self, data: bytes) -> None:
         """A packet `source` received (its tap): queue its payload for the next tick."""
-        pos = RTP_HEADER_SIZE + 4 * (data[0] & 0x0F)
-        if data[0] & 0x10 and len(data) >= pos + 4:
-            pos += 4 + 4 * int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = len(data) - (data[-1] if data[0] & 0x20 else 0)  # RFC 3550 §5.1 padding
+        pos, end = payload_span(data)
         if end <= pos:
             return
         pt = data[1] & 0x7F

@@ -21,6 +21,7 @@ from ringcast.rtp.packet import (
     parse_event,
     parse_rtcp,
     parse_rtp,
+    payload_span,
 )
 
 DATA = Path(__file__).parents[2] / "data" / "media"
@@ -117,6 +118,19 @@ def test_parse_rtp_with_csrc_extension_and_padding() -> None:
     pkt = parse_rtp(data)
     assert pkt.csrcs == (9,)
     assert pkt.payload == b"\xff\xff"
+    # the per-packet paths' shortcut finds the same payload
+    start, end = payload_span(data)
+    assert data[start:end] == pkt.payload
+
+
+def test_payload_span_of_plain_and_truncated_packets() -> None:
+    plain = build_rtp(b"\x01" * 160, payload_type=0, seq=7, timestamp=160, ssrc=0x1234)
+    assert payload_span(plain) == (12, 172)
+    # an extension bit without room for the extension header: only the fixed header
+    assert payload_span(bytes([0x90]) + b"\x00" * 13) == (12, 14)
+    # padding that claims more than the packet: no payload
+    start, end = payload_span(bytes([0xA0]) + b"\x00" * 10 + b"\x40")
+    assert end <= start
 
 
 def test_parse_rtcp_errors() -> None:
