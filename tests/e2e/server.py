@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,16 @@ class RingcastServer:
                     return body
                 await asyncio.sleep(0.1)
         raise AssertionError(f"not ready in {within}s: {body}\n{self.output()}")
+
+
+def wait_for(check: Callable[[], object], within: float, what: str) -> None:
+    """Poll `check` until it is true; AssertionError naming `what` after `within` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {within} s: {what}")
 
 
 def is_final(status: dict[str, Any]) -> bool:

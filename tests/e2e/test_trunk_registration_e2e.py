@@ -6,7 +6,6 @@ clear error, and removes its binding (expires 0) when stopped."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import httpx
 from peers import KamailioRegistrar
 from sipp import SippUas
 
-from e2e.server import RingcastServer, post
+from e2e.server import RingcastServer, post, wait_for
 
 
 def registrar_config(path: Path, registrar: KamailioRegistrar, callee: SippUas) -> Path:
@@ -37,15 +36,6 @@ def registrar_config(path: Path, registrar: KamailioRegistrar, callee: SippUas) 
         "register_wait = 1\n"
     )
     return path
-
-
-def wait_for(check: object, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 def test_trunk_registers_serves_calls_and_unregisters_at_shutdown(

@@ -7,8 +7,6 @@ the dashboard; a dialer that stops cleanly unregisters and drops out."""
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +14,8 @@ import httpx
 from peers import KamailioRegistrar
 from sipp import SippUas
 
-from e2e.server import RingcastServer, post
+from e2e.server import RingcastServer, post, wait_for
 from e2e.test_trunk_registration_e2e import registrar_config
-
-
-def wait_for(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {within} s: {what}")
 
 
 def test_separate_dialers_bindings_show_in_the_api(
