@@ -1,15 +1,64 @@
-"""The shared RtpClock with fake streams (no sockets): pacing, lateness, isolation."""
+"""The shared RtpClock with fake streams (no sockets): pacing, lateness, isolation.
+
+Each test runs on an event loop with a virtual clock (:class:`VirtualTimeLoop`):
+waiting moves the clock by exactly the wait, and a stalled loop is simulated by
+moving it on purpose, so the timings asserted are the clock's own arithmetic,
+never how busy the machine running the tests was."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import selectors
 import statistics
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
 from ringcast.rtp.clock import RtpClock
+
+
+class _InstantSelector(selectors.DefaultSelector):
+    """Never waits: a wait for `timeout` seconds moves the loop's virtual clock instead."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = super().select(0)
+        if not ready and timeout:
+            self._loop.now += timeout
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.now = 1000.0
+        super().__init__(_InstantSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def virtual_time(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    @functools.wraps(test)
+    def run() -> None:
+        loop = VirtualTimeLoop()
+        try:
+            loop.run_until_complete(test())
+        finally:
+            loop.close()
+
+    return run
+
+
+def stall(seconds: float) -> None:
+    """What blocking the event loop for `seconds` looks like to the clock."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualTimeLoop)
+    loop.now += seconds
 
 
 class FakeStream:
@@ -44,6 +93,7 @@ async def wait_done(streams: list[FakeStream]) -> None:
             await s.finished.wait()
 
 
+@virtual_time
 async def test_one_clock_paces_every_stream() -> None:
     clock = RtpClock()
     streams = [FakeStream(15) for _ in range(3)]
@@ -56,35 +106,38 @@ async def test_one_clock_paces_every_stream() -> None:
         assert len(s.sent) == 15
         assert s.done == [(True, None)]
         gaps = [b - a for a, b in zip(s.sent, s.sent[1:], strict=False)]
-        assert statistics.median(gaps) == pytest.approx(0.020, abs=0.002)
+        assert statistics.median(gaps) == pytest.approx(0.020, abs=1e-9)
     # all streams are sent in the same tick
-    assert streams[0].sent[5] == pytest.approx(streams[2].sent[5], abs=0.001)
+    assert streams[0].sent[5] == streams[2].sent[5]
     assert clock.stream_count == 0 and clock.packets_sent == 45
 
 
+@virtual_time
 async def test_absolute_deadlines_do_not_drift_and_late_ticks_count() -> None:
     clock = RtpClock()
     s = FakeStream(30)
     clock.add(s)
     await asyncio.sleep(0.1)
-    time.sleep(0.08)  # noqa: ASYNC251 - block the loop on purpose: 4 ticks fall due
+    stall(0.08)  # the loop blocked: 4 ticks fall due
     await wait_done([s])
     await clock.stop()
-    assert clock.late_ticks >= 1 and clock.skipped_ticks == 0
-    assert s.late_packets >= 1
+    # the ticks that fell due while the loop was blocked run late, at once
+    assert clock.late_ticks >= 3 and clock.skipped_ticks == 0
+    assert s.late_packets == clock.late_ticks
     # 30 packets still span 29 ticks of 20 ms: the late ones were caught up
-    assert s.sent[-1] - s.sent[0] == pytest.approx(29 * 0.020, abs=0.015)
+    assert s.sent[-1] - s.sent[0] == pytest.approx(29 * 0.020, abs=1e-9)
 
 
+@virtual_time
 async def test_far_behind_skips_instead_of_bursting() -> None:
     clock = RtpClock()
     s = FakeStream(40)
     clock.add(s)
     await asyncio.sleep(0.05)
-    time.sleep(0.35)  # noqa: ASYNC251 - block the loop on purpose
+    stall(0.35)  # the loop blocked
     await wait_done([s])
     await clock.stop()
-    assert clock.skipped_ticks >= 10
+    assert clock.skipped_ticks >= 15  # 0.35 s behind: about 17 ticks of 20 ms
     # The skipped ticks are dropped from the stream's timeline, not sent in a
     # burst: its 40 packets span 39 ticks plus every skipped one. (Shorter stalls,
     # such as a loaded machine descheduling the process, are caught up by design,
@@ -93,6 +146,7 @@ async def test_far_behind_skips_instead_of_bursting() -> None:
     assert span >= (39 + clock.skipped_ticks) * 0.020 - 0.010
 
 
+@virtual_time
 async def test_broken_stream_does_not_stop_the_others() -> None:
     clock = RtpClock()
     good, bad = FakeStream(10), FakeStream(10, fail_at=3)
@@ -106,6 +160,7 @@ async def test_broken_stream_does_not_stop_the_others() -> None:
     assert not completed and isinstance(error, RuntimeError)
 
 
+@virtual_time
 async def test_stop_ends_live_streams_not_completed() -> None:
     clock = RtpClock()
     s = FakeStream(1000)
