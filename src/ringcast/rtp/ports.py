@@ -51,3 +51,12 @@ class PortAllocator:
 
     def release(self, port: int) -> None:
         self._used.discard(port)
+
+    def busy(self, port: int) -> None:
+        """`port` could not be bound: another process holds it. Give it back and go
+        on from a random even port of the range: the other process took its ports in
+        order too, so the ports after this one are likely held as well, and trying
+        them one by one would spend every attempt of a caller on one held block
+        (seen as 'no bindable RTP port pair' beside a busy process on the range)."""
+        self._used.discard(port)
+        self._next = self.lo + 2 * random.randrange(self.capacity)

@@ -218,10 +218,11 @@ class MediaSession(StreamSender, StreamReceiver):
             except OSError as exc:
                 rtp.close()
                 rtcp.close()
-                allocator.release(port)
                 if exc.errno != errno.EADDRINUSE:
+                    allocator.release(port)
                     raise MediaError(f"cannot bind RTP port {port} on {bind_host}: {exc}") from exc
-                log.debug("rtp port %s busy, trying the next one", port)
+                allocator.busy(port)
+                log.debug("rtp port %s busy, trying another", port)
                 continue
             return cls(clock, allocator, rtp, rtcp, port)
         raise MediaError(f"no bindable RTP port pair after {BIND_ATTEMPTS} attempts")
