@@ -199,3 +199,19 @@ async def test_a_claim_reads_only_what_it_takes_among_50_requests_of_20000(store
     assert got == {rid: [0, 1, 2] for rid in rids}
     got = by_request(await queue.claim_calls(store, n, 2 * REQUESTS, now=now))
     assert got == {rid: [3, 4] for rid in rids}
+
+
+async def test_small_claims_serve_a_quantum_per_request_and_every_request_in_turn(
+    store: Store,
+) -> None:
+    rids = [(await insert_request(store, 20, PLAY))[0] for _ in range(10)]
+    n = await node(store)
+    per_claim = []
+    got: dict[str, list[int]] = {}
+    for _ in range(10):  # 5 slots among 10 requests: one request, 5 calls, per claim
+        claimed = by_request(await queue.claim_calls(store, n, 5))
+        per_claim.append(len(claimed))
+        for rid, seqs in claimed.items():
+            got.setdefault(rid, []).extend(seqs)
+    assert per_claim == [1] * 10
+    assert got == {rid: [0, 1, 2, 3, 4] for rid in rids}  # each in turn, in recipient order
