@@ -11,6 +11,10 @@ at once (no live calls to compare). A new request, or one that had nothing
 due for a while, has a low pass, but banks no credit: a pass is read as at
 least the highest pass among the candidates less MAX_LAG (one round).
 
+A claim with fewer than two slots per candidate serves fewer requests a
+quantum each (up to QUANTUM calls, at most one round of pass), in the same
+order: see `shares`.
+
 Live calls and passes are in the database, so every dialer of a fleet divides
 its claims the same way. This module is pure: `shares` takes the candidates
 and answers the split.
