@@ -199,3 +199,31 @@ async def test_a_claim_reads_only_what_it_takes_among_50_requests_of_20000(store
     assert got == {rid: [0, 1, 2] for rid in rids}
     got = by_request(await queue.claim_calls(store, n, 2 * REQUESTS, now=now))
     assert got == {rid: [3, 4] for rid in rids}
+
+
+async def test_small_claims_serve_a_quantum_per_request_and_every_request_in_turn(
+    store: Store,
+) -> None:
+    rids = [(await insert_request(store, 20, PLAY))[0] for _ in range(10)]
+    n = await node(store)
+    per_claim = []
+    got: dict[str, list[int]] = {}
+    for _ in range(10):  # 5 slots among 10 requests: one request, 5 calls, per claim
+        claimed = by_request(await queue.claim_calls(store, n, 5))
+        per_claim.append(len(claimed))
+        for rid, seqs in claimed.items():
+            got.setdefault(rid, []).extend(seqs)
+    assert per_claim == [1] * 10
+    assert got == {rid: [0, 1, 2, 3, 4] for rid in rids}  # each in turn, in recipient order
+
+
+async def test_a_request_short_of_its_quantum_leaves_the_rest_to_the_others(
+    store: Store,
+) -> None:
+    short, _ = await insert_request(store, 2, PLAY)
+    others = [(await insert_request(store, 20, PLAY))[0] for _ in range(2)]
+    await set_request(store, others[0], vtime=0.1)
+    await set_request(store, others[1], vtime=0.2)
+    # 5 slots among 3 requests: a quantum of 5 for the lowest pass, which has 2
+    got = by_request(await queue.claim_calls(store, await node(store), 5))
+    assert got == {short: [0, 1], others[0]: [0, 1, 2]}

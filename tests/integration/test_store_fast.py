@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from ringcast.domain import Result, utcnow
-from ringcast.store import Store, record_dict
+from ringcast.store import Store, accept, record_dict
 from ringcast.store import requests as q
 from ringcast.store.models import calls_table, requests_table
 from ringcast.store.records import RECORD_FIELDS, record_csv_sql, record_json_sql
@@ -135,6 +135,12 @@ def test_new_ids_are_uuid4_strings() -> None:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     assert q.new_ids(0) == []
+    # made in chunks: in order across them too, and all different
+    chunks = list(q.new_id_chunks(2 * accept._ID_CHUNK + 7))
+    assert [len(c) for c in chunks] == [accept._ID_CHUNK, accept._ID_CHUNK, 7]
+    joined = [i for c in chunks for i in c]
+    assert joined == sorted(joined) and len(set(joined)) == len(joined)
+    assert all(uuid.UUID(i).version == 4 for i in joined)
 
 
 _OPTIONAL = (

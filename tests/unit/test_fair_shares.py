@@ -48,3 +48,32 @@ def test_caps_pass_a_request_over() -> None:
     assert shares([c("a")], 10, cap=lambda cand: 0) == {}
     assert shares([], 10) == {}
     assert shares([c("a")], 0) == {}
+
+
+def test_a_small_claim_serves_fewer_requests_a_quantum_each_and_all_in_turn() -> None:
+    # 50 slots among 50 requests: 10 of them, 5 calls each (not 50 places of 1)
+    cands = [c(f"r{i:02}", vtime=i / 100) for i in range(50)]
+    got = shares(cands, 50)
+    assert got == {f"r{i:02}": 5 for i in range(10)}
+    # the passes move: the next claims serve the others, until each has had 5
+    total: dict[str, int] = {}
+    for _ in range(5):
+        got = shares(cands, 50)
+        for rid, k in got.items():
+            total[rid] = total.get(rid, 0) + k
+        passes = advanced_passes(cands, got)
+        cands = [c(x.id, vtime=passes.get(x.id, x.vtime)) for x in cands]
+    assert total == {f"r{i:02}": 5 for i in range(50)}
+    # two slots per request or more: one at a time, as before
+    assert shares([c(f"r{i}") for i in range(4)], 8) == {f"r{i}": 2 for i in range(4)}
+    # a quantum never passes a cap, and priority still weighs the turns
+    assert shares([c("a"), c("b", vtime=1.0)], 3, cap=lambda cand: 2) == {"a": 2, "b": 1}
+    hi_lo = [c("hi", priority=10), c("lo", priority=1)]
+    served = {"hi": 0, "lo": 0}
+    for _ in range(22):
+        got = shares(hi_lo, 3)
+        for rid, k in got.items():
+            served[rid] += k
+        passes = advanced_passes(hi_lo, got)
+        hi_lo = [c(x.id, priority=x.priority, vtime=passes.get(x.id, x.vtime)) for x in hi_lo]
+    assert served["hi"] >= 5 * served["lo"], served

@@ -132,7 +132,7 @@ _NEW_CALL_COLUMNS = (
     "updated_at",
 )
 _UUID_GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # hex digit ranges
-_ID_CHUNK = 50_000  # ids formatted at once
+_ID_CHUNK = 10_000  # ids formatted at once
 
 
 def new_ids(n: int) -> list[str]:
@@ -143,19 +143,28 @@ def new_ids(n: int) -> list[str]:
 def new_id_chunks(n: int) -> Iterator[list[str]]:
     """`n` random (version 4) UUID strings, as `str(uuid.uuid4())` writes them, in
     ascending order, in lists of up to _ID_CHUNK made when asked for (1M id
-    strings at once would cost ~90 MB): one `os.urandom` call, numpy doing the
-    bits and the sorting for all of them and the hex layout a chunk at a time
-    (~20x cheaper than `uuid4()` per id, ~3x cheaper than slicing one hex
-    string per id)."""
-    raw = np.frombuffer(os.urandom(16 * n), dtype=np.uint8).reshape(n, 16).copy()
-    raw[:, 6] = raw[:, 6] & 0x0F | 0x40  # version 4
-    raw[:, 8] = raw[:, 8] & 0x3F | 0x80  # RFC 9562 variant
-    halves = raw.view(">u8")  # byte order = the order of the hex strings
-    raw = raw[np.lexsort((halves[:, 1], halves[:, 0]))]
+    strings at once would cost ~90 MB). numpy does the bits: the first halves
+    (8 bytes each) of all ids are drawn and sorted in place, the second halves
+    and the hex layout a chunk at a time (~20x cheaper than `uuid4()` per id;
+    8 MB held for 1M ids, where drawing and sorting whole ids held ~55 MB).
+    Ids whose first halves are equal (about 1 in 10^7 per 1M-id batch) may
+    come out of order: that costs the index a little, never uniqueness."""
+    high = np.empty(n, dtype=np.uint64)
+    for first in range(0, n, _ID_CHUNK):  # drawn in pieces: no second copy of them
+        part = high[first : first + _ID_CHUNK]
+        part[:] = np.frombuffer(os.urandom(8 * len(part)), dtype=np.uint64)
+    high &= np.uint64(0xFFFF_FFFF_FFFF_0FFF)  # byte 6's high nibble: version 4
+    high |= np.uint64(0x0000_0000_0000_4000)
+    high.sort()
     for first in range(0, n, _ID_CHUNK):  # written a chunk at a time: small temporaries
-        part = raw[first : first + _ID_CHUNK]
-        m = len(part)
-        hexed = np.frombuffer(part.tobytes().hex().encode(), dtype=np.uint8).reshape(m, 32)
+        m = min(_ID_CHUNK, n - first)
+        whole = np.empty((m, 2), dtype=">u8")
+        whole[:, 0] = high[first : first + m]
+        low = np.frombuffer(os.urandom(8 * m), dtype=np.uint64).copy()
+        low &= np.uint64(0x3FFF_FFFF_FFFF_FFFF)  # byte 8's two high bits: RFC 9562 variant
+        low |= np.uint64(0x8000_0000_0000_0000)
+        whole[:, 1] = low
+        hexed = np.frombuffer(whole.tobytes().hex().encode(), dtype=np.uint8).reshape(m, 32)
         text = np.full((m, 37), ord("-"), dtype=np.uint8)  # 8-4-4-4-12 digits, then a space
         for at, (start, stop) in zip((0, 9, 14, 19, 24), _UUID_GROUPS, strict=True):
             text[:, at : at + stop - start] = hexed[:, start:stop]

@@ -306,13 +306,16 @@ async def claim_fair(
                 for rid, k in counts.items():
                     got[rid] = got.get(rid, 0) + k
                 wanted = limit - len(rows)
-                full = {rid for rid, k in split.items() if counts.get(rid, 0) >= k}
-                if wanted <= 0 or len(full) == len(split):
+                # those that came short have nothing more to give (or it is locked);
+                # the others, served or not (a claim's quanta leave some out), share
+                # what is left
+                short = {rid for rid, k in split.items() if counts.get(rid, 0) < k}
+                if wanted <= 0 or not short:
                     break
                 candidates = [
                     fair.Candidate(c.id, c.tenant, c.priority, c.live + got.get(c.id, 0), c.vtime)
                     for c in candidates
-                    if c.id in full
+                    if c.id not in short
                 ]
             passes = fair.advanced_passes(found, got)
             if passes:

@@ -11,6 +11,10 @@ at once (no live calls to compare). A new request, or one that had nothing
 due for a while, has a low pass, but banks no credit: a pass is read as at
 least the highest pass among the candidates less MAX_LAG (one round).
 
+A claim with fewer than two slots per candidate serves fewer requests a
+quantum each (up to QUANTUM calls, at most one round of pass), in the same
+order: see `shares`.
+
 Live calls and passes are in the database, so every dialer of a fleet divides
 its claims the same way. This module is pure: `shares` takes the candidates
 and answers the split.
@@ -26,6 +30,7 @@ PRIORITY_MIN = 1
 PRIORITY_MAX = 10
 PRIORITY_DEFAULT = 5
 MAX_LAG = 1.0  # pass units a request may be behind the most served one (5 calls at 5)
+QUANTUM = 5  # calls a request is served at once by a claim too small to serve all twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +56,29 @@ def shares(
     candidates: Sequence[Candidate],
     slots: int,
     cap: Callable[[Candidate], int] | None = None,
+    quantum: int = QUANTUM,
 ) -> dict[str, int]:
     """How many of `slots` calls to claim from each candidate (only those > 0).
 
     `cap(candidate)` bounds what one request may take (its own `max_concurrent`
     less its live calls, say); a request at its cap is passed over.
+
+    A claim with at least two slots per candidate gives them out one at a
+    time. A smaller one serves the requests it picks a quantum at a time
+    (deficit round-robin): up to `quantum` calls, and no more than one round
+    of the request's pass (MAX_LAG: 5 calls at priority 5, 1 at priority 1).
+    It then reads and writes the queues of fewer requests, a few adjacent
+    rows each, where one call from each of many requests touched as many
+    places in the database as it took calls (bench/RESULTS.md). Over
+    successive claims the shares are the same: a request's pass advances by
+    what it got, so the next claims serve the others first.
     """
     if slots <= 0 or not candidates:
         return {}
     floor = _floor(candidates)
     caps = {c.id: (slots if cap is None else max(0, min(slots, cap(c)))) for c in candidates}
+    eligible = sum(1 for k in caps.values() if k > 0)
+    step = 1 if slots >= 2 * eligible else max(1, quantum)
     given: dict[str, int] = {}
     # per tenant: a heap of (live per weight, pass, id); tenants: (live, best pass, name)
     by_tenant: dict[str, list[tuple[float, float, str]]] = {}
@@ -79,20 +97,23 @@ def shares(
         heapq.heapify(heap)
         tenants.append((tenant_live[name], heap[0][1], name))
     heapq.heapify(tenants)
-    for _ in range(slots):
-        if not tenants:
-            break
+    left = slots
+    while left > 0 and tenants:
         load, _pass, name = heapq.heappop(tenants)
         heap = by_tenant[name]
         _share, vtime, rid = heapq.heappop(heap)
-        n = given.get(rid, 0) + 1
-        given[rid] = n
         c = info[rid]
         w = weight(c.priority)
+        # at most one round's pass at once (MAX_LAG): the floor would take more
+        # from a request served in larger chunks than its weight's
+        k = min(step, int(MAX_LAG * w) or 1, left, caps[rid] - given.get(rid, 0))
+        n = given.get(rid, 0) + k
+        given[rid] = n
+        left -= k
         if n < caps[rid]:
-            heapq.heappush(heap, ((c.live + n) / w, vtime + 1 / w, rid))
+            heapq.heappush(heap, ((c.live + n) / w, vtime + k / w, rid))
         if heap:
-            heapq.heappush(tenants, (load + 1, heap[0][1], name))
+            heapq.heappush(tenants, (load + k, heap[0][1], name))
     return given
 
 
