@@ -20,6 +20,12 @@ nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 (``scheme://host:port``) holds at most `max_per_receiver` slots (half of them by
 default), and one that timed out or refused the connection is not claimed for
 `receiver_down_for` seconds (its rows wait in the database, unattempted).
+Rows claimed for a receiver that is at its share wait in this process, leased,
+and start as its deliveries finish, without another claim (a claim takes as
+many rows as there are free slots, whoever they are for): at most
+`max_per_receiver` wait before the receiver is left out of claims, none longer
+than WAIT_LIMIT (then it is released to the database unsent, well within its
+lease), and a receiver that goes down releases its waiting rows.
 
 Retry (:class:`~ringcast.webhooks.backoff.Backoff`): a failed attempt (non-2xx,
 timeout, connection error) is retried with the same webhook-id after 5 s, 30 s,
@@ -42,7 +48,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -70,6 +76,7 @@ HOST_DOWN_FOR = 30.0  # seconds a receiver that timed out or refused is left alo
 RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
+WAIT_LIMIT = LEASE_MARGIN / 2  # seconds a claimed row may wait for a slot before it is released
 
 
 # --- the deliverer -------------------------------------------------------------------------
@@ -131,6 +138,9 @@ class WebhookDeliverer:
         self.sweep_interval = sweep_interval
         self._busy: Counter[str] = Counter()
         self._down: dict[str, float] = {}
+        # Claimed rows waiting for a slot of their receiver, with the monotonic
+        # time of their claim.
+        self._waiting: dict[str, deque[tuple[outbox.Due, float]]] = {}
         self._last_sweep = 0.0
         self._done: list[outbox.Settlement] = []
         self._stop = asyncio.Event()
@@ -234,6 +244,7 @@ class WebhookDeliverer:
         if self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         self._inflight.clear()
+        self._release_waiting()
         with contextlib.suppress(RingcastError):
             await self._flush()
         if self._http is not None:
@@ -264,16 +275,23 @@ class WebhookDeliverer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+        self._release_waiting()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.timeout + 1.0)
+        self._release_waiting()
         await self._flush()
 
     def _unavailable(self) -> list[str]:
-        """Receivers not to claim for now: down, or at their share of slots."""
+        """Receivers not to claim for now: down, or at their share of slots with
+        `max_per_receiver` rows waiting besides."""
         now = time.monotonic()
         for origin in [o for o, until in self._down.items() if until <= now]:
             del self._down[origin]
-        full = [o for o, n in self._busy.items() if n >= self.max_per_receiver]
+        full = [
+            o
+            for o, n in self._busy.items()
+            if n >= self.max_per_receiver and len(self._waiting.get(o, ())) >= self.max_per_receiver
+        ]
         return sorted(set(full) | set(self._down))
 
     async def _settle_and_claim(self) -> None:
@@ -297,17 +315,18 @@ class WebhookDeliverer:
         except RingcastError:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
+        claimed = time.monotonic()
         for row in rows:
             origin = outbox.origin_of(row.url)
-            if origin in self._down or self._busy[origin] >= self.max_per_receiver:
-                # Claimed before this receiver filled up or went down: give it back.
-                self._done.append(
-                    outbox.Settlement(row.id, now, deferred=True, next_attempt_at=now)
-                )
-                continue
-            self._busy[origin] += 1
-            task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
-            self._inflight[row.id] = task
+            waiting = self._waiting.get(origin)
+            if origin in self._down:
+                self._release(row)  # went down since: give it back
+            elif self._busy[origin] < self.max_per_receiver and not waiting:
+                self._start(row, origin)
+            elif waiting is None or len(waiting) < self.max_per_receiver + self.max_concurrency:
+                self._waiting.setdefault(origin, deque()).append((row, claimed))
+            else:
+                self._release(row)
         self._more = free > 0 and len(rows) == free
         if self._more:
             self._wake.set()  # maybe more are due: claim again when a slot frees
@@ -344,6 +363,38 @@ class WebhookDeliverer:
 
     # --- one delivery -------------------------------------------------------------------
 
+    def _start(self, row: outbox.Due, origin: str) -> None:
+        self._busy[origin] += 1
+        task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
+        self._inflight[row.id] = task
+
+    def _release(self, row: outbox.Due) -> None:
+        """Give a claimed row back unsent, due now (the next claim may take it)."""
+        now = self.clock()
+        self._done.append(outbox.Settlement(row.id, now, deferred=True, next_attempt_at=now))
+
+    def _release_waiting(self, origin: str | None = None) -> None:
+        for o in [origin] if origin is not None else list(self._waiting):
+            for row, _ in self._waiting.pop(o, ()):
+                self._release(row)
+
+    def _next_waiting(self, origin: str) -> None:
+        """A slot of `origin` is free: start its next waiting row (none while it is
+        down, and none that waited past WAIT_LIMIT: those are released)."""
+        if origin in self._down or self._stop.is_set():
+            self._release_waiting(origin)
+            return
+        waiting = self._waiting.get(origin)
+        mono = time.monotonic()
+        while waiting and self._busy[origin] < self.max_per_receiver:
+            row, claimed = waiting.popleft()
+            if mono - claimed > WAIT_LIMIT:
+                self._release(row)
+            else:
+                self._start(row, origin)
+        if not waiting:
+            self._waiting.pop(origin, None)
+
     async def _deliver(self, row: outbox.Due, origin: str) -> None:
         try:
             attempt = await self._attempt(row)
@@ -360,6 +411,7 @@ class WebhookDeliverer:
             self._busy[origin] -= 1
             if self._busy[origin] <= 0:
                 del self._busy[origin]
+            self._next_waiting(origin)
             self._wake.set()
 
     def _signing_secret(self, row: outbox.Due) -> str | None:
