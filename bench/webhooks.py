@@ -245,7 +245,7 @@ async def _raw_worker(db: str, url: str, events: int, limit: float, concurrency:
     while d.delivered < WARMUP + events and time.monotonic() - t_start < limit:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
     t1, c1, s1, n1 = time.monotonic(), time.process_time(), sessions, d.delivered
-    if prof is not None:
+    if prof is not None and profile:
         prof.disable()
         prof.dump_stats(profile)
     await d.stop()
@@ -376,6 +376,8 @@ def _run_calls(
                 status = client.get(f"/voice/call/status/{rid}").json()
                 if status["report"]["status"] == "ready":
                     ready_at = time.time()
+                    # events written but not yet received when the report is ready
+                    backlog = outbox_rows(run / "w.db") - rx.stats()["unique"]
                     break
                 time.sleep(0.1)
             if ready_at is None:
@@ -404,6 +406,7 @@ def _run_calls(
         "events_per_s": stats["unique"] / max(1e-9, stats["last"] - stats["first"]),
         "lag": stats["last"] - ready_at,
         "ready_after": ready_at - t_post,
+        "backlog": backlog,
         "expected": expected,
         "cpu": cpu,
         **stats,
@@ -442,7 +445,8 @@ def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
                     f"{g['unique']}/{g['expected']} distinct, {g['dups']} duplicates, "
                     f"{g['unsigned']} unsigned; received at {g['events_per_s']:.0f} events/s "
                     f"while dialing; report ready {g['ready_after']:.1f} s after the POST, "
-                    f"last event {g['lag']:+.1f} s after that; "
+                    f"last event {g['lag']:+.1f} s after that ({g['backlog']} events not yet "
+                    f"received then: {g['backlog'] / max(0.1, g['lag']):.0f} events/s after); "
                     f"ringcast CPU {g['cpu']:.1f} s; outbox raw rate right after: "
                     f"{raw_rate:.0f} events/s = {capacity:.1f}x the calls/s; load {loadavg()} "
                     f"-> {'met' if met else 'not met'} (>= 3x, <= 5 s, exactly once)",
