@@ -20,10 +20,16 @@ nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 (``scheme://host:port``) holds at most `max_per_receiver` slots (half of them by
 default), and one that timed out or refused the connection is not claimed for
 `receiver_down_for` seconds (its rows wait in the database, unattempted).
+A claim takes a row per free slot and some more ("ahead"), whoever they are
+for. On SQLite every claim and settlement needs the write lock, and while a
+dialer in the same process dials, its group commits hold it nearly all the
+time: a settle-and-claim then waited 1.2-1.8 s for it (bench/RESULTS.md,
+webhooks). So the rows taken ahead start at `max_concurrency`, double after a
+transaction that took over SLOW_CLAIM (up to MAX_AHEAD) and shrink back by a
+quarter after a quick one: each hard-won transaction carries many events.
 Rows claimed for a receiver that is at its share wait in this process, leased,
-and start as its deliveries finish, without another claim (a claim takes as
-many rows as there are free slots, whoever they are for): at most
-`max_per_receiver` wait before the receiver is left out of claims, none longer
+and start as its deliveries finish, without another claim: a receiver with as
+many rows waiting as are taken ahead is left out of claims, no row waits longer
 than WAIT_LIMIT (then it is released to the database unsent, well within its
 lease), and a receiver that goes down releases its waiting rows.
 
@@ -77,6 +83,8 @@ RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
 WAIT_LIMIT = LEASE_MARGIN / 2  # seconds a claimed row may wait for a slot before it is released
+MAX_AHEAD = 500  # rows a claim may take beyond the free slots, when the write lock is scarce
+SLOW_CLAIM = 0.1  # seconds: a settle-and-claim that took longer waited for the write lock
 
 
 # --- the deliverer -------------------------------------------------------------------------
@@ -148,6 +156,7 @@ class WebhookDeliverer:
         self._last_prune = 0.0
         self._warned_no_secret = False
         self._more = False  # the last claim was full: more rows are due
+        self._ahead = max_concurrency  # rows claimed beyond the free slots (see the docstring)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.delivered = 0
@@ -283,30 +292,32 @@ class WebhookDeliverer:
 
     def _unavailable(self) -> list[str]:
         """Receivers not to claim for now: down, or at their share of slots with
-        `max_per_receiver` rows waiting besides."""
+        as many rows waiting besides as a claim takes ahead."""
         now = time.monotonic()
         for origin in [o for o, until in self._down.items() if until <= now]:
             del self._down[origin]
         full = [
             o
             for o, n in self._busy.items()
-            if n >= self.max_per_receiver and len(self._waiting.get(o, ())) >= self.max_per_receiver
+            if n >= self.max_per_receiver and len(self._waiting.get(o, ())) >= self._ahead
         ]
         return sorted(set(full) | set(self._down))
 
     async def _settle_and_claim(self) -> None:
-        """Record the finished attempts and claim rows for the free slots, in one
-        transaction; start their deliveries."""
+        """Record the finished attempts and claim rows for the free slots and as
+        some ahead to wait, in one transaction; start their deliveries."""
         free = max(0, self.max_concurrency - len(self._inflight))
+        limit = free + self._ahead if free else 0
         batch, self._done = self._done, []
-        if not batch and not free:
+        if not batch and not limit:
             return
         now = self.clock()
+        began = time.monotonic()
         try:
             rows = await outbox.settle_and_claim(
                 self.store,
                 batch,
-                free,
+                limit,
                 now=now,
                 lease=self.lease,
                 exclude_origins=self._unavailable(),
@@ -316,6 +327,10 @@ class WebhookDeliverer:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
         claimed = time.monotonic()
+        if claimed - began > SLOW_CLAIM:
+            self._ahead = min(MAX_AHEAD, self._ahead * 2)
+        else:
+            self._ahead = max(self.max_concurrency, self._ahead * 3 // 4)
         for row in rows:
             origin = outbox.origin_of(row.url)
             waiting = self._waiting.get(origin)
@@ -323,11 +338,11 @@ class WebhookDeliverer:
                 self._release(row)  # went down since: give it back
             elif self._busy[origin] < self.max_per_receiver and not waiting:
                 self._start(row, origin)
-            elif waiting is None or len(waiting) < self.max_per_receiver + self.max_concurrency:
+            elif waiting is None or len(waiting) < self.max_concurrency + 2 * MAX_AHEAD:
                 self._waiting.setdefault(origin, deque()).append((row, claimed))
             else:
                 self._release(row)
-        self._more = free > 0 and len(rows) == free
+        self._more = limit > 0 and len(rows) == limit
         if self._more:
             self._wake.set()  # maybe more are due: claim again when a slot frees
 
