@@ -619,6 +619,40 @@ async def test_a_row_that_waited_too_long_is_given_back_unsent(
     assert all(r.attempts == 1 for r in (await rows(store)).values())
 
 
+async def test_claims_take_more_ahead_while_transactions_wait(
+    store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle-and-claim that took long (on SQLite: it waited for the write lock
+    a dialer holds) makes the next claim take more rows ahead; quick ones shrink
+    it back to max_concurrency. Every row still goes out once."""
+    limits: list[int] = []
+    real = outbox.settle_and_claim
+    slow = True
+
+    async def timed(store_: Store, settlements: Any, limit: int, **kw: Any) -> Any:
+        if limit:
+            limits.append(limit)
+        if slow:
+            await asyncio.sleep(deliver_module.SLOW_CLAIM * 1.5)
+        return await real(store_, settlements, limit, **kw)
+
+    monkeypatch.setattr(outbox, "settle_and_claim", timed)
+    ids = await add_events(store, receiver.url("/one"), 60)
+    d = deliverer(store, max_concurrency=4)
+    d.start()
+    try:
+        await until(lambda: len(limits) >= 3, within=10)
+        slow = False
+        grown = max(limits)
+        # quick ones: back down to the free slots and max_concurrency (idle polls claim too)
+        await until(lambda: d.delivered == 60 and limits[-1] == 4 + 4, within=20)
+    finally:
+        await d.stop()
+    assert limits[0] == 4 + 4  # the free slots and max_concurrency ahead
+    assert grown > 16  # after two slow transactions: 4 -> 8 -> 16 ahead, plus a free slot
+    assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
+
+
 async def test_rows_past_the_window_are_given_up_untried(store: Store, receiver: Receiver) -> None:
     old = await add_events(store, receiver.url("/late"), 3)
     d = deliverer(store, clock=lambda: now_precise() + timedelta(hours=25), sweep_interval=0.0)
