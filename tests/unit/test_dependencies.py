@@ -27,7 +27,7 @@ FOR_ANOTHER_PACKAGE = {
     "sniffio": (
         "httpcore",  # httpx's transport: `import sniffio` several times per request
         "without it each of those imports fails after a sys.path search: "
-        "20-30 % of the webhook deliverer's CPU per event (bench/RESULTS.md)",
+        "12-22 % of the webhook deliverer's CPU per event (bench/RESULTS.md)",
     ),
 }
 
