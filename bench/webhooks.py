@@ -43,6 +43,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE: Path | None = None  # the baseline tree's src/, once unpacked
+BASELINE_PYTHON: str | None = None  # --baseline-python
 TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP = 200  # events delivered before the raw rate is timed
 
@@ -232,10 +234,20 @@ async def _raw_worker(db: str, url: str, events: int, limit: float, concurrency:
     # The first WARMUP events pay for lazy imports and connection set-up: not timed.
     while d.delivered < WARMUP and time.monotonic() - t_start < limit:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
+    profile = os.environ.get("BENCH_PROFILE")  # a file: cProfile of the timed part only
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     c0, t0, s0, n0 = time.process_time(), time.monotonic(), sessions, d.delivered
     while d.delivered < WARMUP + events and time.monotonic() - t_start < limit:  # noqa: ASYNC110
         await asyncio.sleep(0.002)
     t1, c1, s1, n1 = time.monotonic(), time.process_time(), sessions, d.delivered
+    if prof is not None and profile:
+        prof.disable()
+        prof.dump_stats(profile)
     await d.stop()
     await store.close()
     print(
@@ -252,6 +264,16 @@ async def _raw_worker(db: str, url: str, events: int, limit: float, concurrency:
     )
 
 
+def _python(tree: Path | None) -> str:
+    """The interpreter of a run: --baseline-python for the baseline tree (its own
+    environment, e.g. main's venv as installed), else this one."""
+    return (
+        BASELINE_PYTHON
+        if tree is not None and tree == BASELINE and BASELINE_PYTHON
+        else sys.executable
+    )
+
+
 def _run_raw(tree: Path | None, work: Path, rx: Receiver, events: int, tag: str) -> dict[str, Any]:
     env = dict(os.environ)
     if tree is not None:
@@ -259,7 +281,7 @@ def _run_raw(tree: Path | None, work: Path, rx: Receiver, events: int, tag: str)
     db = work / f"raw-{tag}-{time.monotonic_ns()}.db"
     rx.reset()
     out = subprocess.run(
-        [sys.executable, __file__, "raw-worker", f"sqlite:///{db}", rx.url(), str(events)],
+        [_python(tree), __file__, "raw-worker", f"sqlite:///{db}", rx.url(), str(events)],
         env=env,
         capture_output=True,
         text=True,
@@ -327,7 +349,12 @@ def _run_calls(
     ):
         rc = RingcastServer(run, db=f"sqlite:///{run}/w.db", args=rc_args, env=env)
         stack.callback(rc.stop)
-        rc.start(timeout=120)  # a loaded machine may take more than the default 20 s
+        # RingcastServer runs the `ringcast` script beside sys.executable.
+        own, sys.executable = sys.executable, _python(tree)
+        try:
+            rc.start(timeout=120)  # a loaded machine may take more than the default 20 s
+        finally:
+            sys.executable = own
         proc_pid = rc.proc.pid  # type: ignore[union-attr]
         c0 = cpu_seconds(proc_pid)
         t_post = time.time()
@@ -349,6 +376,8 @@ def _run_calls(
                 status = client.get(f"/voice/call/status/{rid}").json()
                 if status["report"]["status"] == "ready":
                     ready_at = time.time()
+                    # events written but not yet received when the report is ready
+                    backlog = outbox_rows(run / "w.db") - rx.stats()["unique"]
                     break
                 time.sleep(0.1)
             if ready_at is None:
@@ -377,6 +406,7 @@ def _run_calls(
         "events_per_s": stats["unique"] / max(1e-9, stats["last"] - stats["first"]),
         "lag": stats["last"] - ready_at,
         "ready_after": ready_at - t_post,
+        "backlog": backlog,
         "expected": expected,
         "cpu": cpu,
         **stats,
@@ -415,7 +445,8 @@ def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
                     f"{g['unique']}/{g['expected']} distinct, {g['dups']} duplicates, "
                     f"{g['unsigned']} unsigned; received at {g['events_per_s']:.0f} events/s "
                     f"while dialing; report ready {g['ready_after']:.1f} s after the POST, "
-                    f"last event {g['lag']:+.1f} s after that; "
+                    f"last event {g['lag']:+.1f} s after that ({g['backlog']} events not yet "
+                    f"received then: {g['backlog'] / max(0.1, g['lag']):.0f} events/s after); "
                     f"ringcast CPU {g['cpu']:.1f} s; outbox raw rate right after: "
                     f"{raw_rate:.0f} events/s = {capacity:.1f}x the calls/s; load {loadavg()} "
                     f"-> {'met' if met else 'not met'} (>= 3x, <= 5 s, exactly once)",
@@ -446,6 +477,7 @@ def baseline_tree(work: Path, ref: str) -> Path:
 
 
 def main() -> None:
+    global BASELINE, BASELINE_PYTHON
     if len(sys.argv) > 1 and sys.argv[1] == "receiver":
         asyncio.run(_serve_receiver())
         return
@@ -456,6 +488,11 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="main", help="git ref of the baseline tree")
+    ap.add_argument(
+        "--baseline-python",
+        help="interpreter for the baseline tree (another venv, e.g. main's as installed: "
+        "its packages, not this one's); default: this interpreter",
+    )
     sub = ap.add_subparsers(dest="mode", required=True)
     a = sub.add_parser("raw")
     a.add_argument("--events", type=int, default=3000)
@@ -471,10 +508,12 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; load {loadavg()}; the receiver and SIPp share "
         f"these cores; baseline = {args.baseline}"
+        + (f" run by {args.baseline_python}" if args.baseline_python else "")
     )
     work = Path(tempfile.mkdtemp(prefix="ringcast-bench-webhooks-"))
     try:
-        baseline = baseline_tree(work, args.baseline)
+        baseline = BASELINE = baseline_tree(work, args.baseline)
+        BASELINE_PYTHON = args.baseline_python
         if args.mode == "raw":
             raw(args, work, baseline)
         else:

@@ -20,22 +20,19 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 import secrets
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import Result
 from ringcast.errors import ConfigError
 from ringcast.store.models import calls_table, requests_table
+from ringcast.store.secret_file import beside_sqlite, create_once
 
 log = logging.getLogger(__name__)
 
@@ -93,41 +90,11 @@ def sealer_for(db_url: str, secret_key: str | None) -> Sealer | None:
             return Sealer(decode_key(secret_key))
         except ValueError as exc:
             raise ConfigError(f"RINGCAST_SECRET_KEY {exc}", field="secret_key") from None
-    try:
-        url = make_url(db_url)
-    except Exception:  # noqa: BLE001 - not a URL: no file to keep a key beside
+    path = beside_sqlite(db_url, KEY_FILE_SUFFIX)
+    if path is None:
         return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Sealer(_file_key(Path(url.database + KEY_FILE_SUFFIX).expanduser()))
-
-
-def _file_key(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as f:
-            f.write(new_key_text() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        log.info("secret key for inline credentials created in %s", path)
-    for _ in range(50):  # another process may still be writing it
-        try:
-            text = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"secret key file {path}: {exc.strerror}", field="secret_key"
-            ) from None
-        if text:
-            try:
-                return decode_key(text)
-            except ValueError as exc:
-                raise ConfigError(f"secret key file {path} {exc}", field="secret_key") from None
-        time.sleep(0.02)
-    raise ConfigError(f"secret key file {path} is empty", field="secret_key")
+    key = create_once(path, new_key_text, decode_key, what="secret key file", field="secret_key")
+    return Sealer(key)
 
 
 def seal_sip(sip: dict[str, Any], sealer: Sealer | None) -> dict[str, Any]:

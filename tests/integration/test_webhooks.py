@@ -27,6 +27,7 @@ from ringcast.store.models import (
     calls_table,
     webhook_outbox_table,
 )
+from ringcast.webhooks import deliver as deliver_module
 from ringcast.webhooks.backoff import Backoff
 from ringcast.webhooks.deliver import WebhookDeliverer
 from ringcast.webhooks.sign import SignatureError, generate_secret, verify
@@ -562,6 +563,94 @@ async def test_a_dead_receiver_does_not_starve_others(store: Store, receiver: Re
     assert len(tried) == 2 and all(got[w].last_error == "timed out after 1s" for w in tried)
     untried = [got[w] for w in dead if got[w].attempts == 0]
     assert len(untried) == 10 and all(r.next_attempt_at <= now_precise() for r in untried)
+
+
+def count_claims(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Rows claimed and rows given back unsent (deferred) by the deliverer's
+    transactions."""
+    seen = {"claimed": 0, "released": 0}
+    real = outbox.settle_and_claim
+
+    async def counted(store: Store, settlements: Any, limit: int, **kw: Any) -> Any:
+        seen["released"] += sum(1 for st in settlements if st.deferred)
+        got = await real(store, settlements, limit, **kw)
+        seen["claimed"] += len(got)
+        return got
+
+    monkeypatch.setattr(outbox, "settle_and_claim", counted)
+    return seen
+
+
+async def test_rows_beyond_a_receivers_share_wait_for_it(
+    store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim takes a row per free slot, whoever it is for; the rows beyond the
+    receiver's share (4 // 2 here) wait in the process and go out as its
+    deliveries finish: none is given back to be claimed again."""
+    seen = count_claims(monkeypatch)
+    ids = await add_events(store, receiver.url("/one"), 40)
+    d = deliverer(store, max_concurrency=4)
+    d.start()
+    try:
+        await until(lambda: d.delivered == 40, within=20)
+    finally:
+        await d.stop()
+    assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
+    assert seen == {"claimed": 40, "released": 0}
+    assert all(r.attempts == 1 for r in (await rows(store)).values())
+
+
+async def test_a_row_that_waited_too_long_is_given_back_unsent(
+    store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past WAIT_LIMIT a waiting row goes back to the database (its lease would
+    run out meanwhile), unattempted, and is claimed and sent later: still once."""
+    monkeypatch.setattr(deliver_module, "WAIT_LIMIT", 0.0)
+    seen = count_claims(monkeypatch)
+    ids = await add_events(store, receiver.url("/one"), 20)
+    d = deliverer(store, max_concurrency=4)
+    d.start()
+    try:
+        await until(lambda: d.delivered == 20, within=20)
+    finally:
+        await d.stop()
+    assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
+    assert seen["released"] > 0 and seen["claimed"] == 20 + seen["released"]
+    assert all(r.attempts == 1 for r in (await rows(store)).values())
+
+
+async def test_claims_take_more_ahead_while_transactions_wait(
+    store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle-and-claim that took long (on SQLite: it waited for the write lock
+    a dialer holds) makes the next claim take more rows ahead; quick ones shrink
+    it back to max_concurrency. Every row still goes out once."""
+    limits: list[int] = []
+    real = outbox.settle_and_claim
+    slow = True
+
+    async def timed(store_: Store, settlements: Any, limit: int, **kw: Any) -> Any:
+        if limit:
+            limits.append(limit)
+        if slow:
+            await asyncio.sleep(deliver_module.SLOW_CLAIM * 1.5)
+        return await real(store_, settlements, limit, **kw)
+
+    monkeypatch.setattr(outbox, "settle_and_claim", timed)
+    ids = await add_events(store, receiver.url("/one"), 60)
+    d = deliverer(store, max_concurrency=4)
+    d.start()
+    try:
+        await until(lambda: len(limits) >= 3, within=10)
+        slow = False
+        grown = max(limits)
+        # quick ones: back down to the free slots and max_concurrency (idle polls claim too)
+        await until(lambda: d.delivered == 60 and limits[-1] == 4 + 4, within=20)
+    finally:
+        await d.stop()
+    assert limits[0] == 4 + 4  # the free slots and max_concurrency ahead
+    assert grown > 16  # after two slow transactions: 4 -> 8 -> 16 ahead, plus a free slot
+    assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
 
 
 async def test_rows_past_the_window_are_given_up_untried(store: Store, receiver: Receiver) -> None:

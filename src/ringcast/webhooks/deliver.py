@@ -20,6 +20,18 @@ nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 (``scheme://host:port``) holds at most `max_per_receiver` slots (half of them by
 default), and one that timed out or refused the connection is not claimed for
 `receiver_down_for` seconds (its rows wait in the database, unattempted).
+A claim takes a row per free slot and some more ("ahead"), whoever they are
+for. On SQLite every claim and settlement needs the write lock, and while a
+dialer in the same process dials, its group commits hold it nearly all the
+time: a settle-and-claim then waited 1.2-1.8 s for it (bench/RESULTS.md,
+webhooks). So the rows taken ahead start at `max_concurrency`, double after a
+transaction that took over SLOW_CLAIM (up to MAX_AHEAD) and shrink back by a
+quarter after a quick one: each hard-won transaction carries many events.
+Rows claimed for a receiver that is at its share wait in this process, leased,
+and start as its deliveries finish, without another claim: a receiver with as
+many rows waiting as are taken ahead is left out of claims, no row waits longer
+than WAIT_LIMIT (then it is released to the database unsent, well within its
+lease), and a receiver that goes down releases its waiting rows.
 
 Retry (:class:`~ringcast.webhooks.backoff.Backoff`): a failed attempt (non-2xx,
 timeout, connection error) is retried with the same webhook-id after 5 s, 30 s,
@@ -42,7 +54,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -70,6 +82,9 @@ HOST_DOWN_FOR = 30.0  # seconds a receiver that timed out or refused is left alo
 RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
+WAIT_LIMIT = LEASE_MARGIN / 2  # seconds a claimed row may wait for a slot before it is released
+MAX_AHEAD = 500  # rows a claim may take beyond the free slots, when the write lock is scarce
+SLOW_CLAIM = 0.1  # seconds: a settle-and-claim that took longer waited for the write lock
 
 
 # --- the deliverer -------------------------------------------------------------------------
@@ -131,6 +146,9 @@ class WebhookDeliverer:
         self.sweep_interval = sweep_interval
         self._busy: Counter[str] = Counter()
         self._down: dict[str, float] = {}
+        # Claimed rows waiting for a slot of their receiver, with the monotonic
+        # time of their claim.
+        self._waiting: dict[str, deque[tuple[outbox.Due, float]]] = {}
         self._last_sweep = 0.0
         self._done: list[outbox.Settlement] = []
         self._stop = asyncio.Event()
@@ -138,6 +156,7 @@ class WebhookDeliverer:
         self._last_prune = 0.0
         self._warned_no_secret = False
         self._more = False  # the last claim was full: more rows are due
+        self._ahead = max_concurrency  # rows claimed beyond the free slots (see the docstring)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.delivered = 0
@@ -234,6 +253,7 @@ class WebhookDeliverer:
         if self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         self._inflight.clear()
+        self._release_waiting()
         with contextlib.suppress(RingcastError):
             await self._flush()
         if self._http is not None:
@@ -264,31 +284,40 @@ class WebhookDeliverer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()
+        self._release_waiting()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=self.timeout + 1.0)
+        self._release_waiting()
         await self._flush()
 
     def _unavailable(self) -> list[str]:
-        """Receivers not to claim for now: down, or at their share of slots."""
+        """Receivers not to claim for now: down, or at their share of slots with
+        as many rows waiting besides as a claim takes ahead."""
         now = time.monotonic()
         for origin in [o for o, until in self._down.items() if until <= now]:
             del self._down[origin]
-        full = [o for o, n in self._busy.items() if n >= self.max_per_receiver]
+        full = [
+            o
+            for o, n in self._busy.items()
+            if n >= self.max_per_receiver and len(self._waiting.get(o, ())) >= self._ahead
+        ]
         return sorted(set(full) | set(self._down))
 
     async def _settle_and_claim(self) -> None:
-        """Record the finished attempts and claim rows for the free slots, in one
-        transaction; start their deliveries."""
+        """Record the finished attempts and claim rows for the free slots and as
+        some ahead to wait, in one transaction; start their deliveries."""
         free = max(0, self.max_concurrency - len(self._inflight))
+        limit = free + self._ahead if free else 0
         batch, self._done = self._done, []
-        if not batch and not free:
+        if not batch and not limit:
             return
         now = self.clock()
+        began = time.monotonic()
         try:
             rows = await outbox.settle_and_claim(
                 self.store,
                 batch,
-                free,
+                limit,
                 now=now,
                 lease=self.lease,
                 exclude_origins=self._unavailable(),
@@ -297,18 +326,23 @@ class WebhookDeliverer:
         except RingcastError:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
+        claimed = time.monotonic()
+        if claimed - began > SLOW_CLAIM:
+            self._ahead = min(MAX_AHEAD, self._ahead * 2)
+        else:
+            self._ahead = max(self.max_concurrency, self._ahead * 3 // 4)
         for row in rows:
             origin = outbox.origin_of(row.url)
-            if origin in self._down or self._busy[origin] >= self.max_per_receiver:
-                # Claimed before this receiver filled up or went down: give it back.
-                self._done.append(
-                    outbox.Settlement(row.id, now, deferred=True, next_attempt_at=now)
-                )
-                continue
-            self._busy[origin] += 1
-            task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
-            self._inflight[row.id] = task
-        self._more = free > 0 and len(rows) == free
+            waiting = self._waiting.get(origin)
+            if origin in self._down:
+                self._release(row)  # went down since: give it back
+            elif self._busy[origin] < self.max_per_receiver and not waiting:
+                self._start(row, origin)
+            elif waiting is None or len(waiting) < self.max_concurrency + 2 * MAX_AHEAD:
+                self._waiting.setdefault(origin, deque()).append((row, claimed))
+            else:
+                self._release(row)
+        self._more = limit > 0 and len(rows) == limit
         if self._more:
             self._wake.set()  # maybe more are due: claim again when a slot frees
 
@@ -344,6 +378,38 @@ class WebhookDeliverer:
 
     # --- one delivery -------------------------------------------------------------------
 
+    def _start(self, row: outbox.Due, origin: str) -> None:
+        self._busy[origin] += 1
+        task = asyncio.create_task(self._deliver(row, origin), name=f"webhook-{row.webhook_id}")
+        self._inflight[row.id] = task
+
+    def _release(self, row: outbox.Due) -> None:
+        """Give a claimed row back unsent, due now (the next claim may take it)."""
+        now = self.clock()
+        self._done.append(outbox.Settlement(row.id, now, deferred=True, next_attempt_at=now))
+
+    def _release_waiting(self, origin: str | None = None) -> None:
+        for o in [origin] if origin is not None else list(self._waiting):
+            for row, _ in self._waiting.pop(o, ()):
+                self._release(row)
+
+    def _next_waiting(self, origin: str) -> None:
+        """A slot of `origin` is free: start its next waiting row (none while it is
+        down, and none that waited past WAIT_LIMIT: those are released)."""
+        if origin in self._down or self._stop.is_set():
+            self._release_waiting(origin)
+            return
+        waiting = self._waiting.get(origin)
+        mono = time.monotonic()
+        while waiting and self._busy[origin] < self.max_per_receiver:
+            row, claimed = waiting.popleft()
+            if mono - claimed > WAIT_LIMIT:
+                self._release(row)
+            else:
+                self._start(row, origin)
+        if not waiting:
+            self._waiting.pop(origin, None)
+
     async def _deliver(self, row: outbox.Due, origin: str) -> None:
         try:
             attempt = await self._attempt(row)
@@ -360,6 +426,7 @@ class WebhookDeliverer:
             self._busy[origin] -= 1
             if self._busy[origin] <= 0:
                 del self._busy[origin]
+            self._next_waiting(origin)
             self._wake.set()
 
     def _signing_secret(self, row: outbox.Due) -> str | None:

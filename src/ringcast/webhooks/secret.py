@@ -3,20 +3,13 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-from pathlib import Path
-
-from sqlalchemy.engine import make_url
-
 from ringcast.errors import ConfigError
+from ringcast.store.secret_file import beside_sqlite, create_once
 from ringcast.webhooks.sign import decode_secret, generate_secret
-
-log = logging.getLogger(__name__)
 
 ENV_SECRET = "RINGCAST_WEBHOOK_SECRET"
 SECRET_FILE_SUFFIX = ".webhook-secret"  # next to the SQLite file: ringcast.db.webhook-secret
+FIELD = "webhook_secret"
 
 
 def install_secret(db_url: str, configured: str | None = None) -> str | None:
@@ -37,46 +30,14 @@ def install_secret(db_url: str, configured: str | None = None) -> str | None:
         try:
             decode_secret(given)
         except ValueError as exc:
-            raise ConfigError(f"{ENV_SECRET}: {exc}", field="webhook_secret") from None
+            raise ConfigError(f"{ENV_SECRET}: {exc}", field=FIELD) from None
         return given
-    try:
-        url = make_url(db_url)
-    except Exception:  # noqa: BLE001 - not a URL: no file to keep a secret beside
+    path = beside_sqlite(db_url, SECRET_FILE_SUFFIX)
+    if path is None:
         return None
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return _file_secret(Path(url.database + SECRET_FILE_SUFFIX).expanduser())
+    return create_once(path, generate_secret, _checked, what="webhook secret file", field=FIELD)
 
 
-def _file_secret(path: Path) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        secret = generate_secret()
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        log.info("webhook install secret created in %s", path)
-        return secret
-    # Another process created it: it may still be writing (a few lines above).
-    for _ in range(50):
-        try:
-            text = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"webhook secret file {path}: {exc.strerror}", field="webhook_secret"
-            ) from None
-        if text:
-            try:
-                decode_secret(text)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"webhook secret file {path}: {exc}", field="webhook_secret"
-                ) from None
-            return text
-        time.sleep(0.02)
-    raise ConfigError(f"webhook secret file {path} is empty", field="webhook_secret")
+def _checked(text: str) -> str:
+    decode_secret(text)  # ValueError when malformed
+    return text
