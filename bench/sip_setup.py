@@ -6,6 +6,7 @@ uas_bench.xml) is the callee on 127.0.0.1. Prints completed setups per second
 and this process's CPU seconds (``time.process_time``) per 1,000 calls.
 
     .venv/bin/python bench/sip_setup.py --calls 5000 --concurrency 200
+    .venv/bin/python bench/sip_setup.py --gc ringcast  # with a server's GC policy
 
 ``--tls`` compares SIP over TLS with UDP in the same run (issue 15): Kamailio
 with its TLS module (certificates made for the run) is the proxy in front of
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import shutil
@@ -133,9 +135,14 @@ async def run(
     tls: TlsOptions | None = None,
     label: str = "",
     proxy_pid: int | None = None,
+    gc_policy: str = "python",
 ) -> None:
     endpoint = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
     await endpoint.start()
+    if gc_policy == "ringcast":  # what a server runs with once ready (ringcast.heap)
+        from ringcast import heap
+
+        heap.settle()
     sem = asyncio.Semaphore(concurrency)
     answered = 0
     failed: dict[int, int] = {}
@@ -188,6 +195,7 @@ async def run(
     if failed:
         print(f"calls failed         {sum(failed.values())} by status {failed}")
     print(f"concurrency          {concurrency}")
+    print(f"GC policy            {gc_policy} (thresholds {gc.get_threshold()})")
     print(f"retransmissions      {retransmissions} (Timers A and E)")
     print(f"wall seconds         {wall:.2f}")
     print(f"setups/s             {done / wall:.0f}" if wall > 0 else "setups/s n/a")
@@ -246,6 +254,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--tls", action="store_true", help="TLS against UDP via Kamailio")
     parser.add_argument("--rounds", type=int, default=2, help="UDP/TLS pairs with --tls")
+    parser.add_argument(
+        "--gc",
+        choices=("python", "ringcast"),
+        default="python",
+        help="the interpreter's GC thresholds, or ringcast.heap.settle() as a server does",
+    )
     args = parser.parse_args()
     calls = max(1, min(args.calls, 100_000))
     logging.basicConfig(level=logging.WARNING)
@@ -259,7 +273,9 @@ def main() -> None:
             print("SIPp log in", tmp)
         proc = start_sipp(port, calls, Path(tmp))
         try:
-            asyncio.run(run(calls, args.concurrency, args.max_seconds, port, proc.pid))
+            asyncio.run(
+                run(calls, args.concurrency, args.max_seconds, port, proc.pid, gc_policy=args.gc)
+            )
         finally:
             stop_sipp(proc)
 

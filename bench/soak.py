@@ -11,6 +11,7 @@ Issue 14's targets, measured in one run against SIPp on 127.0.0.1:
 
     .venv/bin/python bench/soak.py                         # 50,000 calls at --cps 300
     .venv/bin/python bench/soak.py --calls 5000 --cps 200  # a quick look
+    .venv/bin/python bench/soak.py --gc-thresholds 700,10,10  # another GC policy
 
 Every loop is bounded: the soak stops at --calls completed calls or at
 --max-seconds, whichever comes first; SIPp and the server are ended by PID.
@@ -48,6 +49,12 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def gc_figures(base: str) -> dict[str, float]:
     """The server's ringcast_gc_* figures: counters, and the pause histogram's buckets."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
@@ -75,9 +82,27 @@ def longest_between(before: dict[str, float], after: dict[str, float]) -> str:
     return "> 5 s"
 
 
+def policy_env(thresholds: str, work: Path) -> dict[str, str]:
+    """Environment for a server whose ``ringcast.heap`` thresholds are ``thresholds``
+    ("gen0,gen1,gen2"), to compare GC policies on the same code: a bench-only
+    ``sitecustomize`` sets them before ``heap.settle`` reads them."""
+    gen0, gen1, gen2 = (int(v) for v in thresholds.split(","))
+    site = work / f"gc-{gen0}-{gen1}-{gen2}"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import ringcast.heap as h\n"
+        f"h.GEN0_THRESHOLD, h.GEN1_THRESHOLD, h.GEN2_THRESHOLD = {gen0}, {gen1}, {gen2}\n"
+    )
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": f"{site}{os.pathsep}{path}" if path else str(site)}
+
+
 def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connection) -> None:
     rc_args = ["--max-calls", "2000", "--cps", str(args.cps), "--rtp-ports", "20000-29999"]
     env = {"RINGCAST_LOG_LEVEL": "warning"}
+    if args.gc_thresholds:
+        env.update(policy_env(args.gc_thresholds, work))
+        print(f"  server GC thresholds {args.gc_thresholds} (ringcast.heap, set for this run)")
     sink_port = str(sink.getsockname()[1])
     with (
         SippUas("uas_answer.xml", work, keys={"rtp_port": sink_port}, trace=False) as long_uas,
@@ -101,6 +126,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         quiet = pipe.recv()
         pipe.send("start")
         rss_idle = rss_mb(pid)
+        cpu_start = cpu_seconds(pid)
         load_start = os.getloadavg()[0]
         gc0 = gc_figures(rc.base)
         started = time.monotonic()
@@ -132,6 +158,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
             time.sleep(2)
         elapsed = time.monotonic() - started
         rss_end = rss_mb(pid)
+        cpu = cpu_seconds(pid) - cpu_start
         gc1 = gc_figures(rc.base)
         pipe.send("stop")
         loaded = pipe.recv()
@@ -142,6 +169,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         f"  soak: {n:,} calls in {elapsed:.0f} s = {rate:,.0f} calls/s (asked --cps {args.cps}); "
         f"load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
+    print(f"  server CPU: {cpu:.1f} s = {cpu / max(1, n) * 1e3:.2f} ms per call")
     print(
         f"  long call RTP gaps, quiet baseline: p99 {pct(quiet, 0.99) * 1e3:.1f} ms, "
         f"max {max(quiet, default=0) * 1e3:.1f} ms over {len(quiet):,} packets"
@@ -172,6 +200,11 @@ def main() -> None:
     ap.add_argument("--cps", type=float, default=300.0)
     ap.add_argument("--quiet", type=float, default=10.0, help="seconds of baseline")
     ap.add_argument("--max-seconds", type=float, default=900.0)
+    ap.add_argument(
+        "--gc-thresholds",
+        default="",
+        help="gen0,gen1,gen2 for the server's ringcast.heap policy instead of its own",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "

@@ -12,6 +12,7 @@ def test_settle_freezes_the_heap_and_sets_the_thresholds() -> None:
     try:
         heap.settle()
         assert gc.get_freeze_count() > 1000  # this interpreter's modules, at least
+        assert heap.STATS.callback in gc.callbacks  # /metrics hears every collection
         assert gc.get_threshold() == (
             heap.GEN0_THRESHOLD,
             heap.GEN1_THRESHOLD,
@@ -20,6 +21,8 @@ def test_settle_freezes_the_heap_and_sets_the_thresholds() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        while heap.STATS.callback in gc.callbacks:  # settle installed it: not this process's
+            gc.callbacks.remove(heap.STATS.callback)
 
 
 def test_a_full_collection_waits_until_no_call_is_live() -> None:

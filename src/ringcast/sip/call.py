@@ -42,6 +42,7 @@ from ringcast.sip.call_spec import CallSpec, validate_headers
 from ringcast.sip.causes import outcome_for, reason_phrase
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.digest import AuthAttempt, DigestSession
+from ringcast.sip.ended import EndedCall
 from ringcast.sip.hops import Hops
 from ringcast.sip.message import Destination, new_tag
 from ringcast.sip.offer_answer import OfferAnswer
@@ -375,7 +376,25 @@ class OutboundCall:
         self._set_state(CallState.ENDED)
         self.on_state = self.on_dtmf = self.on_media = None
         self.ended.set()
-        self.endpoint.forget_call(self)
+        remains = self._remains()
+        if self._invite_txn is not None:  # it passes retransmitted 2xx up until Timer M
+            self.endpoint.transactions.hand_over(self._invite_txn, remains.on_stray_2xx)
+        self.endpoint.forget_call(self, remains=remains)
+
+    def _remains(self) -> EndedCall:
+        """What the endpoint keeps of the ended call for 64*T1 (:mod:`.ended`)."""
+        return EndedCall(
+            self.endpoint,
+            self.call_id,
+            self.local_tag,
+            remote_tag=self.dialog.remote_tag if self.dialog is not None else None,
+            invite=self._invite,
+            transport=self._dest.transport if self._dest is not None else "udp",
+            ack=self._ack,
+            reinvite_acks=self._reinvite_acks,
+            forks=self._forks,
+            hops=self._hops,
+        )
 
     # --- hanging up before the answer: CANCEL ----------------------------------
 

@@ -281,9 +281,16 @@ class SipEndpoint:
             raise RuntimeError("SipEndpoint.start() has not been awaited")
         self._calls[call.call_id] = call
 
-    def forget_call(self, call: DialogUser, *, linger: float | None = None) -> None:
-        """Drop the call from the dialog index after ``linger`` seconds (default 64*T1)."""
+    def forget_call(
+        self, call: DialogUser, *, linger: float | None = None, remains: DialogUser | None = None
+    ) -> None:
+        """Drop the call from the dialog index after ``linger`` seconds (default 64*T1).
+
+        ``remains`` (what an ended call leaves, :class:`~ringcast.sip.ended.EndedCall`)
+        takes the call's place meanwhile, so the index keeps no ended call alive."""
         delay = self.timers.b if linger is None else linger
+        if remains is not None and self._calls.get(call.call_id) is call:
+            self._calls[call.call_id] = call = remains
         self.loop.call_later(delay, self._drop_call, call)
 
     def _drop_call(self, call: DialogUser) -> None:

@@ -110,6 +110,14 @@ class TransactionLayer:
         self._apply(entry, txn.start())
         return txn
 
+    def hand_over(self, txn: ClientTransaction, tu: ResponseHandler | None) -> None:
+        """From now on ``tu`` hears what ``txn`` delivers (an ended call hands its
+        INVITE transaction, which passes retransmitted 2xx up for 64*T1, to what
+        the endpoint keeps of it)."""
+        entry = self._client.get(txn.key)
+        if entry is not None and entry.txn is txn:
+            entry.tu = tu
+
     def give_up(self, txn: ClientTransaction) -> None:
         entry = self._client.get(txn.key)
         if entry is not None and isinstance(txn, InviteClientTransaction):
@@ -213,9 +221,12 @@ class TransactionLayer:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(action, Deliver):
-                if entry.tu is not None:
+                tu = entry.tu
+                if tu is not None:
+                    if _last_delivery(entry.txn, action.response):
+                        entry.tu = None  # the lingering transaction keeps no call alive
                     try:
-                        entry.tu(action.response)
+                        tu(action.response)
                     except Exception:  # a TU bug must not take the endpoint down
                         logger.exception("response handler failed for %s", entry.txn.key)
             elif isinstance(action, NoAck):
@@ -247,3 +258,11 @@ class TransactionLayer:
                 del self._accepted[entry.ack_key]
         elif self._client.get(key) is entry:
             del self._client[key]
+
+
+def _last_delivery(txn: ClientTransaction | ServerTransaction, response: SipResponse) -> bool:
+    """A final response a client transaction passes up, after which it passes up nothing:
+    every final but a 2xx to an INVITE (RFC 6026: those are passed up until Timer M)."""
+    if response.status_code < 200:
+        return False
+    return not (isinstance(txn, InviteClientTransaction) and response.status_code < 300)

@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import time
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -413,6 +414,52 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
         callee.sendto(_reply(final_bye, "200 OK"), ours)
         await asyncio.wait_for(hangup, 2)
         assert call.ended_by == "local"
+    finally:
+        callee.close()
+        await ep.close()
+
+
+async def test_ended_call_is_freed_and_late_2xx_still_acked() -> None:
+    """Once a call has ended, the endpoint keeps only what answers its late 2xx
+    (§13.2.2.4) for 64*T1, not the call: the call object is freed at once, yet a
+    retransmitted 2xx gets the same ACK again and a new fork's 2xx an ACK and a BYE."""
+    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
+    await ep.start()
+    loop = asyncio.get_running_loop()
+    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
+    port = callee.get_extra_info("sockname")[1]
+    ours = ("127.0.0.1", ep.local_port)
+    try:
+        call = OutboundCall(
+            ep,
+            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
+        )
+        call_id = call.call_id
+        setup = asyncio.create_task(call.setup(), name="test-ended-setup")
+        invite = await asyncio.wait_for(probe.queue.get(), 2)
+        callee.sendto(_reply(invite, "200 OK", tag="forkA", sdp=True, port=port), ours)
+        assert await asyncio.wait_for(setup, 2) is True
+        ack = await asyncio.wait_for(probe.queue.get(), 2)
+        assert ack.startswith(b"ACK ")
+        hangup = asyncio.create_task(call.hangup(), name="test-ended-hangup")
+        bye = await asyncio.wait_for(probe.queue.get(), 2)
+        assert bye.startswith(b"BYE ")
+        callee.sendto(_reply(bye, "200 OK"), ours)
+        await asyncio.wait_for(hangup, 2)
+        assert call.ended.is_set()
+        gone = weakref.ref(call)
+        del call, setup, hangup
+        await asyncio.sleep(0)
+        assert gone() is None, "an ended call is kept by the endpoint or its transactions"
+        assert ep.live_calls == 0
+        # The INVITE transaction (Timer M) and the index still answer for the call.
+        callee.sendto(_reply(invite, "200 OK", tag="forkA", sdp=True, port=port), ours)
+        again = await asyncio.wait_for(probe.queue.get(), 2)
+        assert again == ack
+        callee.sendto(_reply(invite, "200 OK", tag="forkB", sdp=True, port=port), ours)
+        seen = [await asyncio.wait_for(probe.queue.get(), 2) for _ in range(2)]
+        assert sorted(m.split(b" ", 1)[0] for m in seen) == [b"ACK", b"BYE"]
+        assert all(b"tag=forkB" in m and call_id.encode() in m for m in seen)
     finally:
         callee.close()
         await ep.close()

@@ -1,0 +1,163 @@
+"""What the endpoint keeps of an ended call for 64*T1: :class:`EndedCall`.
+
+After a call ends, its Call-ID stays in the endpoint's dialog index for a
+while, so that a 2xx retransmitted after the INVITE transaction ended (our
+ACK was lost) is ACKed again, a 2xx from another fork is ACKed and BYEd
+(RFC 3261 §13.2.2.4), and the callee's requests for it still pass the flood
+gate. Keeping the whole call for that (its transactions, dialog, digest,
+offer/answer, spec: ~80 tracked objects) made every ended call survive the
+young collections of the cycle collector and be scanned again and again
+(issue 14, bench/RESULTS.md). This keeps only the few values those answers
+need: the ACKs already sent, the INVITE, and where the dialog's requests go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from aiosipua.message import SipRequest, SipResponse
+
+from ringcast.sip.dialog import Dialog
+from ringcast.sip.hops import Hops
+from ringcast.sip.message import Destination, new_branch
+
+if TYPE_CHECKING:
+    from ringcast.sip.endpoint import SipEndpoint
+
+logger = logging.getLogger(__name__)
+
+_ENDED: asyncio.Event | None = None
+
+
+def _ended_event() -> asyncio.Event:
+    """One set Event shared by every :class:`EndedCall` (no waiter ever waits on it)."""
+    global _ENDED
+    if _ENDED is None:
+        _ENDED = asyncio.Event()
+        _ENDED.set()
+    return _ENDED
+
+
+class EndedCall:
+    """An ended call as the endpoint's dialog index holds it (a ``DialogUser``)."""
+
+    __slots__ = (
+        "endpoint",
+        "call_id",
+        "local_tag",
+        "remote_tag",
+        "invite",
+        "invite_seq",
+        "transport",
+        "ack",
+        "reinvite_acks",
+        "forks",
+        "hops",
+    )
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        call_id: str,
+        local_tag: str,
+        *,
+        remote_tag: str | None,
+        invite: SipRequest | None,
+        transport: str,
+        ack: tuple[bytes, Destination] | None,
+        reinvite_acks: dict[int, tuple[bytes, Destination]],
+        forks: dict[str, tuple[bytes, Destination]],
+        hops: Hops,
+    ) -> None:
+        self.endpoint = endpoint
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag  # None: no dialog was confirmed
+        self.invite = invite
+        self.invite_seq = invite.cseq.seq if invite is not None and invite.cseq else None
+        self.transport = transport
+        self.ack = ack
+        self.reinvite_acks = reinvite_acks
+        self.forks = forks
+        self.hops = hops
+
+    def __repr__(self) -> str:
+        return f"<EndedCall {self.call_id}>"
+
+    @property
+    def dialog(self) -> Dialog | None:
+        return None  # no request is in a dialog of an ended call: strangers' answers
+
+    @property
+    def ended(self) -> asyncio.Event:
+        return _ended_event()
+
+    async def hangup(self, reason: str = "normal") -> None:
+        return None
+
+    def abort(self, why: str) -> None:
+        return None
+
+    def uses_tcp_peer(self, addr: tuple[str, int]) -> bool:
+        return False
+
+    def on_request(self, request: SipRequest, source: Destination) -> SipResponse:
+        raise RuntimeError(f"call {self.call_id} has ended")  # the endpoint never asks
+
+    def on_ack(self, request: SipRequest) -> None:
+        return None  # an ended call applies no SDP answer
+
+    def on_stray_2xx(self, response: SipResponse) -> None:
+        """A 2xx to one of our INVITEs after the call ended: the same ACK again, or
+        an ACK and a BYE for a fork (what the live call does, §13.2.2.4)."""
+        to = response.to_addr
+        tag = (to.tag if to is not None else None) or ""
+        if self.remote_tag is None or tag != self.remote_tag:
+            self._ack_and_bye_fork(response, tag)
+            return
+        seq = response.cseq.seq if response.cseq else None
+        if seq is None or seq == self.invite_seq:
+            if self.ack is not None:
+                self.endpoint.send_raw(*self.ack)
+            return
+        ack = self.reinvite_acks.get(seq)
+        if ack is not None:
+            self.endpoint.send_raw(*ack)
+        else:
+            logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", self.call_id, seq)
+
+    def _ack_and_bye_fork(self, response: SipResponse, tag: str) -> None:
+        if self.invite is None:
+            return
+        known = self.forks.get(tag)
+        if known is not None:
+            self.endpoint.send_raw(*known)
+            return
+        try:
+            fork = Dialog.from_response(self.invite, response)
+        except ValueError:
+            return
+        dest = self.hops.known(fork, self.transport)
+        if dest is None:
+            self.endpoint.spawn(self._after_hop(fork, response), name=f"sip-hop-{self.call_id}")
+            return
+        self._send_fork_ack_bye(fork, tag, dest)
+
+    async def _after_hop(self, fork: Dialog, response: SipResponse) -> None:
+        try:
+            await self.hops.resolve(fork.next_hop_uri(), self.transport)
+        except OSError:
+            return  # Hops logged why
+        self._ack_and_bye_fork(response, fork.remote_tag or "")
+
+    def _send_fork_ack_bye(self, fork: Dialog, tag: str, dest: Destination) -> None:
+        ack = fork.create_request("ACK", cseq=fork.local_seq)
+        self.endpoint.stamp_via(ack, dest, new_branch())
+        self.forks[tag] = (bytes(ack), dest)
+        self.endpoint.send_raw(self.forks[tag][0], dest)
+        self.endpoint.send_request(fork.create_request("BYE"), dest, None)
+        logger.info(
+            "call %s: 2xx from fork %s after the call ended: ACKed, BYE sent", self.call_id, tag
+        )
