@@ -38,19 +38,21 @@ def keys_for(to_uri: str) -> list[str]:
     return [key] if key else []
 
 
+# Built once: a statement with IN lists built per call leaves its bind parameters
+# in reference cycles (the collector's work on every call placed).
+_LISTED = sa.select(dnc.c.entry).where(
+    dnc.c.tenant.in_(sa.bindparam("tenants", expanding=True)),
+    dnc.c.entry.in_(sa.bindparam("entries", expanding=True)),
+)
+
+
 async def add(s: AsyncSession, tenant: str, entries: Sequence[str]) -> int:
     """Add entries (normalized; duplicates ignored) inside an open transaction;
     return how many were new."""
     wanted = list(dict.fromkeys(e for e in map(normalize, entries) if e))
     if not wanted:
         return 0
-    have = set(
-        (
-            await s.execute(
-                sa.select(dnc.c.entry).where(dnc.c.tenant == tenant, dnc.c.entry.in_(wanted))
-            )
-        ).scalars()
-    )
+    have = set((await s.execute(_LISTED, {"tenants": [tenant], "entries": wanted})).scalars())
     new = [e for e in wanted if e not in have]
     if new:
         now = utcnow()
@@ -87,11 +89,9 @@ async def listed(
     wanted = {k for k in keys.values() if k}
     if not wanted:
         return set()
-    stmt = sa.select(dnc.c.entry).where(
-        dnc.c.tenant.in_(list({tenant, INSTALL_WIDE})), dnc.c.entry.in_(wanted)
-    )
+    values = {"tenants": list({tenant, INSTALL_WIDE}), "entries": list(wanted)}
     async with store.session(readonly=True) as s, s.begin():
-        hits = set((await s.execute(stmt)).scalars())
+        hits = set((await s.execute(_LISTED, values)).scalars())
     return {uri for (uri, _), key in keys.items() if key in hits}
 
 

@@ -70,19 +70,26 @@ def failed_values(error: str, now: datetime) -> dict[str, Any]:
     }
 
 
+# Built once: a statement with an IN list built per call leaves its bind parameters
+# in reference cycles (the collector's work on every call placed).
+_REQUEST_INFO = sa.select(
+    requests.c.id,
+    requests.c.tenant,
+    requests.c.body,
+    requests.c.canceled_at,
+    requests.c.prompt_error,
+).where(requests.c.id.in_(sa.bindparam("ids", expanding=True)))
+_CANCELED = sa.select(requests.c.id).where(
+    requests.c.id.in_(sa.bindparam("ids", expanding=True)), requests.c.canceled_at.is_not(None)
+)
+
+
 async def load_requests(store: Store, ids: Iterable[str]) -> dict[str, RequestInfo]:
     ids = list(set(ids))
     if not ids:
         return {}
-    stmt = sa.select(
-        requests.c.id,
-        requests.c.tenant,
-        requests.c.body,
-        requests.c.canceled_at,
-        requests.c.prompt_error,
-    ).where(requests.c.id.in_(ids))
     async with store.session(readonly=True) as s, s.begin():
-        rows = (await s.execute(stmt)).all()
+        rows = (await s.execute(_REQUEST_INFO, {"ids": ids})).all()
     return {
         r.id: RequestInfo(r.id, r.tenant, r.body, r.canceled_at is not None, r.prompt_error)
         for r in rows
@@ -94,11 +101,8 @@ async def canceled_among(store: Store, request_ids: Iterable[str]) -> set[str]:
     ids = list(set(request_ids))
     if not ids:
         return set()
-    stmt = sa.select(requests.c.id).where(
-        requests.c.id.in_(ids), requests.c.canceled_at.is_not(None)
-    )
     async with store.session(readonly=True) as s, s.begin():
-        return set((await s.execute(stmt)).scalars())
+        return set((await s.execute(_CANCELED, {"ids": ids})).scalars())
 
 
 # --- writes inside a group-commit transaction (dialer/writer.py) ---------------

@@ -26,6 +26,15 @@ REPORT_BATCH = 1000  # rows per keyset page when streaming a report
 REPORT_LINES_BATCH = 5000  # records per query when the database writes the lines (~1 MB)
 REPORT_READ_AHEAD = 2  # pages read (each on its own connection) while one is sent
 _FINAL = [r.value for r in FINAL_RESULTS]
+# Built once (an IN list built per call leaves its bind parameters in cycles).
+_FINAL_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(calls_table)
+    .where(
+        calls_table.c.request_id == sa.bindparam("request_id"),
+        calls_table.c.result.in_(_FINAL),
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +123,7 @@ async def report_info(
         ).first()
         if req is None:
             return None
-        done = await session.scalar(
-            sa.select(sa.func.count())
-            .select_from(calls_table)
-            .where(calls_table.c.request_id == req.id, calls_table.c.result.in_(_FINAL))
-        )
+        done = await session.scalar(_FINAL_COUNT, {"request_id": req.id})
     return ReportInfo(req.id, req.report_id, int(req.total), int(done or 0))
 
 
