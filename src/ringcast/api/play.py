@@ -238,6 +238,14 @@ def _hash_recipients(digest: Any, recipients: Sequence[RecipientIn]) -> None:
     digest.update(b"]")
 
 
+def _check_idempotency_key(key: str | None) -> None:
+    if key is not None:
+        try:
+            no_control(key)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="Idempotency-Key") from None
+
+
 PLAY_BODY_DOC = {
     "requestBody": {
         "required": True,
@@ -299,11 +307,7 @@ async def play(
     parsed = await parse_play(request)
     payload = parsed.payload
     settings = settings_of(request)
-    if idempotency_key is not None:
-        try:
-            no_control(idempotency_key)
-        except ValueError as exc:
-            raise ValidationFailed(str(exc), field="Idempotency-Key") from None
+    _check_idempotency_key(idempotency_key)
     body, calls = normalize(parsed, settings, sealer_of(request))
     key = api_key_of(request.state)
     # numbers go through a trusted trunk: checked here, not against the key's allowlist
@@ -390,11 +394,7 @@ async def replay(
     request's); answered like POST /voice/call/play."""
     payload = await _parse_replay(request)
     settings = settings_of(request)
-    if idempotency_key is not None:
-        try:
-            no_control(idempotency_key)
-        except ValueError as exc:
-            raise ValidationFailed(str(exc), field="Idempotency-Key") from None
+    _check_idempotency_key(idempotency_key)
     store = store_of(request)
     tenant = tenant_of(request)
     source = None
