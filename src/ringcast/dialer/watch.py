@@ -3,9 +3,9 @@
 Every WATCH_INTERVAL the watcher hangs up live calls of requests canceled
 through the API; every SWEEP_INTERVAL it marks drained requests inactive and
 runs the recordings' retention sweep (and, with no call live, a full garbage
-collection: ringcast.heap); every third of `node_timeout` it
-refreshes the node's heartbeat (and, on PostgreSQL, rescues the calls of dead
-nodes). On PostgreSQL a LISTEN connection wakes an idle claim loop at once.
+collection: ringcast.heap). Every third of `node_timeout` it refreshes the
+node's heartbeat and, on PostgreSQL, rescues the calls of dead nodes, each on
+its own loop. On PostgreSQL a LISTEN connection wakes an idle claim loop at once.
 """
 
 from __future__ import annotations
@@ -53,34 +53,52 @@ class Watcher:
     declared_dead: Callable[[], Awaitable[None]]
     rescue: Callable[[], Awaitable[None]]
 
+    _swept: float = field(default=0.0, init=False)
+
     async def run(self, stop: asyncio.Event) -> None:
-        beat = swept = 0.0
+        """The heartbeat, the rescue of dead nodes' calls and the rest each on a
+        loop of its own: a step that waits on a database lock (a rescue's UPDATE
+        on rows a frozen node's open transaction holds) must not hold up the
+        heartbeat, or this node, alive, goes stale and is declared dead by the
+        frozen one as soon as it thaws (seen in test_fleet's SIGSTOP test)."""
         interval = self.node_timeout / 3  # seconds between heartbeats
-        outage = Outage("dialer watcher", log)
+        loops = [
+            self._every(WATCH_INTERVAL, self._watch, "dialer watcher", stop),
+            self._every(interval, self._beat, "dialer heartbeat", stop),
+        ]
+        if not self.single_node:
+            loops.append(self._every(interval, self.rescue, "dialer rescue", stop))
+        await asyncio.gather(*loops)
+
+    @staticmethod
+    async def _every(
+        period: float, step: Callable[[], Awaitable[None]], what: str, stop: asyncio.Event
+    ) -> None:
+        outage = Outage(what, log)
         while not stop.is_set():
-            await asyncio.sleep(WATCH_INTERVAL)
+            await asyncio.sleep(period)
             try:
-                await self.check_cancellations()
-                swept += WATCH_INTERVAL
-                if swept >= SWEEP_INTERVAL:
-                    swept = 0.0
-                    await queue.sweep_drained(self.store)
-                    await self.retention.tick(self.store, SWEEP_INTERVAL)
-                    heap.collect_when_idle(len(self.live))  # no stream waits on it
-                beat += WATCH_INTERVAL
-                if beat >= interval:
-                    beat = 0.0
-                    if not await queue.heartbeat(self.store, self.node_id):
-                        await self.declared_dead()
-                    if not self.single_node:
-                        await self.rescue()
+                await step()
                 outage.ok()
             except DB_ERRORS as exc:
                 outage.failed(exc)
             except RingcastError as exc:
-                log.warning("dialer watcher: %s", exc)
+                log.warning("%s: %s", what, exc)
             except Exception:
-                log.exception("dialer watcher failed")
+                log.exception("%s failed", what)
+
+    async def _beat(self) -> None:
+        if not await queue.heartbeat(self.store, self.node_id):
+            await self.declared_dead()
+
+    async def _watch(self) -> None:
+        await self.check_cancellations()
+        self._swept += WATCH_INTERVAL
+        if self._swept >= SWEEP_INTERVAL:
+            self._swept = 0.0
+            await queue.sweep_drained(self.store)
+            await self.retention.tick(self.store, SWEEP_INTERVAL)
+            heap.collect_when_idle(len(self.live))  # no stream waits on it
 
     async def check_cancellations(self) -> None:
         ids = {c.claimed.request_id for c in self.live.values()}
