@@ -20,7 +20,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -159,9 +159,11 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
-def _missing(what: str) -> None:
+def missing(what: str) -> NoReturn:
+    """Skip the test for want of `what`, or fail it under CI=true (where scripts/test
+    installs every peer): the one place a test may skip."""
     if IN_CI:
-        pytest.fail(f"{what} is required when CI=true")
+        pytest.fail(f"{what} is required when CI=true (scripts/test installs it)")
     pytest.skip(f"{what} not available")
 
 
@@ -172,14 +174,14 @@ def require_module(name: str, what: str) -> None:
     try:
         importlib.import_module(name)
     except ImportError:
-        _missing(what)
+        missing(what)
 
 
 @pytest.fixture(scope="session")
 def sipp_bin() -> str:
     path = shutil.which("sipp")
     if path is None:
-        _missing("sipp (Debian package sip-tester)")
+        missing("sipp (Debian package sip-tester)")
     assert path is not None
     return path
 
@@ -189,7 +191,7 @@ def baresip_bin() -> str:
     """baresip, the real SIP callee of tests/e2e/test_real_peers.py (scripts/test installs it)."""
     path = shutil.which("baresip")
     if path is None:
-        _missing("baresip (Debian package baresip-core)")
+        missing("baresip (Debian package baresip-core)")
     assert path is not None
     return path
 
@@ -199,7 +201,7 @@ def kamailio_bin() -> str:
     """Kamailio, the real SIP proxy of tests/e2e/test_real_peers.py (scripts/test installs it)."""
     path = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
     if path is None:
-        _missing("kamailio (Debian package kamailio)")
+        missing("kamailio (Debian package kamailio)")
     assert path is not None
     return path
 
@@ -218,7 +220,7 @@ def _pg_reachable() -> bool:
 def pg_server() -> str:
     """The admin URL of the machine's PostgreSQL (fails under CI when it is down)."""
     if not _pg_reachable():
-        _missing("PostgreSQL at 127.0.0.1:5432")
+        missing("PostgreSQL at 127.0.0.1:5432")
     return PG_ADMIN_URL
 
 

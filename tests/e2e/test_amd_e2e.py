@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soxr
-from conftest import _missing, free_port
+from conftest import free_port, missing
 from media_stream_lib import encode_audio, make_signal, normalized_xcorr, to_8k
 from sipp import SippUas
 
@@ -283,7 +283,7 @@ def test_drop_plays_the_voicemail_after_the_beep(sipp_bin: str, tmp_path: Path) 
     assert record["answered_by"] == "machine", (record, rc.output())
     assert record["voicemail"] == "left", record
     if cap is None:  # record checked, audio not: a skip here, a failure under CI=true
-        _missing("root (capturing the RTP on lo)")
+        missing("root (capturing the RTP on lo)")
     assert cap is not None
     heard = cap.sent_from()
     said = [(t, p) for t, p in cap.sent_to() if p[1] & 0x7F == 0]
@@ -323,7 +323,7 @@ def test_hangup_sends_no_audio_to_a_machine(sipp_bin: str, tmp_path: Path) -> No
     # hung up before the callee's audio (greeting, beep, 12 s of silence) ran out
     assert int(record["duration"]) < len(greeting) / RATE - 10  # type: ignore[call-overload]
     if cap is None:  # record checked, audio not: a skip here, a failure under CI=true
-        _missing("root (capturing the RTP on lo)")
+        missing("root (capturing the RTP on lo)")
     assert cap is not None
     assert cap.sent_from(), "the callee's greeting was not captured"
     assert [p for _, p in cap.sent_to() if p[1] & 0x7F == 0] == []

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import IN_CI
+from conftest import missing
 from sipp import SippUas
 
 from e2e.server import RingcastServer, post
@@ -39,22 +39,15 @@ CHROMIUM_ARGS = [
 UI_TIMEOUT_MS = 30_000
 
 
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} is required when CI=true (scripts/test installs it)")
-    pytest.skip(f"{what} not available")
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
     path = os.environ.get("RINGCAST_TEST_CHROMIUM") or shutil.which("chromium")
     if path is None:
-        _missing("Chromium (Debian package chromium)")
+        missing("Chromium (Debian package chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        _missing("playwright (pip, the test extra)")
-    assert path is not None
+        missing("playwright (pip, the test extra)")
     return path
 
 
