@@ -61,6 +61,7 @@ def gc_figures(base: str) -> dict[str, float]:
     found = metric_values(text)
     out = {
         "long": found.get("ringcast_gc_long_pauses_total", 0.0),
+        "long_cpu": found.get("ringcast_gc_long_cpu_pauses_total", 0.0),
         "collected": found.get("ringcast_gc_collected_objects_total", 0.0),
     }
     for line in text.splitlines():
@@ -190,6 +191,10 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         f"{gc1['long'] - gc0['long']:.0f} pauses over 20 ms (target 0), longest "
         f"{longest_between(gc0, gc1)}; {found:,.0f} objects found in cycles = "
         f"{found / max(1, n):.2f} per call"
+    )
+    print(
+        f"  of those, {gc1['long_cpu'] - gc0['long_cpu']:.0f} took over 20 ms of CPU themselves "
+        "(the rest of a long pause is time the server waited for a core)"
     )
 
 

@@ -46,15 +46,23 @@ class GcStats:
     collected: int = 0  # objects found in reference cycles
     long_pauses: int = 0  # collections that took longer than LONG_PAUSE
     max_pause: float = 0.0
+    # The same in this thread's CPU time: a collection's own work. A wall-clock pause
+    # longer than its CPU time is time the process waited for a core (a loaded machine),
+    # which a smaller collection would not have avoided.
+    long_cpu_pauses: int = 0
+    max_pause_cpu: float = 0.0
     # pauses per PAUSE_BUCKETS bound (the last entry: longer than every bound)
     buckets: list[int] = field(default_factory=lambda: [0] * (len(PAUSE_BUCKETS) + 1))
     _started: float = 0.0
+    _started_cpu: float = 0.0
 
     def callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            self._started_cpu = time.thread_time()
             self._started = time.perf_counter()
             return
         pause = time.perf_counter() - self._started
+        cpu = time.thread_time() - self._started_cpu
         generation = int(info.get("generation", 0))
         self.collections[generation] += 1
         self.pause_seconds[generation] += pause
@@ -63,6 +71,9 @@ class GcStats:
         self.buckets[bisect.bisect_left(PAUSE_BUCKETS, pause)] += 1
         if pause > LONG_PAUSE:
             self.long_pauses += 1
+        self.max_pause_cpu = max(self.max_pause_cpu, cpu)
+        if cpu > LONG_PAUSE:
+            self.long_cpu_pauses += 1
 
     def install(self) -> None:
         if self.callback not in gc.callbacks:

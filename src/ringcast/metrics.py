@@ -203,6 +203,17 @@ def _gc_metrics() -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "ringcast_gc_max_pause_seconds", "The longest collection so far", stats.max_pause
     )
+    yield CounterMetricFamily(
+        "ringcast_gc_long_cpu_pauses",
+        "Collections whose own CPU time was over 20 ms (a long pause with less CPU "
+        "is time the process waited for a core)",
+        value=stats.long_cpu_pauses,
+    )
+    yield GaugeMetricFamily(
+        "ringcast_gc_max_pause_cpu_seconds",
+        "The most CPU time one collection took so far",
+        stats.max_pause_cpu,
+    )
 
 
 def _trunk_metrics(trunks: dict[str, dict[str, Any]]) -> Iterator[Metric]:

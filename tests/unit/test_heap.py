@@ -56,3 +56,5 @@ def test_gc_stats_measure_each_collection() -> None:
         gc.callbacks.remove(stats.callback)
     assert stats.collections[2] == 1 and stats.collected >= 100
     assert 0.0 < stats.pause_seconds[2] == stats.max_pause
+    # its own CPU time, never more than the wall-clock pause it took
+    assert 0.0 < stats.max_pause_cpu <= stats.max_pause + 1e-3
