@@ -16,10 +16,14 @@ unsigned posts, and the wall-clock times of the first and the last arrival.
     events/s delivered while the calls ran, the time from the report being ready
     (first status poll that sees it) to the last event's arrival, and whether all
     events written to the run's outbox arrived exactly once. Run for the code under test and for
-    the baseline tree, in turn.
+    the baseline tree, in turn. With --webhooks off the same broadcast has no
+    callback_url (no events, the deliverer idle): the dialer's own rate, to
+    compare with its rate while delivering; --webhooks both runs each tree
+    with and without, alternated.
 
     .venv/bin/python bench/webhooks.py raw --events 3000 --rounds 2
     .venv/bin/python bench/webhooks.py calls --calls 3000 --cps 800
+    .venv/bin/python bench/webhooks.py calls --calls 5000 --webhooks both --rounds 2
 """
 
 from __future__ import annotations
@@ -330,7 +334,7 @@ def raw(args: argparse.Namespace, work: Path, baseline: Path) -> None:
 
 
 def _run_calls(
-    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str
+    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str, hooks: bool
 ) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
     from e2e.server import RingcastServer
@@ -358,16 +362,14 @@ def _run_calls(
         proc_pid = rc.proc.pid  # type: ignore[union-attr]
         c0 = cpu_seconds(proc_pid)
         t_post = time.time()
-        r = httpx.post(
-            f"{rc.base}/voice/call/play",
-            timeout=120,
-            json={
-                "recipients": [{"to": uas.uri(f"w{i}")} for i in range(args.calls)],
-                "from": "bench",
-                "playlist": [{"pause": 0.2}],
-                "callback_url": rx.url(),
-            },
-        )
+        body: dict[str, Any] = {
+            "recipients": [{"to": uas.uri(f"w{i}")} for i in range(args.calls)],
+            "from": "bench",
+            "playlist": [{"pause": 0.2}],
+        }
+        if hooks:
+            body["callback_url"] = rx.url()
+        r = httpx.post(f"{rc.base}/voice/call/play", timeout=120, json=body)
         rid = r.json()["request_id"]
         deadline = time.monotonic() + args.calls / 20 + 120
         ready_at = None
@@ -386,10 +388,11 @@ def _run_calls(
             # Every event the run wrote (ringing may be left out when the answer
             # came in the same group commit; failed calls have no answered event).
             expected = outbox_rows(run / "w.db")
-            while time.monotonic() < deadline and rx.stats()["unique"] < expected:
+            while hooks and time.monotonic() < deadline and rx.stats()["unique"] < expected:
                 time.sleep(0.05)
                 expected = outbox_rows(run / "w.db")
-        time.sleep(1.0)  # late duplicates, if any, arrive now
+        if hooks:
+            time.sleep(1.0)  # late duplicates, if any, arrive now
         stats = rx.stats()
         expected = outbox_rows(run / "w.db")
         cpu = cpu_seconds(proc_pid) - c0
@@ -404,7 +407,7 @@ def _run_calls(
         "calls_per_s": completed / span,
         "dial_span": span,
         "events_per_s": stats["unique"] / max(1e-9, stats["last"] - stats["first"]),
-        "lag": stats["last"] - ready_at,
+        "lag": stats["last"] - ready_at if hooks else 0.0,
         "ready_after": ready_at - t_post,
         "backlog": backlog,
         "expected": expected,
@@ -431,16 +434,30 @@ def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, Receiver() as rx:
         sink.bind(("127.0.0.1", 0))  # RTP goes here and is dropped
         args.rtp_sink = sink.getsockname()[1]
+        modes = {"on": [True], "off": [False], "both": [True, False]}[args.webhooks]
         for r in range(args.rounds):
-            order = [("new", None), ("base", baseline)]
-            for tag, tree in order if r % 2 == 0 else order[::-1]:
-                g = _run_calls(tree, work, rx, args, f"{tag}{r}")
+            order = [
+                (tag, tree, hooks)
+                for hooks in modes
+                for tag, tree in [("new", None), ("base", baseline)]
+            ]
+            for tag, tree, hooks in order if r % 2 == 0 else order[::-1]:
+                g = _run_calls(tree, work, rx, args, f"{tag}{r}{'on' if hooks else 'off'}", hooks)
+                if not hooks:
+                    print(
+                        f"  round {r + 1} {tag:4s} webhooks off: {g['completed']} calls completed "
+                        f"at {g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); report ready "
+                        f"{g['ready_after']:.1f} s after the POST; {g['unique']} events received; "
+                        f"ringcast CPU {g['cpu']:.1f} s; load {loadavg()}",
+                        flush=True,
+                    )
+                    continue
                 raw_rate = _raw_rate(tree, work, rx, args.raw_events, tag)
                 once = g["unique"] == g["expected"] and g["dups"] == 0 and not g["unsigned"]
                 capacity = raw_rate / g["calls_per_s"]
                 met = capacity >= 3 and g["lag"] <= 5.0 and once
                 print(
-                    f"  round {r + 1} {tag:4s}: {g['completed']} calls completed at "
+                    f"  round {r + 1} {tag:4s} webhooks on: {g['completed']} calls completed at "
                     f"{g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); events "
                     f"{g['unique']}/{g['expected']} distinct, {g['dups']} duplicates, "
                     f"{g['unsigned']} unsigned; received at {g['events_per_s']:.0f} events/s "
@@ -503,6 +520,12 @@ def main() -> None:
     b.add_argument("--cps", type=float, default=800.0)
     b.add_argument("--rounds", type=int, default=1)
     b.add_argument("--raw-events", type=int, default=1000)
+    b.add_argument(
+        "--webhooks",
+        choices=["on", "off", "both"],
+        default="on",
+        help="broadcasts with a callback_url (on), without (off: the dialer's own rate), or both",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
