@@ -19,7 +19,10 @@ unsigned posts, and the wall-clock times of the first and the last arrival.
     the baseline tree, in turn. With --webhooks off the same broadcast has no
     callback_url (no events, the deliverer idle): the dialer's own rate, to
     compare with its rate while delivering; --webhooks both runs each tree
-    with and without, alternated.
+    with and without, alternated. --webhooks refused sends the callbacks to a
+    port where nothing listens: the events are written but the receiver is
+    soon left alone as down (a few attempts), so the dialer pays for writing
+    the events and hardly for sending them.
 
     .venv/bin/python bench/webhooks.py raw --events 3000 --rounds 2
     .venv/bin/python bench/webhooks.py calls --calls 3000 --cps 800
@@ -334,7 +337,7 @@ def raw(args: argparse.Namespace, work: Path, baseline: Path) -> None:
 
 
 def _run_calls(
-    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str, hooks: bool
+    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str, mode: str
 ) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
     from e2e.server import RingcastServer
@@ -367,8 +370,10 @@ def _run_calls(
             "from": "bench",
             "playlist": [{"pause": 0.2}],
         }
-        if hooks:
+        if mode == "on":
             body["callback_url"] = rx.url()
+        elif mode == "refused":
+            body["callback_url"] = f"http://127.0.0.1:{args.refused_port}/hook"
         r = httpx.post(f"{rc.base}/voice/call/play", timeout=120, json=body)
         rid = r.json()["request_id"]
         deadline = time.monotonic() + args.calls / 20 + 120
@@ -388,10 +393,10 @@ def _run_calls(
             # Every event the run wrote (ringing may be left out when the answer
             # came in the same group commit; failed calls have no answered event).
             expected = outbox_rows(run / "w.db")
-            while hooks and time.monotonic() < deadline and rx.stats()["unique"] < expected:
+            while mode == "on" and time.monotonic() < deadline and rx.stats()["unique"] < expected:
                 time.sleep(0.05)
                 expected = outbox_rows(run / "w.db")
-        if hooks:
+        if mode == "on":
             time.sleep(1.0)  # late duplicates, if any, arrive now
         stats = rx.stats()
         expected = outbox_rows(run / "w.db")
@@ -407,7 +412,7 @@ def _run_calls(
         "calls_per_s": completed / span,
         "dial_span": span,
         "events_per_s": stats["unique"] / max(1e-9, stats["last"] - stats["first"]),
-        "lag": stats["last"] - ready_at if hooks else 0.0,
+        "lag": stats["last"] - ready_at if mode == "on" else 0.0,
         "ready_after": ready_at - t_post,
         "backlog": backlog,
         "expected": expected,
@@ -431,23 +436,30 @@ def _ts(value: str | None) -> float:
 def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, Receiver() as rx:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed,
+        Receiver() as rx,
+    ):
         sink.bind(("127.0.0.1", 0))  # RTP goes here and is dropped
         args.rtp_sink = sink.getsockname()[1]
-        modes = {"on": [True], "off": [False], "both": [True, False]}[args.webhooks]
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        args.refused_port = closed.getsockname()[1]
+        modes = {"both": ["on", "off"]}.get(args.webhooks, [args.webhooks])
         for r in range(args.rounds):
             order = [
-                (tag, tree, hooks)
-                for hooks in modes
+                (tag, tree, mode)
+                for mode in modes
                 for tag, tree in [("new", None), ("base", baseline)]
             ]
-            for tag, tree, hooks in order if r % 2 == 0 else order[::-1]:
-                g = _run_calls(tree, work, rx, args, f"{tag}{r}{'on' if hooks else 'off'}", hooks)
-                if not hooks:
+            for tag, tree, mode in order if r % 2 == 0 else order[::-1]:
+                g = _run_calls(tree, work, rx, args, f"{tag}{r}{mode}", mode)
+                if mode != "on":
                     print(
-                        f"  round {r + 1} {tag:4s} webhooks off: {g['completed']} calls completed "
-                        f"at {g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); report ready "
-                        f"{g['ready_after']:.1f} s after the POST; {g['unique']} events received; "
+                        f"  round {r + 1} {tag:4s} webhooks {mode}: {g['completed']} calls "
+                        f"completed at {g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); "
+                        f"report ready {g['ready_after']:.1f} s after the POST; "
+                        f"{g['expected']} events written, {g['unique']} received; "
                         f"ringcast CPU {g['cpu']:.1f} s; load {loadavg()}",
                         flush=True,
                     )
@@ -522,9 +534,10 @@ def main() -> None:
     b.add_argument("--raw-events", type=int, default=1000)
     b.add_argument(
         "--webhooks",
-        choices=["on", "off", "both"],
+        choices=["on", "off", "both", "refused"],
         default="on",
-        help="broadcasts with a callback_url (on), without (off: the dialer's own rate), or both",
+        help="broadcasts with a callback_url (on), without (off: the dialer's own rate), both, "
+        "or with one where nothing listens (refused: the events are written, hardly sent)",
     )
     args = ap.parse_args()
     print(
