@@ -280,15 +280,14 @@ class Dialer:
         # calls wait in memory, and a crash would give them back anyway.
         free = self.limits.free_channels()
         batch = max(1, min(free, int(self.settings.cps * POLL_INTERVAL) + 1))
-        async with self.writer.turn():  # SQLite: after the commit under way, not behind all
-            claim = await queue.claim_fair(
-                self.store,
-                self.fence,
-                batch,
-                exclude_requests=self.backoff.held(),
-                ready=self.preparation.ready,
-                cap=self._cap,
-            )
+        claim = await queue.claim_fair(
+            self.store,
+            self.fence,
+            batch,
+            exclude_requests=self.backoff.held(),
+            ready=self.preparation.ready,
+            cap=self._cap,
+        )
         for rid in claim.waiting:
             self.preparation.prepare(rid)
         for call in claim.calls:

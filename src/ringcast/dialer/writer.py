@@ -65,12 +65,6 @@ class GroupWriter:
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        # SQLite has one write lock and its busy handler sleeps (1 to 100 ms at
-        # a time) instead of queueing: a claim of the dialer waiting for it
-        # behind back-to-back group commits waited 1.2 s on average, up to 6 s
-        # (bench/RESULTS.md, webhooks). Writers of this process take turns here
-        # instead, in order (asyncio.Lock wakes its waiters first in, first out).
-        self._turns = asyncio.Lock() if store.dialect == "sqlite" else None
         self.batches = 0
         self.writes = 0
 
@@ -101,12 +95,6 @@ class GroupWriter:
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Write(op, None, fut))
         return await fut
-
-    def turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Hold the process's turn at the write lock while a transaction of
-        your own writes (on SQLite; nothing to wait for on PostgreSQL, with
-        its row locks). The group writer takes a turn per commit."""
-        return self._turns if self._turns is not None else contextlib.nullcontext()
 
     async def update_call(self, call_id: str, fence: Fence, values: dict[str, Any]) -> bool:
         """`queue.update_call` in the next group transaction: False if the claim was lost."""
@@ -172,7 +160,7 @@ class GroupWriter:
             groups.clear()
             calls.clear()
 
-        async with self.turn(), self.store.session() as s, s.begin():
+        async with self.store.session() as s, s.begin():
             for i, w in enumerate(batch):
                 if w.item is None:
                     await flush()
