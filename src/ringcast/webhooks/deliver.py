@@ -24,9 +24,9 @@ A claim takes a row per free slot and some more ("ahead", whoever they are
 for; how many: :class:`~ringcast.webhooks.ahead.AheadPolicy`, more after a
 slow transaction). On SQLite every claim and settlement needs the one write
 lock, and while a dialer in the same process dials, its group commits hold it
-nearly all the time: a settle-and-claim of its own waited 1.2-1.8 s for it,
-and the dialer's next commit waited in SQLite's sleeping busy handler behind
-it (bench/RESULTS.md, webhooks). So there (:meth:`WebhookDeliverer.share_writer`,
+nearly all the time: a settle-and-claim of its own waited 1.2-1.8 s for it
+(SQLite's busy handler sleeps rather than queues; bench/RESULTS.md, webhooks).
+So there (:meth:`WebhookDeliverer.share_writer`,
 ``ringcast serve`` and ``ringcast dialer``) the settle-and-claim is a write of
 the dialer's group writer: it rides in the dialer's next commit, and nothing
 else of this process competes for the lock. Without a dialer (or once its
