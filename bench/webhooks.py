@@ -16,10 +16,17 @@ unsigned posts, and the wall-clock times of the first and the last arrival.
     events/s delivered while the calls ran, the time from the report being ready
     (first status poll that sees it) to the last event's arrival, and whether all
     events written to the run's outbox arrived exactly once. Run for the code under test and for
-    the baseline tree, in turn.
+    the baseline tree, in turn. With --webhooks off the same broadcast has no
+    callback_url (no events, the deliverer idle): the dialer's own rate, to
+    compare with its rate while delivering; --webhooks both runs each tree
+    with and without, alternated. --webhooks refused sends the callbacks to a
+    port where nothing listens: the events are written but the receiver is
+    soon left alone as down (a few attempts), so the dialer pays for writing
+    the events and hardly for sending them.
 
     .venv/bin/python bench/webhooks.py raw --events 3000 --rounds 2
     .venv/bin/python bench/webhooks.py calls --calls 3000 --cps 800
+    .venv/bin/python bench/webhooks.py calls --calls 5000 --webhooks both --rounds 2
 """
 
 from __future__ import annotations
@@ -330,7 +337,7 @@ def raw(args: argparse.Namespace, work: Path, baseline: Path) -> None:
 
 
 def _run_calls(
-    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str
+    tree: Path | None, work: Path, rx: Receiver, args: argparse.Namespace, tag: str, mode: str
 ) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
     from e2e.server import RingcastServer
@@ -358,16 +365,16 @@ def _run_calls(
         proc_pid = rc.proc.pid  # type: ignore[union-attr]
         c0 = cpu_seconds(proc_pid)
         t_post = time.time()
-        r = httpx.post(
-            f"{rc.base}/voice/call/play",
-            timeout=120,
-            json={
-                "recipients": [{"to": uas.uri(f"w{i}")} for i in range(args.calls)],
-                "from": "bench",
-                "playlist": [{"pause": 0.2}],
-                "callback_url": rx.url(),
-            },
-        )
+        body: dict[str, Any] = {
+            "recipients": [{"to": uas.uri(f"w{i}")} for i in range(args.calls)],
+            "from": "bench",
+            "playlist": [{"pause": 0.2}],
+        }
+        if mode == "on":
+            body["callback_url"] = rx.url()
+        elif mode == "refused":
+            body["callback_url"] = f"http://127.0.0.1:{args.refused_port}/hook"
+        r = httpx.post(f"{rc.base}/voice/call/play", timeout=120, json=body)
         rid = r.json()["request_id"]
         deadline = time.monotonic() + args.calls / 20 + 120
         ready_at = None
@@ -386,10 +393,11 @@ def _run_calls(
             # Every event the run wrote (ringing may be left out when the answer
             # came in the same group commit; failed calls have no answered event).
             expected = outbox_rows(run / "w.db")
-            while time.monotonic() < deadline and rx.stats()["unique"] < expected:
+            while mode == "on" and time.monotonic() < deadline and rx.stats()["unique"] < expected:
                 time.sleep(0.05)
                 expected = outbox_rows(run / "w.db")
-        time.sleep(1.0)  # late duplicates, if any, arrive now
+        if mode == "on":
+            time.sleep(1.0)  # late duplicates, if any, arrive now
         stats = rx.stats()
         expected = outbox_rows(run / "w.db")
         cpu = cpu_seconds(proc_pid) - c0
@@ -404,7 +412,7 @@ def _run_calls(
         "calls_per_s": completed / span,
         "dial_span": span,
         "events_per_s": stats["unique"] / max(1e-9, stats["last"] - stats["first"]),
-        "lag": stats["last"] - ready_at,
+        "lag": stats["last"] - ready_at if mode == "on" else 0.0,
         "ready_after": ready_at - t_post,
         "backlog": backlog,
         "expected": expected,
@@ -428,19 +436,40 @@ def _ts(value: str | None) -> float:
 def calls(args: argparse.Namespace, work: Path, baseline: Path) -> None:
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, Receiver() as rx:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed,
+        Receiver() as rx,
+    ):
         sink.bind(("127.0.0.1", 0))  # RTP goes here and is dropped
         args.rtp_sink = sink.getsockname()[1]
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        args.refused_port = closed.getsockname()[1]
+        modes = {"both": ["on", "off"]}.get(args.webhooks, [args.webhooks])
         for r in range(args.rounds):
-            order = [("new", None), ("base", baseline)]
-            for tag, tree in order if r % 2 == 0 else order[::-1]:
-                g = _run_calls(tree, work, rx, args, f"{tag}{r}")
+            order = [
+                (tag, tree, mode)
+                for mode in modes
+                for tag, tree in [("new", None), ("base", baseline)]
+            ]
+            for tag, tree, mode in order if r % 2 == 0 else order[::-1]:
+                g = _run_calls(tree, work, rx, args, f"{tag}{r}{mode}", mode)
+                if mode != "on":
+                    print(
+                        f"  round {r + 1} {tag:4s} webhooks {mode}: {g['completed']} calls "
+                        f"completed at {g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); "
+                        f"report ready {g['ready_after']:.1f} s after the POST; "
+                        f"{g['expected']} events written, {g['unique']} received; "
+                        f"ringcast CPU {g['cpu']:.1f} s; load {loadavg()}",
+                        flush=True,
+                    )
+                    continue
                 raw_rate = _raw_rate(tree, work, rx, args.raw_events, tag)
                 once = g["unique"] == g["expected"] and g["dups"] == 0 and not g["unsigned"]
                 capacity = raw_rate / g["calls_per_s"]
                 met = capacity >= 3 and g["lag"] <= 5.0 and once
                 print(
-                    f"  round {r + 1} {tag:4s}: {g['completed']} calls completed at "
+                    f"  round {r + 1} {tag:4s} webhooks on: {g['completed']} calls completed at "
                     f"{g['calls_per_s']:.0f} calls/s ({g['dial_span']:.0f} s); events "
                     f"{g['unique']}/{g['expected']} distinct, {g['dups']} duplicates, "
                     f"{g['unsigned']} unsigned; received at {g['events_per_s']:.0f} events/s "
@@ -503,6 +532,13 @@ def main() -> None:
     b.add_argument("--cps", type=float, default=800.0)
     b.add_argument("--rounds", type=int, default=1)
     b.add_argument("--raw-events", type=int, default=1000)
+    b.add_argument(
+        "--webhooks",
+        choices=["on", "off", "both", "refused"],
+        default="on",
+        help="broadcasts with a callback_url (on), without (off: the dialer's own rate), both, "
+        "or with one where nothing listens (refused: the events are written, hardly sent)",
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "

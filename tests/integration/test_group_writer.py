@@ -97,3 +97,32 @@ async def test_a_lost_database_is_waited_out_in_the_one_by_one_retry(
         await writer.stop()
     assert results == [True, True]
     assert failures == []
+
+
+async def test_accepting_only_while_running_and_not_stopping(store: Store) -> None:
+    """`accepting` tells an optional writer (the webhook deliverer) whether a
+    write submitted now is committed: not before start(), not once stop() has
+    begun; what was submitted before stop() still commits."""
+    writer = GroupWriter(store)
+    assert not writer.accepting
+    writer.start()
+    assert writer.accepting
+    gate = asyncio.Event()
+
+    async def held(s: AsyncSession) -> int:
+        await gate.wait()
+        return int((await s.execute(sa.select(sa.literal(7)))).scalar_one())
+
+    pending = asyncio.ensure_future(writer.submit(held))
+    await asyncio.sleep(0.05)
+    stopping = asyncio.ensure_future(writer.stop())
+    await asyncio.sleep(0.05)
+    during_stop = writer.accepting  # stop() is waiting for the held write
+    gate.set()
+    await asyncio.wait_for(stopping, 30)
+    assert during_stop is False
+    assert await pending == 7
+    assert not writer.accepting
+    writer.start()  # a writer started again accepts again
+    assert writer.accepting
+    await writer.stop()

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from dbrows import insert_request
 
+from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import Result, now_precise, utcnow
 from ringcast.store import outbox
 from ringcast.store.db import Store, open_store
@@ -651,6 +652,66 @@ async def test_claims_take_more_ahead_while_transactions_wait(
     assert limits[0] == 4 + 4  # the free slots and max_concurrency ahead
     assert grown > 16  # after two slow transactions: 4 -> 8 -> 16 ahead, plus a free slot
     assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
+
+
+async def test_settle_and_claim_ride_in_the_dialers_group_writer(
+    store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the group writer of a dialer in the same process shared, on SQLite
+    every settle-and-claim is one of the writer's writes (nothing of the
+    deliverer's own asks for the write lock); on PostgreSQL (row locks) the
+    deliverer keeps transactions of its own. Each event still goes out once
+    and is recorded delivered after one attempt."""
+    own = count_claims(monkeypatch)
+    ids = await add_events(store, receiver.url("/shared"), 30)
+    writer = GroupWriter(store)
+    writer.start()
+    d = deliverer(store, max_concurrency=4)
+    d.share_writer(writer)
+    d.start()
+    try:
+        await until(lambda: d.delivered == 30 and d.in_flight == 0, within=20)
+
+        async def all_recorded() -> bool:
+            return all(r.delivered_at for r in (await rows(store)).values())
+
+        await until(all_recorded, within=10)
+        shared, batches = d.shared_transactions, writer.batches
+    finally:
+        await d.stop()
+        await writer.stop()
+    assert sorted(str(h.verified) for h in receiver.of("/shared")) == sorted(ids)  # each once
+    assert all(r.attempts == 1 and r.delivered_at for r in (await rows(store)).values())
+    if store.dialect == "sqlite":
+        assert own == {"claimed": 0, "released": 0}
+        assert shared >= 2 and batches >= shared  # 4 slots + 4 ahead per claim: several
+    else:
+        assert shared == 0 and own["claimed"] == 30
+
+
+async def test_a_stopping_writer_hands_settlements_back_to_own_transactions(
+    store: Store, receiver: Receiver
+) -> None:
+    """The dialer stops first at shutdown (its writer with it), the deliverer
+    last: from the moment the writer stops accepting, the deliverer settles and
+    claims in transactions of its own, so what is delivered afterwards is still
+    recorded and the rest still sent."""
+    first = await add_events(store, receiver.url("/late"), 5)
+    writer = GroupWriter(store)
+    writer.start()
+    d = deliverer(store, max_concurrency=4)
+    d.share_writer(writer)
+    d.start()
+    try:
+        await until(lambda: d.delivered == 5 and d.in_flight == 0, within=20)
+        await writer.stop()
+        assert not writer.accepting
+        more = await add_events(store, receiver.url("/late"), 5)
+        await until(lambda: d.delivered == 10, within=20)
+    finally:
+        await d.stop()
+    assert sorted(str(h.verified) for h in receiver.of("/late")) == sorted(first + more)
+    assert all(r.attempts == 1 and r.delivered_at for r in (await rows(store)).values())
 
 
 async def test_rows_past_the_window_are_given_up_untried(store: Store, receiver: Receiver) -> None:

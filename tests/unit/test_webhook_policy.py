@@ -1,4 +1,5 @@
-"""Webhook retry schedule, event ids and payloads, the install secret file."""
+"""Webhook retry schedule, event ids and payloads, the install secret file, how
+many rows a claim takes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ringcast.store.outbox import (
     origin_of,
     request_completed_id,
 )
+from ringcast.webhooks.ahead import MAX_AHEAD, SLOW_CLAIM, AheadPolicy, claim_size
 from ringcast.webhooks.attempt import Attempt, decide, encode_body
 from ringcast.webhooks.backoff import Backoff
 from ringcast.webhooks.secret import install_secret
@@ -208,3 +210,61 @@ def test_decide_gives_up_on_410_a_lost_key_or_past_the_window() -> None:
     late = T0 + timedelta(hours=24)
     expired = decide(_due(), Attempt(500, None), now=late, backoff=Backoff(), rand=0.5)
     assert expired.gave_up and expired.at == late
+
+
+# --- how many rows a claim takes (webhooks/ahead.py) --------------------------------------
+
+QUICK, SLOW = SLOW_CLAIM / 2, SLOW_CLAIM * 2
+
+# (floor, cap, rows ahead before, seconds the last settle-and-claim took, rows ahead after)
+AHEAD_CASES = [
+    (20, 500, 20, QUICK, 20),  # quick at the floor: stays there
+    (20, 500, 20, SLOW, 40),  # slow: doubles
+    (20, 500, 40, SLOW, 80),
+    (20, 500, 320, SLOW, 500),  # ... up to the cap
+    (20, 500, 500, SLOW, 500),
+    (20, 500, 500, QUICK, 375),  # quick: a quarter less
+    (20, 500, 80, QUICK, 60),
+    (20, 500, 24, QUICK, 20),  # ... down to the floor, not below
+    (20, 500, 20, SLOW_CLAIM, 20),  # exactly `slow` is not slow
+    (4, 500, 4, SLOW, 8),
+    (4, 500, 5, QUICK, 4),
+    (1, 1, 1, SLOW, 1),  # floor == cap: fixed
+    (20, 500, 3, QUICK, 20),  # below the floor (a policy changed underway): back to it
+    (20, 500, 3, SLOW, 20),
+    (20, 500, 900, QUICK, 500),  # above the cap: back under it
+]
+
+
+@pytest.mark.parametrize(("floor", "cap", "before", "took", "after"), AHEAD_CASES)
+def test_rows_ahead_after_a_settle_and_claim(
+    floor: int, cap: int, before: int, took: float, after: int
+) -> None:
+    assert AheadPolicy(floor=floor, cap=cap).after(before, took) == after
+
+
+def test_rows_ahead_climb_to_the_cap_and_back_to_the_floor() -> None:
+    policy = AheadPolicy(floor=20)
+    ahead, climb = 20, []
+    for _ in range(6):
+        ahead = policy.after(ahead, SLOW)
+        climb.append(ahead)
+    assert climb == [40, 80, 160, 320, MAX_AHEAD, MAX_AHEAD]
+    for _ in range(20):
+        ahead = policy.after(ahead, QUICK)
+    assert ahead == 20
+
+
+@pytest.mark.parametrize(("floor", "cap"), [(0, 500), (10, 5), (-1, 1)])
+def test_an_ahead_policy_needs_one_to_cap(floor: int, cap: int) -> None:
+    with pytest.raises(ValueError, match="floor"):
+        AheadPolicy(floor=floor, cap=cap)
+
+
+# (free delivery slots, rows ahead, rows to claim)
+CLAIM_CASES = [(0, 20, 0), (0, 500, 0), (1, 20, 21), (20, 20, 40), (20, 500, 520), (-1, 20, 0)]
+
+
+@pytest.mark.parametrize(("free", "ahead", "size"), CLAIM_CASES)
+def test_claim_size(free: int, ahead: int, size: int) -> None:
+    assert claim_size(free, ahead) == size

@@ -532,10 +532,12 @@ def dialer_lifespan(
         store: Store = state.store if hasattr(state, "store") else state["store"]
         # Webhooks leave through the outbox; every dialer process delivers them.
         # The deliverer starts first and stops last, so the events of calls that
-        # end during the shutdown grace period still go out.
-        async with deliverer_lifespan(settings)(state):
+        # end during the shutdown grace period still go out. On SQLite it
+        # settles and claims through the dialer's group writer while that runs.
+        async with deliverer_lifespan(settings)(state) as webhooks:
             dialer = Dialer(settings, store)
             await dialer.start()
+            webhooks.share_writer(dialer.writer)
             with contextlib.suppress(Exception):
                 state.dialer = dialer
             try:

@@ -13,6 +13,11 @@ as one statement (an executemany on SQLite, an UPDATE over unnested arrays on
 PostgreSQL: store/queue.py `update_calls`, `start_dialing_many`). Two
 writes of the same call never share such a group, so a call's writes keep
 their order; any closure runs after everything submitted before it.
+
+The webhook deliverer of the same process submits its settle-and-claim here
+on SQLite (webhooks/deliver.py `share_writer`), so that one transaction at a
+time asks for the write lock; it checks :attr:`GroupWriter.accepting` first
+and uses transactions of its own once the writer is stopping.
 """
 
 from __future__ import annotations
@@ -59,16 +64,26 @@ class GroupWriter:
         self.store = store
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.batches = 0
         self.writes = 0
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="dialer-group-writer")
+
+    @property
+    def accepting(self) -> bool:
+        """Running and not stopping: a write submitted now will be committed
+        before `stop()` returns. For writers with a way of their own (the
+        webhook deliverer), which use it while this is False."""
+        return self._task is not None and not self._stopping
 
     async def stop(self) -> None:
         """Commit what is queued, then stop."""
         if self._task is None:
             return
+        self._stopping = True
         await self._queue.join()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -20,13 +20,19 @@ nothing; at most `max_concurrency` deliveries are in flight, each cut off after
 (``scheme://host:port``) holds at most `max_per_receiver` slots (half of them by
 default), and one that timed out or refused the connection is not claimed for
 `receiver_down_for` seconds (its rows wait in the database, unattempted).
-A claim takes a row per free slot and some more ("ahead"), whoever they are
-for. On SQLite every claim and settlement needs the write lock, and while a
-dialer in the same process dials, its group commits hold it nearly all the
-time: a settle-and-claim then waited 1.2-1.8 s for it (bench/RESULTS.md,
-webhooks). So the rows taken ahead start at `max_concurrency`, double after a
-transaction that took over SLOW_CLAIM (up to MAX_AHEAD) and shrink back by a
-quarter after a quick one: each hard-won transaction carries many events.
+A claim takes a row per free slot and some more ("ahead", whoever they are
+for; how many: :class:`~ringcast.webhooks.ahead.AheadPolicy`, more after a
+slow transaction). On SQLite every claim and settlement needs the one write
+lock, and while a dialer in the same process dials, its group commits hold it
+nearly all the time: a settle-and-claim of its own waited 1.2-1.8 s for it
+(SQLite's busy handler sleeps rather than queues; bench/RESULTS.md, webhooks).
+So there (:meth:`WebhookDeliverer.share_writer`,
+``ringcast serve`` and ``ringcast dialer``) the settle-and-claim is a write of
+the dialer's group writer: it rides in the dialer's next commit, and nothing
+else of this process competes for the lock. Without a dialer (or once its
+writer stops, at shutdown) and on PostgreSQL (row locks: the deliverer's
+transactions neither wait for the dialer's nor hold them up) it has
+transactions of its own.
 Rows claimed for a receiver that is at its share wait in this process, leased,
 and start as its deliveries finish, without another claim: a receiver with as
 many rows waiting as are taken ahead is left out of claims, no row waits longer
@@ -58,20 +64,30 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import now_precise
-from ringcast.errors import RingcastError
+from ringcast.errors import RingcastError, StoreError
 from ringcast.netguard import NetPolicy, guarded_transport
 from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
+from ringcast.webhooks.ahead import MAX_AHEAD, SLOW_CLAIM, AheadPolicy, claim_size
 from ringcast.webhooks.attempt import Attempt, decide, post, where
 from ringcast.webhooks.backoff import Backoff
 from ringcast.webhooks.secret import ENV_SECRET, install_secret
 
-__all__ = ["Backoff", "WebhookDeliverer", "deliverer_lifespan", "install_secret"]
+__all__ = [
+    "SLOW_CLAIM",
+    "Backoff",
+    "SharedWriter",
+    "WebhookDeliverer",
+    "deliverer_lifespan",
+    "install_secret",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +99,20 @@ RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
 WAIT_LIMIT = LEASE_MARGIN / 2  # seconds a claimed row may wait for a slot before it is released
-MAX_AHEAD = 500  # rows a claim may take beyond the free slots, when the write lock is scarce
-SLOW_CLAIM = 0.1  # seconds: a settle-and-claim that took longer waited for the write lock
+
+
+class SharedWriter(Protocol):
+    """What the deliverer needs of the dialer's group writer
+    (:class:`ringcast.dialer.writer.GroupWriter`)."""
+
+    @property
+    def accepting(self) -> bool:
+        """A write submitted now will be committed (running, not stopping)."""
+        ...
+
+    async def submit(self, op: Callable[[AsyncSession], Any]) -> Any:
+        """Run `op(session)` in the writer's next transaction; its result once committed."""
+        ...
 
 
 # --- the deliverer -------------------------------------------------------------------------
@@ -156,7 +184,10 @@ class WebhookDeliverer:
         self._last_prune = 0.0
         self._warned_no_secret = False
         self._more = False  # the last claim was full: more rows are due
+        self._policy = AheadPolicy(floor=max_concurrency, cap=max(MAX_AHEAD, max_concurrency))
         self._ahead = max_concurrency  # rows claimed beyond the free slots (see the docstring)
+        self._writer: SharedWriter | None = None  # the dialer's group writer, on SQLite
+        self.shared_transactions = 0  # settle-and-claims that rode in the writer's commits
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self.delivered = 0
@@ -210,6 +241,12 @@ class WebhookDeliverer:
             self.max_concurrency,
             self.timeout,
         )
+
+    def share_writer(self, writer: SharedWriter | None) -> None:
+        """Settle and claim through `writer` (the group writer of a dialer in
+        this process) while it accepts writes, on SQLite; None: own
+        transactions again. On PostgreSQL this keeps its own transactions."""
+        self._writer = writer if writer is not None and self.store.dialect == "sqlite" else None
 
     def wake(self) -> None:
         """New rows were committed: claim now rather than at the next poll."""
@@ -307,30 +344,19 @@ class WebhookDeliverer:
         """Record the finished attempts and claim rows for the free slots and as
         some ahead to wait, in one transaction; start their deliveries."""
         free = max(0, self.max_concurrency - len(self._inflight))
-        limit = free + self._ahead if free else 0
+        limit = claim_size(free, self._ahead)
         batch, self._done = self._done, []
         if not batch and not limit:
             return
         now = self.clock()
         began = time.monotonic()
         try:
-            rows = await outbox.settle_and_claim(
-                self.store,
-                batch,
-                limit,
-                now=now,
-                lease=self.lease,
-                exclude_origins=self._unavailable(),
-                probe=not self._more,
-            )
-        except RingcastError:
+            rows = await self._settle_and_claim_rows(batch, limit, now)
+        except Exception:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
         claimed = time.monotonic()
-        if claimed - began > SLOW_CLAIM:
-            self._ahead = min(MAX_AHEAD, self._ahead * 2)
-        else:
-            self._ahead = max(self.max_concurrency, self._ahead * 3 // 4)
+        self._ahead = self._policy.after(self._ahead, claimed - began)
         for row in rows:
             origin = outbox.origin_of(row.url)
             waiting = self._waiting.get(origin)
@@ -346,13 +372,52 @@ class WebhookDeliverer:
         if self._more:
             self._wake.set()  # maybe more are due: claim again when a slot frees
 
+    async def _settle_and_claim_rows(
+        self, batch: list[outbox.Settlement], limit: int, now: datetime
+    ) -> list[outbox.Due]:
+        """Settle `batch` and claim up to `limit` rows: in the shared writer's
+        next commit if there is one accepting writes, else in a transaction of
+        its own. A plain read first when only a claim is to be made and the
+        last one was not full (most idle passes find nothing due)."""
+        writer = self._writer
+        if writer is None or not writer.accepting:
+            return await outbox.settle_and_claim(
+                self.store,
+                batch,
+                limit,
+                now=now,
+                lease=self.lease,
+                exclude_origins=self._unavailable(),
+                probe=not self._more,
+            )
+        excluded = self._unavailable()
+        if limit and not batch and not self._more:
+            if not await outbox.any_due(self.store, now=now, exclude_origins=excluded):
+                return []
+        if not writer.accepting:  # it began to stop during the read
+            return await outbox.settle_and_claim(
+                self.store, batch, limit, now=now, lease=self.lease, exclude_origins=excluded
+            )
+
+        async def op(s: AsyncSession) -> list[outbox.Due]:
+            return await outbox.settle_and_claim_in(
+                s, batch, limit, now=now, lease=self.lease, exclude_origins=excluded
+            )
+
+        try:
+            rows: list[outbox.Due] = await writer.submit(op)
+        except SQLAlchemyError as exc:  # the writer retried it alone first
+            raise StoreError(f"database error: {type(exc).__name__}") from exc
+        self.shared_transactions += 1
+        return rows
+
     async def _flush(self) -> None:
         if not self._done:
             return
         batch, self._done = self._done, []
         try:
-            await outbox.settle(self.store, batch)
-        except RingcastError:
+            await self._settle_and_claim_rows(batch, 0, batch[0].at)
+        except Exception:
             self._done = batch + self._done  # kept; the lease stops double sends meanwhile
             raise
 
@@ -482,19 +547,20 @@ class WebhookDeliverer:
 
 def deliverer_lifespan(
     settings: Any, **kwargs: Any
-) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[WebhookDeliverer]]:
     """A hook for the API's lifespan (like ``dialer_lifespan``): run a
-    WebhookDeliverer on the app's store; it is ``state.webhooks`` meanwhile."""
+    WebhookDeliverer on the app's store; it is ``state.webhooks`` meanwhile,
+    and what the hook's context yields."""
 
     @asynccontextmanager
-    async def hook(state: Any) -> AsyncIterator[None]:
+    async def hook(state: Any) -> AsyncIterator[WebhookDeliverer]:
         store: Store = state.store if hasattr(state, "store") else state["store"]
         deliverer = WebhookDeliverer.from_settings(settings, store, **kwargs)
         deliverer.start()
         with contextlib.suppress(Exception):
             state.webhooks = deliverer
         try:
-            yield
+            yield deliverer
         finally:
             await deliverer.stop()
 

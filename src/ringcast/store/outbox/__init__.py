@@ -7,19 +7,23 @@ by :class:`ringcast.webhooks.deliver.WebhookDeliverer`.
 - :mod:`.notify`: call events from a call's row (:func:`notify_call`) and the
   request's one ``request.completed``;
 - :mod:`.claims`: the deliverer's side: :func:`claim_due` (leased, ``SKIP
-  LOCKED`` on PostgreSQL), :func:`settle`, :func:`give_up_expired`, :func:`prune`.
+  LOCKED`` on PostgreSQL), :func:`settle`, :func:`give_up_expired`, :func:`prune`;
+  :func:`settle_and_claim_in` in a transaction the caller owns (the dialer's
+  group writer).
 """
 
 from ringcast.store.outbox.claims import (
     MAX_EXCLUDED,
     Due,
     Settlement,
+    any_due,
     claim_due,
     give_up_expired,
     origin_of,
     prune,
     settle,
     settle_and_claim,
+    settle_and_claim_in,
 )
 from ringcast.store.outbox.events import (
     CALL_ANSWERED,
@@ -72,6 +76,7 @@ __all__ = [
     "WEBHOOK_ID_MAX",
     "Due",
     "Settlement",
+    "any_due",
     "build_payload",
     "call_event_id",
     "claim_due",
@@ -90,4 +95,5 @@ __all__ = [
     "request_summary",
     "settle",
     "settle_and_claim",
+    "settle_and_claim_in",
 ]

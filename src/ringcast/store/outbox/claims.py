@@ -1,7 +1,12 @@
 """The deliverer's side of the outbox, each in its own transaction: claim due
 rows in one statement (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), leased by
 moving `next_attempt_at` forward; settle attempts in batches; give up rows past
-the retry window; prune old settled rows."""
+the retry window; prune old settled rows.
+
+:func:`settle_and_claim_in` does a settle-and-claim in a transaction the
+caller owns: on SQLite the deliverer hands it to the dialer's group writer in
+the same process, so it rides in the dialer's next commit instead of
+competing with it for the one write lock."""
 
 from __future__ import annotations
 
@@ -263,18 +268,42 @@ async def settle_and_claim(
     per batch of deliveries instead of two. With nothing to settle and `probe`
     on SQLite, nothing is claimed (and no write lock taken) unless a plain read
     finds a due row."""
-    due = _due(now, exclude_origins)
-    claim = limit > 0
-    if claim and not settlements and probe and store.dialect == "sqlite":
-        claim = await _any_due(store, due)
-    if not settlements and not claim:
+    if limit > 0 and not settlements and probe and store.dialect == "sqlite":
+        if not await _any_due(store, _due(now, exclude_origins)):
+            return []
+    if not settlements and limit <= 0:
         return []
     try:
         async with store.session() as s, s.begin():
-            await _settle_in(s, settlements)
-            return await _claim_in(s, store.dialect, limit, due, now + lease) if claim else []
+            return await settle_and_claim_in(
+                s, settlements, limit, now=now, lease=lease, exclude_origins=exclude_origins
+            )
     except SQLAlchemyError as exc:
         raise _wrap(exc) from exc
+
+
+async def any_due(store: Store, *, now: datetime, exclude_origins: Sequence[str] = ()) -> bool:
+    """Whether a row is due (outside `exclude_origins`), by a plain read: no
+    write lock on SQLite."""
+    return await _any_due(store, _due(now, exclude_origins))
+
+
+async def settle_and_claim_in(
+    s: AsyncSession,
+    settlements: Sequence[Settlement],
+    limit: int,
+    *,
+    now: datetime,
+    lease: timedelta,
+    exclude_origins: Sequence[str] = (),
+) -> list[Due]:
+    """:func:`settle_and_claim` in the caller's transaction `s` (no probe: the
+    caller decided to claim). Errors are the database's own."""
+    await _settle_in(s, settlements)
+    if limit <= 0:
+        return []
+    dialect = s.get_bind().dialect.name
+    return await _claim_in(s, dialect, limit, _due(now, exclude_origins), now + lease)
 
 
 async def give_up_expired(store: Store, *, created_before: datetime, now: datetime) -> int:
