@@ -27,12 +27,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-GEN0_THRESHOLD = 1_000  # allocations between young collections (CPython's default: 700)
-GEN1_THRESHOLD = 5  # young collections between generation-1 ones (default: 10)
+# A young collection scans the young objects still alive, and under call load those are
+# mostly live calls' (a call lives longer than a few collections): its pause grows with
+# how much it lets accumulate, while the total work stays about the same (each object is
+# scanned once per generation it passes). Small, frequent young collections keep every
+# pause short: at 1,000/5 generation-1 collections took up to 14 ms of CPU (p99 12-14 ms)
+# in a soak of 8,000 calls at 200/s; at 300/2, at most 3-5 ms (p99 1.8-2.5 ms), at
+# the same server CPU per call within noise (bench/RESULTS.md, "GC thresholds").
+GEN0_THRESHOLD = 300  # allocations between young collections (CPython's default: 700)
+GEN1_THRESHOLD = 2  # young collections between generation-1 ones (default: 10)
 # generation-1 collections between automatic full ones (default: 10; CPython also
 # waits until a quarter of the old objects are new): a backstop, far apart under load
-GEN2_THRESHOLD = 10_000
-IDLE_FULL_AFTER = 20  # generation-1 collections since the last full one, before an idle one
+# (generation-1 collections run ~18 times a second at 200 calls/s: ~75 minutes)
+GEN2_THRESHOLD = 80_000
+IDLE_FULL_AFTER = 100  # generation-1 collections since the last full one, before an idle one
 LONG_PAUSE = 0.020  # seconds: one RTP packet interval; a longer pause delays every stream
 PAUSE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 5.0)  # seconds, histogram bounds
 
