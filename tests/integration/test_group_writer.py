@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.dialer.writer import GroupWriter
 from ringcast.domain import utcnow
-from ringcast.store import queue
+from ringcast.store import outbox, queue
 from ringcast.store.db import Store
 from ringcast.store.models import calls_table
 from ringcast.store.queue import Fence
@@ -126,3 +126,69 @@ async def test_accepting_only_while_running_and_not_stopping(store: Store) -> No
     writer.start()  # a writer started again accepts again
     assert writer.accepting
     await writer.stop()
+
+
+async def test_a_groups_webhook_events_take_one_insert(store: Store) -> None:
+    """Typed updates that carry a webhook event enqueue their events in the same
+    transaction, one insert for the whole group, in the order submitted; a write
+    that did not take enqueues nothing, and request.completed comes once, after
+    the last final event."""
+    rid, _ = await insert_request(
+        store, 3, {"playlist": [{"pause": 1}], "callback_url": "http://127.0.0.1:9/hook"}
+    )
+    node = Fence("n", await queue.register_node(store, "n"))
+    a, b, c = await queue.claim_calls(store, node, 3)
+    async with store.session() as s, s.begin():
+        for call in (a, b, c):
+            assert await queue.start_dialing(s, call.id, node, utcnow()) == queue.Start.DIAL
+    writer = GroupWriter(store)
+    inserts: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO WEBHOOK_OUTBOX"):
+            inserts.append(statement)
+
+    engine = store.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    final = {"result": "completed", "outcome": "answered", "disconnect_time": utcnow()}
+    futures = [
+        asyncio.ensure_future(
+            writer.update_call(a.id, node, {"result": "ringing"}, event=outbox.CallEvent(a.id))
+        ),
+        asyncio.ensure_future(writer.update_call(b.id, node, final, event=outbox.CallEvent(b.id))),
+        asyncio.ensure_future(writer.update_call(c.id, node, final, event=outbox.CallEvent(c.id))),
+        asyncio.ensure_future(  # a stale fence: no write, no event
+            writer.update_call(
+                a.id, Fence("n", 0), {"result": "ringing"}, event=outbox.CallEvent(a.id)
+            )
+        ),
+        asyncio.ensure_future(writer.update_call(a.id, node, final, event=outbox.CallEvent(a.id))),
+    ]
+    await asyncio.sleep(0)
+    writer.start()
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*futures), 30)
+    finally:
+        await writer.stop()
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert results == [True, True, True, False, True]
+    assert writer.batches == 1
+    async with store.session(readonly=True) as s, s.begin():
+        rows = (
+            await s.execute(
+                sa.select(outbox.outbox.c.event_type, outbox.outbox.c.payload).order_by(
+                    outbox.outbox.c.id
+                )
+            )
+        ).all()
+    events = [(r.event_type, r.payload["data"].get("id")) for r in rows]
+    assert events == [
+        ("call.ringing", a.id),
+        ("call.completed", b.id),
+        ("call.completed", c.id),
+        ("call.completed", a.id),  # the same call again: a group of its own, after
+        ("request.completed", rid),
+    ]
+    # the first group's three events in one insert; a's final event and
+    # request.completed in the second group's
+    assert len(inserts) == 3

@@ -10,7 +10,8 @@ retried one transaction each so that one bad write cannot sink the others.
 The hot writes (a call's setup, progress and plain final fields) are typed,
 not closures: the writer gathers them by kind and runs each kind and shape
 as one statement (an executemany on SQLite, an UPDATE over unnested arrays on
-PostgreSQL: store/queue.py `update_calls`, `start_dialing_many`). Two
+PostgreSQL: store/queue.py `update_calls`, `start_dialing_many`), and the
+webhook events of a group's updates as one insert (`outbox.notify_calls`). Two
 writes of the same call never share such a group, so a call's writes keep
 their order; any closure runs after everything submitted before it.
 
@@ -31,8 +32,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ringcast.store import queue
+from ringcast.store import outbox, queue
 from ringcast.store.db import Store, lost_database
+from ringcast.store.outbox import CallEvent
 from ringcast.store.queue import CallUpdate, DialStart, Fence, Start
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class _Write:
     op: Op | None  # a closure, or None for a typed write
     item: BulkItem | None
     fut: asyncio.Future[Any]
+    event: CallEvent | None = None  # a webhook event to enqueue if the typed write took
 
 
 MAX_BATCH = 500  # writes per transaction
@@ -96,18 +99,27 @@ class GroupWriter:
         self._queue.put_nowait(_Write(op, None, fut))
         return await fut
 
-    async def update_call(self, call_id: str, fence: Fence, values: dict[str, Any]) -> bool:
-        """`queue.update_call` in the next group transaction: False if the claim was lost."""
-        return bool(await self._submit_item(CallUpdate(call_id, fence, values)))
+    async def update_call(
+        self,
+        call_id: str,
+        fence: Fence,
+        values: dict[str, Any],
+        *,
+        event: CallEvent | None = None,
+    ) -> bool:
+        """`queue.update_call` in the next group transaction: False if the claim was lost.
+        With `event`, the webhook event (`outbox.notify_call`) is enqueued in the same
+        transaction if the update took; the events of a group take one insert."""
+        return bool(await self._submit_item(CallUpdate(call_id, fence, values), event))
 
     async def start_dialing(self, call_id: str, fence: Fence, setup_time: Any) -> Start:
         """`queue.start_dialing` in the next group transaction."""
         started: Start = await self._submit_item(DialStart(call_id, fence, setup_time))
         return started
 
-    async def _submit_item(self, item: BulkItem) -> Any:
+    async def _submit_item(self, item: BulkItem, event: CallEvent | None = None) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Write(None, item, fut))
+        self._queue.put_nowait(_Write(None, item, fut, event))
         return await fut
 
     async def _run(self) -> None:
@@ -153,10 +165,15 @@ class GroupWriter:
         calls: set[str] = set()  # the calls those writes are for
 
         async def flush() -> None:
+            events: list[CallEvent] = []
             for kind, index in groups.items():
                 items = [batch[i].item for i in index]
                 for i, res in zip(index, await _BULK[kind](s, items), strict=True):
                     results[i] = res
+                    event = batch[i].event
+                    if res and event is not None:
+                        events.append(event)
+            await outbox.notify_calls(s, events)
             groups.clear()
             calls.clear()
 

@@ -111,8 +111,10 @@ class CallWrites:
         if recordings:
             values = {**values, "recordings": store_recordings.record_list_json(recordings)}
         fence = self.fence(call)
-        if not (leased or hooked or optout or retry_at or sealed or recordings):
-            return await self.writer.update_call(call.id, fence, values)
+        if not (leased or optout or retry_at or sealed or recordings):
+            # the common case: one typed update (and its final event), grouped with others
+            event = webhooks.CallEvent(call.id) if hooked else None
+            return await self.writer.update_call(call.id, fence, values, event=event)
 
         async def write(s: Any) -> bool:
             if leased:
@@ -146,23 +148,17 @@ class CallWrites:
             occurrence = int(fields.get(GATHER_FIELD, 1))
             values = {"result": result.value, **fields}
             values.pop(GATHER_FIELD, None)
-            if not hooked:
-                await self.writer.update_call(call.id, fence, values)
-                return
-
-            # call.ringing / call.answered, or call.machine_detected with its fields
             event = None
-            if "answered_by" in fields:
-                event = webhooks.CALL_MACHINE_DETECTED
-            elif "transfer" in fields:
-                event = webhooks.CALL_TRANSFERRED
-            elif "dtmf" in fields:
-                event = webhooks.CALL_DIGITS
-
-            async def write(s: Any) -> None:
-                if await queue.update_call(s, call.id, fence, values) and hooked:
-                    await webhooks.notify_call(s, call.id, event, occurrence=occurrence)
-
-            await self.writer.submit(write)
+            if hooked:
+                # call.ringing / call.answered, or call.machine_detected with its fields
+                kind = None
+                if "answered_by" in fields:
+                    kind = webhooks.CALL_MACHINE_DETECTED
+                elif "transfer" in fields:
+                    kind = webhooks.CALL_TRANSFERRED
+                elif "dtmf" in fields:
+                    kind = webhooks.CALL_DIGITS
+                event = webhooks.CallEvent(call.id, kind, occurrence)
+            await self.writer.update_call(call.id, fence, values, event=event)
 
         return on_progress

@@ -51,7 +51,9 @@ from ringcast.store.outbox.events import (
     request_completed_id,
 )
 from ringcast.store.outbox.notify import (
+    CallEvent,
     notify_call,
+    notify_calls,
     notify_request_completed,
     request_finished,
     request_summary,
@@ -74,6 +76,7 @@ __all__ = [
     "REQUEST_COMPLETED",
     "REQUEST_COMPLETED_DELAY",
     "WEBHOOK_ID_MAX",
+    "CallEvent",
     "Due",
     "Settlement",
     "any_due",
@@ -85,6 +88,7 @@ __all__ = [
     "iso_timestamp",
     "new_webhook_id",
     "notify_call",
+    "notify_calls",
     "notify_request_completed",
     "on_commit",
     "origin_of",

@@ -121,16 +121,48 @@ def build_payload(
 # --- writers (inside the caller's transaction) ---------------------------------------
 
 
-def _insert_ignoring_duplicates(dialect: str, values: dict[str, Any]) -> Any:
-    if dialect == "postgresql":
-        return (
-            postgresql.insert(outbox)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["webhook_id"])
-        )
-    return (
-        sqlite.insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["webhook_id"])
-    )
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    """INSERT of outbox rows given as parameters, skipping a `webhook_id` already there."""
+    insert = postgresql.insert(outbox) if dialect == "postgresql" else sqlite.insert(outbox)
+    return insert.on_conflict_do_nothing(index_elements=["webhook_id"])
+
+
+def outbox_row(
+    *,
+    url: str,
+    api_key_id: str | None,
+    event_type: str,
+    payload: dict[str, Any],
+    webhook_id: str | None = None,
+    now: datetime | None = None,
+    delay: float = 0.0,
+) -> dict[str, Any]:
+    """The outbox row of one event (see :func:`enqueue`), checked."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown webhook event type {event_type!r}")
+    webhook_id = webhook_id or new_webhook_id()
+    if len(webhook_id) > WEBHOOK_ID_MAX or "." in webhook_id:
+        raise ValueError(f"webhook id must be at most {WEBHOOK_ID_MAX} characters, without '.'")
+    now = now or now_precise()
+    return {
+        "webhook_id": webhook_id,
+        "api_key_id": api_key_id,
+        "url": url,
+        "event_type": event_type,
+        "payload": payload,
+        "created_at": now,
+        "next_attempt_at": now + timedelta(seconds=delay),
+        "attempts": 0,
+    }
+
+
+async def insert_rows(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox rows (:func:`outbox_row`) in the caller's transaction, in order,
+    one statement for all of them; a `webhook_id` already there is skipped."""
+    if not rows:
+        return
+    await s.execute(_insert_ignoring_duplicates(s.get_bind().dialect.name), rows)
+    s.sync_session.info[_ENQUEUED] = True
 
 
 async def enqueue(
@@ -151,25 +183,17 @@ async def enqueue(
     `payload` is sent as is (build it with :func:`build_payload`); it must hold
     no secrets. The first attempt is made `delay` seconds after `now`.
     """
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown webhook event type {event_type!r}")
-    webhook_id = webhook_id or new_webhook_id()
-    if len(webhook_id) > WEBHOOK_ID_MAX or "." in webhook_id:
-        raise ValueError(f"webhook id must be at most {WEBHOOK_ID_MAX} characters, without '.'")
-    now = now or now_precise()
-    values = {
-        "webhook_id": webhook_id,
-        "api_key_id": api_key_id,
-        "url": url,
-        "event_type": event_type,
-        "payload": payload,
-        "created_at": now,
-        "next_attempt_at": now + timedelta(seconds=delay),
-        "attempts": 0,
-    }
-    await s.execute(_insert_ignoring_duplicates(s.get_bind().dialect.name, values))
-    s.sync_session.info[_ENQUEUED] = True
-    return webhook_id
+    row = outbox_row(
+        url=url,
+        api_key_id=api_key_id,
+        event_type=event_type,
+        payload=payload,
+        webhook_id=webhook_id,
+        now=now,
+        delay=delay,
+    )
+    await insert_rows(s, [row])
+    return str(row["webhook_id"])
 
 
 # --- same-process wakeup ------------------------------------------------------------------

@@ -4,6 +4,8 @@ call of a request is final (:func:`notify_request_completed`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +24,9 @@ from ringcast.store.outbox.events import (
     build_payload,
     call_event_id,
     enqueue,
+    insert_rows,
     outbox,
+    outbox_row,
     request_completed_id,
 )
 from ringcast.store.records import record_dict
@@ -186,6 +190,27 @@ async def _complete_if_finished(
     )
 
 
+@dataclass(frozen=True)
+class CallEvent:
+    """An event to enqueue for a call, right after the write that changed it
+    (:func:`notify_calls`). `event_type` None: the event of the call's result."""
+
+    call_id: str
+    event_type: str | None = None
+    occurrence: int = 1
+
+
+_CALLS_WITH_TARGET = (
+    sa.select(
+        calls_table,
+        _CALLBACK_URL.label("callback_url_"),
+        requests_table.c.api_key_id.label("api_key_id_"),
+    )
+    .join(requests_table, requests_table.c.id == calls_table.c.request_id)
+    .where(calls_table.c.id.in_(sa.bindparam("ids", expanding=True)))
+)
+
+
 async def notify_call(
     s: AsyncSession,
     call_id: str,
@@ -212,20 +237,48 @@ async def notify_call(
     call's state has no event. Idempotent per (call, attempt, event, occurrence). Costs two
     statements (three after a final event).
     """
-    call = (
-        await s.execute(
-            sa.select(
-                calls_table,
-                _CALLBACK_URL.label("callback_url_"),
-                requests_table.c.api_key_id.label("api_key_id_"),
-            )
-            .join(requests_table, requests_table.c.id == calls_table.c.request_id)
-            .where(calls_table.c.id == call_id)
-        )
-    ).one_or_none()
-    if call is None or not call.callback_url_:
+    (webhook_id,) = await notify_calls(s, [CallEvent(call_id, event_type, occurrence)], now=now)
+    return webhook_id
+
+
+async def notify_calls(
+    s: AsyncSession, events: Sequence[CallEvent], *, now: datetime | None = None
+) -> list[str | None]:
+    """:func:`notify_call` for many calls' writes of one transaction, in order, in
+    three statements whatever their number: one read of the calls, one insert of
+    the events, and one ``request.completed`` check per request that had a final
+    event (a re-queued call's finished attempt costs one more read)."""
+    if not events:
+        return []
+    ids = list(dict.fromkeys(e.call_id for e in events))
+    calls = {row.id: row for row in await s.execute(_CALLS_WITH_TARGET, {"ids": ids})}
+    rows: list[dict[str, Any]] = []
+    out: list[str | None] = []
+    finished: dict[str, tuple[str, str | None]] = {}  # request id -> its callback target
+    for e in events:
+        call = calls.get(e.call_id)
+        row = None if call is None else await _event_row(s, call, e, now)
+        if call is None or row is None:
+            out.append(None)
+            continue
+        rows.append(row)
+        out.append(str(row["webhook_id"]))
+        if row["event_type"] in FINAL_CALL_EVENTS and not row["payload"]["data"].get("retrying"):
+            finished[call.request_id] = (row["url"], row["api_key_id"])
+    await insert_rows(s, rows)
+    for request_id, (url, api_key_id) in finished.items():
+        await _complete_if_finished(s, request_id, url, api_key_id, now=now)
+    return out
+
+
+async def _event_row(
+    s: AsyncSession, call: Any, e: CallEvent, now: datetime | None
+) -> dict[str, Any] | None:
+    """The outbox row of `e` for `call` (a row of :data:`_CALLS_WITH_TARGET`), or None
+    when its request has no callback URL or its state has no event."""
+    if not call.callback_url_:
         return None
-    url, api_key_id = str(call.callback_url_), call.api_key_id_
+    event_type = e.event_type
     attempt = int(call.attempt)
     record = record_dict(call)
     data: dict[str, Any] = {"request_id": call.request_id}
@@ -236,7 +289,7 @@ async def notify_call(
         previous = (
             await s.execute(
                 sa.select(call_attempts_table.c.record).where(
-                    call_attempts_table.c.call_id == call_id,
+                    call_attempts_table.c.call_id == call.id,
                     call_attempts_table.c.attempt == attempt - 1,
                 )
             )
@@ -253,16 +306,12 @@ async def notify_call(
         raise ValueError(f"not a call event type: {event_type!r}")
     data.update(record)
     if event_type == CALL_DIGITS:
-        data["gather"] = occurrence
-    webhook_id = await enqueue(
-        s,
-        url=url,
-        api_key_id=api_key_id,
+        data["gather"] = e.occurrence
+    return outbox_row(
+        url=str(call.callback_url_),
+        api_key_id=call.api_key_id_,
         event_type=event_type,
         payload=build_payload(event_type, data, at=now),
-        webhook_id=call_event_id(call_id, attempt, event_type, occurrence),
+        webhook_id=call_event_id(call.id, attempt, event_type, e.occurrence),
         now=now,
     )
-    if event_type in FINAL_CALL_EVENTS and not data.get("retrying"):
-        await _complete_if_finished(s, call.request_id, url, api_key_id, now=now)
-    return webhook_id
