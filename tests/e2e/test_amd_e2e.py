@@ -11,6 +11,7 @@ speech; in `hangup` mode no audio may be sent at all.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import socket
 import struct
@@ -31,6 +32,7 @@ from e2e.server import MediaServer, RingcastServer, post
 from e2e.test_webhooks_e2e import Receiver
 from ringcast.media import tts
 from ringcast.media.codecs import float_to_pcm16, get_codec
+from ringcast.rtp.udp import SO_ATTACH_FILTER
 from ringcast.webhooks.sign import generate_secret
 
 RATE = 8000
@@ -176,13 +178,44 @@ def human_answer() -> np.ndarray:
     return line(np.concatenate([silence(0.4), speech("Hello?"), silence(8.0)]))
 
 
+SO_RCVBUFFORCE = 33  # Linux <asm-generic/socket.h> (root: past net.core.rmem_max)
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # Linux <linux/if_packet.h>
+
+
+def _attach_udp_port_filter(sock: socket.socket, port: int) -> None:
+    """Classic BPF on an AF_PACKET socket of `lo`: IPv4 UDP to or from `port` only
+    (what ``tcpdump -dd 'ip and udp port P'`` compiles to, without fragments)."""
+    prog = [
+        (0x28, 0, 0, 12),  # ldh [12]: ethertype
+        (0x15, 0, 8, 0x0800),  # IPv4, else drop
+        (0x30, 0, 0, 23),  # ldb [23]: IP protocol
+        (0x15, 0, 6, 17),  # UDP, else drop
+        (0xB1, 0, 0, 14),  # ldxb 4*([14]&0xf): IP header length
+        (0x48, 0, 0, 14),  # ldh [x + 14]: source port
+        (0x15, 2, 0, port),  # ours: accept
+        (0x48, 0, 0, 16),  # ldh [x + 16]: destination port
+        (0x15, 0, 1, port),  # ours: accept, else drop
+        (0x06, 0, 0, 0x40000),  # accept (up to 256 KB of the frame)
+        (0x06, 0, 0, 0),  # drop
+    ]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
 class LoopbackCapture:
     """UDP datagrams on `lo` to or from `port`, with their arrival times (root only)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.packets: list[tuple[float, int, int, bytes]] = []  # (t, src, dst, payload)
+        self.dropped = 0  # frames the socket dropped (its buffer was full), read at close
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        # Only this port's UDP reaches the socket (filtered in the kernel), in a buffer
+        # that holds seconds of it: other tests' RTP on `lo` once overflowed the default
+        # buffer of a socket that saw all of it, and the lost packets shifted the audio.
+        _attach_udp_port_filter(self.sock, port)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 * 1024 * 1024)
         self.sock.bind(("lo", 0))
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -208,6 +241,9 @@ class LoopbackCapture:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
+        # struct tpacket_stats: packets passed to the socket, and those it dropped
+        stats = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+        _, self.dropped = struct.unpack("II", stats)
         self.sock.close()
 
     def sent_to(self) -> list[tuple[float, bytes]]:
@@ -291,6 +327,7 @@ def test_drop_plays_the_voicemail_after_the_beep(sipp_bin: str, tmp_path: Path) 
     start = heard[0][0]  # the callee's first packet: its greeting's time 0
     first_said = said[0][0] - start
     assert first_said >= beep_end - 0.1, (first_said, beep_end)  # not into the greeting
+    assert cap.dropped == 0, f"the capture lost {cap.dropped} packets: the audio cannot be judged"
     audio = get_codec("PCMU").decode(b"".join(p[12:] for _, p in said)).astype(np.float64)
     assert normalized_xcorr(audio / 32768, to_8k(MESSAGE, 16000)) >= 0.9
 
