@@ -4,8 +4,9 @@ pass over the URIs), with the same verdict as :class:`~ringcast.api.schemas.Play
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, SupportsIndex, overload
 
@@ -15,6 +16,7 @@ from pydantic import (
 )
 
 from ringcast.api.fields import SIP_URI, check_from, check_timezone, to_ok
+from ringcast.api.packed_uris import PackedUris, bare_uris
 from ringcast.api.schemas import PlayRequest, Recipient
 
 
@@ -116,6 +118,10 @@ SIP_URI_LINE = re.compile(
     re.MULTILINE,
 )
 _CONTROL_BUT_LF = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+# The same, for a whole text of such lines: no line feed can be part of a URI, so
+# the possessive repeat takes exactly one line each time (no match object per line).
+_URI = SIP_URI_LINE.pattern[1:-1]
+SIP_URI_LINES = re.compile(f"(?:{_URI}\n)*+{_URI}")
 
 
 def plain_recipient_uris(items: list[Any]) -> list[str] | None:
@@ -132,26 +138,30 @@ def plain_recipient_uris(items: list[Any]) -> list[str] | None:
     return tos if checked_uris(tos) else None
 
 
-def checked_uris(tos: list[str]) -> bool:
+def checked_uris(tos: Sequence[str]) -> bool:
     """Whether every string of `tos` (a non-empty list) certainly passes sip_uri_ok
     (see :func:`plain_recipient_uris`)."""
     if not tos:
         return False
-    text = "\n".join(tos)
+    if isinstance(tos, PackedUris):  # the text is there: no second copy
+        text, longest = tos.lines(), tos.longest()
+    else:
+        text, longest = "\n".join(tos), max(map(len, tos))
     return not (
         not text.isascii()
-        or max(map(len, tos)) > _MAX_URI
+        or longest > _MAX_URI
         or text.count("\n") != len(tos) - 1  # a `to` holding a line feed
         or _CONTROL_BUT_LF.search(text) is not None
-        or sum(1 for _ in SIP_URI_LINE.finditer(text)) != len(tos)  # a line that is no URI
+        or SIP_URI_LINES.fullmatch(text) is None  # a line that is no URI
     )
 
 
 class BareRecipients(list[RecipientIn]):
-    """Recipients that are only a `to` each, kept as the list of their URIs: the
-    RecipientIn of each is made when read (1M tuples would cost ~72 MB)."""
+    """Recipients that are only a `to` each, kept as their URIs (a PackedUris when
+    read straight from the body): the RecipientIn of each is made when read (1M
+    tuples would cost ~72 MB)."""
 
-    def __init__(self, tos: list[str]) -> None:
+    def __init__(self, tos: Sequence[str]) -> None:
         super().__init__()
         self.tos = tos
 
@@ -171,7 +181,7 @@ class BareRecipients(list[RecipientIn]):
     def __getitem__(self, index: SupportsIndex | slice) -> RecipientIn | list[RecipientIn]:
         if isinstance(index, slice):
             return BareRecipients(self.tos[index])
-        return RecipientIn(self.tos[index])
+        return RecipientIn(self.tos[operator.index(index)])
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -221,12 +231,14 @@ def decode_play_lean(raw: bytes) -> PlayInput | None:
             return None
         rest = {key: msgspec.json.decode(value) for key, value in top.items()}
         del top
-        try:  # only `to`s: a third of the memory of the four-field structs
-            tos: list[str] | None = [r.to for r in _decode_bare.decode(listed)]
-            items: list[_LeanRecipient] = []
-        except msgspec.ValidationError:
-            tos = None
-            items = _decode_recipients.decode(listed)
+        # only `to`s, read from the bytes: no object per recipient
+        tos: Sequence[str] | None = bare_uris(listed)
+        items: list[_LeanRecipient] = []
+        if tos is None:
+            try:  # only `to`s: a third of the memory of the four-field structs
+                tos = [r.to for r in _decode_bare.decode(listed)]
+            except msgspec.ValidationError:
+                items = _decode_recipients.decode(listed)
         del listed
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None  # RecursionError: nested too deep; the caller's json refuses it as 400

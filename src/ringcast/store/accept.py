@@ -312,10 +312,12 @@ async def _copy_chunks(batch: _NewRows) -> AsyncIterator[bytes]:
     to_json = _processor(store, "variables")
     senders: dict[str, bytes] = {}
     yield _COPY_HEADER
+    every = iter(calls)  # read in order, not by index: a lazy sequence makes each once
     for start in range(0, len(calls), _COPY_ROWS):
         rows = []
-        for seq in range(start, min(start + _COPY_ROWS, len(calls))):
-            to_uri, from_uri, variables, zone = calls[seq]
+        for seq, (to_uri, from_uri, variables, zone) in enumerate(
+            itertools.islice(every, _COPY_ROWS), start
+        ):
             sender = senders.get(from_uri)
             if sender is None:
                 sender = senders[from_uri] = _copy_text(from_uri)
