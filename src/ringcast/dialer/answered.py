@@ -48,9 +48,8 @@ async def play(
     ended, ended_waiter = until_set(call.ended, f"call-ended-{job.call_id}")
     stop, stop_waiter = until_set(cancel, f"call-stop-{job.call_id}")
     try:
-        done, _ = await asyncio.wait(
-            {play, ended, stop}, timeout=job.max_duration, return_when=asyncio.FIRST_COMPLETED
-        )
+        await first_of((play, ended, stop), job.max_duration)
+        done = {fut for fut in (play, ended, stop) if fut.done()}
         if script is not None and play not in done and ended in done:
             # a bridged transfer ends with the callee's BYE on its own: let it record that
             done, _ = await asyncio.wait({play}, timeout=SCRIPT_GRACE)
@@ -90,6 +89,31 @@ def until_set(
         return event.future(), None
     task = asyncio.create_task(event.wait(), name=name)
     return task, task
+
+
+def first_of(futures: tuple[asyncio.Future[Any], ...], timeout: float) -> asyncio.Future[None]:
+    """A future done as soon as one of `futures` is, or after `timeout` seconds: what
+    ``asyncio.wait(FIRST_COMPLETED)`` waits for, without its two coroutines and sets
+    held for as long as a call plays. Once it is done or cancelled, it lets go of
+    `futures` and of its timer."""
+    loop = asyncio.get_running_loop()
+    wake: asyncio.Future[None] = loop.create_future()
+
+    def on_done(_: object) -> None:
+        if not wake.done():
+            wake.set_result(None)
+
+    for fut in futures:
+        fut.add_done_callback(on_done)
+    timer = loop.call_later(timeout, on_done, None)
+
+    def release(_: object) -> None:
+        timer.cancel()
+        for fut in futures:
+            fut.remove_done_callback(on_done)
+
+    wake.add_done_callback(release)
+    return wake
 
 
 async def stop_waiting(*tasks: asyncio.Task[Any] | None) -> None:
@@ -142,7 +166,7 @@ async def _first(
     ended, ended_waiter = until_set(call.ended, "amd-call-ended")
     stop, stop_waiter = until_set(cancel, "amd-cancel")
     try:
-        await asyncio.wait({fut, ended, stop}, timeout=seconds, return_when="FIRST_COMPLETED")
+        await first_of((fut, ended, stop), seconds)
     finally:
         await stop_waiting(ended_waiter, stop_waiter)
     return fut.done()

@@ -112,7 +112,7 @@ class OutboundCall:
         "_invite", "_invite_auth", "_invite_txn", "_next_servers", "_offer_in_2xx",
         "_peer_allows_update", "_redirect_targets", "_redirected", "_refresh_pending",
         "_reinvite_acks", "_request_uri", "_sdp", "_session_timer", "_setup_done", "_timers",
-        "_to", "_to_value",
+        "_to_value",
     )
     # fmt: on
 
@@ -151,14 +151,14 @@ class OutboundCall:
         self.retry_after: int | None = None  # seconds, from the 503s (RFC 3261 §21.5.4)
 
         self._sdp = OfferAnswer(spec.media)
-        self._to = parse_address(spec.to)
+        to = parse_address(spec.to)  # not kept: the two texts below are what is used
         if not _SIP_URI.search(spec.to):
             raise ValueError(f"to must be a sip: or sips: URI, not {spec.to!r}")
-        if not self._to.uri.host:
+        if not to.uri.host:
             raise ValueError(f"to has no host: {spec.to!r}")
-        self._to.params.pop("tag", None)
-        self._request_uri = stringify_uri(self._to.uri)
-        self._to_value = stringify_address(self._to)
+        to.params.pop("tag", None)
+        self._request_uri = stringify_uri(to.uri)
+        self._to_value = stringify_address(to)
         self._cseq = 0
         self._invite: SipRequest | None = None
         self._invite_txn: ClientTransaction | None = None
