@@ -345,7 +345,7 @@ def print_trace(idle: tracemalloc.Snapshot, live: tracemalloc.Snapshot, calls: i
     print(f"  traced: {total / calls:,.0f} bytes per live call ({calls} live calls)")
     for title, table in (("allocated in", by_file), ("asked for by", by_caller)):
         print(f"    {title}:")
-        for key, size in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+        for key, size in sorted(table.items(), key=lambda kv: -kv[1])[:40]:
             print(f"      {size / calls:8,.0f}  {key}")
 
 

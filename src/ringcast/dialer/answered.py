@@ -93,27 +93,34 @@ def until_set(
 
 def first_of(futures: tuple[asyncio.Future[Any], ...], timeout: float) -> asyncio.Future[None]:
     """A future done as soon as one of `futures` is, or after `timeout` seconds: what
-    ``asyncio.wait(FIRST_COMPLETED)`` waits for, without its two coroutines and sets
-    held for as long as a call plays. Once it is done or cancelled, it lets go of
-    `futures` and of its timer."""
-    loop = asyncio.get_running_loop()
-    wake: asyncio.Future[None] = loop.create_future()
+    ``asyncio.wait(FIRST_COMPLETED)`` waits for, without its two coroutines, sets and
+    closure held for as long as a call plays. Once it is done or cancelled, it lets
+    go of `futures` and of its timer."""
+    return _FirstOf(futures, timeout).wake
 
-    def on_done(_: object) -> None:
-        if not wake.done():
-            wake.set_result(None)
 
-    for fut in futures:
-        fut.add_done_callback(on_done)
-    timer = loop.call_later(timeout, on_done, None)
+class _FirstOf:
+    """The one callback of :func:`first_of`: on each of its futures, its timer and its
+    own future (one small object, not a closure and its cells per call)."""
 
-    def release(_: object) -> None:
-        timer.cancel()
+    __slots__ = ("futures", "timer", "wake")
+
+    def __init__(self, futures: tuple[asyncio.Future[Any], ...], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.futures = futures
+        self.wake: asyncio.Future[None] = loop.create_future()
         for fut in futures:
-            fut.remove_done_callback(on_done)
+            fut.add_done_callback(self)
+        self.timer = loop.call_later(timeout, self, None)
+        self.wake.add_done_callback(self)
 
-    wake.add_done_callback(release)
-    return wake
+    def __call__(self, fut: asyncio.Future[Any] | None) -> None:
+        if fut is self.wake:  # done or cancelled: let go of the rest
+            self.timer.cancel()
+            for other in self.futures:
+                other.remove_done_callback(self)
+        elif not self.wake.done():  # one of the futures, or the timer (None)
+            self.wake.set_result(None)
 
 
 async def stop_waiting(*tasks: asyncio.Task[Any] | None) -> None:

@@ -169,7 +169,7 @@ class OutboundCall:
         self._redirect_targets: list[str] = []  # Contacts of the 3xx followed, not tried yet
         self._from_user: str | None = None
         self._digest = DigestSession(spec.username or "", spec.password or "")
-        self._invite_auth: AuthAttempt = self._digest.attempt()
+        self._invite_auth: AuthAttempt | None = None  # the INVITE's rounds, from a 401/407
         self._ack: tuple[bytes, Destination] | None = None
         self._timers: dict[CallTimer, asyncio.TimerHandle] = {}
         self._session_timer: session_timer.SessionTimer | None = None
