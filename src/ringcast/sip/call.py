@@ -112,7 +112,7 @@ class OutboundCall:
         "_invite", "_invite_auth", "_invite_txn", "_next_servers", "_offer_in_2xx",
         "_peer_allows_update", "_redirect_targets", "_redirected", "_refresh_pending",
         "_reinvite_acks", "_request_uri", "_sdp", "_session_timer", "_setup_done", "_timers",
-        "_to_value",
+        "_to_value", "__weakref__",
     )
     # fmt: on
 
