@@ -18,6 +18,10 @@
     N live calls streaming (default 2,000 and 4,000, a fresh server for each N):
     KB per live call = (RSS with N - RSS idle) / N, and the marginal KB per call
     between two N (which leaves out what the first calls load once). Target <= 30.
+    --trace: the server runs under tracemalloc (bench/memtrace/sitecustomize.py;
+    slower, and its RSS is not the figure): a snapshot idle and one with N live
+    calls, and the bytes per live call the second adds, by where they were
+    allocated and by the ringcast line that asked for them.
 
 RTP of SAMPLED streams goes to one sink port (SIPp's SDP answer names it),
 where a receiver process timestamps it; the other streams go to a socket
@@ -27,6 +31,7 @@ a core with the process measured.
     .venv/bin/python bench/dialer.py concurrency  # N = 1000 ... 5000, stops at the limit
     .venv/bin/python bench/dialer.py setups --seconds 30 --rounds 2  # --cps 1500: capacity
     .venv/bin/python bench/dialer.py memory --n 2000,4000
+    .venv/bin/python bench/dialer.py memory --n 1000 --trace  # where the bytes are
 """
 
 from __future__ import annotations
@@ -38,12 +43,15 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
+from collections import defaultdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -231,6 +239,12 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
         ]
         env = {"RINGCAST_LOG_LEVEL": "warning"}
+        if args.trace:
+            trace_dir = work / f"trace-{n}"
+            trace_dir.mkdir()
+            path = os.environ.get("PYTHONPATH")
+            env["PYTHONPATH"] = str(ROOT / "bench" / "memtrace") + (f":{path}" if path else "")
+            env["RINGCAST_BENCH_TRACEMALLOC"] = str(trace_dir)
         ramp_limit = args.ramp_limit  # seconds: a loaded machine ramps slowly, RSS does not care
         with (
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dead,
@@ -257,6 +271,8 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             wait_done(rc.base, warm, 20, deadline=time.monotonic() + 60)
             time.sleep(3)
             idle = rss_kb(pid)
+            if args.trace:
+                idle_snap = snapshot(pid, trace_dir, 0)
             r = httpx.post(
                 f"{rc.base}/voice/call/play",
                 timeout=60,
@@ -270,6 +286,8 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
             active = wait_active(rc.base, n, deadline=time.monotonic() + ramp_limit)
             time.sleep(3)  # settle: every call streaming
             live = rss_kb(pid)
+            if args.trace:
+                print_trace(idle_snap, snapshot(pid, trace_dir, 1), active)
             with contextlib.suppress(httpx.HTTPError):  # the server stops anyway
                 httpx.delete(f"{rc.base}/voice/call/{rid}", timeout=120)
         if active < 0.75 * n:  # a loaded machine fails some setups: count the live ones
@@ -286,6 +304,49 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
     for a, b in zip(ns, ns[1:], strict=False):
         grow = (per_n[b][1] - per_n[b][0]) - (per_n[a][1] - per_n[a][0])
         print(f"  marginal {a} -> {b}: {grow / (b - a):.1f} KB per live call")
+
+
+def snapshot(pid: int, trace_dir: Path, k: int) -> tracemalloc.Snapshot:
+    """Have the traced server write its k-th snapshot (SIGUSR1) and load it."""
+    os.kill(pid, signal.SIGUSR1)
+    done = trace_dir / f"snap-{k}.done"
+    deadline = time.monotonic() + 300
+    while not done.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no tracemalloc snapshot from {pid}")
+        time.sleep(0.2)
+    return tracemalloc.Snapshot.load(str(trace_dir / f"snap-{k}.pickle"))
+
+
+def _where(frame: tracemalloc.Frame) -> str:
+    """A frame's file, from its package on (ringcast/sip/call.py, asyncio/locks.py)."""
+    parts = Path(frame.filename).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in ("ringcast", "asyncio", "aiosipua") or parts[i].startswith("python3"):
+            return "/".join(parts[i:] if parts[i] != "python3.11" else parts[i + 1 :])
+    return "/".join(parts[-2:])
+
+
+def print_trace(idle: tracemalloc.Snapshot, live: tracemalloc.Snapshot, calls: int) -> None:
+    """Bytes per live call the live snapshot adds, by the file that allocated them
+    and by the innermost ringcast line on their stack."""
+    by_file: dict[str, int] = defaultdict(int)
+    by_caller: dict[str, int] = defaultdict(int)
+    total = 0
+    for diff in live.compare_to(idle, "traceback"):
+        if not diff.size_diff:
+            continue
+        total += diff.size_diff
+        frames = list(reversed(diff.traceback))  # most recent call first
+        by_file[_where(frames[0])] += diff.size_diff
+        ours = next((f for f in frames if "/ringcast/" in f.filename), None)
+        caller = f"{_where(ours)}:{ours.lineno}" if ours is not None else "(no ringcast frame)"
+        by_caller[caller + f" -> {_where(frames[0])}"] += diff.size_diff
+    print(f"  traced: {total / calls:,.0f} bytes per live call ({calls} live calls)")
+    for title, table in (("allocated in", by_file), ("asked for by", by_caller)):
+        print(f"    {title}:")
+        for key, size in sorted(table.items(), key=lambda kv: -kv[1])[:40]:
+            print(f"      {size / calls:8,.0f}  {key}")
 
 
 def wait_done(base: str, rid: str, n: int, deadline: float) -> None:
@@ -460,6 +521,7 @@ def main() -> None:
     m.add_argument("--n", default="2000,4000")
     m.add_argument("--ramp-cps", type=int, default=200)
     m.add_argument("--ramp-limit", type=float, default=240.0, help="seconds to reach N live")
+    m.add_argument("--trace", action="store_true", help="where the bytes are (tracemalloc)")
     s = sub.add_parser("setups")
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--cps", type=float, default=1500.0)  # more than one process does

@@ -18,6 +18,7 @@ from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetecto
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, SessionState
 from ringcast.sip.call import OutboundCall
+from ringcast.sip.flag import Flag
 from ringcast.sip.sdp import MediaAnswer
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,11 @@ async def play(
     completed = False
     playing = script(call, media, report) if script is not None else media.play(prompt)
     play = asyncio.create_task(playing, name=f"call-play-{job.call_id}")
-    ended = asyncio.create_task(call.ended.wait(), name=f"call-ended-{job.call_id}")
-    stop = asyncio.create_task(cancel.wait(), name=f"call-stop-{job.call_id}")
+    ended, ended_waiter = until_set(call.ended, f"call-ended-{job.call_id}")
+    stop, stop_waiter = until_set(cancel, f"call-stop-{job.call_id}")
     try:
-        done, _ = await asyncio.wait(
-            {play, ended, stop}, timeout=job.max_duration, return_when=asyncio.FIRST_COMPLETED
-        )
+        await first_of((play, ended, stop), job.max_duration)
+        done = {fut for fut in (play, ended, stop) if fut.done()}
         if script is not None and play not in done and ended in done:
             # a bridged transfer ends with the callee's BYE on its own: let it record that
             done, _ = await asyncio.wait({play}, timeout=SCRIPT_GRACE)
@@ -68,16 +68,68 @@ async def play(
             if not done:
                 log.info("call %s: max_duration %.0fs reached", job.call_id, job.max_duration)
     finally:
-        for task in (play, ended, stop):
-            task.cancel()
-        for task in (play, ended, stop):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        play.cancel()
+        await stop_waiting(ended_waiter, stop_waiter)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await play
     # the playlist's record items (closed with the play task), and a bridged transfer's
     report.recordings = [*media.recordings, *report.recordings]
     if not call.ended.is_set():
         await call.hangup()
     return completed
+
+
+def until_set(
+    event: asyncio.Event, name: str
+) -> tuple[asyncio.Future[Any], asyncio.Task[Any] | None]:
+    """A future done once `event` is set, to wait on among others, and the task made
+    for it (None for a :class:`~ringcast.sip.flag.Flag`: its own future, no task).
+    Hand the task to :func:`stop_waiting` when done."""
+    if isinstance(event, Flag):
+        return event.future(), None
+    task = asyncio.create_task(event.wait(), name=name)
+    return task, task
+
+
+def first_of(futures: tuple[asyncio.Future[Any], ...], timeout: float) -> asyncio.Future[None]:
+    """A future done as soon as one of `futures` is, or after `timeout` seconds: what
+    ``asyncio.wait(FIRST_COMPLETED)`` waits for, without its two coroutines, sets and
+    closure held for as long as a call plays. Once it is done or cancelled, it lets
+    go of `futures` and of its timer."""
+    return _FirstOf(futures, timeout).wake
+
+
+class _FirstOf:
+    """The one callback of :func:`first_of`: on each of its futures, its timer and its
+    own future (one small object, not a closure and its cells per call)."""
+
+    __slots__ = ("futures", "timer", "wake")
+
+    def __init__(self, futures: tuple[asyncio.Future[Any], ...], timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.futures = futures
+        self.wake: asyncio.Future[None] = loop.create_future()
+        for fut in futures:
+            fut.add_done_callback(self)
+        self.timer = loop.call_later(timeout, self, None)
+        self.wake.add_done_callback(self)
+
+    def __call__(self, fut: asyncio.Future[Any] | None) -> None:
+        if fut is self.wake:  # done or cancelled: let go of the rest
+            self.timer.cancel()
+            for other in self.futures:
+                other.remove_done_callback(self)
+        elif not self.wake.done():  # one of the futures, or the timer (None)
+            self.wake.set_result(None)
+
+
+async def stop_waiting(*tasks: asyncio.Task[Any] | None) -> None:
+    """Cancel and reap the tasks :func:`until_set` made."""
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # --- answering-machine detection -----------------------------------------------------------
@@ -118,15 +170,12 @@ async def _first(
     fut: asyncio.Future[Any], call: OutboundCall, cancel: asyncio.Event, seconds: float
 ) -> bool:
     """Wait for `fut`, the callee's hang-up, cancel or `seconds`; True when `fut` is done."""
-    ended = asyncio.create_task(call.ended.wait(), name="amd-call-ended")
-    stop = asyncio.create_task(cancel.wait(), name="amd-cancel")
+    ended, ended_waiter = until_set(call.ended, "amd-call-ended")
+    stop, stop_waiter = until_set(cancel, "amd-cancel")
     try:
-        await asyncio.wait({fut, ended, stop}, timeout=seconds, return_when="FIRST_COMPLETED")
+        await first_of((fut, ended, stop), seconds)
     finally:
-        for task in (ended, stop):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_waiting(ended_waiter, stop_waiter)
     return fut.done()
 
 

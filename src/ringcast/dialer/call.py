@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from ringcast.dialer.answered import aim, detect, play
+from ringcast.dialer.answered import aim, detect, play, stop_waiting, until_set
 from ringcast.dialer.context import (
     CallContext,
     TrunkGone,
@@ -41,6 +41,7 @@ from ringcast.rtp import MediaSession, SessionState
 from ringcast.sip.call import CallSpec, CallState, OutboundCall
 from ringcast.sip.causes import record_text
 from ringcast.sip.crypto_sdp import new_offer
+from ringcast.sip.flag import Flag
 from ringcast.sip.sdp import MediaAnswer, MediaOffer
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ async def place_call(
     `prompt`). The decision is reported through `on_progress` with the fields
     `answered_by` and `machine_detection_ms`.
     """
-    cancel = cancel or asyncio.Event()
+    cancel = cancel or Flag()
     try:
         media = await MediaSession.open(ctx.clock, ctx.ports, bind_host=ctx.rtp_bind_host)
     except Exception as exc:  # noqa: BLE001 - any failure to get a port fails the call
@@ -148,7 +149,7 @@ async def _run(
     script: Script | None = None,
 ) -> CallReport:
     spec = call_spec(job, ctx, media.local_port)
-    events: asyncio.Queue[CallState] = asyncio.Queue()
+    progress = _Progress(job.call_id, on_progress)
 
     def on_media(answer: MediaAnswer) -> None:
         # A re-INVITE/UPDATE/ACK moved the callee's media. Before _play the
@@ -158,13 +159,11 @@ async def _run(
 
     try:
         call = OutboundCall(
-            ctx.sip, spec, on_state=events.put_nowait, on_media=on_media, on_dtmf=media.on_digit
+            ctx.sip, spec, on_state=progress.on_state, on_media=on_media, on_dtmf=media.on_digit
         )  # SIP INFO digits take the RFC 4733 path: gather, opt-out, barge-in
     except ValueError as exc:  # a recipient or header the SIP layer refuses
         return failed_report(f"cannot call {job.to}: {exc}")
-    watcher = asyncio.create_task(
-        _forward_progress(call, events, on_progress), name=f"call-progress-{job.call_id}"
-    )
+    progress.call = call
     try:
         answered = await _setup_or_cancel(call, cancel)
         report = CallReport(result=Result.COMPLETED, outcome=call.outcome)
@@ -187,39 +186,67 @@ async def _run(
         elif answered:
             await call.hangup()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await progress.close()
     return _finish(call, report, cancel)
 
 
 async def _setup_or_cancel(call: OutboundCall, cancel: asyncio.Event) -> bool:
     setup = asyncio.create_task(call.setup(), name="call-setup")
-    stop = asyncio.create_task(cancel.wait(), name="call-cancel-wait")
+    stop, waiter = until_set(cancel, "call-cancel-wait")
     try:
         done, _ = await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
         if setup not in done:
             await call.hangup(reason="canceled")
         return bool(await setup)
     finally:
-        stop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stop
+        await stop_waiting(waiter)
 
 
-async def _forward_progress(
-    call: OutboundCall, events: asyncio.Queue[CallState], on_progress: ProgressFn | None
-) -> None:
-    while True:
-        state = await events.get()
+class _Progress:
+    """Forwards the call's ringing and answer to `on_progress`, in order, from the
+    SIP layer's `on_state` (a plain callback): a task runs only while there is
+    something to forward, not one per call for its whole life."""
+
+    __slots__ = ("call", "call_id", "on_progress", "pending", "task")
+
+    def __init__(self, call_id: str, on_progress: ProgressFn | None) -> None:
+        self.call: OutboundCall | None = None  # set once made
+        self.call_id = call_id
+        self.on_progress = on_progress
+        self.pending: list[CallState] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def on_state(self, state: CallState) -> None:
+        if self.on_progress is None or state not in (CallState.RINGING, CallState.ANSWERED):
+            return
+        self.pending.append(state)
+        if self.task is None:
+            self.task = asyncio.create_task(self._forward(), name=f"call-progress-{self.call_id}")
+
+    async def _forward(self) -> None:
         try:
-            if state is CallState.RINGING:
-                await notify(on_progress, Result.RINGING, {})
-            elif state is CallState.ANSWERED:
-                answered = {"connect_time": call.answered_at, "answered": True}
-                await notify(on_progress, Result.IN_PROGRESS, answered)
-        except Exception:
-            log.exception("progress update failed")
+            while self.pending:
+                state = self.pending.pop(0)
+                try:
+                    if state is CallState.RINGING:
+                        await notify(self.on_progress, Result.RINGING, {})
+                    else:
+                        assert self.call is not None  # it changed state
+                        answered = {"connect_time": self.call.answered_at, "answered": True}
+                        await notify(self.on_progress, Result.IN_PROGRESS, answered)
+                except Exception:
+                    log.exception("progress update failed")
+        finally:
+            self.task = None
+
+    async def close(self) -> None:
+        """The call is over: what was not forwarded yet is dropped."""
+        self.pending.clear()
+        task = self.task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> CallReport:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ringcast.dialer import script
+from ringcast.dialer.answered import until_set
 from ringcast.dialer.call import CallContext, CallJob, CallReport, ProgressFn, Script, notify
 from ringcast.dialer.report import GATHER_FIELD
 from ringcast.dialer.transfer import LegLimits, TransferOutcome, blind, bridge
@@ -118,12 +119,19 @@ async def _report(flow: Flow, fields: dict[str, Any]) -> None:
 
 async def _play_until_hangup(call: OutboundCall, media: MediaSession, prompt: Prompt) -> PlayResult:
     """`media.play(prompt)`, stopped at once when the callee hangs up."""
-    ended = asyncio.create_task(call.ended.wait(), name=f"flow-ended-{call.call_id}")
-    ended.add_done_callback(lambda t: None if t.cancelled() else media.stop())
+
+    def stop(fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled():
+            media.stop()
+
+    ended, waiter = until_set(call.ended, f"flow-ended-{call.call_id}")
+    ended.add_done_callback(stop)
     try:
         return await media.play(prompt)
     finally:
-        ended.cancel()
+        ended.remove_done_callback(stop)
+        if waiter is not None:
+            waiter.cancel()
 
 
 async def _transfer(

@@ -20,6 +20,7 @@ from ringcast import heap
 from ringcast.dialer.recordings import RetentionSweep
 from ringcast.dialer.requests_cache import RequestCache
 from ringcast.errors import RingcastError
+from ringcast.sip.flag import Flag
 from ringcast.store import queue
 from ringcast.store.db import DB_ERRORS, Outage, Store
 from ringcast.store.queue import ClaimedCall
@@ -34,7 +35,7 @@ SWEEP_INTERVAL = 5.0  # seconds between marking finished requests inactive
 @dataclass
 class LiveCall:
     claimed: ClaimedCall
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: asyncio.Event = field(default_factory=Flag)  # no deque per call (sip.flag)
     task: asyncio.Task[None] | None = None
     cut: str | None = None  # why this node hung up a connected call itself (its record's error)
 

@@ -109,7 +109,7 @@ def invite_view(call: OutboundCall) -> InviteView:
         state=call.state,
         attempt=call.attempt,
         has_credentials=call._has_credentials,
-        auth_exhausted=call._invite_auth.exhausted,
+        auth_exhausted=call._invite_auth is not None and call._invite_auth.exhausted,
         redirected=call._redirected,
         servers_left=bool(call._next_servers),
         contacts_left=bool(call._redirect_targets),
@@ -334,6 +334,8 @@ def authenticate(call: OutboundCall, response: SipResponse) -> None:
     (:data:`~ringcast.sip.digest.MAX_AUTH_ROUNDS`), so no challenge loop.
     """
     try:
+        if call._invite_auth is None:  # the first challenge of this target's INVITEs
+            call._invite_auth = call._digest.attempt()
         realms = call._invite_auth.on_challenge(response)
     except AuthFailure as exc:
         call.error = str(exc)  # names realms, never the password
@@ -419,7 +421,7 @@ def call_target(call: OutboundCall, target: str) -> None:
     call.dialog = None
     call.attempt = Attempt.LOCATING
     call._digest.reset()
-    call._invite_auth = call._digest.attempt()
+    call._invite_auth = None  # its servers challenge afresh
     call.endpoint.spawn(send_redirected_invite(call, target), name=f"sip-redirect-{call.call_id}")
 
 
@@ -469,10 +471,10 @@ def on_final(call: OutboundCall, response: SipResponse) -> None:
     elif call.canceled_by_us and status == 487:
         ended_by = "local"
     elif status in (401, 407) and call.error is None:
-        if call._invite_auth.rounds:
+        rounds = call._invite_auth.rounds if call._invite_auth is not None else 0
+        if rounds:
             call.error = (
-                f"authentication failed: still challenged after {call._invite_auth.rounds} "
-                "rounds of credentials"
+                f"authentication failed: still challenged after {rounds} rounds of credentials"
             )
         else:
             call.error = "authentication required but no credentials configured"

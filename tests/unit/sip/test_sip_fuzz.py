@@ -374,6 +374,10 @@ def run_with_endpoint(scenario: Callable[[Harness], Coroutine[Any, Any, None]]) 
     asyncio.run(main())
 
 
+# call-id -> the task running its setup() (an OutboundCall has __slots__: no room on it)
+SETUPS: dict[str, asyncio.Task[bool]] = {}
+
+
 async def start_call(h: Harness, ring_timeout: float = 30.0) -> tuple[OutboundCall, bytes]:
     call = OutboundCall(
         h.ep,
@@ -384,8 +388,7 @@ async def start_call(h: Harness, ring_timeout: float = 30.0) -> tuple[OutboundCa
             ring_timeout=ring_timeout,
         ),
     )
-    setup = asyncio.create_task(call.setup(), name=f"fuzz-setup-{call.call_id}")
-    call.fuzz_setup = setup  # type: ignore[attr-defined]
+    SETUPS[call.call_id] = asyncio.create_task(call.setup(), name=f"fuzz-setup-{call.call_id}")
     for _ in range(20):
         await asyncio.sleep(0)
         if h.sent:
@@ -396,7 +399,7 @@ async def start_call(h: Harness, ring_timeout: float = 30.0) -> tuple[OutboundCa
 async def establish(h: Harness) -> OutboundCall:
     call, invite = await start_call(h)
     h.feed(retarget((DATA / "sipp_200_ok_sdp.sip").read_bytes(), invite))
-    assert await asyncio.wait_for(call.fuzz_setup, 1) is True  # type: ignore[attr-defined]
+    assert await asyncio.wait_for(SETUPS.pop(call.call_id), 1) is True
     assert call.dialog is not None
     return call
 
@@ -430,7 +433,7 @@ def test_endpoint_call_setup_survives_any_response(data: st.DataObject) -> None:
             await asyncio.sleep(0)
         # CANCEL (unanswered: Timer B, or 64*T1 after CANCEL) or BYE (Timer F) ends it.
         await asyncio.wait_for(call.hangup("fuzz"), 2)
-        setup: asyncio.Task[bool] = call.fuzz_setup  # type: ignore[attr-defined]
+        setup: asyncio.Task[bool] = SETUPS.pop(call.call_id)
         assert setup.done() and call.ended.is_set()
         event(f"INVITE final {call.status_code}")
         await all_transactions_end(h.ep)
@@ -455,7 +458,7 @@ def test_ring_timeout_between_redirect_and_new_invite_ends_the_call() -> None:
         assert ring is not None
         loop.call_at(ring.when() - 0.01, time.sleep, 0.02)  # both fall due together
         loop.call_at(ring.when() - 0.0001, h.feed, redirect)
-        setup: asyncio.Task[bool] = call.fuzz_setup  # type: ignore[attr-defined]
+        setup: asyncio.Task[bool] = SETUPS.pop(call.call_id)
         try:
             assert await asyncio.wait_for(asyncio.shield(setup), 1) is False
         finally:
