@@ -70,6 +70,7 @@ class RelayLeg:
         self.out_event_pt = target.dtmf_payload_type
         self.queue: deque[tuple[int, bytes, int]] = deque()
         self.sock: socket.socket | None = None  # the source's socket, while lent
+        self.fd = -1  # its file descriptor (sock.fileno() costs a method call per tick)
         # SRTP source: what reads its packets (the tap gets them decrypted already); the
         # target's own send path encrypts what is relayed to it
         self.opener: Callable[[bytes], bytes | None] | None = source.srtp_opener()
@@ -138,7 +139,7 @@ class RelayLeg:
             read = self.on_packet if self.opener is None else self._on_srtp_packet
             try:
                 read(sock.recv(2048))
-                while not _ioctl(sock.fileno(), _FIONREAD, waiting) and waiting[0]:
+                while not _ioctl(self.fd, _FIONREAD, waiting) and waiting[0]:
                     read(sock.recv(2048))
             except OSError:  # nothing came (EAGAIN), or an ICMP error queued on the socket
                 pass
@@ -192,6 +193,7 @@ class RelayLeg:
     def borrow(self) -> None:
         """Read the source's socket on the ticks (once it has latched), else its tap."""
         self.sock = self.source.lend_socket()
+        self.fd = -1 if self.sock is None else self.sock.fileno()
         self.tapped = self.sock is None
         self.source.tap(self.on_packet if self.tapped else None)
 
@@ -200,6 +202,7 @@ class RelayLeg:
         self.source.tap(None)
         if self.sock is not None:
             self.sock = None
+            self.fd = -1
             self.source.take_back()
 
 
