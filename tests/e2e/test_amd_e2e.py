@@ -11,7 +11,6 @@ speech; in `hangup` mode no audio may be sent at all.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
 import struct
@@ -32,7 +31,7 @@ from e2e.server import MediaServer, RingcastServer, post
 from e2e.test_webhooks_e2e import Receiver
 from ringcast.media import tts
 from ringcast.media.codecs import float_to_pcm16, get_codec
-from ringcast.rtp.udp import SO_ATTACH_FILTER
+from ringcast.rtp.udp import attach_filter
 from ringcast.webhooks.sign import generate_secret
 
 RATE = 8000
@@ -198,9 +197,7 @@ def _attach_udp_port_filter(sock: socket.socket, port: int) -> None:
         (0x06, 0, 0, 0x40000),  # accept (up to 256 KB of the frame)
         (0x06, 0, 0, 0),  # drop
     ]
-    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
-    fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    attach_filter(sock, prog)
 
 
 class LoopbackCapture:

@@ -654,6 +654,16 @@ async def test_claims_take_more_ahead_while_transactions_wait(
     assert sorted(str(h.verified) for h in receiver.hits) == sorted(ids)  # each once
 
 
+def sharing_a_writer(store: Store) -> tuple[WebhookDeliverer, GroupWriter]:
+    """A started deliverer (4 slots) sharing a started dialer group writer."""
+    writer = GroupWriter(store)
+    writer.start()
+    d = deliverer(store, max_concurrency=4)
+    d.share_writer(writer)
+    d.start()
+    return d, writer
+
+
 async def test_settle_and_claim_ride_in_the_dialers_group_writer(
     store: Store, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -664,11 +674,7 @@ async def test_settle_and_claim_ride_in_the_dialers_group_writer(
     and is recorded delivered after one attempt."""
     own = count_claims(monkeypatch)
     ids = await add_events(store, receiver.url("/shared"), 30)
-    writer = GroupWriter(store)
-    writer.start()
-    d = deliverer(store, max_concurrency=4)
-    d.share_writer(writer)
-    d.start()
+    d, writer = sharing_a_writer(store)
     try:
         await until(lambda: d.delivered == 30 and d.in_flight == 0, within=20)
 
@@ -697,11 +703,7 @@ async def test_a_stopping_writer_hands_settlements_back_to_own_transactions(
     claims in transactions of its own, so what is delivered afterwards is still
     recorded and the rest still sent."""
     first = await add_events(store, receiver.url("/late"), 5)
-    writer = GroupWriter(store)
-    writer.start()
-    d = deliverer(store, max_concurrency=4)
-    d.share_writer(writer)
-    d.start()
+    d, writer = sharing_a_writer(store)
     try:
         await until(lambda: d.delivered == 5 and d.in_flight == 0, within=20)
         await writer.stop()

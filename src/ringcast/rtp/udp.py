@@ -46,6 +46,12 @@ def attach_payload_type_filter(
             (_BPF_RET_K, 0, 0, 0xFFFFFFFF),  # accept the whole datagram
             (_BPF_RET_K, 0, 0, 0),  # drop
         ]
+    attach_filter(sock, prog)
+
+
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    """Attach classic BPF `prog` (``(code, jt, jf, k)`` instructions) to `sock`
+    (Linux SO_ATTACH_FILTER; the kernel copies the program)."""
     code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
     fprog = struct.pack("HL", len(prog), ctypes.addressof(code))  # struct sock_fprog
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
 import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -376,19 +378,42 @@ def _reply(
     return "\r\n".join(lines).encode()
 
 
-async def test_second_fork_2xx_is_acked_and_byed() -> None:
-    """§13.2.2.4: a 2xx from another fork is ACKed and ended with BYE; the call keeps the first."""
+@dataclass
+class _CalleeProbe:
+    """An endpoint and a bare UDP callee (its datagrams queued by a _Probe)."""
+
+    ep: SipEndpoint
+    callee: asyncio.DatagramTransport
+    probe: _Probe
+    port: int
+    ours: tuple[str, int]  # where the callee sends to reach the endpoint
+
+    def call(self) -> OutboundCall:
+        """A new call to the callee (not kept here: tests watch calls being freed)."""
+        media = MediaOffer("127.0.0.1", 1)
+        spec = CallSpec(to=f"sip:bob@127.0.0.1:{self.port}", from_="me", media=media)
+        return OutboundCall(self.ep, spec)
+
+
+@contextlib.asynccontextmanager
+async def _callee_probe() -> AsyncIterator[_CalleeProbe]:
     ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
     await ep.start()
     loop = asyncio.get_running_loop()
     callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
-    port = callee.get_extra_info("sockname")[1]
-    ours = ("127.0.0.1", ep.local_port)
     try:
-        call = OutboundCall(
-            ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
-        )
+        port = callee.get_extra_info("sockname")[1]
+        yield _CalleeProbe(ep, callee, probe, port, ("127.0.0.1", ep.local_port))
+    finally:
+        callee.close()
+        await ep.close()
+
+
+async def test_second_fork_2xx_is_acked_and_byed() -> None:
+    """§13.2.2.4: a 2xx from another fork is ACKed and ended with BYE; the call keeps the first."""
+    async with _callee_probe() as peer:
+        callee, probe, port, ours = peer.callee, peer.probe, peer.port, peer.ours
+        call = peer.call()
         setup = asyncio.create_task(call.setup(), name="test-fork-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
         callee.sendto(_reply(invite, "200 OK", tag="forkA", sdp=True, port=port), ours)
@@ -414,26 +439,15 @@ async def test_second_fork_2xx_is_acked_and_byed() -> None:
         callee.sendto(_reply(final_bye, "200 OK"), ours)
         await asyncio.wait_for(hangup, 2)
         assert call.ended_by == "local"
-    finally:
-        callee.close()
-        await ep.close()
 
 
 async def test_ended_call_is_freed_and_late_2xx_still_acked() -> None:
     """Once a call has ended, the endpoint keeps only what answers its late 2xx
     (§13.2.2.4) for 64*T1, not the call: the call object is freed at once, yet a
     retransmitted 2xx gets the same ACK again and a new fork's 2xx an ACK and a BYE."""
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
-    await ep.start()
-    loop = asyncio.get_running_loop()
-    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
-    port = callee.get_extra_info("sockname")[1]
-    ours = ("127.0.0.1", ep.local_port)
-    try:
-        call = OutboundCall(
-            ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
-        )
+    async with _callee_probe() as peer:
+        callee, probe, port, ours = peer.callee, peer.probe, peer.port, peer.ours
+        call = peer.call()
         call_id = call.call_id
         setup = asyncio.create_task(call.setup(), name="test-ended-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
@@ -451,7 +465,7 @@ async def test_ended_call_is_freed_and_late_2xx_still_acked() -> None:
         del call, setup, hangup
         await asyncio.sleep(0)
         assert gone() is None, "an ended call is kept by the endpoint or its transactions"
-        assert ep.live_calls == 0
+        assert peer.ep.live_calls == 0
         # The INVITE transaction (Timer M) and the index still answer for the call.
         callee.sendto(_reply(invite, "200 OK", tag="forkA", sdp=True, port=port), ours)
         again = await asyncio.wait_for(probe.queue.get(), 2)
@@ -460,9 +474,6 @@ async def test_ended_call_is_freed_and_late_2xx_still_acked() -> None:
         seen = [await asyncio.wait_for(probe.queue.get(), 2) for _ in range(2)]
         assert sorted(m.split(b" ", 1)[0] for m in seen) == [b"ACK", b"BYE"]
         assert all(b"tag=forkB" in m and call_id.encode() in m for m in seen)
-    finally:
-        callee.close()
-        await ep.close()
 
 
 @pytest.mark.sipp
@@ -548,17 +559,9 @@ async def test_outbound_proxy_is_not_preloaded_in_dialog(
 
 async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
     """§13.2.2.4: the 2xx ACK is its own request, re-sent for each 2xx retransmission."""
-    ep = SipEndpoint(host="127.0.0.1", port=0, t1=0.5)
-    await ep.start()
-    loop = asyncio.get_running_loop()
-    callee, probe = await loop.create_datagram_endpoint(_Probe, local_addr=("127.0.0.1", 0))
-    port = callee.get_extra_info("sockname")[1]
-    ours = ("127.0.0.1", ep.local_port)
-    try:
-        call = OutboundCall(
-            ep,
-            CallSpec(to=f"sip:bob@127.0.0.1:{port}", from_="me", media=MediaOffer("127.0.0.1", 1)),
-        )
+    async with _callee_probe() as peer:
+        callee, probe, port, ours = peer.callee, peer.probe, peer.port, peer.ours
+        call = peer.call()
         setup = asyncio.create_task(call.setup(), name="test-reack-setup")
         invite = await asyncio.wait_for(probe.queue.get(), 2)
         ok = _reply(invite, "200 OK", tag="t1", sdp=True, port=port)
@@ -574,9 +577,6 @@ async def test_every_retransmitted_2xx_gets_the_same_ack() -> None:
         bye = await asyncio.wait_for(probe.queue.get(), 2)
         callee.sendto(_reply(bye, "200 OK"), ours)
         await asyncio.wait_for(hangup, 2)
-    finally:
-        callee.close()
-        await ep.close()
 
 
 async def _drain(probe: _Probe, wait: float = 0.3) -> list[str]:
