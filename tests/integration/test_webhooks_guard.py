@@ -197,6 +197,24 @@ async def test_an_allowlist_frees_only_its_own_networks(receiver: Receiver) -> N
     assert receiver.hits == []
 
 
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("[::1]", "::1 resolves to ::1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1 resolves to ::ffff:7f00:1"),
+        ("0x7f000001", "0x7f000001 resolves to 127.0.0.1"),
+    ],
+)
+async def test_other_spellings_of_loopback_are_refused(
+    receiver: Receiver, host: str, address: str
+) -> None:
+    """IPv6 loopback, IPv4-mapped loopback, a hex name getaddrinfo maps to 127.0.0.1."""
+    async with posting(NetPolicy()) as send:
+        got = await send(f"http://{host}:{receiver.port}/tok3n")
+    assert got.error == f"{address}, a loopback address: refused (private address)"
+    assert receiver.hits == [] and receiver.connections == 0
+
+
 async def test_every_connection_is_checked_at_its_own_resolution(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
