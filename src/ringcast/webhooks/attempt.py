@@ -134,6 +134,9 @@ async def discard_body(resp: aiohttp.ClientResponse, deadline: float) -> None:
     """Read and drop `resp`'s body, so its connection goes back to the pool; one
     over BODY_LIMIT bytes, still arriving at `deadline` (loop time), or broken
     closes the connection instead."""
+    if resp.content.is_eof():  # the usual answer: no body, or all of it came with the head
+        resp.release()
+        return
     left = BODY_LIMIT
     kept = False
     try:
