@@ -13,7 +13,7 @@ times.
 - aiohttp: one `ClientSession` with keep-alive, the body read;
 - deliverer: `webhooks.attempt.post` (signed, the body read and dropped) on the
   deliverer's session (`attempt.open_session`) over the SSRF guard's connector
-  (`netguard.guarded_connector`, loopback allowed by its allowlist).
+  (`netguard_aiohttp.guarded_connector`, loopback allowed by its allowlist).
 
 This bench decided that the deliverer moves from httpx to aiohttp (issue 18.4).
 In the project's venv:
@@ -118,7 +118,8 @@ async def with_aiohttp(url: str, posts: int, concurrency: int) -> None:
 async def with_deliverer(url: str, posts: int, concurrency: int) -> None:
     from datetime import UTC, datetime
 
-    from ringcast.netguard import NetPolicy, guarded_connector
+    from ringcast.netguard import NetPolicy
+    from ringcast.netguard_aiohttp import guarded_connector
     from ringcast.store.outbox import Due
     from ringcast.webhooks.attempt import open_session, post
     from ringcast.webhooks.sign import generate_secret

@@ -12,8 +12,9 @@ Two places use it:
   DNS answer that changed to a private address fails the request: DNS
   rebinding cannot slip between check and connect). Media fetches use
   :func:`guarded_transport`, an httpx transport (run for the first URL and for
-  every redirect hop); webhook deliveries use :func:`guarded_connector`, an
-  aiohttp connector (they follow no redirects).
+  every redirect hop); webhook deliveries use
+  :func:`ringcast.netguard_aiohttp.guarded_connector`, an aiohttp connector
+  (they follow no redirects).
 
 Allowed anyway: everything when `allow_private` (``--allow-private-urls``,
 ``RINGCAST_ALLOW_PRIVATE_URLS=1``), and addresses inside the CIDRs of
@@ -23,7 +24,6 @@ Allowed anyway: everything when `allow_private` (``--allow-private-urls``,
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import socket
@@ -32,10 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpcore
 import httpx
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ringcast.errors import ValidationFailed
 
@@ -86,7 +84,8 @@ def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return inner
 
 
-def _parse_ip(text: str) -> IPAddress | None:
+def parse_ip(text: str) -> IPAddress | None:
+    """The IP address `text` spells (brackets and an IPv6 zone left out), or None."""
     try:
         return ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -95,7 +94,7 @@ def _parse_ip(text: str) -> IPAddress | None:
 
 async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
     """Every address `host` resolves to (the literal itself for an IP); [] when it does not."""
-    literal = _parse_ip(host)
+    literal = parse_ip(host)
     if literal is not None:
         return [literal]
     loop = asyncio.get_running_loop()
@@ -106,7 +105,7 @@ async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
         return []
     out: list[IPAddress] = []
     for info in infos:
-        ip = _parse_ip(str(info[4][0]))
+        ip = parse_ip(str(info[4][0]))
         if ip is not None and ip not in out:
             out.append(ip)
     return out
@@ -239,61 +238,3 @@ def guarded_transport(policy: NetPolicy, **kwargs: Any) -> httpx.AsyncHTTPTransp
 async def check_request_url(policy: NetPolicy, request: httpx.Request) -> None:
     """An httpx `request` event hook: check the URL of every request, redirects included."""
     await policy.check_url(str(request.url))
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver: resolves through the loop (:func:`resolve`), raises
-    :class:`AddressRefused` when `policy` refuses any address of the host, and
-    returns only the checked addresses, which aiohttp then connects to."""
-
-    def __init__(self, policy: NetPolicy) -> None:
-        self.policy = policy
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        addresses = await resolve(host, port)
-        self.policy.check_addresses(host, addresses, None)
-        found: list[ResolveResult] = [
-            {
-                "hostname": host,
-                "host": str(ip),
-                "port": port,
-                "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-            for ip in addresses
-        ]
-        found = [r for r in found if family in (socket.AF_UNSPEC, r["family"])]
-        if not found:
-            raise OSError(f"cannot resolve {host}")  # aiohttp: ClientConnectorDNSError
-        return found
-
-    async def close(self) -> None:
-        pass
-
-
-def _guarded_socket(policy: NetPolicy, addr_info: tuple[Any, ...]) -> socket.socket:
-    """aiohttp's socket factory: the socket for one address it is about to connect
-    to, after `policy` allowed that address. An IP literal in a URL reaches no
-    resolver (aiohttp connects to it as is): this is where it is checked."""
-    family, kind, proto, _, sockaddr = addr_info
-    ip = _parse_ip(str(sockaddr[0]))
-    if ip is None:
-        raise OSError(f"not an IP address: {sockaddr[0]}")
-    policy.check_addresses(str(ip), [ip], None)
-    return socket.socket(family=family, type=kind, proto=proto)
-
-
-def guarded_connector(policy: NetPolicy, **kwargs: Any) -> aiohttp.TCPConnector:
-    """An aiohttp connector (kwargs as `aiohttp.TCPConnector`) that connects only to
-    addresses `policy` allows: host names through :class:`GuardedResolver`, asked
-    again for every new connection (no DNS cache), and every address checked once
-    more as its socket is made; a refused one raises :class:`AddressRefused`."""
-    return aiohttp.TCPConnector(
-        resolver=GuardedResolver(policy),
-        use_dns_cache=False,
-        socket_factory=functools.partial(_guarded_socket, policy),
-        **kwargs,
-    )

@@ -1,5 +1,5 @@
 """The webhook POST (webhooks.attempt.post on the deliverer's aiohttp session)
-against real receivers on loopback: the SSRF guard (netguard.guarded_connector),
+against real receivers on loopback: the SSRF guard (netguard_aiohttp.guarded_connector),
 no redirects, the time limit, TLS verification, and keep-alive."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from tlspeers import Pki
 
 from ringcast import netguard
-from ringcast.netguard import NetPolicy, guarded_connector
+from ringcast.netguard import NetPolicy
+from ringcast.netguard_aiohttp import guarded_connector
 from ringcast.store import outbox
 from ringcast.store.db import Store
 from ringcast.webhooks.attempt import DRAIN_WAIT, Attempt, open_session, post

@@ -3,7 +3,7 @@ and decide what the attempt ends in (:func:`decide`: delivered, retried at a
 time from the :class:`~ringcast.webhooks.backoff.Backoff`, or given up).
 
 The POST goes through an aiohttp session (:func:`open_session`) on the SSRF
-guard's connector (:func:`ringcast.netguard.guarded_connector`): it cost about a
+guard's connector (:func:`ringcast.netguard_aiohttp.guarded_connector`): it cost about a
 tenth of the CPU per POST of the httpx transport it replaced (bench/RESULTS.md,
 webhooks: the deliverer's rate was its httpx path's). Only the status counts;
 the response body is read and dropped so the connection stays open for the

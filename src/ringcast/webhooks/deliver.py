@@ -72,7 +72,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import now_precise
 from ringcast.errors import RingcastError, StoreError
-from ringcast.netguard import NetPolicy, guarded_connector
+from ringcast.netguard import NetPolicy
+from ringcast.netguard_aiohttp import guarded_connector
 from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
 from ringcast.webhooks.ahead import MAX_AHEAD, SLOW_CLAIM, AheadPolicy, claim_size
