@@ -3,13 +3,14 @@ and decide what the attempt ends in (:func:`decide`: delivered, retried at a
 time from the :class:`~ringcast.webhooks.backoff.Backoff`, or given up).
 
 The POST goes through an aiohttp session (:func:`open_session`) on the SSRF
-guard's connector (:func:`ringcast.netguard_aiohttp.guarded_connector`): it cost about a
-tenth of the CPU per POST of the httpx transport it replaced (bench/RESULTS.md,
-webhooks: the deliverer's rate was its httpx path's). Only the status counts;
-the response body is read and dropped so the connection stays open for the
-next POST, up to BODY_LIMIT bytes and for at most DRAIN_WAIT seconds (within
-the attempt's time limit): a longer or slower body closes the connection
-instead, the status still stands.
+guard's connector (:func:`ringcast.netguard_aiohttp.guarded_connector`): it costs a
+quarter to a seventh of the CPU per POST of the httpx transport it replaced, which
+bounded the deliverer's rate (bench/http_clients.py; bench/RESULTS.md, webhooks).
+Only the status counts; the response body is read and dropped so the
+connection stays open for the next POST, up to BODY_LIMIT bytes and for at most
+DRAIN_WAIT seconds (within the attempt's time limit): a longer or slower body
+closes the connection instead, the status still stands. Redirects are not
+followed: a 3xx is the attempt's status.
 """
 
 from __future__ import annotations
