@@ -50,7 +50,6 @@ class EndedCall:
         "local_tag",
         "remote_tag",
         "invite",
-        "invite_seq",
         "transport",
         "ack",
         "reinvite_acks",
@@ -77,7 +76,6 @@ class EndedCall:
         self.local_tag = local_tag
         self.remote_tag = remote_tag  # None: no dialog was confirmed
         self.invite = invite
-        self.invite_seq = invite.cseq.seq if invite is not None and invite.cseq else None
         self.transport = transport
         self.ack = ack
         self.reinvite_acks = reinvite_acks
@@ -113,12 +111,13 @@ class EndedCall:
     def on_stray_2xx(self, response: SipResponse) -> None:
         """A 2xx to one of our INVITEs after the call ended: the same ACK again, or
         an ACK and a BYE for a fork (what the live call does, :mod:`.stray_2xx`)."""
+        invite = self.invite  # its CSeq is parsed here, not for every call that ends
         answered = stray_2xx.answer(
             self.endpoint,
             self.call_id,
             response,
             remote_tag=self.remote_tag,
-            initial_seq=self.invite_seq,
+            initial_seq=cseq.seq if invite is not None and (cseq := invite.cseq) else None,
             ack=self.ack,
             reinvite_acks=self.reinvite_acks,
             forks=self.forks,
