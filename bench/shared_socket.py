@@ -11,8 +11,9 @@ round by round (the order is reversed every other round):
   calls of at most 1,024, the kernel's UIO_MAXIOV) over a preallocated
   ``mmsghdr``/``iovec``/``sockaddr_in`` array and N preallocated 172-byte slots;
   every tick first patches all N headers in place (sequence + 1, timestamp +
-  160, vectorised on a numpy structured view with big-endian fields), and
-  that patch is counted in the figure (its share is printed apart);
+  160 on native numpy counters, stored into the big-endian fields of a
+  structured view over the slots), and that patch is counted in the figure
+  (its share is printed apart);
 * ``mmsg2``: as ``mmsg`` with two iovecs per packet: the 12-byte header slot
   and a pointer into one shared prompt buffer (50 s of PCMU), advanced by 160
   bytes per tick and wrapped, vectorised: what a broadcast needs, since the
@@ -22,14 +23,17 @@ Each far end (one socket per stream, distinct port) is drained after every
 tick, outside the timed step (``--far-end drain``), or drops everything in
 the kernel with a BPF filter, as ringcast's own RTP sockets do with the
 callee's audio (``--far-end filter``). Only the send step is timed
-(``time.thread_time``). On loopback the far end's kernel receive path runs in
-the sender's system call and is counted too, equally in every mode.
+(``time.thread_time``; its system share from ``getrusage``, approximate). On
+loopback the far end's kernel receive path runs in the sender's system call
+and is counted too, equally in every mode. ``--modes`` picks and orders the
+modes (the ratios need ``send``).
 
     .venv/bin/python bench/shared_socket.py                       # N = 1000, 3000, 5000
     .venv/bin/python bench/shared_socket.py --n 5000 --rounds 3 --seconds 2
-    .venv/bin/python bench/shared_socket.py --patch               # header patch variants alone
+    .venv/bin/python bench/shared_socket.py --patch               # per-tick array work alone
     .venv/bin/python bench/shared_socket.py --rx                  # receive lookup cost
     .venv/bin/python bench/shared_socket.py --kernel              # receive-side behaviour
+    .venv/bin/python bench/shared_socket.py --kernel --host ::1   # the same over IPv6
 
 ``--rx``: the callee-to-ringcast direction, CPU per packet of N far ends each
 sending one packet per tick to (i) N per-call sockets on N ports (today), or
@@ -38,15 +42,23 @@ group, plus an unconnected demultiplexer), all with a drop-all BPF filter (the
 production filter with nobody listening). The kernel's socket lookup is the
 difference; a stranger's packet (to the demultiplexer) is timed too.
 
+``--patch``: µs per stream per tick of the array work a batched tick would do
+(header patch variants, a Python copy into a slot, gathering active mmsghdrs).
+
 ``--kernel``: 200 connected sockets and one unconnected demultiplexer on one
 port: who receives what (peers, strangers), and how often a stranger's packet
 lands on a socket in the window between its ``bind()`` and its ``connect()``,
-without and with a reuseport CBPF program (SO_ATTACH_REUSEPORT_CBPF,
-``ret #0``: the group's first socket, the demultiplexer) that closes it.
+unguarded, with a reuseport CBPF program (SO_ATTACH_REUSEPORT_CBPF, ``ret
+#0``: the group's first socket, the demultiplexer), and with that plus a
+drop-all socket filter attached before ``bind()`` and removed after
+``connect()``; then the same port experiment with 0, 1 and 8 connected
+sockets, with and without the CBPF program.
 
 Everything stays on 127.0.0.1 (or ::1 with ``--host ::1``, for ``--kernel`` and
-``--rx``) and is bounded: N <= 5,000, seconds <= 10 per
-row, rounds <= 5. Linux only.
+``--rx``) and is bounded: N <= 5,000, seconds <= 10 per row, rounds <= 5.
+Linux only; the mmsghdr layout is LP64's (x86-64, aarch64). Results and the
+design drawn from them: bench/RESULTS.md, "One shared RTP socket with
+`sendmmsg`".
 """
 
 from __future__ import annotations
