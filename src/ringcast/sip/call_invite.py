@@ -266,9 +266,7 @@ def send_ack(call: OutboundCall, response: SipResponse) -> None:
 def on_stray_2xx(call: OutboundCall, response: SipResponse) -> None:
     """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown
     fork), as :mod:`.stray_2xx` decides."""
-    answered = stray_2xx.answer(
-        call.endpoint,
-        call.call_id,
+    what = stray_2xx.resend_for(
         response,
         remote_tag=call.dialog.remote_tag if call.dialog is not None else None,
         initial_seq=call._invite.cseq.seq if call._invite and call._invite.cseq else None,
@@ -276,7 +274,7 @@ def on_stray_2xx(call: OutboundCall, response: SipResponse) -> None:
         reinvite_acks=call._reinvite_acks,
         forks=call._forks,
     )
-    if not answered:
+    if not stray_2xx.answer(call.endpoint, call.call_id, response, what):
         ack_and_bye_fork(call, response)
 
 

@@ -112,9 +112,7 @@ class EndedCall:
         """A 2xx to one of our INVITEs after the call ended: the same ACK again, or
         an ACK and a BYE for a fork (what the live call does, :mod:`.stray_2xx`)."""
         invite = self.invite  # its CSeq is parsed here, not for every call that ends
-        answered = stray_2xx.answer(
-            self.endpoint,
-            self.call_id,
+        what = stray_2xx.resend_for(
             response,
             remote_tag=self.remote_tag,
             initial_seq=cseq.seq if invite is not None and (cseq := invite.cseq) else None,
@@ -122,7 +120,7 @@ class EndedCall:
             reinvite_acks=self.reinvite_acks,
             forks=self.forks,
         )
-        if not answered:
+        if not stray_2xx.answer(self.endpoint, self.call_id, response, what):
             self._ack_and_bye_fork(response)
 
     def _ack_and_bye_fork(self, response: SipResponse) -> None:

@@ -5,8 +5,8 @@ A live call (:mod:`.call_invite`) and what the endpoint keeps of an ended one
 the ACK of the INVITE it answers again (a late 2xx to a session-refresh
 re-INVITE, after Timer M of RFC 6026, gets that re-INVITE's ACK, never the
 initial INVITE's); a 2xx from another fork gets an ACK and a BYE once, and
-only the ACK again when it is retransmitted. :func:`resend_for` decides, the
-owner applies.
+only the ACK again when it is retransmitted. :func:`resend_for` decides,
+:func:`answer` applies.
 """
 
 from __future__ import annotations
@@ -59,30 +59,18 @@ def answer(
     endpoint: SipEndpoint,
     call_id: str,
     response: SipResponse,
-    *,
-    remote_tag: str | None,
-    initial_seq: int | None,
-    ack: Ack | None,
-    reinvite_acks: Mapping[int, Ack],
-    forks: Mapping[str, Ack],
+    what: Ack | Literal["fork"] | None,
 ) -> bool:
-    """Resend what :func:`resend_for` decides; False for a fork not seen yet (the
-    caller ACKs and BYEs it once it knows where: :func:`ack_and_bye`)."""
-    what = resend_for(
-        response,
-        remote_tag=remote_tag,
-        initial_seq=initial_seq,
-        ack=ack,
-        reinvite_acks=reinvite_acks,
-        forks=forks,
-    )
+    """Apply :func:`resend_for`'s answer `what` to `response`; False for a fork not
+    seen yet (the caller ACKs and BYEs it once it knows where: :func:`ack_and_bye`)."""
     if what == FORK:
         return False
     if what is not None:
         endpoint.send_raw(*what)
-    elif response.cseq is not None and response.cseq.seq != initial_seq:
-        seq = response.cseq.seq
-        logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", call_id, seq)
+    elif response.cseq is not None:
+        logger.info(
+            "call %s: late 2xx for INVITE CSeq %s: no ACK to send", call_id, response.cseq.seq
+        )
     return True
 
 
