@@ -31,7 +31,7 @@ async def play(
     prompt: Prompt,
     call: OutboundCall,
     media: MediaSession,
-    cancel: asyncio.Event,
+    cancel: Flag,
     report: CallReport,
     script: Script | None = None,
 ) -> bool:
@@ -45,8 +45,7 @@ async def play(
     completed = False
     playing = script(call, media, report) if script is not None else media.play(prompt)
     play = asyncio.create_task(playing, name=f"call-play-{job.call_id}")
-    ended, ended_waiter = until_set(call.ended, f"call-ended-{job.call_id}")
-    stop, stop_waiter = until_set(cancel, f"call-stop-{job.call_id}")
+    ended, stop = call.ended.future(), cancel.future()  # waited on with no task each
     try:
         await first_of((play, ended, stop), job.max_duration)
         done = {fut for fut in (play, ended, stop) if fut.done()}
@@ -69,7 +68,6 @@ async def play(
                 log.info("call %s: max_duration %.0fs reached", job.call_id, job.max_duration)
     finally:
         play.cancel()
-        await stop_waiting(ended_waiter, stop_waiter)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await play
     # the playlist's record items (closed with the play task), and a bridged transfer's
@@ -77,18 +75,6 @@ async def play(
     if not call.ended.is_set():
         await call.hangup()
     return completed
-
-
-def until_set(
-    event: asyncio.Event, name: str
-) -> tuple[asyncio.Future[Any], asyncio.Task[Any] | None]:
-    """A future done once `event` is set, to wait on among others, and the task made
-    for it (None for a :class:`~ringcast.sip.flag.Flag`: its own future, no task).
-    Hand the task to :func:`stop_waiting` when done."""
-    if isinstance(event, Flag):
-        return event.future(), None
-    task = asyncio.create_task(event.wait(), name=name)
-    return task, task
 
 
 def first_of(futures: tuple[asyncio.Future[Any], ...], timeout: float) -> asyncio.Future[None]:
@@ -121,15 +107,6 @@ class _FirstOf:
                 other.remove_done_callback(self)
         elif not self.wake.done():  # one of the futures, or the timer (None)
             self.wake.set_result(None)
-
-
-async def stop_waiting(*tasks: asyncio.Task[Any] | None) -> None:
-    """Cancel and reap the tasks :func:`until_set` made."""
-    for task in tasks:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 # --- answering-machine detection -----------------------------------------------------------
@@ -167,15 +144,10 @@ class _AmdListener:
 
 
 async def _first(
-    fut: asyncio.Future[Any], call: OutboundCall, cancel: asyncio.Event, seconds: float
+    fut: asyncio.Future[Any], call: OutboundCall, cancel: Flag, seconds: float
 ) -> bool:
     """Wait for `fut`, the callee's hang-up, cancel or `seconds`; True when `fut` is done."""
-    ended, ended_waiter = until_set(call.ended, "amd-call-ended")
-    stop, stop_waiter = until_set(cancel, "amd-cancel")
-    try:
-        await first_of((fut, ended, stop), seconds)
-    finally:
-        await stop_waiting(ended_waiter, stop_waiter)
+    await first_of((fut, call.ended.future(), cancel.future()), seconds)
     return fut.done()
 
 
@@ -183,7 +155,7 @@ async def _decide(
     listener: _AmdListener,
     job: CallJob,
     call: OutboundCall,
-    cancel: asyncio.Event,
+    cancel: Flag,
     report: CallReport,
     on_progress: ProgressFn | None,
     limit: float,
@@ -220,7 +192,7 @@ async def detect(
     voicemail: Prompt,
     call: OutboundCall,
     media: MediaSession,
-    cancel: asyncio.Event,
+    cancel: Flag,
     report: CallReport,
     on_progress: ProgressFn | None,
     script: Script | None = None,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from ringcast.dialer.answered import aim, detect, play, stop_waiting, until_set
+from ringcast.dialer.answered import aim, detect, play
 from ringcast.dialer.context import (
     CallContext,
     TrunkGone,
@@ -113,7 +113,7 @@ async def place_call(
     ctx: CallContext,
     *,
     on_progress: ProgressFn | None = None,
-    cancel: asyncio.Event | None = None,
+    cancel: Flag | None = None,
     voicemail: Prompt | None = None,
     script: Script | None = None,
 ) -> CallReport:
@@ -144,7 +144,7 @@ async def _run(
     ctx: CallContext,
     media: MediaSession,
     on_progress: ProgressFn | None,
-    cancel: asyncio.Event,
+    cancel: Flag,
     voicemail: Prompt | None = None,
     script: Script | None = None,
 ) -> CallReport:
@@ -190,16 +190,12 @@ async def _run(
     return _finish(call, report, cancel)
 
 
-async def _setup_or_cancel(call: OutboundCall, cancel: asyncio.Event) -> bool:
+async def _setup_or_cancel(call: OutboundCall, cancel: Flag) -> bool:
     setup = asyncio.create_task(call.setup(), name="call-setup")
-    stop, waiter = until_set(cancel, "call-cancel-wait")
-    try:
-        done, _ = await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if setup not in done:
-            await call.hangup(reason="canceled")
-        return bool(await setup)
-    finally:
-        await stop_waiting(waiter)
+    done, _ = await asyncio.wait({setup, cancel.future()}, return_when=asyncio.FIRST_COMPLETED)
+    if setup not in done:
+        await call.hangup(reason="canceled")
+    return bool(await setup)
 
 
 class _Progress:
@@ -249,7 +245,7 @@ class _Progress:
                 await task
 
 
-def _finish(call: OutboundCall, report: CallReport, cancel: asyncio.Event) -> CallReport:
+def _finish(call: OutboundCall, report: CallReport, cancel: Flag) -> CallReport:
     report.setup_time = call.invite_sent_at or report.setup_time
     report.disconnect_time = call.ended_at or utcnow()
     report.disconnect_cause_code = str(call.status_code)

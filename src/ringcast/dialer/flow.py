@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ringcast.dialer import script
-from ringcast.dialer.answered import until_set
 from ringcast.dialer.call import CallContext, CallJob, CallReport, ProgressFn, Script, notify
 from ringcast.dialer.report import GATHER_FIELD
 from ringcast.dialer.transfer import LegLimits, TransferOutcome, blind, bridge
@@ -124,14 +123,12 @@ async def _play_until_hangup(call: OutboundCall, media: MediaSession, prompt: Pr
         if not fut.cancelled():
             media.stop()
 
-    ended, waiter = until_set(call.ended, f"flow-ended-{call.call_id}")
+    ended = call.ended.future()
     ended.add_done_callback(stop)
     try:
         return await media.play(prompt)
     finally:
         ended.remove_done_callback(stop)
-        if waiter is not None:
-            waiter.cancel()
 
 
 async def _transfer(

@@ -35,7 +35,7 @@ SWEEP_INTERVAL = 5.0  # seconds between marking finished requests inactive
 @dataclass
 class LiveCall:
     claimed: ClaimedCall
-    cancel: asyncio.Event = field(default_factory=Flag)  # no deque per call (sip.flag)
+    cancel: Flag = field(default_factory=Flag)  # no deque per call (sip.flag)
     task: asyncio.Task[None] | None = None
     cut: str | None = None  # why this node hung up a connected call itself (its record's error)
 

@@ -25,6 +25,8 @@ __all__ = ["MAX_TARGETS", "Addressing", "Locator"]
 
 # (host name, the URI's port or None, transport) -> [(IP, port), ...] in the order
 # to try them: the DNS step of RFC 3263 §4.1-4.2 (see Addressing.locate).
+MAX_LOCAL_HOSTS = 4096  # destination IPs whose local address is remembered
+
 Locator = Callable[[str, int | None, str], Awaitable[list[tuple[str, int]]]]
 
 
@@ -63,17 +65,20 @@ class Addressing:
         """The address we write in Via/Contact/SDP for traffic to ``dest``: the
         public IP of its family, else the bound address, else the one the kernel
         would send from (an IPv6 peer gets an IPv6 address, RFC 5954 §4)."""
+        known = self._local_hosts.get(dest.host)
+        if known is not None:  # four times per call: Via, Contact, From, SDP
+            return known
+        if len(self._local_hosts) >= MAX_LOCAL_HOSTS:
+            self._local_hosts.clear()  # a bound, not a policy: recomputed on the next asks
         version = cached_ip_version(dest.host) or IPV4
         public = self._public.get(version)
         if public is None and len(self._public) == 1 and len(self.families) == 1:
             public = next(iter(self._public.values()))  # a one-family server, as before
+        if public is None and self.host not in ("0.0.0.0", "", "::"):
+            public = self.host
         if public is not None:
+            self._local_hosts[dest.host] = public
             return public
-        if self.host not in ("0.0.0.0", "", "::"):
-            return self.host
-        cached = self._local_hosts.get(dest.host)
-        if cached is not None:
-            return cached
         family = socket.AF_INET6 if version == IPV6 else socket.AF_INET
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as probe:

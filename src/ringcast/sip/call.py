@@ -136,7 +136,7 @@ class OutboundCall:
         self.state = CallState.IDLE
         self.attempt = Attempt.LOCATING
         self.dialog: Dialog | None = None
-        self.ended: asyncio.Event = Flag()  # no deque until someone waits (.flag)
+        self.ended = Flag()  # no deque until someone waits (.flag)
         self.invite_sent_at: datetime | None = None
         self.answered_at: datetime | None = None
         self.ended_at: datetime | None = None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from aiosipua.headers import CaseInsensitiveDict
 from aiosipua.message import SipRequest, SipResponse
 
-from ringcast.sip import call_dialog, call_refresh
+from ringcast.sip import call_dialog, call_refresh, stray_2xx
 from ringcast.sip.call_spec import from_header, retry_after
 from ringcast.sip.causes import reason_phrase
 from ringcast.sip.dialog import Dialog, DialogState, redirect_targets
@@ -172,10 +172,7 @@ def on_2xx(call: OutboundCall, response: SipResponse, *, keep: bool) -> None:
     to = response.to_addr
     tag = to.tag if to is not None else None
     if call.dialog is not None and call.dialog.state is DialogState.CONFIRMED:
-        if (tag or "") == call.dialog.remote_tag:
-            resend_ack(call)
-        else:  # a second fork answered: ACK it and hang it up (§13.2.2.4)
-            ack_and_bye_fork(call, response)
+        on_stray_2xx(call, response)  # our ACK again, or a second fork ACKed and BYEd
         return
     if not tag:
         logger.warning("call %s: 2xx without To tag (RFC 2543 peer)", call.call_id)
@@ -266,43 +263,26 @@ def send_ack(call: OutboundCall, response: SipResponse) -> None:
     call.endpoint.send_raw(call._ack[0], dest)
 
 
-def resend_ack(call: OutboundCall) -> None:
-    if call._ack is not None:
-        call.endpoint.send_raw(*call._ack)
-
-
 def on_stray_2xx(call: OutboundCall, response: SipResponse) -> None:
-    """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown fork).
-
-    The ACK must be the one for the INVITE that 2xx answers: its CSeq
-    number is that INVITE's (§13.2.2.4). A late 2xx to one of our session
-    refresh re-INVITEs (after Timer M, RFC 6026) gets that re-INVITE's ACK,
-    not the initial INVITE's.
-    """
-    to = response.to_addr
-    tag = (to.tag if to is not None else None) or ""
-    if call.dialog is None or tag != call.dialog.remote_tag:
+    """A 2xx after the INVITE transaction ended: ACK again (and BYE an unknown
+    fork), as :mod:`.stray_2xx` decides."""
+    what = stray_2xx.resend_for(
+        response,
+        remote_tag=call.dialog.remote_tag if call.dialog is not None else None,
+        initial_seq=call._invite.cseq.seq if call._invite and call._invite.cseq else None,
+        ack=call._ack,
+        reinvite_acks=call._reinvite_acks,
+        forks=call._forks,
+    )
+    if not stray_2xx.answer(call.endpoint, call.call_id, response, what):
         ack_and_bye_fork(call, response)
-        return
-    seq = response.cseq.seq if response.cseq else None
-    initial = call._invite.cseq.seq if call._invite and call._invite.cseq else None
-    if seq is None or seq == initial:
-        resend_ack(call)
-        return
-    ack = call._reinvite_acks.get(seq)
-    if ack is not None:
-        call.endpoint.send_raw(*ack)
-    else:  # not an INVITE of ours we know of: no ACK of another INVITE instead
-        logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", call.call_id, seq)
 
 
 def ack_and_bye_fork(call: OutboundCall, response: SipResponse) -> None:
     """§13.2.2.4: every other 2xx gets an ACK, then a BYE; retransmits only the ACK."""
     if call._invite is None:
         return
-    to = response.to_addr
-    tag = (to.tag if to is not None else None) or ""
-    known = call._forks.get(tag)
+    known = call._forks.get(stray_2xx.to_tag(response))
     if known is not None:
         call.endpoint.send_raw(*known)
         return
@@ -316,13 +296,7 @@ def ack_and_bye_fork(call: OutboundCall, response: SipResponse) -> None:
             call, fork, then=lambda: ack_and_bye_fork(call, response), failed=lambda why: None
         )
         return
-    ack = fork.create_request("ACK", cseq=fork.local_seq)
-    call.endpoint.stamp_via(ack, dest, new_branch())
-    call._forks[tag] = (bytes(ack), dest)
-    call.endpoint.send_raw(call._forks[tag][0], dest)
-    bye = fork.create_request("BYE")
-    call.endpoint.send_request(bye, dest, None)
-    logger.info("call %s: 2xx from fork %s: ACKed, BYE sent", call.call_id, tag)
+    stray_2xx.ack_and_bye(call.endpoint, call.call_id, fork, dest, call._forks)
 
 
 def authenticate(call: OutboundCall, response: SipResponse) -> None:

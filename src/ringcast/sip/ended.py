@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from aiosipua.message import SipRequest, SipResponse
 
+from ringcast.sip import stray_2xx
 from ringcast.sip.dialog import Dialog
 from ringcast.sip.hops import Hops
-from ringcast.sip.message import Destination, new_branch
+from ringcast.sip.message import Destination
 
 if TYPE_CHECKING:
     from ringcast.sip.endpoint import SipEndpoint
@@ -49,7 +50,6 @@ class EndedCall:
         "local_tag",
         "remote_tag",
         "invite",
-        "invite_seq",
         "transport",
         "ack",
         "reinvite_acks",
@@ -76,7 +76,6 @@ class EndedCall:
         self.local_tag = local_tag
         self.remote_tag = remote_tag  # None: no dialog was confirmed
         self.invite = invite
-        self.invite_seq = invite.cseq.seq if invite is not None and invite.cseq else None
         self.transport = transport
         self.ack = ack
         self.reinvite_acks = reinvite_acks
@@ -111,29 +110,21 @@ class EndedCall:
 
     def on_stray_2xx(self, response: SipResponse) -> None:
         """A 2xx to one of our INVITEs after the call ended: the same ACK again, or
-        an ACK and a BYE for a fork (what the live call does, §13.2.2.4)."""
-        to = response.to_addr
-        tag = (to.tag if to is not None else None) or ""
-        if self.remote_tag is None or tag != self.remote_tag:
-            self._ack_and_bye_fork(response, tag)
-            return
-        seq = response.cseq.seq if response.cseq else None
-        if seq is None or seq == self.invite_seq:
-            if self.ack is not None:
-                self.endpoint.send_raw(*self.ack)
-            return
-        ack = self.reinvite_acks.get(seq)
-        if ack is not None:
-            self.endpoint.send_raw(*ack)
-        else:
-            logger.info("call %s: late 2xx for unknown INVITE CSeq %s ignored", self.call_id, seq)
+        an ACK and a BYE for a fork (what the live call does, :mod:`.stray_2xx`)."""
+        invite = self.invite  # its CSeq is parsed here, not for every call that ends
+        what = stray_2xx.resend_for(
+            response,
+            remote_tag=self.remote_tag,
+            initial_seq=cseq.seq if invite is not None and (cseq := invite.cseq) else None,
+            ack=self.ack,
+            reinvite_acks=self.reinvite_acks,
+            forks=self.forks,
+        )
+        if not stray_2xx.answer(self.endpoint, self.call_id, response, what):
+            self._ack_and_bye_fork(response)
 
-    def _ack_and_bye_fork(self, response: SipResponse, tag: str) -> None:
+    def _ack_and_bye_fork(self, response: SipResponse) -> None:
         if self.invite is None:
-            return
-        known = self.forks.get(tag)
-        if known is not None:
-            self.endpoint.send_raw(*known)
             return
         try:
             fork = Dialog.from_response(self.invite, response)
@@ -143,21 +134,11 @@ class EndedCall:
         if dest is None:
             self.endpoint.spawn(self._after_hop(fork, response), name=f"sip-hop-{self.call_id}")
             return
-        self._send_fork_ack_bye(fork, tag, dest)
+        stray_2xx.ack_and_bye(self.endpoint, self.call_id, fork, dest, self.forks)
 
     async def _after_hop(self, fork: Dialog, response: SipResponse) -> None:
         try:
             await self.hops.resolve(fork.next_hop_uri(), self.transport)
         except OSError:
             return  # Hops logged why
-        self._ack_and_bye_fork(response, fork.remote_tag or "")
-
-    def _send_fork_ack_bye(self, fork: Dialog, tag: str, dest: Destination) -> None:
-        ack = fork.create_request("ACK", cseq=fork.local_seq)
-        self.endpoint.stamp_via(ack, dest, new_branch())
-        self.forks[tag] = (bytes(ack), dest)
-        self.endpoint.send_raw(self.forks[tag][0], dest)
-        self.endpoint.send_request(fork.create_request("BYE"), dest, None)
-        logger.info(
-            "call %s: 2xx from fork %s after the call ended: ACKed, BYE sent", self.call_id, tag
-        )
+        self.on_stray_2xx(response)  # the fork's ACK may have been sent meanwhile

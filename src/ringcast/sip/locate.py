@@ -123,6 +123,7 @@ def is_localhost(host: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)  # pure and parsed per call: the same few URIs
+@functools.lru_cache(maxsize=1024)  # pure; a trunk, a proxy or a Contact recurs call after call
 def target_of(uri: str, transport: str | None = None) -> Target:
     """The host, port and transport to look up for ``uri`` (RFC 3263 §4.1).
 

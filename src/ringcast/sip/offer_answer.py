@@ -28,7 +28,7 @@ class OfferAnswer:
     """Our media and the callee's, across the INVITE and every later offer (§8)."""
 
     def __init__(self, media: MediaOffer) -> None:
-        self.media = dataclasses.replace(media, codecs=list(media.codecs))
+        self.media = media  # never changed in place: replaced (set_host), so it can be shared
         self.session_id = new_session_id()
         self.version = 1
         self.answer: MediaAnswer | None = None  # the callee's current description
@@ -50,11 +50,11 @@ class OfferAnswer:
         call fails with that error; ``optional`` falls back to plain RTP.
         """
         answer = parse_answer(body, self.media.codecs)
-        return dataclasses.replace(  # one copy: this runs for every answered call
-            answer,
-            receive_dtmf_payload_type=self._our_dtmf(answer),
-            srtp=self._negotiate(self.media.crypto, answer),
-        )
+        # Filled in on the answer just parsed, which nothing else holds yet: this runs
+        # for every answered call, and dataclasses.replace costs more than the parse.
+        answer.receive_dtmf_payload_type = self._our_dtmf(answer)
+        answer.srtp = self._negotiate(self.media.crypto, answer)
+        return answer
 
     def _negotiate(
         self, offered: tuple[CryptoAttribute, ...], answer: MediaAnswer
