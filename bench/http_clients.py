@@ -1,4 +1,5 @@
-"""Client CPU per webhook-sized POST: the deliverer's httpx path against aiohttp.
+"""Client CPU per webhook-sized POST: the deliverer's former httpx path, plain
+aiohttp, and the deliverer's aiohttp path as it is.
 
 A minimal HTTP/1.1 keep-alive receiver (answers 200 with an empty body) runs in
 a child process on 127.0.0.1; this process POSTs --posts JSON bodies of a
@@ -9,13 +10,15 @@ times.
 - httpx: `httpx.AsyncHTTPTransport` used as `webhooks/attempt.py` uses it
   (a transport, not a client; the response body is not read, so httpcore
   closes the connection after each response);
-- aiohttp: one `ClientSession` with keep-alive, the body read.
+- aiohttp: one `ClientSession` with keep-alive, the body read;
+- deliverer: `webhooks.attempt.post` (signed, the body read and dropped) on the
+  deliverer's session (`attempt.open_session`) over the SSRF guard's connector
+  (`netguard_aiohttp.guarded_connector`, loopback allowed by its allowlist).
 
-aiohttp is not a ringcast dependency: this bench exists to decide whether it
-should be (issue 18.4). Run it in a venv that has it:
+This bench decided that the deliverer moves from httpx to aiohttp (issue 18.4).
+In the project's venv:
 
-    python -m venv /tmp/h && /tmp/h/bin/pip install httpx aiohttp
-    /tmp/h/bin/python bench/http_clients.py --posts 3000 --rounds 3
+    .venv/bin/python bench/http_clients.py --posts 3000 --rounds 3
 
 Bounded: --posts requests per client per round; the receiver is ended by PID.
 """
@@ -112,6 +115,31 @@ async def with_aiohttp(url: str, posts: int, concurrency: int) -> None:
         await asyncio.gather(*(one() for _ in range(posts)))
 
 
+async def with_deliverer(url: str, posts: int, concurrency: int) -> None:
+    from datetime import UTC, datetime
+
+    from ringcast.netguard import NetPolicy
+    from ringcast.netguard_aiohttp import guarded_connector
+    from ringcast.store.outbox import Due
+    from ringcast.webhooks.attempt import open_session, post
+    from ringcast.webhooks.sign import generate_secret
+
+    secret = generate_secret()
+    payload = json.loads(BODY)
+    policy = NetPolicy.build(allow_networks=["127.0.0.0/8"])
+    gate = asyncio.Semaphore(concurrency)
+    connector = guarded_connector(policy, limit=2 * concurrency, limit_per_host=concurrency)
+    async with open_session(connector) as session:
+
+        async def one(n: int) -> None:
+            async with gate:
+                row = Due(n, f"msg_{n}", None, url, "call.completed", payload, datetime.now(UTC), 0)
+                got = await post(session, row, secret, within=10.0)
+                assert got.status == 200, got
+
+        await asyncio.gather(*(one(n) for n in range(posts)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--posts", type=int, default=3000)
@@ -125,6 +153,7 @@ def main() -> None:
     clients: list[tuple[str, Callable[[str, int, int], Awaitable[None]]]] = [
         ("httpx", with_httpx),
         ("aiohttp", with_aiohttp),
+        ("deliverer", with_deliverer),
     ]
     try:
         url = f"http://127.0.0.1:{ports.get(timeout=30)}/hook"
@@ -138,7 +167,7 @@ def main() -> None:
                 asyncio.run(client(url, posts, args.concurrency))
                 cpu, wall = time.process_time() - cpu, time.monotonic() - wall
                 print(
-                    f"round {n} {name:8s} {posts / wall:7.0f} POSTs/s  "
+                    f"round {n} {name:9s} {posts / wall:7.0f} POSTs/s  "
                     f"{cpu / posts * 1e3:.3f} ms CPU per POST"
                 )
     finally:

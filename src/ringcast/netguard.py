@@ -7,11 +7,14 @@ Two places use it:
   :meth:`NetPolicy.check_url` resolves the host and raises
   :class:`AddressRefused` (HTTP 422) for a refused address. A host that does
   not resolve is let through: the fetch fails later with a clear error;
-- every outgoing HTTP fetch (media, webhooks): :func:`guarded_transport` is an
-  httpx transport that resolves each host itself, checks every address, and
-  connects to the checked address. It runs for the first URL and for every
-  redirect hop, so a redirect to, or a DNS answer that changed to, a private
-  address fails the fetch (DNS rebinding cannot slip between check and connect).
+- every outgoing HTTP request: it resolves each host itself, checks every
+  address, and connects to a checked address, for every new connection (so a
+  DNS answer that changed to a private address fails the request: DNS
+  rebinding cannot slip between check and connect). Media fetches use
+  :func:`guarded_transport`, an httpx transport (run for the first URL and for
+  every redirect hop); webhook deliveries use
+  :func:`ringcast.netguard_aiohttp.guarded_connector`, an aiohttp connector
+  (they follow no redirects).
 
 Allowed anyway: everything when `allow_private` (``--allow-private-urls``,
 ``RINGCAST_ALLOW_PRIVATE_URLS=1``), and addresses inside the CIDRs of
@@ -81,7 +84,8 @@ def embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
     return inner
 
 
-def _parse_ip(text: str) -> IPAddress | None:
+def parse_ip(text: str) -> IPAddress | None:
+    """The IP address `text` spells (brackets and an IPv6 zone left out), or None."""
     try:
         return ipaddress.ip_address(text.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -90,7 +94,7 @@ def _parse_ip(text: str) -> IPAddress | None:
 
 async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
     """Every address `host` resolves to (the literal itself for an IP); [] when it does not."""
-    literal = _parse_ip(host)
+    literal = parse_ip(host)
     if literal is not None:
         return [literal]
     loop = asyncio.get_running_loop()
@@ -101,7 +105,7 @@ async def resolve(host: str, port: int | None = None) -> list[IPAddress]:
         return []
     out: list[IPAddress] = []
     for info in infos:
-        ip = _parse_ip(str(info[4][0]))
+        ip = parse_ip(str(info[4][0]))
         if ip is not None and ip not in out:
             out.append(ip)
     return out

@@ -32,6 +32,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "logfmt": {},
     "inet": {},
     "netguard": {"errors": "ValidationFailed for a refused URL"},
+    "netguard_aiohttp": {"netguard": "the SSRF guard's policy and resolution, for aiohttp"},
     "numbers": {},
     "trunks": {
         "errors": "ConfigError naming a trunk's carrier key",
@@ -73,6 +74,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "domain": "now_precise for attempt times",
         "errors": "ConfigError for a bad install secret",
         "netguard": "deliveries go through the SSRF guard",
+        "netguard_aiohttp": "the guard as the connector of the deliverer's aiohttp session",
         "store": "the outbox rows (store.outbox) it claims and settles",
     },
     "api": {

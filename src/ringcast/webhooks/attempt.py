@@ -2,16 +2,20 @@
 and decide what the attempt ends in (:func:`decide`: delivered, retried at a
 time from the :class:`~ringcast.webhooks.backoff.Backoff`, or given up).
 
-The response body is not read (any size, any speed): only the status counts.
-With httpcore that closes the connection; reading the body to keep it alive
-cost about 20 % more CPU per event against a loopback receiver
-(bench/RESULTS.md, webhooks section).
+The POST goes through an aiohttp session (:func:`open_session`) on the SSRF
+guard's connector (:func:`ringcast.netguard_aiohttp.guarded_connector`): it costs a
+quarter to a seventh of the CPU per POST of the httpx transport it replaced, which
+bounded the deliverer's rate (bench/http_clients.py; bench/RESULTS.md, webhooks).
+Only the status counts; the response body is read and dropped so the
+connection stays open for the next POST, up to BODY_LIMIT bytes and for at most
+DRAIN_WAIT seconds (within the attempt's time limit): a longer or slower body
+closes the connection instead, the status still stands. Redirects are not
+followed: a 3xx is the attempt's status.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -20,7 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 import ringcast
 from ringcast.netguard import AddressRefused
@@ -30,6 +34,8 @@ from ringcast.webhooks.sign import signed_headers
 
 MAX_ERROR = 300  # characters of last_error
 USER_AGENT = f"ringcast-webhooks/{ringcast.__version__}"
+BODY_LIMIT = 64 * 1024  # bytes of a response body read to keep its connection
+DRAIN_WAIT = 1.0  # seconds a response body may take to arrive, to keep its connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,23 @@ def encode_body(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-async def post(http: httpx.AsyncBaseTransport, row: Due, secret: str, *, within: float) -> Attempt:
-    """POST `row` signed with `secret`; the whole attempt ends within `within` seconds."""
+def open_session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    """The deliverer's HTTP session on `connector` (close it with the deliverer): no
+    cookies, proxies, decompression, nor headers beyond the ones :func:`post` sets;
+    no time limits of its own (each attempt has one)."""
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        auto_decompress=False,
+        skip_auto_headers=("accept", "accept-encoding"),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=None, sock_read=None),
+    )
+
+
+async def post(http: aiohttp.ClientSession, row: Due, secret: str, *, within: float) -> Attempt:
+    """POST `row` signed with `secret`, following no redirect; the whole attempt
+    ends within `within` seconds."""
     body = encode_body(row.payload)
     stamp = int(time.time())  # the attempt's wall-clock time: receivers check it
     headers = {
@@ -88,32 +109,52 @@ async def post(http: httpx.AsyncBaseTransport, row: Due, secret: str, *, within:
     }
     deadline = asyncio.get_running_loop().time() + within
     try:
-        request = httpx.Request(
-            "POST",
-            row.url,
-            content=body,
-            headers=headers,
-            extensions={"timeout": httpx.Timeout(within).as_dict()},
-        )
         async with asyncio.timeout_at(deadline):
-            resp = await http.handle_async_request(request)
-    except (TimeoutError, httpx.TimeoutException):
+            resp = await http.post(row.url, data=body, headers=headers, allow_redirects=False)
+    except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
         return Attempt(None, f"timed out after {within:g}s", unreachable=True)
-    except httpx.ConnectError as exc:
+    except aiohttp.ClientConnectorError as exc:  # refused, unresolved, TLS handshake
         return Attempt(
-            None, f"ConnectError: {clean(str(exc), row.url)}"[:MAX_ERROR], unreachable=True
+            None, f"ConnectError: {clean(str(exc.os_error), row.url)}"[:MAX_ERROR], unreachable=True
         )
     except AddressRefused as exc:
-        return Attempt(None, exc.message.split(":", 1)[0] + ": refused (private address)")
-    except httpx.InvalidURL:
+        return Attempt(None, exc.message.split(": refused", 1)[0] + ": refused (private address)")
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
         return Attempt(None, "invalid URL")
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientResponseError as exc:  # its text holds the URL: left out
+        return Attempt(None, f"{type(exc).__name__}: {exc.status}, {clean(exc.message, row.url)}")
+    except aiohttp.ClientError as exc:
         return Attempt(None, f"{type(exc).__name__}: {clean(str(exc), row.url)}")
     try:
-        return Attempt(resp.status_code, None, retry_after(resp.headers.get("retry-after")))
+        return Attempt(resp.status, None, retry_after(resp.headers.get("retry-after")))
     finally:
-        with contextlib.suppress(httpx.HTTPError):
-            await resp.aclose()
+        await discard_body(resp, min(deadline, asyncio.get_running_loop().time() + DRAIN_WAIT))
+
+
+async def discard_body(resp: aiohttp.ClientResponse, deadline: float) -> None:
+    """Read and drop `resp`'s body, so its connection goes back to the pool; one
+    over BODY_LIMIT bytes, still arriving at `deadline` (loop time), or broken
+    closes the connection instead."""
+    if resp.content.is_eof():  # the usual answer: no body, or all of it came with the head
+        resp.release()
+        return
+    left = BODY_LIMIT
+    kept = False
+    try:
+        async with asyncio.timeout_at(deadline):
+            while left >= 0:
+                chunk = await resp.content.readany()
+                if not chunk:
+                    kept = True
+                    return
+                left -= len(chunk)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    finally:
+        if kept:
+            resp.release()
+        else:
+            resp.close()
 
 
 def decide(

@@ -8,7 +8,7 @@ serve``, each ``ringcast dialer``). It owns one named task, the pump, which
    statement claims; the rows are leased so other processes skip them),
 2. starts one named delivery task per row (:func:`~ringcast.webhooks.attempt.post`:
    POST with a total time limit, no redirects, through the SSRF-guarded
-   transport),
+   connector of an aiohttp session that keeps connections open),
 
 then sleeps until a delivery finishes (the deliveries that finish while a pass
 runs are settled together by the next), an event is committed in this process
@@ -66,17 +66,18 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ringcast.domain import now_precise
 from ringcast.errors import RingcastError, StoreError
-from ringcast.netguard import NetPolicy, guarded_transport
+from ringcast.netguard import NetPolicy
+from ringcast.netguard_aiohttp import guarded_connector
 from ringcast.store import outbox
 from ringcast.store.db import DB_ERRORS, Outage, Store
 from ringcast.webhooks.ahead import MAX_AHEAD, SLOW_CLAIM, AheadPolicy, claim_size
-from ringcast.webhooks.attempt import Attempt, decide, post, where
+from ringcast.webhooks.attempt import Attempt, decide, open_session, post, where
 from ringcast.webhooks.backoff import Backoff
 from ringcast.webhooks.secret import ENV_SECRET, install_secret
 
@@ -99,6 +100,7 @@ RETENTION = timedelta(days=7)  # settled rows are kept this long for inspection
 LEASE_MARGIN = 60.0  # seconds a claim outlives the delivery timeout
 STOP_MARGIN = 5.0  # seconds stop() waits beyond the delivery timeout
 WAIT_LIMIT = LEASE_MARGIN / 2  # seconds a claimed row may wait for a slot before it is released
+KEEPALIVE = 4.0  # seconds an idle connection to a receiver is kept (below common servers' 5 s)
 
 
 class SharedWriter(Protocol):
@@ -124,7 +126,7 @@ class WebhookDeliverer:
     Counters for metrics: `delivered`, `failed_attempts`, `gave_up`.
 
     `clock` (aware UTC datetimes) and `rand` (floats in [0, 1)) may be injected
-    by tests; `transport` replaces the SSRF-guarded httpx transport.
+    by tests.
     """
 
     def __init__(
@@ -141,7 +143,6 @@ class WebhookDeliverer:
         clock: Callable[[], datetime] = now_precise,
         rand: Callable[[], float] = random.random,
         poll_interval: float = POLL_INTERVAL,
-        transport: httpx.AsyncBaseTransport | None = None,
         max_per_receiver: int | None = None,
         receiver_down_for: float = HOST_DOWN_FOR,
         sweep_interval: float = SWEEP_INTERVAL,
@@ -162,8 +163,7 @@ class WebhookDeliverer:
         self._secret = secret
         self._secret_given = secret is not None
         self._configured_secret = configured_secret  # Settings.webhook_secret, checked in start()
-        self._transport = transport
-        self._http: httpx.AsyncBaseTransport | None = None
+        self._http: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
         # Receivers (scheme://host:port) with deliveries in flight, and those left
@@ -220,16 +220,15 @@ class WebhookDeliverer:
                 "cannot be signed until %s is set (the same on every node)",
                 ENV_SECRET,
             )
-        # The transport itself, not an httpx.AsyncClient: the client logs every
-        # request's full URL at INFO, and callback URLs may carry tokens.
-        self._http = self._transport or guarded_transport(
-            self.policy,
-            retries=0,
-            trust_env=False,
-            limits=httpx.Limits(
-                max_connections=self.max_concurrency,
-                max_keepalive_connections=self.max_concurrency,
-            ),
+        # At most max_concurrency connections, max_per_receiver of them to one
+        # receiver (the slots they serve); every new one is checked by the guard.
+        self._http = open_session(
+            guarded_connector(
+                self.policy,
+                limit=self.max_concurrency,
+                limit_per_host=self.max_per_receiver,
+                keepalive_timeout=KEEPALIVE,
+            )
         )
         self._stop.clear()
         self._last_prune = self._last_sweep = time.monotonic()
@@ -294,7 +293,7 @@ class WebhookDeliverer:
         with contextlib.suppress(RingcastError):
             await self._flush()
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
         log.info("webhook deliverer stopped")
 
