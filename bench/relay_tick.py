@@ -5,8 +5,10 @@ and latched on one far-end socket of this process. The shared clock's task is
 not run: each round puts datagrams in every leg's socket (untimed), then times
 one `RtpClock._tick` (what the clock does every 20 ms: every leg reads its
 socket and sends one packet), then drains what the relay sent (untimed).
-Printed: µs per leg per tick (median and quartiles over the rounds, wall time
-of the tick; no other work runs in the process meanwhile).
+Printed: µs per leg per tick (median and quartiles over the rounds of the
+tick's CPU time, user and system, of this thread: a shared machine's other
+load does not count, the kernel's loopback delivery of what the relay sends
+does).
 
 Patterns of what the far ends send before a tick (`--mix`):
 
@@ -83,9 +85,9 @@ async def run(n: int, rounds: int, mix: str, seed: int) -> list[float]:
             for _ in range(k):
                 far.sendto(packet(r), a)
         clock.ticks += 1
-        t0 = time.perf_counter_ns()
+        t0 = time.thread_time_ns()
         clock._tick(False)
-        t1 = time.perf_counter_ns()
+        t1 = time.thread_time_ns()
         drain(far)
         if r >= 20:  # warm-up
             samples.append((t1 - t0) / 1e3 / (2 * n))

@@ -13,16 +13,24 @@ events pass through with the target's telephone-event type, their duration
 untouched and their timestamp moved to our clock (§2.3.4), none dropped.
 Before the source session has latched on its peer it keeps its socket and
 hands packets over through its tap instead.
+
+Which lent sockets hold datagrams is asked once for all the relay legs of a
+clock (`_Poller`: one level-triggered epoll, `poll(0)`), not once per leg: a
+leg's tick polls when the last poll is more than `POLL_INTERVAL` old, reads one
+datagram from each ready socket, and polls again until none is ready (a
+second datagram waiting keeps its socket ready). An empty socket then costs
+nothing and a full one no FIONREAD; a packet waits at most `POLL_INTERVAL`
+longer than when each leg read its own socket at its turn.
 """
 
 from __future__ import annotations
 
-import array
-import fcntl
+import contextlib
 import logging
+import select
 import socket
 import struct
-import termios
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,8 +46,9 @@ QUEUE_MAX = 8  # packets a direction may hold (RFC 4733 end packets come three a
 _U32 = 0xFFFFFFFF
 _SEQ_TS = struct.Struct("!HI")
 _AUDIO, _EVENT = 0, 1
-_FIONREAD = termios.FIONREAD
-_ioctl = fcntl.ioctl
+POLL_INTERVAL = 0.0005  # seconds: a leg's tick polls the lent sockets when the last poll is older
+READ_ROUNDS = 16  # polls in a row that find datagrams before the rest waits for the next one
+_monotonic = time.monotonic
 
 
 def transcode_table(src: str, dst: str) -> bytes | None:
@@ -60,7 +69,10 @@ class RelayStats:
 class RelayLeg:
     """One direction: `source` hears, `target` sends (a stream of the shared clock)."""
 
-    def __init__(self, source: MediaSession, target: MediaSession) -> None:
+    def __init__(
+        self, source: MediaSession, target: MediaSession, clock: RtpClock | None = None
+    ) -> None:
+        self.clock = source._clock if clock is None else clock  # whose ticks read the socket
         self.source = source
         self.target = target
         self.table = transcode_table(source.codec, target.codec)
@@ -70,7 +82,8 @@ class RelayLeg:
         self.out_event_pt = target.dtmf_payload_type
         self.queue: deque[tuple[int, bytes, int]] = deque()
         self.sock: socket.socket | None = None  # the source's socket, while lent
-        self.fd = -1  # its file descriptor (sock.fileno() costs a method call per tick)
+        self.fd = -1  # its file descriptor, registered with the clock's poller while lent
+        self._poller: _Poller | None = None  # while the socket is lent
         # SRTP source: what reads its packets (the tap gets them decrypted already); the
         # target's own send path encrypts what is relayed to it
         self.opener: Callable[[bytes], bytes | None] | None = source.srtp_opener()
@@ -78,7 +91,6 @@ class RelayLeg:
         # source's codec (a bridged call's recording, ringcast.media.recorder)
         self.listener: Callable[[bytes, int], None] | None = None
         self.tapped = False  # the source hands packets over (it had not latched yet)
-        self._waiting = array.array("i", [0])  # FIONREAD's answer
         # the target's own stream goes on: its SSRC (the one its SRTP context keys), its
         # sequence numbers and timestamps, from where its prompts left them (RFC 3550 §5.1)
         self.ssrc, self.seq, self.ts = target.stream_position()
@@ -127,22 +139,14 @@ class RelayLeg:
 
     def _tick(self) -> bytes | bytearray | None:
         """The packet of this tick (the clock calls it every 20 ms)."""
-        sock = self.sock
-        if sock is None and self.tapped and self.source._connected:
+        poller = self._poller
+        if poller is not None:
+            if _monotonic() - poller.polled > POLL_INTERVAL:
+                poller.poll()  # every lent socket's datagrams, into their legs' queues
+        elif self.tapped and self.source._connected:
             self.borrow()  # the source has latched since: read its socket from now on
-            sock = self.sock
-        if sock is not None:
-            # A tick normally finds one datagram: recv it, then ask FIONREAD (the next
-            # datagram's size, 0 when none) instead of a recv that fails with EAGAIN
-            # and raises (three times the cost).
-            waiting = self._waiting
-            read = self.on_packet if self.opener is None else self._on_srtp_packet
-            try:
-                read(sock.recv(2048))
-                while not _ioctl(self.fd, _FIONREAD, waiting) and waiting[0]:
-                    read(sock.recv(2048))
-            except OSError:  # nothing came (EAGAIN), or an ICMP error queued on the socket
-                pass
+            if self._poller is not None:
+                self._poller.poll()
         ts = self.ts
         self.ts = (ts + FRAME_SAMPLES) & _U32  # our timestamps follow our clock
         queue = self.queue
@@ -184,26 +188,124 @@ class RelayLeg:
         return send(pkt)
 
     def _clock_done(self, completed: bool, error: BaseException | None) -> None:
+        self._unregister()  # off the clock: its socket is read no more (still lent)
         if error is not None:
             log.warning("relay to %s stopped: %s", self.target.local_port, error)
+
+    def _fail(self, error: BaseException) -> None:
+        """Reading this leg's packet failed (in the poller, maybe on another leg's tick):
+        this leg raises it on its own next tick, and the clock takes it off."""
+        self._unregister()
+
+        def failed() -> bytes | None:
+            raise error
+
+        self._next = failed
+
+    def _unregister(self) -> None:
+        if self._poller is not None:
+            _release(self._poller, self)
+            self._poller = None
 
     def stats(self) -> RelayStats:
         return RelayStats(self.packets, self.dropped, self.events)
 
     def borrow(self) -> None:
         """Read the source's socket on the ticks (once it has latched), else its tap."""
+        if self.sock is not None:
+            return  # lent already
         self.sock = self.source.lend_socket()
         self.fd = -1 if self.sock is None else self.sock.fileno()
         self.tapped = self.sock is None
         self.source.tap(self.on_packet if self.tapped else None)
+        if self.sock is not None and self._poller is None:
+            self._poller = _acquire(self.clock, self)
 
     def give_back(self) -> None:
         self.tapped = False
         self.source.tap(None)
+        self._unregister()
         if self.sock is not None:
             self.sock = None
             self.fd = -1
             self.source.take_back()
+
+
+class _Poller:
+    """The lent sockets of one clock's relay legs in one epoll (level-triggered, EPOLLIN):
+    one `poll(0)` says which hold datagrams."""
+
+    __slots__ = ("ep", "legs", "polled")
+
+    def __init__(self) -> None:
+        self.ep = select.epoll()
+        self.legs: dict[int, RelayLeg] = {}  # by file descriptor
+        self.polled = float("-inf")  # monotonic time of the last poll
+
+    def add(self, leg: RelayLeg) -> None:
+        try:
+            self.ep.register(leg.fd, select.EPOLLIN)
+        except FileExistsError:  # a closed socket's number, reused (its entry went with it)
+            self.ep.modify(leg.fd, select.EPOLLIN)
+        self.legs[leg.fd] = leg
+
+    def discard(self, leg: RelayLeg) -> None:
+        if self.legs.get(leg.fd) is not leg:
+            return  # its socket closed and its number went to another leg's
+        del self.legs[leg.fd]
+        with contextlib.suppress(OSError):  # closed: the kernel dropped the entry already
+            self.ep.unregister(leg.fd)
+
+    def poll(self) -> None:
+        """Read every ready socket, one datagram each, until none is ready (or after
+        READ_ROUNDS polls): each into its leg's queue."""
+        self.polled = _monotonic()
+        legs = self.legs
+        poll = self.ep.poll
+        ready = poll(0)
+        rounds = READ_ROUNDS
+        while ready:
+            for fd, _ in ready:
+                leg = legs.get(fd)
+                if leg is None:  # gone since this poll (or never ours): never let it spin
+                    with contextlib.suppress(OSError, ValueError):  # ValueError: ep closed
+                        self.ep.unregister(fd)
+                    continue
+                try:
+                    data = leg.sock.recv(2048)  # type: ignore[union-attr]
+                except OSError:  # a spurious wake, or an ICMP error queued on the socket
+                    continue
+                try:
+                    if leg.opener is None:
+                        leg.on_packet(data)
+                    else:
+                        leg._on_srtp_packet(data)
+                except Exception as exc:  # the leg's own tick raises it
+                    leg._fail(exc)
+            rounds -= 1
+            if not rounds or not legs:  # no legs left: the epoll is closed
+                return
+            ready = poll(0)
+
+
+_pollers: dict[RtpClock, _Poller] = {}  # one per clock with lent sockets, none else
+
+
+def _acquire(clock: RtpClock, leg: RelayLeg) -> _Poller:
+    poller = _pollers.get(clock)
+    if poller is None:
+        poller = _pollers[clock] = _Poller()
+    poller.add(leg)
+    return poller
+
+
+def _release(poller: _Poller, leg: RelayLeg) -> None:
+    poller.discard(leg)
+    if not poller.legs:
+        for clock, p in list(_pollers.items()):
+            if p is poller:
+                del _pollers[clock]
+        poller.ep.close()
 
 
 class Bridge:
@@ -214,8 +316,8 @@ class Bridge:
     def __init__(self, clock: RtpClock, a: MediaSession, b: MediaSession) -> None:
         self.clock = clock
         self.a, self.b = a, b
-        self.a_to_b = RelayLeg(a, b)
-        self.b_to_a = RelayLeg(b, a)
+        self.a_to_b = RelayLeg(a, b, clock)
+        self.b_to_a = RelayLeg(b, a, clock)
 
     def start(self) -> None:
         self.a_to_b.borrow()
