@@ -15,12 +15,13 @@ Before the source session has latched on its peer it keeps its socket and
 hands packets over through its tap instead.
 
 Which lent sockets hold datagrams is asked once for all the relay legs of a
-clock (`_Poller`: one level-triggered epoll, `poll(0)`), not once per leg: a
-leg's tick polls when the last poll is more than `POLL_INTERVAL` old, reads one
-datagram from each ready socket, and polls again until none is ready (a
-second datagram waiting keeps its socket ready). An empty socket then costs
-nothing and a full one no FIONREAD; a packet waits at most `POLL_INTERVAL`
-longer than when each leg read its own socket at its turn.
+clock (`_Poller`: one level-triggered epoll, Linux), not once per leg: the
+first leg to tick in a clock tick polls (`poll(0)`), and a later one when the
+last poll is more than `POLL_INTERVAL` old; a poll reads one datagram from
+each ready socket and polls again until none is ready (a second datagram
+keeps its socket ready). An empty socket costs nothing then, and a full one
+no FIONREAD; a packet waits at most `POLL_INTERVAL` longer than when each leg
+read its own socket at its turn.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class RelayLeg:
         """The packet of this tick (the clock calls it every 20 ms)."""
         poller = self._poller
         if poller is not None:
-            if _monotonic() - poller.polled > POLL_INTERVAL:
+            # the first leg of a tick polls, and one every POLL_INTERVAL after it
+            if poller.tick != self.clock.ticks or _monotonic() - poller.polled > POLL_INTERVAL:
                 poller.poll()  # every lent socket's datagrams, into their legs' queues
         elif self.tapped and self.source._connected:
             self.borrow()  # the source has latched since: read its socket from now on
@@ -235,12 +237,14 @@ class _Poller:
     """The lent sockets of one clock's relay legs in one epoll (level-triggered, EPOLLIN):
     one `poll(0)` says which hold datagrams."""
 
-    __slots__ = ("ep", "legs", "polled")
+    __slots__ = ("clock", "ep", "legs", "polled", "tick")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: RtpClock) -> None:
+        self.clock = clock
         self.ep = select.epoll()
         self.legs: dict[int, RelayLeg] = {}  # by file descriptor
         self.polled = float("-inf")  # monotonic time of the last poll
+        self.tick = -1  # the clock's tick count at the last poll
 
     def add(self, leg: RelayLeg) -> None:
         try:
@@ -260,6 +264,7 @@ class _Poller:
         """Read every ready socket, one datagram each, until none is ready (or after
         READ_ROUNDS polls): each into its leg's queue."""
         self.polled = _monotonic()
+        self.tick = self.clock.ticks
         legs = self.legs
         poll = self.ep.poll
         ready = poll(0)
@@ -294,7 +299,7 @@ _pollers: dict[RtpClock, _Poller] = {}  # one per clock with lent sockets, none 
 def _acquire(clock: RtpClock, leg: RelayLeg) -> _Poller:
     poller = _pollers.get(clock)
     if poller is None:
-        poller = _pollers[clock] = _Poller()
+        poller = _pollers[clock] = _Poller(clock)
     poller.add(leg)
     return poller
 
