@@ -114,10 +114,11 @@ async def main() -> None:
         raise SystemExit(f"--n 1..{MAX_N}, --rounds 1..{MAX_ROUNDS}")
     for i in range(min(args.repeat, 10)):
         s = sorted(await run(args.n, args.rounds, args.mix, seed=i))
-        q1, med, q3 = statistics.quantiles(s, n=4)
+        deciles = statistics.quantiles(s, n=10)
         print(
             f"{relay_mod.__file__.split('/src/')[0].split('/')[-1]:>14} N={args.n} {args.mix:6}"
-            f" µs per leg per tick: median {med:.2f} (quartiles {q1:.2f}-{q3:.2f}, min {s[0]:.2f})",
+            f" µs per leg per tick: median {deciles[4]:.2f}"
+            f" (p10 {deciles[0]:.2f}, p90 {deciles[8]:.2f}, min {s[0]:.2f})",
             flush=True,
         )
 

@@ -104,7 +104,9 @@ class RelayLeg:
         self.late_packets = 0
         self.send_errors = 0
         self._next: Callable[[], bytes | bytearray | None] = self._tick
-        self._send: Callable[[bytes | bytearray], object] = self._to_target
+        # the target's send path, as it is at each tick: set by `_tick` before it returns a
+        # packet, so the clock calls it directly (the target may latch, re-key, close)
+        self._send: Callable[[bytes | bytearray], object] = target._send
 
     def put_event(self, payloads: Iterable[bytes], key: int) -> None:
         """Queue telephone-event payloads this leg did not receive (a digit the other
@@ -114,7 +116,10 @@ class RelayLeg:
 
     def on_packet(self, data: bytes) -> None:
         """A packet `source` received (its tap): queue its payload for the next tick."""
-        pos, end = payload_span(data)
+        if data[0] == 0x80:  # no padding, extension or CSRC (what payload_span would say)
+            pos, end = RTP_HEADER_SIZE, len(data)
+        else:
+            pos, end = payload_span(data)
         if end <= pos:
             return
         pt = data[1] & 0x7F
@@ -173,6 +178,7 @@ class RelayLeg:
             self.events += 1
         self.seq = (self.seq + 1) & 0xFFFF
         self.packets += 1
+        self._send = self.target._send  # a plain load of the slot (see RtpClock._tick)
         return hdr + payload
 
     def _on_srtp_packet(self, data: bytes) -> None:
@@ -184,10 +190,6 @@ class RelayLeg:
             self.dropped += 1
             return
         self.on_packet(opened)
-
-    def _to_target(self, pkt: bytes | bytearray) -> object:
-        send = self.target._send  # a plain load of the slot (see RtpClock._tick)
-        return send(pkt)
 
     def _clock_done(self, completed: bool, error: BaseException | None) -> None:
         self._unregister()  # off the clock: its socket is read no more (still lent)
