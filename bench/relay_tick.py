@@ -21,18 +21,30 @@ Run it against another tree's src with PYTHONPATH (same sitting, alternated):
     .venv/bin/python bench/relay_tick.py --n 200 --rounds 400
     PYTHONPATH=/tmp/base/src .venv/bin/python bench/relay_tick.py --n 200
 
+`--primitives` times, on 2N plain non-blocking sockets holding one datagram each
+(or none), the ways a relay can learn what a socket holds, interleaved round by
+round: recv then FIONREAD (is a second datagram there?), recv then a recv that
+fails with EAGAIN, and one epoll for all: poll, recv each ready socket, poll
+again (a second datagram keeps a socket ready); with the costs of an empty
+socket's failing recv and FIONREAD beside them.
+
 127.0.0.1 only; bounded in pairs and rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
+import fcntl
 import random
+import select
 import socket
 import statistics
 import struct
+import termios
 import time
+from collections.abc import Callable
 
 import ringcast.rtp.relay as relay_mod
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
@@ -103,15 +115,106 @@ async def run(n: int, rounds: int, mix: str, seed: int) -> list[float]:
     return samples
 
 
+def primitives(n: int, rounds: int) -> None:
+    """µs per socket of each way to read 2N sockets' datagrams (see the docstring)."""
+    far = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    far.bind(("127.0.0.1", 0))
+    far.setblocking(False)
+    socks = []
+    for _ in range(2 * n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        s.connect(far.getsockname())
+        socks.append(s)
+    addrs = [s.getsockname() for s in socks]
+    fds = [s.fileno() for s in socks]
+    recvs = {s.fileno(): s.recv for s in socks}
+    ep = select.epoll()
+    for fd in fds:
+        ep.register(fd, select.EPOLLIN)
+    waiting = array.array("i", [0])
+    ioctl, fionread = fcntl.ioctl, termios.FIONREAD
+    pkt = packet(1)
+
+    def recv_fionread() -> None:  # main's relay: recv, then FIONREAD until it says 0
+        for s, fd in zip(socks, fds, strict=True):
+            try:
+                s.recv(2048)
+                while not ioctl(fd, fionread, waiting) and waiting[0]:
+                    s.recv(2048)
+            except OSError:
+                pass
+
+    def recv_until_eagain() -> None:
+        for s in socks:
+            try:
+                while True:
+                    s.recv(2048)
+            except OSError:
+                pass
+
+    def epoll_repoll() -> None:  # this relay: one poll, a recv per ready socket, poll again
+        ready = ep.poll(0)
+        while ready:
+            for fd, _ in ready:
+                try:
+                    recvs[fd](2048)
+                except OSError:
+                    pass
+            ready = ep.poll(0)
+
+    def recv_empty() -> None:
+        for s in socks:
+            try:
+                s.recv(2048)
+            except OSError:
+                pass
+
+    def fionread_empty() -> None:
+        for fd in fds:
+            ioctl(fd, fionread, waiting)
+
+    ways: list[tuple[str, Callable[[], None], bool]] = [
+        ("recv + FIONREAD (one datagram)", recv_fionread, True),
+        ("recv until EAGAIN (one datagram)", recv_until_eagain, True),
+        ("epoll: poll, recv ready, poll (one datagram)", epoll_repoll, True),
+        ("recv failing with EAGAIN (empty socket)", recv_empty, False),
+        ("FIONREAD (empty socket)", fionread_empty, False),
+        ("epoll: one poll, nothing ready (per socket)", epoll_repoll, False),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _, _ in ways}
+    for _ in range(rounds):
+        for name, way, full in ways:
+            if full:
+                for a in addrs:
+                    far.sendto(pkt, a)
+            t0 = time.thread_time_ns()
+            way()
+            times[name].append((time.thread_time_ns() - t0) / 1e3 / len(socks))
+            recv_until_eagain()
+    for name, _, _ in ways:
+        q = statistics.quantiles(times[name], n=10)
+        print(f"{name:46} µs per socket: median {q[4]:.3f} (p10 {q[0]:.3f}, p90 {q[8]:.3f})")
+    ep.close()
+    for s in socks:
+        s.close()
+    far.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="bridged pairs")
     parser.add_argument("--rounds", type=int, default=400, help="timed ticks")
     parser.add_argument("--mix", choices=("one", "jitter"), default="one")
     parser.add_argument("--repeat", type=int, default=1, help="runs in this process")
+    parser.add_argument("--primitives", action="store_true", help="the ways to read, alone")
     args = parser.parse_args()
     if not 0 < args.n <= MAX_N or not 0 < args.rounds <= MAX_ROUNDS:
         raise SystemExit(f"--n 1..{MAX_N}, --rounds 1..{MAX_ROUNDS}")
+    if args.primitives:
+        primitives(args.n, args.rounds)
+        return
     for i in range(min(args.repeat, 10)):
         s = sorted(await run(args.n, args.rounds, args.mix, seed=i))
         deciles = statistics.quantiles(s, n=10)
