@@ -21,6 +21,18 @@ Run it against another tree's src with PYTHONPATH (same sitting, alternated):
     .venv/bin/python bench/relay_tick.py --n 200 --rounds 400
     PYTHONPATH=/tmp/base/src .venv/bin/python bench/relay_tick.py --n 200
 
+Deterministic figures, on a machine too busy for timings: `--callgrind` runs
+each tick inside `functools.reduce`, so callgrind counts the user-space
+instructions (and system calls) of the ticks alone; valgrind slows the
+process ~50x, so give the relay's poll interval ~50x too (this tree's relay
+polls by time within a tick; main's has no poll interval):
+
+    valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \
+        --collect-systime=nsec .venv/bin/python bench/relay_tick.py --n 50 --rounds 100 \
+        --callgrind --poll-interval 0.025
+
+Instructions per leg per tick = "Collected" Ir / (2N x (rounds + 20)).
+
 `--primitives` times, on 2N plain non-blocking sockets holding one datagram each
 (or none), the ways a relay can learn what a socket holds, interleaved round by
 round: recv then FIONREAD (is a second datagram there?), recv then a recv that
@@ -37,6 +49,7 @@ import argparse
 import array
 import asyncio
 import fcntl
+import functools
 import random
 import select
 import socket
@@ -70,7 +83,11 @@ def drain(sock: socket.socket) -> int:
         n += 1
 
 
-async def run(n: int, rounds: int, mix: str, seed: int) -> list[float]:
+def _call(_: object, tick: Callable[[bool], None]) -> None:
+    tick(False)
+
+
+async def run(n: int, rounds: int, mix: str, seed: int, callgrind: bool = False) -> list[float]:
     clock = RtpClock()
     clock.start = lambda: None  # type: ignore[method-assign]  # ticks are driven by hand
     ports = PortAllocator(36000, 36000 + 4 * MAX_N + 100)
@@ -98,7 +115,10 @@ async def run(n: int, rounds: int, mix: str, seed: int) -> list[float]:
                 far.sendto(packet(r), a)
         clock.ticks += 1
         t0 = time.thread_time_ns()
-        clock._tick(False)
+        if callgrind:
+            functools.reduce(_call, (clock._tick,), None)  # what callgrind counts
+        else:
+            clock._tick(False)
         t1 = time.thread_time_ns()
         drain(far)
         if r >= 20:  # warm-up
@@ -209,14 +229,18 @@ async def main() -> None:
     parser.add_argument("--mix", choices=("one", "jitter"), default="one")
     parser.add_argument("--repeat", type=int, default=1, help="runs in this process")
     parser.add_argument("--primitives", action="store_true", help="the ways to read, alone")
+    parser.add_argument("--callgrind", action="store_true", help="ticks inside functools.reduce")
+    parser.add_argument("--poll-interval", type=float, help="the relay's POLL_INTERVAL (s)")
     args = parser.parse_args()
+    if args.poll_interval is not None and hasattr(relay_mod, "POLL_INTERVAL"):
+        relay_mod.POLL_INTERVAL = args.poll_interval
     if not 0 < args.n <= MAX_N or not 0 < args.rounds <= MAX_ROUNDS:
         raise SystemExit(f"--n 1..{MAX_N}, --rounds 1..{MAX_ROUNDS}")
     if args.primitives:
         primitives(args.n, args.rounds)
         return
     for i in range(min(args.repeat, 10)):
-        s = sorted(await run(args.n, args.rounds, args.mix, seed=i))
+        s = sorted(await run(args.n, args.rounds, args.mix, seed=i, callgrind=args.callgrind))
         deciles = statistics.quantiles(s, n=10)
         print(
             f"{relay_mod.__file__.split('/src/')[0].split('/')[-1]:>14} N={args.n} {args.mix:6}"
