@@ -87,7 +87,9 @@ def _call(_: object, tick: Callable[[bool], None]) -> None:
     tick(False)
 
 
-async def run(n: int, rounds: int, mix: str, seed: int, callgrind: bool = False) -> list[float]:
+async def run(
+    n: int, rounds: int, mix: str, seed: int, callgrind: bool = False
+) -> tuple[list[float], int, int]:
     clock = RtpClock()
     clock.start = lambda: None  # type: ignore[method-assign]  # ticks are driven by hand
     ports = PortAllocator(36000, 36000 + 4 * MAX_N + 100)
@@ -126,13 +128,14 @@ async def run(n: int, rounds: int, mix: str, seed: int, callgrind: bool = False)
         if r % 50 == 49:
             await asyncio.sleep(0)  # let the loop breathe (latch timers etc.)
     relayed = sum(leg.packets for b in bridges for leg in (b.a_to_b, b.b_to_a))
+    dropped = sum(leg.dropped for b in bridges for leg in (b.a_to_b, b.b_to_a))
     for b in bridges:
         b.stop()
     for s in legs:
         await s.close()
     far.close()
     assert relayed >= 0.7 * rounds * 2 * n, f"only {relayed} relayed"
-    return samples
+    return samples, relayed, dropped
 
 
 def primitives(n: int, rounds: int) -> None:
@@ -240,12 +243,16 @@ async def main() -> None:
         primitives(args.n, args.rounds)
         return
     for i in range(min(args.repeat, 10)):
-        s = sorted(await run(args.n, args.rounds, args.mix, seed=i, callgrind=args.callgrind))
+        samples, relayed, dropped = await run(
+            args.n, args.rounds, args.mix, seed=i, callgrind=args.callgrind
+        )
+        s = sorted(samples)
         deciles = statistics.quantiles(s, n=10)
         print(
             f"{relay_mod.__file__.split('/src/')[0].split('/')[-1]:>14} N={args.n} {args.mix:6}"
             f" µs per leg per tick: median {deciles[4]:.2f}"
-            f" (p10 {deciles[0]:.2f}, p90 {deciles[8]:.2f}, min {s[0]:.2f})",
+            f" (p10 {deciles[0]:.2f}, p90 {deciles[8]:.2f}, min {s[0]:.2f})"
+            f" | {relayed} relayed, {dropped} dropped",
             flush=True,
         )
 
