@@ -380,3 +380,57 @@ async def test_a_failing_listener_takes_only_its_own_leg_off_the_clock(
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll: Linux")
+async def test_one_poll_reads_every_leg_and_a_late_datagram_still_goes_out_at_its_turn(
+    allocator: PortAllocator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first leg to tick polls for every leg of the clock; a datagram that comes
+    after that poll but before its own leg's turn is read then (FIONREAD), not a tick
+    later. The clock is driven by hand: each leg's `_next()` is its turn."""
+    monkeypatch.setattr(relay, "POLL_INTERVAL", 3600.0)  # no poll within a tick but the first
+    clock = RtpClock()
+    monkeypatch.setattr(clock, "start", lambda: None)
+    peers = [_peer() for _ in range(4)]
+    sessions: list[MediaSession] = []
+    try:
+        a, b = await _latched_pair(clock, allocator, peers[0], peers[1])
+        c, d = await _latched_pair(clock, allocator, peers[2], peers[3])
+        sessions += [a, b, c, d]
+        first, second = Bridge(clock, a, b), Bridge(clock, c, d)
+        first.start()
+        second.start()
+
+        def talk(peer: socket.socket, to: MediaSession, fill: int, seq: int) -> None:
+            payload = bytes([fill]) * 160
+            peer.sendto(
+                build_rtp(payload, payload_type=0, seq=seq, timestamp=160 * seq, ssrc=9), _at(to)
+            )
+
+        await asyncio.sleep(0)  # nothing left of the latch in the sockets
+        for leg in (first.a_to_b, first.b_to_a, second.a_to_b, second.b_to_a):
+            leg.queue.clear()
+        talk(peers[0], a, 0x61, 2)
+        talk(peers[2], c, 0x63, 2)
+        await asyncio.sleep(0.01)  # in the sockets
+        clock.ticks += 1
+        pkt = first.a_to_b._next()  # the tick's first leg: one poll for all
+        assert pkt is not None and bytes(pkt[12:]) == b"\x61" * 160
+        assert [p for _, p, _ in second.a_to_b.queue] == [b"\x63" * 160]  # read by that poll
+        talk(peers[3], d, 0x64, 2)  # after the poll, before d's leg's turn
+        await asyncio.sleep(0.01)
+        assert not second.b_to_a.queue
+        assert first.b_to_a._next() is None  # nothing came for it
+        pkt = second.a_to_b._next()
+        assert pkt is not None and bytes(pkt[12:]) == b"\x63" * 160
+        pkt = second.b_to_a._next()  # its own socket, at its turn
+        assert pkt is not None and bytes(pkt[12:]) == b"\x64" * 160
+        first.stop()
+        second.stop()
+        assert clock not in relay._pollers
+    finally:
+        for s in sessions:
+            await s.close()
+        for p in peers:
+            p.close()
