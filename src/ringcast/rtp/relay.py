@@ -75,7 +75,12 @@ class RelayStats:
 
 
 class RelayLeg:
-    """One direction: `source` hears, `target` sends (a stream of the shared clock)."""
+    """One direction: `source` hears, `target` sends (a stream of the shared clock).
+
+    Every attribute is read per packet through the instance's inline values: CPython
+    3.11 keeps at most 29 attributes inline, past that each access is a dict lookup
+    (LOAD_ATTR_WITH_HINT). So a leg has at most 28 (`hear_digits` adds `on_packet`).
+    """
 
     def __init__(
         self, source: MediaSession, target: MediaSession, clock: RtpClock | None = None
@@ -99,11 +104,10 @@ class RelayLeg:
         # source's codec (a bridged call's recording, ringcast.media.recorder)
         self.listener: Callable[[bytes, int], None] | None = None
         self.tapped = False  # the source hands packets over (it had not latched yet)
-        self._waiting = array.array("i", [0])  # FIONREAD's answer
         # the target's own stream goes on: its SSRC (the one its SRTP context keys), its
         # sequence numbers and timestamps, from where its prompts left them (RFC 3550 §5.1)
-        self.ssrc, self.seq, self.ts = target.stream_position()
-        self.hdr = bytearray(struct.pack("!BBHII", 0x80, 0, 0, 0, self.ssrc))
+        ssrc, self.seq, self.ts = target.stream_position()
+        self.hdr = bytearray(struct.pack("!BBHII", 0x80, 0, 0, 0, ssrc))
         self.marker = True  # the first packet, and the first after a gap, starts a talkspurt
         self.event_key = -1  # the source timestamp of the event being relayed
         self.event_ts = 0  # its timestamp on our clock
@@ -163,7 +167,7 @@ class RelayLeg:
             if self._poller is not None:
                 self._poller.poll()
         queue = self.queue
-        if not queue and self.sock is not None:
+        if not queue and self._poller is not None:  # (a poll may have failed this leg)
             self._read_own()  # nothing polled: what came since the last poll, if anything
         ts = self.ts
         self.ts = (ts + FRAME_SAMPLES) & _U32  # our timestamps follow our clock
@@ -196,9 +200,10 @@ class RelayLeg:
         datagram that came after the last poll is relayed this tick, not the next.
         FIONREAD (the next datagram's size, 0 when none) rather than a recv that
         fails with EAGAIN and raises (several times the cost)."""
-        sock = self.sock
-        assert sock is not None
-        waiting = self._waiting
+        sock, poller = self.sock, self._poller
+        if sock is None or poller is None:
+            return
+        waiting = poller.waiting
         read = self.on_packet if self.opener is None else self._on_srtp_packet
         try:
             while not _ioctl(self.fd, _FIONREAD, waiting) and waiting[0]:
@@ -264,7 +269,7 @@ class _Poller:
     """The lent sockets of one clock's relay legs in one epoll (level-triggered, EPOLLIN):
     one `poll(0)` says which hold datagrams."""
 
-    __slots__ = ("clock", "ep", "legs", "polled", "tick")
+    __slots__ = ("clock", "ep", "legs", "polled", "tick", "waiting")
 
     def __init__(self, clock: RtpClock) -> None:
         self.clock = clock
@@ -272,6 +277,7 @@ class _Poller:
         self.legs: dict[int, RelayLeg] = {}  # by file descriptor
         self.polled = float("-inf")  # monotonic time of the last poll
         self.tick = -1  # the clock's tick count at the last poll
+        self.waiting = array.array("i", [0])  # FIONREAD's answer, for RelayLeg._read_own
 
     def add(self, leg: RelayLeg) -> None:
         try:

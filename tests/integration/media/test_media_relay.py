@@ -434,3 +434,26 @@ async def test_one_poll_reads_every_leg_and_a_late_datagram_still_goes_out_at_it
             await s.close()
         for p in peers:
             p.close()
+
+
+async def test_a_leg_keeps_its_attributes_inline(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    """Each packet reads some twenty of a leg's attributes. CPython 3.11 keeps at most
+    29 attributes in an instance's inline values; a 30th turns every one of those
+    reads into a dict lookup. `hear_digits` (a bridged transfer's callee leg) adds one."""
+    from ringcast.dialer.bridge_digits import hear_digits
+
+    callee, agent = peers
+    a, b = await _latched_pair(clock, allocator, callee, agent)
+    try:
+        bridge = Bridge(clock, a, b)
+        hear_digits(bridge.a_to_b, lambda digit: None)
+        bridge.start()
+        await asyncio.sleep(0.03)
+        assert len(vars(bridge.a_to_b)) <= 29, sorted(vars(bridge.a_to_b))
+        assert len(vars(bridge.b_to_a)) <= 29, sorted(vars(bridge.b_to_a))
+        bridge.stop()
+    finally:
+        await a.close()
+        await b.close()
