@@ -318,6 +318,8 @@ class _Poller:
                         leg.on_packet(data)
                     else:
                         leg._on_srtp_packet(data)
+                except OSError:  # ignored, as when the leg read its own socket
+                    pass
                 except Exception as exc:  # the leg's own tick raises it
                     leg._fail(exc)
             rounds -= 1
