@@ -4,16 +4,18 @@ real sockets on 127.0.0.1 play the callee and the agent; no SIP."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
 
 from ringcast.media.codecs import get_codec
-from ringcast.rtp import MediaSession, PortAllocator, RtpClock
+from ringcast.rtp import MediaSession, PortAllocator, RtpClock, relay
 from ringcast.rtp.packet import build_event, build_rtp
 from ringcast.rtp.relay import QUEUE_MAX, Bridge, transcode_table
 
@@ -205,6 +207,253 @@ async def test_an_srtp_callee_is_relayed_decrypted_to_a_plain_agent_and_back_enc
         wire = drain(callee)
         back = [callee_in.unprotect(p) for p in wire]  # raises unless authentic
         assert [p[12:] for p in back if p[1] & 0x7F == 0] == [b"\x55" * 160]
+    finally:
+        await a.close()
+        await b.close()
+
+
+# -- the clock's poller (one epoll for every lent socket): registrations come and go --------
+
+
+def _registered(clock: RtpClock) -> set[int] | None:
+    """The file descriptors the clock's relay epoll watches, as the kernel lists them
+    (/proc/self/fdinfo of the epoll: one ``tfd:`` line per entry); None: no epoll."""
+    poller = relay._pollers.get(clock)
+    if poller is None:
+        return None
+    with open(f"/proc/self/fdinfo/{poller.ep.fileno()}") as f:
+        return {int(line.split()[1]) for line in f if line.startswith("tfd:")}
+
+
+def _at(session: MediaSession) -> tuple[str, int]:
+    return ("127.0.0.1", session.local_port)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _latched_pair(
+    clock: RtpClock, allocator: PortAllocator, callee: socket.socket, agent: socket.socket
+) -> tuple[MediaSession, MediaSession]:
+    a = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    b = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    a.start(*callee.getsockname(), 0, "PCMU", 101, 101)
+    b.start(*agent.getsockname(), 0, "PCMU", 101, 101)
+    for peer, s in ((callee, a), (agent, b)):
+        peer.sendto(build_rtp(b"\xff" * 160, payload_type=0, seq=1, timestamp=0, ssrc=9), _at(s))
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if a._connected and b._connected:
+            return a, b
+    raise AssertionError("the sessions did not latch")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll and /proc: Linux")
+async def test_bridges_share_one_poller_and_leave_no_registration(
+    clock: RtpClock, allocator: PortAllocator
+) -> None:
+    peers = [_peer() for _ in range(4)]
+    sessions: list[MediaSession] = []
+    try:
+        a, b = await _latched_pair(clock, allocator, peers[0], peers[1])
+        c, d = await _latched_pair(clock, allocator, peers[2], peers[3])
+        sessions += [a, b, c, d]
+        fds = _open_fds()
+        first, second = Bridge(clock, a, b), Bridge(clock, c, d)
+        first.start()
+        assert _registered(clock) == {a._sock.fileno(), b._sock.fileno()}
+        second.start()
+        assert _registered(clock) == {s._sock.fileno() for s in sessions}  # one epoll for both
+        assert _open_fds() == fds + 1
+        peers[2].sendto(
+            build_rtp(b"\x33" * 160, payload_type=0, seq=2, timestamp=160, ssrc=9), _at(c)
+        )
+        await asyncio.sleep(0.1)
+        first.stop()
+        assert _registered(clock) == {c._sock.fileno(), d._sock.fileno()}
+        assert [p[12:] for p in drain(peers[3]) if p[1] & 0x7F == 0][-1:] == [b"\x33" * 160]
+        peers[2].sendto(
+            build_rtp(b"\x44" * 160, payload_type=0, seq=3, timestamp=320, ssrc=9), _at(c)
+        )
+        await asyncio.sleep(0.1)
+        assert [p[12:] for p in drain(peers[3]) if p[1] & 0x7F == 0] == [b"\x44" * 160]
+        second.stop()
+        assert clock not in relay._pollers and _open_fds() == fds  # the epoll closed
+        for s in sessions:  # the sessions read their own sockets again
+            assert not s._lent
+        second.start()  # a bridge may start again: a new epoll
+        assert _registered(clock) == {c._sock.fileno(), d._sock.fileno()}
+        second.stop()
+        assert clock not in relay._pollers and _open_fds() == fds
+    finally:
+        for s in sessions:
+            await s.close()
+        for p in peers:
+            p.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll and /proc: Linux")
+async def test_a_leg_that_latches_while_bridged_registers_then_leaves(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    """A source that had not latched when the bridge started is tapped, not polled; its
+    first tick after the latch borrows the socket and registers it with the poller."""
+    callee, agent = peers
+    a = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    b = await MediaSession.open(clock, allocator, bind_host="127.0.0.1")
+    try:
+        a.start(*callee.getsockname(), 0, "PCMU", 101, 101)
+        b.start(*agent.getsockname(), 0, "PCMU", 101, 101)
+        bridge = Bridge(clock, a, b)
+        bridge.start()
+        assert bridge.a_to_b.tapped and bridge.b_to_a.tapped
+        assert _registered(clock) is None  # nothing lent, no epoll
+        for n in range(3):
+            callee.sendto(
+                build_rtp(bytes([n]) * 160, payload_type=0, seq=n, timestamp=160 * n, ssrc=5),
+                _at(a),
+            )
+            await asyncio.sleep(0.03)
+        assert bridge.a_to_b.sock is not None and not bridge.a_to_b.tapped
+        assert _registered(clock) == {a._sock.fileno()}
+        assert bridge.b_to_a.tapped  # the agent has sent nothing: not latched
+        relayed = [p[12] for p in drain(agent) if p[1] & 0x7F == 0]
+        assert relayed and relayed[-1] == 2
+        bridge.stop()
+        assert _registered(clock) is None and not a._lent
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll and /proc: Linux")
+async def test_a_socket_closed_under_the_relay_is_dropped_by_the_kernel_and_the_stop_is_clean(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    callee, agent = peers
+    a, b = await _latched_pair(clock, allocator, callee, agent)
+    try:
+        fds = _open_fds()
+        bridge = Bridge(clock, a, b)
+        bridge.start()
+        await a.close()  # the callee's session ends first (its socket closes while lent)
+        assert _registered(clock) == {b._sock.fileno()}  # the kernel removed the entry
+        agent.sendto(build_rtp(b"\x11" * 160, payload_type=0, seq=2, timestamp=160, ssrc=9), _at(b))
+        await asyncio.sleep(0.06)  # ticks go on; the closed leg reads nothing, raises nothing
+        assert clock.stream_count == 2
+        bridge.stop()
+        assert clock not in relay._pollers and _open_fds() == fds - 2  # a's RTP + RTCP
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_failing_listener_takes_only_its_own_leg_off_the_clock(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    """An error while a leg's packet is read (here: its recording listener) ends that leg,
+    as when the leg read its own socket; the other direction goes on relaying."""
+    callee, agent = peers
+    a, b = await _latched_pair(clock, allocator, callee, agent)
+    try:
+        bridge = Bridge(clock, a, b)
+
+        def broken(payload: bytes, ts: int) -> None:
+            raise RuntimeError("listener broke")
+
+        bridge.a_to_b.listener = broken
+        bridge.start()
+        callee.sendto(
+            build_rtp(b"\x22" * 160, payload_type=0, seq=2, timestamp=160, ssrc=9), _at(a)
+        )
+        await asyncio.sleep(0.08)
+        assert clock.stream_count == 1  # a_to_b is off the clock
+        if sys.platform.startswith("linux"):
+            assert _registered(clock) == {b._sock.fileno()}
+        drain(callee)
+        agent.sendto(build_rtp(b"\x55" * 160, payload_type=0, seq=2, timestamp=160, ssrc=9), _at(b))
+        await asyncio.sleep(0.06)
+        assert [p[12:] for p in drain(callee) if p[1] & 0x7F == 0] == [b"\x55" * 160]
+        bridge.stop()
+        assert clock not in relay._pollers
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll: Linux")
+async def test_one_poll_reads_every_leg_and_a_late_datagram_still_goes_out_at_its_turn(
+    allocator: PortAllocator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first leg to tick polls for every leg of the clock; a datagram that comes
+    after that poll but before its own leg's turn is read then (FIONREAD), not a tick
+    later. The clock is driven by hand: each leg's `_next()` is its turn."""
+    monkeypatch.setattr(relay, "POLL_INTERVAL", 3600.0)  # no poll within a tick but the first
+    clock = RtpClock()
+    monkeypatch.setattr(clock, "start", lambda: None)
+    peers = [_peer() for _ in range(4)]
+    sessions: list[MediaSession] = []
+    try:
+        a, b = await _latched_pair(clock, allocator, peers[0], peers[1])
+        c, d = await _latched_pair(clock, allocator, peers[2], peers[3])
+        sessions += [a, b, c, d]
+        first, second = Bridge(clock, a, b), Bridge(clock, c, d)
+        first.start()
+        second.start()
+
+        def talk(peer: socket.socket, to: MediaSession, fill: int, seq: int) -> None:
+            payload = bytes([fill]) * 160
+            peer.sendto(
+                build_rtp(payload, payload_type=0, seq=seq, timestamp=160 * seq, ssrc=9), _at(to)
+            )
+
+        await asyncio.sleep(0)  # nothing left of the latch in the sockets
+        for leg in (first.a_to_b, first.b_to_a, second.a_to_b, second.b_to_a):
+            leg.queue.clear()
+        talk(peers[0], a, 0x61, 2)
+        talk(peers[2], c, 0x63, 2)
+        await asyncio.sleep(0.01)  # in the sockets
+        clock.ticks += 1
+        pkt = first.a_to_b._next()  # the tick's first leg: one poll for all
+        assert pkt is not None and bytes(pkt[12:]) == b"\x61" * 160
+        assert [p for _, p, _ in second.a_to_b.queue] == [b"\x63" * 160]  # read by that poll
+        talk(peers[3], d, 0x64, 2)  # after the poll, before d's leg's turn
+        await asyncio.sleep(0.01)
+        assert not second.b_to_a.queue
+        assert first.b_to_a._next() is None  # nothing came for it
+        pkt = second.a_to_b._next()
+        assert pkt is not None and bytes(pkt[12:]) == b"\x63" * 160
+        pkt = second.b_to_a._next()  # its own socket, at its turn
+        assert pkt is not None and bytes(pkt[12:]) == b"\x64" * 160
+        first.stop()
+        second.stop()
+        assert clock not in relay._pollers
+    finally:
+        for s in sessions:
+            await s.close()
+        for p in peers:
+            p.close()
+
+
+async def test_a_leg_keeps_its_attributes_inline(
+    clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
+) -> None:
+    """Each packet reads some twenty of a leg's attributes. CPython 3.11 keeps at most
+    29 attributes in an instance's inline values; a 30th turns every one of those
+    reads into a dict lookup. `hear_digits` (a bridged transfer's callee leg) adds one."""
+    from ringcast.dialer.bridge_digits import hear_digits
+
+    callee, agent = peers
+    a, b = await _latched_pair(clock, allocator, callee, agent)
+    try:
+        bridge = Bridge(clock, a, b)
+        hear_digits(bridge.a_to_b, lambda digit: None)
+        bridge.start()
+        await asyncio.sleep(0.03)
+        assert len(vars(bridge.a_to_b)) <= 29, sorted(vars(bridge.a_to_b))
+        assert len(vars(bridge.b_to_a)) <= 29, sorted(vars(bridge.b_to_a))
+        bridge.stop()
     finally:
         await a.close()
         await b.close()
