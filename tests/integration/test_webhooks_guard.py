@@ -219,12 +219,12 @@ async def test_other_spellings_of_loopback_are_refused(
 async def test_every_connection_is_checked_at_its_own_resolution(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """DNS rebinding: a name that resolved to an allowed address (127.0.0.2 here)
-    and then to a refused one (127.0.0.1) gets its next connection refused; the
+    """DNS rebinding: a name that resolved to an allowed address (::1 here, the one
+    allowed network) and then to a refused one (127.0.0.1) gets its next connection refused; the
     connection goes to the address that was checked, never looked up again."""
-    allowed = await Receiver(host="127.0.0.2", close=True).start()
+    allowed = await Receiver(host="::1", close=True).start()  # loopback only, as every peer
     refused = await Receiver(host="127.0.0.1", port=allowed.port).start()
-    answers = iter([["127.0.0.2"], ["127.0.0.1"]])
+    answers = iter([["::1"], ["127.0.0.1"]])
     lookups: list[str] = []
 
     async def fake_resolve(host: str, port: int | None = None) -> list[netguard.IPAddress]:
@@ -233,7 +233,7 @@ async def test_every_connection_is_checked_at_its_own_resolution(
 
     monkeypatch.setattr(netguard, "resolve", fake_resolve)
     try:
-        async with posting(NetPolicy.build(allow_networks=["127.0.0.2/32"])) as send:
+        async with posting(NetPolicy.build(allow_networks=["::1/128"])) as send:
             first = await send(allowed.url("/one", "rebind.test"))
             second = await send(allowed.url("/two", "rebind.test"))
     finally:
