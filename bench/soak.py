@@ -140,8 +140,15 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
             },
         ).json()["request_id"]
 
+        slow_polls: list[str] = []
+
         def done() -> int:
-            return int(http.get(f"/voice/call/status/{rid}").json()["report"]["done"])
+            t0 = time.monotonic()
+            n = int(http.get(f"/voice/call/status/{rid}").json()["report"]["done"])
+            took = time.monotonic() - t0
+            if took > 0.02:
+                slow_polls.append(f"{took * 1e3:.0f} ms at {t0 - started:.1f} s")
+            return n
 
         rss_checkpoint = None
         n = 0
@@ -156,7 +163,7 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
                 )
             if n >= args.calls:
                 break
-            time.sleep(2)
+            time.sleep(args.poll)
         elapsed = time.monotonic() - started
         rss_end = rss_mb(pid)
         cpu = cpu_seconds(pid) - cpu_start
@@ -180,6 +187,18 @@ def soak(args: argparse.Namespace, work: Path, sink: socket.socket, pipe: Connec
         f"max {max(loaded, default=0) * 1e3:.1f} ms over {len(loaded):,} packets "
         "(target max <= 60 ms)"
     )
+    at, worst = 0.0, []
+    for gap in loaded:  # the gaps in arrival order: their running sum is when each ended
+        at += gap
+        if gap > 0.04:
+            worst.append(f"{gap * 1e3:.0f} ms at {at:.1f} s")
+    if worst:
+        print(
+            f"  gaps over 40 ms ({len(worst)}), seconds after the soak's POST: "
+            + ", ".join(worst[:12])
+        )
+    if slow_polls:
+        print(f"  status polls over 20 ms ({len(slow_polls)}): " + ", ".join(slow_polls[:12]))
     if rss_checkpoint is not None:
         print(
             f"  RSS after {args.checkpoint:,} calls {rss_checkpoint:.0f} MB, after {n:,} "
@@ -203,6 +222,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=50_000)
     ap.add_argument("--checkpoint", type=int, default=5_000)
     ap.add_argument("--cps", type=float, default=300.0)
+    ap.add_argument("--poll", type=float, default=2.0, help="seconds between status polls")
     ap.add_argument("--quiet", type=float, default=10.0, help="seconds of baseline")
     ap.add_argument("--max-seconds", type=float, default=900.0)
     ap.add_argument(

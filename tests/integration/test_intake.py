@@ -162,3 +162,43 @@ async def test_voices_lists_the_installed_engines(client: httpx.AsyncClient) -> 
             "/voice/call/play", json=body(playlist=[{"say": "Hi", "voice": "piper:joe"}])
         )
         assert ok.status_code == 200, ok.text
+
+
+async def test_a_long_body_is_parsed_and_checked_off_the_event_loop(
+    client: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ringcast serve` paces live calls' RTP on the event loop: a long body's parsing
+    and checks run in a worker thread (a short one stays on the loop), with the same
+    answers either way: accepted, or refused naming the field with nothing stored."""
+    import threading
+
+    from ringcast.api import play
+
+    seen: list[tuple[str, bool]] = []
+
+    def spy(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            seen.append((name, threading.current_thread() is threading.main_thread()))
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(play, "parse_play", spy("parse", play.parse_play))
+    monkeypatch.setattr(play, "checked_play", spy("check", play.checked_play))
+    many = [{"to": f"sip:r{i}@127.0.0.1:5070"} for i in range(200)]
+    long_body = {"recipients": many, "playlist": [{"pause": 1}]}
+    assert len(str(long_body)) > play.INTAKE_IN_THREAD
+    bad = {**long_body, "recipients": [*many, {"to": "sips:x@127.0.0.1;transport=udp"}]}
+    resp = await client.post("/voice/call/play", json=bad)
+    refused(resp, "recipients[200].to", "sips")
+    assert seen == [("parse", False), ("check", False)]
+    assert await nothing_stored(store)
+
+    seen.clear()
+    resp = await client.post("/voice/call/play", json=long_body)
+    assert resp.status_code == 200, resp.text
+    assert seen == [("parse", False), ("check", False)]
+    seen.clear()
+    resp = await client.post("/voice/call/play", json=body(playlist=[{"pause": 1}]))
+    assert resp.status_code == 200, resp.text
+    assert seen == [("parse", True), ("check", True)]

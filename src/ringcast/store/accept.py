@@ -7,7 +7,6 @@ own SQLAlchemy bind processors; an Idempotency-Key replays the first answer.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -69,11 +68,14 @@ async def create_request(
     not_before: datetime | None = None,
     api_key_id: str | None = None,
     priority: int = PRIORITY_DEFAULT,
+    zoned: bool | None = None,
 ) -> Accepted:
     """Store a request and all its calls in one transaction.
 
     With `idempotency_key`, a replay with the same `body_hash` returns the first
     request's ids and stores nothing; a different hash raises IdempotencyConflict.
+    `zoned`: whether any call has a time zone, when the caller knows (None: the
+    calls are read to find out, on the event loop: ~0.6 µs per call).
     """
     if idempotency_key is not None:
         earlier = await _find_idempotent(store, tenant, idempotency_key, body_hash)
@@ -99,7 +101,7 @@ async def create_request(
                     priority=priority,
                 )
             )
-            await _insert_calls(session, store, request_id, calls, now, due)
+            await _insert_calls(session, store, request_id, calls, now, due, zoned)
             if store.dialect == "postgresql":
                 # Delivered at commit: wakes idle dialers (they also poll).
                 await session.execute(sa.text(f"NOTIFY {WORK_CHANNEL}"))
@@ -195,6 +197,7 @@ async def _insert_calls(
     calls: Sequence[NewCall],
     now: datetime,
     due: datetime,
+    zoned: bool | None = None,
 ) -> None:
     """Insert the call rows inside the session's open transaction through the raw
     driver: a binary `COPY` on PostgreSQL, `executemany` of tuples on SQLite.
@@ -206,7 +209,9 @@ async def _insert_calls(
     """
     # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
     # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
-    batch = _NewRows(store, new_id_chunks(len(calls)), request_id, calls, now, due)
+    if zoned is None:
+        zoned = any(zone is not None for _, _, _, zone in calls)
+    batch = _NewRows(store, new_id_chunks(len(calls)), request_id, calls, now, due, zoned)
     columns = batch.columns
     driver = await raw_driver(await session.connection())
     try:
@@ -237,10 +242,7 @@ class _NewRows:
     calls: Sequence[NewCall]
     now: datetime
     due: datetime
-
-    @functools.cached_property
-    def with_zone(self) -> bool:
-        return any(zone is not None for _, _, _, zone in self.calls)
+    with_zone: bool  # a call has a time zone: the rows carry the column
 
     @property
     def columns(self) -> tuple[str, ...]:
