@@ -49,6 +49,8 @@ class RtpClock:
         self._streams: dict[ClockStream, None] = {}
         self._snapshot: tuple[ClockStream, ...] = ()
         self._dirty = False  # streams changed since the snapshot: rebuilt once per tick
+        # called half a ptime after each tick (ringcast.rtp.relay reads its sockets again)
+        self._half_ticks: dict[Callable[[], None], None] = {}
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self.late_ticks = 0  # ticks that ran more than LATE_TOLERANCE after their deadline
@@ -95,6 +97,15 @@ class RtpClock:
         if self._streams.pop(stream, 0) is None:
             self._dirty = True
 
+    def add_half_tick(self, hook: Callable[[], None]) -> None:
+        """Call `hook` half a ptime after every tick from the next on (not when that
+        tick ran so late that the half is past: no catch-up)."""
+        self._half_ticks[hook] = None
+        self.start()
+
+    def remove_half_tick(self, hook: Callable[[], None]) -> None:
+        self._half_ticks.pop(hook, None)
+
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("rtp clock stopped: %r", task.exception())
@@ -128,6 +139,19 @@ class RtpClock:
                     )
             self.ticks += 1
             self._tick(late)
+            if self._half_ticks:
+                delay = deadline + ptime / 2 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    self._half_tick()
+
+    def _half_tick(self) -> None:
+        for hook in list(self._half_ticks):
+            try:
+                hook()
+            except Exception:  # one broken hook must not stop the clock
+                log.exception("rtp half-tick hook failed")
+                self.remove_half_tick(hook)
 
     def _tick(self, late: bool) -> None:
         if self._dirty:

@@ -436,6 +436,71 @@ async def test_one_poll_reads_every_leg_and_a_late_datagram_still_goes_out_at_it
             p.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="epoll: Linux")
+async def test_a_packet_that_comes_after_a_tick_goes_out_at_the_half_tick_in_the_next_slot(
+    allocator: PortAllocator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half a tick after each tick the relay reads its sockets again and sends what
+    came at once, not at the next tick (its added delay stays under half a tick,
+    whatever the far end's phase): that packet takes the next tick's sequence number
+    and timestamp, and the next tick sends nothing for that leg. Clock driven by hand."""
+    clock = RtpClock()
+    monkeypatch.setattr(clock, "start", lambda: None)
+    callee, agent = _peer(), _peer()
+    a, b = await _latched_pair(clock, allocator, callee, agent)
+    try:
+        bridge = Bridge(clock, a, b)
+        bridge.start()
+        leg = bridge.a_to_b
+        await asyncio.sleep(0)
+        leg.queue.clear()
+        drain(agent)
+
+        def talk(fill: int, seq: int) -> None:
+            payload = bytes([fill]) * 160
+            callee.sendto(
+                build_rtp(payload, payload_type=0, seq=seq, timestamp=160 * seq, ssrc=9), _at(a)
+            )
+
+        def heard() -> list[tuple[int, int, bytes]]:
+            return [
+                (*struct.unpack_from("!HI", p, 2), p[12:]) for p in drain(agent) if p[1] & 0x7F == 0
+            ]
+
+        talk(0x61, 2)
+        await asyncio.sleep(0.01)
+        clock.ticks += 1
+        first = leg._next()  # a tick: what came before it goes out at it
+        assert first is not None and bytes(first[12:]) == b"\x61" * 160
+        seq, ts = struct.unpack_from("!HI", first, 2)
+        sent = clock.packets_sent
+        talk(0x62, 3)  # after the tick
+        await asyncio.sleep(0.01)
+        clock._half_tick()
+        assert heard() == [
+            ((seq + 1) & 0xFFFF, (ts + 160) & 0xFFFFFFFF, b"\x62" * 160)
+        ]  # not a tick later
+        assert clock.packets_sent == sent + 1
+        clock.ticks += 1
+        assert leg._next() is None  # its slot went out at the half-tick
+        assert bridge.b_to_a._next() is None  # nothing came the other way
+        clock._half_tick()  # nothing came: nothing sent
+        assert heard() == []
+        talk(0x63, 4)
+        await asyncio.sleep(0.01)
+        clock.ticks += 1
+        third = leg._next()  # before the half-tick: at the tick, in the slot after
+        assert third is not None and bytes(third[12:]) == b"\x63" * 160
+        assert struct.unpack_from("!HI", third, 2) == ((seq + 2) & 0xFFFF, (ts + 320) & 0xFFFFFFFF)
+        bridge.stop()
+        assert not clock._half_ticks  # the poller's hook left with its last leg
+    finally:
+        await a.close()
+        await b.close()
+        callee.close()
+        agent.close()
+
+
 async def test_a_leg_keeps_its_attributes_inline(
     clock: RtpClock, allocator: PortAllocator, peers: tuple[socket.socket, socket.socket]
 ) -> None:

@@ -173,6 +173,36 @@ async def test_stop_ends_live_streams_not_completed() -> None:
     assert len(s.sent) == n
 
 
+@virtual_time
+async def test_half_tick_hooks_run_between_ticks_and_a_late_tick_skips_its_half() -> None:
+    loop = asyncio.get_running_loop()
+    clock = RtpClock()
+    start = loop.time()  # the clock's ticks fall due at start + k * 20 ms
+    s = FakeStream(1000)
+    clock.add(s)
+    halves: list[float] = []
+
+    def broken() -> None:
+        raise RuntimeError("broken hook")
+
+    def hook() -> None:
+        halves.append(round(loop.time() - start, 6))
+
+    clock.add_half_tick(hook)
+    clock.add_half_tick(broken)
+    await asyncio.sleep(0.112)  # after the half-tick at 110 ms, before the tick at 120
+    assert halves == [0.03, 0.05, 0.07, 0.09, 0.11]  # 10 ms after each tick (from the next)
+    assert broken not in clock._half_ticks and hook in clock._half_ticks  # taken off alone
+    stall(0.019)  # the tick due at 120 ms runs at 131: past its half (130)
+    await asyncio.sleep(0.03)
+    ticks = [round(t - start, 6) for t in s.sent]
+    assert ticks[-3:] == [0.131, 0.14, 0.16] and halves[5:] == [0.15]  # none at 130
+    clock.remove_half_tick(hook)
+    await asyncio.sleep(0.1)
+    assert halves[5:] == [0.15]
+    await clock.stop()
+
+
 def test_ptime_must_be_positive() -> None:
     with pytest.raises(ValueError, match="ptime must be > 0 seconds, not 0"):
         RtpClock(0)
