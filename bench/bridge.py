@@ -21,6 +21,7 @@ must come back unchanged).
 
     .venv/bin/python bench/bridge.py                    # N = 100, 200, 400
     .venv/bin/python bench/bridge.py --n 200 --seconds 5 --transcode
+    .venv/bin/python bench/bridge.py --n 200 --rounds 6   # medians of alternated phases
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ import contextlib
 import logging
 import multiprocessing as mp
 import socket
+import statistics
 import struct
 import threading
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 from ringcast.media import prepare_prompt
 from ringcast.rtp import MediaSession, PortAllocator, RtpClock
@@ -108,47 +113,62 @@ async def measure(seconds: float) -> float:
     return 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
 
 
-async def run_n(n: int, seconds: float, transcode: bool, ports: PortAllocator) -> None:
-    clock = RtpClock()
-    clock.start()
-    prompt = await prepare_prompt([{"pause": seconds + 30}], codecs=("PCMU", "PCMA"))
+@dataclass
+class Phase:
+    cpu: float  # % of one core over the window
+    delays: list[float]  # relay delays (bridged), seconds, sorted
+    relayed: int = 0
+    dropped: int = 0
+    rate: float = 0.0  # packets/s per stream the relays read around the window
+
+
+async def _with_far_ends(
+    sessions: list[MediaSession], body: Callable[[int], Awaitable[float]]
+) -> tuple[float, list[float]]:
+    """Run `body(far_port)` with a far-ends process sending to every session."""
     ctx = mp.get_context("spawn")
-    far_delays: list[float] = []
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=far_ends, args=(child,), daemon=True)
+    proc.start()
+    delays: list[float] = []
+    try:
+        far = parent.recv()
+        parent.send([s.local_port for s in sessions])
+        cpu = await body(far)
+    finally:
+        parent.send("stop")
+        parent.send("report")
+        delays = sorted(parent.recv()) if parent.poll(10) else []
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    return cpu, delays
 
-    async def with_far_ends(sessions: list[MediaSession], body: object) -> float:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=far_ends, args=(child,), daemon=True)
-        proc.start()
-        try:
-            far = parent.recv()
-            parent.send([s.local_port for s in sessions])
-            return await body(far)  # type: ignore[operator, no-any-return]
-        finally:
-            parent.send("stop")
-            parent.send("report")
-            far_delays[:] = sorted(parent.recv()) if parent.poll(10) else []
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
 
-    # --- plain calls ---
+async def plain_phase(
+    clock: RtpClock, n: int, seconds: float, prompt: Any, ports: PortAllocator
+) -> Phase:
     plain = [await MediaSession.open(clock, ports, "127.0.0.1") for _ in range(n)]
     plays: list[asyncio.Task[object]] = []
 
-    async def plain_body(far: int) -> float:
+    async def body(far: int) -> float:
         for s in plain:
             s.start("127.0.0.1", far, 0, "PCMU", 101, 101)
             plays.append(asyncio.create_task(s.play(prompt), name="bench-play"))
         return await measure(seconds)
 
-    cpu_plain = await with_far_ends(plain, plain_body)
+    cpu, _ = await _with_far_ends(plain, body)
     for s in plain:
         s.stop()
     await asyncio.gather(*plays, return_exceptions=True)
     for s in plain:
         await s.close()
+    return Phase(cpu, [])
 
-    # --- bridged pairs ---
+
+async def bridged_phase(
+    clock: RtpClock, n: int, seconds: float, transcode: bool, ports: PortAllocator
+) -> Phase:
     legs = [await MediaSession.open(clock, ports, "127.0.0.1") for _ in range(2 * n)]
     bridges: list[Bridge] = []
     arrived: list[int] = []  # packets the relays read, at the window's start and end
@@ -156,7 +176,7 @@ async def run_n(n: int, seconds: float, transcode: bool, ports: PortAllocator) -
     def count() -> int:
         return sum(leg.packets + leg.dropped for b in bridges for leg in (b.a_to_b, b.b_to_a))
 
-    async def bridged_body(far: int) -> float:
+    async def body(far: int) -> float:
         for i, s in enumerate(legs):
             codec, pt = ("PCMA", 8) if transcode and i % 2 else ("PCMU", 0)
             s.start("127.0.0.1", far, pt, codec, 101, 101)
@@ -170,36 +190,63 @@ async def run_n(n: int, seconds: float, transcode: bool, ports: PortAllocator) -
         arrived.append(count())
         return cpu
 
-    cpu_bridged = await with_far_ends(legs, bridged_body)
-    delays = list(far_delays)
+    cpu, delays = await _with_far_ends(legs, body)
     relayed = sum(leg.packets for b in bridges for leg in (b.a_to_b, b.b_to_a))
     dropped = sum(leg.dropped for b in bridges for leg in (b.a_to_b, b.b_to_a))
     for b in bridges:
         b.stop()
     for s in legs:
         await s.close()
-    await clock.stop()
-
-    def pick(q: float) -> float:
-        return 1e3 * delays[min(len(delays) - 1, int(q * len(delays)))] if delays else 0.0
-
     rate = (arrived[1] - arrived[0]) / (2 * n * seconds)  # per stream, around the window
-    per_plain = cpu_plain / n
-    per_pair = cpu_bridged / n
-    delay = (
-        f" | relay delay p50 {pick(0.5):.1f} ms p99 {pick(0.99):.1f} ms max {pick(1.0):.1f} ms"
-        if delays and not transcode
-        else ""
-    )
-    print(
-        f"N={n:5d} {'PCMU<->PCMA' if transcode else 'PCMU<->PCMU'}"
-        f" | plain: {cpu_plain:5.1f} % CPU, {per_plain:.4f} %/call"
-        f" | bridged: {cpu_bridged:5.1f} % CPU, {per_pair:.4f} %/pair"
-        f" | ratio {per_pair / per_plain:.2f}{delay}"
-        f" | {relayed} relayed, {dropped} dropped"
-        f" | far ends delivered {rate:.0f} of 50 packets/s per stream",
-        flush=True,
-    )
+    return Phase(cpu, delays, relayed, dropped, rate)
+
+
+async def run_n(n: int, seconds: float, transcode: bool, ports: PortAllocator, rounds: int) -> None:
+    clock = RtpClock()
+    clock.start()
+    prompt = await prepare_prompt([{"pause": seconds + 30}], codecs=("PCMU", "PCMA"))
+    per_call: list[float] = []
+    per_pair: list[float] = []
+    for r in range(rounds):
+        # alternated: plain first in odd rounds, bridged first in even ones
+        if r % 2 == 0:
+            plain = await plain_phase(clock, n, seconds, prompt, ports)
+            bridged = await bridged_phase(clock, n, seconds, transcode, ports)
+        else:
+            bridged = await bridged_phase(clock, n, seconds, transcode, ports)
+            plain = await plain_phase(clock, n, seconds, prompt, ports)
+        per_call.append(plain.cpu / n)
+        per_pair.append(bridged.cpu / n)
+        delays = bridged.delays
+
+        def pick(q: float, delays: list[float] = delays) -> float:
+            return 1e3 * delays[min(len(delays) - 1, int(q * len(delays)))] if delays else 0.0
+
+        delay = (
+            f" | relay delay p50 {pick(0.5):.1f} ms p99 {pick(0.99):.1f} ms max {pick(1.0):.1f} ms"
+            if delays and not transcode
+            else ""
+        )
+        print(
+            f"N={n:5d} {'PCMU<->PCMA' if transcode else 'PCMU<->PCMU'}"
+            + (f" round {r + 1}" if rounds > 1 else "")
+            + f" | plain: {plain.cpu:5.1f} % CPU, {per_call[-1]:.4f} %/call"
+            f" | bridged: {bridged.cpu:5.1f} % CPU, {per_pair[-1]:.4f} %/pair"
+            f" | ratio {per_pair[-1] / per_call[-1]:.2f}{delay}"
+            f" | {bridged.relayed} relayed, {bridged.dropped} dropped"
+            f" | far ends delivered {bridged.rate:.0f} of 50 packets/s per stream",
+            flush=True,
+        )
+    await clock.stop()
+    if rounds > 1:
+        call, pair = statistics.median(per_call), statistics.median(per_pair)
+        print(
+            f"N={n:5d} median of {rounds} rounds: {call:.4f} %/call, {pair:.4f} %/pair,"
+            f" ratio of the medians {pair / call:.2f}"
+            f" (per-round ratios {min(a / b for a, b in zip(per_pair, per_call, strict=True)):.2f}"
+            f"-{max(a / b for a, b in zip(per_pair, per_call, strict=True)):.2f})",
+            flush=True,
+        )
 
 
 async def main() -> None:
@@ -207,13 +254,16 @@ async def main() -> None:
     parser.add_argument("--n", default="100,200,400", help="pairs (and plain calls) per run")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window per phase")
     parser.add_argument("--transcode", action="store_true", help="agent legs in PCMA")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="plain and bridged phases alternated, per N (1..10)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     ports = PortAllocator(32000, 32000 + 4 * MAX_N + 200)
     for n in (int(x) for x in args.n.split(",")):
         if not 0 < n <= MAX_N:
             raise SystemExit(f"N must be 1..{MAX_N}")
-        await run_n(n, min(args.seconds, 30.0), args.transcode, ports)
+        await run_n(n, min(args.seconds, 30.0), args.transcode, ports, max(1, min(args.rounds, 10)))
 
 
 if __name__ == "__main__":
