@@ -4,15 +4,14 @@ checked, normalized and stored with its calls."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any, overload
+from typing import Annotated, Any, TypeVar, overload
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, Request
@@ -322,15 +321,13 @@ async def play(
     # A long body's parsing and checks (tens of ms per 10,000 recipients) run in a
     # worker thread: `ringcast serve` paces every live call's RTP on this event loop.
     big = len(raw) >= INTAKE_IN_THREAD
-    parsed = await asyncio.to_thread(parse_play, raw) if big else parse_play(raw)
+    parsed = await _off_loop_if(big, parse_play, raw)
     del raw  # the decoded body is what is kept
     settings = settings_of(request)
     key = api_key_of(request.state)
-    check = functools.partial(
-        checked_play, parsed, idempotency_key, settings, sealer_of(request), key
+    checked = await _off_loop_if(
+        big, checked_play, parsed, idempotency_key, settings, sealer_of(request), key
     )
-    checked = await asyncio.to_thread(check) if big else check()
-    del check
     body, calls = checked.body, checked.calls
     payload = parsed.payload
     await intake.check_voices(payload)
@@ -352,6 +349,12 @@ async def play(
 
 
 INTAKE_IN_THREAD = 4096  # body bytes (about a hundred recipients) parsed off the event loop
+_T = TypeVar("_T")
+
+
+async def _off_loop_if(big: bool, fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)`, in a worker thread when `big`, else here on the event loop."""
+    return await asyncio.to_thread(fn, *args) if big else fn(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,13 +397,8 @@ def checked_play(
         else any(c.timezone is not None for c in calls)
     )
     schedule = payload.schedule
-    not_before = None
-    if schedule is not None:
-        not_before = (
-            schedule.not_before_utc(c.timezone for c in calls)
-            if zoned
-            else schedule.not_before_utc()
-        )
+    zones = (c.timezone for c in calls) if zoned else ()  # none to read otherwise
+    not_before = schedule.not_before_utc(zones) if schedule is not None else None
     return CheckedPlay(body, calls, body_hash(parsed), zoned, not_before)
 
 

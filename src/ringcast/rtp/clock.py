@@ -106,6 +106,15 @@ class RtpClock:
     def remove_half_tick(self, hook: Callable[[], None]) -> None:
         self._half_ticks.pop(hook, None)
 
+    def send_between_ticks(self, stream: ClockStream, pkt: bytes | bytearray) -> None:
+        """Send `stream`'s packet now, out of its tick's turn (a relay leg at the
+        half-tick), counted as a tick counts what it sends."""
+        try:
+            stream._send(pkt)
+        except OSError:  # full buffer, or ICMP refused on a connected socket
+            stream.send_errors += 1
+        self.packets_sent += 1
+
     def _on_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("rtp clock stopped: %r", task.exception())

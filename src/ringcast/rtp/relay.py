@@ -211,11 +211,7 @@ class RelayLeg:
         if pkt is None:
             return
         self._next = self._skip_once
-        self.clock.packets_sent += 1
-        try:
-            self._send(pkt)
-        except OSError:  # full buffer, or ICMP refused on a connected socket
-            self.send_errors += 1
+        self.clock.send_between_ticks(self, pkt)
 
     def _skip_once(self) -> None:
         """The tick after an early send: its slot went out already."""
