@@ -391,11 +391,7 @@ def checked_play(
     del uris  # made when read: nothing per recipient is left for the insert
     if payload.sip is not None and payload.sip.proxy is not None:
         intake.check_uri(payload.sip.proxy, "sip.proxy")
-    zoned = (
-        calls.any_timezone()
-        if isinstance(calls, CallsView)
-        else any(c.timezone is not None for c in calls)
-    )
+    zoned = q.any_zoned(calls)
     schedule = payload.schedule
     zones = (c.timezone for c in calls) if zoned else ()  # none to read otherwise
     not_before = schedule.not_before_utc(zones) if schedule is not None else None

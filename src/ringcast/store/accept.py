@@ -137,6 +137,13 @@ _UUID_GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # hex digit rang
 _ID_CHUNK = 10_000  # ids formatted at once
 
 
+def any_zoned(calls: Sequence[NewCall]) -> bool:
+    """Whether a call has a time zone: the sequence's own `any_timezone()` when it
+    has one (api/play.CallsView answers a bare list without reading it), else read."""
+    probe: Callable[[], bool] | None = getattr(calls, "any_timezone", None)
+    return probe() if probe is not None else any(c.timezone is not None for c in calls)
+
+
 def new_ids(n: int) -> list[str]:
     """`n` random (version 4) UUID strings in ascending order (see new_id_chunks)."""
     return [i for chunk in new_id_chunks(n) for i in chunk]
@@ -210,7 +217,7 @@ async def _insert_calls(
     # Ascending ids (still random v4 ids): the primary-key B-tree then takes the
     # batch in key order instead of at random pages (SQLite ~1.5-2x faster).
     if zoned is None:
-        zoned = any(zone is not None for _, _, _, zone in calls)
+        zoned = any_zoned(calls)
     batch = _NewRows(store, new_id_chunks(len(calls)), request_id, calls, now, due, zoned)
     columns = batch.columns
     driver = await raw_driver(await session.connection())
