@@ -304,6 +304,10 @@ async def test_two_deliverers_send_each_event_once(
     db_url: str, store: Store, receiver: Receiver
 ) -> None:
     ids = await add_events(store, receiver.url(), 60)
+    # Each answer takes 50 ms, so the 60 events take one deliverer at least
+    # 0.6 s: a shared workload, not one a fast claimer drains before the
+    # other's first claim has its turn at SQLite's write lock.
+    receiver.delay["/hook"] = 0.05
     other = open_store(db_url)
     a, b = deliverer(store, max_concurrency=5), deliverer(other, max_concurrency=5)
     a.start()
