@@ -23,6 +23,21 @@
     calls, and the bytes per live call the second adds, by where they were
     allocated and by the ringcast line that asked for them.
 
+(d) amd (issue 16: "1,000 concurrent calls with detection cost at most 2x the
+    CPU of the same calls without it"): N calls (default 1,000) to two SIPp
+    callees that answer and stream speech back from the answer on (SIPp
+    `rtp_stream`, looped, PCMU): half a human answer, half a machine greeting
+    with its beep, both from the AMD corpus (tests/amd_corpus.py). Each call
+    plays --message seconds (default 20) of playlist, dialed at up to
+    --ramp-cps, so all N are live together. The same calls run with
+    `"machine_detection": {"mode": "detect"}` and without it, alternated
+    --rounds times, a fresh server each run. Printed per run: ringcast's CPU
+    seconds from the POST until every call is final (whole calls: set-up,
+    playlist, detection while it listens, teardown), and over the detection
+    window alone (the POST to the ramp's end plus the 6 s timeout: every call's
+    listening falls in it); the verdicts the records carry. Then the ratios
+    detect / none of the medians, whole calls and window.
+
 RTP of SAMPLED streams goes to one sink port (SIPp's SDP answer names it),
 where a receiver process timestamps it; the other streams go to a socket
 nobody reads (a second SIPp names it), so the receiver does not compete for
@@ -32,6 +47,7 @@ a core with the process measured.
     .venv/bin/python bench/dialer.py setups --seconds 30 --rounds 2  # --cps 1500: capacity
     .venv/bin/python bench/dialer.py memory --n 2000,4000
     .venv/bin/python bench/dialer.py memory --n 1000 --trace  # where the bytes are
+    .venv/bin/python bench/dialer.py amd --n 1000 --rounds 2
 """
 
 from __future__ import annotations
@@ -46,6 +62,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -510,6 +527,175 @@ def late_share(before: dict[str, float], after: dict[str, float]) -> float:
     return (after[late] - before[late]) / max(1.0, after[ticks] - before[ticks]) * 100
 
 
+AMD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uas answer, stream speech back">
+  <recv request="INVITE" crlf="true"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-15
+
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <nop>
+    <action>
+      <exec rtp_stream="{audio},-1,0"/>
+    </action>
+  </nop>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+
+
+def speech_callee(work: Path, label: str, media_port: int) -> SippUas:
+    """A SIPp callee that answers and streams a `label` clip of the AMD corpus
+    (PCMU, looped) from its media port to the caller's, 50 packets/s a call."""
+    import amd_corpus  # the corpus needs the TTS voices: import it only here
+
+    from ringcast.media.codecs import get_codec
+
+    clip = amd_corpus.one(label, n={"human": 1, "machine": 3}[label])
+    audio = work / f"{label}.pcmu"
+    audio.write_bytes(get_codec("PCMU").encode(clip.pcm))
+    scenario = work / f"uas_{label}.xml"
+    scenario.write_text(AMD_SCENARIO.replace("{audio}", str(audio)))
+    return SippUas(
+        scenario,
+        work,
+        trace=False,
+        extra=["-mp", str(media_port), "-rtp_threadtasks", "50", "-rtp_buffsize", "1048576"],
+    )
+
+
+def answered_by(db: Path) -> str:
+    """The verdicts the run's records carry ("none": no verdict): count and median
+    `machine_detection_ms` of each."""
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
+        rows = conn.execute(
+            "SELECT coalesce(answered_by, 'none'), machine_detection_ms FROM calls"
+        ).fetchall()
+    times: dict[str, list[float]] = defaultdict(list)
+    for verdict, ms in rows:
+        times[str(verdict)].append(-1.0 if ms is None else float(ms))
+    return ", ".join(
+        f"{v} {len(ms)}" + (f" (median {statistics.median(ms):.0f} ms)" if min(ms) >= 0 else "")
+        for v, ms in sorted(times.items())
+    )
+
+
+def amd_run(args: argparse.Namespace, work: Path, detect: bool, k: int) -> tuple[float, float]:
+    """One run of N calls to the speech callees: (ringcast CPU s over whole calls,
+    CPU s over the detection window)."""
+    n = args.n
+    name = f"amd{k}-{'detect' if detect else 'none'}"
+    rc_args = [
+        "--max-calls",
+        str(n),
+        "--cps",
+        str(args.ramp_cps),
+        "--rtp-ports",
+        f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
+    ]
+    ramp = n / args.ramp_cps
+    window = ramp + 6.0 + 2.0  # the ramp, the detector's 6 s timeout, its last batch
+    media = 40000 + 4 * (k % 50)  # the callees' media ports, below the server's RTP range
+    with (
+        speech_callee(work, "human", media) as human,
+        speech_callee(work, "machine", media + 100) as machine,
+        contextlib.ExitStack() as stack,
+    ):
+        db = work / f"{name}.db"
+        rc = RingcastServer(
+            work, db=f"sqlite:///{db}", args=rc_args, env={"RINGCAST_LOG_LEVEL": "warning"}
+        )
+        stack.callback(rc.stop)
+        rc.start(timeout=120)
+        pid = rc.proc.pid  # type: ignore[union-attr]
+        body: dict[str, object] = {
+            "recipients": [
+                {"to": (human if i % 2 == 0 else machine).uri(f"c{i}")} for i in range(n)
+            ],
+            "from": "bench",
+            "playlist": [{"pause": args.message}],
+        }
+        if detect:
+            body["machine_detection"] = {"mode": "detect"}
+        m0 = clock_counters(rc.base)
+        c0, t0 = cpu_seconds(pid), time.monotonic()
+        rid = accepted(httpx.post(f"{rc.base}/voice/call/play", timeout=60, json=body))
+        time.sleep(max(0.0, t0 + window - time.monotonic()))
+        c_window = cpu_seconds(pid) - c0
+        late = late_share(m0, clock_counters(rc.base))
+        wait_done(rc.base, rid, n, deadline=time.monotonic() + args.message + 4 * ramp + 60)
+        c_whole, elapsed = cpu_seconds(pid) - c0, time.monotonic() - t0
+        done = answered_calls(db)
+        verdicts = answered_by(db)
+    print(
+        f"  {name:<12} whole calls {c_whole:6.2f} CPU s ({c_whole / max(1, done) * 1000:.2f} ms "
+        f"a call, {elapsed:.0f} s); detection window ({window:.0f} s) {c_window:6.2f} CPU s "
+        f"= {c_window / window * 100:.0f}% of a core, {late:.1f}% of clock ticks late; "
+        f"{done}/{n} answered and completed; answered_by: {verdicts}",
+        flush=True,
+    )
+    if done < n:
+        print_results(db)
+    return c_whole, c_window
+
+
+def amd(args: argparse.Namespace, work: Path) -> None:
+    base = bare_send_cost()
+    print(
+        f"  {args.n} calls, {args.message:.0f} s of playlist each, dialed at up to "
+        f"{args.ramp_cps}/s; callees stream speech from the answer on; a bare send "
+        f"costs {base:.2f} CPU us per packet on this machine now"
+    )
+    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for k in range(args.rounds):
+        order = (False, True) if k % 2 == 0 else (True, False)
+        for detect in order:
+            runs[detect].append(amd_run(args, work, detect, 2 * k + int(detect)))
+
+    whole = [
+        statistics.median(r[i] for r in runs[True]) / statistics.median(r[i] for r in runs[False])
+        for i in (0, 1)
+    ]
+    print(
+        f"  detect / none, medians of {args.rounds}: whole calls {whole[0]:.2f}x, "
+        f"detection window {whole[1]:.2f}x (target: at most 2x)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -526,6 +712,11 @@ def main() -> None:
     s.add_argument("--seconds", type=float, default=60.0)
     s.add_argument("--cps", type=float, default=1500.0)  # more than one process does
     s.add_argument("--rounds", type=int, default=2)
+    a = sub.add_parser("amd")
+    a.add_argument("--n", type=int, default=1000)
+    a.add_argument("--message", type=float, default=20.0, help="seconds of playlist a call")
+    a.add_argument("--ramp-cps", type=int, default=200)
+    a.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -543,6 +734,8 @@ def main() -> None:
             concurrency(args, work, sink, parent)
         elif args.mode == "memory":
             memory(args, work, sink)
+        elif args.mode == "amd":
+            amd(args, work)
         else:
             setups(args, work, sink)
     finally:
