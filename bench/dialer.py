@@ -629,7 +629,9 @@ def amd_run(args: argparse.Namespace, work: Path, detect: bool, k: int) -> tuple
     ]
     ramp = n / args.ramp_cps
     window = ramp + 6.0 + 2.0  # the ramp, the detector's 6 s timeout, its last batch
-    media = 40000 + 4 * (k % 50)  # the callees' media ports, below the server's RTP range
+    # the callees' media ports (and +2, SIPp's video): above the kernel's ephemeral ports
+    # (32768-60999 on Linux) and the server's RTP range
+    media = 61000 + 4 * (k % 50)
     with (
         speech_callee(work, "human", media) as human,
         speech_callee(work, "machine", media + 100) as machine,

@@ -30,6 +30,7 @@ from sipp import SippUas
 from e2e.server import MediaServer, RingcastServer, post
 from e2e.test_webhooks_e2e import Receiver
 from ringcast.media import tts
+from ringcast.media.amd import MachineDetector
 from ringcast.media.codecs import float_to_pcm16, get_codec
 from ringcast.rtp.udp import attach_filter
 from ringcast.webhooks.sign import generate_secret
@@ -267,6 +268,19 @@ def _capture(uas: SippUas) -> LoopbackCapture | None:
     return LoopbackCapture(int(uas.extra[uas.extra.index("-mp") + 1]))
 
 
+def decided_at_ms(pcm: np.ndarray) -> float:
+    """Where in `pcm` (as the callee sends it, through G.711 µ-law) the detector
+    decides: the call's `machine_detection_ms` cannot be less."""
+    codec = get_codec("PCMU")
+    heard = codec.decode(codec.encode(pcm))
+    detector = MachineDetector(timeout=6)
+    for i in range(0, len(heard), 640):
+        detector.feed(heard[i : i + 640])
+        if detector.decision is not None:
+            return detector.decision.at_ms
+    raise AssertionError("the detector decided nothing on this audio")
+
+
 def _call(rc: RingcastServer, uas: SippUas, **extra: object) -> dict[str, object]:
     body = {"to": uas.uri("dana"), "from": "me", "playlist": PLAYLIST}
     body.update(extra)
@@ -286,13 +300,21 @@ def test_detect_machine_then_human(sipp_bin: str, tmp_path: Path) -> None:
         with callee(tmp_path, greeting, telephone_event=True) as uas:
             record = _call(rc, uas, machine_detection={"mode": "detect"}, playlist=LONG)
         assert record["answered_by"] == "machine", (record, rc.output())
-        assert int(record["machine_detection_ms"]) > 0  # type: ignore[call-overload]
+        # answer -> decision, to the millisecond: not before the audio that decided
+        # (it once came from clocks cut to the second: up to 1 s short), less SIPp's
+        # playout jitter (its pcap's first packets came up to 40 ms early), and
+        # within a few seconds of it
+        at = decided_at_ms(greeting)
+        assert at - 100 <= int(record["machine_detection_ms"]) <= at + 3000, (record, at)  # type: ignore[call-overload]
         assert "voicemail" not in record
         assert record["answered"] is True
         (tmp_path / "h").mkdir()
-        with callee(tmp_path / "h", human_answer(), telephone_event=True) as uas:
+        human = human_answer()
+        with callee(tmp_path / "h", human, telephone_event=True) as uas:
             record = _call(rc, uas, machine_detection={"mode": "detect"}, playlist=LONG)
         assert record["answered_by"] == "human", (record, rc.output())
+        at = decided_at_ms(human)
+        assert at - 100 <= int(record["machine_detection_ms"]) <= at + 3000, (record, at)  # type: ignore[call-overload]
 
 
 @pytest.mark.sipp

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ringcast.dialer.report import CallJob, CallReport, ProgressFn, Script, notify
-from ringcast.domain import Result, utcnow
+from ringcast.domain import Result, now_precise
 from ringcast.media.amd import AnsweredBy, Decision, GreetingEnd, MachineDetector
 from ringcast.media.prompt import Prompt
 from ringcast.rtp import MediaSession, SessionState
@@ -162,14 +162,14 @@ async def _decide(
 ) -> AnsweredBy:
     """Wait for the detector's decision (or its timeout on the wall clock: a callee
     sending no audio); record and report it."""
-    connected = call.answered_at or utcnow()
+    connected = call.answered_at or now_precise()
     if not await _first(listener.decision, call, cancel, limit + 0.5):
-        elapsed = (utcnow() - connected).total_seconds() * 1000
+        elapsed = (now_precise() - connected).total_seconds() * 1000
         listener.apply(listener.detector.expire(max(elapsed, limit * 1000)))
     decision = listener.decision.result() if listener.decision.done() else None
     who = decision.answered_by if decision is not None else AnsweredBy.UNKNOWN
     report.answered_by = str(who)
-    report.machine_detection_ms = max(0, int((utcnow() - connected).total_seconds() * 1000))
+    report.machine_detection_ms = max(0, int((now_precise() - connected).total_seconds() * 1000))
     log.info(
         "call %s: answered by %s (%s) after %d ms",
         job.call_id,
@@ -232,10 +232,10 @@ async def detect(
             if report.answered_by is None:  # the call ended before a decision
                 report.answered_by = str(AnsweredBy.UNKNOWN)
             return
-        connected = call.answered_at or utcnow()
+        connected = call.answered_at or now_precise()
 
         def rest() -> CallJob:  # max_duration counts from the answer, detection included
-            spent = (utcnow() - connected).total_seconds()
+            spent = (now_precise() - connected).total_seconds()
             return replace(job, max_duration=max(0.1, job.max_duration - spent))
 
         who = await _decide(listener, job, call, cancel, report, on_progress, timeout)
