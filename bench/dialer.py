@@ -68,7 +68,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections import defaultdict
+from collections import Counter, defaultdict
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -79,7 +79,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from accepted import accepted  # noqa: E402
 from e2e.server import RingcastServer  # noqa: E402
-from sipp import SippUas  # noqa: E402
+from sipp import SippUas, answer_and_play  # noqa: E402
 
 SAMPLED = 100  # streams whose packet gaps are measured
 # RTP ports of the measured server: above the 20000-29199 the e2e tests' servers take
@@ -164,14 +164,7 @@ def concurrency(
     baseline = bare_send_cost()
     print(f"  baseline: a bare send costs {baseline:.2f} CPU us per packet on this machine now")
     for n in [int(x) for x in args.n.split(",")]:
-        rc_args = [
-            "--max-calls",
-            str(n),
-            "--cps",
-            str(args.ramp_cps),
-            "--rtp-ports",
-            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
-        ]
+        rc_args = live_calls_args(n, args.ramp_cps)
         env = {"RINGCAST_LOG_LEVEL": "warning"}
         ramp_limit = 2 * n / args.ramp_cps + 20  # seconds the ramp may take (it slows as N grows)
         # The SAMPLED streams go to the receiver; the others to a socket nobody
@@ -235,6 +228,19 @@ def concurrency(
                 return
 
 
+def live_calls_args(n: int, cps: int) -> list[str]:
+    """`ringcast serve` flags for N live calls dialed at up to `cps`: N channels, and
+    RTP ports above the e2e tests' (RTP_LO), two per call and some spare."""
+    return [
+        "--max-calls",
+        str(n),
+        "--cps",
+        str(cps),
+        "--rtp-ports",
+        f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
+    ]
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of `pid` in KB (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -247,14 +253,7 @@ def memory(args: argparse.Namespace, work: Path, sink: socket.socket) -> None:
     """RSS idle against RSS with N live calls (see the module docstring, (c))."""
     per_n: dict[int, tuple[int, int]] = {}
     for n in [int(x) for x in args.n.split(",")]:
-        rc_args = [
-            "--max-calls",
-            str(n),
-            "--cps",
-            str(args.ramp_cps),
-            "--rtp-ports",
-            f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
-        ]
+        rc_args = live_calls_args(n, args.ramp_cps)
         env = {"RINGCAST_LOG_LEVEL": "warning"}
         if args.trace:
             trace_dir = work / f"trace-{n}"
@@ -527,57 +526,6 @@ def late_share(before: dict[str, float], after: dict[str, float]) -> float:
     return (after[late] - before[late]) / max(1.0, after[ticks] - before[ticks]) * 100
 
 
-AMD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="uas answer, stream speech back">
-  <recv request="INVITE" crlf="true"/>
-  <send retrans="500">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 127.0.0.1
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio [media_port] RTP/AVP 0 101
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-15
-
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
-  <nop>
-    <action>
-      <exec rtp_stream="{audio},-1,0"/>
-    </action>
-  </nop>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"""
-
-
 def speech_callee(work: Path, label: str, media_port: int) -> SippUas:
     """A SIPp callee that answers and streams a `label` clip of the AMD corpus
     (PCMU, looped) from its media port to the caller's, 50 packets/s a call."""
@@ -588,8 +536,7 @@ def speech_callee(work: Path, label: str, media_port: int) -> SippUas:
     clip = amd_corpus.one(label, n={"human": 1, "machine": 3}[label])
     audio = work / f"{label}.pcmu"
     audio.write_bytes(get_codec("PCMU").encode(clip.pcm))
-    scenario = work / f"uas_{label}.xml"
-    scenario.write_text(AMD_SCENARIO.replace("{audio}", str(audio)))
+    scenario = answer_and_play(work / f"uas_{label}.xml", f'rtp_stream="{audio},-1,0"')
     return SippUas(
         scenario,
         work,
@@ -605,12 +552,15 @@ def answered_by(db: Path) -> str:
         rows = conn.execute(
             "SELECT coalesce(answered_by, 'none'), machine_detection_ms FROM calls"
         ).fetchall()
-    times: dict[str, list[float]] = defaultdict(list)
+    counts: Counter[str] = Counter()
+    times: dict[str, list[int]] = defaultdict(list)
     for verdict, ms in rows:
-        times[str(verdict)].append(-1.0 if ms is None else float(ms))
+        counts[verdict] += 1
+        if ms is not None:
+            times[verdict].append(ms)
     return ", ".join(
-        f"{v} {len(ms)}" + (f" (median {statistics.median(ms):.0f} ms)" if min(ms) >= 0 else "")
-        for v, ms in sorted(times.items())
+        f"{v} {k}" + (f" (median {statistics.median(times[v]):.0f} ms)" if times[v] else "")
+        for v, k in sorted(counts.items())
     )
 
 
@@ -619,14 +569,7 @@ def amd_run(args: argparse.Namespace, work: Path, detect: bool, k: int) -> tuple
     CPU s over the detection window)."""
     n = args.n
     name = f"amd{k}-{'detect' if detect else 'none'}"
-    rc_args = [
-        "--max-calls",
-        str(n),
-        "--cps",
-        str(args.ramp_cps),
-        "--rtp-ports",
-        f"{RTP_LO}-{RTP_LO + 4 * n + 400}",
-    ]
+    rc_args = live_calls_args(n, args.ramp_cps)
     ramp = n / args.ramp_cps
     window = ramp + 6.0 + 2.0  # the ramp, the detector's 6 s timeout, its last batch
     # the callees' media ports (and +2, SIPp's video): above the kernel's ephemeral ports

@@ -37,6 +37,81 @@ def _header(msg: str, name: str) -> str:
     return m.group(0) if m else ""
 
 
+# Answer (180, then 200 with SDP: PCMU, and telephone-event when asked), then
+# play media from the ACK on with the SIPp action `{action}` (`play_pcap_audio=...`
+# or `rtp_stream=...`), wait for our BYE.
+_ANSWER_AND_PLAY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="uas answer, play media">
+  <recv request="INVITE" crlf="true"/>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 127.0.0.1
+s=-
+c=IN IP4 127.0.0.1
+t=0 0
+m=audio [media_port] RTP/AVP 0{formats}
+a=rtpmap:0 PCMU/8000
+{rtpmap}
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true"/>
+  <nop>
+    <action>
+      <exec {action}/>
+    </action>
+  </nop>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+  <timewait milliseconds="500"/>
+</scenario>
+"""
+
+
+def answer_and_play(path: Path, action: str, *, telephone_event: bool = True) -> Path:
+    """Write the answer-and-play scenario with the SIPp media `action` to `path`."""
+    rtpmap = "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n" if telephone_event else ""
+    xml = _ANSWER_AND_PLAY.replace("{action}", action)
+    xml = xml.replace("{formats}", " 101" if telephone_event else "").replace("{rtpmap}", rtpmap)
+    path.write_text(xml)
+    return path
+
+
 class SippUas:
     """One SIPp process answering calls on 127.0.0.1:<port> with a scenario.
 

@@ -25,7 +25,7 @@ import pytest
 import soxr
 from conftest import free_port, missing
 from media_stream_lib import encode_audio, make_signal, normalized_xcorr, to_8k
-from sipp import SippUas
+from sipp import SippUas, answer_and_play
 
 from e2e.server import MediaServer, RingcastServer, post
 from e2e.test_webhooks_e2e import Receiver
@@ -46,68 +46,6 @@ VOICEMAIL = {"say": "This is the pharmacy: your order is ready.", "voice": "en-u
 MESSAGE = make_signal(1.5, 16000)  # a recorded voicemail: what the machine must get
 PLAYLIST = [{"say": "Hello, this is the playlist.", "voice": "en-us"}]
 LONG = [*PLAYLIST, {"pause": 6}]
-
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<!DOCTYPE scenario SYSTEM "sipp.dtd">
-<scenario name="uas answer, play a pcap">
-  <recv request="INVITE" crlf="true"/>
-  <send>
-    <![CDATA[
-SIP/2.0 180 Ringing
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Length: 0
-
-    ]]>
-  </send>
-  <send retrans="500">
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:];tag=[pid]SIPpTag01[call_number]
-[last_Call-ID:]
-[last_CSeq:]
-Contact: <sip:[local_ip]:[local_port];transport=[transport]>
-Content-Type: application/sdp
-Content-Length: [len]
-
-v=0
-o=sipp 1 1 IN IP4 127.0.0.1
-s=-
-c=IN IP4 127.0.0.1
-t=0 0
-m=audio [media_port] RTP/AVP 0{formats}
-a=rtpmap:0 PCMU/8000
-{rtpmap}
-    ]]>
-  </send>
-  <recv request="ACK" crlf="true"/>
-  <nop>
-    <action>
-      <exec play_pcap_audio="{pcap}"/>
-    </action>
-  </nop>
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
-  <timewait milliseconds="500"/>
-</scenario>
-"""
 
 
 def write_pcap(path: Path, pcm: np.ndarray, port: int = 6000) -> None:
@@ -135,12 +73,9 @@ def write_pcap(path: Path, pcm: np.ndarray, port: int = 6000) -> None:
 def callee(tmp_path: Path, pcm: np.ndarray, *, telephone_event: bool) -> SippUas:
     pcap = tmp_path / "callee.pcap"
     write_pcap(pcap, pcm)
-    xml = SCENARIO.replace("{pcap}", str(pcap))
-    xml = xml.replace("{formats}", " 101" if telephone_event else "")
-    rtpmap = "a=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n" if telephone_event else ""
-    xml = xml.replace("{rtpmap}", rtpmap)
-    scenario = tmp_path / "uas_pcap.xml"
-    scenario.write_text(xml)
+    scenario = answer_and_play(
+        tmp_path / "uas_pcap.xml", f'play_pcap_audio="{pcap}"', telephone_event=telephone_event
+    )
     media_port = free_port()
     return SippUas(
         scenario, tmp_path, max_calls=1, extra=["-mi", "127.0.0.1", "-mp", str(media_port)]
